@@ -1,0 +1,212 @@
+//! The kernel half: five tracepoint programs that copy the facts of a TCP event into one
+//! [`WireEvent`] and hand it to userspace through a ring buffer.
+//!
+//! Every field is read at an offset the loader found in tracefs (and, for kernel structures, in
+//! BTF), so one object serves every kernel layout. These programs must never decide anything,
+//! loop, or block: they gather and send. A full ring buffer is counted, never hidden.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_current_task},
+    macros::{map, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use tracer_common::{
+    EventKind, HookLayout, KernelConfig, WireEvent, ABSENT, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
+    FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Filled in by the loader before the programs are verified.
+#[no_mangle]
+static CONFIG: KernelConfig = KernelConfig::NONE;
+
+/// Resized by the loader (`--ring-buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    emit(&ctx, EventKind::StateChange)
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    emit(&ctx, EventKind::ResetSent)
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    emit(&ctx, EventKind::ResetReceived)
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    emit(&ctx, EventKind::Retransmit)
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
+    emit(&ctx, EventKind::SynAckRetransmit)
+}
+
+/// Reads a value at `offset` in the tracepoint record, or `None` when the layout lacks it.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
+    if offset == ABSENT {
+        return None;
+    }
+    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+}
+
+/// Reads kernel memory at `base + offset`; `None` for a null base or an absent offset.
+#[inline(always)]
+fn kernel<T>(base: u64, offset: u16) -> Option<T> {
+    if base == 0 || offset == ABSENT {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+}
+
+#[inline(always)]
+fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
+    // Volatile: the loader rewrites CONFIG after compilation, so the compiler must not fold it.
+    let layout: HookLayout = unsafe { core::ptr::read_volatile(&raw const CONFIG.hooks[kind.index()]) };
+    if let Some(protocol) = field::<u16>(ctx, layout.protocol) {
+        if protocol != IPPROTO_TCP {
+            return 0;
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<WireEvent>(0) else {
+        if let Some(counter) = COUNTERS.get_ptr_mut(COUNTER_RESERVE_FAILED) {
+            unsafe { *counter += 1 };
+        }
+        return 0;
+    };
+    let mut event = WireEvent {
+        version: WIRE_VERSION,
+        kind: kind as u8,
+        family: 0,
+        flags: 0,
+        old_state: field::<i32>(ctx, layout.old_state).unwrap_or(0) as u8,
+        new_state: field::<i32>(ctx, layout.new_state).unwrap_or(0) as u8,
+        local_port: field(ctx, layout.local_port).unwrap_or(0),
+        remote_port: field(ctx, layout.remote_port).unwrap_or(0),
+        _pad0: 0,
+        reason: 0,
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        socket: field(ctx, layout.socket).unwrap_or(0),
+        netns: 0,
+        tgid: 0,
+        pid: 0,
+        _pad1: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+        comm: [0; 16],
+    };
+    read_addresses(ctx, &layout, &mut event);
+    if let Some(reason) = field::<u32>(ctx, layout.reason) {
+        event.reason = reason;
+        event.flags |= FLAG_HAS_REASON;
+    }
+    event.netns = namespace_of(ctx, &layout, event.socket);
+    if in_process_context(ctx) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        event.tgid = (pid_tgid >> 32) as u32;
+        event.pid = pid_tgid as u32;
+        event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        event.flags |= FLAG_PROCESS_CONTEXT;
+    }
+    entry.write(event);
+    entry.submit(0);
+    0
+}
+
+#[inline(always)]
+fn read_addresses(ctx: &TracePointContext, layout: &HookLayout, event: &mut WireEvent) {
+    if layout.local_sockaddr != ABSENT {
+        // struct sockaddr_in / sockaddr_in6: family, big-endian port, then the address.
+        let family = field::<u16>(ctx, layout.local_sockaddr).unwrap_or(0);
+        event.family = family as u8;
+        event.local_port = u16::from_be(field(ctx, layout.local_sockaddr + 2).unwrap_or(0));
+        event.remote_port = u16::from_be(field(ctx, layout.remote_sockaddr + 2).unwrap_or(0));
+        if family == AF_INET6 {
+            event.local_addr = field(ctx, layout.local_sockaddr + 8).unwrap_or([0; 16]);
+            event.remote_addr = field(ctx, layout.remote_sockaddr + 8).unwrap_or([0; 16]);
+        } else {
+            copy4(&mut event.local_addr, field(ctx, layout.local_sockaddr + 4));
+            copy4(&mut event.remote_addr, field(ctx, layout.remote_sockaddr + 4));
+        }
+        return;
+    }
+    let family = field::<u16>(ctx, layout.family).unwrap_or(0);
+    event.family = family as u8;
+    if family == AF_INET || layout.local_addr6 == ABSENT {
+        copy4(&mut event.local_addr, field(ctx, layout.local_addr4));
+        copy4(&mut event.remote_addr, field(ctx, layout.remote_addr4));
+    } else {
+        // Without a family field (Linux < 6.1 resets) IPv4 arrives v4-mapped here; userspace infers.
+        event.local_addr = field(ctx, layout.local_addr6).unwrap_or([0; 16]);
+        event.remote_addr = field(ctx, layout.remote_addr6).unwrap_or([0; 16]);
+    }
+}
+
+#[inline(always)]
+fn copy4(dst: &mut [u8; 16], src: Option<[u8; 4]>) {
+    if let Some(src) = src {
+        dst[..4].copy_from_slice(&src);
+    }
+}
+
+/// The network namespace inode, through the socket or, for resets sent without one, the
+/// receiving device. 0 when neither can be read.
+#[inline(always)]
+fn namespace_of(ctx: &TracePointContext, layout: &HookLayout, socket: u64) -> u32 {
+    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
+    let net = if socket != 0 {
+        kernel::<u64>(socket, offsets.sock_net)
+    } else {
+        let skb = field::<u64>(ctx, layout.skb).unwrap_or(0);
+        let device = kernel::<u64>(skb, offsets.skb_dev).unwrap_or(0);
+        kernel::<u64>(device, offsets.device_net)
+    };
+    kernel::<u32>(net.unwrap_or(0), offsets.net_inum).unwrap_or(0)
+}
+
+/// True when the caller ran on the current task's own stack in a user task: then the pid is the
+/// one that caused the event. Softirq and hardirq run on per-CPU stacks, ksoftirqd is a kernel
+/// thread; both leave the pid unknown rather than wrong. (For tracepoint programs the first
+/// word of the record is the caller's `struct pt_regs *`.)
+#[inline(always)]
+fn in_process_context(ctx: &TracePointContext) -> bool {
+    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
+    let regs = field::<u64>(ctx, 0).unwrap_or(0);
+    let task = unsafe { bpf_get_current_task() };
+    let (Some(sp), Some(stack), Some(flags)) = (
+        kernel::<u64>(regs, offsets.regs_sp),
+        kernel::<u64>(task, offsets.task_stack),
+        kernel::<u32>(task, offsets.task_flags),
+    ) else {
+        return false;
+    };
+    flags & PF_KTHREAD == 0 && sp >= stack && sp - stack < offsets.thread_size as u64
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,337 @@
+//! Turns ring-buffer bytes into typed [`Event`]s. The buffer is never trusted: a short record,
+//! another wire version or an unknown kind is counted in [`DecodeStats`] and skipped.
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use serde::Serialize;
+use tracer_common::{EventKind, WireEvent, FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT, WIRE_VERSION};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// TCP states, numbered as in the kernel's `include/net/tcp_states.h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TcpState {
+    Established = 1,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    pub fn from_kernel(raw: u8) -> Option<TcpState> {
+        Self::ALL.get(usize::from(raw).checked_sub(1)?).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+            TcpState::NewSynRecv => "NEW_SYN_RECV",
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A socket for as long as it lives: its kernel address within its network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId {
+    pub netns: u32,
+    pub address: u64,
+}
+
+/// A task name as the kernel keeps it: up to 16 bytes, NUL-padded. Kept inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|byte| *byte == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_str())
+    }
+}
+
+/// The process an event ran for; only known in process context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: Comm,
+}
+
+/// One decoded event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub timestamp_ns: u64,
+    pub socket: SocketId,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Only for state changes.
+    pub old_state: Option<TcpState>,
+    /// The new state for state changes; the socket's state for resets and retransmits.
+    pub state: Option<TcpState>,
+    /// The kernel's `sk_rst_reason` for resets we sent (Linux ≥ 6.10).
+    pub reset_reason: Option<u32>,
+    pub process: Option<Process>,
+}
+
+/// Records that could not be decoded, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecodeStats {
+    pub decoded: u64,
+    pub short: u64,
+    pub wrong_version: u64,
+    pub unknown_kind: u64,
+}
+
+impl DecodeStats {
+    pub fn errors(&self) -> u64 {
+        self.short + self.wrong_version + self.unknown_kind
+    }
+}
+
+#[derive(Default)]
+pub struct Decoder {
+    reason_names: BTreeMap<u32, String>,
+    pub stats: DecodeStats,
+}
+
+impl Decoder {
+    /// `reason_names` comes from the running kernel's `tcp_send_reset` format.
+    pub fn new(reason_names: BTreeMap<u32, String>) -> Self {
+        Decoder { reason_names, stats: DecodeStats::default() }
+    }
+
+    pub fn reason_name(&self, reason: u32) -> Option<&str> {
+        self.reason_names.get(&reason).map(String::as_str)
+    }
+
+    pub fn decode(&mut self, bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < WireEvent::SIZE {
+            self.stats.short += 1;
+            return None;
+        }
+        // SAFETY: length checked above; WireEvent is plain integers, valid for any bit pattern.
+        let wire: WireEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if wire.version != WIRE_VERSION {
+            self.stats.wrong_version += 1;
+            return None;
+        }
+        let Some(kind) = EventKind::from_u8(wire.kind) else {
+            self.stats.unknown_kind += 1;
+            return None;
+        };
+        self.stats.decoded += 1;
+        let (local_ip, remote_ip) = addresses(wire.family, &wire.local_addr, &wire.remote_addr);
+        Some(Event {
+            kind,
+            timestamp_ns: wire.timestamp_ns,
+            socket: SocketId { netns: wire.netns, address: wire.socket },
+            local: SocketAddr::new(local_ip, wire.local_port),
+            remote: SocketAddr::new(remote_ip, wire.remote_port),
+            old_state: match kind {
+                EventKind::StateChange => TcpState::from_kernel(wire.old_state),
+                _ => None,
+            },
+            state: TcpState::from_kernel(wire.new_state),
+            reset_reason: (wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
+            process: (wire.flags & FLAG_PROCESS_CONTEXT != 0).then_some(Process {
+                pid: wire.pid,
+                tgid: wire.tgid,
+                comm: Comm(wire.comm),
+            }),
+        })
+    }
+}
+
+/// Builds the two addresses; without a family (Linux < 6.1 resets) IPv4 arrives v4-mapped.
+fn addresses(family: u8, local: &[u8; 16], remote: &[u8; 16]) -> (IpAddr, IpAddr) {
+    let v4 = |bytes: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]));
+    let v6 = |bytes: &[u8; 16]| IpAddr::V6(Ipv6Addr::from(*bytes));
+    match family {
+        AF_INET => (v4(local), v4(remote)),
+        AF_INET6 => (v6(local), v6(remote)),
+        _ => {
+            let unmapped = |bytes: &[u8; 16]| match Ipv6Addr::from(*bytes).to_ipv4_mapped() {
+                Some(ip) => IpAddr::V4(ip),
+                None if bytes[4..].iter().all(|byte| *byte == 0) => v4(bytes),
+                None => v6(bytes),
+            };
+            (unmapped(local), unmapped(remote))
+        }
+    }
+}
+
+/// Builds wire records for tests (here and in the tracker's) without a kernel.
+#[cfg(test)]
+pub mod wire {
+    use super::*;
+
+    pub fn record(kind: EventKind, old: u8, new: u8) -> WireEvent {
+        WireEvent {
+            version: WIRE_VERSION,
+            kind: kind as u8,
+            family: AF_INET,
+            flags: 0,
+            old_state: old,
+            new_state: new,
+            local_port: 43210,
+            remote_port: 80,
+            _pad0: 0,
+            reason: 0,
+            timestamp_ns: 1_000,
+            socket: 0xffff_8880_1234_5678,
+            netns: 4026531840,
+            tgid: 0,
+            pid: 0,
+            _pad1: 0,
+            local_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            comm: [0; 16],
+        }
+    }
+
+    pub fn bytes(record: &WireEvent) -> Vec<u8> {
+        // SAFETY: WireEvent is repr(C) plain integers with explicit padding fields.
+        unsafe { std::slice::from_raw_parts((record as *const WireEvent).cast::<u8>(), WireEvent::SIZE) }.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{wire::*, *};
+
+    #[test]
+    fn a_state_change_decodes_with_addresses_states_and_no_pid_from_softirq() {
+        let mut decoder = Decoder::default();
+        let event = decoder.decode(&bytes(&record(EventKind::StateChange, 2, 1))).unwrap();
+        assert_eq!(event.local, "10.0.0.1:43210".parse().unwrap());
+        assert_eq!(event.remote, "10.0.0.2:80".parse().unwrap());
+        assert_eq!((event.old_state, event.state), (Some(TcpState::SynSent), Some(TcpState::Established)));
+        assert_eq!(event.socket, SocketId { netns: 4026531840, address: 0xffff_8880_1234_5678 });
+        assert_eq!((event.process, event.reset_reason), (None, None));
+        assert_eq!(decoder.stats.decoded, 1);
+    }
+
+    #[test]
+    fn process_context_carries_pid_and_comm() {
+        let mut record = record(EventKind::StateChange, 7, 2);
+        record.flags = FLAG_PROCESS_CONTEXT;
+        (record.pid, record.tgid) = (4242, 4240);
+        record.comm[..4].copy_from_slice(b"curl");
+        let event = Decoder::default().decode(&bytes(&record)).unwrap();
+        let process = event.process.unwrap();
+        assert_eq!((process.pid, process.tgid, process.comm.to_string()), (4242, 4240, "curl".to_string()));
+    }
+
+    #[test]
+    fn reset_reason_is_named_from_the_kernel_table() {
+        let mut record = record(EventKind::ResetSent, 0, 1);
+        record.flags = FLAG_HAS_REASON;
+        record.reason = 12;
+        let mut decoder = Decoder::new([(12, "TCP_ABORT_ON_LINGER".to_string())].into());
+        let event = decoder.decode(&bytes(&record)).unwrap();
+        assert_eq!(event.reset_reason, Some(12));
+        assert_eq!(decoder.reason_name(12), Some("TCP_ABORT_ON_LINGER"));
+        assert_eq!(event.old_state, None);
+    }
+
+    #[test]
+    fn ipv6_and_v4_mapped_without_family_decode_to_the_right_family() {
+        let mut record = record(EventKind::StateChange, 2, 1);
+        record.family = AF_INET6;
+        record.local_addr = Ipv6Addr::LOCALHOST.octets();
+        let event = Decoder::default().decode(&bytes(&record)).unwrap();
+        assert_eq!(event.local.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+
+        record.family = 0;
+        record.local_addr = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().octets();
+        let event = Decoder::default().decode(&bytes(&record)).unwrap();
+        assert_eq!(event.local.ip(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+    }
+
+    #[test]
+    fn short_foreign_and_unknown_records_are_counted_and_skipped() {
+        let mut decoder = Decoder::default();
+        let good = bytes(&record(EventKind::StateChange, 2, 1));
+        assert!(decoder.decode(&good[..WireEvent::SIZE - 1]).is_none());
+        assert!(decoder.decode(&[]).is_none());
+        let mut other_version = record(EventKind::StateChange, 2, 1);
+        other_version.version = WIRE_VERSION + 1;
+        assert!(decoder.decode(&bytes(&other_version)).is_none());
+        let mut unknown = record(EventKind::StateChange, 2, 1);
+        unknown.kind = 99;
+        assert!(decoder.decode(&bytes(&unknown)).is_none());
+        assert_eq!(
+            decoder.stats,
+            DecodeStats { decoded: 0, short: 2, wrong_version: 1, unknown_kind: 1 }
+        );
+        assert_eq!(decoder.stats.errors(), 4);
+    }
+
+    #[test]
+    fn unknown_state_numbers_become_none_not_a_wrong_state() {
+        let event = Decoder::default().decode(&bytes(&record(EventKind::StateChange, 0, 200))).unwrap();
+        assert_eq!((event.old_state, event.state), (None, None));
+    }
+}

@@ -1,0 +1,114 @@
+//! Finds, in the running kernel's BTF, where the few kernel structure members the programs read
+//! live (socket → namespace, task → stack and flags, saved registers → stack pointer).
+//!
+//! Structures move between kernel versions and configurations, so these offsets are never
+//! compiled in. A member that cannot be found turns the feature that needs it off, and the
+//! tracer says so in its mode line instead of reporting wrong namespaces or pids.
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use btf_rs::{Btf, Type};
+use tracer_common::{KernelOffsets, ABSENT};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// What the BTF lookup gave, with the names of what could not be found.
+pub struct Resolved {
+    pub offsets: KernelOffsets,
+    pub missing: Vec<&'static str>,
+}
+
+impl Resolved {
+    pub fn namespaces_known(&self) -> bool {
+        self.offsets.sock_net != ABSENT && self.offsets.net_inum != ABSENT
+    }
+
+    pub fn process_context_known(&self) -> bool {
+        [self.offsets.regs_sp, self.offsets.task_stack, self.offsets.task_flags].iter().all(|offset| *offset != ABSENT)
+    }
+}
+
+pub fn resolve() -> Result<Resolved> {
+    if !Path::new(VMLINUX_BTF).exists() {
+        anyhow::bail!("{VMLINUX_BTF} is missing: this kernel was built without BTF (CONFIG_DEBUG_INFO_BTF), which the tracer needs");
+    }
+    let btf = Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+    let mut missing = Vec::new();
+    let mut find = |name: &'static str, structure: &str, path: &str| {
+        member_offset(&btf, structure, path).unwrap_or_else(|| {
+            missing.push(name);
+            ABSENT
+        })
+    };
+    let offsets = KernelOffsets {
+        sock_net: find("sock_common.skc_net", "sock_common", "skc_net.net"),
+        net_inum: find("net.ns.inum", "net", "ns.inum"),
+        skb_dev: find("sk_buff.dev", "sk_buff", "dev"),
+        device_net: find("net_device.nd_net", "net_device", "nd_net.net"),
+        task_stack: find("task_struct.stack", "task_struct", "stack"),
+        task_flags: find("task_struct.flags", "task_struct", "flags"),
+        regs_sp: find("pt_regs.sp", "pt_regs", "sp"),
+        _pad: 0,
+        thread_size: thread_size(),
+        _pad1: 0,
+    };
+    Ok(Resolved { offsets, missing })
+}
+
+/// Byte offset of a dotted member path inside `structure`, looking through anonymous
+/// structs and unions the way C does.
+fn member_offset(btf: &Btf, structure: &str, path: &str) -> Option<u16> {
+    let mut current = btf
+        .resolve_types_by_name(structure)
+        .ok()?
+        .into_iter()
+        .find(|ty| matches!(ty, Type::Struct(_)))?;
+    let mut bits = 0u32;
+    for name in path.split('.') {
+        let (offset, member_type) = find_member(btf, &current, name)?;
+        bits += offset;
+        current = member_type;
+    }
+    (bits % 8 == 0).then(|| u16::try_from(bits / 8).ok()).flatten()
+}
+
+/// (bit offset, resolved type) of `name` in a struct or union, descending into anonymous members.
+fn find_member(btf: &Btf, ty: &Type, name: &str) -> Option<(u32, Type)> {
+    let (Type::Struct(members) | Type::Union(members)) = ty else { return None };
+    for member in &members.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        let member_type = strip_qualifiers(btf, btf.resolve_chained_type(member).ok()?)?;
+        if member_name == name {
+            return Some((member.bit_offset(), member_type));
+        }
+        if member_name.is_empty() {
+            if let Some((offset, found)) = find_member(btf, &member_type, name) {
+                return Some((member.bit_offset() + offset, found));
+            }
+        }
+    }
+    None
+}
+
+fn strip_qualifiers(btf: &Btf, mut ty: Type) -> Option<Type> {
+    for _ in 0..16 {
+        ty = match &ty {
+            Type::Typedef(inner) => btf.resolve_chained_type(inner).ok()?,
+            Type::Const(inner) | Type::Volatile(inner) | Type::Restrict(inner) => btf.resolve_chained_type(inner).ok()?,
+            Type::TypeTag(inner) => btf.resolve_chained_type(inner).ok()?,
+            _ => return Some(ty),
+        };
+    }
+    None
+}
+
+/// THREAD_SIZE: 16 KiB on x86-64 and arm64, doubled when KASAN is on.
+fn thread_size() -> u32 {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let config = std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
+    if config.lines().any(|line| line == "CONFIG_KASAN=y") {
+        32 * 1024
+    } else {
+        16 * 1024
+    }
+}

@@ -1,0 +1,89 @@
+//! `--events`: one line per kernel event, for watching a connection live.
+use serde::Serialize;
+use tracer_common::EventKind;
+
+use crate::{clock::Clock, decode::{Decoder, Event}};
+
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::StateChange => "state",
+        EventKind::ResetSent => "rst_sent",
+        EventKind::ResetReceived => "rst_received",
+        EventKind::Retransmit => "retransmit",
+        EventKind::SynAckRetransmit => "synack_retransmit",
+    }
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    ts: String,
+    ts_ns: u64,
+    kind: &'static str,
+    netns: u32,
+    socket: String,
+    local: String,
+    remote: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_code: Option<u32>,
+    pid: Option<u32>,
+    tgid: Option<u32>,
+    comm: Option<String>,
+}
+
+pub fn json(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
+    let record = EventJson {
+        ts: clock.format(event.timestamp_ns),
+        ts_ns: event.timestamp_ns,
+        kind: kind_name(event.kind),
+        netns: event.socket.netns,
+        socket: format!("{:#x}", event.socket.address),
+        local: event.local.to_string(),
+        remote: event.remote.to_string(),
+        old_state: event.old_state.map(|state| state.name()),
+        state: event.state.map(|state| state.name()),
+        reason: event.reset_reason.and_then(|code| decoder.reason_name(code)),
+        reason_code: event.reset_reason,
+        pid: event.process.map(|process| process.pid),
+        tgid: event.process.map(|process| process.tgid),
+        comm: event.process.map(|process| process.comm.to_string()),
+    };
+    serde_json::to_string(&record).expect("plain data always serializes")
+}
+
+/// `2026-11-22T02:10:00.123456Z state  10.0.0.1:43210 → 10.0.0.2:80  SYN_SENT → ESTABLISHED  pid 42 curl`
+pub fn human(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
+    let states = match (event.kind, event.old_state, event.state) {
+        (EventKind::StateChange, old, new) => format!("{} → {}", name_or_unknown(old), name_or_unknown(new)),
+        (_, _, Some(state)) => format!("in {state}"),
+        (_, _, None) => String::new(),
+    };
+    let reason = match event.reset_reason {
+        Some(code) => format!("  reason {}", decoder.reason_name(code).unwrap_or("?")),
+        None => String::new(),
+    };
+    let process = match event.process {
+        Some(process) => format!("pid {} {}", process.tgid, process.comm),
+        None => "pid -".to_string(),
+    };
+    format!(
+        "{} {:<17} {:>22} → {:<22} {:<26}{}  {}  netns {}",
+        clock.format(event.timestamp_ns),
+        kind_name(event.kind),
+        event.local.to_string(),
+        event.remote.to_string(),
+        states,
+        reason,
+        process,
+        event.socket.netns,
+    )
+}
+
+fn name_or_unknown(state: Option<crate::decode::TcpState>) -> &'static str {
+    state.map_or("?", |state| state.name())
+}

@@ -1,0 +1,137 @@
+//! Loads the kernel programs with this kernel's layouts and attaches them, all or nothing.
+//!
+//! The programs, links and maps live in one [`aya::Ebpf`]; dropping [`Probes`] (normal exit,
+//! an error half-way through attaching, a signal) detaches everything, and nothing is pinned,
+//! so even `kill -9` leaves nothing behind once the process is gone.
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{EventKind, KernelConfig, COUNTER_RESERVE_FAILED};
+
+use crate::{
+    decode::Decoder,
+    kernel_offsets,
+    tracefs::{self, Format},
+};
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Modes {
+    /// `tcp:tcp_send_reset` and so on, each "tracepoint" or "unavailable".
+    pub hooks: Vec<(String, &'static str)>,
+    pub namespaces: bool,
+    pub process_context: bool,
+    /// Whether `tcp_send_reset` gives the kernel's reset reason (Linux ≥ 6.10).
+    pub reset_reasons: bool,
+}
+
+impl Modes {
+    pub fn describe(&self) -> String {
+        let hooks: Vec<String> = self.hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
+        let yes_no = |known: bool| if known { "yes" } else { "unknown" };
+        format!(
+            "hooks: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}",
+            hooks.join(" "),
+            yes_no(self.namespaces),
+            yes_no(self.process_context),
+            if self.reset_reasons { "yes" } else { "not on this kernel" },
+        )
+    }
+}
+
+pub struct Probes {
+    // Keeps programs and links alive; dropped last.
+    _ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    pub modes: Modes,
+}
+
+impl Probes {
+    /// Attaches the programs; returns them with their ring buffer and a decoder for this kernel.
+    pub fn attach(ring_buffer_bytes: u32) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
+        check_privileges()?;
+        if EBPF_OBJECT.is_empty() {
+            bail!("this tracer binary was built without its eBPF programs; build it with `cargo xtask build`");
+        }
+        tracefs::ensure_mounted()?;
+        let resolved = kernel_offsets::resolve()?;
+        let mut config = KernelConfig { offsets: resolved.offsets, ..KernelConfig::NONE };
+        let mut modes = Modes {
+            namespaces: resolved.namespaces_known(),
+            process_context: resolved.process_context_known(),
+            ..Modes::default()
+        };
+        let mut reason_names = Default::default();
+        let mut available = Vec::new();
+        for kind in EventKind::ALL {
+            let (category, name, required) = tracefs::tracepoint_of(kind);
+            match Format::read(category, name)? {
+                Some(format) => {
+                    config.hooks[kind.index()] = format.layout(&format!("{category}:{name}"))?;
+                    if kind == EventKind::ResetSent {
+                        reason_names = format.reason_names();
+                        modes.reset_reasons = !reason_names.is_empty();
+                    }
+                    available.push(kind);
+                    modes.hooks.push((name.to_string(), "tracepoint"));
+                }
+                None if required => bail!(
+                    "tracepoint {category}:{name} does not exist on this kernel (it needs Linux ≥ 4.16); the tracer cannot follow TCP states"
+                ),
+                None => modes.hooks.push((name.to_string(), "unavailable")),
+            }
+        }
+        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
+            bail!("--ring-buffer-size must be a power of two of at least 4096 bytes, not {ring_buffer_bytes}");
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")?;
+        for kind in available {
+            let (category, name, _) = tracefs::tracepoint_of(kind);
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("the eBPF object has no program {name}"))?
+                .try_into()?;
+            program.load().with_context(|| format!("the kernel verifier rejected the {name} program"))?;
+            program.attach(category, name).with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
+        }
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
+        Ok((Probes { _ebpf: ebpf, counters, modes }, events, Decoder::new(reason_names)))
+    }
+
+    /// Events the kernel could not send because the ring buffer was full, summed over CPUs.
+    pub fn lost(&self) -> u64 {
+        self.counters
+            .get(&COUNTER_RESERVE_FAILED, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Refuses early, in one line, when the process cannot load BPF programs.
+fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("the tracer must run as root (or with CAP_BPF and CAP_PERFMON, plus CAP_NET_ADMIN for socket snapshots): try `sudo tracer ...`")
+}

@@ -1,0 +1,153 @@
+//! `cargo xtask`: everything that is not a plain `cargo build`: the BPF toolchain, the kernel
+//! object, running the tracer with the privileges it needs, and the root-only test suite.
+mod toolchain;
+
+use std::{
+    ffi::OsString,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run and test the TCP socket tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the BPF toolchain when it is missing (Debian/Ubuntu), nothing else.
+    Setup,
+    /// Build the kernel programs (bpfel-unknown-none).
+    BuildEbpf,
+    /// Build the kernel programs and the `tracer` binary (release).
+    Build,
+    /// Build everything and run the tracer as root (through sudo when needed).
+    Run {
+        /// Arguments for `tracer`, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Build everything and run all tests, unit and kernel integration, as root.
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("xtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::Setup => toolchain::ensure().map(|route| eprintln!("xtask: BPF route: {}", route.describe())),
+        Task::BuildEbpf => build_ebpf().map(drop),
+        Task::Build => build_all().map(drop),
+        Task::Run { args } => {
+            let tracer = build_all()?;
+            let error = as_root(&tracer, &args).exec();
+            Err(error).with_context(|| format!("could not start {}", tracer.display()))
+        }
+        Task::Test { args } => {
+            if !is_root() {
+                bail!("the integration tests load eBPF programs: run `sudo -E cargo xtask test` (or as root)");
+            }
+            let object = build_ebpf()?;
+            let mut command = Command::new(toolchain::cargo());
+            command
+                .current_dir(workspace_root())
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("TRACER_EBPF_OBJECT", &object);
+            run_checked(&mut command)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Builds the kernel object and returns its path.
+fn build_ebpf() -> Result<PathBuf> {
+    let route = toolchain::ensure()?;
+    let crate_dir = workspace_root().join("tracer-ebpf");
+    let linker = toolchain::find_bpf_linker().context("bpf-linker disappeared")?;
+    let mut path = OsString::from(linker.parent().expect("a file has a parent"));
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+
+    let mut command = Command::new(toolchain::cargo());
+    command
+        .current_dir(&crate_dir)
+        .env("PATH", path)
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    match route {
+        toolchain::Route::DebianRustc => {
+            command.env("RUSTC", "/usr/bin/rustc").env("RUSTC_BOOTSTRAP", "aya_ebpf").arg("build");
+        }
+        toolchain::Route::RustupNightly => {
+            command.args(["+nightly", "build", "-Z", "build-std=core"]);
+        }
+    }
+    command.args(["--locked", "--release", "--target", "bpfel-unknown-none"]);
+    let started = Instant::now();
+    run_checked(&mut command).context("building the eBPF programs failed")?;
+    let object = crate_dir.join("target/bpfel-unknown-none/release/tracer-ebpf");
+    eprintln!("xtask: eBPF object {} ({:.1?}, {})", object.display(), started.elapsed(), route.describe());
+    Ok(object)
+}
+
+/// Builds the kernel object, then `tracer` (which embeds it); returns the binary's path.
+fn build_all() -> Result<PathBuf> {
+    let object = build_ebpf()?;
+    run_checked(
+        Command::new(toolchain::cargo())
+            .current_dir(workspace_root())
+            .args(["build", "--release", "--package", "tracer"])
+            .env("TRACER_EBPF_OBJECT", &object),
+    )?;
+    Ok(workspace_root().join("target/release/tracer"))
+}
+
+fn as_root(program: &Path, args: &[OsString]) -> Command {
+    if is_root() {
+        let mut command = Command::new(program);
+        command.args(args);
+        return command;
+    }
+    eprintln!("xtask: the tracer needs root; re-running through sudo");
+    let mut command = Command::new("sudo");
+    command.arg(program).args(args);
+    command
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+pub fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("could not start {:?}", command.get_program()))?;
+    if !status.success() {
+        bail!("{:?} {:?} failed ({status})", command.get_program(), command.get_args().collect::<Vec<_>>());
+    }
+    Ok(())
+}
