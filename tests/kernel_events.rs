@@ -1,0 +1,196 @@
+//! The kernel half, end to end: real programs attached by a real `tracer --events`, real TCP
+//! between two network namespaces, and the exact transitions the tracer must report.
+mod support;
+
+use std::{
+    io::Read,
+    net::{IpAddr, SocketAddr, TcpStream},
+    os::fd::AsRawFd,
+};
+
+use serde_json::Value;
+use support::*;
+
+fn connect_and_accept(link: &Link, server_ip: IpAddr) -> (TcpStream, TcpStream, SocketAddr, SocketAddr) {
+    let listener = link.listen(server_ip);
+    let server_addr = listener.local_addr().unwrap();
+    let client = link.connect(server_addr).expect("connect");
+    let (accepted, client_addr) = listener.accept().expect("accept");
+    (client, accepted, client_addr, server_addr)
+}
+
+const ACTIVE_CLOSE: &[(&str, &str)] = &[
+    ("CLOSE", "SYN_SENT"),
+    ("SYN_SENT", "ESTABLISHED"),
+    ("ESTABLISHED", "FIN_WAIT1"),
+    ("FIN_WAIT1", "FIN_WAIT2"),
+    ("FIN_WAIT2", "CLOSE"),
+];
+const PASSIVE_CLOSE: &[(&str, &str)] = &[
+    ("LISTEN", "SYN_RECV"),
+    ("SYN_RECV", "ESTABLISHED"),
+    ("ESTABLISHED", "CLOSE_WAIT"),
+    ("CLOSE_WAIT", "LAST_ACK"),
+    ("LAST_ACK", "CLOSE"),
+];
+
+struct Closed {
+    lines: Vec<Value>,
+    client: SocketAddr,
+    server: SocketAddr,
+    link: Link,
+}
+
+/// One side closes, the other reads EOF and closes too; returns the tracer's output.
+fn graceful_close(server_ip: impl Fn(&Link) -> IpAddr, client_closes: bool) -> Closed {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--events"]);
+    let (client_stream, accepted, client, server) = connect_and_accept(&link, server_ip(&link));
+    let (first, mut second) = if client_closes { (client_stream, accepted) } else { (accepted, client_stream) };
+    drop(first);
+    assert_eq!(second.read(&mut [0; 16]).unwrap(), 0, "EOF after the peer's FIN");
+    drop(second);
+    tracer.wait_for("LAST_ACK → CLOSE", |line| line["old_state"] == "LAST_ACK" && line["state"] == "CLOSE");
+    tracer.wait_for("FIN_WAIT2 → CLOSE", |line| line["old_state"] == "FIN_WAIT2" && line["state"] == "CLOSE");
+    Closed { lines: tracer.stop(), client, server, link }
+}
+
+#[test]
+fn client_that_closes_first_goes_through_fin_wait_and_server_through_last_ack() {
+    let Closed { lines, client, server, link } = graceful_close(|link| link.server_ip, true);
+    assert_nothing_lost(&lines);
+    assert_eq!(transitions(&lines, client, server), pairs(ACTIVE_CLOSE));
+    assert_eq!(transitions(&lines, server, client), pairs(PASSIVE_CLOSE));
+
+    // connect() runs in our process; the server's SYN_RECV is made in softirq, where no pid is true.
+    let connect = lines.iter().find(|line| line["state"] == "SYN_SENT" && line["netns"] == link.client.inode()).unwrap();
+    assert_eq!(connect["tgid"], std::process::id(), "{connect}");
+    let syn_recv = lines
+        .iter()
+        .find(|line| line["state"] == "SYN_RECV" && line["local"] == server.to_string())
+        .unwrap();
+    assert!(syn_recv["pid"].is_null(), "softirq event must not carry a pid: {syn_recv}");
+    assert_eq!(syn_recv["netns"], link.server.inode());
+}
+
+#[test]
+fn server_that_closes_first_leaves_the_client_with_close_wait_and_last_ack() {
+    let Closed { lines, client, server, .. } = graceful_close(|link| link.server_ip, false);
+    assert_nothing_lost(&lines);
+    let client_side = pairs(&[
+        ("CLOSE", "SYN_SENT"),
+        ("SYN_SENT", "ESTABLISHED"),
+        ("ESTABLISHED", "CLOSE_WAIT"),
+        ("CLOSE_WAIT", "LAST_ACK"),
+        ("LAST_ACK", "CLOSE"),
+    ]);
+    let server_side = pairs(&[
+        ("LISTEN", "SYN_RECV"),
+        ("SYN_RECV", "ESTABLISHED"),
+        ("ESTABLISHED", "FIN_WAIT1"),
+        ("FIN_WAIT1", "FIN_WAIT2"),
+        ("FIN_WAIT2", "CLOSE"),
+    ]);
+    assert_eq!(transitions(&lines, client, server), client_side);
+    assert_eq!(transitions(&lines, server, client), server_side);
+}
+
+#[test]
+fn ipv6_connection_is_traced_like_ipv4() {
+    let Closed { lines, client, server, link } = graceful_close(|link| link.server_ip6, true);
+    assert!(client.is_ipv6() && server.is_ipv6());
+    assert_nothing_lost(&lines);
+    assert_eq!(transitions(&lines, client, server), pairs(ACTIVE_CLOSE));
+    assert_eq!(transitions(&lines, server, client), pairs(PASSIVE_CLOSE));
+    assert!(lines.iter().any(|line| line["local"] == client.to_string() && line["netns"] == link.client.inode()));
+}
+
+fn reset_reasons_available(tracer: &Tracer) -> bool {
+    tracer.stderr.lock().unwrap().contains("reset reasons: yes")
+}
+
+#[test]
+fn connect_to_a_closed_port_is_reset_by_the_peer() {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--events"]);
+    let with_reasons = reset_reasons_available(&tracer);
+    let closed_port = SocketAddr::new(link.server_ip, 9);
+    let error = link.connect(closed_port).expect_err("nothing listens on port 9");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+    tracer.wait_for("SYN_SENT → CLOSE", |line| line["old_state"] == "SYN_SENT" && line["state"] == "CLOSE");
+    let lines = tracer.stop();
+    assert_nothing_lost(&lines);
+
+    let client_netns = link.client.inode();
+    let states: Vec<_> = lines
+        .iter()
+        .filter(|line| line["kind"] == "state" && line["netns"] == client_netns)
+        .map(|line| (line["old_state"].as_str().unwrap(), line["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("CLOSE", "SYN_SENT"), ("SYN_SENT", "CLOSE")]);
+    let received = lines
+        .iter()
+        .find(|line| line["kind"] == "rst_received" && line["netns"] == client_netns)
+        .expect("the client saw the RST");
+    assert_eq!(received["remote"], closed_port.to_string());
+    if with_reasons {
+        // Linux ≥ 6.10 also reports resets sent without a socket, in the namespace that sent them.
+        let sent = lines
+            .iter()
+            .find(|line| line["kind"] == "rst_sent" && line["netns"] == link.server.inode())
+            .expect("the server's RST");
+        assert_eq!(sent["reason"], "NO_SOCKET", "{sent}");
+        assert_eq!(sent["local"], closed_port.to_string());
+        assert_eq!(sent["remote"], received["local"]);
+    }
+}
+
+#[test]
+fn close_with_linger_zero_sends_a_reset_with_its_reason() {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--events"]);
+    let with_reasons = reset_reasons_available(&tracer);
+    let (client_stream, mut accepted, client, server) = connect_and_accept(&link, link.server_ip);
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on a socket we own with a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            client_stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(client_stream);
+    let error = accepted.read(&mut [0; 16]).expect_err("the server sees the reset");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+    tracer.wait_for("the server's reset", |line| line["kind"] == "rst_received");
+    let lines = tracer.stop();
+    assert_nothing_lost(&lines);
+
+    assert_eq!(
+        transitions(&lines, client, server),
+        pairs(&[("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"), ("ESTABLISHED", "CLOSE")])
+    );
+    assert_eq!(
+        transitions(&lines, server, client),
+        pairs(&[("LISTEN", "SYN_RECV"), ("SYN_RECV", "ESTABLISHED"), ("ESTABLISHED", "CLOSE")])
+    );
+    let sent = lines.iter().find(|line| line["kind"] == "rst_sent").expect("a sent RST");
+    assert_eq!((sent["local"].as_str(), sent["remote"].as_str()), (Some(&*client.to_string()), Some(&*server.to_string())));
+    // tcp_disconnect() moves the socket to CLOSE before it sends the reset.
+    assert_eq!(sent["state"], "CLOSE");
+    assert_eq!(sent["tgid"], std::process::id(), "close() ran in our process: {sent}");
+    if with_reasons {
+        // The kernel names its own reason (TCP_STATE from tcp_disconnect() on 6.18); it must
+        // arrive resolved to a name from this kernel's table.
+        assert!(sent["reason_code"].is_u64() && sent["reason"].is_string(), "{sent}");
+    }
+    let received = lines.iter().find(|line| line["kind"] == "rst_received").unwrap();
+    assert_eq!((received["local"].as_str(), received["remote"].as_str()), (Some(&*server.to_string()), Some(&*client.to_string())));
+}

@@ -1,0 +1,229 @@
+//! Test hosts and the tracer under test: network namespaces joined by a veth pair, sockets opened
+//! inside them, and a running `tracer` whose JSON output the tests read.
+//!
+//! Every namespace is created by the test and deleted on drop; only addresses inside those
+//! namespaces are used. Needs root (run through `cargo xtask test`).
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "kernel tests load eBPF programs: run them with `cargo xtask test` as root");
+}
+
+pub fn sh(args: &[&str]) {
+    let output = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
+    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A network namespace that exists for the life of the value.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(role: &str) -> Netns {
+        let name = format!("tt{}-{}-{role}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        sh(&["ip", "netns", "add", &name]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    /// Inode of the namespace, as the tracer reports it.
+    pub fn inode(&self) -> u64 {
+        std::fs::metadata(format!("/run/netns/{}", self.name)).expect("netns file").ino()
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets made there stay in it.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        thread::spawn(move || {
+            // SAFETY: setns on a namespace fd we own, for this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in netns panicked")
+    }
+
+    pub fn exec(&self, args: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Two hosts joined by a veth pair: `client` has `.1`/`::1`, `server` has `.2`/`::2`.
+pub struct Link {
+    pub client: Netns,
+    pub server: Netns,
+    pub client_ip: IpAddr,
+    pub server_ip: IpAddr,
+    pub client_ip6: IpAddr,
+    pub server_ip6: IpAddr,
+}
+
+impl Link {
+    pub fn new() -> Link {
+        let client = Netns::new("c");
+        let server = Netns::new("s");
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) % 250 + 1;
+        let (veth_c, veth_s) = (format!("vc{id}"), format!("vs{id}"));
+        sh(&["ip", "link", "add", &veth_c, "netns", &client.name, "type", "veth", "peer", "name", &veth_s, "netns", &server.name]);
+        let v4 = |host: u8| format!("10.231.{id}.{host}");
+        let v6 = |host: u8| format!("fd00:231:{id:x}::{host}");
+        for (ns, dev, host) in [(&client, &veth_c, 1), (&server, &veth_s, 2)] {
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{}/24", v4(host)), "dev", dev]);
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{}/64", v6(host)), "dev", dev, "nodad"]);
+            sh(&["ip", "-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        Link {
+            client,
+            server,
+            client_ip: v4(1).parse().unwrap(),
+            server_ip: v4(2).parse().unwrap(),
+            client_ip6: v6(1).parse().unwrap(),
+            server_ip6: v6(2).parse().unwrap(),
+        }
+    }
+
+    pub fn listen(&self, ip: IpAddr) -> TcpListener {
+        self.server.run(move || TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind"))
+    }
+
+    pub fn connect(&self, to: SocketAddr) -> std::io::Result<TcpStream> {
+        self.client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+    }
+}
+
+/// A running `tracer` with its output collected as JSON values.
+pub struct Tracer {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    reader: Option<thread::JoinHandle<()>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts `tracer ARGS --json` and waits until its probes are attached.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+            .args(args)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tracer starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let errors = stderr.clone();
+        let child_stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                if line.starts_with("tracer: attached") {
+                    let _ = ready_tx.send(());
+                }
+                let mut errors = errors.lock().unwrap();
+                errors.push_str(&line);
+                errors.push('\n');
+            }
+        });
+        let mut tracer = Tracer { child, lines, reader: Some(reader), stderr };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let status = tracer.child.try_wait();
+            panic!("tracer did not attach ({status:?}): {}", tracer.stderr.lock().unwrap());
+        }
+        tracer
+    }
+
+    /// Waits (up to 10 s) until some output line satisfies `predicate`.
+    pub fn wait_for(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(found) = self.lines.lock().unwrap().iter().find(|line| predicate(line)) {
+                return found.clone();
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; output: {:#?}", self.lines.lock().unwrap());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT, then every line it printed; asserts a clean exit.
+    pub fn stop(mut self) -> Vec<Value> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("tracer exits");
+        self.reader.take().unwrap().join().unwrap();
+        assert!(status.success(), "tracer exited with {status}: {}", self.stderr.lock().unwrap());
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The closing line's `events` object, asserting nothing was lost or undecodable.
+pub fn assert_nothing_lost(lines: &[Value]) {
+    let last = lines.iter().rev().find(|line| line.get("final").is_some()).expect("a final line");
+    assert_eq!(last["events"]["lost"], 0, "events lost: {last}");
+    assert_eq!(last["events"]["decode_errors"], 0, "undecodable records: {last}");
+    assert!(last["events"]["seen"].as_u64().unwrap() > 0, "no events seen: {last}");
+}
+
+/// The `(old_state, state)` transitions of the socket that was, at some point, `local` → `remote`
+/// (before `connect` picks a port the kernel reports port 0, so the socket is found by address).
+pub fn transitions(lines: &[Value], local: SocketAddr, remote: SocketAddr) -> Vec<(String, String)> {
+    let socket = state_changes(lines)
+        .find(|line| line["local"] == local.to_string() && line["remote"] == remote.to_string())
+        .map(|line| (line["socket"].clone(), line["netns"].clone()));
+    let Some((socket, netns)) = socket else { return Vec::new() };
+    state_changes(lines)
+        .filter(|line| line["socket"] == socket && line["netns"] == netns)
+        .map(|line| (line["old_state"].as_str().unwrap().to_string(), line["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn state_changes(lines: &[Value]) -> impl Iterator<Item = &Value> {
+    lines.iter().filter(|line| line["kind"] == "state")
+}
+
+pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected.iter().map(|(old, new)| (old.to_string(), new.to_string())).collect()
+}
