@@ -9,3 +9,4 @@ pub mod output;
 pub mod probes;
 pub mod run;
 pub mod tracefs;
+pub mod tracker;

@@ -1,0 +1,887 @@
+//! The connection tracker: follows each socket from its first event to its end, infers who sent
+//! the first FIN and who reset whom, and classifies how every connection ended.
+//!
+//! Pure: no I/O, no clock; time comes from event timestamps and the caller's `now`. Everything it
+//! learns leaves as [`Observation`]s for the findings layer. Memory is bounded by
+//! [`TrackerConfig`]; every eviction is counted in [`TrackerStats`].
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
+
+use serde::Serialize;
+use tracer_common::EventKind;
+
+use crate::decode::{Event, Process, SocketId, TcpState};
+
+/// How long after its CLOSE a connection waits for late facts (a reset is sent after the
+/// socket is already CLOSE; events from other CPUs may trail) before it is classified.
+pub const SETTLE_NS: u64 = 200_000_000;
+/// TCP_TIMEWAIT_LEN: fixed at 60 s in Linux.
+pub const TIME_WAIT_NS: u64 = 60_000_000_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct TrackerConfig {
+    pub max_connections: usize,
+    pub max_time_wait: usize,
+    /// `net.ipv4.tcp_fin_timeout`: how long an orphaned FIN_WAIT2 lives.
+    pub fin_timeout_ns: u64,
+    /// The default ephemeral range, to guess the role of sockets that predate the tracer.
+    pub ephemeral_ports: (u16, u16),
+}
+
+impl TrackerConfig {
+    /// Whether a socket closing from `from` leaves a TIME_WAIT socket: after a simultaneous close,
+    /// or from FIN_WAIT2 when the peer's FIN came before `tcp_fin_timeout` (an expired FIN_WAIT2
+    /// also becomes a timewait socket, but in its FIN_WAIT2 substate).
+    fn leaves_time_wait(&self, connection: &Connection, from: TcpState) -> bool {
+        match from {
+            TcpState::Closing | TcpState::TimeWait => true,
+            TcpState::FinWait2 => {
+                connection.state_since_ns.saturating_sub(connection.previous_state_since_ns) < self.fin_timeout_ns * 9 / 10
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            max_connections: 100_000,
+            max_time_wait: 131_072,
+            fin_timeout_ns: 60_000_000_000,
+            ephemeral_ports: (32768, 60999),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// We called connect().
+    Client,
+    /// Accepted from one of our listeners.
+    Server,
+    Listener,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseClass {
+    Graceful,
+    ResetByPeer,
+    ResetByUs,
+    PeerSilent,
+    Refused,
+    ConnectTimeout,
+    Aborted,
+}
+
+impl CloseClass {
+    pub const ALL: [CloseClass; 7] = [
+        CloseClass::Graceful,
+        CloseClass::ResetByPeer,
+        CloseClass::ResetByUs,
+        CloseClass::PeerSilent,
+        CloseClass::Refused,
+        CloseClass::ConnectTimeout,
+        CloseClass::Aborted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseClass::Graceful => "graceful",
+            CloseClass::ResetByPeer => "reset_by_peer",
+            CloseClass::ResetByUs => "reset_by_us",
+            CloseClass::PeerSilent => "peer_silent",
+            CloseClass::Refused => "refused",
+            CloseClass::ConnectTimeout => "connect_timeout",
+            CloseClass::Aborted => "aborted",
+        }
+    }
+}
+
+/// Which side sent the first FIN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstFin {
+    Us,
+    Peer,
+    Both,
+}
+
+/// A RST we sent on this socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetSent {
+    pub reason: Option<u32>,
+    /// Sent from a system call (close/shutdown/disconnect) rather than by the stack on its own.
+    pub by_application: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub at_ns: u64,
+    pub from: TcpState,
+    pub by_application: bool,
+}
+
+/// One socket's life so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub socket: SocketId,
+    pub role: Role,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    pub state_since_ns: u64,
+    /// When the state before this one began (how long FIN_WAIT2 lasted before CLOSE).
+    pub previous_state_since_ns: u64,
+    /// `None` when the socket predates the tracer.
+    pub opened_ns: Option<u64>,
+    pub established_ns: Option<u64>,
+    pub first_fin: Option<FirstFin>,
+    pub first_fin_ns: Option<u64>,
+    pub reset_sent: Option<ResetSent>,
+    pub reset_received: bool,
+    pub retransmits: u32,
+    pub syn_retransmits: u32,
+    pub retransmits_in_state: u32,
+    pub process: Option<Process>,
+    pub ending: Option<Ending>,
+    /// Already reported as stuck in CLOSE_WAIT / lingering in FIN_WAIT2 (for `total`).
+    pub flagged_close_wait: bool,
+    pub flagged_fin_wait2: bool,
+}
+
+impl Connection {
+    fn first_fin(&mut self, side: FirstFin, at_ns: u64) {
+        self.first_fin.get_or_insert(side);
+        self.first_fin_ns.get_or_insert(at_ns);
+    }
+}
+
+/// A connection that ended, with the verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub connection: Connection,
+    pub class: CloseClass,
+    pub detail: String,
+    /// The connection left a TIME_WAIT socket behind (we closed first, graceful).
+    pub time_wait: bool,
+    /// It ended because our FIN_WAIT2 expired: our FIN was acknowledged, theirs never came.
+    pub fin_wait2_expired: bool,
+}
+
+/// A 4-tuple within a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// Everything the findings layer needs to know, in event order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Ended(Box<Ended>),
+    /// We retransmitted a SYN: the server has not answered.
+    SynRetransmit { tuple: Tuple },
+    /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
+    SynAckRetransmit { tuple: Tuple },
+    ResetSent { tuple: Tuple, role: Option<Role>, reason: Option<u32> },
+    ResetReceived { tuple: Tuple, role: Option<Role> },
+    /// A new connection on a 4-tuple whose previous socket was still in TIME_WAIT. Tracepoints
+    /// only see reuses whose SYN was accepted (a new socket appears); `accepted` says so.
+    PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: u64, accepted: bool },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrackerStats {
+    pub tracked: u64,
+    pub evicted_connections: u64,
+    pub evicted_time_wait: u64,
+    /// Events about sockets first seen mid-life (they predate the tracer, or their birth was lost).
+    pub joined_mid_life: u64,
+}
+
+pub struct Tracker {
+    config: TrackerConfig,
+    reason_names: BTreeMap<u32, String>,
+    connections: HashMap<SocketId, Connection>,
+    /// TIME_WAIT sockets (seen entering it, or reported by a snapshot) → when they entered it.
+    time_wait: HashMap<Tuple, u64>,
+    pub stats: TrackerStats,
+}
+
+const APPLICATION_ABORT_REASONS: &[&str] = &[
+    "TCP_ABORT_ON_CLOSE",
+    "TCP_ABORT_ON_LINGER",
+    "TCP_ABORT_ON_DATA",
+    "TCP_STATE",
+    "TCP_DISCONNECT_WITH_DATA",
+];
+
+impl Tracker {
+    pub fn new(config: TrackerConfig, reason_names: BTreeMap<u32, String>) -> Tracker {
+        Tracker { config, reason_names, connections: HashMap::new(), time_wait: HashMap::new(), stats: TrackerStats::default() }
+    }
+
+    pub fn reason_name(&self, reason: u32) -> Option<&str> {
+        self.reason_names.get(&reason).map(String::as_str)
+    }
+
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.connections.values().filter(|connection| connection.ending.is_none())
+    }
+
+    pub fn connections_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
+        self.connections.values_mut().filter(|connection| connection.ending.is_none())
+    }
+
+    /// TIME_WAIT sockets believed to exist at `now_ns`.
+    pub fn time_wait(&self, now_ns: u64) -> impl Iterator<Item = (&Tuple, u64)> {
+        self.time_wait
+            .iter()
+            .filter(move |(_, since)| now_ns.saturating_sub(**since) < TIME_WAIT_NS)
+            .map(|(tuple, since)| (tuple, *since))
+    }
+
+    /// Replaces what we believe about one namespace's TIME_WAIT sockets with a snapshot of them.
+    pub fn refresh_time_wait(&mut self, netns: u32, now_ns: u64, snapshot: impl IntoIterator<Item = (SocketAddr, SocketAddr, u64)>) {
+        self.time_wait.retain(|tuple, _| tuple.netns != netns);
+        for (local, remote, remaining_ns) in snapshot {
+            let since = now_ns.saturating_sub(TIME_WAIT_NS.saturating_sub(remaining_ns));
+            self.remember_time_wait(Tuple { netns, local, remote }, since);
+        }
+    }
+
+    fn remember_time_wait(&mut self, tuple: Tuple, since_ns: u64) {
+        if self.time_wait.len() >= self.config.max_time_wait && !self.time_wait.contains_key(&tuple) {
+            let oldest = self.time_wait.iter().take(64).min_by_key(|(_, since)| **since).map(|(tuple, _)| *tuple);
+            if let Some(oldest) = oldest {
+                self.time_wait.remove(&oldest);
+                self.stats.evicted_time_wait += 1;
+            }
+        }
+        self.time_wait.insert(tuple, since_ns);
+    }
+
+    /// Feeds one event (in timestamp order); appends what it reveals to `out`.
+    pub fn observe(&mut self, event: &Event, out: &mut Vec<Observation>) {
+        match event.kind {
+            EventKind::StateChange => self.state_change(event, out),
+            EventKind::ResetSent => {
+                let role = self.connections.get_mut(&event.socket).map(|connection| {
+                    connection.reset_sent = Some(ResetSent {
+                        reason: event.reset_reason,
+                        by_application: event.process.is_some(),
+                    });
+                    connection.role
+                });
+                out.push(Observation::ResetSent { tuple: tuple_of(event), role, reason: event.reset_reason });
+            }
+            EventKind::ResetReceived => {
+                let role = self.connections.get_mut(&event.socket).map(|connection| {
+                    connection.reset_received = true;
+                    connection.role
+                });
+                out.push(Observation::ResetReceived { tuple: tuple_of(event), role });
+            }
+            EventKind::Retransmit => {
+                if let Some(connection) = self.connections.get_mut(&event.socket) {
+                    if event.state == Some(TcpState::SynSent) {
+                        connection.syn_retransmits += 1;
+                    } else {
+                        connection.retransmits += 1;
+                        connection.retransmits_in_state += 1;
+                    }
+                }
+                if event.state == Some(TcpState::SynSent) {
+                    out.push(Observation::SynRetransmit { tuple: tuple_of(event) });
+                }
+            }
+            EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: tuple_of(event) }),
+        }
+    }
+
+    fn state_change(&mut self, event: &Event, out: &mut Vec<Observation>) {
+        let (Some(old), Some(new)) = (event.old_state, event.state) else { return };
+        let at = event.timestamp_ns;
+        let birth_role = match (old, new) {
+            (TcpState::Close, TcpState::SynSent) => Some(Role::Client),
+            (TcpState::Listen, TcpState::SynRecv) | (TcpState::NewSynRecv, TcpState::SynRecv) => Some(Role::Server),
+            (TcpState::Close, TcpState::Listen) => Some(Role::Listener),
+            _ => None,
+        };
+        if let Some(role) = birth_role {
+            if self.connections.get(&event.socket).is_some_and(|known| known.ending.is_none() && known.state_since_ns > at) {
+                return; // a late copy of this socket's birth; we already know more
+            }
+            if let Some(previous) = self.connections.remove(&event.socket) {
+                // The kernel reused the address: the old socket is gone for good.
+                self.finish(previous, out);
+            }
+            self.make_room(out);
+            self.stats.tracked += 1;
+            self.connections.insert(event.socket, self.new_connection(event, role, Some(at)));
+        }
+        if !self.connections.contains_key(&event.socket) {
+            if new == TcpState::Close {
+                return; // the end of something we never saw: nothing to learn
+            }
+            self.stats.joined_mid_life += 1;
+            let role = self.guess_role(event);
+            self.make_room(out);
+            self.connections.insert(event.socket, self.new_connection(event, role, None));
+        }
+        let connection = self.connections.get_mut(&event.socket).expect("inserted above");
+        if at < connection.state_since_ns {
+            return; // older than what we know: another CPU's late event; timestamps decide
+        }
+        if event.local.port() != 0 {
+            connection.local = event.local;
+        }
+        if event.remote.port() != 0 {
+            connection.remote = event.remote;
+        }
+        if let Some(process) = event.process {
+            connection.process = Some(process);
+        }
+        match (old, new) {
+            (_, TcpState::Established) => connection.established_ns = Some(at),
+            (_, TcpState::FinWait1) => connection.first_fin(FirstFin::Us, at),
+            (_, TcpState::CloseWait) => connection.first_fin(FirstFin::Peer, at),
+            // Our FIN crossed theirs: simultaneous close.
+            (TcpState::FinWait1, TcpState::Closing) => connection.first_fin = Some(FirstFin::Both),
+            _ => {}
+        }
+        let reused_tuple = birth_role.is_none() && matches!((old, new), (TcpState::SynSent, TcpState::Established));
+        connection.state = new;
+        connection.previous_state_since_ns = connection.state_since_ns;
+        connection.state_since_ns = at;
+        let mut entered_time_wait = None;
+        if new == TcpState::Close {
+            connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some() });
+            if self.config.leaves_time_wait(connection, old) {
+                entered_time_wait = Some(Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote });
+            }
+        } else {
+            connection.retransmits_in_state = 0;
+        }
+        let role = connection.role;
+        if let Some(tuple) = entered_time_wait {
+            self.remember_time_wait(tuple, at);
+        }
+        // Only now are both ports known: the server side at SYN_RECV, the client once connected.
+        if birth_role == Some(Role::Server) || reused_tuple {
+            let tuple = tuple_of(event);
+            if let Some(since) = self.time_wait.remove(&tuple) {
+                let age = at.saturating_sub(since);
+                if age < TIME_WAIT_NS {
+                    out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: age, accepted: true });
+                }
+            }
+        }
+    }
+
+    fn new_connection(&self, event: &Event, role: Role, opened_ns: Option<u64>) -> Connection {
+        Connection {
+            socket: event.socket,
+            role,
+            local: event.local,
+            remote: event.remote,
+            state: event.old_state.unwrap_or(TcpState::Close),
+            state_since_ns: event.timestamp_ns,
+            previous_state_since_ns: event.timestamp_ns,
+            opened_ns,
+            established_ns: None,
+            first_fin: None,
+            first_fin_ns: None,
+            reset_sent: None,
+            reset_received: false,
+            retransmits: 0,
+            syn_retransmits: 0,
+            retransmits_in_state: 0,
+            process: None,
+            ending: None,
+            flagged_close_wait: false,
+            flagged_fin_wait2: false,
+        }
+    }
+
+    /// For sockets that predate us: the side whose port is ephemeral is the client.
+    fn guess_role(&self, event: &Event) -> Role {
+        let (low, high) = self.config.ephemeral_ports;
+        if event.old_state == Some(TcpState::Listen) || event.state == Some(TcpState::Listen) {
+            Role::Listener
+        } else if (low..=high).contains(&event.local.port()) && !(low..=high).contains(&event.remote.port()) {
+            Role::Client
+        } else {
+            Role::Server
+        }
+    }
+
+    /// Evicts the stalest of a sample of connections when the table is full.
+    fn make_room(&mut self, out: &mut Vec<Observation>) {
+        if self.connections.len() < self.config.max_connections {
+            return;
+        }
+        let stalest = self
+            .connections
+            .values()
+            .take(64)
+            .min_by_key(|connection| (connection.ending.is_none(), connection.state_since_ns))
+            .map(|connection| connection.socket);
+        if let Some(socket) = stalest {
+            let connection = self.connections.remove(&socket).expect("just found");
+            if connection.ending.is_some() {
+                self.finish(connection, out);
+            } else {
+                self.stats.evicted_connections += 1;
+            }
+        }
+    }
+
+    /// Classifies the connections that ended at least [`SETTLE_NS`] before `now_ns`
+    /// (all of them with `now_ns = u64::MAX`, at exit).
+    pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        let settled: Vec<SocketId> = self
+            .connections
+            .values()
+            .filter(|connection| connection.ending.is_some_and(|ending| ending.at_ns.saturating_add(SETTLE_NS) <= now_ns))
+            .map(|connection| connection.socket)
+            .collect();
+        for socket in settled {
+            let connection = self.connections.remove(&socket).expect("just listed");
+            self.finish(connection, out);
+        }
+        self.time_wait.retain(|_, since| now_ns.saturating_sub(*since) < TIME_WAIT_NS || now_ns == u64::MAX);
+    }
+
+    fn finish(&mut self, connection: Connection, out: &mut Vec<Observation>) {
+        let Some(ending) = connection.ending else {
+            self.stats.evicted_connections += 1;
+            return;
+        };
+        if connection.role == Role::Listener {
+            return;
+        }
+        let verdict = self.classify(&connection, ending);
+        out.push(Observation::Ended(Box::new(Ended {
+            connection,
+            class: verdict.class,
+            detail: verdict.detail,
+            time_wait: verdict.time_wait,
+            fin_wait2_expired: verdict.fin_wait2_expired,
+        })));
+    }
+
+    fn classify(&self, connection: &Connection, ending: Ending) -> Verdict {
+        let from = ending.from;
+        let retransmits = connection.retransmits_in_state;
+        if connection.reset_received {
+            if from == TcpState::SynSent {
+                return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN".into());
+            }
+            return Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}"));
+        }
+        if let Some(reset) = connection.reset_sent {
+            let reason = reset.reason.and_then(|code| self.reason_name(code));
+            return match reason {
+                Some("TCP_KEEPALIVE_TIMEOUT") => Verdict::of(
+                    CloseClass::PeerSilent,
+                    "keepalive timeout: the peer stopped answering (we sent RST)".into(),
+                ),
+                Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
+                    Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
+                }
+                None if reset.by_application => {
+                    Verdict::of(CloseClass::Aborted, "our application aborted it with RST".into())
+                }
+                reason => Verdict::of(
+                    CloseClass::ResetByUs,
+                    format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel")),
+                ),
+            };
+        }
+        match from {
+            TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => {
+                Verdict::of(CloseClass::Aborted, "connect abandoned by the application".into())
+            }
+            TcpState::SynSent if ending.by_application => Verdict::of(
+                CloseClass::ConnectTimeout,
+                format!("application gave up after {} SYN retransmits", connection.syn_retransmits),
+            ),
+            TcpState::SynSent => Verdict::of(
+                CloseClass::ConnectTimeout,
+                format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits),
+            ),
+            TcpState::FinWait2 if !self.config.leaves_time_wait(connection, from) => {
+                let waited = ending.at_ns.saturating_sub(connection.previous_state_since_ns);
+                Verdict {
+                    fin_wait2_expired: true,
+                    ..Verdict::of(
+                        CloseClass::PeerSilent,
+                        format!("our FIN was acknowledged but the peer never sent its FIN (FIN_WAIT2 expired after {}s)", waited / 1_000_000_000),
+                    )
+                }
+            }
+            TcpState::FinWait2 => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first".into()) },
+            TcpState::Closing | TcpState::TimeWait => {
+                Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once".into()) }
+            }
+            TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => Verdict::of(
+                CloseClass::PeerSilent,
+                format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"),
+            ),
+            TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first".into()),
+            TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged".into()),
+            TcpState::Established | TcpState::CloseWait | TcpState::SynRecv if !ending.by_application => Verdict::of(
+                CloseClass::PeerSilent,
+                format!("timed out in {from} with no FIN or RST from the peer ({retransmits} retransmits)"),
+            ),
+            _ => Verdict::of(CloseClass::Aborted, format!("closed by the application in {from} without FIN")),
+        }
+    }
+}
+
+struct Verdict {
+    class: CloseClass,
+    detail: String,
+    time_wait: bool,
+    fin_wait2_expired: bool,
+}
+
+impl Verdict {
+    fn of(class: CloseClass, detail: String) -> Verdict {
+        Verdict { class, detail, time_wait: false, fin_wait2_expired: false }
+    }
+}
+
+fn tuple_of(event: &Event) -> Tuple {
+    Tuple { netns: event.socket.netns, local: event.local, remote: event.remote }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::decode::Comm;
+
+    pub const NETNS: u32 = 4026531840;
+    const S: u64 = 1_000_000_000;
+
+    /// Builds the events of one socket, as the kernel would send them.
+    pub struct Script {
+        pub socket: SocketId,
+        pub local: SocketAddr,
+        pub remote: SocketAddr,
+    }
+
+    impl Script {
+        pub fn new(address: u64, local: &str, remote: &str) -> Script {
+            Script { socket: SocketId { netns: NETNS, address }, local: local.parse().unwrap(), remote: remote.parse().unwrap() }
+        }
+
+        fn event(&self, kind: EventKind, old: Option<TcpState>, state: Option<TcpState>, at: u64) -> Event {
+            Event {
+                kind,
+                timestamp_ns: at,
+                socket: self.socket,
+                local: self.local,
+                remote: self.remote,
+                old_state: old,
+                state,
+                reset_reason: None,
+                process: None,
+            }
+        }
+
+        pub fn state(&self, old: TcpState, new: TcpState, at: u64) -> Event {
+            self.event(EventKind::StateChange, Some(old), Some(new), at)
+        }
+
+        /// A transition made by a system call of pid 4242.
+        pub fn syscall(&self, old: TcpState, new: TcpState, at: u64) -> Event {
+            Event { process: Some(process()), ..self.state(old, new, at) }
+        }
+
+        pub fn reset_sent(&self, state: TcpState, reason: Option<u32>, at: u64) -> Event {
+            Event { reset_reason: reason, ..self.event(EventKind::ResetSent, None, Some(state), at) }
+        }
+
+        pub fn reset_received(&self, at: u64) -> Event {
+            self.event(EventKind::ResetReceived, None, None, at)
+        }
+
+        pub fn retransmit(&self, state: TcpState, at: u64) -> Event {
+            self.event(EventKind::Retransmit, None, Some(state), at)
+        }
+    }
+
+    pub fn process() -> Process {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        Process { pid: 4242, tgid: 4242, comm: unsafe { std::mem::transmute::<[u8; 16], Comm>(comm) } }
+    }
+
+    pub fn reasons() -> BTreeMap<u32, String> {
+        [(1, "NO_SOCKET"), (11, "TCP_ABORT_ON_CLOSE"), (14, "TCP_STATE"), (15, "TCP_KEEPALIVE_TIMEOUT"), (2, "TCP_INVALID_ACK_SEQUENCE")]
+            .into_iter()
+            .map(|(code, name)| (code, name.to_string()))
+            .collect()
+    }
+
+    fn run(config: TrackerConfig, events: &[Event]) -> (Tracker, Vec<Observation>) {
+        let mut tracker = Tracker::new(config, reasons());
+        let mut out = Vec::new();
+        for event in events {
+            tracker.observe(event, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        (tracker, out)
+    }
+
+    fn ended(out: &[Observation]) -> Vec<&Ended> {
+        out.iter()
+            .filter_map(|observation| match observation {
+                Observation::Ended(ended) => Some(&**ended),
+                _ => None,
+            })
+            .collect()
+    }
+
+    use TcpState::*;
+
+    fn client() -> Script {
+        Script::new(0xa1, "10.0.0.1:40000", "10.0.0.2:80")
+    }
+
+    fn server() -> Script {
+        Script::new(0xb1, "10.0.0.2:80", "10.0.0.1:40000")
+    }
+
+    #[test]
+    fn client_that_closes_first_after_the_peer_answers_is_graceful_and_leaves_time_wait() {
+        let c = client();
+        let (tracker, out) = run(
+            TrackerConfig::default(),
+            &[
+                c.syscall(Close, SynSent, S),
+                c.syscall(SynSent, Established, S + 1000),
+                c.syscall(Established, FinWait1, 2 * S),
+                c.state(FinWait1, FinWait2, 2 * S + 100),
+                c.state(FinWait2, Close, 2 * S + 200),
+            ],
+        );
+        let ended = ended(&out);
+        assert_eq!(ended.len(), 1);
+        let verdict = ended[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+        assert_eq!(verdict.connection.first_fin, Some(FirstFin::Us));
+        assert_eq!(verdict.connection.role, Role::Client);
+        assert_eq!(verdict.connection.process.map(|p| p.pid), Some(4242));
+        assert_eq!(tracker.time_wait(2 * S + 300).count(), 1);
+        assert_eq!(tracker.time_wait(2 * S + 200 + TIME_WAIT_NS).count(), 0, "TIME_WAIT lasts 60 s");
+    }
+
+    #[test]
+    fn server_whose_peer_closes_first_records_the_peers_fin_and_ends_graceful() {
+        let s = server();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 10),
+                s.state(Established, CloseWait, 2 * S),
+                s.syscall(CloseWait, LastAck, 2 * S + 50),
+                s.state(LastAck, Close, 2 * S + 60),
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, false));
+        assert_eq!((verdict.connection.role, verdict.connection.first_fin), (Role::Server, Some(FirstFin::Peer)));
+        assert_eq!(verdict.connection.process, Some(process()), "the pid comes from close(), not softirq");
+    }
+
+    #[test]
+    fn simultaneous_close_is_both() {
+        let c = client();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[
+                c.syscall(Close, SynSent, S),
+                c.state(SynSent, Established, S + 1),
+                c.syscall(Established, FinWait1, S + 2),
+                c.state(FinWait1, Closing, S + 3),
+                c.state(Closing, Close, S + 4),
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.connection.first_fin, verdict.time_wait), (CloseClass::Graceful, Some(FirstFin::Both), true));
+    }
+
+    #[test]
+    fn rst_in_reply_to_syn_is_refused() {
+        let c = client();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[c.syscall(Close, SynSent, S), c.reset_received(S + 10), c.syscall(SynSent, Close, S + 11)],
+        );
+        assert_eq!(ended(&out)[0].class, CloseClass::Refused);
+        assert!(matches!(out[0], Observation::ResetReceived { role: Some(Role::Client), .. }));
+    }
+
+    #[test]
+    fn rst_from_the_peer_mid_connection_is_reset_by_peer() {
+        let s = server();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(3 * S), s.state(Established, Close, 3 * S)],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!(verdict.class, CloseClass::ResetByPeer);
+        assert!(verdict.detail.contains("ESTABLISHED"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn linger_zero_close_is_aborted_even_though_the_reset_follows_the_close() {
+        let c = client();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[
+                c.syscall(Close, SynSent, S),
+                c.syscall(SynSent, Established, S + 1),
+                c.syscall(Established, Close, 2 * S),
+                Event { process: Some(process()), ..c.reset_sent(Close, Some(14), 2 * S + 5) },
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!(verdict.class, CloseClass::Aborted);
+        assert!(verdict.detail.contains("TCP_STATE"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn reset_sent_by_the_stack_is_reset_by_us_with_its_reason() {
+        let s = server();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_sent(Established, Some(2), 2 * S), s.state(Established, Close, 2 * S + 1)],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!(verdict.class, CloseClass::ResetByUs);
+        assert!(verdict.detail.contains("TCP_INVALID_ACK_SEQUENCE"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn keepalive_reset_means_the_peer_went_silent() {
+        let s = server();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_sent(Established, Some(15), 90 * S), s.state(Established, Close, 90 * S)],
+        );
+        assert_eq!(ended(&out)[0].class, CloseClass::PeerSilent);
+    }
+
+    #[test]
+    fn retransmission_timeout_without_fin_or_rst_is_peer_silent() {
+        let c = client();
+        let mut events = vec![c.syscall(Close, SynSent, S), c.state(SynSent, Established, S + 1)];
+        events.extend((0..6).map(|i| c.retransmit(Established, 2 * S + i)));
+        events.push(c.state(Established, Close, 20 * S));
+        let (_, out) = run(TrackerConfig::default(), &events);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.connection.retransmits), (CloseClass::PeerSilent, 6));
+        assert!(verdict.detail.contains("6 retransmits"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn fin_wait2_that_expires_means_our_fin_was_never_answered() {
+        let c = client();
+        let (tracker, out) = run(
+            TrackerConfig::default(),
+            &[
+                c.syscall(Close, SynSent, S),
+                c.state(SynSent, Established, S + 1),
+                c.syscall(Established, FinWait1, 2 * S),
+                c.state(FinWait1, FinWait2, 2 * S + 1),
+                c.state(FinWait2, Close, 62 * S + 1),
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.fin_wait2_expired, verdict.time_wait), (CloseClass::PeerSilent, true, false));
+        assert_eq!(tracker.time_wait(63 * S).count(), 0);
+    }
+
+    #[test]
+    fn unanswered_syns_are_a_connect_timeout_with_their_retransmits() {
+        let c = client();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[c.syscall(Close, SynSent, S), c.retransmit(SynSent, 2 * S), c.retransmit(SynSent, 4 * S), c.state(SynSent, Close, 8 * S)],
+        );
+        assert_eq!(out.iter().filter(|o| matches!(o, Observation::SynRetransmit { .. })).count(), 2);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.connection.syn_retransmits), (CloseClass::ConnectTimeout, 2));
+    }
+
+    #[test]
+    fn a_late_event_from_another_cpu_does_not_move_the_state_back() {
+        let c = client();
+        let (tracker, _) = {
+            let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+            let mut out = Vec::new();
+            for event in [c.syscall(Close, SynSent, S), c.state(SynSent, Established, 3 * S), c.state(Close, SynSent, 2 * S)] {
+                tracker.observe(&Event { old_state: event.old_state, ..event }, &mut out);
+            }
+            (tracker, out)
+        };
+        let connection = tracker.connections().next().unwrap();
+        assert_eq!((connection.state, connection.state_since_ns), (Established, 3 * S));
+    }
+
+    #[test]
+    fn a_full_table_evicts_and_counts() {
+        let config = TrackerConfig { max_connections: 2, ..TrackerConfig::default() };
+        let events: Vec<Event> = (0..5u64)
+            .map(|i| Script::new(0x100 + i, &format!("10.0.0.1:{}", 40000 + i), "10.0.0.2:80").syscall(Close, SynSent, S + i))
+            .collect();
+        let (tracker, _) = run(config, &events);
+        assert_eq!(tracker.stats.tracked, 5);
+        assert_eq!(tracker.stats.evicted_connections, 3);
+        assert_eq!(tracker.connections().count(), 2);
+    }
+
+    #[test]
+    fn a_new_connection_on_a_tuple_still_in_time_wait_is_port_reuse() {
+        let s = server();
+        let again = Script { socket: SocketId { netns: NETNS, address: 0xb2 }, ..server() };
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 1),
+                s.syscall(Established, FinWait1, 2 * S),
+                s.state(FinWait1, FinWait2, 2 * S + 1),
+                s.state(FinWait2, Close, 2 * S + 2),
+                again.state(Listen, SynRecv, 12 * S),
+            ],
+        );
+        let reuse = out.iter().find_map(|o| match o {
+            Observation::PortReuse { tuple, role, time_wait_age_ns, accepted } => Some((*tuple, *role, *time_wait_age_ns, *accepted)),
+            _ => None,
+        });
+        let (tuple, role, age, accepted) = reuse.expect("port reuse seen");
+        assert_eq!((tuple.local, tuple.remote, role, accepted), (server().local, server().remote, Role::Server, true));
+        assert_eq!(age, 10 * S - 2);
+    }
+
+    #[test]
+    fn sockets_that_predate_the_tracer_join_mid_life_with_a_guessed_role() {
+        let c = client();
+        let (tracker, out) = run(TrackerConfig::default(), &[c.state(Established, CloseWait, S), c.syscall(CloseWait, LastAck, S + 1), c.state(LastAck, Close, S + 2)]);
+        assert_eq!(tracker.stats.joined_mid_life, 1);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.connection.role, verdict.connection.opened_ns, verdict.class), (Role::Client, None, CloseClass::Graceful));
+    }
+}
