@@ -1,7 +1,11 @@
 //! The command line: what the operator can ask for, with the defaults an on-call engineer wants.
 use std::time::Duration;
 
+use anyhow::Result;
 use clap::Parser;
+use ipnet::IpNet;
+
+use crate::filter::{self, Filter};
 
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
@@ -25,6 +29,72 @@ pub struct Cli {
     /// Kernel → userspace ring buffer size in bytes (a power of two; 96 bytes per event).
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     pub ring_buffer_size: u32,
+
+    /// Seconds between summaries.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// A socket in CLOSE_WAIT or FIN_WAIT2 longer than this is reported as stuck.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub stuck_after: Duration,
+
+    /// TIME_WAIT sockets per peer that count as a buildup [default: half the namespace's
+    /// ephemeral port range, from net.ipv4.ip_local_port_range].
+    #[arg(long, value_name = "COUNT")]
+    pub time_wait_threshold: Option<u64>,
+
+    /// Only connections with this local port (repeatable, or comma-separated).
+    #[arg(short = 'L', long = "local-port", value_name = "PORT", value_delimiter = ',')]
+    pub local_ports: Vec<u16>,
+
+    /// Only connections with this remote port (repeatable, or comma-separated).
+    #[arg(short = 'D', long = "remote-port", value_name = "PORT", value_delimiter = ',')]
+    pub remote_ports: Vec<u16>,
+
+    /// Only connections with either end inside this network, e.g. 10.0.0.0/8 or fd00::/8
+    /// (repeatable).
+    #[arg(long = "addr", value_name = "CIDR")]
+    pub networks: Vec<IpNet>,
+
+    /// Only IPv4.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6_only")]
+    pub ipv4_only: bool,
+
+    /// Only IPv6.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6_only: bool,
+
+    /// Only this network namespace: an inode number or a path (/run/netns/NAME, /proc/PID/ns/net).
+    #[arg(long, value_name = "INODE|PATH")]
+    pub netns: Option<String>,
+
+    /// Only connections owned by this process (known once it acts on the socket: connect,
+    /// close, shutdown). State counts and TIME_WAIT ignore it.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Do not take sock_diag snapshots (TIME_WAIT is then estimated from tracepoints).
+    #[arg(long)]
+    pub no_snapshot: bool,
+
+    /// Most connections followed at once; beyond it the stalest are evicted (and counted).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_connections: usize,
+}
+
+impl Cli {
+    /// The filters, checked before anything is attached.
+    pub fn filter(&self) -> Result<Filter> {
+        Ok(Filter {
+            local_ports: self.local_ports.clone(),
+            remote_ports: self.remote_ports.clone(),
+            networks: self.networks.clone(),
+            ipv4_only: self.ipv4_only,
+            ipv6_only: self.ipv6_only,
+            netns: self.netns.as_deref().map(filter::parse_netns).transpose()?,
+            pid: self.pid,
+        })
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

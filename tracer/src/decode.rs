@@ -162,6 +162,10 @@ impl Decoder {
         Decoder { reason_names, stats: DecodeStats::default() }
     }
 
+    pub fn reason_names(&self) -> &BTreeMap<u32, String> {
+        &self.reason_names
+    }
+
     pub fn reason_name(&self, reason: u32) -> Option<&str> {
         self.reason_names.get(&reason).map(String::as_str)
     }

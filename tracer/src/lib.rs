@@ -4,9 +4,13 @@
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod filter;
+pub mod findings;
 pub mod kernel_offsets;
 pub mod output;
 pub mod probes;
+pub mod reorder;
 pub mod run;
+pub mod snapshot;
 pub mod tracefs;
 pub mod tracker;

@@ -1,25 +1,46 @@
-//! The event loop: drain the ring buffer in batches, hand events to the chosen output, and stop
-//! cleanly on SIGINT, SIGTERM or `--duration`, reporting what was seen and lost.
-use std::io::{self, BufWriter};
+//! The event loop: drain the ring buffer in batches, hand events to the chosen consumer (live
+//! event lines, or the tracker → findings → summary pipeline), and stop cleanly on SIGINT,
+//! SIGTERM or `--duration`, reporting what was seen and lost.
+use std::{
+    io::{self, BufWriter, IsTerminal, StdoutLock},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
-    time::{sleep_until, Instant},
+    time::{interval_at, sleep_until, Instant, MissedTickBehavior},
 };
 
 use crate::{
     cli::Cli,
-    clock::Clock,
-    output::{events, Sink},
+    clock::{self, Clock},
+    decode::{Decoder, Event, TcpState},
+    filter::Filter,
+    findings::{Findings, FindingsConfig},
+    output::{
+        events,
+        summary::{Health, SourceModes, Summary},
+        Sink,
+    },
     probes::Probes,
+    reorder::Reorder,
+    snapshot::Snapshots,
+    tracker::{Observation, Tracker, TrackerConfig},
 };
 
+type Stdout = Sink<BufWriter<StdoutLock<'static>>>;
+
 pub async fn run(cli: Cli) -> Result<()> {
+    let filter = cli.filter()?;
     let (probes, ring, mut decoder) = Probes::attach(cli.ring_buffer_size)?;
-    let clock = Clock::now();
-    let mut sink = Sink::new(BufWriter::new(io::stdout().lock()), cli.json);
+    let sink = Sink::new(BufWriter::new(io::stdout().lock()), cli.json);
+    let mut consumer = if cli.events {
+        Consumer::Events(EventPrinter { sink, clock: Clock::now(), filter })
+    } else {
+        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, sink)))
+    };
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
     // SAFETY: the AsyncFd owns the ring buffer, so its descriptor outlives the registration.
@@ -28,7 +49,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let deadline = cli.duration.map(|duration| Instant::now() + duration);
+    let mut ticks = interval_at(Instant::now() + cli.interval, cli.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
+    let health = |seen: u64, decoder: &Decoder| Health {
+        seen,
+        lost: probes.lost(),
+        decode_errors: decoder.stats.errors(),
+        ..Health::default()
+    };
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
@@ -36,30 +65,239 @@ pub async fn run(cli: Cli) -> Result<()> {
                 let buffer = guard.get_inner_mut();
                 while let Some(record) = buffer.next() {
                     seen += 1;
-                    let Some(event) = decoder.decode(&record) else { continue };
-                    let line = if cli.json {
-                        events::json(&event, &clock, &decoder)
-                    } else {
-                        events::human(&event, &clock, &decoder)
-                    };
-                    sink.line(&line)?;
+                    if let Some(event) = decoder.decode(&record) {
+                        consumer.event(event, &decoder)?;
+                    }
                 }
                 guard.clear_ready();
-                sink.flush()?;
+                consumer.batch_done()?;
             }
+            _ = ticks.tick(), if !cli.events => consumer.tick(health(seen, &decoder), false)?,
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
         }
     }
-    let lost = probes.lost();
-    let errors = decoder.stats.errors();
-    let closing = if cli.json {
-        serde_json::json!({"final": true, "events": {"seen": seen, "lost": lost, "decode_errors": errors}}).to_string()
-    } else {
-        format!("events: {seen} seen, {lost} lost (ring buffer full), {errors} undecodable")
-    };
-    sink.line(&closing)?;
-    sink.flush()?;
-    Ok(())
+    // Whatever is still in the ring buffer belongs to this run.
+    let buffer = ring.get_mut();
+    while let Some(record) = buffer.next() {
+        seen += 1;
+        if let Some(event) = decoder.decode(&record) {
+            consumer.event(event, &decoder)?;
+        }
+    }
+    consumer.tick(health(seen, &decoder), true)
+}
+
+enum Consumer {
+    Events(EventPrinter),
+    Summary(Box<Aggregator>),
+}
+
+impl Consumer {
+    fn event(&mut self, event: Event, decoder: &Decoder) -> Result<()> {
+        match self {
+            Consumer::Events(printer) => printer.event(&event, decoder),
+            Consumer::Summary(aggregator) => {
+                aggregator.event(event);
+                Ok(())
+            }
+        }
+    }
+
+    fn batch_done(&mut self) -> Result<()> {
+        match self {
+            Consumer::Events(printer) => Ok(printer.sink.flush()?),
+            Consumer::Summary(aggregator) => {
+                aggregator.advance(clock::monotonic_ns());
+                Ok(())
+            }
+        }
+    }
+
+    /// A summary (or, for `--events`, the closing line); `last` at exit.
+    fn tick(&mut self, health: Health, last: bool) -> Result<()> {
+        match self {
+            Consumer::Events(printer) => printer.finish(health),
+            Consumer::Summary(aggregator) => aggregator.summarize(health, last),
+        }
+    }
+}
+
+/// `--events`: every event, as it comes.
+struct EventPrinter {
+    sink: Stdout,
+    clock: Clock,
+    filter: Filter,
+}
+
+impl EventPrinter {
+    fn event(&mut self, event: &Event, decoder: &Decoder) -> Result<()> {
+        if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+            return Ok(());
+        }
+        let line = if self.sink.json {
+            events::json(event, &self.clock, decoder)
+        } else {
+            events::human(event, &self.clock, decoder)
+        };
+        Ok(self.sink.line(&line)?)
+    }
+
+    fn finish(&mut self, health: Health) -> Result<()> {
+        let closing = if self.sink.json {
+            serde_json::json!({"final": true, "events": health}).to_string()
+        } else {
+            format!("events: {} seen, {} lost (ring buffer full), {} undecodable", health.seen, health.lost, health.decode_errors)
+        };
+        self.sink.line(&closing)?;
+        Ok(self.sink.flush()?)
+    }
+}
+
+/// The default mode: events → reorder → tracker → findings → a summary every interval.
+struct Aggregator {
+    sink: Stdout,
+    clock: Clock,
+    filter: Filter,
+    reorder: Reorder,
+    tracker: Tracker,
+    findings: Findings,
+    snapshots: Option<Snapshots>,
+    modes: SourceModes,
+    ready: Vec<Event>,
+    observations: Vec<Observation>,
+    interval_started: Instant,
+    colour: bool,
+}
+
+impl Aggregator {
+    fn new(cli: &Cli, filter: Filter, probes: &Probes, decoder: &Decoder, sink: Stdout) -> Aggregator {
+        let (snapshots, snapshot_mode) = if cli.no_snapshot {
+            (None, "off (--no-snapshot)".to_string())
+        } else {
+            match Snapshots::new() {
+                Ok(snapshots) => (Some(snapshots), "sock_diag".to_string()),
+                Err(error) => {
+                    eprintln!("tracer: warning: socket snapshots are off: {error:#}");
+                    (None, format!("off ({error})"))
+                }
+            }
+        };
+        let settings = snapshots.as_ref().map(Snapshots::own_settings);
+        let ephemeral_ports = settings.map_or((32768, 60999), |settings| settings.ephemeral_ports);
+        let tracker = Tracker::new(
+            TrackerConfig {
+                max_connections: cli.max_connections,
+                fin_timeout_ns: settings.map_or(60, |settings| settings.fin_timeout_s) * 1_000_000_000,
+                ephemeral_ports,
+                snapshots: snapshots.is_some(),
+                ..TrackerConfig::default()
+            },
+            decoder.reason_names().clone(),
+        );
+        let findings = Findings::new(FindingsConfig {
+            stuck_after_ns: cli.stuck_after.as_nanos() as u64,
+            time_wait_threshold: cli.time_wait_threshold,
+            ephemeral_ports,
+            ..FindingsConfig::default()
+        });
+        let modes = SourceModes {
+            hooks: probes.modes.describe(),
+            time_wait: if snapshots.is_some() { "sock_diag" } else { "tracepoints (estimated)" },
+            snapshot: snapshot_mode,
+        };
+        Aggregator {
+            sink,
+            clock: Clock::now(),
+            filter,
+            reorder: Reorder::default(),
+            tracker,
+            findings,
+            snapshots,
+            modes,
+            ready: Vec::new(),
+            observations: Vec::new(),
+            interval_started: Instant::now(),
+            colour: io::stdout().is_terminal(),
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.filter.netns.is_some_and(|netns| netns != event.socket.netns) {
+            return;
+        }
+        if let Some(snapshots) = &mut self.snapshots {
+            snapshots.learn(event.socket.netns);
+        }
+        self.reorder.push(event);
+    }
+
+    /// Feeds the tracker every event that is past the reorder window, then the findings.
+    fn advance(&mut self, now_ns: u64) {
+        self.reorder.release(now_ns, &mut self.ready);
+        for event in self.ready.drain(..) {
+            self.tracker.observe(&event, &mut self.observations);
+        }
+        self.tracker.settle(now_ns.saturating_sub(crate::reorder::WINDOW_NS), &mut self.observations);
+        self.report_observations();
+    }
+
+    fn report_observations(&mut self) {
+        let tracker = &self.tracker;
+        for observation in self.observations.drain(..) {
+            self.findings.observe(&observation, &self.filter, |code| tracker.reason_name(code).map(str::to_string));
+        }
+    }
+
+    fn summarize(&mut self, mut health: Health, last: bool) -> Result<()> {
+        let now_ns = clock::monotonic_ns();
+        // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
+        self.advance(if last { u64::MAX } else { now_ns });
+        let snapshot = self.snapshots.as_mut().map(|snapshots| {
+            let snapshot = snapshots.take();
+            for (netns, sockets) in &snapshot.sockets {
+                let timewait = sockets.iter().filter(|socket| matches!(socket.state, TcpState::TimeWait | TcpState::FinWait2));
+                self.tracker.reconcile(*netns, now_ns, timewait.map(|socket| (socket.local, socket.remote, socket.state)), &mut self.observations);
+                let time_wait = sockets.iter().filter(|socket| socket.state == TcpState::TimeWait);
+                self.tracker.refresh_time_wait(*netns, now_ns, time_wait.map(|socket| (socket.local, socket.remote)));
+            }
+            self.modes.snapshot = format!(
+                "sock_diag ({} netns{})",
+                snapshots.covered(),
+                match snapshots.unreachable() + snapshot.failed.len() {
+                    0 => String::new(),
+                    missing => format!(", {missing} unreachable"),
+                }
+            );
+            snapshot
+        });
+        self.report_observations();
+        let settings = |netns: u32| {
+            self.snapshots
+                .as_ref()
+                .and_then(|snapshots| snapshots.settings(netns))
+                .unwrap_or(crate::snapshot::NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 })
+        };
+        let picture = self.findings.conclude(now_ns, &mut self.tracker, snapshot.as_ref(), &settings, &self.filter);
+        let stats = self.tracker.stats;
+        health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.findings.evicted;
+        health.joined_mid_life = stats.joined_mid_life;
+        let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
+        let summary = Summary::new(
+            self.clock.format(now_ns),
+            round_seconds(elapsed),
+            last,
+            health,
+            &self.modes,
+            &picture,
+        );
+        let text = if self.sink.json { summary.json() } else { summary.human(self.colour) };
+        self.sink.line(text.trim_end())?;
+        Ok(self.sink.flush()?)
+    }
+}
+
+fn round_seconds(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 10.0).round() / 10.0
 }

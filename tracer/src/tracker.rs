@@ -28,6 +28,9 @@ pub struct TrackerConfig {
     pub fin_timeout_ns: u64,
     /// The default ephemeral range, to guess the role of sockets that predate the tracer.
     pub ephemeral_ports: (u16, u16),
+    /// Socket snapshots will call [`Tracker::reconcile`]: a FIN_WAIT2 → CLOSE is then decided
+    /// by what the timewait socket turns out to be, instead of by how long FIN_WAIT2 lasted.
+    pub snapshots: bool,
 }
 
 impl TrackerConfig {
@@ -52,6 +55,7 @@ impl Default for TrackerConfig {
             max_time_wait: 131_072,
             fin_timeout_ns: 60_000_000_000,
             ephemeral_ports: (32768, 60999),
+            snapshots: false,
         }
     }
 }
@@ -124,6 +128,25 @@ pub struct Ending {
     pub at_ns: u64,
     pub from: TcpState,
     pub by_application: bool,
+    /// For FIN_WAIT2 → CLOSE, what a snapshot showed the timewait socket became.
+    pub lingered: Option<Lingered>,
+}
+
+/// What became of a timewait socket left in the FIN_WAIT2 substate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lingered {
+    /// The peer's FIN arrived: a TIME_WAIT socket.
+    PeerFin,
+    /// It vanished after sitting in FIN_WAIT2: `tcp_fin_timeout` expired without the peer's FIN.
+    Expired,
+}
+
+/// A connection whose full socket is gone but whose timewait socket may still be in FIN_WAIT2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lingering {
+    pub connection: Connection,
+    /// A snapshot has shown it in FIN_WAIT2.
+    pub seen_in_fin_wait2: bool,
 }
 
 /// One socket's life so far.
@@ -186,11 +209,11 @@ pub struct Tuple {
 pub enum Observation {
     Ended(Box<Ended>),
     /// We retransmitted a SYN: the server has not answered.
-    SynRetransmit { tuple: Tuple },
+    SynRetransmit { tuple: Tuple, process: Option<Process> },
     /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
     SynAckRetransmit { tuple: Tuple },
-    ResetSent { tuple: Tuple, role: Option<Role>, reason: Option<u32> },
-    ResetReceived { tuple: Tuple, role: Option<Role> },
+    ResetSent { tuple: Tuple, role: Option<Role>, process: Option<Process>, reason: Option<u32> },
+    ResetReceived { tuple: Tuple, role: Option<Role>, process: Option<Process> },
     /// A new connection on a 4-tuple whose previous socket was still in TIME_WAIT. Tracepoints
     /// only see reuses whose SYN was accepted (a new socket appears); `accepted` says so.
     PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: u64, accepted: bool },
@@ -211,6 +234,8 @@ pub struct Tracker {
     connections: HashMap<SocketId, Connection>,
     /// TIME_WAIT sockets (seen entering it, or reported by a snapshot) → when they entered it.
     time_wait: HashMap<Tuple, u64>,
+    /// Orphans that left FIN_WAIT2 for a timewait socket, until a snapshot says what it became.
+    lingering: HashMap<Tuple, Lingering>,
     pub stats: TrackerStats,
 }
 
@@ -224,7 +249,14 @@ const APPLICATION_ABORT_REASONS: &[&str] = &[
 
 impl Tracker {
     pub fn new(config: TrackerConfig, reason_names: BTreeMap<u32, String>) -> Tracker {
-        Tracker { config, reason_names, connections: HashMap::new(), time_wait: HashMap::new(), stats: TrackerStats::default() }
+        Tracker {
+            config,
+            reason_names,
+            connections: HashMap::new(),
+            time_wait: HashMap::new(),
+            lingering: HashMap::new(),
+            stats: TrackerStats::default(),
+        }
     }
 
     pub fn reason_name(&self, reason: u32) -> Option<&str> {
@@ -239,6 +271,11 @@ impl Tracker {
         self.connections.values_mut().filter(|connection| connection.ending.is_none())
     }
 
+    /// Timewait sockets left in FIN_WAIT2, not yet resolved by a snapshot.
+    pub fn lingering(&self) -> impl Iterator<Item = &Lingering> {
+        self.lingering.values()
+    }
+
     /// TIME_WAIT sockets believed to exist at `now_ns`.
     pub fn time_wait(&self, now_ns: u64) -> impl Iterator<Item = (&Tuple, u64)> {
         self.time_wait
@@ -247,12 +284,17 @@ impl Tracker {
             .map(|(tuple, since)| (tuple, *since))
     }
 
-    /// Replaces what we believe about one namespace's TIME_WAIT sockets with a snapshot of them.
-    pub fn refresh_time_wait(&mut self, netns: u32, now_ns: u64, snapshot: impl IntoIterator<Item = (SocketAddr, SocketAddr, u64)>) {
-        self.time_wait.retain(|tuple, _| tuple.netns != netns);
-        for (local, remote, remaining_ns) in snapshot {
-            let since = now_ns.saturating_sub(TIME_WAIT_NS.saturating_sub(remaining_ns));
-            self.remember_time_wait(Tuple { netns, local, remote }, since);
+    /// Replaces what we believe about one namespace's TIME_WAIT sockets with a snapshot taken at
+    /// `taken_ns`: sockets it lacks are gone (unless they entered TIME_WAIT after it was taken);
+    /// new ones are dated to the snapshot, as sock_diag does not say when they began.
+    pub fn refresh_time_wait(&mut self, netns: u32, taken_ns: u64, snapshot: impl IntoIterator<Item = (SocketAddr, SocketAddr)>) {
+        let present: std::collections::HashSet<Tuple> =
+            snapshot.into_iter().map(|(local, remote)| Tuple { netns, local, remote }).collect();
+        self.time_wait.retain(|tuple, since| tuple.netns != netns || present.contains(tuple) || *since >= taken_ns);
+        for tuple in present {
+            if !self.time_wait.contains_key(&tuple) {
+                self.remember_time_wait(tuple, taken_ns);
+            }
         }
     }
 
@@ -272,24 +314,35 @@ impl Tracker {
         match event.kind {
             EventKind::StateChange => self.state_change(event, out),
             EventKind::ResetSent => {
-                let role = self.connections.get_mut(&event.socket).map(|connection| {
+                let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     connection.reset_sent = Some(ResetSent {
                         reason: event.reset_reason,
                         by_application: event.process.is_some(),
                     });
-                    connection.role
+                    (connection.role, connection.process)
                 });
-                out.push(Observation::ResetSent { tuple: tuple_of(event), role, reason: event.reset_reason });
+                out.push(Observation::ResetSent {
+                    tuple: tuple_of(event),
+                    role: owner.map(|(role, _)| role),
+                    process: owner.and_then(|(_, process)| process),
+                    reason: event.reset_reason,
+                });
             }
             EventKind::ResetReceived => {
-                let role = self.connections.get_mut(&event.socket).map(|connection| {
+                let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     connection.reset_received = true;
-                    connection.role
+                    (connection.role, connection.process)
                 });
-                out.push(Observation::ResetReceived { tuple: tuple_of(event), role });
+                out.push(Observation::ResetReceived {
+                    tuple: tuple_of(event),
+                    role: owner.map(|(role, _)| role),
+                    process: owner.and_then(|(_, process)| process),
+                });
             }
             EventKind::Retransmit => {
-                if let Some(connection) = self.connections.get_mut(&event.socket) {
+                let connection = self.connections.get_mut(&event.socket);
+                let process = connection.as_ref().and_then(|connection| connection.process);
+                if let Some(connection) = connection {
                     if event.state == Some(TcpState::SynSent) {
                         connection.syn_retransmits += 1;
                     } else {
@@ -298,7 +351,7 @@ impl Tracker {
                     }
                 }
                 if event.state == Some(TcpState::SynSent) {
-                    out.push(Observation::SynRetransmit { tuple: tuple_of(event) });
+                    out.push(Observation::SynRetransmit { tuple: tuple_of(event), process });
                 }
             }
             EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: tuple_of(event) }),
@@ -360,28 +413,83 @@ impl Tracker {
         connection.state = new;
         connection.previous_state_since_ns = connection.state_since_ns;
         connection.state_since_ns = at;
-        let mut entered_time_wait = None;
+        let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
+        let role = connection.role;
         if new == TcpState::Close {
-            connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some() });
-            if self.config.leaves_time_wait(connection, old) {
-                entered_time_wait = Some(Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote });
+            connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None });
+            if old == TcpState::FinWait2 && self.config.snapshots {
+                // The full socket handed over to a timewait socket; only a snapshot can tell
+                // whether that one is in TIME_WAIT (the peer's FIN came) or still in FIN_WAIT2.
+                let mut connection = self.connections.remove(&event.socket).expect("present");
+                connection.state = TcpState::FinWait2;
+                connection.state_since_ns = connection.previous_state_since_ns;
+                self.linger(Lingering { connection, seen_in_fin_wait2: false }, out);
+            } else if self.config.leaves_time_wait(connection, old) {
+                self.remember_time_wait(tuple, at);
             }
         } else {
             connection.retransmits_in_state = 0;
         }
-        let role = connection.role;
-        if let Some(tuple) = entered_time_wait {
-            self.remember_time_wait(tuple, at);
-        }
         // Only now are both ports known: the server side at SYN_RECV, the client once connected.
         if birth_role == Some(Role::Server) || reused_tuple {
             let tuple = tuple_of(event);
-            if let Some(since) = self.time_wait.remove(&tuple) {
-                let age = at.saturating_sub(since);
-                if age < TIME_WAIT_NS {
+            let time_wait_since = self.time_wait.get(&tuple).copied().filter(|since| *since < at);
+            let lingering_since = self.lingering.get(&tuple).and_then(|old| old.connection.ending).map(|ending| ending.at_ns);
+            if let Some(since) = time_wait_since.or(lingering_since).filter(|since| *since < at) {
+                self.time_wait.remove(&tuple);
+                if let Some(old) = self.lingering.remove(&tuple) {
+                    self.finish(old.connection, out);
+                }
+                let age = at - since;
+                if age < TIME_WAIT_NS.max(self.config.fin_timeout_ns) {
                     out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: age, accepted: true });
                 }
             }
+        }
+    }
+
+    fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {
+        let tuple = Tuple {
+            netns: lingering.connection.socket.netns,
+            local: lingering.connection.local,
+            remote: lingering.connection.remote,
+        };
+        if self.lingering.len() >= self.config.max_time_wait && !self.lingering.contains_key(&tuple) {
+            let oldest = self.lingering.iter().take(64).min_by_key(|(_, l)| l.connection.state_since_ns).map(|(tuple, _)| *tuple);
+            if let Some(oldest) = oldest.and_then(|oldest| self.lingering.remove(&oldest)) {
+                self.finish(oldest.connection, out);
+            }
+        }
+        if let Some(replaced) = self.lingering.insert(tuple, lingering) {
+            self.finish(replaced.connection, out);
+        }
+    }
+
+    /// Resolves lingering FIN_WAIT2 timewait sockets of `netns` with a snapshot taken at
+    /// `taken_ns`, given as (local, remote, state) of its TIME_WAIT and FIN_WAIT2 sockets.
+    pub fn reconcile(&mut self, netns: u32, taken_ns: u64, sockets: impl IntoIterator<Item = (SocketAddr, SocketAddr, TcpState)>, out: &mut Vec<Observation>) {
+        let states: HashMap<(SocketAddr, SocketAddr), TcpState> =
+            sockets.into_iter().map(|(local, remote, state)| ((local, remote), state)).collect();
+        let mine: Vec<Tuple> = self.lingering.keys().filter(|tuple| tuple.netns == netns).copied().collect();
+        for tuple in mine {
+            let entry = self.lingering.get_mut(&tuple).expect("listed");
+            let Some(ending) = entry.connection.ending.filter(|ending| ending.at_ns < taken_ns) else { continue };
+            let outcome = match states.get(&(tuple.local, tuple.remote)) {
+                Some(TcpState::TimeWait) => Lingered::PeerFin,
+                Some(_) => {
+                    entry.seen_in_fin_wait2 = true;
+                    continue;
+                }
+                None if entry.seen_in_fin_wait2 || taken_ns - ending.at_ns >= self.config.fin_timeout_ns * 9 / 10 => Lingered::Expired,
+                // Gone before any snapshot saw it in FIN_WAIT2: the peer answered (FIN or RST).
+                None => Lingered::PeerFin,
+            };
+            let mut lingering = self.lingering.remove(&tuple).expect("listed");
+            lingering.connection.ending = Some(Ending { lingered: Some(outcome), ..ending });
+            if outcome == Lingered::PeerFin && states.contains_key(&(tuple.local, tuple.remote)) {
+                self.remember_time_wait(tuple, ending.at_ns);
+            }
+            self.finish(lingering.connection, out);
         }
     }
 
@@ -410,15 +518,11 @@ impl Tracker {
         }
     }
 
-    /// For sockets that predate us: the side whose port is ephemeral is the client.
     fn guess_role(&self, event: &Event) -> Role {
-        let (low, high) = self.config.ephemeral_ports;
         if event.old_state == Some(TcpState::Listen) || event.state == Some(TcpState::Listen) {
             Role::Listener
-        } else if (low..=high).contains(&event.local.port()) && !(low..=high).contains(&event.remote.port()) {
-            Role::Client
         } else {
-            Role::Server
+            guess_role(self.config.ephemeral_ports, event.local, event.remote)
         }
     }
 
@@ -517,14 +621,15 @@ impl Tracker {
                 CloseClass::ConnectTimeout,
                 format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits),
             ),
-            TcpState::FinWait2 if !self.config.leaves_time_wait(connection, from) => {
+            TcpState::FinWait2 if ending.lingered == Some(Lingered::Expired) || !self.config.leaves_time_wait(connection, from) => {
                 let waited = ending.at_ns.saturating_sub(connection.previous_state_since_ns);
+                let waited = match ending.lingered {
+                    Some(Lingered::Expired) => "until tcp_fin_timeout expired".to_string(),
+                    _ => format!("FIN_WAIT2 expired after {}s", waited / 1_000_000_000),
+                };
                 Verdict {
                     fin_wait2_expired: true,
-                    ..Verdict::of(
-                        CloseClass::PeerSilent,
-                        format!("our FIN was acknowledged but the peer never sent its FIN (FIN_WAIT2 expired after {}s)", waited / 1_000_000_000),
-                    )
+                    ..Verdict::of(CloseClass::PeerSilent, format!("our FIN was acknowledged but the peer never sent its FIN ({waited})"))
                 }
             }
             TcpState::FinWait2 => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first".into()) },
@@ -556,6 +661,16 @@ struct Verdict {
 impl Verdict {
     fn of(class: CloseClass, detail: String) -> Verdict {
         Verdict { class, detail, time_wait: false, fin_wait2_expired: false }
+    }
+}
+
+/// For sockets whose birth we did not see: the side whose port is ephemeral is the client.
+pub fn guess_role(ephemeral_ports: (u16, u16), local: SocketAddr, remote: SocketAddr) -> Role {
+    let ephemeral = |port: u16| (ephemeral_ports.0..=ephemeral_ports.1).contains(&port);
+    if ephemeral(local.port()) && !ephemeral(remote.port()) {
+        Role::Client
+    } else {
+        Role::Server
     }
 }
 

@@ -1,6 +1,7 @@
 //! Everything the tracer prints: per-event lines, summaries, and the closing line, each as a
 //! human table or JSON lines.
 pub mod events;
+pub mod summary;
 
 use std::io::Write;
 

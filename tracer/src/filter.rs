@@ -1,0 +1,104 @@
+//! What the operator asked to look at (`-L`, `-D`, `--addr`, `-4/-6`, `--netns`, `--pid`),
+//! applied to connections before anything is aggregated.
+use std::{net::SocketAddr, os::unix::fs::MetadataExt, path::Path};
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+
+use crate::decode::Process;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub local_ports: Vec<u16>,
+    pub remote_ports: Vec<u16>,
+    pub networks: Vec<IpNet>,
+    pub ipv4_only: bool,
+    pub ipv6_only: bool,
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    /// Whether a socket is in scope, by everything but `--pid` (snapshot and TIME_WAIT sockets have
+    /// no owner to compare).
+    pub fn matches_socket(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.matches_ends(netns, local, remote)
+    }
+
+    /// Whether a connection between these ends is in scope.
+    /// A port of 0 (not chosen yet) matches, so a connection is not lost before `connect` picks one.
+    pub fn matches(&self, netns: u32, local: SocketAddr, remote: SocketAddr, process: Option<&Process>) -> bool {
+        self.matches_ends(netns, local, remote) && self.pid.is_none_or(|pid| process.is_some_and(|process| process.tgid == pid))
+    }
+
+    fn matches_ends(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> bool {
+        let port_in = |ports: &[u16], port: u16| ports.is_empty() || port == 0 || ports.contains(&port);
+        self.netns.is_none_or(|wanted| wanted == netns)
+            && port_in(&self.local_ports, local.port())
+            && port_in(&self.remote_ports, remote.port())
+            && (!self.ipv4_only || local.is_ipv4())
+            && (!self.ipv6_only || local.is_ipv6())
+            && (self.networks.is_empty()
+                || self.networks.iter().any(|network| network.contains(&local.ip()) || network.contains(&remote.ip())))
+    }
+}
+
+/// `--netns` takes an inode number or a path such as /run/netns/blue or /proc/PID/ns/net.
+pub fn parse_netns(text: &str) -> Result<u32> {
+    if let Ok(inode) = text.parse::<u32>() {
+        return Ok(inode);
+    }
+    if !text.starts_with('/') {
+        bail!("--netns `{text}`: give a namespace inode number or a path such as /run/netns/NAME");
+    }
+    let metadata = std::fs::metadata(Path::new(text)).with_context(|| format!("--netns {text}: no such namespace file"))?;
+    Ok(metadata.ino() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ports_addresses_family_and_namespace_all_have_to_match() {
+        let filter = Filter {
+            local_ports: vec![443],
+            networks: vec!["10.1.0.0/16".parse().unwrap()],
+            ipv4_only: true,
+            netns: Some(7),
+            ..Filter::default()
+        };
+        assert!(filter.matches(7, addr("10.9.0.1:443"), addr("10.1.2.3:50000"), None));
+        assert!(!filter.matches(8, addr("10.9.0.1:443"), addr("10.1.2.3:50000"), None), "other netns");
+        assert!(!filter.matches(7, addr("10.9.0.1:80"), addr("10.1.2.3:50000"), None), "other port");
+        assert!(!filter.matches(7, addr("10.9.0.1:443"), addr("10.2.2.3:50000"), None), "outside the CIDR");
+        assert!(!filter.matches(7, addr("[fd00::1]:443"), addr("[fd00::2]:1"), None), "IPv6");
+        assert!(filter.matches(7, addr("10.9.0.1:0"), addr("10.1.2.3:50000"), None), "port not chosen yet");
+    }
+
+    #[test]
+    fn pid_filter_needs_a_known_owner() {
+        let filter = Filter { pid: Some(42), ..Filter::default() };
+        let owner = crate::tracker::tests::process();
+        assert!(!filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), None));
+        assert!(!filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), Some(&owner)));
+        let filter = Filter { pid: Some(owner.tgid), ..Filter::default() };
+        assert!(filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), Some(&owner)));
+    }
+
+    #[test]
+    fn netns_is_an_inode_or_a_path() {
+        assert_eq!(parse_netns("4026531840").unwrap(), 4026531840);
+        assert!(parse_netns("/proc/self/ns/net").unwrap() > 0);
+        assert!(parse_netns("blue").unwrap_err().to_string().contains("/run/netns/NAME"));
+        assert!(parse_netns("/nonexistent/ns").is_err());
+    }
+}

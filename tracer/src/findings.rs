@@ -1,0 +1,657 @@
+//! Findings: what an on-call engineer should act on, aggregated per peer and per interval from
+//! the tracker's observations, its live connections and the socket snapshot.
+//!
+//! The kinds and their fields are a stable contract (JSON consumers depend on them). Endpoints
+//! are aggregated by role: for connections we accepted, `local` is our service `ip:port` and
+//! `remote` the client `ip:*`; for connections we opened, `local` is `ip:*` and `remote` the
+//! service `ip:port`. Every table here is capped; what does not fit is counted in `evicted`.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::Serialize;
+
+use crate::{
+    decode::{Process, TcpState},
+    filter::Filter,
+    snapshot::{self, NamespaceSettings, Snapshot},
+    tracker::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
+};
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Finding kinds, most serious first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    CloseWaitStuck,
+    PeerSilent,
+    PortReuseInTimeWait,
+    TimeWaitBuildup,
+    FinUnanswered,
+    SynRetransmit,
+    RstFromPeer,
+    RstToPeer,
+}
+
+impl FindingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::CloseWaitStuck => "close_wait_stuck",
+            FindingKind::PeerSilent => "peer_silent",
+            FindingKind::PortReuseInTimeWait => "port_reuse_in_time_wait",
+            FindingKind::TimeWaitBuildup => "time_wait_buildup",
+            FindingKind::FinUnanswered => "fin_unanswered",
+            FindingKind::SynRetransmit => "syn_retransmit",
+            FindingKind::RstFromPeer => "rst_from_peer",
+            FindingKind::RstToPeer => "rst_to_peer",
+        }
+    }
+
+    /// Kinds that describe sockets present now (count = now, total = distinct sockets or peak)
+    /// rather than events in the interval.
+    fn is_state(self) -> bool {
+        matches!(self, FindingKind::CloseWaitStuck | FindingKind::FinUnanswered | FindingKind::TimeWaitBuildup)
+    }
+}
+
+impl Serialize for FindingKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// An address, or an address with any port (`ip:*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.ip, self.port) {
+            (IpAddr::V4(ip), Some(port)) => write!(f, "{ip}:{port}"),
+            (IpAddr::V4(ip), None) => write!(f, "{ip}:*"),
+            (IpAddr::V6(ip), Some(port)) => write!(f, "[{ip}]:{port}"),
+            (IpAddr::V6(ip), None) => write!(f, "[{ip}]:*"),
+        }
+    }
+}
+
+/// Who we aggregate over: one service and one peer, in one namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    pub netns: u32,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+}
+
+impl PeerKey {
+    pub fn new(role: Role, netns: u32, local: SocketAddr, remote: SocketAddr) -> PeerKey {
+        let (local_port, remote_port) = match role {
+            Role::Client => (None, Some(remote.port())),
+            Role::Server | Role::Listener => (Some(local.port()), None),
+        };
+        PeerKey {
+            netns,
+            local: Endpoint { ip: local.ip(), port: local_port },
+            remote: Endpoint { ip: remote.ip(), port: remote_port },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+impl From<Process> for Owner {
+    fn from(process: Process) -> Owner {
+        Owner { pid: process.tgid, comm: process.comm.to_string() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub local: String,
+    pub remote: String,
+    pub count: u64,
+    pub total: u64,
+    pub detail: String,
+    pub netns: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Owner>,
+}
+
+/// One row of "top peers by trouble".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerRow {
+    pub local: String,
+    pub remote: String,
+    pub netns: u32,
+    pub ended: u64,
+    pub graceful: u64,
+    pub rst_from_peer: u64,
+    pub rst_to_peer: u64,
+    pub peer_silent: u64,
+    pub syn_retransmits: u64,
+    pub failed_connects: u64,
+    pub stuck: u64,
+}
+
+impl PeerRow {
+    pub fn trouble(&self) -> u64 {
+        self.rst_from_peer + self.rst_to_peer + 3 * self.peer_silent + self.syn_retransmits + 2 * self.failed_connects + 3 * self.stuck
+    }
+}
+
+/// Per (kind, peer) facts gathered during one interval.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    count: u64,
+    /// Newly flagged sockets (state kinds), for `total`.
+    newly_flagged: u64,
+    refused: u64,
+    timed_out: u64,
+    expired: u64,
+    max_age_ns: u64,
+    labels: BTreeMap<String, u64>,
+    example: Option<String>,
+    owner: Option<Owner>,
+    /// Inode of a stuck socket whose owner is not known yet (resolved through /proc).
+    inode: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct FindingsConfig {
+    pub stuck_after_ns: u64,
+    /// Absolute TIME_WAIT count per peer that is too many; default half the ephemeral range.
+    pub time_wait_threshold: Option<u64>,
+    pub max_peers: usize,
+    /// The tracer's own namespace's range: the role guess for sockets whose birth we did not see.
+    pub ephemeral_ports: (u16, u16),
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig { stuck_after_ns: 30 * NS_PER_S, time_wait_threshold: None, max_peers: 4096, ephemeral_ports: (32768, 60999) }
+    }
+}
+
+/// A snapshot socket in CLOSE_WAIT or FIN_WAIT2 that the tracker does not know (it predates
+/// the tracer): when we first saw it, and whether it was reported.
+#[derive(Clone, Copy, Debug)]
+struct Untracked {
+    first_seen_ns: u64,
+    flagged: bool,
+}
+
+/// The current picture, produced once per interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Picture {
+    pub states: BTreeMap<&'static str, u64>,
+    pub closes: BTreeMap<&'static str, u64>,
+    pub peers: Vec<PeerRow>,
+    pub findings: Vec<Finding>,
+}
+
+pub struct Findings {
+    config: FindingsConfig,
+    tallies: HashMap<(FindingKind, PeerKey), Tally>,
+    peers: HashMap<PeerKey, PeerRow>,
+    closes: BTreeMap<CloseClass, u64>,
+    totals: HashMap<(FindingKind, PeerKey), u64>,
+    untracked: HashMap<Tuple, Untracked>,
+    /// Lingering FIN_WAIT2 timewait sockets already counted in a `total`.
+    flagged_lingering: HashSet<Tuple>,
+    /// Peers or findings dropped because a table was full.
+    pub evicted: u64,
+}
+
+impl Findings {
+    pub fn new(config: FindingsConfig) -> Findings {
+        Findings {
+            config,
+            tallies: HashMap::new(),
+            peers: HashMap::new(),
+            closes: BTreeMap::new(),
+            totals: HashMap::new(),
+            untracked: HashMap::new(),
+            flagged_lingering: HashSet::new(),
+            evicted: 0,
+        }
+    }
+
+    fn tally(&mut self, kind: FindingKind, key: PeerKey) -> Option<&mut Tally> {
+        if !self.tallies.contains_key(&(kind, key)) && self.tallies.len() >= self.config.max_peers {
+            self.evicted += 1;
+            return None;
+        }
+        Some(self.tallies.entry((kind, key)).or_default())
+    }
+
+    fn peer(&mut self, key: PeerKey) -> Option<&mut PeerRow> {
+        if !self.peers.contains_key(&key) && self.peers.len() >= self.config.max_peers {
+            self.evicted += 1;
+            return None;
+        }
+        Some(self.peers.entry(key).or_insert_with(|| PeerRow {
+            local: key.local.to_string(),
+            remote: key.remote.to_string(),
+            netns: key.netns,
+            ..PeerRow::default()
+        }))
+    }
+
+    /// Takes in one observation from the tracker, if the filter lets it through.
+    pub fn observe(&mut self, observation: &Observation, filter: &Filter, reason_name: impl Fn(u32) -> Option<String>) {
+        let ephemeral = self.config.ephemeral_ports;
+        match observation {
+            Observation::Ended(ended) => {
+                let connection = &ended.connection;
+                let netns = connection.socket.netns;
+                if !filter.matches(netns, connection.local, connection.remote, connection.process.as_ref()) {
+                    return;
+                }
+                *self.closes.entry(ended.class).or_default() += 1;
+                let key = PeerKey::new(connection.role, netns, connection.local, connection.remote);
+                if let Some(row) = self.peer(key) {
+                    row.ended += 1;
+                    match ended.class {
+                        CloseClass::Graceful => row.graceful += 1,
+                        CloseClass::PeerSilent => row.peer_silent += 1,
+                        CloseClass::Refused | CloseClass::ConnectTimeout => row.failed_connects += 1,
+                        _ => {}
+                    }
+                }
+                let owner = connection.process.map(Owner::from);
+                match ended.class {
+                    CloseClass::PeerSilent => {
+                        if let Some(tally) = self.tally(FindingKind::PeerSilent, key) {
+                            tally.count += 1;
+                            *tally.labels.entry(ended.detail.clone()).or_default() += 1;
+                            tally.owner = tally.owner.take().or(owner.clone());
+                        }
+                        if ended.fin_wait2_expired {
+                            if let Some(tally) = self.tally(FindingKind::FinUnanswered, key) {
+                                tally.expired += 1;
+                            }
+                        }
+                    }
+                    CloseClass::Refused | CloseClass::ConnectTimeout => {
+                        if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
+                            if ended.class == CloseClass::Refused {
+                                tally.refused += 1;
+                            } else {
+                                tally.timed_out += 1;
+                            }
+                            tally.owner = tally.owner.take().or(owner);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Observation::SynRetransmit { tuple, process } => {
+                if !filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()) {
+                    return;
+                }
+                let key = PeerKey::new(Role::Client, tuple.netns, tuple.local, tuple.remote);
+                if let Some(row) = self.peer(key) {
+                    row.syn_retransmits += 1;
+                }
+                if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
+                    tally.count += 1;
+                    *tally.labels.entry("SYN".into()).or_default() += 1;
+                }
+            }
+            Observation::SynAckRetransmit { tuple } => {
+                if !filter.matches(tuple.netns, tuple.local, tuple.remote, None) {
+                    return;
+                }
+                let key = PeerKey::new(Role::Server, tuple.netns, tuple.local, tuple.remote);
+                if let Some(row) = self.peer(key) {
+                    row.syn_retransmits += 1;
+                }
+                if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
+                    tally.count += 1;
+                    *tally.labels.entry("SYN-ACK".into()).or_default() += 1;
+                }
+            }
+            Observation::ResetSent { tuple, role, process, reason } => {
+                if !filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()) {
+                    return;
+                }
+                // A reset without a socket answers a segment to a port nobody listens on: we are the server side.
+                let reason = reason.and_then(&reason_name);
+                let role = match (role, reason.as_deref()) {
+                    (Some(role), _) => *role,
+                    (None, Some("NO_SOCKET")) => Role::Server,
+                    (None, _) => guess_role(ephemeral, tuple.local, tuple.remote),
+                };
+                let key = PeerKey::new(role, tuple.netns, tuple.local, tuple.remote);
+                if let Some(row) = self.peer(key) {
+                    row.rst_to_peer += 1;
+                }
+                if let Some(tally) = self.tally(FindingKind::RstToPeer, key) {
+                    tally.count += 1;
+                    let label = reason.unwrap_or_else(|| "reason not given by this kernel".into());
+                    *tally.labels.entry(label).or_default() += 1;
+                }
+            }
+            Observation::ResetReceived { tuple, role, process } => {
+                if !filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()) {
+                    return;
+                }
+                let role = role.unwrap_or_else(|| guess_role(ephemeral, tuple.local, tuple.remote));
+                let key = PeerKey::new(role, tuple.netns, tuple.local, tuple.remote);
+                if let Some(row) = self.peer(key) {
+                    row.rst_from_peer += 1;
+                }
+                if let Some(tally) = self.tally(FindingKind::RstFromPeer, key) {
+                    tally.count += 1;
+                }
+            }
+            Observation::PortReuse { tuple, role, time_wait_age_ns, accepted } => {
+                if !filter.matches(tuple.netns, tuple.local, tuple.remote, None) {
+                    return;
+                }
+                let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
+                if let Some(tally) = self.tally(FindingKind::PortReuseInTimeWait, key) {
+                    tally.count += 1;
+                    tally.max_age_ns = tally.max_age_ns.max(*time_wait_age_ns);
+                    let verdict = if *accepted { "the SYN was accepted" } else { "the SYN was answered with an ACK" };
+                    tally.example = Some(format!(
+                        "{} ↔ {} was {:.1}s into TIME_WAIT; {verdict}",
+                        tuple.local,
+                        tuple.remote,
+                        *time_wait_age_ns as f64 / NS_PER_S as f64
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Closes the interval: adds what is true now (stuck sockets, TIME_WAIT), renders every
+    /// finding, and starts the next interval empty.
+    pub fn conclude(
+        &mut self,
+        now_ns: u64,
+        tracker: &mut Tracker,
+        snapshot: Option<&Snapshot>,
+        settings: &dyn Fn(u32) -> NamespaceSettings,
+        filter: &Filter,
+    ) -> Picture {
+        let states = self.count_states(now_ns, tracker, snapshot, filter);
+        self.find_stuck(now_ns, tracker, snapshot, filter);
+        self.find_time_wait_buildup(now_ns, tracker, settings, filter);
+        self.resolve_owners(snapshot);
+
+        let mut findings = Vec::new();
+        for ((kind, key), tally) in self.tallies.drain() {
+            let detail = describe(kind, &tally, key, settings);
+            let Some(detail) = detail else { continue };
+            let count = if kind == FindingKind::FinUnanswered { tally.count + tally.expired } else { tally.count };
+            let total = self.totals.entry((kind, key)).or_default();
+            *total = match kind {
+                FindingKind::TimeWaitBuildup => (*total).max(count),
+                kind if kind.is_state() => *total + tally.newly_flagged + tally.expired,
+                _ => *total + count,
+            };
+            findings.push(Finding {
+                kind,
+                local: key.local.to_string(),
+                remote: key.remote.to_string(),
+                count,
+                total: *total,
+                detail,
+                netns: key.netns,
+                process: tally.owner,
+            });
+        }
+        if self.totals.len() > self.config.max_peers * 4 {
+            // Keep the totals of peers that are in trouble now; forget the rest.
+            let active: HashSet<(String, String)> = findings.iter().map(|f| (f.local.clone(), f.remote.clone())).collect();
+            let before = self.totals.len();
+            self.totals.retain(|(_, key), _| active.contains(&(key.local.to_string(), key.remote.to_string())));
+            self.evicted += (before - self.totals.len()) as u64;
+        }
+        findings.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.count.cmp(&a.count)).then(a.remote.cmp(&b.remote)));
+
+        let mut peers: Vec<PeerRow> = self.peers.drain().map(|(_, row)| row).filter(|row| row.trouble() > 0).collect();
+        for finding in findings.iter().filter(|f| f.kind == FindingKind::CloseWaitStuck) {
+            match peers.iter_mut().find(|row| row.local == finding.local && row.remote == finding.remote) {
+                Some(row) => row.stuck += finding.count,
+                None => peers.push(PeerRow {
+                    local: finding.local.clone(),
+                    remote: finding.remote.clone(),
+                    netns: finding.netns,
+                    stuck: finding.count,
+                    ..PeerRow::default()
+                }),
+            }
+        }
+        peers.sort_by(|a, b| b.trouble().cmp(&a.trouble()).then(a.remote.cmp(&b.remote)));
+        peers.truncate(10);
+        let closes = std::mem::take(&mut self.closes).into_iter().map(|(class, n)| (class.name(), n)).collect();
+        Picture { states, closes, peers, findings }
+    }
+
+    fn count_states(&self, now_ns: u64, tracker: &Tracker, snapshot: Option<&Snapshot>, filter: &Filter) -> BTreeMap<&'static str, u64> {
+        let mut states = BTreeMap::new();
+        match snapshot {
+            Some(snapshot) => {
+                for (netns, sockets) in &snapshot.sockets {
+                    for socket in sockets.iter().filter(|s| filter.matches_socket(*netns, s.local, s.remote)) {
+                        *states.entry(socket.state.name()).or_default() += 1;
+                    }
+                }
+            }
+            None => {
+                for connection in tracker.connections() {
+                    if filter.matches(connection.socket.netns, connection.local, connection.remote, connection.process.as_ref()) {
+                        *states.entry(connection.state.name()).or_default() += 1;
+                    }
+                }
+                let time_wait = tracker.time_wait(now_ns).filter(|(t, _)| filter.matches_socket(t.netns, t.local, t.remote)).count();
+                if time_wait > 0 {
+                    states.insert(TcpState::TimeWait.name(), time_wait as u64);
+                }
+            }
+        }
+        states
+    }
+
+    /// CLOSE_WAIT and FIN_WAIT2 sockets older than `--stuck-after`, tracked or only in the snapshot.
+    fn find_stuck(&mut self, now_ns: u64, tracker: &mut Tracker, snapshot: Option<&Snapshot>, filter: &Filter) {
+        let stuck_after = self.config.stuck_after_ns;
+        let mut known = HashSet::new();
+        let mut found = Vec::new();
+        for connection in tracker.connections_mut() {
+            let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
+            known.insert(tuple);
+            let kind = match connection.state {
+                TcpState::CloseWait => FindingKind::CloseWaitStuck,
+                TcpState::FinWait2 => FindingKind::FinUnanswered,
+                _ => continue,
+            };
+            let age = now_ns.saturating_sub(connection.state_since_ns);
+            if age < stuck_after || !filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
+                continue;
+            }
+            let flag = if kind == FindingKind::CloseWaitStuck { &mut connection.flagged_close_wait } else { &mut connection.flagged_fin_wait2 };
+            let newly = !std::mem::replace(flag, true);
+            found.push((kind, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, newly, connection.process.map(Owner::from), tuple));
+        }
+        for lingering in tracker.lingering() {
+            let connection = &lingering.connection;
+            let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
+            known.insert(tuple);
+            let age = now_ns.saturating_sub(connection.state_since_ns);
+            if lingering.seen_in_fin_wait2 && age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
+                // Orphaned: reported when first stuck, never again as new.
+                let newly = !connection.flagged_fin_wait2 && !self.flagged_lingering.contains(&tuple);
+                self.flagged_lingering.insert(tuple);
+                found.push((FindingKind::FinUnanswered, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, newly, connection.process.map(Owner::from), tuple));
+            }
+        }
+        let lingering: HashSet<Tuple> = tracker.lingering().map(|l| Tuple { netns: l.connection.socket.netns, local: l.connection.local, remote: l.connection.remote }).collect();
+        self.flagged_lingering.retain(|tuple| lingering.contains(tuple));
+        if let Some(snapshot) = snapshot {
+            let mut present = HashSet::new();
+            for (netns, sockets) in &snapshot.sockets {
+                for socket in sockets {
+                    let kind = match socket.state {
+                        TcpState::CloseWait => FindingKind::CloseWaitStuck,
+                        TcpState::FinWait2 => FindingKind::FinUnanswered,
+                        _ => continue,
+                    };
+                    let tuple = Tuple { netns: *netns, local: socket.local, remote: socket.remote };
+                    if known.contains(&tuple) || !filter.matches_socket(tuple.netns, tuple.local, tuple.remote) {
+                        continue;
+                    }
+                    present.insert(tuple);
+                    if self.untracked.len() >= self.config.max_peers * 4 && !self.untracked.contains_key(&tuple) {
+                        self.evicted += 1;
+                        continue;
+                    }
+                    let entry = self.untracked.entry(tuple).or_insert(Untracked { first_seen_ns: now_ns, flagged: false });
+                    let age = now_ns.saturating_sub(entry.first_seen_ns);
+                    if age >= stuck_after {
+                        let newly = !std::mem::replace(&mut entry.flagged, true);
+                        let role = guess_role(self.config.ephemeral_ports, tuple.local, tuple.remote);
+                        found.push((kind, PeerKey::new(role, tuple.netns, tuple.local, tuple.remote), age, newly, None, tuple));
+                    }
+                }
+            }
+            self.untracked.retain(|tuple, _| present.contains(tuple));
+        }
+        let inodes: HashMap<Tuple, u32> = snapshot
+            .map(|snapshot| {
+                snapshot
+                    .sockets
+                    .iter()
+                    .flat_map(|(netns, sockets)| sockets.iter().map(move |s| (Tuple { netns: *netns, local: s.local, remote: s.remote }, s.inode)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (kind, key, age, newly, owner, tuple) in found {
+            if let Some(tally) = self.tally(kind, key) {
+                tally.count += 1;
+                tally.newly_flagged += u64::from(newly);
+                tally.max_age_ns = tally.max_age_ns.max(age);
+                if tally.owner.is_none() {
+                    tally.owner = owner;
+                    tally.inode = inodes.get(&tuple).copied().filter(|inode| *inode != 0);
+                }
+            }
+        }
+    }
+
+    fn find_time_wait_buildup(&mut self, now_ns: u64, tracker: &Tracker, settings: &dyn Fn(u32) -> NamespaceSettings, filter: &Filter) {
+        let mut per_peer: HashMap<PeerKey, u64> = HashMap::new();
+        for (tuple, _) in tracker.time_wait(now_ns) {
+            if !filter.matches_socket(tuple.netns, tuple.local, tuple.remote) {
+                continue;
+            }
+            let role = guess_role(settings(tuple.netns).ephemeral_ports, tuple.local, tuple.remote);
+            *per_peer.entry(PeerKey::new(role, tuple.netns, tuple.local, tuple.remote)).or_default() += 1;
+        }
+        for (key, count) in per_peer {
+            let threshold = self.config.time_wait_threshold.unwrap_or(settings(key.netns).ephemeral_port_count() / 2);
+            if count > threshold {
+                if let Some(tally) = self.tally(FindingKind::TimeWaitBuildup, key) {
+                    tally.count = count;
+                }
+            }
+        }
+    }
+
+    /// Names the owners of stuck sockets whose process no event revealed (server-side sockets
+    /// only ever change state in softirq until the application calls close()).
+    fn resolve_owners(&mut self, snapshot: Option<&Snapshot>) {
+        if snapshot.is_none() {
+            return;
+        }
+        let wanted: HashSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
+        let owners = snapshot::owners(&wanted);
+        for tally in self.tallies.values_mut().filter(|t| t.owner.is_none()) {
+            if let Some((pid, comm)) = tally.inode.and_then(|inode| owners.get(&inode)) {
+                tally.owner = Some(Owner { pid: *pid, comm: comm.clone() });
+            }
+        }
+    }
+}
+
+fn seconds(ns: u64) -> u64 {
+    ns / NS_PER_S
+}
+
+fn labels(tally: &Tally) -> String {
+    let mut labels: Vec<(&String, &u64)> = tally.labels.iter().collect();
+    labels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    labels.iter().take(3).map(|(label, n)| format!("{label} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn owner_text(owner: &Option<Owner>) -> String {
+    match owner {
+        Some(owner) => format!("pid {} ({})", owner.pid, owner.comm),
+        None => "the application (pid unknown)".into(),
+    }
+}
+
+/// The human sentence for a finding; `None` when the tally holds nothing worth reporting.
+fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings: &dyn Fn(u32) -> NamespaceSettings) -> Option<String> {
+    let n = tally.count;
+    Some(match kind {
+        FindingKind::CloseWaitStuck if n > 0 => format!(
+            "{n} socket(s) in CLOSE_WAIT for up to {}s: the peer closed, {} never called close()",
+            seconds(tally.max_age_ns),
+            owner_text(&tally.owner)
+        ),
+        FindingKind::FinUnanswered if n + tally.expired > 0 => {
+            let mut text = String::from("our FIN was acknowledged but the peer never sent its own");
+            if n > 0 {
+                text += &format!("; {n} socket(s) in FIN_WAIT2 for up to {}s", seconds(tally.max_age_ns));
+            }
+            if tally.expired > 0 {
+                text += &format!("; {} expired in FIN_WAIT2 this interval", tally.expired);
+            }
+            text
+        }
+        FindingKind::PeerSilent if n > 0 => format!("{n} connection(s) ended with no FIN or RST from the peer: {}", labels(tally)),
+        FindingKind::PortReuseInTimeWait if n > 0 => format!(
+            "{n} new connection(s) reused a 4-tuple still in TIME_WAIT (e.g. {}): something (NAT, L4 balancer) recycles ports faster than TIME_WAIT expires",
+            tally.example.as_deref().unwrap_or("?")
+        ),
+        FindingKind::TimeWaitBuildup if n > 0 => {
+            let range = settings(key.netns);
+            format!(
+                "{n} sockets in TIME_WAIT = {:.0}% of the {} ephemeral ports ({}-{}); new connections on this path fail as it nears 100%",
+                100.0 * n as f64 / range.ephemeral_port_count() as f64,
+                range.ephemeral_port_count(),
+                range.ephemeral_ports.0,
+                range.ephemeral_ports.1
+            )
+        }
+        FindingKind::SynRetransmit if n > 0 || tally.timed_out > 0 => {
+            let what = if tally.labels.contains_key("SYN-ACK") {
+                format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive")
+            } else {
+                format!("{n} SYN retransmit(s): the peer did not answer our SYN")
+            };
+            let failed = tally.refused + tally.timed_out;
+            if failed > 0 {
+                format!("{what}; {failed} connect(s) failed ({} refused, {} timed out)", tally.refused, tally.timed_out)
+            } else {
+                what
+            }
+        }
+        FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) received from the peer"),
+        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) sent: {}", labels(tally)),
+        _ => return None,
+    })
+}

@@ -1,0 +1,270 @@
+//! Periodic socket snapshots through NETLINK_SOCK_DIAG (what `ss` uses), one netlink socket per
+//! network namespace the tracer has seen events from.
+//!
+//! Tracepoints cannot see a timewait socket live, nor sockets that were already open when the
+//! tracer started; the snapshot gives exact TIME_WAIT, FIN_WAIT2 and CLOSE_WAIT populations and
+//! the sockets' inodes (to name the process that owns a stuck one). Each namespace's ephemeral
+//! port range and FIN timeout are read from inside it. Failures are reported, never fatal.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs::{self, File},
+    net::SocketAddr,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
+
+use crate::decode::TcpState;
+
+/// At most this many namespaces get a netlink socket; more are reported as not covered.
+const MAX_NAMESPACES: usize = 256;
+
+/// One socket as sock_diag reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketRecord {
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub inode: u32,
+}
+
+/// Per-namespace settings that shape the findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceSettings {
+    pub ephemeral_ports: (u16, u16),
+    pub fin_timeout_s: u64,
+}
+
+impl NamespaceSettings {
+    pub fn ephemeral_port_count(&self) -> u64 {
+        u64::from(self.ephemeral_ports.1.saturating_sub(self.ephemeral_ports.0)) + 1
+    }
+
+    fn read() -> NamespaceSettings {
+        let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        let mut ports = range.split_whitespace().filter_map(|port| port.parse().ok());
+        let fin_timeout = fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap_or_default();
+        NamespaceSettings {
+            ephemeral_ports: (ports.next().unwrap_or(32768), ports.next().unwrap_or(60999)),
+            fin_timeout_s: fin_timeout.trim().parse().unwrap_or(60),
+        }
+    }
+}
+
+struct Namespace {
+    socket: Socket,
+    settings: NamespaceSettings,
+}
+
+/// What one round of snapshots found, by namespace inode.
+#[derive(Default, Debug)]
+pub struct Snapshot {
+    pub sockets: BTreeMap<u32, Vec<SocketRecord>>,
+    /// Namespaces whose dump failed this round, with why.
+    pub failed: BTreeMap<u32, String>,
+}
+
+pub struct Snapshots {
+    namespaces: HashMap<u32, Namespace>,
+    /// Namespaces we could not enter, with why (not retried until they appear in events again).
+    unreachable: HashMap<u32, String>,
+    own_netns: u32,
+}
+
+impl Snapshots {
+    /// Starts with the tracer's own namespace; fails when sock_diag is unusable here at all.
+    pub fn new() -> Result<Snapshots> {
+        let own_netns = namespace_inode(Path::new("/proc/self/ns/net")).context("cannot read /proc/self/ns/net")?;
+        let mut snapshots = Snapshots { namespaces: HashMap::new(), unreachable: HashMap::new(), own_netns };
+        let socket = open_socket().context("cannot open a NETLINK_SOCK_DIAG socket (CAP_NET_ADMIN missing?)")?;
+        snapshots.namespaces.insert(own_netns, Namespace { socket, settings: NamespaceSettings::read() });
+        Ok(snapshots)
+    }
+
+    pub fn covered(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    pub fn unreachable(&self) -> usize {
+        self.unreachable.len()
+    }
+
+    pub fn settings(&self, netns: u32) -> Option<NamespaceSettings> {
+        self.namespaces.get(&netns).map(|namespace| namespace.settings)
+    }
+
+    pub fn own_settings(&self) -> NamespaceSettings {
+        self.settings(self.own_netns).unwrap_or_else(NamespaceSettings::read)
+    }
+
+    /// Makes sure `netns` (seen in an event) is covered from the next round on.
+    pub fn learn(&mut self, netns: u32) {
+        if netns == 0 || self.namespaces.contains_key(&netns) || self.unreachable.contains_key(&netns) {
+            return;
+        }
+        if self.namespaces.len() >= MAX_NAMESPACES {
+            self.unreachable.insert(netns, format!("more than {MAX_NAMESPACES} namespaces"));
+            return;
+        }
+        match enter(netns) {
+            Ok(namespace) => {
+                self.namespaces.insert(netns, namespace);
+            }
+            Err(error) => {
+                self.unreachable.insert(netns, format!("{error:#}"));
+            }
+        }
+    }
+
+    /// Dumps every covered namespace's TCP sockets.
+    pub fn take(&mut self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let mut gone = Vec::new();
+        for (netns, namespace) in &self.namespaces {
+            match dump(&namespace.socket) {
+                Ok(sockets) => {
+                    snapshot.sockets.insert(*netns, sockets);
+                }
+                Err(error) => {
+                    snapshot.failed.insert(*netns, format!("{error:#}"));
+                    gone.push(*netns);
+                }
+            }
+        }
+        for netns in gone.into_iter().filter(|netns| *netns != self.own_netns) {
+            self.namespaces.remove(&netns);
+        }
+        snapshot
+    }
+}
+
+fn namespace_inode(path: &Path) -> Option<u32> {
+    fs::metadata(path).ok().map(|meta| meta.ino() as u32)
+}
+
+/// Finds a file that refers to namespace `netns`: a named one, or any process's.
+fn find_namespace(netns: u32) -> Option<PathBuf> {
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|entry| entry.path());
+    let processes = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit()))
+        .map(|entry| entry.path().join("ns/net"));
+    named.chain(processes).find(|path| namespace_inode(path) == Some(netns))
+}
+
+/// Opens a sock_diag socket inside `netns` (from a thread that joins it, so the tracer itself
+/// stays where it is) and reads the namespace's settings there.
+fn enter(netns: u32) -> Result<Namespace> {
+    let path = find_namespace(netns).context("no process or /run/netns entry is in it any more")?;
+    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    std::thread::spawn(move || -> Result<Namespace> {
+        // SAFETY: setns on a namespace descriptor we own, affecting only this short-lived thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        Ok(Namespace { socket: open_socket()?, settings: NamespaceSettings::read() })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
+}
+
+fn open_socket() -> Result<Socket> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&NetlinkAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+fn dump(socket: &Socket) -> Result<Vec<SocketRecord>> {
+    let mut sockets = Vec::new();
+    for (family, socket_id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::all(),
+                socket_id,
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut buffer = vec![0; request.buffer_len()];
+        request.serialize(&mut buffer);
+        socket.send(&buffer, 0)?;
+        receive_dump(socket, &mut sockets)?;
+    }
+    Ok(sockets)
+}
+
+fn receive_dump(socket: &Socket, sockets: &mut Vec<SocketRecord>) -> Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut buffer[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let message = <NetlinkMessage<SockDiagMessage>>::deserialize(&buffer[offset..size])
+                .map_err(|error| anyhow::anyhow!("undecodable sock_diag reply: {error}"))?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                    let header = &response.header;
+                    if let Some(state) = TcpState::from_kernel(header.state) {
+                        let id = &header.socket_id;
+                        sockets.push(SocketRecord {
+                            state,
+                            local: SocketAddr::new(id.source_address, id.source_port),
+                            remote: SocketAddr::new(id.destination_address, id.destination_port),
+                            inode: header.inode,
+                        });
+                    }
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(error) => bail!("sock_diag refused the dump: {error:?}"),
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            offset += length;
+        }
+    }
+}
+
+/// The processes holding these socket inodes (a /proc scan: only for the few stuck sockets).
+pub fn owners(inodes: &HashSet<u32>) -> HashMap<u32, (u32, String)> {
+    let mut found = HashMap::new();
+    if inodes.is_empty() {
+        return found;
+    }
+    for process in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = process.file_name().to_string_lossy().parse::<u32>() else { continue };
+        for fd in fs::read_dir(process.path().join("fd")).into_iter().flatten().flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else { continue };
+            let target = target.to_string_lossy();
+            let Some(inode) = target.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')) else { continue };
+            let Ok(inode) = inode.parse::<u32>() else { continue };
+            if inodes.contains(&inode) && !found.contains_key(&inode) {
+                let comm = fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+                found.insert(inode, (pid, comm.trim().to_string()));
+            }
+        }
+        if found.len() == inodes.len() {
+            break;
+        }
+    }
+    found
+}
