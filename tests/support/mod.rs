@@ -64,6 +64,30 @@ impl Netns {
         .expect("thread in netns panicked")
     }
 
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Loads an nftables ruleset inside the namespace.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft runs");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), ruleset.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "nft failed: {}\n{ruleset}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// `ss -tan state STATE` inside the namespace: how many sockets.
+    pub fn ss_count(&self, state: &str) -> u64 {
+        let output = Command::new("ip").args(["netns", "exec", &self.name, "ss", "-tanH", "state", state]).output().expect("ss runs");
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).lines().filter(|line| !line.trim().is_empty()).count() as u64
+    }
+
     pub fn exec(&self, args: &[&str]) {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
@@ -120,6 +144,41 @@ impl Link {
     }
 }
 
+/// Client → NAT → server: the NAT namespace masquerades the client behind `nat_ip`, using only
+/// the source ports in `ports`.
+pub struct Routed {
+    pub client: Netns,
+    pub nat: Netns,
+    pub server: Netns,
+    pub nat_ip: IpAddr,
+    pub server_ip: IpAddr,
+}
+
+impl Routed {
+    pub fn new(ports: (u16, u16)) -> Routed {
+        let (client, nat, server) = (Netns::new("c"), Netns::new("n"), Netns::new("s"));
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) % 250 + 1;
+        let (c0, n0, n1, s0) = (format!("rc{id}"), format!("rn{id}"), format!("ro{id}"), format!("rs{id}"));
+        sh(&["ip", "link", "add", &c0, "netns", &client.name, "type", "veth", "peer", "name", &n0, "netns", &nat.name]);
+        sh(&["ip", "link", "add", &n1, "netns", &nat.name, "type", "veth", "peer", "name", &s0, "netns", &server.name]);
+        let inside = |host: u8| format!("10.232.{id}.{host}");
+        let outside = |host: u8| format!("10.233.{id}.{host}");
+        for (ns, dev, address) in [(&client, &c0, inside(1)), (&nat, &n0, inside(2)), (&nat, &n1, outside(2)), (&server, &s0, outside(1))] {
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{address}/24"), "dev", dev]);
+            sh(&["ip", "-n", &ns.name, "link", "set", dev, "up"]);
+        }
+        sh(&["ip", "-n", &client.name, "route", "add", "default", "via", &inside(2)]);
+        nat.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        nat.nft(&format!(
+            "table ip nat {{ chain post {{ type nat hook postrouting priority 100; oifname \"{n1}\" ip protocol tcp snat to {}:{}-{}; }}; }}",
+            outside(2),
+            ports.0,
+            ports.1
+        ));
+        Routed { client, nat, server, nat_ip: outside(2).parse().unwrap(), server_ip: outside(1).parse().unwrap() }
+    }
+}
+
 /// A running `tracer` with its output collected as JSON values.
 pub struct Tracer {
     child: Child,
@@ -171,13 +230,31 @@ impl Tracer {
 
     /// Waits (up to 10 s) until some output line satisfies `predicate`.
     pub fn wait_for(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_long(what, 10, predicate)
+    }
+
+    /// Every line printed so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a summary holding a finding of `kind` that satisfies `predicate`; returns it.
+    pub fn wait_for_finding(&self, kind: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        let summary = self.wait_for(&format!("a {kind} finding"), |line| {
+            line["findings"].as_array().is_some_and(|findings| findings.iter().any(|f| f["kind"] == kind && predicate(f)))
+        });
+        summary["findings"].as_array().unwrap().iter().find(|f| f["kind"] == kind && predicate(f)).unwrap().clone()
+    }
+
+    /// Like [`Tracer::wait_for`] with a longer limit, for scenarios driven by kernel timers.
+    pub fn wait_long(&self, what: &str, seconds: u64, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             if let Some(found) = self.lines.lock().unwrap().iter().find(|line| predicate(line)) {
                 return found.clone();
             }
             assert!(Instant::now() < deadline, "timed out waiting for {what}; output: {:#?}", self.lines.lock().unwrap());
-            thread::sleep(Duration::from_millis(20));
+            thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -362,14 +362,18 @@ impl Findings {
                 let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(tally) = self.tally(FindingKind::PortReuseInTimeWait, key) {
                     tally.count += 1;
-                    tally.max_age_ns = tally.max_age_ns.max(*time_wait_age_ns);
-                    let verdict = if *accepted { "the SYN was accepted" } else { "the SYN was answered with an ACK" };
-                    tally.example = Some(format!(
-                        "{} ↔ {} was {:.1}s into TIME_WAIT; {verdict}",
-                        tuple.local,
-                        tuple.remote,
-                        *time_wait_age_ns as f64 / NS_PER_S as f64
-                    ));
+                    tally.example = Some(match (time_wait_age_ns, accepted) {
+                        (Some(age), true) => format!(
+                            "{} ↔ {} was {:.1}s into TIME_WAIT; the SYN was accepted",
+                            tuple.local,
+                            tuple.remote,
+                            *age as f64 / NS_PER_S as f64
+                        ),
+                        _ => format!(
+                            "our SYN {} → {} was answered with a bare ACK: the server still holds the 4-tuple; we reset it and retransmit the SYN",
+                            tuple.local, tuple.remote
+                        ),
+                    });
                 }
             }
         }

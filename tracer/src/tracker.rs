@@ -214,9 +214,10 @@ pub enum Observation {
     SynAckRetransmit { tuple: Tuple },
     ResetSent { tuple: Tuple, role: Option<Role>, process: Option<Process>, reason: Option<u32> },
     ResetReceived { tuple: Tuple, role: Option<Role>, process: Option<Process> },
-    /// A new connection on a 4-tuple whose previous socket was still in TIME_WAIT. Tracepoints
-    /// only see reuses whose SYN was accepted (a new socket appears); `accepted` says so.
-    PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: u64, accepted: bool },
+    /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
+    /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
+    /// answered with a bare ACK (we reset it and retransmit the SYN): `accepted` is false.
+    PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: Option<u64>, accepted: bool },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -321,6 +322,11 @@ impl Tracker {
                     });
                     (connection.role, connection.process)
                 });
+                if event.state == Some(TcpState::SynSent) && owner.is_some_and(|(role, _)| role == Role::Client) {
+                    // RFC 793: a SYN_SENT socket answers an unacceptable ACK with RST. The peer
+                    // acknowledged something we never sent: it still holds this 4-tuple.
+                    out.push(Observation::PortReuse { tuple: tuple_of(event), role: Role::Client, time_wait_age_ns: None, accepted: false });
+                }
                 out.push(Observation::ResetSent {
                     tuple: tuple_of(event),
                     role: owner.map(|(role, _)| role),
@@ -442,7 +448,7 @@ impl Tracker {
                 }
                 let age = at - since;
                 if age < TIME_WAIT_NS.max(self.config.fin_timeout_ns) {
-                    out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: age, accepted: true });
+                    out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: Some(age), accepted: true });
                 }
             }
         }
@@ -642,7 +648,9 @@ impl Tracker {
             ),
             TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first".into()),
             TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged".into()),
-            TcpState::Established | TcpState::CloseWait | TcpState::SynRecv if !ending.by_application => Verdict::of(
+            // No system call closes these without a FIN or a RST; a CLOSE in process context is a
+            // timer deferred to release_sock(), not the application's choice.
+            TcpState::Established | TcpState::CloseWait | TcpState::SynRecv => Verdict::of(
                 CloseClass::PeerSilent,
                 format!("timed out in {from} with no FIN or RST from the peer ({retransmits} retransmits)"),
             ),
@@ -911,6 +919,16 @@ pub mod tests {
     }
 
     #[test]
+    fn a_timeout_deferred_to_the_application_s_release_sock_is_still_peer_silent() {
+        let c = client();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[c.syscall(Close, SynSent, S), c.state(SynSent, Established, S + 1), c.retransmit(Established, 2 * S), c.syscall(Established, Close, 3 * S)],
+        );
+        assert_eq!(ended(&out)[0].class, CloseClass::PeerSilent);
+    }
+
+    #[test]
     fn fin_wait2_that_expires_means_our_fin_was_never_answered() {
         let c = client();
         let (tracker, out) = run(
@@ -988,7 +1006,23 @@ pub mod tests {
         });
         let (tuple, role, age, accepted) = reuse.expect("port reuse seen");
         assert_eq!((tuple.local, tuple.remote, role, accepted), (server().local, server().remote, Role::Server, true));
-        assert_eq!(age, 10 * S - 2);
+        assert_eq!(age, Some(10 * S - 2));
+    }
+
+    #[test]
+    fn a_syn_answered_with_a_bare_ack_is_port_reuse_seen_from_the_client() {
+        let c = client();
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[c.syscall(Close, SynSent, S), c.reset_sent(SynSent, Some(2), S + 10), c.retransmit(SynSent, 2 * S), c.state(SynSent, Established, 2 * S + 5)],
+        );
+        assert!(out.contains(&Observation::PortReuse {
+            tuple: Tuple { netns: NETNS, local: c.local, remote: c.remote },
+            role: Role::Client,
+            time_wait_age_ns: None,
+            accepted: false
+        }));
+        assert_eq!(out.iter().filter(|o| matches!(o, Observation::PortReuse { .. })).count(), 1);
     }
 
     #[test]

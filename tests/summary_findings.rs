@@ -1,0 +1,195 @@
+//! The aggregator, end to end: a real `tracer` in summary mode watching misbehaving peers built
+//! from namespaces, veth pairs and nftables, and the findings an on-call engineer would get.
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::fd::AsRawFd,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::*;
+
+fn endpoint_any(ip: std::net::IpAddr) -> String {
+    format!("{ip}:*")
+}
+
+fn summary_tracer(extra: &[&str]) -> Tracer {
+    let mut args = vec!["--interval", "1", "--stuck-after", "1"];
+    args.extend_from_slice(extra);
+    Tracer::start(&args)
+}
+
+#[test]
+fn server_that_never_closes_is_flagged_close_wait_stuck_and_the_client_fin_unanswered() {
+    require_root();
+    let link = Link::new();
+    let tracer = summary_tracer(&[]);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let client_stream = link.connect(server).unwrap();
+    let (accepted, client) = listener.accept().unwrap();
+    drop(client_stream); // the client closes; our "server" (this test) never does
+
+    let stuck = tracer.wait_for_finding("close_wait_stuck", |f| f["local"] == server.to_string());
+    assert_eq!(stuck["remote"], endpoint_any(client.ip()));
+    assert_eq!(stuck["netns"], link.server.inode());
+    assert_eq!(stuck["process"]["pid"], std::process::id(), "the owner is named: {stuck}");
+    assert!(stuck["detail"].as_str().unwrap().contains("never called close()"), "{stuck}");
+
+    let unanswered = tracer.wait_for_finding("fin_unanswered", |f| f["remote"] == server.to_string());
+    assert_eq!(unanswered["local"], endpoint_any(client.ip()));
+    assert_eq!(unanswered["netns"], link.client.inode());
+    let lines = tracer.stop();
+    let last = lines.last().unwrap();
+    assert_eq!(last["final"], true);
+    assert_eq!(last["events"]["lost"], 0);
+    assert_eq!(last["states"]["CLOSE_WAIT"], 1, "{last}");
+    drop(accepted);
+}
+
+#[test]
+fn blackholed_peer_with_user_timeout_is_peer_silent() {
+    require_root();
+    let link = Link::new();
+    let tracer = summary_tracer(&[]);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let client_stream = link.client.run(move || {
+        let stream = TcpStream::connect(server).unwrap();
+        let timeout_ms: libc::c_uint = 1000;
+        // SAFETY: setsockopt with a correctly sized unsigned int on our own socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&timeout_ms as *const libc::c_uint).cast(),
+                4,
+            )
+        };
+        assert_eq!(rc, 0);
+        stream
+    });
+    let (accepted, client) = listener.accept().unwrap();
+    link.server.nft(&format!("table inet blackhole {{ chain input {{ type filter hook input priority 0; ip saddr {} drop; }}; }}", client.ip()));
+    (&client_stream).write_all(b"anyone there?").unwrap();
+
+    let silent = tracer.wait_for_finding("peer_silent", |f| f["remote"] == server.to_string());
+    assert_eq!(silent["local"], endpoint_any(client.ip()));
+    assert_eq!(silent["count"], 1);
+    assert!(silent["detail"].as_str().unwrap().contains("no FIN or RST from the peer"), "{silent}");
+    let summary = tracer.wait_for("the close class", |line| line["closes"]["peer_silent"] == 1);
+    assert!(summary["closes"].get("reset_by_peer").is_none(), "{summary}");
+    let mut buffer = [0u8; 4];
+    let error = (&client_stream).read(&mut buffer).expect_err("the kernel gave up");
+    assert_eq!(error.raw_os_error(), Some(libc::ETIMEDOUT));
+    tracer.stop();
+    drop(accepted);
+}
+
+#[test]
+fn short_connections_closed_by_the_server_build_up_time_wait_counted_like_ss() {
+    require_root();
+    let link = Link::new();
+    let server_netns = link.server.path();
+    let tracer = summary_tracer(&["--time-wait-threshold", "5", "--netns", &server_netns]);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    for _ in 0..12 {
+        let mut client_stream = link.connect(server).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        drop(accepted); // the server closes first and keeps the TIME_WAIT
+        assert_eq!(client_stream.read(&mut [0; 8]).unwrap(), 0);
+    }
+    let buildup = tracer.wait_for_finding("time_wait_buildup", |f| f["count"] == 12);
+    assert_eq!(buildup["local"], server.to_string());
+    assert_eq!(buildup["remote"], endpoint_any(link.client_ip));
+    assert!(buildup["detail"].as_str().unwrap().contains("ephemeral ports"), "{buildup}");
+    // The next summary counts exactly what ss sees in the server's namespace.
+    let seen_at = tracer.wait_for("a summary", |line| line["states"]["TIME_WAIT"] == 12)["ts"].clone();
+    assert_eq!(link.server.ss_count("time-wait"), 12);
+    let lines = tracer.stop();
+    let graceful: u64 = lines.iter().filter_map(|line| line["closes"]["graceful"].as_u64()).sum();
+    assert_eq!(graceful, 12, "only the server's namespace is watched: {:?}", lines.iter().map(|l| &l["closes"]).collect::<Vec<_>>());
+    assert!(seen_at.is_string());
+}
+
+#[test]
+fn nat_recycling_ports_into_the_servers_time_wait_is_port_reuse() {
+    require_root();
+    let routed = Routed::new((40000, 40001));
+    let tracer = summary_tracer(&[]);
+    let listener = routed.server.run({
+        let ip = routed.server_ip;
+        move || std::net::TcpListener::bind(SocketAddr::new(ip, 0)).unwrap()
+    });
+    let server = listener.local_addr().unwrap();
+    // Close first, so every NATed port lands in the server's TIME_WAIT.
+    thread::spawn(move || listener.incoming().for_each(drop));
+    let mut reused = None;
+    for _ in 0..8 {
+        let attempt = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(2)));
+        if let Ok(mut stream) = attempt {
+            let _ = stream.read(&mut [0; 8]);
+        }
+        thread::sleep(Duration::from_millis(1200));
+        let server_side = |f: &Value| f["kind"] == "port_reuse_in_time_wait" && f["local"] == server.to_string();
+        let found = tracer.lines().into_iter().find_map(|line| line["findings"].as_array()?.iter().find(|f| server_side(f)).cloned());
+        if found.is_some() {
+            reused = found;
+            break;
+        }
+    }
+    let reuse = reused.expect("the server saw a SYN for a 4-tuple still in TIME_WAIT");
+    assert_eq!(reuse["local"], server.to_string());
+    assert_eq!(reuse["remote"], endpoint_any(routed.nat_ip));
+    assert_eq!(reuse["netns"], routed.server.inode());
+    let detail = reuse["detail"].as_str().unwrap();
+    assert!(detail.contains("the SYN was accepted") && detail.contains(&routed.nat_ip.to_string()), "{detail}");
+    tracer.stop();
+}
+
+#[test]
+fn firewall_reset_is_rst_from_peer_and_a_refused_connect() {
+    require_root();
+    let link = Link::new();
+    link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7777 reject with tcp reset; }; }");
+    let tracer = summary_tracer(&[]);
+    let target = SocketAddr::new(link.server_ip, 7777);
+    let error = link.connect(target).expect_err("the firewall resets");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+    let reset = tracer.wait_for_finding("rst_from_peer", |f| f["remote"] == target.to_string());
+    assert_eq!((reset["local"].clone(), reset["count"].clone()), (Value::from(endpoint_any(link.client_ip)), Value::from(1)));
+    let summary = tracer.wait_for("a refused close", |line| line["closes"]["refused"] == 1);
+    let peer = summary["peers"].as_array().unwrap().iter().find(|p| p["remote"] == target.to_string()).expect("in the peer table");
+    assert_eq!((peer["rst_from_peer"].clone(), peer["failed_connects"].clone()), (Value::from(1), Value::from(1)));
+    tracer.stop();
+}
+
+#[test]
+fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
+    require_root();
+    let link = Link::new();
+    link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7778 drop; }; }");
+    let tracer = summary_tracer(&[]);
+    let target = SocketAddr::new(link.server_ip, 7778);
+    let error = link.client.run(move || TcpStream::connect_timeout(&target, Duration::from_millis(2500))).expect_err("nobody answers");
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    let finding = tracer.wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string() && f["detail"].as_str().unwrap().contains("1 timed out"));
+    assert_eq!(finding["local"], endpoint_any(link.client_ip));
+    let retransmits: u64 = tracer
+        .lines()
+        .iter()
+        .flat_map(|line| line["findings"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f["kind"] == "syn_retransmit")
+        .map(|f| f["count"].as_u64().unwrap())
+        .sum();
+    assert!(retransmits >= 1, "at least the 1 s retransmit happened within 2.5 s");
+    let summary = tracer.wait_for("the close class", |line| line["closes"]["connect_timeout"] == 1);
+    assert!(summary["findings"].as_array().is_some());
+    tracer.stop();
+}
