@@ -1,9 +1,19 @@
-//! Entry point: parse the command line, run, and turn any error into one line and exit code 1.
-use clap::Parser;
+//! Entry point: parse the command line, run, and turn any error into one line and exit code 1
+//! (2 for a bad command line).
+use clap::{error::ErrorKind, Parser};
 use tracer::cli::Cli;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => error.exit(),
+        Err(error) => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("tracer: error: {first} (see `tracer --help`)");
+            std::process::exit(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
