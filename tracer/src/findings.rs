@@ -659,3 +659,155 @@ fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings: &dyn Fn(u3
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::{
+        tests::{reasons, Script, NETNS},
+        TrackerConfig,
+    };
+    use TcpState::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn settings(_: u32) -> NamespaceSettings {
+        NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 }
+    }
+
+    /// Feeds events through a tracker into findings, then concludes at `now`.
+    fn picture(findings: &mut Findings, tracker: &mut Tracker, events: &[crate::decode::Event], now: u64, filter: &Filter) -> Picture {
+        let mut out = Vec::new();
+        for event in events {
+            tracker.observe(event, &mut out);
+        }
+        tracker.settle(now, &mut out);
+        for observation in &out {
+            findings.observe(observation, filter, |code| tracker.reason_name(code).map(str::to_string));
+        }
+        findings.conclude(now, tracker, None, &settings, filter)
+    }
+
+    fn tracker() -> Tracker {
+        Tracker::new(TrackerConfig::default(), reasons())
+    }
+
+    fn server(address: u64, client_port: u16) -> Script {
+        Script::new(address, "10.0.0.2:80", &format!("10.0.0.1:{client_port}"))
+    }
+
+    #[test]
+    fn close_wait_older_than_stuck_after_is_reported_once_per_socket() {
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let s = server(1, 40000);
+        let events = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.state(Established, CloseWait, 2 * S)];
+        let early = picture(&mut findings, &mut tracker, &events, 10 * S, &Filter::default());
+        assert!(early.findings.is_empty(), "not stuck yet after 8 s: {:?}", early.findings);
+        assert_eq!(early.states.get("CLOSE_WAIT"), Some(&1));
+
+        let stuck = picture(&mut findings, &mut tracker, &[], 40 * S, &Filter::default());
+        let finding = &stuck.findings[0];
+        assert_eq!((finding.kind, finding.local.as_str(), finding.remote.as_str()), (FindingKind::CloseWaitStuck, "10.0.0.2:80", "10.0.0.1:*"));
+        assert_eq!((finding.count, finding.total), (1, 1));
+        assert!(finding.detail.contains("for up to 38s"), "{}", finding.detail);
+        assert_eq!(stuck.peers[0].stuck, 1);
+
+        let still = picture(&mut findings, &mut tracker, &[], 50 * S, &Filter::default());
+        assert_eq!((still.findings[0].count, still.findings[0].total), (1, 1), "the same socket is not counted twice");
+    }
+
+    #[test]
+    fn silent_peers_are_aggregated_per_service_and_client_address() {
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let mut events = Vec::new();
+        for (i, port) in [40000u16, 40001, 40002].into_iter().enumerate() {
+            let s = server(10 + i as u64, port);
+            events.extend([s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.retransmit(Established, 2 * S), s.state(Established, Close, 5 * S)]);
+        }
+        let picture = picture(&mut findings, &mut tracker, &events, 10 * S, &Filter::default());
+        assert_eq!(picture.closes.get("peer_silent"), Some(&3));
+        let silent: Vec<_> = picture.findings.iter().filter(|f| f.kind == FindingKind::PeerSilent).collect();
+        assert_eq!(silent.len(), 1);
+        assert_eq!((silent[0].local.as_str(), silent[0].remote.as_str(), silent[0].count), ("10.0.0.2:80", "10.0.0.1:*", 3));
+        assert!(silent[0].detail.contains("×3"), "{}", silent[0].detail);
+        assert_eq!((picture.peers[0].peer_silent, picture.peers[0].ended), (3, 3));
+    }
+
+    #[test]
+    fn resets_sent_without_a_socket_are_counted_for_the_closed_port_with_their_reason() {
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let probe = |port: u16, at: u64| {
+            let script = Script::new(0, "10.0.0.2:9", &format!("10.0.0.1:{port}"));
+            script.reset_sent(Close, Some(1), at)
+        };
+        let picture = picture(&mut findings, &mut tracker, &[probe(40000, S), probe(40001, S + 1)], 2 * S, &Filter::default());
+        let sent = picture.findings.iter().find(|f| f.kind == FindingKind::RstToPeer).unwrap();
+        assert_eq!((sent.local.as_str(), sent.remote.as_str(), sent.count), ("10.0.0.2:9", "10.0.0.1:*", 2));
+        assert_eq!(sent.detail, "2 RST(s) sent: NO_SOCKET ×2");
+    }
+
+    #[test]
+    fn time_wait_above_the_threshold_is_a_buildup_with_its_share_of_the_port_range() {
+        let config = FindingsConfig { time_wait_threshold: Some(2), ..FindingsConfig::default() };
+        let (mut findings, mut tracker) = (Findings::new(config), tracker());
+        let mut events = Vec::new();
+        for i in 0..3u16 {
+            let s = server(100 + u64::from(i), 40000 + i);
+            let at = S + u64::from(i) * 1000;
+            events.extend([
+                s.state(Listen, SynRecv, at),
+                s.state(SynRecv, Established, at + 1),
+                s.syscall(Established, FinWait1, at + 2),
+                s.state(FinWait1, FinWait2, at + 3),
+                s.state(FinWait2, Close, at + 4),
+            ]);
+        }
+        let picture = picture(&mut findings, &mut tracker, &events, 2 * S, &Filter::default());
+        let buildup = picture.findings.iter().find(|f| f.kind == FindingKind::TimeWaitBuildup).expect("buildup");
+        assert_eq!((buildup.local.as_str(), buildup.remote.as_str(), buildup.count), ("10.0.0.2:80", "10.0.0.1:*", 3));
+        assert!(buildup.detail.contains("0% of the 28232 ephemeral ports (32768-60999)"), "{}", buildup.detail);
+        assert_eq!(picture.states.get("TIME_WAIT"), Some(&3));
+    }
+
+    #[test]
+    fn filters_apply_before_anything_is_counted() {
+        let filter = Filter { local_ports: vec![443], ..Filter::default() };
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let s = server(1, 40000);
+        let events = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(2 * S), s.state(Established, Close, 2 * S)];
+        let picture = picture(&mut findings, &mut tracker, &events, 5 * S, &filter);
+        assert!(picture.findings.is_empty() && picture.closes.is_empty() && picture.peers.is_empty(), "{picture:?}");
+    }
+
+    #[test]
+    fn findings_come_most_serious_first() {
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let stuck = server(1, 40000);
+        let reset = server(2, 40001);
+        let events = [
+            reset.state(Listen, SynRecv, S),
+            reset.state(SynRecv, Established, S + 1),
+            reset.reset_received(S + 2),
+            reset.state(Established, Close, S + 2),
+            stuck.state(Listen, SynRecv, S),
+            stuck.state(SynRecv, Established, S + 1),
+            stuck.state(Established, CloseWait, S + 3),
+        ];
+        let picture = picture(&mut findings, &mut tracker, &events, 60 * S, &Filter::default());
+        let kinds: Vec<_> = picture.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [FindingKind::CloseWaitStuck, FindingKind::RstFromPeer]);
+    }
+
+    #[test]
+    fn a_full_peer_table_drops_and_counts_instead_of_growing() {
+        let config = FindingsConfig { max_peers: 2, ..FindingsConfig::default() };
+        let (mut findings, mut tracker) = (Findings::new(config), tracker());
+        let events: Vec<_> = (0..5u16)
+            .map(|i| Script::new(0, "10.0.0.2:9", &format!("10.0.{i}.1:40000")).reset_sent(Close, Some(1), S + u64::from(i)))
+            .collect();
+        let picture = picture(&mut findings, &mut tracker, &events, 2 * S, &Filter::default());
+        assert_eq!(picture.findings.len(), 2);
+        assert_eq!(findings.evicted, 6, "3 peers and 3 findings did not fit");
+        assert_eq!(NETNS, picture.findings[0].netns);
+    }
+}

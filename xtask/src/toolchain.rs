@@ -105,6 +105,11 @@ fn detect_route() -> Option<Route> {
     if Path::new(DEBIAN_RUSTC).exists() && Path::new(DEBIAN_BPF_CORE).exists() {
         return Some(Route::DebianRustc);
     }
+    // Never make rustup download a toolchain: only look at a nightly that is already installed.
+    let toolchains = Command::new("rustup").args(["toolchain", "list"]).output().ok()?;
+    if !String::from_utf8_lossy(&toolchains.stdout).lines().any(|line| line.starts_with("nightly")) {
+        return None;
+    }
     let sysroot = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output().ok()?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     sysroot.join("lib/rustlib/src/rust/library/core").exists().then_some(Route::RustupNightly)
