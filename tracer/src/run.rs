@@ -254,6 +254,7 @@ impl Aggregator {
         let now_ns = clock::monotonic_ns();
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
         self.advance(if last { u64::MAX } else { now_ns });
+        self.tracker.expire(now_ns, &mut self.observations);
         let snapshot = self.snapshots.as_mut().map(|snapshots| {
             let snapshot = snapshots.take();
             for (netns, sockets) in &snapshot.sockets {

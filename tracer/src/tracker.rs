@@ -5,7 +5,7 @@
 //! learns leaves as [`Observation`]s for the findings layer. Memory is bounded by
 //! [`TrackerConfig`]; every eviction is counted in [`TrackerStats`].
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
 };
 
@@ -237,6 +237,8 @@ pub struct Tracker {
     time_wait: HashMap<Tuple, u64>,
     /// Orphans that left FIN_WAIT2 for a timewait socket, until a snapshot says what it became.
     lingering: HashMap<Tuple, Lingering>,
+    /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
+    endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
 }
 
@@ -256,6 +258,7 @@ impl Tracker {
             connections: HashMap::new(),
             time_wait: HashMap::new(),
             lingering: HashMap::new(),
+            endings: VecDeque::new(),
             stats: TrackerStats::default(),
         }
     }
@@ -430,8 +433,11 @@ impl Tracker {
                 connection.state = TcpState::FinWait2;
                 connection.state_since_ns = connection.previous_state_since_ns;
                 self.linger(Lingering { connection, seen_in_fin_wait2: false }, out);
-            } else if self.config.leaves_time_wait(connection, old) {
-                self.remember_time_wait(tuple, at);
+            } else {
+                self.endings.push_back((at, event.socket));
+                if self.config.leaves_time_wait(connection, old) {
+                    self.remember_time_wait(tuple, at);
+                }
             }
         } else {
             connection.retransmits_in_state = 0;
@@ -556,17 +562,34 @@ impl Tracker {
     /// Classifies the connections that ended at least [`SETTLE_NS`] before `now_ns`
     /// (all of them with `now_ns = u64::MAX`, at exit).
     pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
-        let settled: Vec<SocketId> = self
-            .connections
-            .values()
-            .filter(|connection| connection.ending.is_some_and(|ending| ending.at_ns.saturating_add(SETTLE_NS) <= now_ns))
-            .map(|connection| connection.socket)
-            .collect();
-        for socket in settled {
-            let connection = self.connections.remove(&socket).expect("just listed");
-            self.finish(connection, out);
+        while let Some(&(at_ns, socket)) = self.endings.front() {
+            if at_ns.saturating_add(SETTLE_NS) > now_ns {
+                break;
+            }
+            self.endings.pop_front();
+            // The entry may have been replaced (address reused) or evicted since.
+            if self.connections.get(&socket).and_then(|connection| connection.ending).is_some_and(|ending| ending.at_ns == at_ns) {
+                let connection = self.connections.remove(&socket).expect("just checked");
+                self.finish(connection, out);
+            }
         }
-        self.time_wait.retain(|_, since| now_ns.saturating_sub(*since) < TIME_WAIT_NS || now_ns == u64::MAX);
+    }
+
+    /// Forgets TIME_WAIT sockets that have expired, and gives up on lingering FIN_WAIT2 ones no
+    /// snapshot could resolve (their namespace is gone or unreachable). Once per summary.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        self.time_wait.retain(|_, since| now_ns.saturating_sub(*since) < TIME_WAIT_NS);
+        let limit = self.config.fin_timeout_ns + TIME_WAIT_NS;
+        let stale: Vec<Tuple> = self
+            .lingering
+            .iter()
+            .filter(|(_, lingering)| lingering.connection.ending.is_some_and(|ending| now_ns.saturating_sub(ending.at_ns) > limit))
+            .map(|(tuple, _)| *tuple)
+            .collect();
+        for tuple in stale {
+            let lingering = self.lingering.remove(&tuple).expect("just listed");
+            self.finish(lingering.connection, out);
+        }
     }
 
     fn finish(&mut self, connection: Connection, out: &mut Vec<Observation>) {
