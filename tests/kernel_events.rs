@@ -5,7 +5,6 @@ mod support;
 use std::{
     io::Read,
     net::{IpAddr, SocketAddr, TcpStream},
-    os::fd::AsRawFd,
 };
 
 use serde_json::Value;
@@ -154,18 +153,7 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason() {
     let tracer = Tracer::start(&["--events"]);
     let with_reasons = reset_reasons_available(&tracer);
     let (client_stream, mut accepted, client, server) = connect_and_accept(&link, link.server_ip);
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on a socket we own with a correctly sized linger struct.
-    let rc = unsafe {
-        libc::setsockopt(
-            client_stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as u32,
-        )
-    };
-    assert_eq!(rc, 0);
+    set_option(&client_stream, libc::SOL_SOCKET, libc::SO_LINGER, libc::linger { l_onoff: 1, l_linger: 0 });
     drop(client_stream);
     let error = accepted.read(&mut [0; 16]).expect_err("the server sees the reset");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);

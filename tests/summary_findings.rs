@@ -5,7 +5,6 @@ mod support;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    os::fd::AsRawFd,
     thread,
     time::Duration,
 };
@@ -60,18 +59,7 @@ fn blackholed_peer_with_user_timeout_is_peer_silent() {
     let server = listener.local_addr().unwrap();
     let client_stream = link.client.run(move || {
         let stream = TcpStream::connect(server).unwrap();
-        let timeout_ms: libc::c_uint = 1000;
-        // SAFETY: setsockopt with a correctly sized unsigned int on our own socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                (&timeout_ms as *const libc::c_uint).cast(),
-                4,
-            )
-        };
-        assert_eq!(rc, 0);
+        set_option(&stream, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
         stream
     });
     let (accepted, client) = listener.accept().unwrap();

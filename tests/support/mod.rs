@@ -28,6 +28,13 @@ pub fn require_root() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "kernel tests load eBPF programs: run them with `cargo xtask test` as root");
 }
 
+/// `setsockopt` with a plain value (an int, a `libc::linger`) on a socket the test owns.
+pub fn set_option<T: Copy>(socket: &impl AsRawFd, level: i32, name: i32, value: T) {
+    // SAFETY: `value` lives across the call and its exact size is passed.
+    let rc = unsafe { libc::setsockopt(socket.as_raw_fd(), level, name, (&value as *const T).cast(), std::mem::size_of::<T>() as u32) };
+    assert_eq!(rc, 0, "setsockopt({level}, {name}): {}", std::io::Error::last_os_error());
+}
+
 pub fn sh(args: &[&str]) {
     let output = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
     assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
