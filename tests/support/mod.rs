@@ -240,6 +240,10 @@ impl Tracer {
         self.wait_long(what, 10, predicate)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every line printed so far.
     pub fn lines(&self) -> Vec<Value> {
         self.lines.lock().unwrap().clone()
@@ -266,9 +270,14 @@ impl Tracer {
     }
 
     /// SIGINT, then every line it printed; asserts a clean exit.
-    pub fn stop(mut self) -> Vec<Value> {
+    pub fn stop(self) -> Vec<Value> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.stop_after_signal()
+    }
+
+    /// Every line it printed once it exits (after a signal sent by the test); asserts exit 0.
+    pub fn stop_after_signal(mut self) -> Vec<Value> {
         let status = self.child.wait().expect("tracer exits");
         self.reader.take().unwrap().join().unwrap();
         assert!(status.success(), "tracer exited with {status}: {}", self.stderr.lock().unwrap());

@@ -77,6 +77,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_snapshot: bool,
 
+    /// Where tracefs is mounted (tracepoint layouts are read from its events/*/format files).
+    #[arg(long, value_name = "DIR", default_value = crate::tracefs::TRACEFS)]
+    pub tracefs: std::path::PathBuf,
+
     /// Most connections followed at once; beyond it the stalest are evicted (and counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_connections: usize,

@@ -338,4 +338,36 @@ mod tests {
         let event = Decoder::default().decode(&bytes(&record(EventKind::StateChange, 0, 200))).unwrap();
         assert_eq!((event.old_state, event.state), (None, None));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_or_are_counted_never_panic(records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..64)) {
+                let mut decoder = Decoder::new([(1, "NO_SOCKET".to_string())].into());
+                let mut decoded = 0u64;
+                for record in &records {
+                    if let Some(event) = decoder.decode(record) {
+                        decoded += 1;
+                        let _ = event.reset_reason.and_then(|code| decoder.reason_name(code));
+                    }
+                }
+                prop_assert_eq!(decoder.stats.decoded, decoded);
+                prop_assert_eq!(decoder.stats.decoded + decoder.stats.errors(), records.len() as u64);
+            }
+
+            #[test]
+            fn any_well_formed_record_decodes_whatever_its_fields(kind in 1u8..=5, family in any::<u8>(), old in any::<u8>(), new in any::<u8>(), flags in any::<u8>(), addresses in any::<[u8; 32]>()) {
+                let mut record = record(EventKind::StateChange, old, new);
+                (record.kind, record.family, record.flags) = (kind, family, flags);
+                record.local_addr.copy_from_slice(&addresses[..16]);
+                record.remote_addr.copy_from_slice(&addresses[16..]);
+                let event = Decoder::default().decode(&bytes(&record));
+                prop_assert!(event.is_some());
+                prop_assert_eq!(event.unwrap().kind as u8, kind);
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod findings;
 pub mod kernel_offsets;
 pub mod output;
+pub mod privileges;
 pub mod probes;
 pub mod reorder;
 pub mod run;

@@ -3,6 +3,8 @@
 //! The programs, links and maps live in one [`aya::Ebpf`]; dropping [`Probes`] (normal exit,
 //! an error half-way through attaching, a signal) detaches everything, and nothing is pinned,
 //! so even `kill -9` leaves nothing behind once the process is gone.
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
@@ -18,10 +20,6 @@ use crate::{
 };
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
 
 /// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -57,12 +55,12 @@ pub struct Probes {
 
 impl Probes {
     /// Attaches the programs; returns them with their ring buffer and a decoder for this kernel.
-    pub fn attach(ring_buffer_bytes: u32) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
-        check_privileges()?;
+    pub fn attach(ring_buffer_bytes: u32, tracefs_root: &Path) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
+        crate::privileges::check()?;
         if EBPF_OBJECT.is_empty() {
             bail!("this tracer binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
-        tracefs::ensure_mounted()?;
+        tracefs::ensure_mounted(tracefs_root)?;
         let resolved = kernel_offsets::resolve()?;
         let mut config = KernelConfig { offsets: resolved.offsets, ..KernelConfig::NONE };
         let mut modes = Modes {
@@ -74,7 +72,7 @@ impl Probes {
         let mut available = Vec::new();
         for kind in EventKind::ALL {
             let (category, name, required) = tracefs::tracepoint_of(kind);
-            match Format::read(category, name)? {
+            match Format::read(tracefs_root, category, name)? {
                 Some(format) => {
                     config.hooks[kind.index()] = format.layout(&format!("{category}:{name}"))?;
                     if kind == EventKind::ResetSent {
@@ -119,19 +117,4 @@ impl Probes {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
-}
-
-/// Refuses early, in one line, when the process cannot load BPF programs.
-fn check_privileges() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
-    }
-    bail!("the tracer must run as root (or with CAP_BPF and CAP_PERFMON, plus CAP_NET_ADMIN for socket snapshots): try `sudo tracer ...`")
 }

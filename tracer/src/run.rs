@@ -2,7 +2,7 @@
 //! event lines, or the tracker → findings → summary pipeline), and stop cleanly on SIGINT,
 //! SIGTERM or `--duration`, reporting what was seen and lost.
 use std::{
-    io::{self, BufWriter, IsTerminal, StdoutLock},
+    io::{self, IsTerminal},
     time::Duration,
 };
 
@@ -24,22 +24,27 @@ use crate::{
         summary::{Health, SourceModes, Summary},
         Sink,
     },
+    privileges,
     probes::Probes,
     reorder::Reorder,
     snapshot::Snapshots,
     tracker::{Observation, Tracker, TrackerConfig},
 };
 
-type Stdout = Sink<BufWriter<StdoutLock<'static>>>;
+/// How long the exit waits for a stalled stdout to take the last lines.
+const EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: Cli) -> Result<()> {
     let filter = cli.filter()?;
-    let (probes, ring, mut decoder) = Probes::attach(cli.ring_buffer_size)?;
-    let sink = Sink::new(BufWriter::new(io::stdout().lock()), cli.json);
+    let (probes, ring, mut decoder) = Probes::attach(cli.ring_buffer_size, &cli.tracefs)?;
+    // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
+    let snapshots = (!cli.events && !cli.no_snapshot).then(Snapshots::new);
+    privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
+    let sink = Sink::new(io::stdout(), cli.json);
     let mut consumer = if cli.events {
         Consumer::Events(EventPrinter { sink, clock: Clock::now(), filter })
     } else {
-        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, sink)))
+        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, sink, snapshots)))
     };
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
@@ -52,12 +57,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut ticks = interval_at(Instant::now() + cli.interval, cli.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
-    let health = |seen: u64, decoder: &Decoder| Health {
-        seen,
-        lost: probes.lost(),
-        decode_errors: decoder.stats.errors(),
-        ..Health::default()
-    };
+    let health = |seen: u64, decoder: &Decoder| Health { seen, lost: probes.lost(), decode_errors: decoder.stats.errors(), ..Health::default() };
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
@@ -66,11 +66,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 while let Some(record) = buffer.next() {
                     seen += 1;
                     if let Some(event) = decoder.decode(&record) {
-                        consumer.event(event, &decoder)?;
+                        consumer.event(event, &decoder);
                     }
                 }
                 guard.clear_ready();
-                consumer.batch_done()?;
+                consumer.batch_done();
             }
             _ = ticks.tick(), if !cli.events => consumer.tick(health(seen, &decoder), false)?,
             _ = interrupt.recv() => break,
@@ -83,10 +83,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     while let Some(record) = buffer.next() {
         seen += 1;
         if let Some(event) = decoder.decode(&record) {
-            consumer.event(event, &decoder)?;
+            consumer.event(event, &decoder);
         }
     }
-    consumer.tick(health(seen, &decoder), true)
+    consumer.tick(health(seen, &decoder), true)?;
+    let sink = consumer.sink();
+    let dropped = sink.dropped();
+    if !sink.finish(EXIT_PATIENCE) || dropped > 0 {
+        eprintln!("tracer: {} output lines dropped: stdout was not read fast enough", sink.dropped());
+    }
+    Ok(())
 }
 
 enum Consumer {
@@ -95,30 +101,34 @@ enum Consumer {
 }
 
 impl Consumer {
-    fn event(&mut self, event: Event, decoder: &Decoder) -> Result<()> {
+    fn event(&mut self, event: Event, decoder: &Decoder) {
         match self {
             Consumer::Events(printer) => printer.event(&event, decoder),
-            Consumer::Summary(aggregator) => {
-                aggregator.event(event);
-                Ok(())
-            }
+            Consumer::Summary(aggregator) => aggregator.event(event),
         }
     }
 
-    fn batch_done(&mut self) -> Result<()> {
+    fn batch_done(&mut self) {
+        if let Consumer::Summary(aggregator) = self {
+            aggregator.advance(clock::monotonic_ns());
+        }
+    }
+
+    fn sink(&mut self) -> &mut Sink {
         match self {
-            Consumer::Events(printer) => Ok(printer.sink.flush()?),
-            Consumer::Summary(aggregator) => {
-                aggregator.advance(clock::monotonic_ns());
-                Ok(())
-            }
+            Consumer::Events(printer) => &mut printer.sink,
+            Consumer::Summary(aggregator) => &mut aggregator.sink,
         }
     }
 
     /// A summary (or, for `--events`, the closing line); `last` at exit.
-    fn tick(&mut self, health: Health, last: bool) -> Result<()> {
+    fn tick(&mut self, mut health: Health, last: bool) -> Result<()> {
+        health.output_dropped = self.sink().dropped();
         match self {
-            Consumer::Events(printer) => printer.finish(health),
+            Consumer::Events(printer) => {
+                printer.finish(health);
+                Ok(())
+            }
             Consumer::Summary(aggregator) => aggregator.summarize(health, last),
         }
     }
@@ -126,38 +136,40 @@ impl Consumer {
 
 /// `--events`: every event, as it comes.
 struct EventPrinter {
-    sink: Stdout,
+    sink: Sink,
     clock: Clock,
     filter: Filter,
 }
 
 impl EventPrinter {
-    fn event(&mut self, event: &Event, decoder: &Decoder) -> Result<()> {
+    fn event(&mut self, event: &Event, decoder: &Decoder) {
         if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
-            return Ok(());
+            return;
         }
         let line = if self.sink.json {
             events::json(event, &self.clock, decoder)
         } else {
             events::human(event, &self.clock, decoder)
         };
-        Ok(self.sink.line(&line)?)
+        self.sink.line(line);
     }
 
-    fn finish(&mut self, health: Health) -> Result<()> {
+    fn finish(&mut self, health: Health) {
         let closing = if self.sink.json {
             serde_json::json!({"final": true, "events": health}).to_string()
         } else {
-            format!("events: {} seen, {} lost (ring buffer full), {} undecodable", health.seen, health.lost, health.decode_errors)
+            format!(
+                "events: {} seen, {} lost (ring buffer full), {} undecodable, {} output lines dropped",
+                health.seen, health.lost, health.decode_errors, health.output_dropped
+            )
         };
-        self.sink.line(&closing)?;
-        Ok(self.sink.flush()?)
+        self.sink.line_patiently(closing, EXIT_PATIENCE);
     }
 }
 
 /// The default mode: events → reorder → tracker → findings → a summary every interval.
 struct Aggregator {
-    sink: Stdout,
+    sink: Sink,
     clock: Clock,
     filter: Filter,
     reorder: Reorder,
@@ -172,16 +184,13 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    fn new(cli: &Cli, filter: Filter, probes: &Probes, decoder: &Decoder, sink: Stdout) -> Aggregator {
-        let (snapshots, snapshot_mode) = if cli.no_snapshot {
-            (None, "off (--no-snapshot)".to_string())
-        } else {
-            match Snapshots::new() {
-                Ok(snapshots) => (Some(snapshots), "sock_diag".to_string()),
-                Err(error) => {
-                    eprintln!("tracer: warning: socket snapshots are off: {error:#}");
-                    (None, format!("off ({error})"))
-                }
+    fn new(cli: &Cli, filter: Filter, probes: &Probes, decoder: &Decoder, sink: Sink, snapshots: Option<Result<Snapshots>>) -> Aggregator {
+        let (snapshots, snapshot_mode) = match snapshots {
+            None => (None, "off (--no-snapshot)".to_string()),
+            Some(Ok(snapshots)) => (Some(snapshots), "sock_diag".to_string()),
+            Some(Err(error)) => {
+                eprintln!("tracer: warning: socket snapshots are off: {error:#}");
+                (None, format!("off ({error})"))
             }
         };
         let settings = snapshots.as_ref().map(Snapshots::own_settings);
@@ -294,8 +303,13 @@ impl Aggregator {
             &picture,
         );
         let text = if self.sink.json { summary.json() } else { summary.human(self.colour) };
-        self.sink.line(text.trim_end())?;
-        Ok(self.sink.flush()?)
+        let text = text.trim_end().to_string();
+        if last {
+            self.sink.line_patiently(text, EXIT_PATIENCE);
+        } else {
+            self.sink.line(text);
+        }
+        Ok(())
     }
 }
 

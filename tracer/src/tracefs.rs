@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 use tracer_common::{EventKind, HookLayout, ABSENT};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Tracepoint records are at most a page.
+const MAX_RECORD: u32 = 4096;
 
 /// The tracepoint behind each event kind: (category, name, required).
 pub fn tracepoint_of(kind: EventKind) -> (&'static str, &'static str, bool) {
@@ -23,9 +25,13 @@ pub fn tracepoint_of(kind: EventKind) -> (&'static str, &'static str, bool) {
 }
 
 /// Mounts tracefs when the system has not (minimal servers and containers often don't).
-pub fn ensure_mounted() -> Result<()> {
-    if Path::new(TRACEFS).join("events").is_dir() {
+/// A directory other than the default must already hold the formats.
+pub fn ensure_mounted(root: &Path) -> Result<()> {
+    if root.join("events").is_dir() {
         return Ok(());
+    }
+    if root != Path::new(TRACEFS) {
+        bail!("{} has no events/ directory: is tracefs mounted there?", root.display());
     }
     let status = std::process::Command::new("mount")
         .args(["-t", "tracefs", "nodev", TRACEFS])
@@ -52,8 +58,8 @@ pub struct Format {
 }
 
 impl Format {
-    pub fn read(category: &str, name: &str) -> Result<Option<Format>> {
-        let path = Path::new(TRACEFS).join("events").join(category).join(name).join("format");
+    pub fn read(root: &Path, category: &str, name: &str) -> Result<Option<Format>> {
+        let path = root.join("events").join(category).join(name).join("format");
         match fs::read_to_string(&path) {
             Ok(text) => Format::parse(&text).map(Some).with_context(|| format!("cannot parse {}", path.display())),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -85,13 +91,19 @@ impl Format {
             // "const void * skaddr", "__u8 saddr[4]": the name is the last word, without the array.
             let name = declaration.rsplit([' ', '*']).next().unwrap_or_default();
             let name = name.split('[').next().unwrap_or_default();
-            if name.is_empty() || offset == ABSENT {
+            // A record fits in a page; anything beyond is a corrupted or foreign format.
+            if name.is_empty() || u32::from(offset) + u32::from(size) > MAX_RECORD {
                 bail!("malformed field line: {line}");
             }
             format.fields.insert(name.to_string(), Field { offset, size });
         }
         if format.fields.is_empty() {
             bail!("no fields found");
+        }
+        let mut spans: Vec<(u16, u16, &str)> = format.fields.iter().map(|(name, f)| (f.offset, f.offset + f.size, name.as_str())).collect();
+        spans.sort();
+        if let Some(pair) = spans.windows(2).find(|pair| pair[1].0 < pair[0].1) {
+            bail!("malformed format: fields `{}` and `{}` overlap", pair[0].2, pair[1].2);
         }
         Ok(format)
     }
@@ -228,14 +240,62 @@ mod tests {
 
     #[test]
     fn a_field_of_unexpected_size_is_rejected() {
-        let resized = SET_STATE.replace("offset:24;\tsize:2;", "offset:24;\tsize:4;");
+        let resized = SET_STATE.replace("offset:56;\tsize:16;", "offset:56;\tsize:8;");
         let error = Format::parse(&resized).unwrap().layout("inet_sock_set_state").unwrap_err();
-        assert!(error.to_string().contains("`sport` has size 4"), "{error}");
+        assert!(error.to_string().contains("`daddr_v6` has size 8"), "{error}");
+        let overlapping = SET_STATE.replace("offset:24;\tsize:2;", "offset:24;\tsize:4;");
+        assert!(Format::parse(&overlapping).unwrap_err().to_string().contains("`sport` and `dport` overlap"));
     }
 
     #[test]
     fn garbage_is_an_error_not_an_empty_layout() {
         assert!(Format::parse("name: x\nID: 1\nformat:\n").is_err());
         assert!(Format::parse("field:int x;\toffset:zz;\tsize:4;").is_err());
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,400}") {
+                if let Ok(format) = Format::parse(&text) {
+                    let _ = format.layout("fuzz");
+                    let _ = format.reason_names();
+                }
+            }
+
+            #[test]
+            fn real_formats_with_mangled_offsets_and_sizes_give_a_layout_or_an_error(
+                which in 0usize..4,
+                line in 0usize..20,
+                offset in prop_oneof![0u32..128, 0u32..70_000, any::<u32>()],
+                size in prop_oneof![0u32..32, any::<u32>()],
+            ) {
+                let text = [SEND_RESET_5_10, SEND_RESET_6_1, SEND_RESET_6_18, SET_STATE][which];
+                let mangled: String = text
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| if i == line && l.contains("offset:") {
+                        let name = l.split(';').next().unwrap();
+                        format!("{name};\toffset:{offset};\tsize:{size};\tsigned:0;\n")
+                    } else {
+                        format!("{l}\n")
+                    })
+                    .collect();
+                match Format::parse(&mangled) {
+                    Ok(format) => {
+                        if let Ok(layout) = format.layout("fuzz") {
+                            // Whatever was accepted points inside the record the kernel would hand us.
+                            for offset in [layout.socket, layout.local_port, layout.remote_port, layout.new_state] {
+                                prop_assert!(offset == ABSENT || u32::from(offset) < MAX_RECORD);
+                            }
+                        }
+                    }
+                    Err(error) => prop_assert!(error.to_string().contains("malformed")),
+                }
+            }
+        }
     }
 }

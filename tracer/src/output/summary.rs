@@ -14,6 +14,8 @@ pub struct Health {
     pub decode_errors: u64,
     pub evicted: u64,
     pub joined_mid_life: u64,
+    /// Output lines dropped because stdout was not being read.
+    pub output_dropped: u64,
 }
 
 /// Which sources fed this summary, said in every header.
@@ -70,6 +72,9 @@ impl<'a> Summary<'a> {
             "events {} seen, {} lost, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
             health.seen, health.lost, health.decode_errors, health.evicted, self.modes.snapshot, self.modes.time_wait
         );
+        if health.output_dropped > 0 {
+            let _ = writeln!(out, "output: {} lines dropped (stdout was not read fast enough)", health.output_dropped);
+        }
         let _ = writeln!(out, "states  {}", join_counts(self.states, "none"));
         let _ = writeln!(out, "closed  {}", join_counts(self.closes, "none this interval"));
         if !self.peers.is_empty() {

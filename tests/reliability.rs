@@ -1,0 +1,141 @@
+//! The tracer must never be the incident: a stalled reader, an unfamiliar kernel layout or a
+//! privilege it no longer needs must not hurt the box it runs on.
+mod support;
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use support::*;
+
+/// A copy of the running kernel's tracepoint formats that a test may edit.
+fn tracefs_copy(test: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("tracer-tracefs-{test}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    for hook in ["sock/inet_sock_set_state", "tcp/tcp_send_reset", "tcp/tcp_receive_reset", "tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack"] {
+        let dir = root.join("events").join(hook);
+        fs::create_dir_all(&dir).unwrap();
+        let format = Path::new("/sys/kernel/tracing/events").join(hook).join("format");
+        fs::copy(&format, dir.join("format")).unwrap_or_else(|error| panic!("{}: {error}", format.display()));
+    }
+    root
+}
+
+#[test]
+fn a_missing_optional_tracepoint_is_named_and_the_rest_keeps_working() {
+    require_root();
+    let root = tracefs_copy("missing");
+    fs::remove_dir_all(root.join("events/tcp/tcp_retransmit_synack")).unwrap();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--events", "--tracefs", root.to_str().unwrap()]);
+    assert!(tracer.stderr.lock().unwrap().contains("tcp_retransmit_synack=unavailable"), "{}", tracer.stderr.lock().unwrap());
+    let listener = link.listen(link.server_ip);
+    let _client = link.connect(listener.local_addr().unwrap()).unwrap();
+    tracer.wait_for("the handshake", |line| line["state"] == "ESTABLISHED" && line["netns"] == link.client.inode());
+    tracer.stop();
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn a_renamed_field_stops_the_tracer_with_its_name_and_attaches_nothing() {
+    require_root();
+    let root = tracefs_copy("renamed");
+    let format = root.join("events/sock/inet_sock_set_state/format");
+    let text = fs::read_to_string(&format).unwrap().replace(" skaddr;", " sk_pointer;");
+    fs::write(&format, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tracer")).args(["--tracefs", root.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("inet_sock_set_state") && stderr.contains("`skaddr`"), "{stderr}");
+    fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn after_attaching_the_tracer_keeps_only_the_capabilities_snapshots_need() {
+    require_root();
+    for (args, kept) in [(&[][..], 0x28_1004u64), (&["--no-snapshot"][..], 0)] {
+        let tracer = Tracer::start(args);
+        let status = fs::read_to_string(format!("/proc/{}/status", tracer.pid())).unwrap();
+        let effective = status.lines().find_map(|line| line.strip_prefix("CapEff:")).unwrap().trim();
+        // NET_ADMIN, SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH with snapshots; nothing without.
+        assert_eq!(u64::from_str_radix(effective, 16).unwrap(), kept, "{args:?}");
+        let permitted = status.lines().find_map(|line| line.strip_prefix("CapPrm:")).unwrap().trim();
+        assert_eq!(u64::from_str_radix(permitted, 16).unwrap(), kept, "{args:?}: cannot be raised again");
+        tracer.stop();
+    }
+}
+
+#[test]
+fn a_reader_that_stops_reading_does_not_stall_the_tracer_and_drops_are_counted() {
+    require_root();
+    let link = Link::new();
+    let netns = link.client.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["--events", "--json", "--netns", &netns])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.starts_with("tracer: attached"), "{first}");
+
+    // Nobody reads stdout while ~20 000 event lines (several MB of JSON) are produced.
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let acceptor = thread::spawn(move || {
+        for _ in 0..2000 {
+            drop(listener.accept().unwrap());
+        }
+    });
+    link.client.run(move || {
+        for _ in 0..2000 {
+            let mut stream = TcpStream::connect(server).unwrap();
+            let _ = stream.read(&mut [0; 1]);
+        }
+    });
+    acceptor.join().unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut output = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+    assert!(child.wait().unwrap().success());
+    let last: serde_json::Value = serde_json::from_str(output.lines().last().unwrap()).unwrap();
+    let events = &last["events"];
+    assert_eq!(events["lost"], 0, "the ring buffer kept being drained: {last}");
+    assert!(events["seen"].as_u64().unwrap() >= 2000 * 5, "{last}");
+    let dropped = events["output_dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "the stalled pipe cost lines: {last}");
+    let shown = output.lines().count() as u64 - 1;
+    assert!(shown + dropped >= 2000 * 5, "every client event is shown or counted: {shown} + {dropped}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("output lines dropped"), "{rest}");
+}
+
+#[test]
+fn two_instances_at_once_work_independently() {
+    require_root();
+    let link = Link::new();
+    let first = Tracer::start(&["--events"]);
+    let second = Tracer::start(&["--events"]);
+    let listener: TcpListener = link.listen(link.server_ip);
+    let server: SocketAddr = listener.local_addr().unwrap();
+    let _client = link.connect(server).unwrap();
+    for tracer in [&first, &second] {
+        tracer.wait_for("the connect", |line| line["state"] == "SYN_SENT" && line["netns"] == link.client.inode());
+    }
+    assert_nothing_lost(&first.stop());
+    assert_nothing_lost(&second.stop());
+}

@@ -1,0 +1,42 @@
+//! What the tracer may do, checked before it starts and narrowed once its probes are attached.
+//!
+//! Loading BPF needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN). Once the programs are attached
+//! and the maps open, reading them needs no capability at all, so everything is dropped except
+//! what socket snapshots still need: CAP_NET_ADMIN (sock_diag), CAP_SYS_ADMIN and CAP_SYS_PTRACE
+//! (entering other network namespaces), CAP_DAC_READ_SEARCH (naming the owners of stuck sockets
+//! through /proc). With `--no-snapshot` nothing is kept.
+use anyhow::{bail, Context, Result};
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// Refuses early, in one line, when the process cannot load BPF programs.
+pub fn check() -> Result<()> {
+    let effective = caps::read(None, CapSet::Effective).context("cannot read this process's capabilities")?;
+    let has = |cap| effective.contains(&cap);
+    if has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("the tracer must run as root (or with CAP_BPF and CAP_PERFMON, plus CAP_NET_ADMIN for socket snapshots): try `sudo tracer ...`")
+}
+
+/// Drops every capability the attached tracer no longer needs, for this thread and every
+/// thread started after it (call it before starting any).
+pub fn drop_after_attach(snapshots: bool) -> Result<CapsHashSet> {
+    let keep: CapsHashSet = if snapshots {
+        [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH].into_iter().collect()
+    } else {
+        CapsHashSet::new()
+    };
+    let permitted = caps::read(None, CapSet::Permitted).context("cannot read this process's capabilities")?;
+    let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
+    // The bounding set first: shrinking it needs CAP_SETPCAP, which goes next.
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for cap in caps::all().difference(&keep) {
+            let _ = caps::drop(None, CapSet::Bounding, *cap);
+        }
+    }
+    caps::clear(None, CapSet::Ambient).context("cannot clear ambient capabilities")?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).context("cannot clear inheritable capabilities")?;
+    caps::set(None, CapSet::Effective, &keep).context("cannot drop effective capabilities")?;
+    caps::set(None, CapSet::Permitted, &keep).context("cannot drop permitted capabilities")?;
+    Ok(keep)
+}
