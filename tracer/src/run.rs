@@ -36,6 +36,9 @@ const EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: Cli) -> Result<()> {
     let filter = cli.filter()?;
+    // Before anything is attached: a signal during start-up must still end in a clean exit.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (probes, ring, mut decoder) = Probes::attach(cli.ring_buffer_size, &cli.tracefs)?;
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
     let snapshots = (!cli.events && !cli.no_snapshot).then(Snapshots::new);
@@ -51,8 +54,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, so its descriptor outlives the registration.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|error| anyhow::anyhow!("cannot poll the ring buffer: {error}"))?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let deadline = cli.duration.map(|duration| Instant::now() + duration);
     let mut ticks = interval_at(Instant::now() + cli.interval, cli.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
