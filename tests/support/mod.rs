@@ -5,6 +5,8 @@
 //! namespaces are used. Needs root (run through `cargo xtask test`).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod churn;
+
 use std::{
     fs::File,
     io::{BufRead, BufReader},

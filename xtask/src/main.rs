@@ -34,6 +34,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The full-size flood: 1 000 000 connections plus a SYN flood against a running tracer.
+    Flood {
+        #[arg(long, default_value_t = 1_000_000)]
+        connections: u64,
+    },
     /// Build everything and run all tests, unit and kernel integration, as root.
     Test {
         /// Extra arguments for `cargo test` (a test name filter, `--nocapture`, ...).
@@ -59,20 +64,24 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Test { args } => {
-            if !is_root() {
-                bail!("the integration tests load eBPF programs: run `sudo -E cargo xtask test` (or as root)");
-            }
-            let object = build_ebpf()?;
-            let mut command = Command::new(toolchain::cargo());
-            command
-                .current_dir(workspace_root())
-                .args(["test", "--workspace"])
-                .args(&args)
-                .env("TRACER_EBPF_OBJECT", &object);
-            run_checked(&mut command)
-        }
+        Task::Test { args } => cargo_test_as_root(["test".into(), "--workspace".into()].into_iter().chain(args), &[]),
+        Task::Flood { connections } => cargo_test_as_root(
+            ["test", "--release", "--package", "tracer", "--test", "flood", "--", "--nocapture"].map(OsString::from),
+            &[("FLOOD_CONNECTIONS", connections.to_string())],
+        ),
     }
+}
+
+/// Runs cargo (`test ...`) with the freshly built kernel object; the kernel tests need root.
+fn cargo_test_as_root(cargo_args: impl IntoIterator<Item = OsString>, env: &[(&str, String)]) -> Result<()> {
+    if !is_root() {
+        bail!("the kernel tests load eBPF programs: run `sudo -E cargo xtask ...` (or as root)");
+    }
+    let object = build_ebpf()?;
+    let mut command = Command::new(toolchain::cargo());
+    command.current_dir(workspace_root()).args(cargo_args).env("TRACER_EBPF_OBJECT", &object);
+    command.envs(env.iter().map(|(key, value)| (key, value)));
+    run_checked(&mut command)
 }
 
 fn workspace_root() -> PathBuf {

@@ -1,0 +1,56 @@
+//! A TCP churn generator: opens and closes short loopback-style connections as fast as it can,
+//! for a number of connections or a length of time. Shared by the flood test and `cargo xtask
+//! bench` (which includes this file), so both measure the same load.
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+/// How long, or how many connections.
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
+    Connections(u64),
+    Time(Duration),
+}
+
+/// Runs `amount` of connect → accept → server close → client close cycles against a listener
+/// on `ip` (port chosen by the kernel), the server closing first as busy HTTP servers do.
+/// Returns how many connections completed.
+pub fn churn(ip: std::net::IpAddr, amount: Amount) -> u64 {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind the churn listener");
+    let server = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                drop(stream);
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut done = 0u64;
+    loop {
+        match amount {
+            Amount::Connections(n) if done >= n => break,
+            Amount::Time(limit) if started.elapsed() >= limit => break,
+            _ => {}
+        }
+        let Ok(mut stream) = TcpStream::connect(server) else { continue };
+        let _ = stream.read(&mut [0; 1]); // wait for the server's FIN
+        done += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(server); // wake the acceptor
+    acceptor.join().unwrap();
+    done
+}
