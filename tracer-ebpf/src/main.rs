@@ -3,18 +3,21 @@
 //!
 //! Every field is read at an offset the loader found in tracefs (and, for kernel structures, in
 //! BTF), so one object serves every kernel layout. These programs must never decide anything,
-//! loop, or block: they gather and send. A full ring buffer is counted, never hidden.
+//! loop, or block: they gather and send. A full ring buffer is counted, never hidden. The
+//! reader is woken only when enough has piled up; it also polls on a short timer.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_current_task},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated::bpf_get_current_task},
     macros::{map, tracepoint},
     maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
+    EbpfContext,
 };
 use tracer_common::{
-    EventKind, HookLayout, KernelConfig, WireEvent, ABSENT, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
+    EventKind, HookLayout, KernelConfig, WireEvent, ABSENT, RECORD_MAX, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
     FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
 };
 
@@ -59,13 +62,20 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     emit(&ctx, EventKind::SynAckRetransmit)
 }
 
-/// Reads a value at `offset` in the tracepoint record, or `None` when the layout lacks it.
-#[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
-    if offset == ABSENT {
-        return None;
+/// The first bytes of a tracepoint record, copied in one read (a probe read per field costs
+/// as much as the whole copy).
+struct Record([u8; RECORD_MAX]);
+
+impl Record {
+    /// A value at `offset`, or `None` when the layout lacks it.
+    #[inline(always)]
+    fn field<T>(&self, offset: u16) -> Option<T> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > RECORD_MAX {
+            return None; // also ABSENT
+        }
+        Some(unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(offset).cast::<T>()) })
     }
-    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
 }
 
 /// Reads kernel memory at `base + offset`; `None` for a null base or an absent offset.
@@ -81,7 +91,12 @@ fn kernel<T>(base: u64, offset: u16) -> Option<T> {
 fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
     // Volatile: the loader rewrites CONFIG after compilation, so the compiler must not fold it.
     let layout: HookLayout = unsafe { core::ptr::read_volatile(&raw const CONFIG.hooks[kind.index()]) };
-    if let Some(protocol) = field::<u16>(ctx, layout.protocol) {
+    let mut record = Record([0; RECORD_MAX]);
+    let length = layout.record_len as usize;
+    if length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), &mut record.0[..length]) }.is_err() {
+        return 0;
+    }
+    if let Some(protocol) = record.field::<u16>(layout.protocol) {
         if protocol != IPPROTO_TCP {
             return 0;
         }
@@ -97,14 +112,14 @@ fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
         kind: kind as u8,
         family: 0,
         flags: 0,
-        old_state: field::<i32>(ctx, layout.old_state).unwrap_or(0) as u8,
-        new_state: field::<i32>(ctx, layout.new_state).unwrap_or(0) as u8,
-        local_port: field(ctx, layout.local_port).unwrap_or(0),
-        remote_port: field(ctx, layout.remote_port).unwrap_or(0),
+        old_state: record.field::<i32>(layout.old_state).unwrap_or(0) as u8,
+        new_state: record.field::<i32>(layout.new_state).unwrap_or(0) as u8,
+        local_port: record.field(layout.local_port).unwrap_or(0),
+        remote_port: record.field(layout.remote_port).unwrap_or(0),
         _pad0: 0,
         reason: 0,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        socket: field(ctx, layout.socket).unwrap_or(0),
+        socket: record.field(layout.socket).unwrap_or(0),
         netns: 0,
         tgid: 0,
         pid: 0,
@@ -113,13 +128,13 @@ fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
         remote_addr: [0; 16],
         comm: [0; 16],
     };
-    read_addresses(ctx, &layout, &mut event);
-    if let Some(reason) = field::<u32>(ctx, layout.reason) {
+    read_addresses(&record, &layout, &mut event);
+    if let Some(reason) = record.field::<u32>(layout.reason) {
         event.reason = reason;
         event.flags |= FLAG_HAS_REASON;
     }
-    event.netns = namespace_of(ctx, &layout, event.socket);
-    if in_process_context(ctx) {
+    event.netns = namespace_of(&record, &layout, event.socket);
+    if in_process_context(&record) {
         let pid_tgid = bpf_get_current_pid_tgid();
         event.tgid = (pid_tgid >> 32) as u32;
         event.pid = pid_tgid as u32;
@@ -127,36 +142,38 @@ fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
         event.flags |= FLAG_PROCESS_CONTEXT;
     }
     entry.write(event);
-    entry.submit(0);
+    let wakeup_bytes = unsafe { core::ptr::read_volatile(&raw const CONFIG.wakeup_bytes) };
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    entry.submit(flags as u64);
     0
 }
 
 #[inline(always)]
-fn read_addresses(ctx: &TracePointContext, layout: &HookLayout, event: &mut WireEvent) {
+fn read_addresses(record: &Record, layout: &HookLayout, event: &mut WireEvent) {
     if layout.local_sockaddr != ABSENT {
         // struct sockaddr_in / sockaddr_in6: family, big-endian port, then the address.
-        let family = field::<u16>(ctx, layout.local_sockaddr).unwrap_or(0);
+        let family = record.field::<u16>(layout.local_sockaddr).unwrap_or(0);
         event.family = family as u8;
-        event.local_port = u16::from_be(field(ctx, layout.local_sockaddr + 2).unwrap_or(0));
-        event.remote_port = u16::from_be(field(ctx, layout.remote_sockaddr + 2).unwrap_or(0));
+        event.local_port = u16::from_be(record.field(layout.local_sockaddr + 2).unwrap_or(0));
+        event.remote_port = u16::from_be(record.field(layout.remote_sockaddr + 2).unwrap_or(0));
         if family == AF_INET6 {
-            event.local_addr = field(ctx, layout.local_sockaddr + 8).unwrap_or([0; 16]);
-            event.remote_addr = field(ctx, layout.remote_sockaddr + 8).unwrap_or([0; 16]);
+            event.local_addr = record.field(layout.local_sockaddr + 8).unwrap_or([0; 16]);
+            event.remote_addr = record.field(layout.remote_sockaddr + 8).unwrap_or([0; 16]);
         } else {
-            copy4(&mut event.local_addr, field(ctx, layout.local_sockaddr + 4));
-            copy4(&mut event.remote_addr, field(ctx, layout.remote_sockaddr + 4));
+            copy4(&mut event.local_addr, record.field(layout.local_sockaddr + 4));
+            copy4(&mut event.remote_addr, record.field(layout.remote_sockaddr + 4));
         }
         return;
     }
-    let family = field::<u16>(ctx, layout.family).unwrap_or(0);
+    let family = record.field::<u16>(layout.family).unwrap_or(0);
     event.family = family as u8;
     if family == AF_INET || layout.local_addr6 == ABSENT {
-        copy4(&mut event.local_addr, field(ctx, layout.local_addr4));
-        copy4(&mut event.remote_addr, field(ctx, layout.remote_addr4));
+        copy4(&mut event.local_addr, record.field(layout.local_addr4));
+        copy4(&mut event.remote_addr, record.field(layout.remote_addr4));
     } else {
         // Without a family field (Linux < 6.1 resets) IPv4 arrives v4-mapped here; userspace infers.
-        event.local_addr = field(ctx, layout.local_addr6).unwrap_or([0; 16]);
-        event.remote_addr = field(ctx, layout.remote_addr6).unwrap_or([0; 16]);
+        event.local_addr = record.field(layout.local_addr6).unwrap_or([0; 16]);
+        event.remote_addr = record.field(layout.remote_addr6).unwrap_or([0; 16]);
     }
 }
 
@@ -170,12 +187,12 @@ fn copy4(dst: &mut [u8; 16], src: Option<[u8; 4]>) {
 /// The network namespace inode, through the socket or, for resets sent without one, the
 /// receiving device. 0 when neither can be read.
 #[inline(always)]
-fn namespace_of(ctx: &TracePointContext, layout: &HookLayout, socket: u64) -> u32 {
+fn namespace_of(record: &Record, layout: &HookLayout, socket: u64) -> u32 {
     let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
     let net = if socket != 0 {
         kernel::<u64>(socket, offsets.sock_net)
     } else {
-        let skb = field::<u64>(ctx, layout.skb).unwrap_or(0);
+        let skb = record.field::<u64>(layout.skb).unwrap_or(0);
         let device = kernel::<u64>(skb, offsets.skb_dev).unwrap_or(0);
         kernel::<u64>(device, offsets.device_net)
     };
@@ -187,9 +204,9 @@ fn namespace_of(ctx: &TracePointContext, layout: &HookLayout, socket: u64) -> u3
 /// thread; both leave the pid unknown rather than wrong. (For tracepoint programs the first
 /// word of the record is the caller's `struct pt_regs *`.)
 #[inline(always)]
-fn in_process_context(ctx: &TracePointContext) -> bool {
+fn in_process_context(record: &Record) -> bool {
     let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
-    let regs = field::<u64>(ctx, 0).unwrap_or(0);
+    let regs = record.field::<u64>(0).unwrap_or(0);
     let task = unsafe { bpf_get_current_task() };
     let (Some(sp), Some(stack), Some(flags)) = (
         kernel::<u64>(regs, offsets.regs_sp),

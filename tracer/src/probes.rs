@@ -19,6 +19,11 @@ use crate::{
     tracefs::{self, Format},
 };
 
+/// The reader is woken once 1/WAKEUP_FRACTION of the ring buffer is filled.
+const WAKEUP_FRACTION: u32 = 16;
+/// ... and otherwise drains the ring buffer this often, so events wait at most this long.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
 
 /// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
@@ -62,7 +67,11 @@ impl Probes {
         }
         tracefs::ensure_mounted(tracefs_root)?;
         let resolved = kernel_offsets::resolve()?;
-        let mut config = KernelConfig { offsets: resolved.offsets, ..KernelConfig::NONE };
+        let mut config = KernelConfig {
+            offsets: resolved.offsets,
+            wakeup_bytes: u64::from(ring_buffer_bytes / WAKEUP_FRACTION),
+            ..KernelConfig::NONE
+        };
         let mut modes = Modes {
             namespaces: resolved.namespaces_known(),
             process_context: resolved.process_context_known(),

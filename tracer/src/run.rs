@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -25,7 +26,7 @@ use crate::{
         Sink,
     },
     privileges,
-    probes::Probes,
+    probes::{Probes, POLL_INTERVAL},
     reorder::Reorder,
     snapshot::Snapshots,
     tracker::{Observation, Tracker, TrackerConfig},
@@ -59,20 +60,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
     let health = |seen: u64, decoder: &Decoder| Health { seen, lost: probes.lost(), decode_errors: decoder.stats.errors(), ..Health::default() };
+    let mut polls = tokio::time::interval(POLL_INTERVAL);
+    polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("polling the ring buffer failed")?;
-                let buffer = guard.get_inner_mut();
-                while let Some(record) = buffer.next() {
-                    seen += 1;
-                    if let Some(event) = decoder.decode(&record) {
-                        consumer.event(event, &decoder);
-                    }
-                }
+                seen += drain(guard.get_inner_mut(), &mut decoder, &mut consumer);
                 guard.clear_ready();
-                consumer.batch_done();
             }
+            _ = polls.tick() => seen += drain(ring.get_mut(), &mut decoder, &mut consumer),
             _ = ticks.tick(), if !cli.events => consumer.tick(health(seen, &decoder), false)?,
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -80,13 +77,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     // Whatever is still in the ring buffer belongs to this run.
-    let buffer = ring.get_mut();
-    while let Some(record) = buffer.next() {
-        seen += 1;
-        if let Some(event) = decoder.decode(&record) {
-            consumer.event(event, &decoder);
-        }
-    }
+    seen += drain(ring.get_mut(), &mut decoder, &mut consumer);
     consumer.tick(health(seen, &decoder), true)?;
     let sink = consumer.sink();
     let dropped = sink.dropped();
@@ -94,6 +85,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         eprintln!("tracer: {} output lines dropped: stdout was not read fast enough", sink.dropped());
     }
     Ok(())
+}
+
+/// Hands every record waiting in the ring buffer to the consumer; returns how many there were.
+fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Consumer) -> u64 {
+    let mut records = 0;
+    while let Some(record) = ring.next() {
+        records += 1;
+        if let Some(event) = decoder.decode(&record) {
+            consumer.event(event, decoder);
+        }
+    }
+    if records > 0 {
+        consumer.batch_done();
+    }
+    records
 }
 
 enum Consumer {

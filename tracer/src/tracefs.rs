@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, fs, path::Path};
 
 use anyhow::{bail, Context, Result};
-use tracer_common::{EventKind, HookLayout, ABSENT};
+use tracer_common::{EventKind, HookLayout, ABSENT, RECORD_MAX};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Tracepoint records are at most a page.
@@ -148,6 +148,7 @@ impl Format {
                 layout.remote_addr4 = self.offset(hook, "daddr", &[4])?;
             }
         }
+        layout.record_len = self.record_len(&layout)?;
         let has_ports = layout.local_sockaddr != ABSENT
             || (layout.local_port != ABSENT && layout.remote_port != ABSENT);
         let has_addresses = layout.local_sockaddr != ABSENT
@@ -163,6 +164,40 @@ impl Format {
             }
         }
         Ok(layout)
+    }
+
+    /// The end of the last field the layout uses: the program copies that much of the record.
+    fn record_len(&self, layout: &HookLayout) -> Result<u16> {
+        let used = [
+            layout.socket,
+            layout.skb,
+            layout.old_state,
+            layout.new_state,
+            layout.local_port,
+            layout.remote_port,
+            layout.family,
+            layout.protocol,
+            layout.local_addr4,
+            layout.remote_addr4,
+            layout.local_addr6,
+            layout.remote_addr6,
+            layout.local_sockaddr,
+            layout.remote_sockaddr,
+            layout.reason,
+        ];
+        let end = self
+            .fields
+            .values()
+            .filter(|field| used.contains(&field.offset))
+            .map(|field| field.offset + field.size)
+            .max()
+            .unwrap_or(0)
+            // The first word is the caller's registers pointer (process-context check).
+            .max(8);
+        if usize::from(end) > RECORD_MAX {
+            bail!("this kernel's tracepoint record uses {end} bytes; the tracer copies at most {RECORD_MAX}");
+        }
+        Ok(end)
     }
 
     /// Names of `sk_rst_reason` values, from `__print_symbolic(REC->reason, { 0, "NOT_SPECIFIED" }, …)`.
@@ -200,6 +235,7 @@ mod tests {
         assert_eq!((layout.local_addr4, layout.remote_addr4), (32, 36));
         assert_eq!((layout.local_addr6, layout.remote_addr6), (40, 56));
         assert_eq!((layout.family, layout.reason, layout.local_sockaddr), (ABSENT, ABSENT, ABSENT));
+        assert_eq!(layout.record_len, 72);
     }
 
     #[test]
@@ -216,6 +252,7 @@ mod tests {
         let layout = format.layout("tcp_send_reset").unwrap();
         assert_eq!((layout.new_state, layout.reason), (24, 28));
         assert_eq!((layout.local_sockaddr, layout.remote_sockaddr), (32, 60));
+        assert_eq!(layout.record_len, 88);
         assert_eq!((layout.local_port, layout.local_addr4, layout.family), (ABSENT, ABSENT, ABSENT));
         let reasons = format.reason_names();
         assert_eq!(reasons.get(&1).map(String::as_str), Some("NO_SOCKET"));

@@ -1,5 +1,6 @@
 //! `cargo xtask`: everything that is not a plain `cargo build`: the BPF toolchain, the kernel
 //! object, running the tracer with the privileges it needs, and the root-only test suite.
+mod bench;
 mod toolchain;
 
 use std::{
@@ -34,6 +35,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Measure the tracer's overhead and throughput; prints a Markdown report.
+    Bench {
+        /// Short rounds, for CI: fails only on a crash or lost events, never on timing.
+        #[arg(long)]
+        quick: bool,
+    },
     /// The full-size flood: 1 000 000 connections plus a SYN flood against a running tracer.
     Flood {
         #[arg(long, default_value_t = 1_000_000)]
@@ -63,6 +70,17 @@ fn run(cli: Cli) -> Result<()> {
             let tracer = build_all()?;
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
+        }
+        Task::Bench { quick } => {
+            if !is_root() {
+                bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
+            }
+            let tracer = build_all()?;
+            bench::run(bench::Options { quick, tracer })?;
+            if !quick {
+                run_checked(Command::new(toolchain::cargo()).current_dir(workspace_root()).args(["bench", "--package", "tracer"]))?;
+            }
+            Ok(())
         }
         Task::Test { args } => cargo_test_as_root(["test".into(), "--workspace".into()].into_iter().chain(args), &[]),
         Task::Flood { connections } => cargo_test_as_root(

@@ -113,8 +113,13 @@ pub struct HookLayout {
     pub reason: u16,
     /// `skbaddr`, used to find the namespace of resets sent without a socket.
     pub skb: u16,
-    pub _pad: u16,
+    /// How many bytes of the record the program copies (one read) before picking fields out:
+    /// the end of the last field used, at most [`RECORD_MAX`].
+    pub record_len: u16,
 }
+
+/// The most of a tracepoint record the programs copy.
+pub const RECORD_MAX: usize = 128;
 
 impl HookLayout {
     pub const NONE: HookLayout = HookLayout {
@@ -133,7 +138,7 @@ impl HookLayout {
         remote_sockaddr: ABSENT,
         reason: ABSENT,
         skb: ABSENT,
-        _pad: 0,
+        record_len: 0,
     };
 }
 
@@ -183,12 +188,16 @@ impl KernelOffsets {
 pub struct KernelConfig {
     pub hooks: [HookLayout; 5],
     pub offsets: KernelOffsets,
+    /// Wake the reader only once this many bytes wait in the ring buffer: a wakeup per event
+    /// costs the kernel an interrupt; the reader polls on a short timer for the rest.
+    pub wakeup_bytes: u64,
 }
 
 impl KernelConfig {
     pub const NONE: KernelConfig = KernelConfig {
         hooks: [HookLayout::NONE; 5],
         offsets: KernelOffsets::NONE,
+        wakeup_bytes: 0,
     };
 }
 

@@ -1,0 +1,90 @@
+//! A recorded-style event stream for the benchmarks: the wire records the kernel would send for
+//! short connections between many clients and one service, both ends traced.
+#![allow(dead_code)] // each bench uses part of it
+
+use tracer_common::{EventKind, WireEvent, FLAG_PROCESS_CONTEXT, WIRE_VERSION};
+
+const ESTABLISHED: u8 = 1;
+const SYN_SENT: u8 = 2;
+const SYN_RECV: u8 = 3;
+const FIN_WAIT1: u8 = 4;
+const FIN_WAIT2: u8 = 5;
+const CLOSE: u8 = 7;
+const CLOSE_WAIT: u8 = 8;
+const LAST_ACK: u8 = 9;
+const LISTEN: u8 = 10;
+
+fn record(kind: EventKind, socket: u64, at: u64, old: u8, new: u8, local: ([u8; 4], u16), remote: ([u8; 4], u16), process: bool) -> WireEvent {
+    let mut local_addr = [0; 16];
+    local_addr[..4].copy_from_slice(&local.0);
+    let mut remote_addr = [0; 16];
+    remote_addr[..4].copy_from_slice(&remote.0);
+    WireEvent {
+        version: WIRE_VERSION,
+        kind: kind as u8,
+        family: 2,
+        flags: if process { FLAG_PROCESS_CONTEXT } else { 0 },
+        old_state: old,
+        new_state: new,
+        local_port: local.1,
+        remote_port: remote.1,
+        _pad0: 0,
+        reason: 0,
+        timestamp_ns: at,
+        socket,
+        netns: 4026531840,
+        tgid: if process { 4242 } else { 0 },
+        pid: if process { 4242 } else { 0 },
+        _pad1: 0,
+        local_addr,
+        remote_addr,
+        comm: *b"loadgen\0\0\0\0\0\0\0\0\0",
+    }
+}
+
+/// The ten state changes of connection `n` (client and server side), starting at `at` ns, with
+/// the server closing first; one in `reset_every` ends with a RST from the client instead.
+pub fn connection(n: u64, at: u64, reset_every: u64) -> Vec<WireEvent> {
+    let client_ip = [10, 1, (n >> 8) as u8 % 16, n as u8];
+    let server_ip = [10, 0, 0, 1];
+    let port = 32768 + (n % 28000) as u16;
+    let client = (client_ip, port);
+    let server = (server_ip, 443);
+    // Socket addresses are reused by the kernel's allocator: cycle through a few thousand.
+    let (c, s) = (0xffff_8880_0000_0000 + (n % 4096) * 0x1000, 0xffff_8881_0000_0000 + (n % 4096) * 0x1000);
+    let state = |socket, t, old, new, local, remote, process| record(EventKind::StateChange, socket, at + t, old, new, local, remote, process);
+    let mut events = vec![
+        state(c, 0, CLOSE, SYN_SENT, (client_ip, 0), server, true),
+        state(s, 20_000, LISTEN, SYN_RECV, server, client, false),
+        state(c, 25_000, SYN_SENT, ESTABLISHED, client, server, false),
+        state(s, 30_000, SYN_RECV, ESTABLISHED, server, client, false),
+    ];
+    if reset_every > 0 && n % reset_every == 0 {
+        events.push(state(c, 100_000, ESTABLISHED, CLOSE, client, server, true));
+        events.push(record(EventKind::ResetSent, c, at + 100_500, 0, CLOSE, client, server, true));
+        events.push(record(EventKind::ResetReceived, s, at + 120_000, 0, ESTABLISHED, server, client, false));
+        events.push(state(s, 120_500, ESTABLISHED, CLOSE, server, client, false));
+    } else {
+        events.extend([
+            state(s, 100_000, ESTABLISHED, FIN_WAIT1, server, client, true),
+            state(c, 120_000, ESTABLISHED, CLOSE_WAIT, client, server, false),
+            state(s, 121_000, FIN_WAIT1, FIN_WAIT2, server, client, false),
+            state(c, 140_000, CLOSE_WAIT, LAST_ACK, client, server, true),
+            state(s, 160_000, FIN_WAIT2, CLOSE, server, client, false),
+            state(c, 161_000, LAST_ACK, CLOSE, client, server, false),
+        ]);
+    }
+    events
+}
+
+pub fn bytes(event: &WireEvent) -> [u8; WireEvent::SIZE] {
+    // SAFETY: WireEvent is repr(C) plain integers with explicit padding.
+    unsafe { std::mem::transmute::<WireEvent, [u8; WireEvent::SIZE]>(*event) }
+}
+
+/// `connections` connections starting every `spacing_ns`, flattened into ring-buffer records.
+pub fn stream(connections: u64, spacing_ns: u64) -> Vec<[u8; WireEvent::SIZE]> {
+    let mut records: Vec<WireEvent> = (0..connections).flat_map(|n| connection(n, 1_000_000_000 + n * spacing_ns, 50)).collect();
+    records.sort_by_key(|record| record.timestamp_ns);
+    records.iter().map(bytes).collect()
+}
