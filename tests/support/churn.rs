@@ -17,6 +17,8 @@ use std::{
 pub enum Amount {
     Connections(u64),
     Time(Duration),
+    /// At most this many connections per second, for a length of time.
+    Paced(u64, Duration),
 }
 
 /// Runs `amount` of connect → accept → server close → client close cycles against a listener
@@ -42,7 +44,11 @@ pub fn churn(ip: std::net::IpAddr, amount: Amount) -> u64 {
     loop {
         match amount {
             Amount::Connections(n) if done >= n => break,
-            Amount::Time(limit) if started.elapsed() >= limit => break,
+            Amount::Time(limit) | Amount::Paced(_, limit) if started.elapsed() >= limit => break,
+            Amount::Paced(per_second, _) if done as f64 > per_second as f64 * started.elapsed().as_secs_f64() => {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            }
             _ => {}
         }
         let Ok(mut stream) = TcpStream::connect(server) else { continue };
