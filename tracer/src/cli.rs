@@ -77,6 +77,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_snapshot: bool,
 
+    /// Serve Prometheus metrics on this address (PORT or :PORT binds 127.0.0.1; give an IP to
+    /// bind elsewhere). Summary mode only.
+    #[arg(long, value_name = "ADDR", value_parser = crate::output::metrics::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Where tracefs is mounted (tracepoint layouts are read from its events/*/format files).
     #[arg(long, value_name = "DIR", default_value = crate::tracefs::TRACEFS)]
     pub tracefs: std::path::PathBuf,

@@ -249,14 +249,14 @@ impl Findings {
 
     /// Takes in one observation from the tracker, if the filter lets it through.
     pub fn observe(&mut self, observation: &Observation, filter: &Filter, reason_name: impl Fn(u32) -> Option<String>) {
+        if !in_scope(observation, filter) {
+            return;
+        }
         let ephemeral = self.config.ephemeral_ports;
         match observation {
             Observation::Ended(ended) => {
                 let connection = &ended.connection;
                 let netns = connection.socket.netns;
-                if !filter.matches(netns, connection.local, connection.remote, connection.process.as_ref()) {
-                    return;
-                }
                 *self.closes.entry(ended.class).or_default() += 1;
                 let key = PeerKey::new(connection.role, netns, connection.local, connection.remote);
                 if let Some(row) = self.peer(key) {
@@ -295,10 +295,7 @@ impl Findings {
                     _ => {}
                 }
             }
-            Observation::SynRetransmit { tuple, process } => {
-                if !filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()) {
-                    return;
-                }
+            Observation::SynRetransmit { tuple, .. } => {
                 let key = PeerKey::new(Role::Client, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
                     row.syn_retransmits += 1;
@@ -309,9 +306,6 @@ impl Findings {
                 }
             }
             Observation::SynAckRetransmit { tuple } => {
-                if !filter.matches(tuple.netns, tuple.local, tuple.remote, None) {
-                    return;
-                }
                 let key = PeerKey::new(Role::Server, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
                     row.syn_retransmits += 1;
@@ -321,10 +315,7 @@ impl Findings {
                     *tally.labels.entry("SYN-ACK".into()).or_default() += 1;
                 }
             }
-            Observation::ResetSent { tuple, role, process, reason } => {
-                if !filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()) {
-                    return;
-                }
+            Observation::ResetSent { tuple, role, reason, .. } => {
                 // A reset without a socket answers a segment to a port nobody listens on: we are the server side.
                 let reason = reason.and_then(&reason_name);
                 let role = match (role, reason.as_deref()) {
@@ -342,10 +333,7 @@ impl Findings {
                     *tally.labels.entry(label).or_default() += 1;
                 }
             }
-            Observation::ResetReceived { tuple, role, process } => {
-                if !filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()) {
-                    return;
-                }
+            Observation::ResetReceived { tuple, role, .. } => {
                 let role = role.unwrap_or_else(|| guess_role(ephemeral, tuple.local, tuple.remote));
                 let key = PeerKey::new(role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
@@ -356,9 +344,6 @@ impl Findings {
                 }
             }
             Observation::PortReuse { tuple, role, time_wait_age_ns, accepted } => {
-                if !filter.matches(tuple.netns, tuple.local, tuple.remote, None) {
-                    return;
-                }
                 let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(tally) = self.tally(FindingKind::PortReuseInTimeWait, key) {
                     tally.count += 1;
@@ -587,6 +572,20 @@ impl Findings {
                 tally.owner = Some(Owner { pid: *pid, comm: comm.clone() });
             }
         }
+    }
+}
+
+/// Whether the operator's filters let an observation through.
+pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
+    match observation {
+        Observation::Ended(ended) => {
+            let connection = &ended.connection;
+            filter.matches(connection.socket.netns, connection.local, connection.remote, connection.process.as_ref())
+        }
+        Observation::SynRetransmit { tuple, process }
+        | Observation::ResetSent { tuple, process, .. }
+        | Observation::ResetReceived { tuple, process, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()),
+        Observation::SynAckRetransmit { tuple } | Observation::PortReuse { tuple, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, None),
     }
 }
 

@@ -19,9 +19,10 @@ use crate::{
     clock::{self, Clock},
     decode::{Decoder, Event, TcpState},
     filter::Filter,
-    findings::{Findings, FindingsConfig},
+    findings::{self, Findings, FindingsConfig},
     output::{
         events,
+        metrics::{self, Metrics},
         summary::{Health, SourceModes, Summary},
         Sink,
     },
@@ -37,6 +38,10 @@ const EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: Cli) -> Result<()> {
     let filter = cli.filter()?;
+    if cli.events && cli.metrics_addr.is_some() {
+        anyhow::bail!("--metrics-addr needs the summary mode: drop --events");
+    }
+    let metrics_server = cli.metrics_addr.map(metrics::listen).transpose()?;
     // Before anything is attached: a signal during start-up must still end in a clean exit.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -48,7 +53,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut consumer = if cli.events {
         Consumer::Events(EventPrinter { sink, clock: Clock::now(), filter })
     } else {
-        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, sink, snapshots)))
+        let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks));
+        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, sink, snapshots, metrics)))
     };
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
@@ -183,6 +189,7 @@ struct Aggregator {
     tracker: Tracker,
     findings: Findings,
     snapshots: Option<Snapshots>,
+    metrics: Option<Metrics>,
     modes: SourceModes,
     ready: Vec<Event>,
     observations: Vec<Observation>,
@@ -191,7 +198,15 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    fn new(cli: &Cli, filter: Filter, probes: &Probes, decoder: &Decoder, sink: Sink, snapshots: Option<Result<Snapshots>>) -> Aggregator {
+    fn new(
+        cli: &Cli,
+        filter: Filter,
+        probes: &Probes,
+        decoder: &Decoder,
+        sink: Sink,
+        snapshots: Option<Result<Snapshots>>,
+        metrics: Option<Metrics>,
+    ) -> Aggregator {
         let (snapshots, snapshot_mode) = match snapshots {
             None => (None, "off (--no-snapshot)".to_string()),
             Some(Ok(snapshots)) => (Some(snapshots), "sock_diag".to_string()),
@@ -231,6 +246,7 @@ impl Aggregator {
             tracker,
             findings,
             snapshots,
+            metrics,
             modes,
             ready: Vec::new(),
             observations: Vec::new(),
@@ -253,6 +269,11 @@ impl Aggregator {
     fn advance(&mut self, now_ns: u64) {
         self.reorder.release(now_ns, &mut self.ready);
         for event in self.ready.drain(..) {
+            if let (Some(metrics), Some(old), Some(new)) = (&mut self.metrics, event.old_state, event.state) {
+                if self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+                    metrics.state_change(old, new);
+                }
+            }
             self.tracker.observe(&event, &mut self.observations);
         }
         self.tracker.settle(now_ns.saturating_sub(crate::reorder::WINDOW_NS), &mut self.observations);
@@ -261,8 +282,12 @@ impl Aggregator {
 
     fn report_observations(&mut self) {
         let tracker = &self.tracker;
+        let reason_name = |code| tracker.reason_name(code).map(str::to_string);
         for observation in self.observations.drain(..) {
-            self.findings.observe(&observation, &self.filter, |code| tracker.reason_name(code).map(str::to_string));
+            if let Some(metrics) = self.metrics.as_ref().filter(|_| findings::in_scope(&observation, &self.filter)) {
+                metrics.observe(&observation, reason_name);
+            }
+            self.findings.observe(&observation, &self.filter, reason_name);
         }
     }
 
@@ -300,6 +325,9 @@ impl Aggregator {
         let stats = self.tracker.stats;
         health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.findings.evicted;
         health.joined_mid_life = stats.joined_mid_life;
+        if let Some(metrics) = &mut self.metrics {
+            metrics.publish(&picture, health);
+        }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
         let summary = Summary::new(
             self.clock.format(now_ns),

@@ -5,6 +5,7 @@
 //! into a stalled `less`, a wedged log shipper) never blocks the ring-buffer consumer: when the
 //! queue is full the line is dropped and counted, and the count is printed.
 pub mod events;
+pub mod metrics;
 pub mod summary;
 
 use std::{

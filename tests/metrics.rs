@@ -1,0 +1,118 @@
+//! A real Prometheus server scrapes a traced scenario: the series and values it stores are the
+//! ones the scenario produced.
+mod support;
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target_port: u16) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("tracer-prometheus-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (apt: prometheus) runs");
+        Prometheus { child, port, dir }
+    }
+
+    /// The value of an instant query's single series, once it exists.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|byte| if byte.is_ascii_alphanumeric() || b"_-.".contains(&byte) { (byte as char).to_string() } else { format!("%{byte:02X}") })
+            .collect();
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(stream, "GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    fn wait_for(&self, promql: &str, accept: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let value = self.query(promql);
+            if let Some(value) = value.filter(|value| accept(*value)) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "Prometheus never had {promql} as expected (last: {value:?})");
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
+    require_root();
+    let link = Link::new();
+    let metrics_port = free_port();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.client.path(), "--metrics-addr", &metrics_port.to_string()]);
+    let prometheus = Prometheus::start(metrics_port);
+
+    for _ in 0..3 {
+        let refused = link.connect(SocketAddr::new(link.server_ip, 9));
+        assert!(refused.is_err());
+    }
+    let listener = link.listen(link.server_ip);
+    for _ in 0..2 {
+        let client = link.connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        drop(client);
+        drop(accepted);
+    }
+
+    prometheus.wait_for(r#"tcp_tracer_connect_failures_total{error_type="refused",role="client"}"#, |v| v == 3.0);
+    prometheus.wait_for(r#"tcp_tracer_resets_total{direction="received"}"#, |v| v == 3.0);
+    prometheus.wait_for(r#"tcp_tracer_connections_closed_total{class="graceful"}"#, |v| v == 2.0);
+    prometheus.wait_for(r#"tcp_tracer_state_transitions_total{from="syn_sent",to="established"}"#, |v| v == 2.0);
+    prometheus.wait_for(r#"tcp_tracer_hook_mode{hook="inet_sock_set_state",mode="tracepoint"}"#, |v| v == 1.0);
+    prometheus.wait_for(r#"tcp_tracer_events_total{what="lost"}"#, |v| v == 0.0);
+    prometheus.wait_for(r#"tcp_tracer_events_total{what="seen"}"#, |v| v > 0.0);
+    // Only the client namespace is watched (--netns): the server's resets are not counted.
+    assert_eq!(prometheus.query(r#"tcp_tracer_resets_total{direction="sent"}"#), None);
+    let addresses = Command::new("ss").args(["-ltnH", &format!("sport = :{metrics_port}")]).output().unwrap();
+    let listening = String::from_utf8_lossy(&addresses.stdout);
+    assert!(listening.contains(&format!("127.0.0.1:{metrics_port}")), "loopback only: {listening}");
+    tracer.stop();
+}

@@ -1,0 +1,224 @@
+//! `--metrics-addr`: Prometheus text exposition of what the summaries say, for fleets.
+//!
+//! Names follow node_exporter / OpenTelemetry habits: a `tcp_tracer_` prefix, lowercase label
+//! values (`state="time_wait"`), `_total` counters. No 4-tuples in labels; the only address label
+//! is `remote` on `tcp_tracer_peer_trouble`, limited to the ten most troubled peers of the last
+//! interval, so the series count stays bounded whatever the traffic.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::Arc,
+    thread,
+};
+
+use anyhow::{Context, Result};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{
+    decode::TcpState,
+    findings::{FindingKind, Picture},
+    output::summary::Health,
+    tracker::{CloseClass, Observation, Role},
+};
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+}
+
+/// Where `--metrics-addr` listens: a bare port (or `:port`) means loopback.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("`{text}` is not PORT, :PORT or IP:PORT"))
+}
+
+pub struct Metrics {
+    sockets: Family<Labels, Gauge>,
+    transitions: Family<Labels, Counter>,
+    closes: Family<Labels, Counter>,
+    resets: Family<Labels, Counter>,
+    syn_retransmits: Family<Labels, Counter>,
+    connect_failures: Family<Labels, Counter>,
+    findings: Family<Labels, Gauge>,
+    findings_total: Family<Labels, Counter>,
+    peer_trouble: Family<Labels, Gauge>,
+    health: Family<Labels, Counter>,
+    /// Health totals already added to the counters.
+    reported: Health,
+    /// State transitions since the last summary, [old][new], counted without locks.
+    pending_transitions: [[u64; 13]; 13],
+}
+
+impl Metrics {
+    /// Starts serving on `server` (bound early with [`listen`], so a busy port is an error
+    /// before anything is attached).
+    pub fn serve(server: tiny_http::Server, hooks: &[(String, &'static str)]) -> Metrics {
+        let mut registry = Registry::with_prefix("tcp_tracer");
+        let metrics = Metrics {
+            sockets: Family::default(),
+            transitions: Family::default(),
+            closes: Family::default(),
+            resets: Family::default(),
+            syn_retransmits: Family::default(),
+            connect_failures: Family::default(),
+            findings: Family::default(),
+            findings_total: Family::default(),
+            peer_trouble: Family::default(),
+            health: Family::default(),
+            reported: Health::default(),
+            pending_transitions: [[0; 13]; 13],
+        };
+        registry.register("sockets", "TCP sockets by state (sock_diag snapshot, else tracked connections)", metrics.sockets.clone());
+        registry.register("state_transitions", "TCP state transitions seen", metrics.transitions.clone());
+        registry.register("connections_closed", "Ended connections by how they ended", metrics.closes.clone());
+        registry.register("resets", "RST segments by direction and kernel reason", metrics.resets.clone());
+        registry.register("syn_retransmits", "SYN (client) and SYN-ACK (server) retransmits", metrics.syn_retransmits.clone());
+        registry.register("connect_failures", "Failed connects by error type and our role", metrics.connect_failures.clone());
+        registry.register("findings", "Findings in the last summary, by kind", metrics.findings.clone());
+        registry.register("findings_reported", "Findings reported since start (one per peer and summary), by kind", metrics.findings_total.clone());
+        registry.register("peer_trouble", "Trouble score of the ten most troubled remote endpoints of the last interval", metrics.peer_trouble.clone());
+        registry.register("events", "The tracer's own event accounting (seen, lost, evicted, decode_errors, output_dropped)", metrics.health.clone());
+        let hook_modes = Family::<Labels, Gauge>::default();
+        registry.register("hook_mode", "1 for the mode of each kernel hook", hook_modes.clone());
+        for (hook, mode) in hooks {
+            hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
+        }
+        let registry = Arc::new(registry);
+        thread::Builder::new()
+            .name("tracer-metrics".into())
+            .spawn(move || answer(server, registry))
+            .expect("spawning the metrics thread");
+        metrics
+    }
+
+    pub fn state_change(&mut self, old: TcpState, new: TcpState) {
+        self.pending_transitions[old as usize][new as usize] += 1;
+    }
+
+    pub fn observe(&self, observation: &Observation, reason_name: impl Fn(u32) -> Option<String>) {
+        match observation {
+            Observation::Ended(ended) => {
+                self.closes.get_or_create(&labels(&[("class", ended.class.name())])).inc();
+                let error_type = match ended.class {
+                    CloseClass::Refused => Some("refused"),
+                    CloseClass::ConnectTimeout => Some("timed_out"),
+                    CloseClass::ResetByPeer if ended.connection.established_ns.is_none() => Some("reset"),
+                    _ => None,
+                };
+                if let Some(error_type) = error_type {
+                    let role = match ended.connection.role {
+                        Role::Client => "client",
+                        Role::Server | Role::Listener => "server",
+                    };
+                    self.connect_failures.get_or_create(&labels(&[("error_type", error_type), ("role", role)])).inc();
+                }
+            }
+            Observation::ResetSent { reason, .. } => {
+                let reason = reason.and_then(&reason_name).map_or("unknown".to_string(), |name| name.to_lowercase());
+                self.resets.get_or_create(&labels(&[("direction", "sent"), ("reason", &reason)])).inc();
+            }
+            Observation::ResetReceived { .. } => {
+                self.resets.get_or_create(&labels(&[("direction", "received"), ("reason", "unknown")])).inc();
+            }
+            Observation::SynRetransmit { .. } => {
+                self.syn_retransmits.get_or_create(&labels(&[("role", "client")])).inc();
+            }
+            Observation::SynAckRetransmit { .. } => {
+                self.syn_retransmits.get_or_create(&labels(&[("role", "server")])).inc();
+            }
+            Observation::PortReuse { .. } => {}
+        }
+    }
+
+    /// Publishes a summary: state gauges, findings, the peer top list and the tracer's health.
+    pub fn publish(&mut self, picture: &Picture, health: Health) {
+        for state in TcpState::ALL {
+            let count = picture.states.get(state.name()).copied().unwrap_or(0);
+            self.sockets.get_or_create(&labels(&[("state", &state.name().to_lowercase())])).set(count as i64);
+        }
+        for (old, row) in self.pending_transitions.iter_mut().enumerate() {
+            for (new, count) in row.iter_mut().enumerate().filter(|(_, count)| **count > 0) {
+                let (Some(from), Some(to)) = (TcpState::from_kernel(old as u8), TcpState::from_kernel(new as u8)) else { continue };
+                let key = labels(&[("from", &from.name().to_lowercase()), ("to", &to.name().to_lowercase())]);
+                self.transitions.get_or_create(&key).inc_by(std::mem::take(count));
+            }
+        }
+        let mut current: BTreeMap<&str, i64> = ALL_KINDS.iter().map(|kind| (kind.name(), 0)).collect();
+        for finding in &picture.findings {
+            *current.entry(finding.kind.name()).or_default() += 1;
+        }
+        for (kind, count) in current {
+            self.findings.get_or_create(&labels(&[("kind", kind)])).set(count);
+            self.findings_total.get_or_create(&labels(&[("kind", kind)])).inc_by(count as u64);
+        }
+        self.peer_trouble.clear();
+        for peer in &picture.peers {
+            self.peer_trouble.get_or_create(&labels(&[("remote", &peer.remote)])).set(peer.trouble() as i64);
+        }
+        let previous = std::mem::replace(&mut self.reported, health);
+        for (what, now, before) in [
+            ("seen", health.seen, previous.seen),
+            ("lost", health.lost, previous.lost),
+            ("evicted", health.evicted, previous.evicted),
+            ("decode_errors", health.decode_errors, previous.decode_errors),
+            ("output_dropped", health.output_dropped, previous.output_dropped),
+        ] {
+            self.health.get_or_create(&labels(&[("what", what)])).inc_by(now.saturating_sub(before));
+        }
+    }
+}
+
+const ALL_KINDS: [FindingKind; 8] = [
+    FindingKind::CloseWaitStuck,
+    FindingKind::PeerSilent,
+    FindingKind::PortReuseInTimeWait,
+    FindingKind::TimeWaitBuildup,
+    FindingKind::FinUnanswered,
+    FindingKind::SynRetransmit,
+    FindingKind::RstFromPeer,
+    FindingKind::RstToPeer,
+];
+
+/// Binds the metrics address.
+pub fn listen(addr: SocketAddr) -> Result<tiny_http::Server> {
+    tiny_http::Server::http(addr).map_err(|error| anyhow::anyhow!("{error}")).with_context(|| format!("cannot listen on {addr} for --metrics-addr"))
+}
+
+fn answer(server: tiny_http::Server, registry: Arc<Registry>) {
+    for request in server.incoming_requests() {
+        let response = if request.url() == "/metrics" {
+            let mut body = String::new();
+            match encode(&mut body, &registry) {
+                Ok(()) => tiny_http::Response::from_string(body).with_header(
+                    "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8".parse::<tiny_http::Header>().expect("a valid header"),
+                ),
+                Err(_) => tiny_http::Response::from_string("encoding failed").with_status_code(500),
+            }
+        } else {
+            tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+        };
+        let _ = request.respond(response);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_binds_loopback_and_an_address_is_taken_as_given() {
+        assert_eq!(parse_addr("9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(parse_addr(":9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(parse_addr("0.0.0.0:9464").unwrap(), "0.0.0.0:9464".parse().unwrap());
+        assert!(parse_addr("localhost").unwrap_err().contains("PORT"));
+    }
+}
