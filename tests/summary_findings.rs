@@ -54,7 +54,7 @@ fn server_that_never_closes_is_flagged_close_wait_stuck_and_the_client_fin_unans
 fn blackholed_peer_with_user_timeout_is_peer_silent() {
     require_root();
     let link = Link::new();
-    let tracer = summary_tracer(&[]);
+    let tracer = summary_tracer(&["--netns", &link.client.path()]);
     let listener = link.listen(link.server_ip);
     let server = listener.local_addr().unwrap();
     let client_stream = link.client.run(move || {
@@ -69,6 +69,7 @@ fn blackholed_peer_with_user_timeout_is_peer_silent() {
     let silent = tracer.wait_for_finding("peer_silent", |f| f["remote"] == server.to_string());
     assert_eq!(silent["local"], endpoint_any(client.ip()));
     assert_eq!(silent["count"], 1);
+    assert_eq!(silent["process"]["pid"], std::process::id(), "the owner is who connected, not who ran the timer: {silent}");
     assert!(silent["detail"].as_str().unwrap().contains("no FIN or RST from the peer"), "{silent}");
     let summary = tracer.wait_for("the close class", |line| line["closes"]["peer_silent"] == 1);
     assert!(summary["closes"].get("reset_by_peer").is_none(), "{summary}");
@@ -180,4 +181,45 @@ fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
     let summary = tracer.wait_for("the close class", |line| line["closes"]["connect_timeout"] == 1);
     assert!(summary["findings"].as_array().is_some());
     tracer.stop();
+}
+
+#[test]
+fn a_finding_writes_a_flight_record_of_that_peer_and_summaries_reach_the_json_file() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let link = Link::new();
+    link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7779 reject with tcp reset; }; }");
+    let dir = std::env::temp_dir().join(format!("tracer-records-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let json_out = dir.join("out").join("summaries.jsonl");
+    std::fs::create_dir_all(json_out.parent().unwrap()).unwrap();
+    let tracer = summary_tracer(&[
+        "--netns",
+        &link.client.path(),
+        "--record-dir",
+        dir.join("records").to_str().unwrap(),
+        "--json-out",
+        json_out.to_str().unwrap(),
+    ]);
+    // Unrelated traffic to another peer must stay out of the record.
+    let listener = link.listen(link.server_ip);
+    let _other = link.connect(listener.local_addr().unwrap()).unwrap();
+    let target = SocketAddr::new(link.server_ip, 7779);
+    assert!(link.connect(target).is_err());
+
+    let finding = tracer.wait_for_finding("rst_from_peer", |f| f["remote"] == target.to_string() && f["record"].is_string());
+    let record = std::path::PathBuf::from(finding["record"].as_str().unwrap());
+    assert!(record.starts_with(dir.join("records")), "{record:?}");
+    assert_eq!(std::fs::metadata(&record).unwrap().permissions().mode() & 0o777, 0o600);
+    let events: Vec<Value> = std::fs::read_to_string(&record).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events.iter().any(|e| e["kind"] == "rst_received"), "{events:?}");
+    assert!(events.iter().all(|e| e["remote"] == target.to_string()), "only that peer, not the other connection: {events:?}");
+    tracer.stop();
+
+    let summaries = std::fs::read_to_string(&json_out).unwrap();
+    assert_eq!(std::fs::metadata(&json_out).unwrap().permissions().mode() & 0o777, 0o600);
+    let last: Value = serde_json::from_str(summaries.lines().last().unwrap()).unwrap();
+    assert_eq!(last["final"], true);
+    assert!(summaries.lines().count() >= 2);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -82,6 +82,40 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", value_parser = crate::output::metrics::parse_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Also append the JSON lines (summaries; with --events, events) to this file, created
+    /// 0600, rotated by size. Symbolic links are refused.
+    #[arg(long, value_name = "PATH")]
+    pub json_out: Option<std::path::PathBuf>,
+
+    /// Size at which --json-out rotates to PATH.1 … PATH.N.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub json_out_max_bytes: u64,
+
+    /// Rotated --json-out files kept.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub json_out_keep: u32,
+
+    /// Flight recorder: when a finding fires, write that peer's recent events to a file here
+    /// (one per finding, 0600); the summary names it.
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<std::path::PathBuf>,
+
+    /// Seconds of events the flight recorder keeps.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub record_window: Duration,
+
+    /// Most events the flight recorder keeps in memory.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub record_max_events: usize,
+
+    /// Largest flight record file; the oldest events of a record are cut first.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub record_max_bytes: u64,
+
+    /// Flight records kept in --record-dir; the oldest are removed.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub record_max_files: usize,
+
     /// Where tracefs is mounted (tracepoint layouts are read from its events/*/format files).
     #[arg(long, value_name = "DIR", default_value = crate::tracefs::TRACEFS)]
     pub tracefs: std::path::PathBuf,

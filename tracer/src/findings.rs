@@ -125,6 +125,11 @@ pub struct Finding {
     pub netns: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<Owner>,
+    /// The flight record written for this finding (`--record-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    #[serde(skip)]
+    pub key: PeerKey,
 }
 
 /// One row of "top peers by trouble".
@@ -399,6 +404,8 @@ impl Findings {
                 detail,
                 netns: key.netns,
                 process: tally.owner,
+                record: None,
+                key,
             });
         }
         if self.totals.len() > self.config.max_peers * 4 {

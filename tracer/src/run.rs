@@ -22,7 +22,9 @@ use crate::{
     findings::{self, Findings, FindingsConfig},
     output::{
         events,
+        files::RotatingFile,
         metrics::{self, Metrics},
+        recorder::{FlightRecorder, RecorderConfig},
         summary::{Health, SourceModes, Summary},
         Sink,
     },
@@ -42,6 +44,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         anyhow::bail!("--metrics-addr needs the summary mode: drop --events");
     }
     let metrics_server = cli.metrics_addr.map(metrics::listen).transpose()?;
+    let json_file = match &cli.json_out {
+        Some(path) => Some(
+            RotatingFile::open(path, cli.json_out_max_bytes, cli.json_out_keep)
+                .with_context(|| format!("cannot open --json-out {}", path.display()))?,
+        ),
+        None => None,
+    };
     // Before anything is attached: a signal during start-up must still end in a clean exit.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -50,11 +59,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     let snapshots = (!cli.events && !cli.no_snapshot).then(Snapshots::new);
     privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
     let sink = Sink::new(io::stdout(), cli.json);
+    let json_file = json_file.map(|file| Sink::new(file, true));
     let mut consumer = if cli.events {
-        Consumer::Events(EventPrinter { sink, clock: Clock::now(), filter })
+        Consumer::Events(EventPrinter { sink, json_file, clock: Clock::now(), filter })
     } else {
         let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks));
-        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, sink, snapshots, metrics)))
+        let outputs = Outputs { stdout: sink, json_file, metrics };
+        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, outputs, snapshots)?))
     };
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
@@ -85,10 +96,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Whatever is still in the ring buffer belongs to this run.
     seen += drain(ring.get_mut(), &mut decoder, &mut consumer);
     consumer.tick(health(seen, &decoder), true)?;
-    let sink = consumer.sink();
+    let (sink, json_file) = consumer.sinks();
     let dropped = sink.dropped();
     if !sink.finish(EXIT_PATIENCE) || dropped > 0 {
         eprintln!("tracer: {} output lines dropped: stdout was not read fast enough", sink.dropped());
+    }
+    if let Some(file) = json_file {
+        if !file.finish(EXIT_PATIENCE) || file.dropped() > 0 {
+            eprintln!("tracer: {} lines dropped from --json-out: the file could not be written fast enough", file.dropped());
+        }
     }
     Ok(())
 }
@@ -128,9 +144,13 @@ impl Consumer {
     }
 
     fn sink(&mut self) -> &mut Sink {
+        self.sinks().0
+    }
+
+    fn sinks(&mut self) -> (&mut Sink, Option<&mut Sink>) {
         match self {
-            Consumer::Events(printer) => &mut printer.sink,
-            Consumer::Summary(aggregator) => &mut aggregator.sink,
+            Consumer::Events(printer) => (&mut printer.sink, printer.json_file.as_mut()),
+            Consumer::Summary(aggregator) => (&mut aggregator.outputs.stdout, aggregator.outputs.json_file.as_mut()),
         }
     }
 
@@ -150,6 +170,7 @@ impl Consumer {
 /// `--events`: every event, as it comes.
 struct EventPrinter {
     sink: Sink,
+    json_file: Option<Sink>,
     clock: Clock,
     filter: Filter,
 }
@@ -159,10 +180,13 @@ impl EventPrinter {
         if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
             return;
         }
-        let line = if self.sink.json {
-            events::json(event, &self.clock, decoder)
-        } else {
-            events::human(event, &self.clock, decoder)
+        let json = (self.sink.json || self.json_file.is_some()).then(|| events::json(event, &self.clock, decoder));
+        if let (Some(file), Some(json)) = (&mut self.json_file, &json) {
+            file.line(json.clone());
+        }
+        let line = match json {
+            Some(json) if self.sink.json => json,
+            _ => events::human(event, &self.clock, decoder),
         };
         self.sink.line(line);
     }
@@ -176,20 +200,32 @@ impl EventPrinter {
                 health.seen, health.lost, health.decode_errors, health.output_dropped
             )
         };
+        if let Some(file) = &mut self.json_file {
+            file.line_patiently(serde_json::json!({"final": true, "events": health}).to_string(), EXIT_PATIENCE);
+        }
         self.sink.line_patiently(closing, EXIT_PATIENCE);
     }
 }
 
+/// Where summaries go.
+struct Outputs {
+    stdout: Sink,
+    json_file: Option<Sink>,
+    metrics: Option<Metrics>,
+}
+
 /// The default mode: events → reorder → tracker → findings → a summary every interval.
 struct Aggregator {
-    sink: Sink,
+    outputs: Outputs,
+    recorder: Option<FlightRecorder>,
+    /// Reset reason names, for flight records.
+    decoder: Decoder,
     clock: Clock,
     filter: Filter,
     reorder: Reorder,
     tracker: Tracker,
     findings: Findings,
     snapshots: Option<Snapshots>,
-    metrics: Option<Metrics>,
     modes: SourceModes,
     ready: Vec<Event>,
     observations: Vec<Observation>,
@@ -203,10 +239,9 @@ impl Aggregator {
         filter: Filter,
         probes: &Probes,
         decoder: &Decoder,
-        sink: Sink,
+        outputs: Outputs,
         snapshots: Option<Result<Snapshots>>,
-        metrics: Option<Metrics>,
-    ) -> Aggregator {
+    ) -> Result<Aggregator> {
         let (snapshots, snapshot_mode) = match snapshots {
             None => (None, "off (--no-snapshot)".to_string()),
             Some(Ok(snapshots)) => (Some(snapshots), "sock_diag".to_string()),
@@ -238,21 +273,32 @@ impl Aggregator {
             time_wait: if snapshots.is_some() { "sock_diag" } else { "tracepoints (estimated)" },
             snapshot: snapshot_mode,
         };
-        Aggregator {
-            sink,
+        let recorder = match &cli.record_dir {
+            Some(dir) => Some(FlightRecorder::new(RecorderConfig {
+                dir: dir.clone(),
+                window_ns: cli.record_window.as_nanos() as u64,
+                max_events: cli.record_max_events,
+                max_file_bytes: cli.record_max_bytes,
+                max_files: cli.record_max_files,
+            })?),
+            None => None,
+        };
+        Ok(Aggregator {
+            outputs,
+            recorder,
+            decoder: Decoder::new(decoder.reason_names().clone()),
             clock: Clock::now(),
             filter,
             reorder: Reorder::default(),
             tracker,
             findings,
             snapshots,
-            metrics,
             modes,
             ready: Vec::new(),
             observations: Vec::new(),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
-        }
+        })
     }
 
     fn event(&mut self, event: Event) {
@@ -262,6 +308,9 @@ impl Aggregator {
         if let Some(snapshots) = &mut self.snapshots {
             snapshots.learn(event.socket.netns);
         }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.push(event);
+        }
         self.reorder.push(event);
     }
 
@@ -269,7 +318,7 @@ impl Aggregator {
     fn advance(&mut self, now_ns: u64) {
         self.reorder.release(now_ns, &mut self.ready);
         for event in self.ready.drain(..) {
-            if let (Some(metrics), Some(old), Some(new)) = (&mut self.metrics, event.old_state, event.state) {
+            if let (Some(metrics), Some(old), Some(new)) = (&mut self.outputs.metrics, event.old_state, event.state) {
                 if self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
                     metrics.state_change(old, new);
                 }
@@ -284,7 +333,7 @@ impl Aggregator {
         let tracker = &self.tracker;
         let reason_name = |code| tracker.reason_name(code).map(str::to_string);
         for observation in self.observations.drain(..) {
-            if let Some(metrics) = self.metrics.as_ref().filter(|_| findings::in_scope(&observation, &self.filter)) {
+            if let Some(metrics) = self.outputs.metrics.as_ref().filter(|_| findings::in_scope(&observation, &self.filter)) {
                 metrics.observe(&observation, reason_name);
             }
             self.findings.observe(&observation, &self.filter, reason_name);
@@ -321,11 +370,16 @@ impl Aggregator {
                 .and_then(|snapshots| snapshots.settings(netns))
                 .unwrap_or(crate::snapshot::NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 })
         };
-        let picture = self.findings.conclude(now_ns, &mut self.tracker, snapshot.as_ref(), &settings, &self.filter);
+        let mut picture = self.findings.conclude(now_ns, &mut self.tracker, snapshot.as_ref(), &settings, &self.filter);
+        if let Some(recorder) = &mut self.recorder {
+            for problem in recorder.record(&mut picture.findings, now_ns, &self.clock, &self.decoder) {
+                eprintln!("tracer: warning: flight recorder: {problem}");
+            }
+        }
         let stats = self.tracker.stats;
         health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.findings.evicted;
         health.joined_mid_life = stats.joined_mid_life;
-        if let Some(metrics) = &mut self.metrics {
+        if let Some(metrics) = &mut self.outputs.metrics {
             metrics.publish(&picture, health);
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
@@ -337,12 +391,19 @@ impl Aggregator {
             &self.modes,
             &picture,
         );
-        let text = if self.sink.json { summary.json() } else { summary.human(self.colour) };
-        let text = text.trim_end().to_string();
-        if last {
-            self.sink.line_patiently(text, EXIT_PATIENCE);
-        } else {
-            self.sink.line(text);
+        let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| summary.json());
+        let text = match &json {
+            Some(json) if self.outputs.stdout.json => json.clone(),
+            _ => summary.human(self.colour).trim_end().to_string(),
+        };
+        for (sink, line) in [(Some(&mut self.outputs.stdout), Some(text)), (self.outputs.json_file.as_mut(), json)] {
+            if let (Some(sink), Some(line)) = (sink, line) {
+                if last {
+                    sink.line_patiently(line, EXIT_PATIENCE);
+                } else {
+                    sink.line(line);
+                }
+            }
         }
         Ok(())
     }

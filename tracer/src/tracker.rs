@@ -407,7 +407,16 @@ impl Tracker {
         if event.remote.port() != 0 {
             connection.remote = event.remote;
         }
-        if let Some(process) = event.process {
+        // Only a system call the owner makes names the owner: a socket's lock holder (any process
+        // reading its TCP_INFO, the tracer's own sock_diag dump) may run deferred timers and
+        // backlog in process context too.
+        let owner_action = matches!(
+            (old, new),
+            (TcpState::Close, TcpState::SynSent | TcpState::Listen)
+                | (TcpState::Established | TcpState::SynRecv, TcpState::FinWait1)
+                | (TcpState::CloseWait, TcpState::LastAck)
+        );
+        if let Some(process) = event.process.filter(|_| owner_action) {
             connection.process = Some(process);
         }
         match (old, new) {
@@ -939,6 +948,14 @@ pub mod tests {
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.connection.retransmits), (CloseClass::PeerSilent, 6));
         assert!(verdict.detail.contains("6 retransmits"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_process_that_only_ran_a_deferred_timer_is_not_taken_for_the_owner() {
+        let c = client();
+        let intruder = Event { process: Some(Process { pid: 1, tgid: 1, ..process() }), ..c.state(Established, Close, 3 * S) };
+        let (_, out) = run(TrackerConfig::default(), &[c.syscall(Close, SynSent, S), c.state(SynSent, Established, S + 1), intruder]);
+        assert_eq!(ended(&out)[0].connection.process.map(|p| p.pid), Some(4242));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! into a stalled `less`, a wedged log shipper) never blocks the ring-buffer consumer: when the
 //! queue is full the line is dropped and counted, and the count is printed.
 pub mod events;
+pub mod files;
 pub mod metrics;
+pub mod recorder;
 pub mod summary;
 
 use std::{

@@ -119,6 +119,9 @@ impl<'a> Summary<'a> {
                     finding.total
                 );
                 let _ = writeln!(out, "      {}", finding.detail);
+                if let Some(record) = &finding.record {
+                    let _ = writeln!(out, "      flight record: {record}");
+                }
             }
             if self.findings.len() > 20 {
                 let _ = writeln!(out, "  (+{} more; --json shows all)", self.findings.len() - 20);
