@@ -9,10 +9,22 @@ use crate::filter::{self, Filter};
 
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
-/// Needs root (or CAP_BPF + CAP_PERFMON). Stops on SIGINT/SIGTERM or after --duration,
-/// detaching every probe.
+/// Every --interval the tracer prints the socket states, how connections ended (graceful,
+/// reset_by_peer, reset_by_us, peer_silent, refused, connect_timeout, aborted), the peers in
+/// most trouble and the findings: close_wait_stuck, peer_silent, port_reuse_in_time_wait,
+/// time_wait_buildup, fin_unanswered, syn_retransmit, rst_from_peer, rst_to_peer.
+///
+/// Needs root (or CAP_BPF + CAP_PERFMON; CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH for socket snapshots), Linux ≥ 5.8 with BTF. Stops on SIGINT/SIGTERM or
+/// after --duration with a final summary, detaching every probe.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tracer", version, about, long_about)]
+#[command(
+    name = "tracer",
+    version,
+    about,
+    long_about,
+    after_long_help = "EXAMPLES:\n    tracer                              summaries every 10 s\n    tracer --events -D 5432             every event on connections to port 5432\n    tracer --json --interval 5 -L 443   JSON summaries for our port 443\n    tracer --metrics-addr 9464 --record-dir /var/lib/tracer\n\nEXIT STATUS:\n    0 after SIGINT, SIGTERM or --duration; 1 on a runtime error (not root, missing\n    tracepoint or BTF, kernel refused the programs); 2 on a bad command line."
+)]
 pub struct Cli {
     /// Print every event as it happens instead of periodic summaries.
     #[arg(long)]

@@ -41,6 +41,8 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Shell completions (bash, zsh, fish) and a man page for `tracer`, in target/assets/.
+    Completions,
     /// The full-size flood: 1 000 000 connections plus a SYN flood against a running tracer.
     Flood {
         #[arg(long, default_value_t = 1_000_000)]
@@ -82,6 +84,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Task::Completions => completions(),
         Task::Test { args } => cargo_test_as_root(["test".into(), "--workspace".into()].into_iter().chain(args), &[]),
         Task::Flood { connections } => cargo_test_as_root(
             ["test", "--release", "--package", "tracer", "--test", "flood", "--", "--nocapture"].map(OsString::from),
@@ -100,6 +103,22 @@ fn cargo_test_as_root(cargo_args: impl IntoIterator<Item = OsString>, env: &[(&s
     command.current_dir(workspace_root()).args(cargo_args).env("TRACER_EBPF_OBJECT", &object);
     command.envs(env.iter().map(|(key, value)| (key, value)));
     run_checked(&mut command)
+}
+
+fn completions() -> Result<()> {
+    use clap::CommandFactory;
+    let out = workspace_root().join("target/assets");
+    std::fs::create_dir_all(&out)?;
+    let mut command = tracer::cli::Cli::command();
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        let path = clap_complete::generate_to(shell, &mut command, "tracer", &out)?;
+        eprintln!("xtask: {}", path.display());
+    }
+    let page = out.join("tracer.1");
+    let mut file = std::fs::File::create(&page)?;
+    clap_mangen::Man::new(command).render(&mut file)?;
+    eprintln!("xtask: {} (man -l {})", page.display(), page.display());
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

@@ -1,0 +1,52 @@
+//! The deployment files are valid for the tools that will read them, and every flag they pass
+//! is one the tracer accepts.
+use std::{fs, path::Path, process::Command};
+
+use clap::Parser;
+use tracer::cli::Cli;
+
+fn deploy(file: &str) -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)).unwrap()
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_its_command_line_parses() {
+    let unit = deploy("tracer.service");
+    let exec = unit.lines().find_map(|line| line.strip_prefix("ExecStart=")).expect("an ExecStart line");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    Cli::try_parse_from(&args).unwrap_or_else(|error| panic!("{exec}: {error}"));
+
+    let copy = std::env::temp_dir().join(format!("tracer-{}.service", std::process::id()));
+    fs::write(&copy, unit.replace(args[0], env!("CARGO_BIN_EXE_tracer"))).unwrap();
+    let output = Command::new("systemd-analyze").arg("verify").arg(&copy).output().expect("systemd-analyze runs");
+    fs::remove_file(&copy).unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let capabilities = unit.lines().find_map(|line| line.strip_prefix("CapabilityBoundingSet=")).unwrap();
+    for needed in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
+        assert!(capabilities.contains(needed), "{needed} missing from {capabilities}");
+    }
+}
+
+#[test]
+fn the_daemonset_validates_against_the_kubernetes_schema_and_its_args_parse() {
+    let manifest = deploy("daemonset.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
+    let output = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(&path)
+        .output()
+        .expect("kubernetes-validate (pip install kubernetes-validate) runs");
+    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let args: Vec<String> = manifest
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("args:"))
+        .skip(1)
+        .map_while(|line| line.trim_start().strip_prefix("- ").map(str::to_string).or_else(|| line.trim_start().starts_with('#').then(String::new)))
+        .filter(|arg| !arg.is_empty())
+        .collect();
+    assert!(args.iter().any(|arg| arg.starts_with("--metrics-addr")), "{args:?}");
+    Cli::try_parse_from(std::iter::once("tracer".to_string()).chain(args.clone())).unwrap_or_else(|error| panic!("{args:?}: {error}"));
+    for annotation in ["prometheus.io/scrape: \"true\"", "prometheus.io/port: \"9464\"", "hostPID: true", "hostNetwork: true"] {
+        assert!(manifest.contains(annotation), "{annotation}");
+    }
+}
