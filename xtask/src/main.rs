@@ -2,6 +2,7 @@
 //! object, running the tracer with the privileges it needs, and the root-only test suite.
 mod bench;
 mod toolchain;
+mod vm;
 
 use std::{
     ffi::OsString,
@@ -40,6 +41,17 @@ enum Task {
         /// Short rounds, for CI: fails only on a crash or lost events, never on timing.
         #[arg(long)]
         quick: bool,
+    },
+    /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
+    VmTest {
+        /// Kernels to test (repeatable): 5.10, 6.1, 6.12, 7.3.
+        #[arg(long = "kernel", default_values = ["5.10", "6.1", "6.12", "7.3"])]
+        kernels: Vec<String>,
+    },
+    /// A shell in a VM running that kernel, with the tracer and the kernel tests inside.
+    VmShell {
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
     },
     /// Shell completions (bash, zsh, fish) and a man page for `tracer`, in target/assets/.
     Completions,
@@ -85,6 +97,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Task::Completions => completions(),
+        Task::VmTest { kernels } => {
+            if !is_root() {
+                bail!("the VM tests download kernel packages with apt: run as root");
+            }
+            vm::test(&kernels)
+        }
+        Task::VmShell { kernel } => vm::shell(&kernel),
         Task::Test { args } => cargo_test_as_root(["test".into(), "--workspace".into()].into_iter().chain(args), &[]),
         Task::Flood { connections } => cargo_test_as_root(
             ["test", "--release", "--package", "tracer", "--test", "flood", "--", "--nocapture"].map(OsString::from),
