@@ -22,7 +22,7 @@ const KERNELS: &[(&str, &str, &str)] = &[
     ("5.10", "bullseye", r"^linux-image-5\.10\.0-[0-9]+-amd64-unsigned$"),
     ("6.1", "bookworm", r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$"),
     ("6.12", "bookworm-security", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$"),
-    ("7.3", "trixie-backports", r"^linux-binary-7\.3[.0-9+~a-z-]*-amd64$"),
+    ("7.3", "trixie-backports", r"^linux-binary-7\.3\.[0-9]+\+deb13-amd64$"),
 ];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -93,7 +93,13 @@ fn kernel(version: &str) -> Result<(PathBuf, PathBuf, String)> {
             run_checked(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&modules))?;
             fs::remove_file(deb.path())?;
         }
-        let vmlinuz = fs::read_dir(modules.join("boot"))?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))).context("no vmlinuz in the package")?;
+        // /boot/vmlinuz-* up to Debian 12; /usr/lib/modules/*/vmlinuz in the newer split packages.
+        let boot = fs::read_dir(modules.join("boot")).into_iter().flatten().flatten().map(|e| e.path());
+        let usr = fs::read_dir(modules.join("usr/lib/modules")).into_iter().flatten().flatten().map(|e| e.path().join("vmlinuz"));
+        let vmlinuz = boot
+            .chain(usr)
+            .find(|p| p.exists() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz")))
+            .context("no vmlinuz in the package")?;
         fs::write(&vmlinux, extract_vmlinux(&fs::read(vmlinuz)?)?)?;
     }
     Ok((vmlinux, modules, package))
@@ -238,7 +244,8 @@ fn ensure_tools() -> Result<()> {
 fn qemu(vmlinux: &Path, initrd: &Path) -> Command {
     let mut command = Command::new("qemu-system-x86_64");
     command
-        .args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot", "-kernel"])
+        // One vCPU: under TCG, 7.x kernels oops in early text patching (int3) with two.
+        .args(["-accel", "tcg", "-m", "2048", "-smp", "1", "-nographic", "-no-reboot", "-kernel"])
         .arg(vmlinux)
         .arg("-initrd")
         .arg(initrd)
