@@ -182,3 +182,45 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason() {
     let received = lines.iter().find(|line| line["kind"] == "rst_received").unwrap();
     assert_eq!((received["local"].as_str(), received["remote"].as_str()), (Some(&*server.to_string()), Some(&*client.to_string())));
 }
+
+#[test]
+fn a_syn_into_time_wait_is_seen_exactly_where_fexit_works_and_by_its_new_socket_elsewhere() {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--events"]);
+    let exact = tracer.stderr.lock().unwrap().contains("tcp_timewait_state_process=fexit");
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let client = SocketAddr::new(link.client_ip, 40_123);
+    // The server closes first and keeps the 4-tuple in TIME_WAIT; the client comes back from
+    // the same port, as a NAT recycling ports would make it.
+    let mut first = link.client.run(move || connect_from(client, server)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    drop(accepted);
+    assert_eq!(first.read(&mut [0; 8]).unwrap(), 0);
+    drop(first);
+    tracer.wait_for("the server's socket handing over to TIME_WAIT", |line| {
+        line["old_state"] == "FIN_WAIT2" && line["state"] == "CLOSE" && line["local"] == server.to_string()
+    });
+    let _second = link.client.run(move || connect_from(client, server)).expect("the SYN on the TIME_WAIT tuple is accepted");
+    let _accepted = listener.accept().unwrap();
+    let same_tuple = |line: &Value| line["local"] == server.to_string() && line["remote"] == client.to_string();
+    if exact {
+        let entered = tracer.wait_for("timewait_enter", |line| line["kind"] == "timewait_enter" && same_tuple(line));
+        assert_eq!(entered["state"], "TIME_WAIT", "the peer's FIN came: {entered}");
+        let syn = tracer.wait_for("timewait_syn", |line| line["kind"] == "timewait_syn" && same_tuple(line));
+        assert!(syn["tw_status"].is_u64(), "{syn}");
+    } else {
+        assert!(tracer.stderr.lock().unwrap().contains("tcp_timewait_state_process=unavailable"));
+        tracer.wait_for("the first connection's timewait socket replaced", |line| line["old_state"] == "FIN_WAIT2" && same_tuple(line));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Counted at SYN_RECV → ESTABLISHED: before 6.x the child's LISTEN → SYN_RECV still
+        // carries the listener's addresses.
+        let births = || tracer.lines().iter().filter(|l| l["old_state"] == "SYN_RECV" && l["state"] == "ESTABLISHED" && same_tuple(l)).count();
+        while births() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the new socket on the same tuple never appeared: {:#?}", tracer.lines().iter().filter(|l| same_tuple(l)).collect::<Vec<_>>());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    assert_nothing_lost(&tracer.stop());
+}

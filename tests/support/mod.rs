@@ -37,6 +37,34 @@ pub fn set_option<T: Copy>(socket: &impl AsRawFd, level: i32, name: i32, value: 
     assert_eq!(rc, 0, "setsockopt({level}, {name}): {}", std::io::Error::last_os_error());
 }
 
+/// connect() from a chosen local address (SO_REUSEADDR), as a client reusing its port would.
+pub fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let (IpAddr::V4(local_ip), IpAddr::V4(remote_ip)) = (local.ip(), remote.ip()) else { panic!("IPv4 only") };
+    let address = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let size = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    // SAFETY: a fresh socket we own, valid sockaddr_in values and sizes; TcpStream takes the fd.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        set_option(&stream, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1 as libc::c_int);
+        let bound = address(local_ip, local.port());
+        if libc::bind(fd, (&bound as *const libc::sockaddr_in).cast(), size) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let target = address(remote_ip, remote.port());
+        if libc::connect(fd, (&target as *const libc::sockaddr_in).cast(), size) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
 pub fn sh(args: &[&str]) {
     let output = Command::new(args[0]).args(&args[1..]).output().expect("command runs");
     assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -221,12 +249,11 @@ impl Tracer {
         let child_stderr = child.stderr.take().unwrap();
         thread::spawn(move || {
             for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                // Record the line before announcing it: tests read the mode line right away.
+                errors.lock().unwrap().push_str(&format!("{line}\n"));
                 if line.starts_with("tracer: attached") {
                     let _ = ready_tx.send(());
                 }
-                let mut errors = errors.lock().unwrap();
-                errors.push_str(&line);
-                errors.push('\n');
             }
         });
         let mut tracer = Tracer { child, lines, reader: Some(reader), stderr };

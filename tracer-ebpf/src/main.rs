@@ -11,9 +11,9 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated::bpf_get_current_task},
-    macros::{map, tracepoint},
+    macros::{fentry, fexit, map, tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{FEntryContext, FExitContext, TracePointContext},
     EbpfContext,
 };
 use tracer_common::{
@@ -216,6 +216,80 @@ fn in_process_context(record: &Record) -> bool {
         return false;
     };
     flags & PF_KTHREAD == 0 && sp >= stack && sp - stack < offsets.thread_size as u64
+}
+
+/// fentry `tcp_time_wait(sk, state, timeo)`: the full socket becomes a timewait socket in
+/// `state` (TIME_WAIT, or FIN_WAIT2 for an orphan). Tracepoints cannot see this.
+#[fentry(function = "tcp_time_wait")]
+pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
+    let socket: u64 = ctx.arg(0);
+    let state: i32 = ctx.arg(1);
+    emit_for_socket(EventKind::TimeWaitEnter, socket, state as u8, None)
+}
+
+/// fexit `tcp_timewait_state_process(tw, skb, th, ...)`, for SYNs only: what the timewait
+/// socket answered (a new connection, or a bare ACK). Needs `bpf_get_func_ret` (Linux ≥ 5.17).
+#[fexit(function = "tcp_timewait_state_process")]
+pub fn tcp_timewait_state_process(ctx: FExitContext) -> u32 {
+    let header: u64 = ctx.arg(2);
+    const TCP_FLAGS_BYTE: u16 = 13;
+    const SYN: u8 = 0x02;
+    if kernel::<u8>(header, TCP_FLAGS_BYTE).unwrap_or(0) & SYN == 0 {
+        return 0;
+    }
+    let Ok(status) = ctx.ret::<u32>() else { return 0 };
+    emit_for_socket(EventKind::TimeWaitSyn, ctx.arg(0), 0, Some(status))
+}
+
+/// An event about a socket pointer (full or timewait: both start with `struct sock_common`).
+#[inline(always)]
+fn emit_for_socket(kind: EventKind, socket: u64, state: u8, status: Option<u32>) -> u32 {
+    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
+    let mut common = Record([0; RECORD_MAX]);
+    let length = offsets.sock_common_len as usize;
+    if socket == 0 || length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(socket as *const u8, &mut common.0[..length]) }.is_err() {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<WireEvent>(0) else {
+        if let Some(counter) = COUNTERS.get_ptr_mut(COUNTER_RESERVE_FAILED) {
+            unsafe { *counter += 1 };
+        }
+        return 0;
+    };
+    let family = common.field::<u16>(offsets.sock_family).unwrap_or(0);
+    let mut event = WireEvent {
+        version: WIRE_VERSION,
+        kind: kind as u8,
+        family: family as u8,
+        flags: if status.is_some() { FLAG_HAS_REASON } else { 0 },
+        old_state: 0,
+        new_state: state,
+        local_port: common.field(offsets.sock_num).unwrap_or(0),
+        remote_port: u16::from_be(common.field(offsets.sock_dport).unwrap_or(0)),
+        _pad0: 0,
+        reason: status.unwrap_or(0),
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        socket,
+        netns: 0,
+        tgid: 0,
+        pid: 0,
+        _pad1: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+        comm: [0; 16],
+    };
+    if family == AF_INET6 {
+        event.local_addr = common.field(offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
+        event.remote_addr = common.field(offsets.sock_v6_daddr).unwrap_or([0; 16]);
+    } else {
+        copy4(&mut event.local_addr, common.field(offsets.sock_rcv_saddr));
+        copy4(&mut event.remote_addr, common.field(offsets.sock_daddr));
+    }
+    let net = kernel::<u64>(socket, offsets.sock_net).unwrap_or(0);
+    event.netns = kernel::<u32>(net, offsets.net_inum).unwrap_or(0);
+    entry.write(event);
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    0
 }
 
 #[cfg(not(test))]

@@ -132,6 +132,8 @@ pub struct Event {
     pub state: Option<TcpState>,
     /// The kernel's `sk_rst_reason` for resets we sent (Linux ≥ 6.10).
     pub reset_reason: Option<u32>,
+    /// For a SYN that hit a timewait socket: the `tcp_tw_status` returned.
+    pub tw_status: Option<u32>,
     pub process: Option<Process>,
 }
 
@@ -198,7 +200,8 @@ impl Decoder {
                 _ => None,
             },
             state: TcpState::from_kernel(wire.new_state),
-            reset_reason: (wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
+            reset_reason: (kind == EventKind::ResetSent && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
+            tw_status: (kind == EventKind::TimeWaitSyn && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
             process: (wire.flags & FLAG_PROCESS_CONTEXT != 0).then_some(Process {
                 pid: wire.pid,
                 tgid: wire.tgid,
@@ -359,7 +362,7 @@ mod tests {
             }
 
             #[test]
-            fn any_well_formed_record_decodes_whatever_its_fields(kind in 1u8..=5, family in any::<u8>(), old in any::<u8>(), new in any::<u8>(), flags in any::<u8>(), addresses in any::<[u8; 32]>()) {
+            fn any_well_formed_record_decodes_whatever_its_fields(kind in 1u8..=7, family in any::<u8>(), old in any::<u8>(), new in any::<u8>(), flags in any::<u8>(), addresses in any::<[u8; 32]>()) {
                 let mut record = record(EventKind::StateChange, old, new);
                 (record.kind, record.family, record.flags) = (kind, family, flags);
                 record.local_addr.copy_from_slice(&addresses[..16]);

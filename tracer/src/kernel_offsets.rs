@@ -12,10 +12,20 @@ use tracer_common::{KernelOffsets, ABSENT};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// The `tcp_tw_status` values that answer a SYN hitting a timewait socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TimeWaitStatus {
+    /// The SYN was accepted: a new connection replaces the timewait socket.
+    pub syn: u32,
+    /// The SYN was answered with a bare ACK: the connection attempt stalls.
+    pub ack: u32,
+}
+
 /// What the BTF lookup gave, with the names of what could not be found.
 pub struct Resolved {
     pub offsets: KernelOffsets,
     pub missing: Vec<&'static str>,
+    pub time_wait_status: Option<TimeWaitStatus>,
 }
 
 impl Resolved {
@@ -48,11 +58,37 @@ pub fn resolve() -> Result<Resolved> {
         task_stack: find("task_struct.stack", "task_struct", "stack"),
         task_flags: find("task_struct.flags", "task_struct", "flags"),
         regs_sp: find("pt_regs.sp", "pt_regs", "sp"),
-        _pad: 0,
+        sock_daddr: find("sock_common.skc_daddr", "sock_common", "skc_daddr"),
+        sock_rcv_saddr: find("sock_common.skc_rcv_saddr", "sock_common", "skc_rcv_saddr"),
+        sock_dport: find("sock_common.skc_dport", "sock_common", "skc_dport"),
+        sock_num: find("sock_common.skc_num", "sock_common", "skc_num"),
+        sock_family: find("sock_common.skc_family", "sock_common", "skc_family"),
+        sock_v6_daddr: find("sock_common.skc_v6_daddr", "sock_common", "skc_v6_daddr"),
+        sock_v6_rcv_saddr: find("sock_common.skc_v6_rcv_saddr", "sock_common", "skc_v6_rcv_saddr"),
+        sock_common_len: 0,
         thread_size: thread_size(),
         _pad1: 0,
     };
-    Ok(Resolved { offsets, missing })
+    let mut offsets = offsets;
+    let ends = [
+        (offsets.sock_daddr, 4),
+        (offsets.sock_rcv_saddr, 4),
+        (offsets.sock_dport, 2),
+        (offsets.sock_num, 2),
+        (offsets.sock_family, 2),
+        (offsets.sock_v6_daddr, 16),
+        (offsets.sock_v6_rcv_saddr, 16),
+    ];
+    offsets.sock_common_len = ends.iter().filter(|(offset, _)| *offset != ABSENT).map(|(offset, size)| offset + size).max().unwrap_or(0);
+    let tw_status = ["TCP_TW_SYN", "TCP_TW_ACK"].map(|name| enum_value(&btf, "tcp_tw_status", name));
+    let time_wait_status = match tw_status {
+        [Some(syn), Some(ack)] => Some(TimeWaitStatus { syn, ack }),
+        _ => {
+            missing.push("enum tcp_tw_status");
+            None
+        }
+    };
+    Ok(Resolved { offsets, missing, time_wait_status })
 }
 
 /// Byte offset of a dotted member path inside `structure`, looking through anonymous
@@ -88,6 +124,18 @@ fn find_member(btf: &Btf, ty: &Type, name: &str) -> Option<(u32, Type)> {
         }
     }
     None
+}
+
+/// The value of enumerator `name` in `enum ty`.
+fn enum_value(btf: &Btf, ty: &str, name: &str) -> Option<u32> {
+    btf.resolve_types_by_name(ty).ok()?.into_iter().find_map(|ty| match ty {
+        Type::Enum(enumeration) => enumeration
+            .members
+            .iter()
+            .find(|member| btf.resolve_name(*member).is_ok_and(|n| n == name))
+            .map(|member| member.val() as u32),
+        _ => None,
+    })
 }
 
 fn strip_qualifiers(btf: &Btf, mut ty: Type) -> Option<Type> {

@@ -35,6 +35,9 @@ pub struct Modes {
     pub process_context: bool,
     /// Whether `tcp_send_reset` gives the kernel's reset reason (Linux ≥ 6.10).
     pub reset_reasons: bool,
+    /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
+    /// are seen exactly, with the `tcp_tw_status` values to read them.
+    pub exact_time_wait: Option<crate::kernel_offsets::TimeWaitStatus>,
 }
 
 impl Modes {
@@ -79,8 +82,8 @@ impl Probes {
         };
         let mut reason_names = Default::default();
         let mut available = Vec::new();
-        for kind in EventKind::ALL {
-            let (category, name, required) = tracefs::tracepoint_of(kind);
+        for kind in EventKind::TRACEPOINTS {
+            let (category, name, required) = tracefs::tracepoint_of(kind).expect("a tracepoint kind");
             match Format::read(tracefs_root, category, name)? {
                 Some(format) => {
                     config.hooks[kind.index()] = format.layout(&format!("{category}:{name}"))?;
@@ -106,13 +109,25 @@ impl Probes {
             .load(EBPF_OBJECT)
             .context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")?;
         for kind in available {
-            let (category, name, _) = tracefs::tracepoint_of(kind);
+            let (category, name, _) = tracefs::tracepoint_of(kind).expect("a tracepoint kind");
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("the eBPF object has no program {name}"))?
                 .try_into()?;
             program.load().with_context(|| format!("the kernel verifier rejected the {name} program"))?;
             program.attach(category, name).with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
+        }
+        // Optional and often refused (no BTF for the function, ftrace hooks blocked, Linux < 5.17
+        // for the return value): then the snapshot fallback alone decides about TIME_WAIT.
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut timewait_hooks = 0;
+        for (name, mode) in [("tcp_time_wait", "fentry"), ("tcp_timewait_state_process", "fexit")] {
+            let attached = btf.as_ref().is_some_and(|btf| attach_tracing(&mut ebpf, name, btf).is_ok());
+            timewait_hooks += usize::from(attached);
+            modes.hooks.push((name.to_string(), if attached { mode } else { "unavailable" }));
+        }
+        if timewait_hooks == 2 {
+            modes.exact_time_wait = resolved.time_wait_status;
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
@@ -126,4 +141,21 @@ impl Probes {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
+}
+
+/// Loads and attaches one fentry or fexit program by its kernel function's name.
+fn attach_tracing(ebpf: &mut Ebpf, name: &str, btf: &aya::Btf) -> Result<()> {
+    let program = ebpf.program_mut(name).with_context(|| format!("the eBPF object has no program {name}"))?;
+    match program {
+        aya::programs::Program::FEntry(program) => {
+            program.load(name, btf)?;
+            program.attach()?;
+        }
+        aya::programs::Program::FExit(program) => {
+            program.load(name, btf)?;
+            program.attach()?;
+        }
+        _ => bail!("{name} is not an fentry/fexit program"),
+    }
+    Ok(())
 }

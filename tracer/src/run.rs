@@ -258,6 +258,7 @@ impl Aggregator {
                 fin_timeout_ns: settings.map_or(60, |settings| settings.fin_timeout_s) * 1_000_000_000,
                 ephemeral_ports,
                 snapshots: snapshots.is_some(),
+                time_wait_status: probes.modes.exact_time_wait,
                 ..TrackerConfig::default()
             },
             decoder.reason_names().clone(),
@@ -270,7 +271,12 @@ impl Aggregator {
         });
         let modes = SourceModes {
             hooks: probes.modes.describe(),
-            time_wait: if snapshots.is_some() { "sock_diag" } else { "tracepoints (estimated)" },
+            time_wait: match (probes.modes.exact_time_wait.is_some(), snapshots.is_some()) {
+                (true, true) => "fentry (exact) + sock_diag",
+                (true, false) => "fentry (exact)",
+                (false, true) => "sock_diag",
+                (false, false) => "tracepoints (estimated)",
+            },
             snapshot: snapshot_mode,
         };
         let recorder = match &cli.record_dir {

@@ -13,15 +13,17 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Tracepoint records are at most a page.
 const MAX_RECORD: u32 = 4096;
 
-/// The tracepoint behind each event kind: (category, name, required).
-pub fn tracepoint_of(kind: EventKind) -> (&'static str, &'static str, bool) {
-    match kind {
+/// The tracepoint behind an event kind: (category, name, required); `None` for the kinds
+/// that come from fentry/fexit.
+pub fn tracepoint_of(kind: EventKind) -> Option<(&'static str, &'static str, bool)> {
+    Some(match kind {
         EventKind::StateChange => ("sock", "inet_sock_set_state", true),
         EventKind::ResetSent => ("tcp", "tcp_send_reset", false),
         EventKind::ResetReceived => ("tcp", "tcp_receive_reset", false),
         EventKind::Retransmit => ("tcp", "tcp_retransmit_skb", false),
         EventKind::SynAckRetransmit => ("tcp", "tcp_retransmit_synack", false),
-    }
+        EventKind::TimeWaitEnter | EventKind::TimeWaitSyn => return None,
+    })
 }
 
 /// Mounts tracefs when the system has not (minimal servers and containers often don't).

@@ -28,6 +28,8 @@ pub struct TrackerConfig {
     pub fin_timeout_ns: u64,
     /// The default ephemeral range, to guess the role of sockets that predate the tracer.
     pub ephemeral_ports: (u16, u16),
+    /// The `tcp_tw_status` values, when the fexit hook on `tcp_timewait_state_process` runs.
+    pub time_wait_status: Option<crate::kernel_offsets::TimeWaitStatus>,
     /// Socket snapshots will call [`Tracker::reconcile`]: a FIN_WAIT2 → CLOSE is then decided
     /// by what the timewait socket turns out to be, instead of by how long FIN_WAIT2 lasted.
     pub snapshots: bool,
@@ -55,6 +57,7 @@ impl Default for TrackerConfig {
             max_time_wait: 131_072,
             fin_timeout_ns: 60_000_000_000,
             ephemeral_ports: (32768, 60999),
+            time_wait_status: None,
             snapshots: false,
         }
     }
@@ -172,6 +175,8 @@ pub struct Connection {
     pub retransmits_in_state: u32,
     pub process: Option<Process>,
     pub ending: Option<Ending>,
+    /// The timewait socket's substate, when the fentry hook on `tcp_time_wait` told us.
+    pub timewait_substate: Option<TcpState>,
     /// Already reported as stuck in CLOSE_WAIT / lingering in FIN_WAIT2 (for `total`).
     pub flagged_close_wait: bool,
     pub flagged_fin_wait2: bool,
@@ -364,7 +369,27 @@ impl Tracker {
                 }
             }
             EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: tuple_of(event) }),
+            EventKind::TimeWaitEnter => {
+                if let Some(connection) = self.connections.get_mut(&event.socket) {
+                    connection.timewait_substate = event.state;
+                }
+            }
+            EventKind::TimeWaitSyn => self.syn_on_time_wait(event, out),
         }
+    }
+
+    /// A SYN hit a timewait socket (exact, from fexit): accepted, or answered with a bare ACK.
+    fn syn_on_time_wait(&mut self, event: &Event, out: &mut Vec<Observation>) {
+        let (Some(status), Some(known)) = (event.tw_status, self.config.time_wait_status) else { return };
+        let accepted = match status {
+            status if status == known.syn => true,
+            status if status == known.ack => false,
+            _ => return,
+        };
+        let tuple = tuple_of(event);
+        let since = if accepted { self.time_wait.remove(&tuple) } else { self.time_wait.get(&tuple).copied() };
+        let age = since.map(|since| event.timestamp_ns.saturating_sub(since));
+        out.push(Observation::PortReuse { tuple, role: Role::Server, time_wait_age_ns: age, accepted });
     }
 
     fn state_change(&mut self, event: &Event, out: &mut Vec<Observation>) {
@@ -435,13 +460,21 @@ impl Tracker {
         let role = connection.role;
         if new == TcpState::Close {
             connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None });
-            if old == TcpState::FinWait2 && self.config.snapshots {
+            let exact = connection.timewait_substate;
+            if old == TcpState::FinWait2 && exact == Some(TcpState::TimeWait) {
+                // fentry saw the peer's FIN turn it into TIME_WAIT: graceful, no guessing.
+                if let Some(ending) = &mut connection.ending {
+                    ending.lingered = Some(Lingered::PeerFin);
+                }
+                self.endings.push_back((at, event.socket));
+                self.remember_time_wait(tuple, at);
+            } else if old == TcpState::FinWait2 && (self.config.snapshots || exact == Some(TcpState::FinWait2)) {
                 // The full socket handed over to a timewait socket; only a snapshot can tell
                 // whether that one is in TIME_WAIT (the peer's FIN came) or still in FIN_WAIT2.
                 let mut connection = self.connections.remove(&event.socket).expect("present");
                 connection.state = TcpState::FinWait2;
                 connection.state_since_ns = connection.previous_state_since_ns;
-                self.linger(Lingering { connection, seen_in_fin_wait2: false }, out);
+                self.linger(Lingering { connection, seen_in_fin_wait2: exact == Some(TcpState::FinWait2) }, out);
             } else {
                 self.endings.push_back((at, event.socket));
                 if self.config.leaves_time_wait(connection, old) {
@@ -451,8 +484,13 @@ impl Tracker {
         } else {
             connection.retransmits_in_state = 0;
         }
-        // Only now are both ports known: the server side at SYN_RECV, the client once connected.
-        if birth_role == Some(Role::Server) || reused_tuple {
+        // Only now are both ports known: the server side at SYN_RECV (at ESTABLISHED before
+        // Linux 6.x, whose child sockets still carry the listener's addresses at SYN_RECV), the
+        // client once connected.
+        let server_tuple_known = role == Role::Server
+            && event.remote.port() != 0
+            && matches!((old, new), (TcpState::Listen | TcpState::NewSynRecv, TcpState::SynRecv) | (TcpState::SynRecv, TcpState::Established));
+        if server_tuple_known || reused_tuple {
             let tuple = tuple_of(event);
             let time_wait_since = self.time_wait.get(&tuple).copied().filter(|since| *since < at);
             let lingering_since = self.lingering.get(&tuple).and_then(|old| old.connection.ending).map(|ending| ending.at_ns);
@@ -534,6 +572,7 @@ impl Tracker {
             retransmits_in_state: 0,
             process: None,
             ending: None,
+            timewait_substate: None,
             flagged_close_wait: false,
             flagged_fin_wait2: false,
         }
@@ -596,7 +635,13 @@ impl Tracker {
             .map(|(tuple, _)| *tuple)
             .collect();
         for tuple in stale {
-            let lingering = self.lingering.remove(&tuple).expect("just listed");
+            let mut lingering = self.lingering.remove(&tuple).expect("just listed");
+            if lingering.seen_in_fin_wait2 {
+                // Still FIN_WAIT2 when last seen, and tcp_fin_timeout is long past.
+                if let Some(ending) = &mut lingering.connection.ending {
+                    ending.lingered = Some(Lingered::Expired);
+                }
+            }
             self.finish(lingering.connection, out);
         }
     }
@@ -659,7 +704,7 @@ impl Tracker {
                 CloseClass::ConnectTimeout,
                 format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits),
             ),
-            TcpState::FinWait2 if ending.lingered == Some(Lingered::Expired) || !self.config.leaves_time_wait(connection, from) => {
+            TcpState::FinWait2 if ending.lingered == Some(Lingered::Expired) || (ending.lingered.is_none() && !self.config.leaves_time_wait(connection, from)) => {
                 let waited = ending.at_ns.saturating_sub(connection.previous_state_since_ns);
                 let waited = match ending.lingered {
                     Some(Lingered::Expired) => "until tcp_fin_timeout expired".to_string(),
@@ -748,6 +793,7 @@ pub mod tests {
                 old_state: old,
                 state,
                 reset_reason: None,
+                tw_status: None,
                 process: None,
             }
         }
@@ -950,6 +996,79 @@ pub mod tests {
         assert!(verdict.detail.contains("6 retransmits"), "{}", verdict.detail);
     }
 
+    fn time_wait_event(script: &Script, kind: EventKind, state: Option<TcpState>, status: Option<u32>, at: u64) -> Event {
+        Event { kind, tw_status: status, ..script.state(Close, Close, at) }.with_state(state)
+    }
+
+    impl Event {
+        fn with_state(mut self, state: Option<TcpState>) -> Event {
+            (self.old_state, self.state) = (None, state);
+            self
+        }
+    }
+
+    fn exact() -> TrackerConfig {
+        TrackerConfig {
+            snapshots: true,
+            time_wait_status: Some(crate::kernel_offsets::TimeWaitStatus { syn: 3, ack: 2 }),
+            ..TrackerConfig::default()
+        }
+    }
+
+    #[test]
+    fn with_fentry_a_fin_wait2_close_into_time_wait_is_graceful_without_a_snapshot() {
+        let c = client();
+        let (tracker, out) = run(
+            exact(),
+            &[
+                c.syscall(Close, SynSent, S),
+                c.state(SynSent, Established, S + 1),
+                c.syscall(Established, FinWait1, 2 * S),
+                c.state(FinWait1, FinWait2, 2 * S + 1),
+                time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 2 * S + 2),
+                c.state(FinWait2, Close, 2 * S + 3),
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+        assert_eq!(tracker.lingering().count(), 0);
+    }
+
+    #[test]
+    fn with_fentry_an_orphan_left_in_fin_wait2_lingers_and_expires_as_unanswered() {
+        let c = client();
+        let mut tracker = Tracker::new(TrackerConfig { snapshots: false, ..exact() }, reasons());
+        let mut out = Vec::new();
+        for event in [
+            c.syscall(Close, SynSent, S),
+            c.state(SynSent, Established, S + 1),
+            c.syscall(Established, FinWait1, 2 * S),
+            c.state(FinWait1, FinWait2, 2 * S + 1),
+            time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
+            c.state(FinWait2, Close, 2 * S + 3),
+        ] {
+            tracker.observe(&event, &mut out);
+        }
+        assert_eq!(tracker.lingering().filter(|l| l.seen_in_fin_wait2).count(), 1);
+        tracker.expire(200 * S, &mut out);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.fin_wait2_expired), (CloseClass::PeerSilent, true));
+    }
+
+    #[test]
+    fn with_fexit_a_syn_answered_by_a_timewait_ack_is_port_reuse_not_accepted() {
+        let s = server();
+        let (_, out) = run(exact(), &[time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(2), S), time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(3), 2 * S)]);
+        let verdicts: Vec<bool> = out
+            .iter()
+            .filter_map(|o| match o {
+                Observation::PortReuse { accepted, role: Role::Server, .. } => Some(*accepted),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(verdicts, [false, true]);
+    }
+
     #[test]
     fn a_process_that_only_ran_a_deferred_timer_is_not_taken_for_the_owner() {
         let c = client();
@@ -1047,6 +1166,26 @@ pub mod tests {
         let (tuple, role, age, accepted) = reuse.expect("port reuse seen");
         assert_eq!((tuple.local, tuple.remote, role, accepted), (server().local, server().remote, Role::Server, true));
         assert_eq!(age, Some(10 * S - 2));
+    }
+
+    #[test]
+    fn on_older_kernels_the_reused_tuple_is_found_once_the_child_is_established() {
+        let s = server();
+        let listener_view = Script { socket: SocketId { netns: NETNS, address: 0xb2 }, remote: "0.0.0.0:0".parse().unwrap(), ..server() };
+        let again = Script { socket: SocketId { netns: NETNS, address: 0xb2 }, ..server() };
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 1),
+                s.syscall(Established, FinWait1, 2 * S),
+                s.state(FinWait1, FinWait2, 2 * S + 1),
+                s.state(FinWait2, Close, 2 * S + 2),
+                listener_view.state(Listen, SynRecv, 12 * S),
+                again.state(SynRecv, Established, 12 * S + 1),
+            ],
+        );
+        assert_eq!(out.iter().filter(|o| matches!(o, Observation::PortReuse { accepted: true, .. })).count(), 1);
     }
 
     #[test]

@@ -23,10 +23,17 @@ pub enum EventKind {
     Retransmit = 4,
     /// `tcp:tcp_retransmit_synack`: a listener retransmitted its SYN-ACK.
     SynAckRetransmit = 5,
+    /// fentry `tcp_time_wait`: a full socket hands over to a timewait socket; `new_state` is
+    /// its substate (TIME_WAIT, or FIN_WAIT2 for an orphan whose peer has not sent its FIN).
+    TimeWaitEnter = 6,
+    /// fexit `tcp_timewait_state_process` for a SYN: `reason` is the `tcp_tw_status` returned
+    /// (the SYN accepted, or answered with a bare ACK).
+    TimeWaitSyn = 7,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    /// The kinds that come from tracepoints, in [`KernelConfig::hooks`] order.
+    pub const TRACEPOINTS: [EventKind; 5] = [
         EventKind::StateChange,
         EventKind::ResetSent,
         EventKind::ResetReceived,
@@ -35,10 +42,13 @@ impl EventKind {
     ];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| *kind as u8 == raw)
+        Self::TRACEPOINTS
+            .into_iter()
+            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn])
+            .find(|kind| *kind as u8 == raw)
     }
 
-    /// Index into [`KernelConfig::hooks`].
+    /// Index into [`KernelConfig::hooks`] (tracepoint kinds only).
     pub const fn index(self) -> usize {
         self as usize - 1
     }
@@ -161,7 +171,16 @@ pub struct KernelOffsets {
     pub task_flags: u16,
     /// `struct pt_regs.sp`: the stack pointer the tracepoint's caller had.
     pub regs_sp: u16,
-    pub _pad: u16,
+    /// `struct sock_common` members, for the fentry/fexit programs that get a socket pointer.
+    pub sock_daddr: u16,
+    pub sock_rcv_saddr: u16,
+    pub sock_dport: u16,
+    pub sock_num: u16,
+    pub sock_family: u16,
+    pub sock_v6_daddr: u16,
+    pub sock_v6_rcv_saddr: u16,
+    /// How much of `struct sock_common` to copy to reach all of the above.
+    pub sock_common_len: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     pub _pad1: u32,
@@ -176,7 +195,14 @@ impl KernelOffsets {
         task_stack: ABSENT,
         task_flags: ABSENT,
         regs_sp: ABSENT,
-        _pad: 0,
+        sock_daddr: ABSENT,
+        sock_rcv_saddr: ABSENT,
+        sock_dport: ABSENT,
+        sock_num: ABSENT,
+        sock_family: ABSENT,
+        sock_v6_daddr: ABSENT,
+        sock_v6_rcv_saddr: ABSENT,
+        sock_common_len: 0,
         thread_size: 0,
         _pad1: 0,
     };

@@ -11,6 +11,8 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::ResetReceived => "rst_received",
         EventKind::Retransmit => "retransmit",
         EventKind::SynAckRetransmit => "synack_retransmit",
+        EventKind::TimeWaitEnter => "timewait_enter",
+        EventKind::TimeWaitSyn => "timewait_syn",
     }
 }
 
@@ -31,6 +33,9 @@ struct EventJson<'a> {
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason_code: Option<u32>,
+    /// For `timewait_syn`: the `tcp_tw_status` the kernel returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tw_status: Option<u32>,
     pid: Option<u32>,
     tgid: Option<u32>,
     comm: Option<String>,
@@ -49,6 +54,7 @@ pub fn json(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
         state: event.state.map(|state| state.name()),
         reason: event.reset_reason.and_then(|code| decoder.reason_name(code)),
         reason_code: event.reset_reason,
+        tw_status: event.tw_status,
         pid: event.process.map(|process| process.pid),
         tgid: event.process.map(|process| process.tgid),
         comm: event.process.map(|process| process.comm.to_string()),
