@@ -227,18 +227,25 @@ pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
     emit_for_socket(EventKind::TimeWaitEnter, socket, state as u8, None)
 }
 
-/// fexit `tcp_timewait_state_process(tw, skb, th, ...)`, for SYNs only: what the timewait
-/// socket answered (a new connection, or a bare ACK). Needs `bpf_get_func_ret` (Linux ≥ 5.17).
+/// fexit `tcp_timewait_state_process(tw, skb, th, ...)`, for SYNs and FINs only: what the
+/// timewait socket answered a SYN (a new connection, or a bare ACK), and a FIN reaching one left
+/// in FIN_WAIT2 (the peer did close). Needs `bpf_get_func_ret` (Linux ≥ 5.17).
 #[fexit(function = "tcp_timewait_state_process")]
 pub fn tcp_timewait_state_process(ctx: FExitContext) -> u32 {
     let header: u64 = ctx.arg(2);
     const TCP_FLAGS_BYTE: u16 = 13;
+    const FIN: u8 = 0x01;
     const SYN: u8 = 0x02;
-    if kernel::<u8>(header, TCP_FLAGS_BYTE).unwrap_or(0) & SYN == 0 {
-        return 0;
+    const TCP_TIME_WAIT: u8 = 6;
+    let flags = kernel::<u8>(header, TCP_FLAGS_BYTE).unwrap_or(0);
+    if flags & SYN != 0 {
+        let Ok(status) = ctx.ret::<u32>() else { return 0 };
+        emit_for_socket(EventKind::TimeWaitSyn, ctx.arg(0), 0, Some(status))
+    } else if flags & FIN != 0 {
+        emit_for_socket(EventKind::TimeWaitEnter, ctx.arg(0), TCP_TIME_WAIT, None)
+    } else {
+        0
     }
-    let Ok(status) = ctx.ret::<u32>() else { return 0 };
-    emit_for_socket(EventKind::TimeWaitSyn, ctx.arg(0), 0, Some(status))
 }
 
 /// An event about a socket pointer (full or timewait: both start with `struct sock_common`).

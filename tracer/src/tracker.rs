@@ -372,6 +372,16 @@ impl Tracker {
             EventKind::TimeWaitEnter => {
                 if let Some(connection) = self.connections.get_mut(&event.socket) {
                     connection.timewait_substate = event.state;
+                } else if event.state == Some(TcpState::TimeWait) {
+                    // The peer's FIN reached a timewait socket left in FIN_WAIT2.
+                    let tuple = tuple_of(event);
+                    if let Some(mut lingering) = self.lingering.remove(&tuple) {
+                        if let Some(ending) = &mut lingering.connection.ending {
+                            ending.lingered = Some(Lingered::PeerFin);
+                        }
+                        self.remember_time_wait(tuple, event.timestamp_ns);
+                        self.finish(lingering.connection, out);
+                    }
                 }
             }
             EventKind::TimeWaitSyn => self.syn_on_time_wait(event, out),
@@ -1053,6 +1063,27 @@ pub mod tests {
         tracker.expire(200 * S, &mut out);
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.fin_wait2_expired), (CloseClass::PeerSilent, true));
+    }
+
+    #[test]
+    fn with_fexit_a_late_fin_on_the_fin_wait2_timewait_socket_makes_it_graceful() {
+        let c = client();
+        let (tracker, out) = run(
+            TrackerConfig { snapshots: false, ..exact() },
+            &[
+                c.syscall(Close, SynSent, S),
+                c.state(SynSent, Established, S + 1),
+                c.syscall(Established, FinWait1, 2 * S),
+                c.state(FinWait1, FinWait2, 2 * S + 1),
+                time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
+                c.state(FinWait2, Close, 2 * S + 3),
+                // Later the peer's FIN reaches the timewait socket (another address).
+                Event { socket: SocketId { netns: NETNS, address: 0xdead }, ..time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 5 * S) },
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+        assert_eq!(tracker.time_wait(6 * S).count(), 1);
     }
 
     #[test]
