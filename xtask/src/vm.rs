@@ -258,6 +258,8 @@ struct Outcome {
     passed: u64,
     failed: u64,
     modes: String,
+    /// What the tracer itself attached for TIME_WAIT (fentry/fexit or unavailable).
+    timewait_hooks: String,
     seconds: f64,
     error: Option<String>,
 }
@@ -270,16 +272,22 @@ pub fn test(kernels: &[String]) -> Result<()> {
         let started = Instant::now();
         let (vmlinux, modules, package) = kernel(version)?;
         let initrd = vm_dir().join(format!("{package}.initrd.gz"));
-        let init = format!("{INIT_PRELUDE}echo VMTEST-BOOTED\n/kernel_events --test-threads=1 2>&1\necho \"VMTEST-END rc=$?\"\npoweroff -f\n");
+        let init = format!(
+            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({} --events --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n/kernel_events --test-threads=1 2>&1\necho \"VMTEST-END rc=$?\"\npoweroff -f\n",
+            tracer.display()
+        );
         initramfs(&modules, &test_binary, &tracer, &init, &initrd)?;
         eprintln!("xtask: booting {package}");
         let console = run_with_timeout(qemu(&vmlinux, &initrd), BOOT_TIMEOUT)?;
         fs::write(vm_dir().join(format!("{package}.console.log")), &console)?;
         outcomes.push(outcome(version, &console, started.elapsed()));
     }
-    println!("\n| kernel | passed | failed | hook modes available | seconds |\n|---|---|---|---|---|");
+    println!("\n| kernel | passed | failed | hook modes available | tracer's TIME_WAIT hooks | seconds |\n|---|---|---|---|---|---|");
     for outcome in &outcomes {
-        println!("| {} | {} | {} | {} | {:.0} |", outcome.kernel, outcome.passed, outcome.failed, outcome.modes, outcome.seconds);
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} |",
+            outcome.kernel, outcome.passed, outcome.failed, outcome.modes, outcome.timewait_hooks, outcome.seconds
+        );
     }
     let failures: Vec<&Outcome> = outcomes.iter().filter(|outcome| outcome.error.is_some()).collect();
     for outcome in &failures {
@@ -302,6 +310,11 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
     let (passed, failed) = (count("passed"), count("failed"));
     // The marker may share a line with the firmware's last words.
     let modes = console.lines().find_map(|line| line.split("VMTEST-MODES ").nth(1)).unwrap_or("?").trim().to_string();
+    let timewait_hooks = console
+        .lines()
+        .find_map(|line| line.split("VMTEST-TRACER ").nth(1))
+        .map(|line| line.split(|c| c == ' ' || c == ';').filter(|word| word.starts_with("tcp_time")).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into());
     let end = console.lines().find_map(|line| line.strip_prefix("VMTEST-END rc="));
     let tail: Vec<&str> = console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
     let error = match end {
@@ -310,7 +323,7 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
         Some(rc) if rc.trim() != "0" || failed > 0 || passed == 0 => Some(format!("tests failed (rc={rc}); console tail:\n{}", tail.join("\n"))),
         Some(_) => None,
     };
-    Outcome { kernel: kernel.to_string(), passed, failed, modes, seconds: elapsed.as_secs_f64(), error }
+    Outcome { kernel: kernel.to_string(), passed, failed, modes, timewait_hooks, seconds: elapsed.as_secs_f64(), error }
 }
 
 /// Runs QEMU, returning its console output; kills it after `limit`.
