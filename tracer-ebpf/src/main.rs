@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     EventKind, HookLayout, KernelConfig, WireEvent, ABSENT, RECORD_MAX, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
-    FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+    FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT,
 };
 
 const AF_INET: u16 = 2;
@@ -78,6 +78,18 @@ impl Record {
     }
 }
 
+/// Room for one record in the ring buffer; a full buffer is counted, per CPU.
+#[inline(always)]
+fn reserve() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<WireEvent>> {
+    let entry = EVENTS.reserve::<WireEvent>(0);
+    if entry.is_none() {
+        if let Some(counter) = COUNTERS.get_ptr_mut(COUNTER_RESERVE_FAILED) {
+            unsafe { *counter += 1 };
+        }
+    }
+    entry
+}
+
 /// Reads kernel memory at `base + offset`; `None` for a null base or an absent offset.
 #[inline(always)]
 fn kernel<T>(base: u64, offset: u16) -> Option<T> {
@@ -101,33 +113,12 @@ fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
             return 0;
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<WireEvent>(0) else {
-        if let Some(counter) = COUNTERS.get_ptr_mut(COUNTER_RESERVE_FAILED) {
-            unsafe { *counter += 1 };
-        }
-        return 0;
-    };
-    let mut event = WireEvent {
-        version: WIRE_VERSION,
-        kind: kind as u8,
-        family: 0,
-        flags: 0,
-        old_state: record.field::<i32>(layout.old_state).unwrap_or(0) as u8,
-        new_state: record.field::<i32>(layout.new_state).unwrap_or(0) as u8,
-        local_port: record.field(layout.local_port).unwrap_or(0),
-        remote_port: record.field(layout.remote_port).unwrap_or(0),
-        _pad0: 0,
-        reason: 0,
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        socket: record.field(layout.socket).unwrap_or(0),
-        netns: 0,
-        tgid: 0,
-        pid: 0,
-        _pad1: 0,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-        comm: [0; 16],
-    };
+    let Some(mut entry) = reserve() else { return 0 };
+    let mut event = WireEvent::new(kind, unsafe { bpf_ktime_get_ns() }, record.field(layout.socket).unwrap_or(0));
+    event.old_state = record.field::<i32>(layout.old_state).unwrap_or(0) as u8;
+    event.new_state = record.field::<i32>(layout.new_state).unwrap_or(0) as u8;
+    event.local_port = record.field(layout.local_port).unwrap_or(0);
+    event.remote_port = record.field(layout.remote_port).unwrap_or(0);
     read_addresses(&record, &layout, &mut event);
     if let Some(reason) = record.field::<u32>(layout.reason) {
         event.reason = reason;
@@ -257,34 +248,17 @@ fn emit_for_socket(kind: EventKind, socket: u64, state: u8, status: Option<u32>)
     if socket == 0 || length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(socket as *const u8, &mut common.0[..length]) }.is_err() {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<WireEvent>(0) else {
-        if let Some(counter) = COUNTERS.get_ptr_mut(COUNTER_RESERVE_FAILED) {
-            unsafe { *counter += 1 };
-        }
-        return 0;
-    };
+    let Some(mut entry) = reserve() else { return 0 };
     let family = common.field::<u16>(offsets.sock_family).unwrap_or(0);
-    let mut event = WireEvent {
-        version: WIRE_VERSION,
-        kind: kind as u8,
-        family: family as u8,
-        flags: if status.is_some() { FLAG_HAS_REASON } else { 0 },
-        old_state: 0,
-        new_state: state,
-        local_port: common.field(offsets.sock_num).unwrap_or(0),
-        remote_port: u16::from_be(common.field(offsets.sock_dport).unwrap_or(0)),
-        _pad0: 0,
-        reason: status.unwrap_or(0),
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        socket,
-        netns: 0,
-        tgid: 0,
-        pid: 0,
-        _pad1: 0,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-        comm: [0; 16],
-    };
+    let mut event = WireEvent::new(kind, unsafe { bpf_ktime_get_ns() }, socket);
+    event.family = family as u8;
+    event.new_state = state;
+    event.local_port = common.field(offsets.sock_num).unwrap_or(0);
+    event.remote_port = u16::from_be(common.field(offsets.sock_dport).unwrap_or(0));
+    if let Some(status) = status {
+        event.reason = status;
+        event.flags = FLAG_HAS_REASON;
+    }
     if family == AF_INET6 {
         event.local_addr = common.field(offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
         event.remote_addr = common.field(offsets.sock_v6_daddr).unwrap_or([0; 16]);
