@@ -50,8 +50,10 @@ fn graceful_close(server_ip: impl Fn(&Link) -> IpAddr, client_closes: bool) -> C
     drop(first);
     assert_eq!(second.read(&mut [0; 16]).unwrap(), 0, "EOF after the peer's FIN");
     drop(second);
-    tracer.wait_for("LAST_ACK → CLOSE", |line| line["old_state"] == "LAST_ACK" && line["state"] == "CLOSE");
-    tracer.wait_for("FIN_WAIT2 → CLOSE", |line| line["old_state"] == "FIN_WAIT2" && line["state"] == "CLOSE");
+    // Other tests run their own tracers at the same time: only this test's namespaces count.
+    let ours = |line: &Value| line["netns"] == link.client.inode() || line["netns"] == link.server.inode();
+    tracer.wait_for("LAST_ACK → CLOSE", |line| ours(line) && line["old_state"] == "LAST_ACK" && line["state"] == "CLOSE");
+    tracer.wait_for("FIN_WAIT2 → CLOSE", |line| ours(line) && line["old_state"] == "FIN_WAIT2" && line["state"] == "CLOSE");
     Closed { lines: tracer.stop(), client, server, link }
 }
 
@@ -118,7 +120,7 @@ fn connect_to_a_closed_port_is_reset_by_the_peer() {
     let closed_port = SocketAddr::new(link.server_ip, 9);
     let error = link.connect(closed_port).expect_err("nothing listens on port 9");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
-    tracer.wait_for("SYN_SENT → CLOSE", |line| line["old_state"] == "SYN_SENT" && line["state"] == "CLOSE");
+    tracer.wait_for("SYN_SENT → CLOSE", |line| line["netns"] == link.client.inode() && line["old_state"] == "SYN_SENT" && line["state"] == "CLOSE");
     let lines = tracer.stop();
     assert_nothing_lost(&lines);
 
@@ -157,7 +159,7 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason() {
     drop(client_stream);
     let error = accepted.read(&mut [0; 16]).expect_err("the server sees the reset");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
-    tracer.wait_for("the server's reset", |line| line["kind"] == "rst_received");
+    tracer.wait_for("the server's reset", |line| line["kind"] == "rst_received" && line["netns"] == link.server.inode());
     let lines = tracer.stop();
     assert_nothing_lost(&lines);
 
@@ -169,7 +171,7 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason() {
         transitions(&lines, server, client),
         pairs(&[("LISTEN", "SYN_RECV"), ("SYN_RECV", "ESTABLISHED"), ("ESTABLISHED", "CLOSE")])
     );
-    let sent = lines.iter().find(|line| line["kind"] == "rst_sent").expect("a sent RST");
+    let sent = lines.iter().find(|line| line["kind"] == "rst_sent" && line["netns"] == link.client.inode()).expect("a sent RST");
     assert_eq!((sent["local"].as_str(), sent["remote"].as_str()), (Some(&*client.to_string()), Some(&*server.to_string())));
     // tcp_disconnect() moves the socket to CLOSE before it sends the reset.
     assert_eq!(sent["state"], "CLOSE");
@@ -179,7 +181,7 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason() {
         // arrive resolved to a name from this kernel's table.
         assert!(sent["reason_code"].is_u64() && sent["reason"].is_string(), "{sent}");
     }
-    let received = lines.iter().find(|line| line["kind"] == "rst_received").unwrap();
+    let received = lines.iter().find(|line| line["kind"] == "rst_received" && line["netns"] == link.server.inode()).unwrap();
     assert_eq!((received["local"].as_str(), received["remote"].as_str()), (Some(&*server.to_string()), Some(&*client.to_string())));
 }
 

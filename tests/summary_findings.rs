@@ -147,7 +147,7 @@ fn firewall_reset_is_rst_from_peer_and_a_refused_connect() {
     require_root();
     let link = Link::new();
     link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7777 reject with tcp reset; }; }");
-    let tracer = summary_tracer(&[]);
+    let tracer = summary_tracer(&["--netns", &link.client.path()]);
     let target = SocketAddr::new(link.server_ip, 7777);
     let error = link.connect(target).expect_err("the firewall resets");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -164,7 +164,7 @@ fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
     require_root();
     let link = Link::new();
     link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7778 drop; }; }");
-    let tracer = summary_tracer(&[]);
+    let tracer = summary_tracer(&["--netns", &link.client.path()]);
     let target = SocketAddr::new(link.server_ip, 7778);
     let error = link.client.run(move || TcpStream::connect_timeout(&target, Duration::from_millis(2500))).expect_err("nobody answers");
     assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
