@@ -133,7 +133,7 @@ fn enum_value(btf: &Btf, ty: &str, name: &str) -> Option<u32> {
             .members
             .iter()
             .find(|member| btf.resolve_name(*member).is_ok_and(|n| n == name))
-            .map(|member| member.val() as u32),
+            .map(|member| member.val()),
         _ => None,
     })
 }

@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let sink = Sink::new(io::stdout(), cli.json);
     let json_file = json_file.map(|file| Sink::new(file, true));
     let mut consumer = if cli.events {
-        Consumer::Events(EventPrinter { sink, json_file, clock: Clock::now(), filter })
+        Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter }))
     } else {
         let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks));
         let outputs = Outputs { stdout: sink, json_file, metrics };
@@ -125,7 +125,7 @@ fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Cons
 }
 
 enum Consumer {
-    Events(EventPrinter),
+    Events(Box<EventPrinter>),
     Summary(Box<Aggregator>),
 }
 

@@ -74,7 +74,7 @@ fn kernel(version: &str) -> Result<(PathBuf, PathBuf, String)> {
     let options = if configured { Vec::new() } else { private_apt(suite)? };
     let search = Command::new("apt-cache").args(&options).args(["search", "--names-only", pattern]).output()?;
     let mut names: Vec<String> = String::from_utf8_lossy(&search.stdout).lines().filter_map(|line| line.split(' ').next()).map(str::to_string).collect();
-    names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    names.sort_by_key(|name| version_key(name));
     let package = names.pop().with_context(|| format!("no package matches {pattern} in {suite}"))?;
     let cache = vm_dir().join(&package);
     let vmlinux = cache.join("vmlinux");
@@ -313,7 +313,7 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
     let timewait_hooks = console
         .lines()
         .find_map(|line| line.split("VMTEST-TRACER ").nth(1))
-        .map(|line| line.split(|c| c == ' ' || c == ';').filter(|word| word.starts_with("tcp_time")).collect::<Vec<_>>().join(" "))
+        .map(|line| line.split([' ', ';']).filter(|word| word.starts_with("tcp_time")).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "?".into());
     let end = console.lines().find_map(|line| line.strip_prefix("VMTEST-END rc="));
     let tail: Vec<&str> = console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();

@@ -104,7 +104,7 @@ impl FlightRecorder {
         // Newest last; if the cap cuts, it cuts the oldest.
         let lines: Vec<String> = events.iter().map(|event| events::json(event, clock, decoder)).collect();
         let mut start = lines.len();
-        while start > 0 && written + lines[start - 1].len() as u64 + 1 <= self.config.max_file_bytes {
+        while start > 0 && written + (lines[start - 1].len() as u64) < self.config.max_file_bytes {
             start -= 1;
             written += lines[start].len() as u64 + 1;
         }
