@@ -162,6 +162,8 @@ fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
 fn initramfs(modules: &Path, test_binary: &Path, tracer: &Path, init: &str, out: &Path) -> Result<()> {
     let root = out.with_extension("d");
     let _ = fs::remove_dir_all(&root);
+    // No tmpfs over /tmp: the tracer may live under it (a checkout in /tmp), at the same path
+    // as on the host; the initramfs itself is writable.
     for dir in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "lib/modules"] {
         fs::create_dir_all(root.join(dir))?;
     }
@@ -199,7 +201,7 @@ fn initramfs(modules: &Path, test_binary: &Path, tracer: &Path, init: &str, out:
 const INIT_PRELUDE: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-mount -t tmpfs run /run; mount -t tmpfs tmp /tmp; mkdir -p /run/netns
+mount -t tmpfs run /run; mkdir -p /run/netns
 insmod /lib/modules/veth.ko
 ip link set lo up
 modes="tracepoint"
