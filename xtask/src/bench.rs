@@ -46,7 +46,8 @@ struct Namespace;
 
 impl Namespace {
     fn create() -> Result<Namespace> {
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+        // A namespace left by an interrupted run; usually there is none.
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).stderr(Stdio::null()).status();
         crate::run_checked(Command::new("ip").args(["netns", "add", NETNS]))?;
         crate::run_checked(Command::new("ip").args(["-n", NETNS, "link", "set", "lo", "up"]))?;
         Ok(Namespace)
