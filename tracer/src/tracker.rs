@@ -1006,6 +1006,18 @@ pub mod tests {
         assert!(verdict.detail.contains("6 retransmits"), "{}", verdict.detail);
     }
 
+    /// Our connect() and close(), and the peer's ACK of our FIN; then `rest`.
+    fn our_fin_acknowledged(c: &Script, rest: impl IntoIterator<Item = Event>) -> Vec<Event> {
+        let mut events = vec![
+            c.syscall(Close, SynSent, S),
+            c.state(SynSent, Established, S + 1),
+            c.syscall(Established, FinWait1, 2 * S),
+            c.state(FinWait1, FinWait2, 2 * S + 1),
+        ];
+        events.extend(rest);
+        events
+    }
+
     fn time_wait_event(script: &Script, kind: EventKind, state: Option<TcpState>, status: Option<u32>, at: u64) -> Event {
         Event { kind, tw_status: status, ..script.state(Close, Close, at) }.with_state(state)
     }
@@ -1030,14 +1042,13 @@ pub mod tests {
         let c = client();
         let (tracker, out) = run(
             exact(),
-            &[
-                c.syscall(Close, SynSent, S),
-                c.state(SynSent, Established, S + 1),
-                c.syscall(Established, FinWait1, 2 * S),
-                c.state(FinWait1, FinWait2, 2 * S + 1),
-                time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 2 * S + 2),
-                c.state(FinWait2, Close, 2 * S + 3),
-            ],
+            &our_fin_acknowledged(
+                &c,
+                [
+                    time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 2 * S + 2),
+                    c.state(FinWait2, Close, 2 * S + 3),
+                ],
+            ),
         );
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
@@ -1049,14 +1060,13 @@ pub mod tests {
         let c = client();
         let mut tracker = Tracker::new(TrackerConfig { snapshots: false, ..exact() }, reasons());
         let mut out = Vec::new();
-        for event in [
-            c.syscall(Close, SynSent, S),
-            c.state(SynSent, Established, S + 1),
-            c.syscall(Established, FinWait1, 2 * S),
-            c.state(FinWait1, FinWait2, 2 * S + 1),
-            time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
-            c.state(FinWait2, Close, 2 * S + 3),
-        ] {
+        for event in our_fin_acknowledged(
+            &c,
+            [
+                time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
+                c.state(FinWait2, Close, 2 * S + 3),
+            ],
+        ) {
             tracker.observe(&event, &mut out);
         }
         assert_eq!(tracker.lingering().filter(|l| l.seen_in_fin_wait2).count(), 1);
@@ -1070,16 +1080,15 @@ pub mod tests {
         let c = client();
         let (tracker, out) = run(
             TrackerConfig { snapshots: false, ..exact() },
-            &[
-                c.syscall(Close, SynSent, S),
-                c.state(SynSent, Established, S + 1),
-                c.syscall(Established, FinWait1, 2 * S),
-                c.state(FinWait1, FinWait2, 2 * S + 1),
-                time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
-                c.state(FinWait2, Close, 2 * S + 3),
-                // Later the peer's FIN reaches the timewait socket (another address).
-                Event { socket: SocketId { netns: NETNS, address: 0xdead }, ..time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 5 * S) },
-            ],
+            &our_fin_acknowledged(
+                &c,
+                [
+                    time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
+                    c.state(FinWait2, Close, 2 * S + 3),
+                    // Later the peer's FIN reaches the timewait socket (another address).
+                    Event { socket: SocketId { netns: NETNS, address: 0xdead }, ..time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 5 * S) },
+                ],
+            ),
         );
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
@@ -1123,13 +1132,12 @@ pub mod tests {
         let c = client();
         let (tracker, out) = run(
             TrackerConfig::default(),
-            &[
-                c.syscall(Close, SynSent, S),
-                c.state(SynSent, Established, S + 1),
-                c.syscall(Established, FinWait1, 2 * S),
-                c.state(FinWait1, FinWait2, 2 * S + 1),
-                c.state(FinWait2, Close, 62 * S + 1),
-            ],
+            &our_fin_acknowledged(
+                &c,
+                [
+                    c.state(FinWait2, Close, 62 * S + 1),
+                ],
+            ),
         );
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.fin_wait2_expired, verdict.time_wait), (CloseClass::PeerSilent, true, false));
