@@ -525,15 +525,18 @@ impl Findings {
             }
             self.untracked.retain(|tuple, _| present.contains(tuple));
         }
-        let inodes: HashMap<Tuple, u32> = snapshot
-            .map(|snapshot| {
-                snapshot
-                    .sockets
-                    .iter()
-                    .flat_map(|(netns, sockets)| sockets.iter().map(move |s| (Tuple { netns: *netns, local: s.local, remote: s.remote }, s.inode)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Inodes only for the stuck sockets whose owner no event named (the snapshot may hold
+        // tens of thousands of TIME_WAIT sockets; most intervals have nothing to look up).
+        let unowned: HashSet<Tuple> = found.iter().filter(|f| f.4.is_none()).map(|f| f.5).collect();
+        let inodes: HashMap<Tuple, u32> = match snapshot {
+            Some(snapshot) if !unowned.is_empty() => snapshot
+                .sockets
+                .iter()
+                .flat_map(|(netns, sockets)| sockets.iter().map(move |s| (Tuple { netns: *netns, local: s.local, remote: s.remote }, s.inode)))
+                .filter(|(tuple, _)| unowned.contains(tuple))
+                .collect(),
+            _ => HashMap::new(),
+        };
         for (kind, key, age, newly, owner, tuple) in found {
             if let Some(tally) = self.tally(kind, key) {
                 tally.count += 1;
