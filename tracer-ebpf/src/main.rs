@@ -17,7 +17,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    EventKind, HookLayout, KernelConfig, WireEvent, ABSENT, RECORD_MAX, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
+    EventKind, HookLayout, KernelConfig, KernelOffsets, WireEvent, ABSENT, RECORD_MAX, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
     FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT,
 };
 
@@ -124,8 +124,9 @@ fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
         event.reason = reason;
         event.flags |= FLAG_HAS_REASON;
     }
-    event.netns = namespace_of(&record, &layout, event.socket);
-    if in_process_context(&record) {
+    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
+    event.netns = namespace_of(&record, &layout, &offsets, event.socket);
+    if in_process_context(&record, &offsets) {
         let pid_tgid = bpf_get_current_pid_tgid();
         event.tgid = (pid_tgid >> 32) as u32;
         event.pid = pid_tgid as u32;
@@ -178,8 +179,7 @@ fn copy4(dst: &mut [u8; 16], src: Option<[u8; 4]>) {
 /// The network namespace inode, through the socket or, for resets sent without one, the
 /// receiving device. 0 when neither can be read.
 #[inline(always)]
-fn namespace_of(record: &Record, layout: &HookLayout, socket: u64) -> u32 {
-    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
+fn namespace_of(record: &Record, layout: &HookLayout, offsets: &KernelOffsets, socket: u64) -> u32 {
     let net = if socket != 0 {
         kernel::<u64>(socket, offsets.sock_net)
     } else {
@@ -195,8 +195,7 @@ fn namespace_of(record: &Record, layout: &HookLayout, socket: u64) -> u32 {
 /// thread; both leave the pid unknown rather than wrong. (For tracepoint programs the first
 /// word of the record is the caller's `struct pt_regs *`.)
 #[inline(always)]
-fn in_process_context(record: &Record) -> bool {
-    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
+fn in_process_context(record: &Record, offsets: &KernelOffsets) -> bool {
     let regs = record.field::<u64>(0).unwrap_or(0);
     let task = unsafe { bpf_get_current_task() };
     let (Some(sp), Some(stack), Some(flags)) = (
