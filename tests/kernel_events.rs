@@ -1,5 +1,9 @@
 //! The kernel half, end to end: real programs attached by a real `tracer --events`, real TCP
 //! between two network namespaces, and the exact transitions the tracer must report.
+//!
+//! Every scenario runs twice: with the hooks the tracer picks by default (BTF tracepoints where
+//! the kernel allows them) and with the classic tracepoint fallback forced, so both kernel paths
+//! stay covered on every kernel the tests run on.
 mod support;
 
 use std::{
@@ -41,10 +45,10 @@ struct Closed {
 }
 
 /// One side closes, the other reads EOF and closes too; returns the tracer's output.
-fn graceful_close(server_ip: impl Fn(&Link) -> IpAddr, client_closes: bool) -> Closed {
+fn graceful_close(mode: HookMode, server_ip: impl Fn(&Link) -> IpAddr, client_closes: bool) -> Closed {
     require_root();
     let link = Link::new();
-    let tracer = Tracer::start(&["--events"]);
+    let tracer = start_events(mode);
     let (client_stream, accepted, client, server) = connect_and_accept(&link, server_ip(&link));
     let (first, mut second) = if client_closes { (client_stream, accepted) } else { (accepted, client_stream) };
     drop(first);
@@ -57,9 +61,8 @@ fn graceful_close(server_ip: impl Fn(&Link) -> IpAddr, client_closes: bool) -> C
     Closed { lines: tracer.stop(), client, server, link }
 }
 
-#[test]
-fn client_that_closes_first_goes_through_fin_wait_and_server_through_last_ack() {
-    let Closed { lines, client, server, link } = graceful_close(|link| link.server_ip, true);
+fn client_that_closes_first_goes_through_fin_wait_and_server_through_last_ack(mode: HookMode) {
+    let Closed { lines, client, server, link } = graceful_close(mode, |link| link.server_ip, true);
     assert_nothing_lost(&lines);
     assert_eq!(transitions(&lines, client, server), pairs(ACTIVE_CLOSE));
     assert_eq!(transitions(&lines, server, client), pairs(PASSIVE_CLOSE));
@@ -75,9 +78,8 @@ fn client_that_closes_first_goes_through_fin_wait_and_server_through_last_ack() 
     assert_eq!(syn_recv["netns"], link.server.inode());
 }
 
-#[test]
-fn server_that_closes_first_leaves_the_client_with_close_wait_and_last_ack() {
-    let Closed { lines, client, server, .. } = graceful_close(|link| link.server_ip, false);
+fn server_that_closes_first_leaves_the_client_with_close_wait_and_last_ack(mode: HookMode) {
+    let Closed { lines, client, server, .. } = graceful_close(mode, |link| link.server_ip, false);
     assert_nothing_lost(&lines);
     let client_side = pairs(&[
         ("CLOSE", "SYN_SENT"),
@@ -97,9 +99,8 @@ fn server_that_closes_first_leaves_the_client_with_close_wait_and_last_ack() {
     assert_eq!(transitions(&lines, server, client), server_side);
 }
 
-#[test]
-fn ipv6_connection_is_traced_like_ipv4() {
-    let Closed { lines, client, server, link } = graceful_close(|link| link.server_ip6, true);
+fn ipv6_connection_is_traced_like_ipv4(mode: HookMode) {
+    let Closed { lines, client, server, link } = graceful_close(mode, |link| link.server_ip6, true);
     assert!(client.is_ipv6() && server.is_ipv6());
     assert_nothing_lost(&lines);
     assert_eq!(transitions(&lines, client, server), pairs(ACTIVE_CLOSE));
@@ -111,11 +112,10 @@ fn reset_reasons_available(tracer: &Tracer) -> bool {
     tracer.stderr.lock().unwrap().contains("reset reasons: yes")
 }
 
-#[test]
-fn connect_to_a_closed_port_is_reset_by_the_peer() {
+fn connect_to_a_closed_port_is_reset_by_the_peer(mode: HookMode) {
     require_root();
     let link = Link::new();
-    let tracer = Tracer::start(&["--events"]);
+    let tracer = start_events(mode);
     let with_reasons = reset_reasons_available(&tracer);
     let closed_port = SocketAddr::new(link.server_ip, 9);
     let error = link.connect(closed_port).expect_err("nothing listens on port 9");
@@ -148,11 +148,10 @@ fn connect_to_a_closed_port_is_reset_by_the_peer() {
     }
 }
 
-#[test]
-fn close_with_linger_zero_sends_a_reset_with_its_reason() {
+fn close_with_linger_zero_sends_a_reset_with_its_reason(mode: HookMode) {
     require_root();
     let link = Link::new();
-    let tracer = Tracer::start(&["--events"]);
+    let tracer = start_events(mode);
     let with_reasons = reset_reasons_available(&tracer);
     let (client_stream, mut accepted, client, server) = connect_and_accept(&link, link.server_ip);
     set_option(&client_stream, libc::SOL_SOCKET, libc::SO_LINGER, libc::linger { l_onoff: 1, l_linger: 0 });
@@ -185,11 +184,10 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason() {
     assert_eq!((received["local"].as_str(), received["remote"].as_str()), (Some(&*server.to_string()), Some(&*client.to_string())));
 }
 
-#[test]
-fn a_syn_into_time_wait_is_seen_exactly_where_fexit_works_and_by_its_new_socket_elsewhere() {
+fn a_syn_into_time_wait_is_seen_exactly_where_fexit_works_and_by_its_new_socket_elsewhere(mode: HookMode) {
     require_root();
     let link = Link::new();
-    let tracer = Tracer::start(&["--events"]);
+    let tracer = start_events(mode);
     let exact = tracer.stderr.lock().unwrap().contains("tcp_timewait_state_process=fexit");
     let listener = link.listen(link.server_ip);
     let server = listener.local_addr().unwrap();
@@ -230,3 +228,52 @@ fn a_syn_into_time_wait_is_seen_exactly_where_fexit_works_and_by_its_new_socket_
     }
     assert_nothing_lost(&tracer.stop());
 }
+
+#[derive(Clone, Copy)]
+enum HookMode {
+    /// `--hook-mode auto`: BTF tracepoints on every kernel ≥ 5.11 (they need
+    /// `bpf_get_current_task_btf`), classic tracepoints before.
+    Default,
+    /// `--hook-mode tracepoint`.
+    Classic,
+}
+
+/// `tracer --events` in `mode`, after checking it attached the hooks that mode promises.
+fn start_events(mode: HookMode) -> Tracer {
+    let (flag, expected) = match mode {
+        HookMode::Default => ("auto", if kernel_at_least(5, 11) { "tp_btf" } else { "tracepoint" }),
+        HookMode::Classic => ("tracepoint", "tracepoint"),
+    };
+    let tracer = Tracer::start(&["--events", "--hook-mode", flag]);
+    let announced = tracer.stderr.lock().unwrap().clone();
+    for hook in ["inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset", "tcp_retransmit_skb"] {
+        assert!(announced.contains(&format!("{hook}={expected}")), "--hook-mode {flag} should attach {hook} as {expected}: {announced}");
+    }
+    tracer
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u32>().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}
+
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod default_hooks {
+            $( #[test] fn $scenario() { super::$scenario(super::HookMode::Default) } )*
+        }
+        mod classic_tracepoints {
+            $( #[test] fn $scenario() { super::$scenario(super::HookMode::Classic) } )*
+        }
+    };
+}
+
+in_both_modes!(
+    client_that_closes_first_goes_through_fin_wait_and_server_through_last_ack,
+    server_that_closes_first_leaves_the_client_with_close_wait_and_last_ack,
+    ipv6_connection_is_traced_like_ipv4,
+    connect_to_a_closed_port_is_reset_by_the_peer,
+    close_with_linger_zero_sends_a_reset_with_its_reason,
+    a_syn_into_time_wait_is_seen_exactly_where_fexit_works_and_by_its_new_socket_elsewhere,
+);

@@ -12,7 +12,28 @@ use std::{
 use serde_json::Value;
 use support::*;
 
-const PROGRAM_NAMES: [&str; 5] = ["inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset", "tcp_retransmit_skb", "tcp_retransmit_synack"];
+/// Every program in the tracer's object: the BTF tracepoints, their classic twins, the optional
+/// timewait hooks and the batch flush.
+const PROGRAM_NAMES: [&str; 13] = [
+    "btf_set_state",
+    "btf_send_reset",
+    "btf_recv_reset",
+    "btf_retransmit",
+    "btf_synack_retx",
+    "inet_sock_set_state",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "tcp_retransmit_skb",
+    "tcp_retransmit_synack",
+    "tcp_time_wait",
+    "tcp_timewait_state_process",
+    "flush_batch",
+];
+
+/// bpftool prints the full name from BTF, or the kernel's 15 characters without it.
+fn is_ours(name: &str) -> bool {
+    PROGRAM_NAMES.iter().any(|ours| *ours == name || (name.len() == 15 && ours.starts_with(name)))
+}
 
 /// Ids of loaded programs that carry our programs' names.
 fn our_programs() -> Vec<u64> {
@@ -21,12 +42,20 @@ fn our_programs() -> Vec<u64> {
     let programs: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     programs
         .iter()
-        .filter(|program| program["type"] == "tracepoint" && PROGRAM_NAMES.contains(&program["name"].as_str().unwrap_or_default()))
+        .filter(|program| is_ours(program["name"].as_str().unwrap_or_default()))
         .map(|program| program["id"].as_u64().unwrap())
         .collect()
 }
 
-/// Links (tracepoint perf links) pointing at any of `programs`.
+/// What a tracer announced: (hooks attached, whether the flush program is loaded).
+fn announced(tracer: &Tracer) -> (usize, bool) {
+    let stderr = tracer.stderr.lock().unwrap().clone();
+    let hooks = stderr.split("hooks: ").nth(1).and_then(|rest| rest.split(';').next()).expect("a hooks list");
+    let attached = hooks.split_whitespace().filter(|hook| !hook.ends_with("=unavailable")).count();
+    (attached, stderr.contains("batches: per-CPU"))
+}
+
+/// Links (perf links for classic tracepoints, tracing links for BTF ones) pointing at any of `programs`.
 fn links_to(programs: &[u64]) -> usize {
     let output = Command::new("bpftool").args(["-j", "link", "show"]).output().unwrap();
     let links: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
@@ -46,11 +75,15 @@ fn wait_until_gone(how: &str, programs: &[u64]) {
 fn no_program_or_link_survives_any_way_of_stopping() {
     require_root();
     assert!(our_programs().is_empty(), "another tracer is running: {:?}", our_programs());
-    for (how, signal) in [("SIGINT", libc::SIGINT), ("SIGTERM", libc::SIGTERM), ("kill -9", libc::SIGKILL)] {
-        let tracer = Tracer::start(&["--interval", "1"]);
+    let ways = [("SIGINT", libc::SIGINT, "auto"), ("SIGTERM", libc::SIGTERM, "auto"), ("kill -9", libc::SIGKILL, "auto")];
+    let classic = [("SIGINT, classic tracepoints", libc::SIGINT, "tracepoint"), ("kill -9, classic tracepoints", libc::SIGKILL, "tracepoint")];
+    for (how, signal, mode) in ways.into_iter().chain(classic) {
+        let tracer = Tracer::start(&["--interval", "1", "--hook-mode", mode]);
         let programs = our_programs();
-        assert_eq!(programs.len(), 5, "all five hooks attached: {programs:?}");
-        assert_eq!(links_to(&programs), 5, "one perf link per program");
+        let (attached, flush) = announced(&tracer);
+        assert!(attached >= 5, "{how}: at least the five TCP hooks attached");
+        assert_eq!(programs.len(), attached + usize::from(flush), "{how}: one program per hook, plus the flush: {programs:?}");
+        assert_eq!(links_to(&programs), attached, "{how}: one link per attached hook");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(tracer.pid() as i32, signal) };
         if signal != libc::SIGKILL {
@@ -63,6 +96,8 @@ fn no_program_or_link_survives_any_way_of_stopping() {
     }
     // And a new instance starts as if nothing happened.
     let tracer = Tracer::start(&["--events"]);
-    assert_eq!(our_programs().len(), 5);
+    let (attached, flush) = announced(&tracer);
+    assert!(!flush, "--events sends every record at once");
+    assert_eq!(our_programs().len(), attached);
     tracer.stop();
 }

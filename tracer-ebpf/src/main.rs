@@ -1,32 +1,40 @@
-//! The kernel half: five tracepoint programs that copy the facts of a TCP event into one
-//! [`WireEvent`] and hand it to userspace through a ring buffer.
+//! The kernel half: programs on the TCP hooks that copy the facts of an event into one
+//! [`WireEvent`] and send it to userspace, cheaply enough to leave on a busy server.
 //!
-//! Every field is read at an offset the loader found in tracefs (and, for kernel structures, in
-//! BTF), so one object serves every kernel layout. These programs must never decide anything,
-//! loop, or block: they gather and send. A full ring buffer is counted, never hidden. The
-//! reader is woken only when enough has piled up; it also polls on a short timer.
+//! Two ways in, one way out. `btf` holds the `tp_btf` programs (the kernel's own `struct sock`
+//! read with direct loads); `classic` the tracepoint programs, the fallback where BTF tracing is
+//! refused; `timewait` the optional fentry/fexit hooks. All of them end in [`send`]: the
+//! operator's filter, then an append to this CPU's [`Batch`] with plain stores, so one ring-buffer
+//! reservation carries up to [`BATCH_RECORDS`] events. Userspace flushes batches that wait (the
+//! `flush_batch` program, run on each CPU through `BPF_PROG_TEST_RUN`).
+//!
+//! These programs must never decide anything, loop, or block: they gather and send. Every event
+//! that cannot be sent is counted, never hidden.
 #![no_std]
 #![no_main]
 
+mod btf;
+mod classic;
+mod timewait;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated::bpf_get_current_task},
-    macros::{fentry, fexit, map, tracepoint},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{map, raw_tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{FEntryContext, FExitContext, TracePointContext},
-    EbpfContext,
+    programs::RawTracePointContext,
 };
 use tracer_common::{
-    EventKind, HookLayout, KernelConfig, KernelOffsets, WireEvent, ABSENT, RECORD_MAX, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
-    FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT,
+    Batch, KernelConfig, KernelFilter, WireEvent, BATCH_RECORDS, COUNTER_PENDING, COUNTER_READ_FAILED, COUNTER_RESERVE_FAILED,
+    COUNTER_SLOTS, FILTER_NETWORKS, FILTER_PORTS, FLAG_PROCESS_CONTEXT,
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const IPPROTO_TCP: u16 = 6;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const PF_KTHREAD: u32 = 0x0020_0000;
 
-/// Filled in by the loader before the programs are verified.
+/// Filled in by the loader before the programs are verified (frozen `.rodata`: the verifier
+/// sees every offset in it as a constant).
 #[no_mangle]
 static CONFIG: KernelConfig = KernelConfig::NONE;
 
@@ -37,239 +45,196 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::StateChange)
-}
+#[map]
+static BATCHES: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 
-#[tracepoint]
-pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::ResetSent)
-}
-
-#[tracepoint]
-pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::ResetReceived)
-}
-
-#[tracepoint]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::Retransmit)
-}
-
-#[tracepoint]
-pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::SynAckRetransmit)
-}
-
-/// The first bytes of a tracepoint record, copied in one read (a probe read per field costs
-/// as much as the whole copy).
-struct Record([u8; RECORD_MAX]);
-
-impl Record {
-    /// A value at `offset`, or `None` when the layout lacks it.
-    #[inline(always)]
-    fn field<T>(&self, offset: u16) -> Option<T> {
-        let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > RECORD_MAX {
-            return None; // also ABSENT
-        }
-        Some(unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(offset).cast::<T>()) })
-    }
-}
-
-/// Room for one record in the ring buffer; a full buffer is counted, per CPU.
+/// The loader's configuration. Volatile: the loader rewrites it after compilation, so the
+/// compiler must not fold it to the placeholder.
 #[inline(always)]
-fn reserve() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<WireEvent>> {
-    let entry = EVENTS.reserve::<WireEvent>(0);
-    if entry.is_none() {
-        if let Some(counter) = COUNTERS.get_ptr_mut(COUNTER_RESERVE_FAILED) {
-            unsafe { *counter += 1 };
-        }
-    }
-    entry
-}
-
-/// Reads kernel memory at `base + offset`; `None` for a null base or an absent offset.
-#[inline(always)]
-fn kernel<T>(base: u64, offset: u16) -> Option<T> {
-    if base == 0 || offset == ABSENT {
-        return None;
-    }
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+fn config() -> &'static KernelConfig {
+    // SAFETY: a static that is never written from the kernel side.
+    unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
 }
 
 #[inline(always)]
-fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
-    // Volatile: the loader rewrites CONFIG after compilation, so the compiler must not fold it.
-    let layout: HookLayout = unsafe { core::ptr::read_volatile(&raw const CONFIG.hooks[kind.index()]) };
-    let mut record = Record([0; RECORD_MAX]);
-    let length = layout.record_len as usize;
-    if length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), &mut record.0[..length]) }.is_err() {
-        return 0;
+fn count(slot: u32, by: u64) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot; programs on one CPU do not run in parallel.
+        unsafe { *counter += by };
     }
-    if let Some(protocol) = record.field::<u16>(layout.protocol) {
-        if protocol != IPPROTO_TCP {
-            return 0;
-        }
+}
+
+#[inline(always)]
+fn set_counter(slot: u32, value: u64) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: as in `count`.
+        unsafe { core::ptr::write_volatile(counter, value) };
     }
-    let Some(mut entry) = reserve() else { return 0 };
-    let mut event = WireEvent::new(kind, unsafe { bpf_ktime_get_ns() }, record.field(layout.socket).unwrap_or(0));
-    event.old_state = record.field::<i32>(layout.old_state).unwrap_or(0) as u8;
-    event.new_state = record.field::<i32>(layout.new_state).unwrap_or(0) as u8;
-    event.local_port = record.field(layout.local_port).unwrap_or(0);
-    event.remote_port = record.field(layout.remote_port).unwrap_or(0);
-    read_addresses(&record, &layout, &mut event);
-    if let Some(reason) = record.field::<u32>(layout.reason) {
-        event.reason = reason;
-        event.flags |= FLAG_HAS_REASON;
-    }
-    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
-    event.netns = namespace_of(&record, &layout, &offsets, event.socket);
-    if in_process_context(&record, &offsets) {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        event.tgid = (pid_tgid >> 32) as u32;
-        event.pid = pid_tgid as u32;
-        event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        event.flags |= FLAG_PROCESS_CONTEXT;
-    }
-    entry.write(event);
-    let wakeup_bytes = unsafe { core::ptr::read_volatile(&raw const CONFIG.wakeup_bytes) };
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    entry.submit(flags as u64);
+}
+
+/// A structure the program had to read could not be: counted, and the event is not sent.
+#[inline(always)]
+fn read_failed() -> u32 {
+    count(COUNTER_READ_FAILED, 1);
     0
 }
 
+/// Whether the operator's filter keeps this event. Anything the kernel cannot judge (a port not
+/// chosen yet, an unknown family) is kept; userspace applies the whole filter again.
 #[inline(always)]
-fn read_addresses(record: &Record, layout: &HookLayout, event: &mut WireEvent) {
-    if layout.local_sockaddr != ABSENT {
-        // struct sockaddr_in / sockaddr_in6: family, big-endian port, then the address.
-        let family = record.field::<u16>(layout.local_sockaddr).unwrap_or(0);
-        event.family = family as u8;
-        event.local_port = u16::from_be(record.field(layout.local_sockaddr + 2).unwrap_or(0));
-        event.remote_port = u16::from_be(record.field(layout.remote_sockaddr + 2).unwrap_or(0));
-        if family == AF_INET6 {
-            event.local_addr = record.field(layout.local_sockaddr + 8).unwrap_or([0; 16]);
-            event.remote_addr = record.field(layout.remote_sockaddr + 8).unwrap_or([0; 16]);
-        } else {
-            copy4(&mut event.local_addr, record.field(layout.local_sockaddr + 4));
-            copy4(&mut event.remote_addr, record.field(layout.remote_sockaddr + 4));
+fn wanted(event: &WireEvent, filter: &KernelFilter) -> bool {
+    if filter.netns != 0 && event.netns != filter.netns {
+        return false;
+    }
+    if filter.family != 0 && event.family != 0 && event.family != filter.family {
+        return false;
+    }
+    port_wanted(event.local_port, &filter.local_ports, filter.local_port_count)
+        && port_wanted(event.remote_port, &filter.remote_ports, filter.remote_port_count)
+        && address_wanted(event, filter)
+}
+
+#[inline(always)]
+fn port_wanted(port: u16, ports: &[u16; FILTER_PORTS], count: u8) -> bool {
+    if count == 0 || port == 0 {
+        return true;
+    }
+    for (index, wanted) in ports.iter().enumerate() {
+        if index < count as usize && *wanted == port {
+            return true;
         }
+    }
+    false
+}
+
+#[inline(always)]
+fn address_wanted(event: &WireEvent, filter: &KernelFilter) -> bool {
+    if filter.network_count == 0 || event.family == 0 {
+        return true;
+    }
+    let words = |bytes: &[u8; 16]| {
+        // SAFETY: 16 bytes read as two unaligned words.
+        unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<[u64; 2]>()) }
+    };
+    let (local, remote) = (words(&event.local_addr), words(&event.remote_addr));
+    for (index, network) in filter.networks.iter().enumerate() {
+        if index >= FILTER_NETWORKS || index >= filter.network_count as usize || network.family != u32::from(event.family) {
+            continue;
+        }
+        let inside = |address: [u64; 2]| address[0] & network.mask[0] == network.network[0] && address[1] & network.mask[1] == network.network[1];
+        if inside(local) || inside(remote) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Fills in who caused the event when it ran in a user task's own context.
+#[inline(always)]
+fn add_process(event: &mut WireEvent) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    event.tgid = (pid_tgid >> 32) as u32;
+    event.pid = pid_tgid as u32;
+    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    event.flags |= FLAG_PROCESS_CONTEXT;
+}
+
+/// True when `stack_pointer` lies in the task's own kernel stack and the task is not a kernel
+/// thread: then the current pid is the one that caused the event. Softirq and hardirq run on
+/// per-CPU stacks and ksoftirqd is a kernel thread; both leave the pid unknown rather than wrong.
+#[inline(always)]
+fn own_context(stack_pointer: u64, task_stack: u64, task_flags: u32) -> bool {
+    task_flags & PF_KTHREAD == 0 && stack_pointer.wrapping_sub(task_stack) < u64::from(config().offsets.thread_size)
+}
+
+/// Sends a record: appended to this CPU's batch when batching, else (or when this program
+/// interrupted another one mid-append on this CPU) straight to the ring buffer.
+#[inline(always)]
+fn send(event: &WireEvent) {
+    if config().batching != 0 {
+        if let Some(batch) = BATCHES.get_ptr_mut(0) {
+            // SAFETY: this CPU's batch. Programs on one CPU run one at a time unless one interrupts
+            // another; `busy` sends the interrupting one around the batch.
+            unsafe {
+                if core::ptr::read_volatile(&(*batch).busy) == 0 {
+                    core::ptr::write_volatile(&mut (*batch).busy, 1);
+                    append(batch, event);
+                    core::ptr::write_volatile(&mut (*batch).busy, 0);
+                    return;
+                }
+            }
+        }
+    }
+    if EVENTS.output::<WireEvent>(event, wakeup_flags()).is_err() {
+        count(COUNTER_RESERVE_FAILED, 1);
+    }
+}
+
+/// # Safety
+/// `batch` is this CPU's batch, marked busy by the caller.
+#[inline(always)]
+unsafe fn append(batch: *mut Batch, event: &WireEvent) {
+    let mut len = core::ptr::read_volatile(&(*batch).len) as usize;
+    if len >= BATCH_RECORDS {
+        // Only after a failed flush; the records are counted then.
+        len = 0;
+    }
+    (*batch).records[len] = *event;
+    len += 1;
+    if len == BATCH_RECORDS {
+        flush(batch, len);
+        len = 0;
+    }
+    core::ptr::write_volatile(&mut (*batch).len, len as u32);
+    set_counter(COUNTER_PENDING, len as u64);
+}
+
+/// Sends the first `len` records of a batch as one ring-buffer record.
+///
+/// # Safety
+/// `batch` is this CPU's batch, marked busy by the caller.
+#[inline(always)]
+unsafe fn flush(batch: *mut Batch, len: usize) {
+    if len == 0 || len > BATCH_RECORDS {
         return;
     }
-    let family = record.field::<u16>(layout.family).unwrap_or(0);
-    event.family = family as u8;
-    if family == AF_INET || layout.local_addr6 == ABSENT {
-        copy4(&mut event.local_addr, record.field(layout.local_addr4));
-        copy4(&mut event.remote_addr, record.field(layout.remote_addr4));
-    } else {
-        // Without a family field (Linux < 6.1 resets) IPv4 arrives v4-mapped here; userspace infers.
-        event.local_addr = record.field(layout.local_addr6).unwrap_or([0; 16]);
-        event.remote_addr = record.field(layout.remote_addr6).unwrap_or([0; 16]);
+    let records = &(&(*batch).records)[..len];
+    if EVENTS.output::<[WireEvent]>(records, wakeup_flags()).is_err() {
+        count(COUNTER_RESERVE_FAILED, len as u64);
     }
 }
 
+/// Wake the reader only once enough has piled up; it polls on a short timer for the rest.
 #[inline(always)]
-fn copy4(dst: &mut [u8; 16], src: Option<[u8; 4]>) {
-    if let Some(src) = src {
-        dst[..4].copy_from_slice(&src);
-    }
+fn wakeup_flags() -> u64 {
+    let enough = EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= config().wakeup_bytes;
+    (if enough { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }) as u64
 }
 
-/// The network namespace inode, through the socket or, for resets sent without one, the
-/// receiving device. 0 when neither can be read.
-#[inline(always)]
-fn namespace_of(record: &Record, layout: &HookLayout, offsets: &KernelOffsets, socket: u64) -> u32 {
-    let net = if socket != 0 {
-        kernel::<u64>(socket, offsets.sock_net)
-    } else {
-        let skb = record.field::<u64>(layout.skb).unwrap_or(0);
-        let device = kernel::<u64>(skb, offsets.skb_dev).unwrap_or(0);
-        kernel::<u64>(device, offsets.device_net)
-    };
-    kernel::<u32>(net.unwrap_or(0), offsets.net_inum).unwrap_or(0)
-}
-
-/// True when the caller ran on the current task's own stack in a user task: then the pid is the
-/// one that caused the event. Softirq and hardirq run on per-CPU stacks, ksoftirqd is a kernel
-/// thread; both leave the pid unknown rather than wrong. (For tracepoint programs the first
-/// word of the record is the caller's `struct pt_regs *`.)
-#[inline(always)]
-fn in_process_context(record: &Record, offsets: &KernelOffsets) -> bool {
-    let regs = record.field::<u64>(0).unwrap_or(0);
-    let task = unsafe { bpf_get_current_task() };
-    let (Some(sp), Some(stack), Some(flags)) = (
-        kernel::<u64>(regs, offsets.regs_sp),
-        kernel::<u64>(task, offsets.task_stack),
-        kernel::<u32>(task, offsets.task_flags),
-    ) else {
-        return false;
-    };
-    flags & PF_KTHREAD == 0 && sp >= stack && sp - stack < offsets.thread_size as u64
-}
-
-/// fentry `tcp_time_wait(sk, state, timeo)`: the full socket becomes a timewait socket in
-/// `state` (TIME_WAIT, or FIN_WAIT2 for an orphan). Tracepoints cannot see this.
-#[fentry(function = "tcp_time_wait")]
-pub fn tcp_time_wait(ctx: FEntryContext) -> u32 {
-    let socket: u64 = ctx.arg(0);
-    let state: i32 = ctx.arg(1);
-    emit_for_socket(EventKind::TimeWaitEnter, socket, state as u8, None)
-}
-
-/// fexit `tcp_timewait_state_process(tw, skb, th, ...)`, for SYNs and FINs only: what the
-/// timewait socket answered a SYN (a new connection, or a bare ACK), and a FIN reaching one left
-/// in FIN_WAIT2 (the peer did close). Needs `bpf_get_func_ret` (Linux ≥ 5.17).
-#[fexit(function = "tcp_timewait_state_process")]
-pub fn tcp_timewait_state_process(ctx: FExitContext) -> u32 {
-    let header: u64 = ctx.arg(2);
-    const TCP_FLAGS_BYTE: u16 = 13;
-    const FIN: u8 = 0x01;
-    const SYN: u8 = 0x02;
-    const TCP_TIME_WAIT: u8 = 6;
-    let flags = kernel::<u8>(header, TCP_FLAGS_BYTE).unwrap_or(0);
-    if flags & SYN != 0 {
-        let Ok(status) = ctx.ret::<u32>() else { return 0 };
-        emit_for_socket(EventKind::TimeWaitSyn, ctx.arg(0), 0, Some(status))
-    } else if flags & FIN != 0 {
-        emit_for_socket(EventKind::TimeWaitEnter, ctx.arg(0), TCP_TIME_WAIT, None)
-    } else {
-        0
+/// Never attached: userspace runs it on a CPU (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_RUN_ON_CPU`)
+/// to send the records waiting in that CPU's batch. Returns 1 when the batch was busy (the run
+/// interrupted an append; userspace tries again), 0 otherwise.
+#[raw_tracepoint(tracepoint = "flush_batch")]
+pub fn flush_batch(_ctx: RawTracePointContext) -> i32 {
+    let Some(batch) = BATCHES.get_ptr_mut(0) else { return 0 };
+    // SAFETY: as in `send`.
+    unsafe {
+        if core::ptr::read_volatile(&(*batch).busy) != 0 {
+            return 1;
+        }
+        core::ptr::write_volatile(&mut (*batch).busy, 1);
+        flush(batch, core::ptr::read_volatile(&(*batch).len) as usize);
+        core::ptr::write_volatile(&mut (*batch).len, 0);
+        set_counter(COUNTER_PENDING, 0);
+        core::ptr::write_volatile(&mut (*batch).busy, 0);
     }
-}
-
-/// An event about a socket pointer (full or timewait: both start with `struct sock_common`).
-#[inline(always)]
-fn emit_for_socket(kind: EventKind, socket: u64, state: u8, status: Option<u32>) -> u32 {
-    let offsets = unsafe { core::ptr::read_volatile(&raw const CONFIG.offsets) };
-    let mut common = Record([0; RECORD_MAX]);
-    let length = offsets.sock_common_len as usize;
-    if socket == 0 || length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(socket as *const u8, &mut common.0[..length]) }.is_err() {
-        return 0;
-    }
-    let Some(mut entry) = reserve() else { return 0 };
-    let family = common.field::<u16>(offsets.sock_family).unwrap_or(0);
-    let mut event = WireEvent::new(kind, unsafe { bpf_ktime_get_ns() }, socket);
-    event.family = family as u8;
-    event.new_state = state;
-    event.local_port = common.field(offsets.sock_num).unwrap_or(0);
-    event.remote_port = u16::from_be(common.field(offsets.sock_dport).unwrap_or(0));
-    if let Some(status) = status {
-        event.reason = status;
-        event.flags = FLAG_HAS_REASON;
-    }
-    if family == AF_INET6 {
-        event.local_addr = common.field(offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
-        event.remote_addr = common.field(offsets.sock_v6_daddr).unwrap_or([0; 16]);
-    } else {
-        copy4(&mut event.local_addr, common.field(offsets.sock_rcv_saddr));
-        copy4(&mut event.remote_addr, common.field(offsets.sock_daddr));
-    }
-    let net = kernel::<u64>(socket, offsets.sock_net).unwrap_or(0);
-    event.netns = kernel::<u32>(net, offsets.net_inum).unwrap_or(0);
-    entry.write(event);
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
     0
+}
+
+/// Copies an IPv4 address into the first four bytes of a 16-byte field.
+#[inline(always)]
+fn put_ipv4(dst: &mut [u8; 16], address: u32) {
+    dst[..4].copy_from_slice(&address.to_ne_bytes());
 }
 
 #[cfg(not(test))]

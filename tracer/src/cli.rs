@@ -135,6 +135,20 @@ pub struct Cli {
     /// Most connections followed at once; beyond it the stalest are evicted (and counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_connections: usize,
+
+    /// How the TCP hooks attach: `auto` takes BTF tracepoints (tp_btf, direct loads from the
+    /// kernel's own socket) where the kernel allows them and classic tracepoints elsewhere;
+    /// `tracepoint` forces the classic path everywhere; `tp-btf` refuses to start without it.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = HookMode::Auto)]
+    pub hook_mode: HookMode,
+}
+
+/// `--hook-mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookMode {
+    Auto,
+    TpBtf,
+    Tracepoint,
 }
 
 impl Cli {

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, os::unix::fs::MetadataExt, path::Path};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 
+use tracer_common::{KernelFilter, KernelNetwork, FILTER_PORTS, FILTER_NETWORKS};
+
 use crate::decode::Process;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,6 +47,55 @@ impl Filter {
             && (self.networks.is_empty()
                 || self.networks.iter().any(|network| network.contains(&local.ip()) || network.contains(&remote.ip())))
     }
+}
+
+impl Filter {
+    /// The part of the filter the kernel programs apply, so excluded traffic costs a branch and
+    /// no record. A list longer than the kernel holds is left to userspace (no kernel test on it).
+    pub fn kernel(&self) -> KernelFilter {
+        let mut kernel = KernelFilter::NONE;
+        kernel.netns = self.netns.unwrap_or(0);
+        kernel.family = match (self.ipv4_only, self.ipv6_only) {
+            (true, false) => libc::AF_INET as u8,
+            (false, true) => libc::AF_INET6 as u8,
+            _ => 0,
+        };
+        let ports = |wanted: &[u16], into: &mut [u16; FILTER_PORTS]| {
+            if wanted.len() > FILTER_PORTS || wanted.contains(&0) {
+                return 0;
+            }
+            into[..wanted.len()].copy_from_slice(wanted);
+            wanted.len() as u8
+        };
+        kernel.local_port_count = ports(&self.local_ports, &mut kernel.local_ports);
+        kernel.remote_port_count = ports(&self.remote_ports, &mut kernel.remote_ports);
+        if self.networks.len() <= FILTER_NETWORKS {
+            for (slot, network) in kernel.networks.iter_mut().zip(&self.networks) {
+                *slot = kernel_network(network);
+            }
+            kernel.network_count = self.networks.len() as u8;
+        }
+        kernel
+    }
+}
+
+/// A network as the kernel compares it: address and mask as two words over 16 bytes, IPv4 in the
+/// first four (the wire record's layout).
+fn kernel_network(network: &IpNet) -> KernelNetwork {
+    let (family, address, mask) = match network.trunc() {
+        IpNet::V4(net) => {
+            let mut address = [0u8; 16];
+            let mut mask = [0u8; 16];
+            address[..4].copy_from_slice(&net.network().octets());
+            mask[..4].copy_from_slice(&net.netmask().octets());
+            (libc::AF_INET as u32, address, mask)
+        }
+        IpNet::V6(net) => (libc::AF_INET6 as u32, net.network().octets(), net.netmask().octets()),
+    };
+    let words = |bytes: [u8; 16]| {
+        [u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")), u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes"))]
+    };
+    KernelNetwork { network: words(address), mask: words(mask), family, _pad: 0 }
 }
 
 /// `--netns` takes an inode number or a path such as /run/netns/blue or /proc/PID/ns/net.

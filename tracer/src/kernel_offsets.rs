@@ -26,6 +26,8 @@ pub struct Resolved {
     pub offsets: KernelOffsets,
     pub missing: Vec<&'static str>,
     pub time_wait_status: Option<TimeWaitStatus>,
+    /// The `tcp_send_reset` BTF tracepoint passes the reset reason (Linux ≥ 6.10).
+    pub reset_reason_in_args: bool,
 }
 
 impl Resolved {
@@ -65,7 +67,18 @@ pub fn resolve() -> Result<Resolved> {
         sock_family: find("sock_common.skc_family", "sock_common", "skc_family"),
         sock_v6_daddr: find("sock_common.skc_v6_daddr", "sock_common", "skc_v6_daddr"),
         sock_v6_rcv_saddr: find("sock_common.skc_v6_rcv_saddr", "sock_common", "skc_v6_rcv_saddr"),
+        sock_state: find("sock_common.skc_state", "sock_common", "skc_state"),
         sock_common_len: 0,
+        sock_err: find("sock.sk_err", "sock", "sk_err"),
+        sock_protocol: find("sock.sk_protocol", "sock", "sk_protocol"),
+        tcp_bytes_acked: find("tcp_sock.bytes_acked", "tcp_sock", "bytes_acked"),
+        tcp_bytes_received: find("tcp_sock.bytes_received", "tcp_sock", "bytes_received"),
+        tcp_total_retrans: find("tcp_sock.total_retrans", "tcp_sock", "total_retrans"),
+        tcp_inet_sport: find("inet_sock.inet_sport", "tcp_sock", "inet_conn.icsk_inet.inet_sport"),
+        skb_head: find("sk_buff.head", "sk_buff", "head"),
+        skb_network_header: find("sk_buff.network_header", "sk_buff", "network_header"),
+        skb_transport_header: find("sk_buff.transport_header", "sk_buff", "transport_header"),
+        _pad0: 0,
         thread_size: thread_size(),
         _pad1: 0,
     };
@@ -88,7 +101,7 @@ pub fn resolve() -> Result<Resolved> {
             None
         }
     };
-    Ok(Resolved { offsets, missing, time_wait_status })
+    Ok(Resolved { offsets, missing, time_wait_status, reset_reason_in_args: reset_reason_in_args(&btf) })
 }
 
 /// Byte offset of a dotted member path inside `structure`, looking through anonymous
@@ -124,6 +137,20 @@ fn find_member(btf: &Btf, ty: &Type, name: &str) -> Option<(u32, Type)> {
         }
     }
     None
+}
+
+/// `btf_trace_tcp_send_reset` is `void (*)(void *, sk, skb[, reason])`: the reason, when the
+/// kernel passes one, is the program's third argument (the leading `void *` is not passed).
+fn reset_reason_in_args(btf: &Btf) -> bool {
+    reset_send_arguments(btf) == Some(4)
+}
+
+fn reset_send_arguments(btf: &Btf) -> Option<usize> {
+    let typedef = btf.resolve_types_by_name("btf_trace_tcp_send_reset").ok()?.into_iter().find(|ty| matches!(ty, Type::Typedef(_)))?;
+    let Type::Typedef(typedef) = typedef else { return None };
+    let Type::Ptr(pointer) = btf.resolve_chained_type(&typedef).ok()? else { return None };
+    let Type::FuncProto(prototype) = btf.resolve_chained_type(&pointer).ok()? else { return None };
+    Some(prototype.parameters.len())
 }
 
 /// The value of enumerator `name` in `enum ty`.

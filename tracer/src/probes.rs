@@ -1,19 +1,28 @@
-//! Loads the kernel programs with this kernel's layouts and attaches them, all or nothing.
+//! Loads the kernel programs with this kernel's layouts and attaches them, all or nothing, and
+//! flushes the per-CPU batches they fill.
 //!
-//! The programs, links and maps live in one [`aya::Ebpf`]; dropping [`Probes`] (normal exit,
-//! an error half-way through attaching, a signal) detaches everything, and nothing is pinned,
-//! so even `kill -9` leaves nothing behind once the process is gone.
-use std::path::Path;
+//! Each TCP hook attaches as a BTF tracepoint (`tp_btf`: the kernel's own socket, direct loads)
+//! where the kernel allows it, and as a classic tracepoint otherwise; the mode of every hook is
+//! reported. The programs, links and maps live in one [`aya::Ebpf`]; dropping [`Probes`] (normal
+//! exit, an error half-way through attaching, a signal) detaches everything, and nothing is
+//! pinned, so even `kill -9` leaves nothing behind once the process is gone.
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+};
 
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{EventKind, KernelConfig, COUNTER_RESERVE_FAILED};
+use tracer_common::{
+    EventKind, KernelConfig, KernelFilter, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_READ_FAILED, COUNTER_RESERVE_FAILED,
+};
 
 use crate::{
+    cli::HookMode,
     decode::Decoder,
     kernel_offsets,
     tracefs::{self, Format},
@@ -21,20 +30,36 @@ use crate::{
 
 /// The reader is woken once 1/WAKEUP_FRACTION of the ring buffer is filled.
 const WAKEUP_FRACTION: u32 = 16;
-/// ... and otherwise drains the ring buffer this often, so events wait at most this long.
+/// ... and otherwise drains the ring buffer (and flushes the batches) this often.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The program userspace runs on a CPU to send that CPU's waiting batch.
+const FLUSH_PROGRAM: &str = "flush_batch";
+
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+
+/// What to load, decided by the command line.
+pub struct AttachOptions<'a> {
+    pub ring_buffer_bytes: u32,
+    pub tracefs_root: &'a Path,
+    pub hook_mode: HookMode,
+    /// Collect records per CPU and send them in batches (summary mode). `--events` sends each
+    /// record at once, so lines appear live and in order.
+    pub batching: bool,
+    pub filter: KernelFilter,
+}
 
 /// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Modes {
-    /// `tcp:tcp_send_reset` and so on, each "tracepoint" or "unavailable".
+    /// `inet_sock_set_state` and so on, each "tp_btf", "tracepoint", "fentry"/"fexit" or "unavailable".
     pub hooks: Vec<(String, &'static str)>,
     pub namespaces: bool,
     pub process_context: bool,
     /// Whether `tcp_send_reset` gives the kernel's reset reason (Linux ≥ 6.10).
     pub reset_reasons: bool,
+    /// Records travel in per-CPU batches (one ring-buffer reservation for many events).
+    pub batched: bool,
     /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
     /// are seen exactly, with the `tcp_tw_status` values to read them.
     pub exact_time_wait: Option<crate::kernel_offsets::TimeWaitStatus>,
@@ -45,8 +70,9 @@ impl Modes {
         let hooks: Vec<String> = self.hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
         let yes_no = |known: bool| if known { "yes" } else { "unknown" };
         format!(
-            "hooks: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}",
+            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}",
             hooks.join(" "),
+            if self.batched { "per-CPU" } else { "off" },
             yes_no(self.namespaces),
             yes_no(self.process_context),
             if self.reset_reasons { "yes" } else { "not on this kernel" },
@@ -54,25 +80,59 @@ impl Modes {
     }
 }
 
+/// What the kernel side lost or could not read, summed over CPUs and programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLoss {
+    /// Events dropped because the ring buffer was full.
+    pub ring_full: u64,
+    /// Firings the kernel skipped because the same program was already running on that CPU (a
+    /// softirq landing mid-run): `recursion_misses` of the tracer's programs.
+    pub nested: u64,
+    /// Events not sent because a kernel structure could not be read.
+    pub read_failed: u64,
+}
+
 pub struct Probes {
     // Keeps programs and links alive; dropped last.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    cpus: Vec<u32>,
     pub modes: Modes,
 }
 
+/// A TCP hook: its event kind, its `tp_btf` program, and its classic program.
+struct Hook {
+    kind: EventKind,
+    btf_program: &'static str,
+}
+
+const HOOKS: [Hook; 5] = [
+    Hook { kind: EventKind::StateChange, btf_program: "btf_set_state" },
+    Hook { kind: EventKind::ResetSent, btf_program: "btf_send_reset" },
+    Hook { kind: EventKind::ResetReceived, btf_program: "btf_recv_reset" },
+    Hook { kind: EventKind::Retransmit, btf_program: "btf_retransmit" },
+    Hook { kind: EventKind::SynAckRetransmit, btf_program: "btf_synack_retx" },
+];
+
 impl Probes {
     /// Attaches the programs; returns them with their ring buffer and a decoder for this kernel.
-    pub fn attach(ring_buffer_bytes: u32, tracefs_root: &Path) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
+    pub fn attach(options: AttachOptions<'_>) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
         crate::privileges::check()?;
         if EBPF_OBJECT.is_empty() {
             bail!("this tracer binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
-        tracefs::ensure_mounted(tracefs_root)?;
+        let ring_buffer_bytes = options.ring_buffer_bytes;
+        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
+            bail!("--ring-buffer-size must be a power of two of at least 4096 bytes, not {ring_buffer_bytes}");
+        }
+        tracefs::ensure_mounted(options.tracefs_root)?;
         let resolved = kernel_offsets::resolve()?;
         let mut config = KernelConfig {
             offsets: resolved.offsets,
+            filter: options.filter,
             wakeup_bytes: u64::from(ring_buffer_bytes / WAKEUP_FRACTION),
+            batching: u32::from(options.batching),
+            reset_reason_arg: u32::from(resolved.reset_reason_in_args),
             ..KernelConfig::NONE
         };
         let mut modes = Modes {
@@ -82,44 +142,67 @@ impl Probes {
         };
         let mut reason_names = Default::default();
         let mut available = Vec::new();
-        for kind in EventKind::TRACEPOINTS {
-            let (category, name, required) = tracefs::tracepoint_of(kind).expect("a tracepoint kind");
-            match Format::read(tracefs_root, category, name)? {
+        for hook in &HOOKS {
+            let (category, name, required) = tracefs::tracepoint_of(hook.kind).expect("a tracepoint kind");
+            match Format::read(options.tracefs_root, category, name)? {
                 Some(format) => {
-                    config.hooks[kind.index()] = format.layout(&format!("{category}:{name}"))?;
-                    if kind == EventKind::ResetSent {
+                    config.hooks[hook.kind.index()] = format.layout(&format!("{category}:{name}"))?;
+                    if hook.kind == EventKind::ResetSent {
                         reason_names = format.reason_names();
                         modes.reset_reasons = !reason_names.is_empty();
                     }
-                    available.push(kind);
-                    modes.hooks.push((name.to_string(), "tracepoint"));
+                    available.push(hook);
                 }
                 None if required => bail!(
                     "tracepoint {category}:{name} does not exist on this kernel (it needs Linux ≥ 4.16); the tracer cannot follow TCP states"
                 ),
-                None => modes.hooks.push((name.to_string(), "unavailable")),
+                None => {}
             }
         }
-        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
-            bail!("--ring-buffer-size must be a power of two of at least 4096 bytes, not {ring_buffer_bytes}");
+        let btf = Btf::from_sys_fs().ok();
+        let btf_offsets_known = btf_offsets_complete(&config.offsets);
+        if options.hook_mode == HookMode::TpBtf && (btf.is_none() || !btf_offsets_known) {
+            bail!("--hook-mode tp-btf: this kernel's BTF lacks what the BTF tracepoints read; use --hook-mode auto");
         }
-        let mut ebpf = EbpfLoader::new()
-            .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", ring_buffer_bytes)
-            .load(EBPF_OBJECT)
-            .context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")?;
-        for kind in available {
-            let (category, name, _) = tracefs::tracepoint_of(kind).expect("a tracepoint kind");
+        let mut ebpf = load(&config, ring_buffer_bytes)?;
+        // Batches need a way to flush a CPU's records from userspace (Linux ≥ 5.10); without it
+        // every record goes to the ring buffer at once.
+        if options.batching && prepare_flush(&mut ebpf).is_err() {
+            config.batching = 0;
+            ebpf = load(&config, ring_buffer_bytes)?;
+        }
+        modes.batched = config.batching != 0;
+        let use_btf = options.hook_mode != HookMode::Tracepoint && btf_offsets_known;
+        for hook in &HOOKS {
+            let (category, name, _) = tracefs::tracepoint_of(hook.kind).expect("a tracepoint kind");
+            if !available.iter().any(|available| available.kind == hook.kind) {
+                modes.hooks.push((name.to_string(), "unavailable"));
+                continue;
+            }
+            let attached_btf = match (&btf, use_btf) {
+                (Some(btf), true) => match attach_btf(&mut ebpf, hook.btf_program, name, btf) {
+                    Ok(()) => true,
+                    Err(error) if options.hook_mode == HookMode::TpBtf => {
+                        return Err(error.context(format!("--hook-mode tp-btf: cannot attach the BTF tracepoint {name}")))
+                    }
+                    Err(_) => false,
+                },
+                _ => false,
+            };
+            if attached_btf {
+                modes.hooks.push((name.to_string(), "tp_btf"));
+                continue;
+            }
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("the eBPF object has no program {name}"))?
                 .try_into()?;
             program.load().with_context(|| format!("the kernel verifier rejected the {name} program"))?;
             program.attach(category, name).with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
+            modes.hooks.push((name.to_string(), "tracepoint"));
         }
         // Optional and often refused (no BTF for the function, ftrace hooks blocked, Linux < 5.17
         // for the return value): then the snapshot fallback alone decides about TIME_WAIT.
-        let btf = aya::Btf::from_sys_fs().ok();
         let mut timewait_hooks = 0;
         for (name, mode) in [("tcp_time_wait", "fentry"), ("tcp_timewait_state_process", "fexit")] {
             let attached = btf.as_ref().is_some_and(|btf| attach_tracing(&mut ebpf, name, btf).is_ok());
@@ -131,20 +214,109 @@ impl Probes {
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
-        Ok((Probes { _ebpf: ebpf, counters, modes }, events, Decoder::new(reason_names)))
+        let cpus = aya::util::online_cpus().map_err(|(what, error)| anyhow::anyhow!("{what}: {error}"))?;
+        Ok((Probes { ebpf, counters, cpus, modes }, events, Decoder::new(reason_names)))
     }
 
-    /// Events the kernel could not send because the ring buffer was full, summed over CPUs.
+    /// Sends every CPU's waiting batch to the ring buffer. Returns true when all of them went (a
+    /// batch in use at that instant is left for the next call): every event that happened before
+    /// this call started is then in the ring buffer.
+    pub fn flush(&self) -> bool {
+        if !self.modes.batched {
+            return true;
+        }
+        let Ok(pending) = self.counters.get(&COUNTER_PENDING, 0) else { return false };
+        let Some(Ok(program)) = self.ebpf.program(FLUSH_PROGRAM).map(<&RawTracePoint>::try_from) else { return false };
+        let mut complete = true;
+        for &cpu in &self.cpus {
+            if pending.get(cpu as usize).copied().unwrap_or(0) == 0 {
+                continue;
+            }
+            let options = RawTracePointRunOptions { cpu: Some(cpu), ..RawTracePointRunOptions::new() };
+            complete &= program.test_run(options).is_ok_and(|result| result.return_value == 0);
+        }
+        complete
+    }
+
+    /// What the kernel side lost or could not read so far.
+    pub fn loss(&self) -> KernelLoss {
+        let sum = |slot| self.counters.get(&slot, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
+        let nested = self
+            .ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok())
+            .filter_map(|fd| program_counters(fd.as_fd().as_raw_fd()).ok())
+            .map(|counters| counters.recursion_misses)
+            .sum();
+        KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, read_failed: sum(COUNTER_READ_FAILED) }
+    }
+
+    /// Events lost in the kernel: ring buffer full, or a nested firing skipped.
     pub fn lost(&self) -> u64 {
-        self.counters
-            .get(&COUNTER_RESERVE_FAILED, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+        let loss = self.loss();
+        loss.ring_full + loss.nested
     }
 }
 
+/// Whether BTF gave every offset the `tp_btf` programs load.
+fn btf_offsets_complete(offsets: &KernelOffsets) -> bool {
+    [
+        offsets.sock_net,
+        offsets.net_inum,
+        offsets.sock_daddr,
+        offsets.sock_rcv_saddr,
+        offsets.sock_dport,
+        offsets.sock_num,
+        offsets.sock_family,
+        offsets.sock_v6_daddr,
+        offsets.sock_v6_rcv_saddr,
+        offsets.sock_state,
+        offsets.sock_err,
+        offsets.sock_protocol,
+        offsets.tcp_bytes_acked,
+        offsets.tcp_bytes_received,
+        offsets.tcp_total_retrans,
+        offsets.tcp_inet_sport,
+        offsets.skb_head,
+        offsets.skb_network_header,
+        offsets.skb_transport_header,
+        offsets.skb_dev,
+        offsets.device_net,
+        offsets.task_flags,
+        offsets.task_stack,
+    ]
+    .iter()
+    .all(|offset| *offset != ABSENT)
+}
+
+fn load(config: &KernelConfig, ring_buffer_bytes: u32) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .override_global("CONFIG", config, true)
+        .map_max_entries("EVENTS", ring_buffer_bytes)
+        .load(EBPF_OBJECT)
+        .context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")
+}
+
+/// Loads the flush program and runs it once on this CPU, which fails where the kernel cannot
+/// run it on a chosen CPU.
+fn prepare_flush(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut RawTracePoint = ebpf.program_mut(FLUSH_PROGRAM).context("no flush program")?.try_into()?;
+    program.load()?;
+    let cpu = aya::util::online_cpus().map_err(|(what, error)| anyhow::anyhow!("{what}: {error}"))?;
+    let options = RawTracePointRunOptions { cpu: cpu.first().copied(), ..RawTracePointRunOptions::new() };
+    program.test_run(options)?;
+    Ok(())
+}
+
+fn attach_btf(ebpf: &mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) -> Result<()> {
+    let program: &mut BtfTracePoint = ebpf.program_mut(program_name).with_context(|| format!("no program {program_name}"))?.try_into()?;
+    program.load(tracepoint, btf).map_err(|error| anyhow::anyhow!("{error:#}"))?;
+    program.attach()?;
+    Ok(())
+}
+
 /// Loads and attaches one fentry or fexit program by its kernel function's name.
-fn attach_tracing(ebpf: &mut Ebpf, name: &str, btf: &aya::Btf) -> Result<()> {
+fn attach_tracing(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<()> {
     let program = ebpf.program_mut(name).with_context(|| format!("the eBPF object has no program {name}"))?;
     match program {
         aya::programs::Program::FEntry(program) => {
@@ -158,4 +330,32 @@ fn attach_tracing(ebpf: &mut Ebpf, name: &str, btf: &aya::Btf) -> Result<()> {
         _ => bail!("{name} is not an fentry/fexit program"),
     }
     Ok(())
+}
+
+/// A loaded program's run statistics, as `bpftool prog show` prints them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgramCounters {
+    pub run_time_ns: u64,
+    pub run_count: u64,
+    /// Firings skipped because the program was already running on that CPU (Linux ≥ 5.12).
+    pub recursion_misses: u64,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` for a program (aya does not expose `recursion_misses`).
+pub fn program_counters(fd: i32) -> std::io::Result<ProgramCounters> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
+    // SAFETY: both are plain C structs for which all-zero is valid; the kernel writes at most
+    // `info_len` bytes of `info`, which outlives the call.
+    unsafe {
+        let mut info: bpf_prog_info = std::mem::zeroed();
+        let mut attr: bpf_attr = std::mem::zeroed();
+        attr.info.bpf_fd = fd as u32;
+        attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+        attr.info.info = (&raw mut info) as u64;
+        let result = libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD as libc::c_long, &raw mut attr, std::mem::size_of::<bpf_attr>());
+        if result < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ProgramCounters { run_time_ns: info.run_time_ns, run_count: info.run_cnt, recursion_misses: info.recursion_misses })
+    }
 }

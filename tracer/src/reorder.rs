@@ -3,7 +3,8 @@
 //! the order their timestamps say; holding the newest few milliseconds back lets late ones in.
 use crate::decode::Event;
 
-/// How long an event is held for stragglers from other CPUs.
+/// How long an event is held for stragglers from other CPUs, past the moment everything before it
+/// is known to have been sent (see `run::Horizon`).
 pub const WINDOW_NS: u64 = 10_000_000;
 /// Past this many held events everything is released (bounded memory under any burst).
 const MAX_HELD: usize = 1 << 20;
@@ -18,16 +19,15 @@ impl Reorder {
         self.held.push(event);
     }
 
-    /// Moves every event older than `now_ns - WINDOW_NS` to `out`, oldest first.
-    /// `now_ns = u64::MAX` releases everything.
-    pub fn release(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+    /// Moves every event older than `horizon_ns` to `out`, oldest first.
+    /// `horizon_ns = u64::MAX` releases everything.
+    pub fn release(&mut self, horizon_ns: u64, out: &mut Vec<Event>) {
         // Stable and adaptive: nearly sorted input costs about one pass.
         self.held.sort_by_key(|event| event.timestamp_ns);
-        let ready = if now_ns == u64::MAX || self.held.len() > MAX_HELD {
+        let ready = if self.held.len() > MAX_HELD {
             self.held.len()
         } else {
-            let horizon = now_ns.saturating_sub(WINDOW_NS);
-            self.held.partition_point(|event| event.timestamp_ns < horizon)
+            self.held.partition_point(|event| event.timestamp_ns < horizon_ns)
         };
         out.extend(self.held.drain(..ready));
     }
@@ -51,7 +51,7 @@ mod tests {
             reorder.push(script.state(TcpState::SynSent, TcpState::Established, at));
         }
         let mut out = Vec::new();
-        reorder.release(45 * ms, &mut out);
+        reorder.release(45 * ms - WINDOW_NS, &mut out);
         let times: Vec<u64> = out.iter().map(|event| event.timestamp_ns / ms).collect();
         assert_eq!(times, [3, 4, 5], "38 and 40 ms are still within the window at 45 ms");
         assert_eq!(reorder.held(), 2);

@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
+use tracer_common::WireEvent;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -29,7 +30,7 @@ use crate::{
         Sink,
     },
     privileges,
-    probes::{Probes, POLL_INTERVAL},
+    probes::{AttachOptions, Probes, POLL_INTERVAL},
     reorder::Reorder,
     snapshot::Snapshots,
     tracker::{Observation, Tracker, TrackerConfig},
@@ -54,7 +55,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Before anything is attached: a signal during start-up must still end in a clean exit.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let (probes, ring, mut decoder) = Probes::attach(cli.ring_buffer_size, &cli.tracefs)?;
+    let (probes, ring, mut decoder) = Probes::attach(AttachOptions {
+        ring_buffer_bytes: cli.ring_buffer_size,
+        tracefs_root: &cli.tracefs,
+        hook_mode: cli.hook_mode,
+        batching: !cli.events,
+        filter: filter.kernel(),
+    })?;
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
     let snapshots = (!cli.events && !cli.no_snapshot).then(Snapshots::new);
     privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
@@ -76,26 +83,40 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut ticks = interval_at(Instant::now() + cli.interval, cli.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
-    let health = |seen: u64, decoder: &Decoder| Health { seen, lost: probes.lost(), decode_errors: decoder.stats.errors(), ..Health::default() };
+    let health = |seen: u64, decoder: &Decoder| {
+        let loss = probes.loss();
+        Health {
+            seen,
+            lost: loss.ring_full + loss.nested,
+            unreadable: loss.read_failed,
+            decode_errors: decoder.stats.errors(),
+            ..Health::default()
+        }
+    };
+    let mut horizon = Horizon::new(probes.modes.batched);
     let mut polls = tokio::time::interval(POLL_INTERVAL);
     polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
                 let mut guard = ready.context("polling the ring buffer failed")?;
-                seen += drain(guard.get_inner_mut(), &mut decoder, &mut consumer);
+                seen += drain(guard.get_inner_mut(), &mut decoder, &mut consumer, horizon.now());
                 guard.clear_ready();
             }
-            _ = polls.tick() => seen += drain(ring.get_mut(), &mut decoder, &mut consumer),
-            _ = ticks.tick(), if !cli.events => consumer.tick(health(seen, &decoder), false)?,
+            _ = polls.tick() => {
+                horizon.flushed(&probes);
+                seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+            }
+            _ = ticks.tick(), if !cli.events => consumer.tick(health(seen, &decoder), Some(horizon.now()))?,
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
         }
     }
-    // Whatever is still in the ring buffer belongs to this run.
-    seen += drain(ring.get_mut(), &mut decoder, &mut consumer);
-    consumer.tick(health(seen, &decoder), true)?;
+    // Whatever is still in the batches and the ring buffer belongs to this run.
+    probes.flush();
+    seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+    consumer.tick(health(seen, &decoder), None)?;
     let (sink, json_file) = consumer.sinks();
     let dropped = sink.dropped();
     if !sink.finish(EXIT_PATIENCE) || dropped > 0 {
@@ -109,19 +130,52 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Hands every record waiting in the ring buffer to the consumer; returns how many there were.
-fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Consumer) -> u64 {
-    let mut records = 0;
-    while let Some(record) = ring.next() {
-        records += 1;
-        if let Some(event) = decoder.decode(&record) {
-            consumer.event(event, decoder);
+/// Up to when every event is known to have arrived: what the tracker may be fed.
+///
+/// Records from different CPUs reach the ring buffer slightly out of timestamp order, and with
+/// per-CPU batches a CPU's records wait until its batch fills or is flushed. After a flush of
+/// every CPU that started at T, nothing older than T is still on its way (but for programs
+/// running at that instant, which the reorder window covers).
+struct Horizon {
+    batched: bool,
+    flushed_at_ns: u64,
+}
+
+impl Horizon {
+    fn new(batched: bool) -> Horizon {
+        Horizon { batched, flushed_at_ns: clock::monotonic_ns() }
+    }
+
+    /// Flushes every CPU's batch; the horizon moves only when all of them went.
+    fn flushed(&mut self, probes: &Probes) {
+        let started = clock::monotonic_ns();
+        if probes.flush() {
+            self.flushed_at_ns = started;
         }
     }
-    if records > 0 {
-        consumer.batch_done();
+
+    fn now(&self) -> u64 {
+        let arrived = if self.batched { self.flushed_at_ns } else { clock::monotonic_ns() };
+        arrived.saturating_sub(crate::reorder::WINDOW_NS)
     }
-    records
+}
+
+/// Hands every event waiting in the ring buffer to the consumer; returns how many there were.
+/// A ring-buffer record holds one event or a CPU's batch of them.
+fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Consumer, horizon_ns: u64) -> u64 {
+    let mut events = 0;
+    while let Some(record) = ring.next() {
+        for chunk in record.chunks(WireEvent::SIZE) {
+            events += 1;
+            if let Some(event) = decoder.decode(chunk) {
+                consumer.event(event, decoder);
+            }
+        }
+    }
+    if events > 0 {
+        consumer.batch_done(horizon_ns);
+    }
+    events
 }
 
 enum Consumer {
@@ -137,9 +191,9 @@ impl Consumer {
         }
     }
 
-    fn batch_done(&mut self) {
+    fn batch_done(&mut self, horizon_ns: u64) {
         if let Consumer::Summary(aggregator) = self {
-            aggregator.advance(clock::monotonic_ns());
+            aggregator.advance(horizon_ns);
         }
     }
 
@@ -154,15 +208,16 @@ impl Consumer {
         }
     }
 
-    /// A summary (or, for `--events`, the closing line); `last` at exit.
-    fn tick(&mut self, mut health: Health, last: bool) -> Result<()> {
+    /// A summary with every event before `horizon_ns` (or, for `--events`, the closing line);
+    /// `None` at exit: everything.
+    fn tick(&mut self, mut health: Health, horizon_ns: Option<u64>) -> Result<()> {
         health.output_dropped = self.sink().dropped();
         match self {
             Consumer::Events(printer) => {
                 printer.finish(health);
                 Ok(())
             }
-            Consumer::Summary(aggregator) => aggregator.summarize(health, last),
+            Consumer::Summary(aggregator) => aggregator.summarize(health, horizon_ns),
         }
     }
 }
@@ -320,9 +375,9 @@ impl Aggregator {
         self.reorder.push(event);
     }
 
-    /// Feeds the tracker every event that is past the reorder window, then the findings.
-    fn advance(&mut self, now_ns: u64) {
-        self.reorder.release(now_ns, &mut self.ready);
+    /// Feeds the tracker every event older than `horizon_ns`, then the findings.
+    fn advance(&mut self, horizon_ns: u64) {
+        self.reorder.release(horizon_ns, &mut self.ready);
         for event in self.ready.drain(..) {
             if let (Some(metrics), Some(old), Some(new)) = (&mut self.outputs.metrics, event.old_state, event.state) {
                 if self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
@@ -331,7 +386,7 @@ impl Aggregator {
             }
             self.tracker.observe(&event, &mut self.observations);
         }
-        self.tracker.settle(now_ns.saturating_sub(crate::reorder::WINDOW_NS), &mut self.observations);
+        self.tracker.settle(horizon_ns, &mut self.observations);
         self.report_observations();
     }
 
@@ -346,10 +401,11 @@ impl Aggregator {
         }
     }
 
-    fn summarize(&mut self, mut health: Health, last: bool) -> Result<()> {
+    fn summarize(&mut self, mut health: Health, horizon_ns: Option<u64>) -> Result<()> {
         let now_ns = clock::monotonic_ns();
+        let last = horizon_ns.is_none();
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
-        self.advance(if last { u64::MAX } else { now_ns });
+        self.advance(horizon_ns.unwrap_or(u64::MAX));
         self.tracker.expire(now_ns, &mut self.observations);
         let snapshot = self.snapshots.as_mut().map(|snapshots| {
             let snapshot = snapshots.take();

@@ -85,11 +85,16 @@ fn churn_in_namespace(cpu: usize, amount: churn::Amount) -> Result<f64> {
     .map_err(|_| anyhow::anyhow!("the churn thread panicked"))?
 }
 
-/// A running tracer (summary mode, JSON) and the moment it reported itself attached.
+/// A running tracer (JSON) and the moment it reported itself attached.
 struct Traced {
     child: Child,
     startup: Duration,
+    /// The `--events` stream, read (and dropped) as fast as it comes; its last line.
+    events_reader: Option<thread::JoinHandle<String>>,
+    hooks: String,
 }
+
+
 
 impl Traced {
     fn start(tracer: &Path, extra: &[&str]) -> Result<Traced> {
@@ -107,15 +112,32 @@ impl Traced {
         if !line.starts_with("tracer: attached") {
             bail!("tracer did not attach: {line}");
         }
-        Ok(Traced { child, startup: started.elapsed() })
+        let hooks = line.trim().to_string();
+        let events_reader = extra.contains(&"--events").then(|| {
+            let stdout = child.stdout.take().unwrap();
+            thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).last().unwrap_or_default())
+        });
+        Ok(Traced { child, startup: started.elapsed(), events_reader, hooks })
+    }
+
+    /// CPU time the tracer has used so far, all threads (`/proc/PID/task/*/schedstat`, ns).
+    /// Sampled around a measurement, it leaves out start-up (BTF parsing) and the exit.
+    fn cpu_ns(&self) -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).into_iter().flatten().flatten();
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// Stops it and returns its final summary; a crash is an error.
     fn stop(mut self) -> Result<Value> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let stdout = self.child.stdout.take().unwrap();
-        let last = BufReader::new(stdout).lines().map_while(Result::ok).last().unwrap_or_default();
+        let last = match self.events_reader.take() {
+            Some(reader) => reader.join().map_err(|_| anyhow::anyhow!("the output reader panicked"))?,
+            None => BufReader::new(self.child.stdout.take().unwrap()).lines().map_while(Result::ok).last().unwrap_or_default(),
+        };
         let status = self.child.wait()?;
         if !status.success() {
             bail!("tracer crashed: {status}");
@@ -153,17 +175,88 @@ impl Drop for Bpftrace {
     }
 }
 
-/// Average kernel run time per invocation of the tracer's programs, from bpf_stats.
-fn program_stats() -> Result<(u64, u64)> {
-    let output = Command::new("bpftool").args(["-j", "prog", "show"]).output().context("bpftool (apt: bpftool) is needed")?;
-    let programs: Vec<Value> = serde_json::from_slice(&output.stdout)?;
-    let ours = ["inet_sock_set_state", "tcp_send_reset", "tcp_receive_reset", "tcp_retransmit_skb", "tcp_retransmit_synack"];
-    let (mut time, mut count) = (0, 0);
-    for program in programs.iter().filter(|p| p["type"] == "tracepoint" && ours.contains(&p["name"].as_str().unwrap_or(""))) {
-        time += program["run_time_ns"].as_u64().unwrap_or(0);
-        count += program["run_cnt"].as_u64().unwrap_or(0);
+/// The tracer's programs: (name, whether a run is a firing of a TCP hook). The flush program
+/// runs when userspace asks; its time counts, its runs are not firings.
+const PROGRAMS: [(&str, bool); 13] = [
+    ("btf_set_state", true),
+    ("btf_send_reset", true),
+    ("btf_recv_reset", true),
+    ("btf_retransmit", true),
+    ("btf_synack_retx", true),
+    ("inet_sock_set_state", true),
+    ("tcp_send_reset", true),
+    ("tcp_receive_reset", true),
+    ("tcp_retransmit_skb", true),
+    ("tcp_retransmit_synack", true),
+    ("tcp_time_wait", true),
+    ("tcp_timewait_state_process", true),
+    ("flush_batch", false),
+];
+
+/// Run counters of the tracer's loaded programs (`bpftool prog show`, bpf_stats on), by name.
+#[derive(Clone, Default)]
+struct ProgramStats(std::collections::BTreeMap<String, (u64, u64, u64)>);
+
+impl ProgramStats {
+    fn read() -> Result<ProgramStats> {
+        let output = Command::new("bpftool").args(["-j", "prog", "show"]).output().context("bpftool (apt: bpftool) is needed")?;
+        let programs: Vec<Value> = serde_json::from_slice(&output.stdout)?;
+        let mut stats = ProgramStats::default();
+        for program in &programs {
+            let name = program["name"].as_str().unwrap_or("");
+            // bpftool prints the full name from BTF, or the kernel's 15 characters without it.
+            let Some((ours, _)) = PROGRAMS.iter().find(|(ours, _)| *ours == name || (name.len() == 15 && ours.starts_with(name))) else { continue };
+            let entry = stats.0.entry(ours.to_string()).or_default();
+            entry.0 += program["run_time_ns"].as_u64().unwrap_or(0);
+            entry.1 += program["run_cnt"].as_u64().unwrap_or(0);
+            entry.2 += program["recursion_misses"].as_u64().unwrap_or(0);
+        }
+        Ok(stats)
     }
-    Ok((time, count))
+
+    /// What happened between `before` and now.
+    fn since(&self, before: &ProgramStats) -> ProgramStats {
+        let mut delta = self.clone();
+        for (name, (time, runs, misses)) in &mut delta.0 {
+            if let Some((time0, runs0, misses0)) = before.0.get(name) {
+                *time = time.saturating_sub(*time0);
+                *runs = runs.saturating_sub(*runs0);
+                *misses = misses.saturating_sub(*misses0);
+            }
+        }
+        delta
+    }
+
+    fn add(&mut self, other: &ProgramStats) {
+        for (name, (time, runs, misses)) in &other.0 {
+            let entry = self.0.entry(name.clone()).or_default();
+            entry.0 += time;
+            entry.1 += runs;
+            entry.2 += misses;
+        }
+    }
+
+    /// Hook firings (runs of the TCP hook programs, plus the ones the kernel skipped as nested).
+    fn firings(&self) -> u64 {
+        self.0.iter().filter(|(name, _)| PROGRAMS.iter().any(|(ours, hook)| ours == name && *hook)).map(|(_, (_, runs, misses))| runs + misses).sum()
+    }
+
+    fn total_ns(&self) -> u64 {
+        self.0.values().map(|(time, _, _)| time).sum()
+    }
+
+    /// Σ run time of every program / hook firings.
+    fn ns_per_firing(&self) -> f64 {
+        self.total_ns() as f64 / self.firings().max(1) as f64
+    }
+
+    fn table(&self) -> String {
+        let mut table = String::from("| program | runs | ns per run | recursion misses |\n|---|---|---|---|\n");
+        for (name, (time, runs, misses)) in self.0.iter().filter(|(_, (_, runs, misses))| runs + misses > 0) {
+            table += &format!("| {name} | {runs} | {:.0} | {misses} |\n", *time as f64 / (*runs).max(1) as f64);
+        }
+        table
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -171,8 +264,107 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// One traced churn round: the rate, and what the tracer cost in the kernel and in userspace.
+#[derive(Default)]
+struct TracedRuns {
+    rates: Vec<f64>,
+    programs: ProgramStats,
+    tracer_cpu_ns: u64,
+    lost: u64,
+    hooks: String,
+}
+
+impl TracedRuns {
+    fn round(&mut self, tracer: &Path, extra: &[&str], work: impl FnOnce() -> Result<f64>) -> Result<Duration> {
+        let traced = Traced::start(tracer, extra)?;
+        let before = (ProgramStats::read()?, traced.cpu_ns());
+        self.rates.push(work()?);
+        let after = (ProgramStats::read()?, traced.cpu_ns());
+        self.programs.add(&after.0.since(&before.0));
+        self.tracer_cpu_ns += after.1 - before.1;
+        self.hooks = traced.hooks.clone();
+        let startup = traced.startup;
+        let last = traced.stop()?;
+        self.lost += last["events"]["lost"].as_u64().unwrap_or(u64::MAX);
+        Ok(startup)
+    }
+
+    fn report(&mut self, title: &str, base: f64) -> String {
+        let firings = self.programs.firings().max(1) as f64;
+        let rate = median(&mut self.rates);
+        format!(
+            "### {title}\n\n{}\n\nchurn {rate:.0} conn/s, **{:.3}** of untraced (median)\n\n\
+             kernel: **{:.0} ns per hook firing** (Σ run time of all the tracer's programs / {} firings)\n\n{}\n\
+             tracer CPU: **{:.0} ns per hook firing** ({:.3} s)\n\nlost: {}\n\n",
+            self.hooks,
+            rate / base,
+            self.programs.ns_per_firing(),
+            firings as u64,
+            self.programs.table(),
+            self.tracer_cpu_ns as f64 / firings,
+            self.tracer_cpu_ns as f64 / 1e9,
+            self.lost,
+        )
+    }
+}
+
+/// Churns on every core at once for `seconds`: one churn thread per CPU. Returns hook firings
+/// offered per second and the final summary's events.
+fn saturate(tracer: &Path, seconds: f64, refused_too: bool) -> Result<(f64, u64, Value)> {
+    let traced = Traced::start(tracer, &[])?;
+    let before = ProgramStats::read()?;
+    let started = Instant::now();
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let churners: Vec<_> = (0..cpus)
+        .map(|cpu| {
+            thread::spawn(move || {
+                if refused_too {
+                    refused_in_namespace(cpu, Duration::from_secs_f64(seconds))
+                } else {
+                    churn_rate(cpu, seconds)
+                }
+            })
+        })
+        .collect();
+    for churner in churners {
+        churner.join().map_err(|_| anyhow::anyhow!("a churn thread panicked"))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let firings = ProgramStats::read()?.since(&before).firings();
+    let last = traced.stop()?;
+    let lost = last["events"]["lost"].as_u64().unwrap_or(u64::MAX);
+    Ok((firings as f64 / elapsed, lost, last["events"].clone()))
+}
+
+/// Connects to a closed port as fast as it can, from a thread pinned to `cpu`: each attempt is
+/// four firings (SYN_SENT, the peer's reset sent and received, CLOSE) for little work.
+fn refused_in_namespace(cpu: usize, length: Duration) -> Result<f64> {
+    let file = File::open(format!("/run/netns/{NETNS}"))?;
+    thread::spawn(move || -> Result<f64> {
+        // SAFETY: as in `churn_in_namespace`.
+        unsafe {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        let closed = std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+        let started = Instant::now();
+        let mut attempts = 0u64;
+        while started.elapsed() < length {
+            let _ = std::net::TcpStream::connect(closed);
+            attempts += 1;
+        }
+        Ok(attempts as f64 / started.elapsed().as_secs_f64())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the refused-connect thread panicked"))?
+}
+
 pub fn run(options: Options) -> Result<()> {
-    let (rounds, seconds) = if options.quick { (2, 2.0) } else { (5, 5.0) };
+    let (rounds, seconds, saturated_seconds) = if options.quick { (2, 2.0, 5.0) } else { (5, 5.0, 30.0) };
     let _namespace = Namespace::create()?;
     let mut report = String::new();
     let machine = format!(
@@ -180,26 +372,19 @@ pub fn run(options: Options) -> Result<()> {
         thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    report += &format!("# tracer bench{}\n\nmachine: {machine}; churn on CPU 0, {rounds} rounds of {seconds} s\n\n", if options.quick { " (quick)" } else { "" });
+    report += &format!("# tracer bench{}\n\nmachine: {machine}; churn on CPU 0, {rounds} interleaved rounds of {seconds} s\n\n", if options.quick { " (quick)" } else { "" });
 
-    // 1. Churn overhead, interleaved.
+    // 1. Churn overhead, interleaved: untraced, summary mode, --events, each hook mode, bpftrace.
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
-    let (mut untraced, mut traced, mut bpftraced) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut kernel_ns, mut kernel_runs) = (0u64, 0u64);
+    let mut untraced = Vec::new();
+    let mut bpftraced = Vec::new();
     let mut startups = Vec::new();
-    let mut churn_lost = 0u64;
+    let (mut summary, mut events, mut classic) = (TracedRuns::default(), TracedRuns::default(), TracedRuns::default());
     for _ in 0..rounds {
         untraced.push(churn_rate(0, seconds)?);
-
-        let tracer = Traced::start(&options.tracer, &[])?;
-        startups.push(tracer.startup.as_secs_f64() * 1000.0);
-        let before = program_stats()?;
-        traced.push(churn_rate(0, seconds)?);
-        let after = program_stats()?;
-        (kernel_ns, kernel_runs) = (kernel_ns + after.0 - before.0, kernel_runs + after.1 - before.1);
-        let last = tracer.stop()?;
-        churn_lost += last["events"]["lost"].as_u64().unwrap_or(0);
-
+        startups.push(summary.round(&options.tracer, &[], || churn_rate(0, seconds))?.as_secs_f64() * 1000.0);
+        events.round(&options.tracer, &["--events"], || churn_rate(0, seconds))?;
+        classic.round(&options.tracer, &["--hook-mode", "tracepoint"], || churn_rate(0, seconds))?;
         if let Some(bpftrace) = Bpftrace::start()? {
             bpftraced.push(churn_rate(0, seconds)?);
             drop(bpftrace);
@@ -207,22 +392,16 @@ pub fn run(options: Options) -> Result<()> {
     }
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
     let base = median(&mut untraced);
-    let with_tracer = median(&mut traced);
-    report += "## Churn throughput (connections/s, median of rounds)\n\n| run | conn/s | ratio to untraced |\n|---|---|---|\n";
-    report += &format!("| untraced | {base:.0} | 1.000 |\n| tracer | {with_tracer:.0} | {:.3} |\n", with_tracer / base);
+    report += &format!("## Churn overhead\n\nuntraced: {base:.0} conn/s (median)\n\n");
+    report += &summary.report("tracer, summary mode (default: tp_btf where allowed, per-CPU batches, snapshots on)", base);
+    report += &events.report("tracer --events (every event to userspace at once, no batches)", base);
+    report += &classic.report("tracer --hook-mode tracepoint (the classic fallback, batches)", base);
     if bpftraced.is_empty() {
-        report += "| bpftrace | not installed (apt install bpftrace) | |\n";
+        report += "bpftrace: not installed (apt install bpftrace)\n\n";
     } else {
-        let with_bpftrace = median(&mut bpftraced);
-        report += &format!("| bpftrace (same tracepoints, printf per event) | {with_bpftrace:.0} | {:.3} |\n", with_bpftrace / base);
+        report += &format!("bpftrace, same tracepoints, printf per event: **{:.3}** of untraced\n\n", median(&mut bpftraced) / base);
     }
-    report += &format!(
-        "\nkernel run time per event: {:.0} ns ({} program runs, kernel.bpf_stats_enabled)\n\n",
-        kernel_ns as f64 / kernel_runs.max(1) as f64,
-        kernel_runs
-    );
     report += &format!("start-up (launch → all programs attached): median {:.0} ms\n\n", median(&mut startups));
-    report += &format!("events lost during the full-speed churn rounds: {churn_lost}\n\n");
 
     // The correctness gate: at a modest rate nothing may be lost.
     let tracer = Traced::start(&options.tracer, &[])?;
@@ -235,20 +414,11 @@ pub fn run(options: Options) -> Result<()> {
         bail!("the tracer lost {lost} events at a modest rate: {}", last["events"]);
     }
 
-    // 2. Ring buffer: how many events each size carries at a two-core churn, and what is lost.
-    report += "## Ring buffer (two churn threads)\n\n| ring size | events seen | lost | events/s |\n|---|---|---|---|\n";
-    let sizes: &[u32] = if options.quick { &[4 << 20] } else { &[4 << 20, 256 << 10, 64 << 10, 16 << 10] };
-    for size in sizes {
-        let tracer = Traced::start(&options.tracer, &["--ring-buffer-size", &size.to_string()])?;
-        let started = Instant::now();
-        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-        let second = thread::spawn(move || churn_rate(1 % cpus, seconds));
-        churn_rate(0, seconds)?;
-        second.join().map_err(|_| anyhow::anyhow!("the churn thread panicked"))??;
-        let elapsed = started.elapsed().as_secs_f64();
-        let last = tracer.stop()?;
-        let (seen, lost) = (last["events"]["seen"].as_u64().unwrap_or(0), last["events"]["lost"].as_u64().unwrap_or(0));
-        report += &format!("| {} KiB | {seen} | {lost} | {:.0} |\n", size / 1024, (seen + lost) as f64 / elapsed);
+    // 2. Every core saturated, default ring buffer: churn, then refused connects (more firings).
+    report += &format!("## Every core saturated ({saturated_seconds} s each, default ring buffer)\n\n| load | hook firings/s offered | lost | events |\n|---|---|---|---|\n");
+    for (load, refused) in [("churn on every core", false), ("refused connects on every core", true)] {
+        let (offered, lost, events) = saturate(&options.tracer, saturated_seconds, refused)?;
+        report += &format!("| {load} | {offered:.0} | {lost} | {events} |\n");
     }
 
     // 3. The userspace pipeline.

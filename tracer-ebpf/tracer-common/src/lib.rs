@@ -1,5 +1,6 @@
 //! The one record both sides share: what the kernel programs send through the ring buffer
-//! ([`WireEvent`]) and what userspace hands them at load time ([`KernelConfig`]).
+//! ([`WireEvent`], in batches of up to [`BATCH_RECORDS`] per ring record) and what userspace
+//! hands them at load time ([`KernelConfig`]).
 //!
 //! Both are `#[repr(C)]` plain integers so that the byte layout is the contract. Bump
 //! [`WIRE_VERSION`] whenever a field moves; the decoder rejects (and counts) records of any other
@@ -7,7 +8,7 @@
 #![no_std]
 
 /// Version of [`WireEvent`]; carried in every record.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Which kernel hook produced a record.
 #[repr(u8)]
@@ -59,6 +60,9 @@ impl EventKind {
 pub const FLAG_PROCESS_CONTEXT: u8 = 1;
 /// [`WireEvent::flags`]: `reason` holds the kernel's `sk_rst_reason`.
 pub const FLAG_HAS_REASON: u8 = 2;
+/// [`WireEvent::flags`]: a state change into CLOSE carries the socket's last counters
+/// (`bytes_acked`, `bytes_received`, `total_retrans`, `error`), read from `tcp_sock` at its end.
+pub const FLAG_HAS_SOCKET_STATS: u8 = 4;
 
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
 /// the first four bytes); ports in host order; `local`/`remote` are from this host's point of view.
@@ -76,7 +80,8 @@ pub struct WireEvent {
     pub new_state: u8,
     pub local_port: u16,
     pub remote_port: u16,
-    pub _pad0: u16,
+    /// With [`FLAG_HAS_SOCKET_STATS`]: the socket's pending error (`sk_err`, an errno) at its end.
+    pub error: u16,
     pub reason: u32,
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
     pub timestamp_ns: u64,
@@ -87,7 +92,12 @@ pub struct WireEvent {
     pub netns: u32,
     pub tgid: u32,
     pub pid: u32,
-    pub _pad1: u32,
+    /// With [`FLAG_HAS_SOCKET_STATS`]: segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// With [`FLAG_HAS_SOCKET_STATS`]: bytes we sent that the peer acknowledged.
+    pub bytes_acked: u64,
+    /// With [`FLAG_HAS_SOCKET_STATS`]: bytes received from the peer.
+    pub bytes_received: u64,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     pub comm: [u8; 16],
@@ -107,14 +117,16 @@ impl WireEvent {
             new_state: 0,
             local_port: 0,
             remote_port: 0,
-            _pad0: 0,
+            error: 0,
             reason: 0,
             timestamp_ns,
             socket,
             netns: 0,
             tgid: 0,
             pid: 0,
-            _pad1: 0,
+            total_retrans: 0,
+            bytes_acked: 0,
+            bytes_received: 0,
             local_addr: [0; 16],
             remote_addr: [0; 16],
             comm: [0; 16],
@@ -178,7 +190,8 @@ impl HookLayout {
 }
 
 /// Offsets of kernel structure members, read from the running kernel's BTF, that let the
-/// programs find the namespace and the execution context. [`ABSENT`] disables the feature.
+/// programs find the namespace and the execution context, and (for the `tp_btf` programs, which
+/// get the kernel's own pointers) every fact of a socket. [`ABSENT`] disables what needs it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -196,7 +209,7 @@ pub struct KernelOffsets {
     pub task_flags: u16,
     /// `struct pt_regs.sp`: the stack pointer the tracepoint's caller had.
     pub regs_sp: u16,
-    /// `struct sock_common` members, for the fentry/fexit programs that get a socket pointer.
+    /// `struct sock_common` members, for the programs that get a socket pointer.
     pub sock_daddr: u16,
     pub sock_rcv_saddr: u16,
     pub sock_dport: u16,
@@ -204,8 +217,26 @@ pub struct KernelOffsets {
     pub sock_family: u16,
     pub sock_v6_daddr: u16,
     pub sock_v6_rcv_saddr: u16,
+    pub sock_state: u16,
     /// How much of `struct sock_common` to copy to reach all of the above.
     pub sock_common_len: u16,
+    /// `struct sock.sk_err`.
+    pub sock_err: u16,
+    /// `struct sock.sk_protocol`.
+    pub sock_protocol: u16,
+    /// `struct tcp_sock` counters read when a connection ends.
+    pub tcp_bytes_acked: u16,
+    pub tcp_bytes_received: u16,
+    pub tcp_total_retrans: u16,
+    /// `inet_sock.inet_sport` reached through `tcp_sock`: the local port, still set after
+    /// `skc_num` is cleared (a reset sent after the socket closed, a socket that just handed over
+    /// to its timewait socket).
+    pub tcp_inet_sport: u16,
+    /// `struct sk_buff` members that locate the headers of a packet reset without a socket.
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_transport_header: u16,
+    pub _pad0: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     pub _pad1: u32,
@@ -227,9 +258,66 @@ impl KernelOffsets {
         sock_family: ABSENT,
         sock_v6_daddr: ABSENT,
         sock_v6_rcv_saddr: ABSENT,
+        sock_state: ABSENT,
         sock_common_len: 0,
+        sock_err: ABSENT,
+        sock_protocol: ABSENT,
+        tcp_bytes_acked: ABSENT,
+        tcp_bytes_received: ABSENT,
+        tcp_total_retrans: ABSENT,
+        tcp_inet_sport: ABSENT,
+        skb_head: ABSENT,
+        skb_network_header: ABSENT,
+        skb_transport_header: ABSENT,
+        _pad0: 0,
         thread_size: 0,
         _pad1: 0,
+    };
+}
+
+/// Most ports per direction, and networks, the kernel filters on; a longer list is filtered in
+/// userspace only.
+pub const FILTER_PORTS: usize = 8;
+pub const FILTER_NETWORKS: usize = 4;
+
+/// One `--addr` network: `address & mask == network` for sockets of `family`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelNetwork {
+    pub network: [u64; 2],
+    pub mask: [u64; 2],
+    pub family: u32,
+    pub _pad: u32,
+}
+
+/// What the operator excluded (`-L`, `-D`, `-4/-6`, `--netns`, `--addr`), so that it costs a
+/// branch and no record. Every test passes what the kernel cannot tell apart (a port not chosen
+/// yet, an unknown family); userspace applies the whole filter again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelFilter {
+    /// 0: any namespace.
+    pub netns: u32,
+    /// 0: any; AF_INET or AF_INET6 otherwise.
+    pub family: u8,
+    pub local_port_count: u8,
+    pub remote_port_count: u8,
+    pub network_count: u8,
+    pub local_ports: [u16; FILTER_PORTS],
+    pub remote_ports: [u16; FILTER_PORTS],
+    pub networks: [KernelNetwork; FILTER_NETWORKS],
+}
+
+impl KernelFilter {
+    pub const NONE: KernelFilter = KernelFilter {
+        netns: 0,
+        family: 0,
+        local_port_count: 0,
+        remote_port_count: 0,
+        network_count: 0,
+        local_ports: [0; FILTER_PORTS],
+        remote_ports: [0; FILTER_PORTS],
+        networks: [KernelNetwork { network: [0; 2], mask: [0; 2], family: 0, _pad: 0 }; FILTER_NETWORKS],
     };
 }
 
@@ -239,22 +327,50 @@ impl KernelOffsets {
 pub struct KernelConfig {
     pub hooks: [HookLayout; 5],
     pub offsets: KernelOffsets,
+    pub filter: KernelFilter,
     /// Wake the reader only once this many bytes wait in the ring buffer: a wakeup per event
     /// costs the kernel an interrupt; the reader polls on a short timer for the rest.
     pub wakeup_bytes: u64,
+    /// 1: records collect in a per-CPU [`Batch`] that goes to the ring buffer when full or when
+    /// userspace flushes it; 0: each record goes to the ring buffer at once (`--events`).
+    pub batching: u32,
+    /// 1: the `tp_btf` `tcp_send_reset` passes the reset reason as its third argument (Linux ≥ 6.10).
+    pub reset_reason_arg: u32,
 }
 
 impl KernelConfig {
     pub const NONE: KernelConfig = KernelConfig {
         hooks: [HookLayout::NONE; 5],
         offsets: KernelOffsets::NONE,
+        filter: KernelFilter::NONE,
         wakeup_bytes: 0,
+        batching: 0,
+        reset_reason_arg: 0,
     };
 }
 
+/// Records per [`Batch`]: one ring-buffer reservation carries this many events.
+pub const BATCH_RECORDS: usize = 64;
+
+/// A CPU's records waiting for the ring buffer, appended to with plain stores (one per CPU, in
+/// a per-CPU array). `busy` is set while a program appends or flushes: a program that interrupts
+/// another on the same CPU (a softirq landing mid-append) sees it and sends its record directly.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Batch {
+    pub len: u32,
+    pub busy: u32,
+    pub records: [WireEvent; BATCH_RECORDS],
+}
+
 /// Slots of the per-CPU `COUNTERS` array.
+/// Events dropped because the ring buffer was full (a whole batch counts each of its records).
 pub const COUNTER_RESERVE_FAILED: u32 = 0;
-pub const COUNTER_SLOTS: u32 = 1;
+/// Records waiting in this CPU's batch; userspace flushes CPUs where it is not zero.
+pub const COUNTER_PENDING: u32 = 1;
+/// A kernel structure could not be read where it had to be (counted, never silent).
+pub const COUNTER_READ_FAILED: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -10,7 +10,10 @@ use crate::findings::{FindingKind, Picture};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
     pub seen: u64,
+    /// Lost in the kernel: ring buffer full, or a nested firing the kernel skipped.
     pub lost: u64,
+    /// Not sent because the kernel program could not read a socket, packet or task.
+    pub unreadable: u64,
     pub decode_errors: u64,
     pub evicted: u64,
     pub joined_mid_life: u64,
@@ -69,8 +72,8 @@ impl<'a> Summary<'a> {
         let health = &self.events;
         let _ = writeln!(
             out,
-            "events {} seen, {} lost, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
-            health.seen, health.lost, health.decode_errors, health.evicted, self.modes.snapshot, self.modes.time_wait
+            "events {} seen, {} lost, {} unreadable, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
+            health.seen, health.lost, health.unreadable, health.decode_errors, health.evicted, self.modes.snapshot, self.modes.time_wait
         );
         if health.output_dropped > 0 {
             let _ = writeln!(out, "output: {} lines dropped (stdout was not read fast enough)", health.output_dropped);
