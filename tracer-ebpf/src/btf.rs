@@ -6,14 +6,17 @@
 //! The verifier checks every load against the kernel's types: an offset that does not name a
 //! member of the right size refuses the program, and the loader falls back to `classic`.
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_current_task_btf, generated::bpf_skc_to_tcp_sock},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
+        generated::bpf_skc_to_tcp_sock,
+    },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
     EbpfContext,
 };
-use tracer_common::{EventKind, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS};
+use tracer_common::{EventKind, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PROCESS_CONTEXT};
 
-use crate::{add_process, config, own_context, put_ipv4, read_failed, wanted, AF_INET6};
+use crate::{clear, config, emit, own_context, put_ipv4, read_failed, wanted, AF_INET6};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_CLOSE: i32 = 7;
@@ -28,6 +31,19 @@ unsafe fn load<T: Copy>(base: *const u8, offset: u16) -> T {
     core::ptr::read(base.add(offset as usize).cast::<T>())
 }
 
+/// Sixteen bytes at `base + offset` as two word loads and two word stores (a byte array copy
+/// would compile to a byte-by-byte `memmove` call).
+///
+/// # Safety
+/// As for [`load`], with a 16-byte member; `dst` is one of a `WireEvent`'s 16-byte fields, which
+/// sit at 8-byte aligned offsets of an 8-byte aligned record.
+#[inline(always)]
+unsafe fn load16(dst: &mut [u8; 16], base: *const u8, offset: u16) {
+    let words = dst.as_mut_ptr().cast::<u64>();
+    core::ptr::write(words, load::<u64>(base, offset));
+    core::ptr::write(words.add(1), load::<u64>(base, offset + 8));
+}
+
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     let socket: *const u8 = ctx.arg(0);
@@ -38,16 +54,21 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     if unsafe { load::<u16>(socket, offsets.sock_protocol) } != IPPROTO_TCP {
         return 0;
     }
-    let Some(mut event) = socket_event(EventKind::StateChange, socket, offsets) else { return read_failed() };
-    event.old_state = old_state as u8;
-    event.new_state = new_state as u8;
-    if !wanted(&event, &config().filter) {
-        return 0;
-    }
-    if new_state == TCP_CLOSE {
-        add_socket_stats(&mut event, socket, offsets);
-    }
-    finish(&ctx, &mut event, offsets);
+    emit(|event| {
+        if !socket_event(event, EventKind::StateChange, socket, offsets) {
+            return false;
+        }
+        event.old_state = old_state as u8;
+        event.new_state = new_state as u8;
+        if !wanted(event, &config().filter) {
+            return false;
+        }
+        if new_state == TCP_CLOSE {
+            add_socket_stats(event, socket, offsets);
+        }
+        finish(&ctx, event, offsets);
+        true
+    });
     0
 }
 
@@ -56,18 +77,20 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
     let socket: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
-    let event = if socket.is_null() { packet_event(skb, offsets) } else { socket_event(EventKind::ResetSent, socket, offsets) };
-    let Some(mut event) = event else { return read_failed() };
-    if !wanted(&event, &config().filter) {
-        return 0;
-    }
-    // A constant index: the verifier refuses a computed one. The branch is pruned where the
-    // prototype has no third argument.
-    if config().reset_reason_arg != 0 {
-        event.reason = ctx.arg::<u32>(2);
-        event.flags |= FLAG_HAS_REASON;
-    }
-    finish(&ctx, &mut event, offsets);
+    emit(|event| {
+        let read = if socket.is_null() { packet_event(event, skb, offsets) } else { socket_event(event, EventKind::ResetSent, socket, offsets) };
+        if !read || !wanted(event, &config().filter) {
+            return false;
+        }
+        // A constant index: the verifier refuses a computed one. The branch is pruned where the
+        // prototype has no third argument.
+        if config().reset_reason_arg != 0 {
+            event.reason = ctx.arg::<u32>(2);
+            event.flags |= FLAG_HAS_REASON;
+        }
+        finish(&ctx, event, offsets);
+        true
+    });
     0
 }
 
@@ -88,12 +111,17 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
     let listener: *const u8 = ctx.arg(0);
     let request: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
-    let Some(mut event) = socket_event(EventKind::SynAckRetransmit, request, offsets) else { return read_failed() };
-    event.socket = listener as u64;
-    if !wanted(&event, &config().filter) {
-        return 0;
-    }
-    finish(&ctx, &mut event, offsets);
+    emit(|event| {
+        if !socket_event(event, EventKind::SynAckRetransmit, request, offsets) {
+            return false;
+        }
+        event.socket = listener as u64;
+        if !wanted(event, &config().filter) {
+            return false;
+        }
+        finish(&ctx, event, offsets);
+        true
+    });
     0
 }
 
@@ -101,15 +129,17 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
 fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
     let socket: *const u8 = ctx.arg(0);
     let offsets = &config().offsets;
-    let Some(mut event) = socket_event(kind, socket, offsets) else { return read_failed() };
-    if !wanted(&event, &config().filter) {
-        return 0;
-    }
-    finish(ctx, &mut event, offsets);
+    emit(|event| {
+        if !socket_event(event, kind, socket, offsets) || !wanted(event, &config().filter) {
+            return false;
+        }
+        finish(ctx, event, offsets);
+        true
+    });
     0
 }
 
-/// Time, pid where it is the cause, and out.
+/// Time, and the process where it is the cause.
 ///
 /// The context is the tracepoint's argument array, which the kernel builds on the stack it is
 /// running on (the task's, or the per-CPU interrupt stack): its address says where the hook ran.
@@ -122,19 +152,25 @@ fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOff
     if !task.is_null() {
         let (flags, stack) = unsafe { (load::<u32>(task, offsets.task_flags), load::<u64>(task, offsets.task_stack)) };
         if own_context(ctx.as_ptr() as u64, stack, flags) {
-            add_process(event);
+            let pid_tgid = bpf_get_current_pid_tgid();
+            event.tgid = (pid_tgid >> 32) as u32;
+            event.pid = pid_tgid as u32;
+            // Two direct loads; the helper that copies the name costs several times more.
+            unsafe { load16(&mut event.comm, task, offsets.task_comm) };
+            event.flags |= FLAG_PROCESS_CONTEXT;
         }
     }
-    crate::send(event);
 }
 
-/// Everything `struct sock_common` says about a socket (or a request socket).
+/// Everything `struct sock_common` says about a socket (or a request socket), written over
+/// `event`. False (and counted) when there is no socket to read.
 #[inline(always)]
-fn socket_event(kind: EventKind, socket: *const u8, offsets: &KernelOffsets) -> Option<WireEvent> {
+fn socket_event(event: &mut WireEvent, kind: EventKind, socket: *const u8, offsets: &KernelOffsets) -> bool {
     if socket.is_null() {
-        return None;
+        read_failed();
+        return false;
     }
-    let mut event = WireEvent::new(kind, 0, socket as u64);
+    clear(event, kind, socket as u64);
     // SAFETY: every offset names a `struct sock_common` member of the loaded type.
     unsafe {
         let family = load::<u16>(socket, offsets.sock_family);
@@ -143,8 +179,8 @@ fn socket_event(kind: EventKind, socket: *const u8, offsets: &KernelOffsets) -> 
         event.local_port = load::<u16>(socket, offsets.sock_num);
         event.remote_port = u16::from_be(load::<u16>(socket, offsets.sock_dport));
         if family as u8 == AF_INET6 {
-            event.local_addr = core::mem::transmute::<[u64; 2], [u8; 16]>(load::<[u64; 2]>(socket, offsets.sock_v6_rcv_saddr));
-            event.remote_addr = core::mem::transmute::<[u64; 2], [u8; 16]>(load::<[u64; 2]>(socket, offsets.sock_v6_daddr));
+            load16(&mut event.local_addr, socket, offsets.sock_v6_rcv_saddr);
+            load16(&mut event.remote_addr, socket, offsets.sock_v6_daddr);
         } else {
             put_ipv4(&mut event.local_addr, load::<u32>(socket, offsets.sock_rcv_saddr));
             put_ipv4(&mut event.remote_addr, load::<u32>(socket, offsets.sock_daddr));
@@ -161,17 +197,27 @@ fn socket_event(kind: EventKind, socket: *const u8, offsets: &KernelOffsets) -> 
             }
         }
     }
-    Some(event)
+    true
 }
 
 /// A reset sent without a socket (nothing listens, or the connection is gone): the addresses and
 /// ports come from the packet that caused it, reversed, and the namespace from its device.
+/// False (and counted) when the packet's headers cannot be read.
 #[inline(always)]
-fn packet_event(skb: *const u8, offsets: &KernelOffsets) -> Option<WireEvent> {
+fn packet_event(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> bool {
+    if packet_addresses(event, skb, offsets).is_none() {
+        read_failed();
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn packet_addresses(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> Option<()> {
     if skb.is_null() {
         return None;
     }
-    let mut event = WireEvent::new(EventKind::ResetSent, 0, 0);
+    clear(event, EventKind::ResetSent, 0);
     // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the header bytes are read with
     // `bpf_probe_read_kernel`, which fails cleanly on a bad address.
     unsafe {
@@ -200,7 +246,7 @@ fn packet_event(skb: *const u8, offsets: &KernelOffsets) -> Option<WireEvent> {
             }
         }
     }
-    Some(event)
+    Some(())
 }
 
 /// The counters a connection log needs, read once, when the socket closes.

@@ -12,33 +12,33 @@ use aya_ebpf::{
 };
 use tracer_common::{EventKind, HookLayout, KernelOffsets, WireEvent, ABSENT, FLAG_HAS_REASON, RECORD_MAX};
 
-use crate::{add_process, config, own_context, read_failed, send, wanted, AF_INET, AF_INET6};
+use crate::{add_process, clear, config, emit, own_context, read_failed, wanted, AF_INET, AF_INET6};
 
 const IPPROTO_TCP: u16 = 6;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::StateChange)
+    record_event(&ctx, EventKind::StateChange)
 }
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::ResetSent)
+    record_event(&ctx, EventKind::ResetSent)
 }
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::ResetReceived)
+    record_event(&ctx, EventKind::ResetReceived)
 }
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::Retransmit)
+    record_event(&ctx, EventKind::Retransmit)
 }
 
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    emit(&ctx, EventKind::SynAckRetransmit)
+    record_event(&ctx, EventKind::SynAckRetransmit)
 }
 
 /// The first bytes of a tracepoint record, copied in one read (a probe read per field costs
@@ -69,7 +69,7 @@ pub(crate) fn kernel<T>(base: u64, offset: u16) -> Option<T> {
 }
 
 #[inline(always)]
-fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
+fn record_event(ctx: &TracePointContext, kind: EventKind) -> u32 {
     let layout: &HookLayout = &config().hooks[kind.index()];
     let mut record = Record([0; RECORD_MAX]);
     let length = layout.record_len as usize;
@@ -82,26 +82,28 @@ fn emit(ctx: &TracePointContext, kind: EventKind) -> u32 {
             return 0;
         }
     }
-    let mut event = WireEvent::new(kind, 0, record.field(layout.socket).unwrap_or(0));
-    event.old_state = record.field::<i32>(layout.old_state).unwrap_or(0) as u8;
-    event.new_state = record.field::<i32>(layout.new_state).unwrap_or(0) as u8;
-    event.local_port = record.field(layout.local_port).unwrap_or(0);
-    event.remote_port = record.field(layout.remote_port).unwrap_or(0);
-    read_addresses(&record, layout, &mut event);
-    if let Some(reason) = record.field::<u32>(layout.reason) {
-        event.reason = reason;
-        event.flags |= FLAG_HAS_REASON;
-    }
     let offsets = &config().offsets;
-    event.netns = namespace_of(&record, layout, offsets, event.socket);
-    if !wanted(&event, &config().filter) {
-        return 0;
-    }
-    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    if in_process_context(&record, offsets) {
-        add_process(&mut event);
-    }
-    send(&event);
+    emit(|event| {
+        clear(event, kind, record.field(layout.socket).unwrap_or(0));
+        event.old_state = record.field::<i32>(layout.old_state).unwrap_or(0) as u8;
+        event.new_state = record.field::<i32>(layout.new_state).unwrap_or(0) as u8;
+        event.local_port = record.field(layout.local_port).unwrap_or(0);
+        event.remote_port = record.field(layout.remote_port).unwrap_or(0);
+        read_addresses(&record, layout, event);
+        if let Some(reason) = record.field::<u32>(layout.reason) {
+            event.reason = reason;
+            event.flags |= FLAG_HAS_REASON;
+        }
+        event.netns = namespace_of(&record, layout, offsets, event.socket);
+        if !wanted(event, &config().filter) {
+            return false;
+        }
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        if in_process_context(&record, offsets) {
+            add_process(event);
+        }
+        true
+    });
     0
 }
 

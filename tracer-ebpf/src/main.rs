@@ -147,10 +147,24 @@ fn own_context(stack_pointer: u64, task_stack: u64, task_flags: u32) -> bool {
     task_flags & PF_KTHREAD == 0 && stack_pointer.wrapping_sub(task_stack) < u64::from(config().offsets.thread_size)
 }
 
-/// Sends a record: appended to this CPU's batch when batching, else (or when this program
-/// interrupted another one mid-append on this CPU) straight to the ring buffer.
+/// Builds a record in place and sends it. `build` fills the record (see [`clear`]) and says
+/// whether the operator wants it. With batching, the record is built directly in the next slot of
+/// this CPU's batch (no copy) and kept only if wanted; otherwise, or when this program interrupted
+/// another one mid-append on this CPU, it is built on the stack and goes straight to the ring.
+/// `build` is called from one place only, so the compiler inlines it.
 #[inline(always)]
-fn send(event: &WireEvent) {
+fn emit(build: impl FnOnce(&mut WireEvent) -> bool) {
+    let mut spare = core::mem::MaybeUninit::<WireEvent>::uninit();
+    let (event, batch) = claim(spare.as_mut_ptr());
+    // SAFETY: `event` is this CPU's claimed batch slot or `spare`; `build` overwrites it whole.
+    let keep = build(unsafe { &mut *event });
+    // SAFETY: as returned by `claim`.
+    unsafe { release(event, batch, keep) };
+}
+
+/// The next free slot of this CPU's batch, marked busy, with the batch; or `spare` and null.
+#[inline(always)]
+fn claim(spare: *mut WireEvent) -> (*mut WireEvent, *mut Batch) {
     if config().batching != 0 {
         if let Some(batch) = BATCHES.get_ptr_mut(0) {
             // SAFETY: this CPU's batch. Programs on one CPU run one at a time unless one interrupts
@@ -158,35 +172,56 @@ fn send(event: &WireEvent) {
             unsafe {
                 if core::ptr::read_volatile(&(*batch).busy) == 0 {
                     core::ptr::write_volatile(&mut (*batch).busy, 1);
-                    append(batch, event);
-                    core::ptr::write_volatile(&mut (*batch).busy, 0);
-                    return;
+                    let mut len = core::ptr::read_volatile(&(*batch).len) as usize;
+                    if len >= BATCH_RECORDS {
+                        // Never true (a full batch is flushed at once); it keeps the index provably in bounds.
+                        len = 0;
+                    }
+                    return (&raw mut (*batch).records[len], batch);
                 }
             }
         }
     }
-    if EVENTS.output::<WireEvent>(event, wakeup_flags()).is_err() {
-        count(COUNTER_RESERVE_FAILED, 1);
-    }
+    (spare, core::ptr::null_mut())
 }
 
+/// Keeps the record built in a claimed slot (flushing a batch that became full) or drops it, and
+/// frees the batch; a record built in `spare` goes to the ring buffer.
+///
 /// # Safety
-/// `batch` is this CPU's batch, marked busy by the caller.
+/// `event` and `batch` as returned by [`claim`].
 #[inline(always)]
-unsafe fn append(batch: *mut Batch, event: &WireEvent) {
-    let mut len = core::ptr::read_volatile(&(*batch).len) as usize;
-    if len >= BATCH_RECORDS {
-        // Only after a failed flush; the records are counted then.
-        len = 0;
+unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
+    if batch.is_null() {
+        if keep && EVENTS.output::<WireEvent>(&*event, wakeup_flags()).is_err() {
+            count(COUNTER_RESERVE_FAILED, 1);
+        }
+        return;
     }
-    (*batch).records[len] = *event;
-    len += 1;
-    if len == BATCH_RECORDS {
-        flush(batch, len);
-        len = 0;
+    if keep {
+        let mut len = core::ptr::read_volatile(&(*batch).len) as usize + 1;
+        if len >= BATCH_RECORDS {
+            flush(batch, BATCH_RECORDS);
+            len = 0;
+        }
+        core::ptr::write_volatile(&mut (*batch).len, len as u32);
+        set_counter(COUNTER_PENDING, len as u64);
     }
-    core::ptr::write_volatile(&mut (*batch).len, len as u32);
-    set_counter(COUNTER_PENDING, len as u64);
+    core::ptr::write_volatile(&mut (*batch).busy, 0);
+}
+
+/// Overwrites a record with a fresh one of `kind` about `socket`, every other fact zero. Word
+/// stores the compiler cannot turn into a `memset` call (a BPF-to-BPF call, several times dearer).
+#[inline(always)]
+fn clear(event: &mut WireEvent, kind: tracer_common::EventKind, socket: u64) {
+    let words = (event as *mut WireEvent).cast::<u64>();
+    for index in 0..WireEvent::SIZE / 8 {
+        // SAFETY: within the record, which is a whole number of aligned words.
+        unsafe { core::ptr::write_volatile(words.add(index), 0) };
+    }
+    event.version = tracer_common::WIRE_VERSION;
+    event.kind = kind as u8;
+    event.socket = socket;
 }
 
 /// Sends the first `len` records of a batch as one ring-buffer record.
@@ -231,10 +266,12 @@ pub fn flush_batch(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Copies an IPv4 address into the first four bytes of a 16-byte field.
+/// Copies an IPv4 address into the first four bytes of a 16-byte field, in one store.
 #[inline(always)]
 fn put_ipv4(dst: &mut [u8; 16], address: u32) {
-    dst[..4].copy_from_slice(&address.to_ne_bytes());
+    // SAFETY: the address fields of a `WireEvent` sit at 8-byte aligned offsets of an 8-byte
+    // aligned record (a byte copy would compile to four stores).
+    unsafe { core::ptr::write(dst.as_mut_ptr().cast::<u32>(), address) };
 }
 
 #[cfg(not(test))]

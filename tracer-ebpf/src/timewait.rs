@@ -6,11 +6,11 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use tracer_common::{EventKind, WireEvent, FLAG_HAS_REASON, RECORD_MAX};
+use tracer_common::{EventKind, FLAG_HAS_REASON, RECORD_MAX};
 
 use crate::{
     classic::{copy4, kernel, Record},
-    config, read_failed, send, wanted, AF_INET6,
+    clear, config, emit, read_failed, wanted, AF_INET6,
 };
 
 /// fentry `tcp_time_wait(sk, state, timeo)`: the full socket becomes a timewait socket in
@@ -53,29 +53,31 @@ fn emit_for_socket(kind: EventKind, socket: u64, state: u8, status: Option<u32>)
     if socket == 0 || length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(socket as *const u8, &mut common.0[..length]) }.is_err() {
         return read_failed();
     }
-    let family = common.field::<u16>(offsets.sock_family).unwrap_or(0);
-    let mut event = WireEvent::new(kind, 0, socket);
-    event.family = family as u8;
-    event.new_state = state;
-    event.local_port = common.field(offsets.sock_num).unwrap_or(0);
-    event.remote_port = u16::from_be(common.field(offsets.sock_dport).unwrap_or(0));
-    if let Some(status) = status {
-        event.reason = status;
-        event.flags = FLAG_HAS_REASON;
-    }
-    if family as u8 == AF_INET6 {
-        event.local_addr = common.field(offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
-        event.remote_addr = common.field(offsets.sock_v6_daddr).unwrap_or([0; 16]);
-    } else {
-        copy4(&mut event.local_addr, common.field(offsets.sock_rcv_saddr));
-        copy4(&mut event.remote_addr, common.field(offsets.sock_daddr));
-    }
-    let net = kernel::<u64>(socket, offsets.sock_net).unwrap_or(0);
-    event.netns = kernel::<u32>(net, offsets.net_inum).unwrap_or(0);
-    if !wanted(&event, &config().filter) {
-        return 0;
-    }
-    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    send(&event);
+    emit(|event| {
+        let family = common.field::<u16>(offsets.sock_family).unwrap_or(0);
+        clear(event, kind, socket);
+        event.family = family as u8;
+        event.new_state = state;
+        event.local_port = common.field(offsets.sock_num).unwrap_or(0);
+        event.remote_port = u16::from_be(common.field(offsets.sock_dport).unwrap_or(0));
+        if let Some(status) = status {
+            event.reason = status;
+            event.flags = FLAG_HAS_REASON;
+        }
+        if family as u8 == AF_INET6 {
+            event.local_addr = common.field(offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
+            event.remote_addr = common.field(offsets.sock_v6_daddr).unwrap_or([0; 16]);
+        } else {
+            copy4(&mut event.local_addr, common.field(offsets.sock_rcv_saddr));
+            copy4(&mut event.remote_addr, common.field(offsets.sock_daddr));
+        }
+        let net = kernel::<u64>(socket, offsets.sock_net).unwrap_or(0);
+        event.netns = kernel::<u32>(net, offsets.net_inum).unwrap_or(0);
+        if !wanted(event, &config().filter) {
+            return false;
+        }
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
     0
 }

@@ -78,7 +78,7 @@ pub fn resolve() -> Result<Resolved> {
         skb_head: find("sk_buff.head", "sk_buff", "head"),
         skb_network_header: find("sk_buff.network_header", "sk_buff", "network_header"),
         skb_transport_header: find("sk_buff.transport_header", "sk_buff", "transport_header"),
-        _pad0: 0,
+        task_comm: find("task_struct.comm", "task_struct", "comm"),
         thread_size: thread_size(),
         _pad1: 0,
     };

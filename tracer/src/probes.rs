@@ -284,6 +284,7 @@ fn btf_offsets_complete(offsets: &KernelOffsets) -> bool {
         offsets.device_net,
         offsets.task_flags,
         offsets.task_stack,
+        offsets.task_comm,
     ]
     .iter()
     .all(|offset| *offset != ABSENT)

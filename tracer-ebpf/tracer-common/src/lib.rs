@@ -236,7 +236,8 @@ pub struct KernelOffsets {
     pub skb_head: u16,
     pub skb_network_header: u16,
     pub skb_transport_header: u16,
-    pub _pad0: u16,
+    /// `struct task_struct.comm`.
+    pub task_comm: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     pub _pad1: u32,
@@ -269,7 +270,7 @@ impl KernelOffsets {
         skb_head: ABSENT,
         skb_network_header: ABSENT,
         skb_transport_header: ABSENT,
-        _pad0: 0,
+        task_comm: ABSENT,
         thread_size: 0,
         _pad1: 0,
     };
