@@ -325,6 +325,7 @@ impl Drop for Tracer {
 pub fn assert_nothing_lost(lines: &[Value]) {
     let last = lines.iter().rev().find(|line| line.get("final").is_some()).expect("a final line");
     assert_eq!(last["events"]["lost"], 0, "events lost: {last}");
+    assert_eq!(last["events"]["unreadable"], 0, "kernel reads failed: {last}");
     assert_eq!(last["events"]["decode_errors"], 0, "undecodable records: {last}");
     assert!(last["events"]["seen"].as_u64().unwrap() > 0, "no events seen: {last}");
 }

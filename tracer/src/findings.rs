@@ -5,8 +5,9 @@
 //! are aggregated by role: for connections we accepted, `local` is our service `ip:port` and
 //! `remote` the client `ip:*`; for connections we opened, `local` is `ip:*` and `remote` the
 //! service `ip:port`. Every table here is capped; what does not fit is counted in `evicted`.
+use crate::{FastMap, FastSet};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap},
     fmt,
     net::{IpAddr, SocketAddr},
 };
@@ -206,13 +207,13 @@ pub struct Picture {
 
 pub struct Findings {
     config: FindingsConfig,
-    tallies: HashMap<(FindingKind, PeerKey), Tally>,
-    peers: HashMap<PeerKey, PeerRow>,
+    tallies: FastMap<(FindingKind, PeerKey), Tally>,
+    peers: FastMap<PeerKey, PeerRow>,
     closes: BTreeMap<CloseClass, u64>,
-    totals: HashMap<(FindingKind, PeerKey), u64>,
-    untracked: HashMap<Tuple, Untracked>,
+    totals: FastMap<(FindingKind, PeerKey), u64>,
+    untracked: FastMap<Tuple, Untracked>,
     /// Lingering FIN_WAIT2 timewait sockets already counted in a `total`.
-    flagged_lingering: HashSet<Tuple>,
+    flagged_lingering: FastSet<Tuple>,
     /// Peers or findings dropped because a table was full.
     pub evicted: u64,
 }
@@ -221,12 +222,12 @@ impl Findings {
     pub fn new(config: FindingsConfig) -> Findings {
         Findings {
             config,
-            tallies: HashMap::new(),
-            peers: HashMap::new(),
+            tallies: FastMap::default(),
+            peers: FastMap::default(),
             closes: BTreeMap::new(),
-            totals: HashMap::new(),
-            untracked: HashMap::new(),
-            flagged_lingering: HashSet::new(),
+            totals: FastMap::default(),
+            untracked: FastMap::default(),
+            flagged_lingering: FastSet::default(),
             evicted: 0,
         }
     }
@@ -278,7 +279,7 @@ impl Findings {
                     CloseClass::PeerSilent => {
                         if let Some(tally) = self.tally(FindingKind::PeerSilent, key) {
                             tally.count += 1;
-                            *tally.labels.entry(ended.detail.clone()).or_default() += 1;
+                            *tally.labels.entry(ended.detail.to_string()).or_default() += 1;
                             tally.owner = tally.owner.take().or(owner.clone());
                         }
                         if ended.fin_wait2_expired {
@@ -410,7 +411,7 @@ impl Findings {
         }
         if self.totals.len() > self.config.max_peers * 4 {
             // Keep the totals of peers that are in trouble now; forget the rest.
-            let active: HashSet<(String, String)> = findings.iter().map(|f| (f.local.clone(), f.remote.clone())).collect();
+            let active: FastSet<(String, String)> = findings.iter().map(|f| (f.local.clone(), f.remote.clone())).collect();
             let before = self.totals.len();
             self.totals.retain(|(_, key), _| active.contains(&(key.local.to_string(), key.remote.to_string())));
             self.evicted += (before - self.totals.len()) as u64;
@@ -464,7 +465,7 @@ impl Findings {
     /// CLOSE_WAIT and FIN_WAIT2 sockets older than `--stuck-after`, tracked or only in the snapshot.
     fn find_stuck(&mut self, now_ns: u64, tracker: &mut Tracker, snapshot: Option<&Snapshot>, filter: &Filter) {
         let stuck_after = self.config.stuck_after_ns;
-        let mut known = HashSet::new();
+        let mut known = FastSet::default();
         let mut found = Vec::new();
         for connection in tracker.connections_mut() {
             let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
@@ -494,10 +495,10 @@ impl Findings {
                 found.push((FindingKind::FinUnanswered, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, newly, connection.process.map(Owner::from), tuple));
             }
         }
-        let lingering: HashSet<Tuple> = tracker.lingering().map(|l| Tuple { netns: l.connection.socket.netns, local: l.connection.local, remote: l.connection.remote }).collect();
+        let lingering: FastSet<Tuple> = tracker.lingering().map(|l| Tuple { netns: l.connection.socket.netns, local: l.connection.local, remote: l.connection.remote }).collect();
         self.flagged_lingering.retain(|tuple| lingering.contains(tuple));
         if let Some(snapshot) = snapshot {
-            let mut present = HashSet::new();
+            let mut present = FastSet::default();
             for (netns, sockets) in &snapshot.sockets {
                 for socket in sockets {
                     let kind = match socket.state {
@@ -527,15 +528,15 @@ impl Findings {
         }
         // Inodes only for the stuck sockets whose owner no event named (the snapshot may hold
         // tens of thousands of TIME_WAIT sockets; most intervals have nothing to look up).
-        let unowned: HashSet<Tuple> = found.iter().filter(|f| f.4.is_none()).map(|f| f.5).collect();
-        let inodes: HashMap<Tuple, u32> = match snapshot {
+        let unowned: FastSet<Tuple> = found.iter().filter(|f| f.4.is_none()).map(|f| f.5).collect();
+        let inodes: FastMap<Tuple, u32> = match snapshot {
             Some(snapshot) if !unowned.is_empty() => snapshot
                 .sockets
                 .iter()
                 .flat_map(|(netns, sockets)| sockets.iter().map(move |s| (Tuple { netns: *netns, local: s.local, remote: s.remote }, s.inode)))
                 .filter(|(tuple, _)| unowned.contains(tuple))
                 .collect(),
-            _ => HashMap::new(),
+            _ => FastMap::default(),
         };
         for (kind, key, age, newly, owner, tuple) in found {
             if let Some(tally) = self.tally(kind, key) {
@@ -551,7 +552,7 @@ impl Findings {
     }
 
     fn find_time_wait_buildup(&mut self, now_ns: u64, tracker: &Tracker, settings: &dyn Fn(u32) -> NamespaceSettings, filter: &Filter) {
-        let mut per_peer: HashMap<PeerKey, u64> = HashMap::new();
+        let mut per_peer: FastMap<PeerKey, u64> = FastMap::default();
         for (tuple, _) in tracker.time_wait(now_ns) {
             if !filter.matches_socket(tuple.netns, tuple.local, tuple.remote) {
                 continue;
@@ -575,7 +576,7 @@ impl Findings {
         if snapshot.is_none() {
             return;
         }
-        let wanted: HashSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
+        let wanted: FastSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
         let owners = snapshot::owners(&wanted);
         for tally in self.tallies.values_mut().filter(|t| t.owner.is_none()) {
             if let Some((pid, comm)) = tally.inode.and_then(|inode| owners.get(&inode)) {

@@ -15,3 +15,8 @@ pub mod run;
 pub mod snapshot;
 pub mod tracefs;
 pub mod tracker;
+
+/// Hash tables keyed by sockets and addresses, on the hot path of every event: foldhash is several
+/// times faster than SipHash and still seeded per process, so peers cannot aim for collisions.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -250,12 +250,6 @@ impl Probes {
             .sum();
         KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, read_failed: sum(COUNTER_READ_FAILED) }
     }
-
-    /// Events lost in the kernel: ring buffer full, or a nested firing skipped.
-    pub fn lost(&self) -> u64 {
-        let loss = self.loss();
-        loss.ring_full + loss.nested
-    }
 }
 
 /// Whether BTF gave every offset the `tp_btf` programs load.

@@ -32,7 +32,7 @@ use crate::{
     privileges,
     probes::{AttachOptions, Probes, POLL_INTERVAL},
     reorder::Reorder,
-    snapshot::Snapshots,
+    snapshot::{Snapshot, Snapshots},
     tracker::{Observation, Tracker, TrackerConfig},
 };
 
@@ -87,13 +87,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         let loss = probes.loss();
         Health {
             seen,
-            lost: loss.ring_full + loss.nested,
+            lost: loss.ring_full,
+            skipped: loss.nested,
             unreadable: loss.read_failed,
             decode_errors: decoder.stats.errors(),
             ..Health::default()
         }
     };
     let mut horizon = Horizon::new(probes.modes.batched);
+    let mut dump: Option<PendingDump> = None;
     let mut polls = tokio::time::interval(POLL_INTERVAL);
     polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -107,11 +109,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                 horizon.flushed(&probes);
                 seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
             }
-            _ = ticks.tick(), if !cli.events => consumer.tick(health(seen, &decoder), Some(horizon.now()))?,
+            _ = ticks.tick(), if !cli.events => {
+                if let Some(started) = consumer.tick(health(seen, &decoder), Some(horizon.now()))? {
+                    dump = Some(started);
+                }
+            }
+            result = async { dump.as_mut().expect("guarded").await }, if dump.is_some() => {
+                dump = None;
+                consumer.snapshot_arrived(result)?;
+            }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
         }
+    }
+    if let Some(dump) = dump {
+        consumer.snapshot_arrived(dump.await)?;
     }
     // Whatever is still in the batches and the ring buffer belongs to this run.
     probes.flush();
@@ -210,14 +223,23 @@ impl Consumer {
 
     /// A summary with every event before `horizon_ns` (or, for `--events`, the closing line);
     /// `None` at exit: everything.
-    fn tick(&mut self, mut health: Health, horizon_ns: Option<u64>) -> Result<()> {
+    /// May hand back a snapshot being taken; pass its result to [`Consumer::snapshot_arrived`].
+    fn tick(&mut self, mut health: Health, horizon_ns: Option<u64>) -> Result<Option<PendingDump>> {
         health.output_dropped = self.sink().dropped();
         match self {
             Consumer::Events(printer) => {
                 printer.finish(health);
-                Ok(())
+                Ok(None)
             }
             Consumer::Summary(aggregator) => aggregator.summarize(health, horizon_ns),
+        }
+    }
+
+    fn snapshot_arrived(&mut self, result: Result<(Snapshots, Snapshot), tokio::task::JoinError>) -> Result<()> {
+        let (snapshots, snapshot) = result.context("the socket snapshot thread failed")?;
+        match self {
+            Consumer::Summary(aggregator) => aggregator.snapshot_arrived(snapshots, snapshot),
+            Consumer::Events(_) => Ok(()),
         }
     }
 }
@@ -251,8 +273,8 @@ impl EventPrinter {
             serde_json::json!({"final": true, "events": health}).to_string()
         } else {
             format!(
-                "events: {} seen, {} lost (ring buffer full), {} undecodable, {} output lines dropped",
-                health.seen, health.lost, health.decode_errors, health.output_dropped
+                "events: {} seen, {} lost (ring buffer full), {} skipped (nested firing), {} unreadable, {} undecodable, {} output lines dropped",
+                health.seen, health.lost, health.skipped, health.unreadable, health.decode_errors, health.output_dropped
             )
         };
         if let Some(file) = &mut self.json_file {
@@ -269,6 +291,19 @@ struct Outputs {
     metrics: Option<Metrics>,
 }
 
+/// A socket snapshot being taken on a blocking thread; it hands the snapshots back.
+type PendingDump = tokio::task::JoinHandle<(Snapshots, Snapshot)>;
+
+/// Most namespaces remembered while a snapshot is being taken (new ones past it wait for their
+/// next event).
+const MAX_UNLEARNED: usize = 1024;
+
+/// What a summary started before its snapshot was taken.
+struct Pending {
+    health: Health,
+    now_ns: u64,
+}
+
 /// The default mode: events → reorder → tracker → findings → a summary every interval.
 struct Aggregator {
     outputs: Outputs,
@@ -280,7 +315,14 @@ struct Aggregator {
     reorder: Reorder,
     tracker: Tracker,
     findings: Findings,
+    /// `None` without snapshots, and while a dump is running on its thread.
     snapshots: Option<Snapshots>,
+    /// The summary waiting for its snapshot.
+    pending: Option<Pending>,
+    /// Namespaces first seen while the snapshots were away.
+    unlearned: Vec<u32>,
+    /// The namespace of the previous event: consecutive events mostly share one.
+    last_netns: u32,
     modes: SourceModes,
     ready: Vec<Event>,
     observations: Vec<Observation>,
@@ -354,6 +396,9 @@ impl Aggregator {
             tracker,
             findings,
             snapshots,
+            pending: None,
+            unlearned: Vec::new(),
+            last_netns: 0,
             modes,
             ready: Vec::new(),
             observations: Vec::new(),
@@ -366,8 +411,16 @@ impl Aggregator {
         if self.filter.netns.is_some_and(|netns| netns != event.socket.netns) {
             return;
         }
-        if let Some(snapshots) = &mut self.snapshots {
-            snapshots.learn(event.socket.netns);
+        if event.socket.netns != self.last_netns {
+            self.last_netns = event.socket.netns;
+            match &mut self.snapshots {
+                Some(snapshots) => snapshots.learn(event.socket.netns),
+                // Away taking a snapshot: learnt when it is back.
+                None if self.pending.is_some() && self.unlearned.len() < MAX_UNLEARNED && !self.unlearned.contains(&event.socket.netns) => {
+                    self.unlearned.push(event.socket.netns)
+                }
+                None => {}
+            }
         }
         if let Some(recorder) = &mut self.recorder {
             recorder.push(event);
@@ -375,8 +428,13 @@ impl Aggregator {
         self.reorder.push(event);
     }
 
-    /// Feeds the tracker every event older than `horizon_ns`, then the findings.
+    /// Feeds the tracker every event older than `horizon_ns`, then the findings. While a snapshot
+    /// is being taken the events wait in the reorder stage, so that the snapshot is reconciled
+    /// against exactly the events that came before it.
     fn advance(&mut self, horizon_ns: u64) {
+        if self.pending.is_some() {
+            return;
+        }
         self.reorder.release(horizon_ns, &mut self.ready);
         for event in self.ready.drain(..) {
             if let (Some(metrics), Some(old), Some(new)) = (&mut self.outputs.metrics, event.old_state, event.state) {
@@ -401,14 +459,51 @@ impl Aggregator {
         }
     }
 
-    fn summarize(&mut self, mut health: Health, horizon_ns: Option<u64>) -> Result<()> {
+    /// Starts a summary: events up to `horizon_ns` (all at exit), expiry, then the socket
+    /// snapshot. The dump runs on a blocking thread, and returns its handle, so the event loop keeps
+    /// draining the ring buffer meanwhile (a dump of a busy namespace takes long enough to fill it);
+    /// the summary is finished by [`Aggregator::snapshot_arrived`]. At exit, and without snapshots,
+    /// it is finished at once.
+    fn summarize(&mut self, health: Health, horizon_ns: Option<u64>) -> Result<Option<PendingDump>> {
+        if self.pending.is_some() {
+            return Ok(None); // the previous dump is still running: this tick folds into its summary
+        }
         let now_ns = clock::monotonic_ns();
         let last = horizon_ns.is_none();
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
         self.advance(horizon_ns.unwrap_or(u64::MAX));
         self.tracker.expire(now_ns, &mut self.observations);
-        let snapshot = self.snapshots.as_mut().map(|snapshots| {
-            let snapshot = snapshots.take();
+        match self.snapshots.take() {
+            Some(mut snapshots) if !last => {
+                self.pending = Some(Pending { health, now_ns });
+                return Ok(Some(tokio::task::spawn_blocking(move || {
+                    let snapshot = snapshots.take();
+                    (snapshots, snapshot)
+                })));
+            }
+            Some(mut snapshots) => {
+                let snapshot = snapshots.take();
+                self.snapshots = Some(snapshots);
+                self.conclude(health, now_ns, true, Some(snapshot))?;
+            }
+            None => self.conclude(health, now_ns, last, None)?,
+        }
+        Ok(None)
+    }
+
+    /// The dump started by [`Aggregator::summarize`] is back: finish that summary, then let the
+    /// events held meanwhile through.
+    fn snapshot_arrived(&mut self, snapshots: Snapshots, snapshot: Snapshot) -> Result<()> {
+        self.snapshots = Some(snapshots);
+        for netns in self.unlearned.drain(..) {
+            self.snapshots.as_mut().expect("just returned").learn(netns);
+        }
+        let Some(Pending { health, now_ns }) = self.pending.take() else { return Ok(()) };
+        self.conclude(health, now_ns, false, Some(snapshot))
+    }
+
+    fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, snapshot: Option<Snapshot>) -> Result<()> {
+        if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, &snapshot) {
             for (netns, sockets) in &snapshot.sockets {
                 let timewait = sockets.iter().filter(|socket| matches!(socket.state, TcpState::TimeWait | TcpState::FinWait2));
                 self.tracker.reconcile(*netns, now_ns, timewait.map(|socket| (socket.local, socket.remote, socket.state)), &mut self.observations);
@@ -423,8 +518,7 @@ impl Aggregator {
                     missing => format!(", {missing} unreachable"),
                 }
             );
-            snapshot
-        });
+        }
         self.report_observations();
         let settings = |netns: u32| {
             self.snapshots

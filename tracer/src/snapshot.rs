@@ -5,8 +5,9 @@
 //! tracer started; the snapshot gives exact TIME_WAIT, FIN_WAIT2 and CLOSE_WAIT populations and
 //! the sockets' inodes (to name the process that owns a stuck one). Each namespace's ephemeral
 //! port range and FIN timeout are read from inside it. Failures are reported, never fatal.
+use crate::{FastMap, FastSet};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap},
     fs::{self, File},
     net::SocketAddr,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -73,9 +74,9 @@ pub struct Snapshot {
 }
 
 pub struct Snapshots {
-    namespaces: HashMap<u32, Namespace>,
+    namespaces: FastMap<u32, Namespace>,
     /// Namespaces we could not enter, with why (not retried until they appear in events again).
-    unreachable: HashMap<u32, String>,
+    unreachable: FastMap<u32, String>,
     own_netns: u32,
 }
 
@@ -83,7 +84,7 @@ impl Snapshots {
     /// Starts with the tracer's own namespace; fails when sock_diag is unusable here at all.
     pub fn new() -> Result<Snapshots> {
         let own_netns = namespace_inode(Path::new("/proc/self/ns/net")).context("cannot read /proc/self/ns/net")?;
-        let mut snapshots = Snapshots { namespaces: HashMap::new(), unreachable: HashMap::new(), own_netns };
+        let mut snapshots = Snapshots { namespaces: FastMap::default(), unreachable: FastMap::default(), own_netns };
         let socket = open_socket().context("cannot open a NETLINK_SOCK_DIAG socket (CAP_NET_ADMIN missing?)")?;
         snapshots.namespaces.insert(own_netns, Namespace { socket, settings: NamespaceSettings::read() });
         Ok(snapshots)
@@ -245,8 +246,8 @@ fn receive_dump(socket: &Socket, sockets: &mut Vec<SocketRecord>) -> Result<()> 
 }
 
 /// The processes holding these socket inodes (a /proc scan: only for the few stuck sockets).
-pub fn owners(inodes: &HashSet<u32>) -> HashMap<u32, (u32, String)> {
-    let mut found = HashMap::new();
+pub fn owners(inodes: &FastSet<u32>) -> FastMap<u32, (u32, String)> {
+    let mut found = FastMap::default();
     if inodes.is_empty() {
         return found;
     }

@@ -4,8 +4,10 @@
 //! Pure: no I/O, no clock; time comes from event timestamps and the caller's `now`. Everything it
 //! learns leaves as [`Observation`]s for the findings layer. Memory is bounded by
 //! [`TrackerConfig`]; every eviction is counted in [`TrackerStats`].
+use crate::{FastMap, FastSet};
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    borrow::Cow,
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
 };
 
@@ -194,7 +196,8 @@ impl Connection {
 pub struct Ended {
     pub connection: Connection,
     pub class: CloseClass,
-    pub detail: String,
+    /// Fixed text for the common verdicts (no allocation per connection), formatted for the rest.
+    pub detail: Cow<'static, str>,
     /// The connection left a TIME_WAIT socket behind (we closed first, graceful).
     pub time_wait: bool,
     /// It ended because our FIN_WAIT2 expired: our FIN was acknowledged, theirs never came.
@@ -237,11 +240,11 @@ pub struct TrackerStats {
 pub struct Tracker {
     config: TrackerConfig,
     reason_names: BTreeMap<u32, String>,
-    connections: HashMap<SocketId, Connection>,
+    connections: FastMap<SocketId, Connection>,
     /// TIME_WAIT sockets (seen entering it, or reported by a snapshot) → when they entered it.
-    time_wait: HashMap<Tuple, u64>,
+    time_wait: FastMap<Tuple, u64>,
     /// Orphans that left FIN_WAIT2 for a timewait socket, until a snapshot says what it became.
-    lingering: HashMap<Tuple, Lingering>,
+    lingering: FastMap<Tuple, Lingering>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -260,9 +263,9 @@ impl Tracker {
         Tracker {
             config,
             reason_names,
-            connections: HashMap::new(),
-            time_wait: HashMap::new(),
-            lingering: HashMap::new(),
+            connections: FastMap::default(),
+            time_wait: FastMap::default(),
+            lingering: FastMap::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
         }
@@ -297,7 +300,7 @@ impl Tracker {
     /// `taken_ns`: sockets it lacks are gone (unless they entered TIME_WAIT after it was taken);
     /// new ones are dated to the snapshot, as sock_diag does not say when they began.
     pub fn refresh_time_wait(&mut self, netns: u32, taken_ns: u64, snapshot: impl IntoIterator<Item = (SocketAddr, SocketAddr)>) {
-        let present: std::collections::HashSet<Tuple> =
+        let present: FastSet<Tuple> =
             snapshot.into_iter().map(|(local, remote)| Tuple { netns, local, remote }).collect();
         self.time_wait.retain(|tuple, since| tuple.netns != netns || present.contains(tuple) || *since >= taken_ns);
         for tuple in present {
@@ -412,11 +415,13 @@ impl Tracker {
             _ => None,
         };
         if let Some(role) = birth_role {
-            if self.connections.get(&event.socket).is_some_and(|known| known.ending.is_none() && known.state_since_ns > at) {
+            let known = self.connections.get(&event.socket).map(|known| known.ending.is_none() && known.state_since_ns > at);
+            if known == Some(true) {
                 return; // a late copy of this socket's birth; we already know more
             }
-            if let Some(previous) = self.connections.remove(&event.socket) {
+            if known.is_some() {
                 // The kernel reused the address: the old socket is gone for good.
+                let previous = self.connections.remove(&event.socket).expect("present");
                 self.finish(previous, out);
             }
             self.make_room(out);
@@ -537,7 +542,7 @@ impl Tracker {
     /// Resolves lingering FIN_WAIT2 timewait sockets of `netns` with a snapshot taken at
     /// `taken_ns`, given as (local, remote, state) of its TIME_WAIT and FIN_WAIT2 sockets.
     pub fn reconcile(&mut self, netns: u32, taken_ns: u64, sockets: impl IntoIterator<Item = (SocketAddr, SocketAddr, TcpState)>, out: &mut Vec<Observation>) {
-        let states: HashMap<(SocketAddr, SocketAddr), TcpState> =
+        let states: FastMap<(SocketAddr, SocketAddr), TcpState> =
             sockets.into_iter().map(|(local, remote, state)| ((local, remote), state)).collect();
         let mine: Vec<Tuple> = self.lingering.keys().filter(|tuple| tuple.netns == netns).copied().collect();
         for tuple in mine {
@@ -679,7 +684,7 @@ impl Tracker {
         let retransmits = connection.retransmits_in_state;
         if connection.reset_received {
             if from == TcpState::SynSent {
-                return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN".into());
+                return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN");
             }
             return Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}"));
         }
@@ -688,13 +693,13 @@ impl Tracker {
             return match reason {
                 Some("TCP_KEEPALIVE_TIMEOUT") => Verdict::of(
                     CloseClass::PeerSilent,
-                    "keepalive timeout: the peer stopped answering (we sent RST)".into(),
+                    "keepalive timeout: the peer stopped answering (we sent RST)",
                 ),
                 Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
                     Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
                 }
                 None if reset.by_application => {
-                    Verdict::of(CloseClass::Aborted, "our application aborted it with RST".into())
+                    Verdict::of(CloseClass::Aborted, "our application aborted it with RST")
                 }
                 reason => Verdict::of(
                     CloseClass::ResetByUs,
@@ -704,7 +709,7 @@ impl Tracker {
         }
         match from {
             TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => {
-                Verdict::of(CloseClass::Aborted, "connect abandoned by the application".into())
+                Verdict::of(CloseClass::Aborted, "connect abandoned by the application")
             }
             TcpState::SynSent if ending.by_application => Verdict::of(
                 CloseClass::ConnectTimeout,
@@ -725,16 +730,16 @@ impl Tracker {
                     ..Verdict::of(CloseClass::PeerSilent, format!("our FIN was acknowledged but the peer never sent its FIN ({waited})"))
                 }
             }
-            TcpState::FinWait2 => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first".into()) },
+            TcpState::FinWait2 => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first") },
             TcpState::Closing | TcpState::TimeWait => {
-                Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once".into()) }
+                Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
             }
             TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => Verdict::of(
                 CloseClass::PeerSilent,
                 format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"),
             ),
-            TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first".into()),
-            TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged".into()),
+            TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first"),
+            TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged"),
             // No system call closes these without a FIN or a RST; a CLOSE in process context is a
             // timer deferred to release_sock(), not the application's choice.
             TcpState::Established | TcpState::CloseWait | TcpState::SynRecv => Verdict::of(
@@ -748,14 +753,14 @@ impl Tracker {
 
 struct Verdict {
     class: CloseClass,
-    detail: String,
+    detail: Cow<'static, str>,
     time_wait: bool,
     fin_wait2_expired: bool,
 }
 
 impl Verdict {
-    fn of(class: CloseClass, detail: String) -> Verdict {
-        Verdict { class, detail, time_wait: false, fin_wait2_expired: false }
+    fn of(class: CloseClass, detail: impl Into<Cow<'static, str>>) -> Verdict {
+        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false }
     }
 }
 

@@ -86,7 +86,7 @@ impl Metrics {
         registry.register("findings", "Findings in the last summary, by kind", metrics.findings.clone());
         registry.register("findings_reported", "Findings reported since start (one per peer and summary), by kind", metrics.findings_total.clone());
         registry.register("peer_trouble", "Trouble score of the ten most troubled remote endpoints of the last interval", metrics.peer_trouble.clone());
-        registry.register("events", "The tracer's own event accounting (seen, lost, unreadable, evicted, decode_errors, output_dropped)", metrics.health.clone());
+        registry.register("events", "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped)", metrics.health.clone());
         let hook_modes = Family::<Labels, Gauge>::default();
         registry.register("hook_mode", "1 for the mode of each kernel hook", hook_modes.clone());
         for (hook, mode) in hooks {
@@ -168,6 +168,7 @@ impl Metrics {
         for (what, now, before) in [
             ("seen", health.seen, previous.seen),
             ("lost", health.lost, previous.lost),
+            ("skipped", health.skipped, previous.skipped),
             ("unreadable", health.unreadable, previous.unreadable),
             ("evicted", health.evicted, previous.evicted),
             ("decode_errors", health.decode_errors, previous.decode_errors),

@@ -4,8 +4,9 @@
 //!
 //! Bounded everywhere: events by count and age, each file by size, the directory by number of
 //! files (oldest removed), and one file per finding and peer per minute.
+use crate::{FastMap};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{VecDeque},
     fs,
     io::Write,
     net::SocketAddr,
@@ -37,7 +38,7 @@ pub struct RecorderConfig {
 pub struct FlightRecorder {
     config: RecorderConfig,
     events: VecDeque<Event>,
-    last_recorded: HashMap<(FindingKind, PeerKey), u64>,
+    last_recorded: FastMap<(FindingKind, PeerKey), u64>,
     /// Events pushed out by the count cap before their time (they are not in any record).
     pub overflowed: u64,
 }
@@ -49,7 +50,7 @@ fn matches(endpoint: Endpoint, address: SocketAddr) -> bool {
 impl FlightRecorder {
     pub fn new(config: RecorderConfig) -> Result<FlightRecorder> {
         fs::create_dir_all(&config.dir).with_context(|| format!("cannot create --record-dir {}", config.dir.display()))?;
-        Ok(FlightRecorder { config, events: VecDeque::new(), last_recorded: HashMap::new(), overflowed: 0 })
+        Ok(FlightRecorder { config, events: VecDeque::new(), last_recorded: FastMap::default(), overflowed: 0 })
     }
 
     pub fn push(&mut self, event: Event) {

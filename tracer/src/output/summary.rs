@@ -10,8 +10,12 @@ use crate::findings::{FindingKind, Picture};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
     pub seen: u64,
-    /// Lost in the kernel: ring buffer full, or a nested firing the kernel skipped.
+    /// Lost in the kernel because the ring buffer was full.
     pub lost: u64,
+    /// Hook firings the kernel skipped because the same program was already running on that CPU
+    /// (a softirq landing in the middle of it): events lost too, counted apart because no buffer
+    /// size helps (`recursion_misses` of the tracer's programs).
+    pub skipped: u64,
     /// Not sent because the kernel program could not read a socket, packet or task.
     pub unreadable: u64,
     pub decode_errors: u64,
@@ -72,8 +76,8 @@ impl<'a> Summary<'a> {
         let health = &self.events;
         let _ = writeln!(
             out,
-            "events {} seen, {} lost, {} unreadable, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
-            health.seen, health.lost, health.unreadable, health.decode_errors, health.evicted, self.modes.snapshot, self.modes.time_wait
+            "events {} seen, {} lost, {} skipped, {} unreadable, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
+            health.seen, health.lost, health.skipped, health.unreadable, health.decode_errors, health.evicted, self.modes.snapshot, self.modes.time_wait
         );
         if health.output_dropped > 0 {
             let _ = writeln!(out, "output: {} lines dropped (stdout was not read fast enough)", health.output_dropped);
