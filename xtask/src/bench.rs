@@ -99,8 +99,10 @@ struct Traced {
 impl Traced {
     fn start(tracer: &Path, extra: &[&str]) -> Result<Traced> {
         let started = Instant::now();
+        // Half the default interval: every traced round holds at least one summary and its
+        // socket snapshot.
         let mut child = Command::new(tracer)
-            .args(["--json", "--interval", "1"])
+            .args(["--json", "--interval", "5"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -271,6 +273,7 @@ struct TracedRuns {
     programs: ProgramStats,
     tracer_cpu_ns: u64,
     lost: u64,
+    skipped: u64,
     hooks: String,
 }
 
@@ -286,6 +289,7 @@ impl TracedRuns {
         let startup = traced.startup;
         let last = traced.stop()?;
         self.lost += last["events"]["lost"].as_u64().unwrap_or(u64::MAX);
+        self.skipped += last["events"]["skipped"].as_u64().unwrap_or(u64::MAX);
         Ok(startup)
     }
 
@@ -295,7 +299,7 @@ impl TracedRuns {
         format!(
             "### {title}\n\n{}\n\nchurn {rate:.0} conn/s, **{:.3}** of untraced (median)\n\n\
              kernel: **{:.0} ns per hook firing** (Σ run time of all the tracer's programs / {} firings)\n\n{}\n\
-             tracer CPU: **{:.0} ns per hook firing** ({:.3} s)\n\nlost: {}\n\n",
+             tracer CPU: **{:.0} ns per hook firing** ({:.3} s)\n\nlost: {}, skipped (nested): {}\n\n",
             self.hooks,
             rate / base,
             self.programs.ns_per_firing(),
@@ -304,13 +308,14 @@ impl TracedRuns {
             self.tracer_cpu_ns as f64 / firings,
             self.tracer_cpu_ns as f64 / 1e9,
             self.lost,
+            self.skipped,
         )
     }
 }
 
 /// Churns on every core at once for `seconds`: one churn thread per CPU. Returns hook firings
 /// offered per second and the final summary's events.
-fn saturate(tracer: &Path, seconds: f64, refused_too: bool) -> Result<(f64, u64, Value)> {
+fn saturate(tracer: &Path, seconds: f64, refused_too: bool) -> Result<(f64, Value)> {
     let traced = Traced::start(tracer, &[])?;
     let before = ProgramStats::read()?;
     let started = Instant::now();
@@ -332,8 +337,7 @@ fn saturate(tracer: &Path, seconds: f64, refused_too: bool) -> Result<(f64, u64,
     let elapsed = started.elapsed().as_secs_f64();
     let firings = ProgramStats::read()?.since(&before).firings();
     let last = traced.stop()?;
-    let lost = last["events"]["lost"].as_u64().unwrap_or(u64::MAX);
-    Ok((firings as f64 / elapsed, lost, last["events"].clone()))
+    Ok((firings as f64 / elapsed, last["events"].clone()))
 }
 
 /// Connects to a closed port as fast as it can, from a thread pinned to `cpu`: each attempt is
@@ -390,7 +394,6 @@ pub fn run(options: Options) -> Result<()> {
             drop(bpftrace);
         }
     }
-    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
     let base = median(&mut untraced);
     report += &format!("## Churn overhead\n\nuntraced: {base:.0} conn/s (median)\n\n");
     report += &summary.report("tracer, summary mode (default: tp_btf where allowed, per-CPU batches, snapshots on)", base);
@@ -415,11 +418,14 @@ pub fn run(options: Options) -> Result<()> {
     }
 
     // 2. Every core saturated, default ring buffer: churn, then refused connects (more firings).
-    report += &format!("## Every core saturated ({saturated_seconds} s each, default ring buffer)\n\n| load | hook firings/s offered | lost | events |\n|---|---|---|---|\n");
+    report += &format!(
+        "## Every core saturated ({saturated_seconds} s each, default ring buffer, summary mode)\n\n| load | hook firings/s offered | seen | lost | skipped (nested) |\n|---|---|---|---|---|\n"
+    );
     for (load, refused) in [("churn on every core", false), ("refused connects on every core", true)] {
-        let (offered, lost, events) = saturate(&options.tracer, saturated_seconds, refused)?;
-        report += &format!("| {load} | {offered:.0} | {lost} | {events} |\n");
+        let (offered, events) = saturate(&options.tracer, saturated_seconds, refused)?;
+        report += &format!("| {load} | {offered:.0} | {} | {} | {} |\n", events["seen"], events["lost"], events["skipped"]);
     }
+    let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
 
     // 3. The userspace pipeline.
     report += "\n## Aggregator (criterion, one core): see `cargo bench --bench aggregator`\n";

@@ -260,6 +260,8 @@ struct Outcome {
     passed: u64,
     failed: u64,
     modes: String,
+    /// How the tracer attached the TCP hooks by default (tp_btf or tracepoint), and batches.
+    tcp_hooks: String,
     /// What the tracer itself attached for TIME_WAIT (fentry/fexit or unavailable).
     timewait_hooks: String,
     seconds: f64,
@@ -275,7 +277,7 @@ pub fn test(kernels: &[String]) -> Result<()> {
         let (vmlinux, modules, package) = kernel(version)?;
         let initrd = vm_dir().join(format!("{package}.initrd.gz"));
         let init = format!(
-            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({} --events --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n/kernel_events --test-threads=1 2>&1\necho \"VMTEST-END rc=$?\"\npoweroff -f\n",
+            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({} --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n/kernel_events --test-threads=1 2>&1\necho \"VMTEST-END rc=$?\"\npoweroff -f\n",
             tracer.display()
         );
         initramfs(&modules, &test_binary, &tracer, &init, &initrd)?;
@@ -284,11 +286,13 @@ pub fn test(kernels: &[String]) -> Result<()> {
         fs::write(vm_dir().join(format!("{package}.console.log")), &console)?;
         outcomes.push(outcome(version, &console, started.elapsed()));
     }
-    println!("\n| kernel | passed | failed | hook modes available | tracer's TIME_WAIT hooks | seconds |\n|---|---|---|---|---|---|");
+    println!(
+        "\n| kernel | passed | failed | hook modes available | tracer's TCP hooks (default) | tracer's TIME_WAIT hooks | seconds |\n|---|---|---|---|---|---|---|"
+    );
     for outcome in &outcomes {
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} |",
-            outcome.kernel, outcome.passed, outcome.failed, outcome.modes, outcome.timewait_hooks, outcome.seconds
+            "| {} | {} | {} | {} | {} | {} | {:.0} |",
+            outcome.kernel, outcome.passed, outcome.failed, outcome.modes, outcome.tcp_hooks, outcome.timewait_hooks, outcome.seconds
         );
     }
     let failures: Vec<&Outcome> = outcomes.iter().filter(|outcome| outcome.error.is_some()).collect();
@@ -312,11 +316,28 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
     let (passed, failed) = (count("passed"), count("failed"));
     // The marker may share a line with the firmware's last words.
     let modes = console.lines().find_map(|line| line.split("VMTEST-MODES ").nth(1)).unwrap_or("?").trim().to_string();
-    let timewait_hooks = console
-        .lines()
-        .find_map(|line| line.split("VMTEST-TRACER ").nth(1))
-        .map(|line| line.split([' ', ';']).filter(|word| word.starts_with("tcp_time")).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into());
+    let announced = console.lines().find_map(|line| line.split("VMTEST-TRACER ").nth(1)).unwrap_or_default();
+    let words = |keep: &dyn Fn(&str) -> bool| {
+        let found: Vec<&str> = announced.split([' ', ';']).filter(|word| keep(word)).collect();
+        if found.is_empty() {
+            "?".to_string()
+        } else {
+            found.join(" ")
+        }
+    };
+    let timewait_hooks = words(&|word| word.starts_with("tcp_time"));
+    // The five TCP hooks share a mode on every kernel tested; name each when they do not.
+    let mut tcp_modes: Vec<&str> = announced
+        .split([' ', ';'])
+        .filter(|word| word.contains('=') && !word.starts_with("tcp_time"))
+        .filter_map(|word| word.split('=').nth(1))
+        .collect();
+    tcp_modes.dedup();
+    let tcp_hooks = match tcp_modes.as_slice() {
+        [] => "?".to_string(),
+        [mode] => format!("all {mode}, batches {}", if announced.contains("batches: per-CPU") { "per-CPU" } else { "off" }),
+        _ => words(&|word| word.contains('=') && !word.starts_with("tcp_time")),
+    };
     let end = console.lines().find_map(|line| line.strip_prefix("VMTEST-END rc="));
     let tail: Vec<&str> = console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
     let error = match end {
@@ -325,7 +346,7 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
         Some(rc) if rc.trim() != "0" || failed > 0 || passed == 0 => Some(format!("tests failed (rc={rc}); console tail:\n{}", tail.join("\n"))),
         Some(_) => None,
     };
-    Outcome { kernel: kernel.to_string(), passed, failed, modes, timewait_hooks, seconds: elapsed.as_secs_f64(), error }
+    Outcome { kernel: kernel.to_string(), passed, failed, modes, tcp_hooks, timewait_hooks, seconds: elapsed.as_secs_f64(), error }
 }
 
 /// Runs QEMU, returning its console output; kills it after `limit`.
