@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{EventKind, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PROCESS_CONTEXT};
 
-use crate::{clear, config, emit, own_context, put_ipv4, read_failed, wanted, AF_INET6};
+use crate::{address_of, clear, config, emit, own_context, put_ipv4, read_failed, wanted, AF_INET6};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_CLOSE: i32 = 7;
@@ -60,6 +60,9 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
         }
         event.old_state = old_state as u8;
         event.new_state = new_state as u8;
+        if old_state != TCP_CLOSE {
+            add_unbound_port(event, socket, offsets); // connect and listen have none yet
+        }
         if !wanted(event, &config().filter) {
             return false;
         }
@@ -78,7 +81,14 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
     let skb: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
     emit(|event| {
-        let read = if socket.is_null() { packet_event(event, skb, offsets) } else { socket_event(event, EventKind::ResetSent, socket, offsets) };
+        let read = if socket.is_null() {
+            packet_event(event, skb, offsets)
+        } else {
+            socket_event(event, EventKind::ResetSent, socket, offsets) && {
+                add_unbound_port(event, socket, offsets);
+                true
+            }
+        };
         if !read || !wanted(event, &config().filter) {
             return false;
         }
@@ -130,7 +140,11 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
     let socket: *const u8 = ctx.arg(0);
     let offsets = &config().offsets;
     emit(|event| {
-        if !socket_event(event, kind, socket, offsets) || !wanted(event, &config().filter) {
+        if !socket_event(event, kind, socket, offsets) {
+            return false;
+        }
+        add_unbound_port(event, socket, offsets);
+        if !wanted(event, &config().filter) {
             return false;
         }
         finish(ctx, event, offsets);
@@ -151,7 +165,7 @@ fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOff
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
     if !task.is_null() {
         let (flags, stack) = unsafe { (load::<u32>(task, offsets.task_flags), load::<u64>(task, offsets.task_stack)) };
-        if own_context(ctx.as_ptr() as u64, stack, flags) {
+        if own_context(address_of(ctx.as_ptr()), stack, flags) {
             let pid_tgid = bpf_get_current_pid_tgid();
             event.tgid = (pid_tgid >> 32) as u32;
             event.pid = pid_tgid as u32;
@@ -189,15 +203,24 @@ fn socket_event(event: &mut WireEvent, kind: EventKind, socket: *const u8, offse
         if !net.is_null() {
             event.netns = load::<u32>(net, offsets.net_inum);
         }
-        if event.local_port == 0 {
-            // Unbound already (or not yet): the port the connection used stays in `inet_sport`.
-            let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
-            if !tcp.is_null() {
-                event.local_port = u16::from_be(load::<u16>(tcp, offsets.tcp_inet_sport));
-            }
-        }
     }
     true
+}
+
+/// A socket already unbound (a reset sent after it closed, a socket that just handed over to its
+/// timewait socket) has `skc_num` cleared; the port the connection used stays in `inet_sport`.
+#[inline(always)]
+fn add_unbound_port(event: &mut WireEvent, socket: *const u8, offsets: &KernelOffsets) {
+    if event.local_port != 0 || socket.is_null() {
+        return;
+    }
+    // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offset is its member.
+    unsafe {
+        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        if !tcp.is_null() {
+            event.local_port = u16::from_be(load::<u16>(tcp, offsets.tcp_inet_sport));
+        }
+    }
 }
 
 /// A reset sent without a socket (nothing listens, or the connection is gone): the addresses and

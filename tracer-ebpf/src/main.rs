@@ -48,6 +48,25 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS,
 #[map]
 static BATCHES: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 
+/// One word per CPU to turn a pointer into a plain number: before Linux 6.18 the verifier refuses
+/// arithmetic between the context pointer and an unbounded value, but a pointer stored into a map
+/// (allowed with CAP_PERFMON) reads back as a number.
+#[map]
+static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `pointer` as a number, or 0 when the per-CPU word is missing. A program interrupting this one
+/// between the store and the load can only make the answer "not the task's own stack" (pid
+/// unknown), never a wrong pid.
+#[inline(always)]
+fn address_of<T>(pointer: *const T) -> u64 {
+    let Some(word) = ADDRESS.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's word of a map we own.
+    unsafe {
+        core::ptr::write_volatile(word.cast::<*const T>(), pointer);
+        core::ptr::read_volatile(word)
+    }
+}
+
 /// The loader's configuration. Volatile: the loader rewrites it after compilation, so the
 /// compiler must not fold it to the placeholder.
 #[inline(always)]
@@ -205,7 +224,10 @@ unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
             len = 0;
         }
         core::ptr::write_volatile(&mut (*batch).len, len as u32);
-        set_counter(COUNTER_PENDING, len as u64);
+        // Userspace only needs to know whether a batch waits: tell it on the first record.
+        if len <= 1 {
+            set_counter(COUNTER_PENDING, len as u64);
+        }
     }
     core::ptr::write_volatile(&mut (*batch).busy, 0);
 }

@@ -22,7 +22,7 @@ fn pipeline(c: &mut Criterion) {
             let mut tracker = Tracker::new(TrackerConfig::default(), Default::default());
             let mut findings = Findings::new(FindingsConfig::default());
             let filter = Filter::default();
-            let (mut ready, mut observations) = (Vec::new(), Vec::new());
+            let mut observations = Vec::new();
             // Batches as the ring buffer would hand them over.
             for batch in records.chunks(512) {
                 for record in batch {
@@ -30,11 +30,7 @@ fn pipeline(c: &mut Criterion) {
                         reorder.push(event);
                     }
                 }
-                let newest = ready.last().map_or(0, |e: &tracer::decode::Event| e.timestamp_ns);
-                reorder.release(newest.max(batch_time(batch)), &mut ready);
-                for event in ready.drain(..) {
-                    tracker.observe(&event, &mut observations);
-                }
+                reorder.release(batch_time(batch).saturating_sub(tracer::reorder::WINDOW_NS), |event| tracker.observe(event, &mut observations));
                 tracker.settle(batch_time(batch), &mut observations);
                 for observation in observations.drain(..) {
                     findings.observe(&observation, &filter, |_| None);

@@ -27,7 +27,7 @@ fn main() {
     let mut findings = Findings::new(FindingsConfig::default());
     let filter = Filter::default();
     let settings = |_| NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 };
-    let (mut ready, mut observations) = (Vec::new(), Vec::new());
+    let mut observations = Vec::new();
     let spacing = 10_000; // a new connection every 10 µs of kernel time: 100 000/s
     let started = Instant::now();
     let mut events = 0u64;
@@ -41,10 +41,7 @@ fn main() {
             }
         }
         if n % 64 == 63 {
-            reorder.release(at, &mut ready);
-            for event in ready.drain(..) {
-                tracker.observe(&event, &mut observations);
-            }
+            reorder.release(at.saturating_sub(tracer::reorder::WINDOW_NS), |event| tracker.observe(event, &mut observations));
             tracker.settle(at, &mut observations);
             for observation in observations.drain(..) {
                 findings.observe(&observation, &filter, |_| None);

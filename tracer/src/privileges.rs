@@ -1,10 +1,11 @@
 //! What the tracer may do, checked before it starts and narrowed once its probes are attached.
 //!
-//! Loading BPF needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN). Once the programs are attached
-//! and the maps open, reading them needs no capability at all, so everything is dropped except
-//! what socket snapshots still need: CAP_NET_ADMIN (sock_diag), CAP_SYS_ADMIN and CAP_SYS_PTRACE
-//! (entering other network namespaces), CAP_DAC_READ_SEARCH (naming the owners of stuck sockets
-//! through /proc). With `--no-snapshot` nothing is kept.
+//! Loading BPF needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN). Once the programs are attached,
+//! everything is dropped except CAP_BPF (kernels before 5.16 refuse every `bpf()` call without it
+//! when unprivileged BPF is disabled, as Debian has it: reading the counters, flushing the per-CPU
+//! batches) and what socket snapshots still need: CAP_NET_ADMIN (sock_diag), CAP_SYS_ADMIN and
+//! CAP_SYS_PTRACE (entering other network namespaces), CAP_DAC_READ_SEARCH (naming the owners of
+//! stuck sockets through /proc). With `--no-snapshot` only CAP_BPF is kept.
 use anyhow::{bail, Context, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -21,11 +22,10 @@ pub fn check() -> Result<()> {
 /// Drops every capability the attached tracer no longer needs, for this thread and every
 /// thread started after it (call it before starting any).
 pub fn drop_after_attach(snapshots: bool) -> Result<CapsHashSet> {
-    let keep: CapsHashSet = if snapshots {
-        [Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH].into_iter().collect()
-    } else {
-        CapsHashSet::new()
-    };
+    let mut keep: CapsHashSet = [Capability::CAP_BPF].into_iter().collect();
+    if snapshots {
+        keep.extend([Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]);
+    }
     let permitted = caps::read(None, CapSet::Permitted).context("cannot read this process's capabilities")?;
     let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
     // The bounding set first: shrinking it needs CAP_SETPCAP, which goes next.

@@ -185,7 +185,10 @@ impl Probes {
                     Err(error) if options.hook_mode == HookMode::TpBtf => {
                         return Err(error.context(format!("--hook-mode tp-btf: cannot attach the BTF tracepoint {name}")))
                     }
-                    Err(_) => false,
+                    Err(error) => {
+                        eprintln!("tracer: note: {name} uses the classic tracepoint; the kernel refused tp_btf: {}", verifier_verdict(&error));
+                        false
+                    }
                 },
                 _ => false,
             };
@@ -250,6 +253,18 @@ impl Probes {
             .sum();
         KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, read_failed: sum(COUNTER_READ_FAILED) }
     }
+}
+
+/// The line of a verifier log that says why it refused (the last one before its statistics).
+fn verifier_verdict(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    let statistics = ["verification time", "stack depth", "processed ", "mark_read"];
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !statistics.iter().any(|prefix| line.starts_with(prefix)))
+        .last()
+        .unwrap_or("no reason given")
+        .to_string()
 }
 
 /// Whether BTF gave every offset the `tp_btf` programs load.

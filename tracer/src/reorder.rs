@@ -19,9 +19,10 @@ impl Reorder {
         self.held.push(event);
     }
 
-    /// Moves every event older than `horizon_ns` to `out`, oldest first.
-    /// `horizon_ns = u64::MAX` releases everything.
-    pub fn release(&mut self, horizon_ns: u64, out: &mut Vec<Event>) {
+    /// Hands every event older than `horizon_ns` to `take`, oldest first, and forgets them.
+    /// `horizon_ns = u64::MAX` releases everything. The events are lent where they lie, not
+    /// copied out: this runs for every event.
+    pub fn release(&mut self, horizon_ns: u64, mut take: impl FnMut(&Event)) {
         // Stable and adaptive: nearly sorted input costs about one pass.
         self.held.sort_by_key(|event| event.timestamp_ns);
         let ready = if self.held.len() > MAX_HELD {
@@ -29,7 +30,8 @@ impl Reorder {
         } else {
             self.held.partition_point(|event| event.timestamp_ns < horizon_ns)
         };
-        out.extend(self.held.drain(..ready));
+        self.held[..ready].iter().for_each(&mut take);
+        self.held.drain(..ready);
     }
 
     pub fn held(&self) -> usize {
@@ -51,11 +53,11 @@ mod tests {
             reorder.push(script.state(TcpState::SynSent, TcpState::Established, at));
         }
         let mut out = Vec::new();
-        reorder.release(45 * ms - WINDOW_NS, &mut out);
+        reorder.release(45 * ms - WINDOW_NS, |event| out.push(*event));
         let times: Vec<u64> = out.iter().map(|event| event.timestamp_ns / ms).collect();
         assert_eq!(times, [3, 4, 5], "38 and 40 ms are still within the window at 45 ms");
         assert_eq!(reorder.held(), 2);
-        reorder.release(u64::MAX, &mut out);
+        reorder.release(u64::MAX, |event| out.push(*event));
         assert_eq!(out.iter().map(|event| event.timestamp_ns / ms).collect::<Vec<_>>(), [3, 4, 5, 38, 40]);
     }
 }

@@ -324,7 +324,6 @@ struct Aggregator {
     /// The namespace of the previous event: consecutive events mostly share one.
     last_netns: u32,
     modes: SourceModes,
-    ready: Vec<Event>,
     observations: Vec<Observation>,
     interval_started: Instant,
     colour: bool,
@@ -400,7 +399,6 @@ impl Aggregator {
             unlearned: Vec::new(),
             last_netns: 0,
             modes,
-            ready: Vec::new(),
             observations: Vec::new(),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
@@ -435,15 +433,15 @@ impl Aggregator {
         if self.pending.is_some() {
             return;
         }
-        self.reorder.release(horizon_ns, &mut self.ready);
-        for event in self.ready.drain(..) {
-            if let (Some(metrics), Some(old), Some(new)) = (&mut self.outputs.metrics, event.old_state, event.state) {
-                if self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+        let (metrics, filter, tracker, observations) = (&mut self.outputs.metrics, &self.filter, &mut self.tracker, &mut self.observations);
+        self.reorder.release(horizon_ns, |event| {
+            if let (Some(metrics), Some(old), Some(new)) = (metrics.as_mut(), event.old_state, event.state) {
+                if filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
                     metrics.state_change(old, new);
                 }
             }
-            self.tracker.observe(&event, &mut self.observations);
-        }
+            tracker.observe(event, observations);
+        });
         self.tracker.settle(horizon_ns, &mut self.observations);
         self.report_observations();
     }

@@ -66,6 +66,15 @@ fn churn_rate(cpu: usize, seconds: f64) -> Result<f64> {
 }
 
 fn churn_in_namespace(cpu: usize, amount: churn::Amount) -> Result<f64> {
+    in_namespace(cpu, move || {
+        let started = Instant::now();
+        let done = churn::churn(IpAddr::V4(Ipv4Addr::LOCALHOST), amount);
+        done as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// Runs `load` on a thread inside the benchmark's namespace, pinned to `cpu`; returns its rate.
+fn in_namespace(cpu: usize, load: impl FnOnce() -> f64 + Send + 'static) -> Result<f64> {
     let file = File::open(format!("/run/netns/{NETNS}"))?;
     thread::spawn(move || -> Result<f64> {
         // SAFETY: setns/sched_setaffinity affect only this thread; the arguments are valid.
@@ -77,12 +86,10 @@ fn churn_in_namespace(cpu: usize, amount: churn::Amount) -> Result<f64> {
             libc::CPU_SET(cpu, &mut set);
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
-        let started = Instant::now();
-        let done = churn::churn(IpAddr::V4(Ipv4Addr::LOCALHOST), amount);
-        Ok(done as f64 / started.elapsed().as_secs_f64())
+        Ok(load())
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("the churn thread panicked"))?
+    .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
 }
 
 /// A running tracer (JSON) and the moment it reported itself attached.
@@ -343,17 +350,7 @@ fn saturate(tracer: &Path, seconds: f64, refused_too: bool) -> Result<(f64, Valu
 /// Connects to a closed port as fast as it can, from a thread pinned to `cpu`: each attempt is
 /// four firings (SYN_SENT, the peer's reset sent and received, CLOSE) for little work.
 fn refused_in_namespace(cpu: usize, length: Duration) -> Result<f64> {
-    let file = File::open(format!("/run/netns/{NETNS}"))?;
-    thread::spawn(move || -> Result<f64> {
-        // SAFETY: as in `churn_in_namespace`.
-        unsafe {
-            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+    in_namespace(cpu, move || {
         let closed = std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
         let started = Instant::now();
         let mut attempts = 0u64;
@@ -361,10 +358,8 @@ fn refused_in_namespace(cpu: usize, length: Duration) -> Result<f64> {
             let _ = std::net::TcpStream::connect(closed);
             attempts += 1;
         }
-        Ok(attempts as f64 / started.elapsed().as_secs_f64())
+        attempts as f64 / started.elapsed().as_secs_f64()
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the refused-connect thread panicked"))?
 }
 
 pub fn run(options: Options) -> Result<()> {

@@ -367,7 +367,7 @@ pub struct Batch {
 /// Slots of the per-CPU `COUNTERS` array.
 /// Events dropped because the ring buffer was full (a whole batch counts each of its records).
 pub const COUNTER_RESERVE_FAILED: u32 = 0;
-/// Records waiting in this CPU's batch; userspace flushes CPUs where it is not zero.
+/// Not zero while this CPU's batch holds records; userspace flushes CPUs where it is set.
 pub const COUNTER_PENDING: u32 = 1;
 /// A kernel structure could not be read where it had to be (counted, never silent).
 pub const COUNTER_READ_FAILED: u32 = 2;
