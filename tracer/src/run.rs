@@ -468,6 +468,8 @@ impl Aggregator {
         }
         let now_ns = clock::monotonic_ns();
         let last = horizon_ns.is_none();
+        // The next event marks its namespace active for the coming round.
+        self.last_netns = 0;
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
         self.advance(horizon_ns.unwrap_or(u64::MAX));
         self.tracker.expire(now_ns, &mut self.observations);
@@ -509,11 +511,15 @@ impl Aggregator {
                 self.tracker.refresh_time_wait(*netns, now_ns, time_wait.map(|socket| (socket.local, socket.remote)));
             }
             self.modes.snapshot = format!(
-                "sock_diag ({} netns{})",
+                "sock_diag ({} netns{}{})",
                 snapshots.covered(),
                 match snapshots.unreachable() + snapshot.failed.len() {
                     0 => String::new(),
                     missing => format!(", {missing} unreachable"),
+                },
+                match snapshots.released() {
+                    0 => String::new(),
+                    released => format!(", {released} gone and released"),
                 }
             );
         }

@@ -5,6 +5,12 @@
 //! tracer started; the snapshot gives exact TIME_WAIT, FIN_WAIT2 and CLOSE_WAIT populations and
 //! the sockets' inodes (to name the process that owns a stuck one). Each namespace's ephemeral
 //! port range and FIN timeout are read from inside it. Failures are reported, never fatal.
+//!
+//! A netlink socket opened inside a namespace keeps that namespace alive, so a namespace that is
+//! gone (no process and no /run/netns entry refers to it, and no event came from it for a whole
+//! round) is let go: its socket closed and its settings dropped, and the release counted. On a
+//! Kubernetes node, where pod namespaces come and go all day, holding them would leak kernel
+//! memory and descriptors for as long as the tracer runs.
 use crate::{FastMap, FastSet};
 use std::{
     collections::{BTreeMap},
@@ -63,6 +69,8 @@ impl NamespaceSettings {
 struct Namespace {
     socket: Socket,
     settings: NamespaceSettings,
+    /// An event came from it since the last round.
+    active: bool,
 }
 
 /// What one round of snapshots found, by namespace inode.
@@ -75,18 +83,21 @@ pub struct Snapshot {
 
 pub struct Snapshots {
     namespaces: FastMap<u32, Namespace>,
-    /// Namespaces we could not enter, with why (not retried until they appear in events again).
+    /// Namespaces we could not enter this round, with why (retried when they appear in events
+    /// after it; forgotten each round, so deleted namespaces do not pile up here either).
     unreachable: FastMap<u32, String>,
     own_netns: u32,
+    /// Namespaces let go because they were gone.
+    released: u64,
 }
 
 impl Snapshots {
     /// Starts with the tracer's own namespace; fails when sock_diag is unusable here at all.
     pub fn new() -> Result<Snapshots> {
         let own_netns = namespace_inode(Path::new("/proc/self/ns/net")).context("cannot read /proc/self/ns/net")?;
-        let mut snapshots = Snapshots { namespaces: FastMap::default(), unreachable: FastMap::default(), own_netns };
+        let mut snapshots = Snapshots { namespaces: FastMap::default(), unreachable: FastMap::default(), own_netns, released: 0 };
         let socket = open_socket().context("cannot open a NETLINK_SOCK_DIAG socket (CAP_NET_ADMIN missing?)")?;
-        snapshots.namespaces.insert(own_netns, Namespace { socket, settings: NamespaceSettings::read() });
+        snapshots.namespaces.insert(own_netns, Namespace { socket, settings: NamespaceSettings::read(), active: true });
         Ok(snapshots)
     }
 
@@ -98,6 +109,11 @@ impl Snapshots {
         self.unreachable.len()
     }
 
+    /// Namespaces let go since the start because they were gone.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
     pub fn settings(&self, netns: u32) -> Option<NamespaceSettings> {
         self.namespaces.get(&netns).map(|namespace| namespace.settings)
     }
@@ -106,9 +122,14 @@ impl Snapshots {
         self.settings(self.own_netns).unwrap_or_else(NamespaceSettings::read)
     }
 
-    /// Makes sure `netns` (seen in an event) is covered from the next round on.
+    /// Makes sure `netns` (seen in an event) is covered from the next round on, and marks it
+    /// active for this round.
     pub fn learn(&mut self, netns: u32) {
-        if netns == 0 || self.namespaces.contains_key(&netns) || self.unreachable.contains_key(&netns) {
+        if let Some(namespace) = self.namespaces.get_mut(&netns) {
+            namespace.active = true;
+            return;
+        }
+        if netns == 0 || self.unreachable.contains_key(&netns) {
             return;
         }
         if self.namespaces.len() >= MAX_NAMESPACES {
@@ -125,8 +146,10 @@ impl Snapshots {
         }
     }
 
-    /// Dumps every covered namespace's TCP sockets.
+    /// Lets go of the namespaces that are gone, then dumps every covered namespace's TCP sockets.
     pub fn take(&mut self) -> Snapshot {
+        self.release_gone();
+        self.unreachable.clear();
         let mut snapshot = Snapshot::default();
         let mut gone = Vec::new();
         for (netns, namespace) in &self.namespaces {
@@ -145,6 +168,41 @@ impl Snapshots {
         }
         snapshot
     }
+
+    /// Closes the sockets of namespaces that had no event this round and that nothing else refers
+    /// to any more (our socket is then the last thing keeping them alive). The /proc scan runs
+    /// only when some namespace was idle.
+    fn release_gone(&mut self) {
+        let own = self.own_netns;
+        let idle: Vec<u32> = self.namespaces.iter().filter(|(netns, namespace)| **netns != own && !namespace.active).map(|(netns, _)| *netns).collect();
+        if !idle.is_empty() {
+            let live = live_namespaces();
+            for netns in idle.into_iter().filter(|netns| !live.contains(netns)) {
+                self.namespaces.remove(&netns);
+                self.released += 1;
+            }
+        }
+        for namespace in self.namespaces.values_mut() {
+            namespace.active = false;
+        }
+    }
+}
+
+/// Every network namespace a process or a /run/netns entry refers to.
+fn live_namespaces() -> FastSet<u32> {
+    namespace_files().filter_map(|path| namespace_inode(&path)).collect()
+}
+
+/// /run/netns entries first (named namespaces), then every process's.
+fn namespace_files() -> impl Iterator<Item = PathBuf> {
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|entry| entry.path());
+    let processes = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit()))
+        .map(|entry| entry.path().join("ns/net"));
+    named.chain(processes)
 }
 
 fn namespace_inode(path: &Path) -> Option<u32> {
@@ -153,14 +211,7 @@ fn namespace_inode(path: &Path) -> Option<u32> {
 
 /// Finds a file that refers to namespace `netns`: a named one, or any process's.
 fn find_namespace(netns: u32) -> Option<PathBuf> {
-    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|entry| entry.path());
-    let processes = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit()))
-        .map(|entry| entry.path().join("ns/net"));
-    named.chain(processes).find(|path| namespace_inode(path) == Some(netns))
+    namespace_files().find(|path| namespace_inode(path) == Some(netns))
 }
 
 /// Opens a sock_diag socket inside `netns` (from a thread that joins it, so the tracer itself
@@ -173,7 +224,7 @@ fn enter(netns: u32) -> Result<Namespace> {
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
-        Ok(Namespace { socket: open_socket()?, settings: NamespaceSettings::read() })
+        Ok(Namespace { socket: open_socket()?, settings: NamespaceSettings::read(), active: true })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?

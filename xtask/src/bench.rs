@@ -98,6 +98,8 @@ struct Traced {
     startup: Duration,
     /// The `--events` stream, read (and dropped) as fast as it comes; its last line.
     events_reader: Option<thread::JoinHandle<String>>,
+    /// The rest of its standard error, said when it crashes.
+    stderr_reader: thread::JoinHandle<String>,
     hooks: String,
 }
 
@@ -122,11 +124,12 @@ impl Traced {
             bail!("tracer did not attach: {line}");
         }
         let hooks = line.trim().to_string();
+        let stderr_reader = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
         let events_reader = extra.contains(&"--events").then(|| {
             let stdout = child.stdout.take().unwrap();
             thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).last().unwrap_or_default())
         });
-        Ok(Traced { child, startup: started.elapsed(), events_reader, hooks })
+        Ok(Traced { child, startup: started.elapsed(), events_reader, stderr_reader, hooks })
     }
 
     /// CPU time the tracer has used so far, all threads (`/proc/PID/task/*/schedstat`, ns).
@@ -149,7 +152,8 @@ impl Traced {
         };
         let status = self.child.wait()?;
         if !status.success() {
-            bail!("tracer crashed: {status}");
+            let said = self.stderr_reader.join().unwrap_or_default();
+            bail!("tracer crashed: {status}: {said}");
         }
         serde_json::from_str(&last).with_context(|| format!("no final summary: {last:?}"))
     }

@@ -1,0 +1,74 @@
+//! Namespaces come and go (pods on a Kubernetes node): the tracer lets go of the ones that are
+//! gone, so that neither its descriptors nor the kernel's namespaces pile up, and it keeps
+//! counting what it sees.
+mod support;
+
+use std::{
+    io::Read,
+    net::{Ipv4Addr, TcpListener, TcpStream},
+};
+
+use serde_json::Value;
+use support::*;
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the tracer's fd directory").count()
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the tracer's status");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("a number")
+}
+
+/// "sock_diag (12 netns, 3 gone and released)" → (12, 3).
+fn covered_and_released(summary: &Value) -> (u64, u64) {
+    let text = summary["modes"]["snapshot"].as_str().unwrap_or_default();
+    let number_before = |word: &str| {
+        text.split(", ")
+            .map(|part| part.trim_start_matches("sock_diag ("))
+            .find(|part| part.contains(word))
+            .and_then(|part| part.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (number_before("netns"), number_before("released"))
+}
+
+#[test]
+fn a_thousand_pod_namespaces_created_and_deleted_leave_nothing_behind() {
+    require_root();
+    const ROUNDS: usize = 4;
+    // Under the tracer's cap of 256 namespaces held at once.
+    const PER_ROUND: usize = 250;
+    let tracer = Tracer::start(&["--interval", "1"]);
+    let first = tracer.wait_for("a first summary", |line| line["modes"]["snapshot"].is_string());
+    let (baseline_covered, _) = covered_and_released(&first);
+    let (baseline_fds, baseline_rss) = (open_descriptors(tracer.pid()), resident_kib(tracer.pid()));
+    for round in 1..=ROUNDS {
+        let namespaces: Vec<Netns> = (0..PER_ROUND).map(|_| Netns::new("pod")).collect();
+        for namespace in &namespaces {
+            namespace.run(|| {
+                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+                let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                drop(listener.accept().unwrap());
+                assert_eq!(client.read(&mut [0; 1]).unwrap(), 0, "the server closed");
+            });
+        }
+        // The tracer covers this round's namespaces while they live...
+        tracer.wait_long("this round's namespaces covered", 60, |line| covered_and_released(line).0 >= baseline_covered + PER_ROUND as u64);
+        drop(namespaces);
+        // ...and lets every one of them go once they are deleted.
+        let released = (round * PER_ROUND) as u64;
+        let summary = tracer.wait_long("the deleted namespaces released", 30, |line| {
+            let (covered, gone) = covered_and_released(line);
+            gone >= released && covered <= baseline_covered
+        });
+        assert_eq!(covered_and_released(&summary).1, released, "only deleted namespaces are released: {summary}");
+        let fds = open_descriptors(tracer.pid());
+        assert!(fds <= baseline_fds + 2, "round {round}: {fds} descriptors open, {baseline_fds} at the start");
+    }
+    let rss = resident_kib(tracer.pid());
+    assert!(rss <= baseline_rss + 16 * 1024, "RSS grew from {baseline_rss} KiB to {rss} KiB");
+    let lines = tracer.stop();
+    assert_nothing_lost(&lines);
+}
