@@ -36,6 +36,7 @@ fn server_that_never_closes_is_flagged_close_wait_stuck_and_the_client_fin_unans
     let stuck = tracer.wait_for_finding("close_wait_stuck", |f| f["local"] == server.to_string());
     assert_eq!(stuck["remote"], endpoint_any(client.ip()));
     assert_eq!(stuck["netns"], link.server.inode());
+    assert_eq!(stuck["netns_name"], link.server.name, "a named namespace is shown by its name: {stuck}");
     assert_eq!(stuck["process"]["pid"], std::process::id(), "the owner is named: {stuck}");
     assert!(stuck["detail"].as_str().unwrap().contains("never called close()"), "{stuck}");
 

@@ -124,6 +124,10 @@ pub struct Finding {
     pub total: u64,
     pub detail: String,
     pub netns: u32,
+    /// What the namespace belongs to, when it is not the tracer's own: its /run/netns name, or a
+    /// process in it with its cgroup (on Kubernetes the cgroup path carries the pod and container).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<Owner>,
     /// The flight record written for this finding (`--record-dir`).
@@ -404,6 +408,7 @@ impl Findings {
                 total: *total,
                 detail,
                 netns: key.netns,
+                netns_name: None,
                 process: tally.owner,
                 record: None,
                 key,

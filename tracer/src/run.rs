@@ -531,6 +531,11 @@ impl Aggregator {
                 .unwrap_or(crate::snapshot::NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 })
         };
         let mut picture = self.findings.conclude(now_ns, &mut self.tracker, snapshot.as_ref(), &settings, &self.filter);
+        if let Some(snapshots) = &self.snapshots {
+            for finding in &mut picture.findings {
+                finding.netns_name = snapshots.name(finding.netns).map(str::to_string);
+            }
+        }
         if let Some(recorder) = &mut self.recorder {
             for problem in recorder.record(&mut picture.findings, now_ns, &self.clock, &self.decoder) {
                 eprintln!("tracer: warning: flight recorder: {problem}");

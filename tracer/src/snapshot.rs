@@ -69,6 +69,8 @@ impl NamespaceSettings {
 struct Namespace {
     socket: Socket,
     settings: NamespaceSettings,
+    /// What it belongs to (see [`Snapshots::name`]).
+    name: Option<String>,
     /// An event came from it since the last round.
     active: bool,
 }
@@ -97,7 +99,7 @@ impl Snapshots {
         let own_netns = namespace_inode(Path::new("/proc/self/ns/net")).context("cannot read /proc/self/ns/net")?;
         let mut snapshots = Snapshots { namespaces: FastMap::default(), unreachable: FastMap::default(), own_netns, released: 0 };
         let socket = open_socket().context("cannot open a NETLINK_SOCK_DIAG socket (CAP_NET_ADMIN missing?)")?;
-        snapshots.namespaces.insert(own_netns, Namespace { socket, settings: NamespaceSettings::read(), active: true });
+        snapshots.namespaces.insert(own_netns, Namespace { socket, settings: NamespaceSettings::read(), name: None, active: true });
         Ok(snapshots)
     }
 
@@ -116,6 +118,12 @@ impl Snapshots {
 
     pub fn settings(&self, netns: u32) -> Option<NamespaceSettings> {
         self.namespaces.get(&netns).map(|namespace| namespace.settings)
+    }
+
+    /// What namespace `netns` belongs to, for people: the /run/netns name, or "pid P (comm),
+    /// cgroup C" of a process in it. `None` for the tracer's own namespace and unknown ones.
+    pub fn name(&self, netns: u32) -> Option<&str> {
+        self.namespaces.get(&netns).and_then(|namespace| namespace.name.as_deref())
     }
 
     pub fn own_settings(&self) -> NamespaceSettings {
@@ -219,15 +227,35 @@ fn find_namespace(netns: u32) -> Option<PathBuf> {
 fn enter(netns: u32) -> Result<Namespace> {
     let path = find_namespace(netns).context("no process or /run/netns entry is in it any more")?;
     let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let name = namespace_name(&path);
     std::thread::spawn(move || -> Result<Namespace> {
         // SAFETY: setns on a namespace descriptor we own, affecting only this short-lived thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
-        Ok(Namespace { socket: open_socket()?, settings: NamespaceSettings::read(), active: true })
+        Ok(Namespace { socket: open_socket()?, settings: NamespaceSettings::read(), name, active: true })
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
+}
+
+/// A name for the namespace `path` refers to: the /run/netns entry's, or "pid P (comm), cgroup C"
+/// for a process's (its cgroup path; on Kubernetes it holds the pod UID and container ID).
+fn namespace_name(path: &Path) -> Option<String> {
+    if let Ok(named) = path.strip_prefix("/run/netns") {
+        return Some(named.to_string_lossy().into_owned());
+    }
+    let process = path.parent()?.parent()?;
+    let pid = process.file_name()?.to_string_lossy().into_owned();
+    let comm = fs::read_to_string(process.join("comm")).unwrap_or_default();
+    let cgroups = fs::read_to_string(process.join("cgroup")).unwrap_or_default();
+    // cgroup v2's single line, or (v1) the first hierarchy's path.
+    let cgroup = cgroups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .or_else(|| cgroups.lines().next().and_then(|line| line.splitn(3, ':').nth(2)))
+        .unwrap_or("?");
+    Some(format!("pid {pid} ({}), cgroup {cgroup}", comm.trim()))
 }
 
 fn open_socket() -> Result<Socket> {
@@ -319,4 +347,18 @@ pub fn owners(inodes: &FastSet<u32>) -> FastMap<u32, (u32, String)> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_is_named_by_its_run_netns_entry_or_by_a_process_and_its_cgroup() {
+        assert_eq!(namespace_name(Path::new("/run/netns/cni-1234")).as_deref(), Some("cni-1234"));
+        let pid = std::process::id();
+        let name = namespace_name(&PathBuf::from(format!("/proc/{pid}/ns/net"))).expect("a process's namespace has a name");
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert!(name.starts_with(&format!("pid {pid} ({}), cgroup /", comm.trim())), "{name}");
+    }
 }

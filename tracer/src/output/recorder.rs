@@ -144,7 +144,7 @@ mod tests {
     use crate::decode::TcpState::*;
 
     fn finding(kind: FindingKind, local: &str, remote: &str, key: PeerKey) -> Finding {
-        Finding { kind, local: local.into(), remote: remote.into(), count: 1, total: 1, detail: String::new(), netns: key.netns, process: None, key, record: None }
+        Finding { kind, local: local.into(), remote: remote.into(), count: 1, total: 1, detail: String::new(), netns: key.netns, netns_name: None, process: None, key, record: None }
     }
 
     #[test]

@@ -126,6 +126,9 @@ impl<'a> Summary<'a> {
                     finding.total
                 );
                 let _ = writeln!(out, "      {}", finding.detail);
+                if let Some(name) = &finding.netns_name {
+                    let _ = writeln!(out, "      in netns {} ({name})", finding.netns);
+                }
                 if let Some(record) = &finding.record {
                     let _ = writeln!(out, "      flight record: {record}");
                 }
