@@ -34,6 +34,19 @@ fn covered_and_released(summary: &Value) -> (u64, u64) {
     (number_before("netns"), number_before("released"))
 }
 
+/// The first summary after the first `after` lines that satisfies `predicate` (earlier rounds'
+/// summaries do not count).
+fn summary_after(tracer: &Tracer, after: usize, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(found) = tracer.lines().into_iter().skip(after).find(|line| predicate(line)) {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:#?}", tracer.lines().last());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_thousand_pod_namespaces_created_and_deleted_leave_nothing_behind() {
     require_root();
@@ -45,6 +58,7 @@ fn a_thousand_pod_namespaces_created_and_deleted_leave_nothing_behind() {
     let (baseline_covered, _) = covered_and_released(&first);
     let (baseline_fds, baseline_rss) = (open_descriptors(tracer.pid()), resident_kib(tracer.pid()));
     for round in 1..=ROUNDS {
+        let round_start = tracer.lines().len();
         let namespaces: Vec<Netns> = (0..PER_ROUND).map(|_| Netns::new("pod")).collect();
         for namespace in &namespaces {
             namespace.run(|| {
@@ -55,11 +69,14 @@ fn a_thousand_pod_namespaces_created_and_deleted_leave_nothing_behind() {
             });
         }
         // The tracer covers this round's namespaces while they live...
-        tracer.wait_long("this round's namespaces covered", 60, |line| covered_and_released(line).0 >= baseline_covered + PER_ROUND as u64);
+        summary_after(&tracer, round_start, "this round's namespaces covered", |line| {
+            covered_and_released(line).0 >= baseline_covered + PER_ROUND as u64
+        });
+        let deleted = tracer.lines().len();
         drop(namespaces);
         // ...and lets every one of them go once they are deleted.
         let released = (round * PER_ROUND) as u64;
-        let summary = tracer.wait_long("the deleted namespaces released", 30, |line| {
+        let summary = summary_after(&tracer, deleted, "the deleted namespaces released", |line| {
             let (covered, gone) = covered_and_released(line);
             gone >= released && covered <= baseline_covered
         });

@@ -5,9 +5,8 @@
 //! are aggregated by role: for connections we accepted, `local` is our service `ip:port` and
 //! `remote` the client `ip:*`; for connections we opened, `local` is `ip:*` and `remote` the
 //! service `ip:port`. Every table here is capped; what does not fit is counted in `evicted`.
-use crate::{FastMap, FastSet};
 use std::{
-    collections::{BTreeMap},
+    collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
 };
@@ -19,6 +18,7 @@ use crate::{
     filter::Filter,
     snapshot::{self, NamespaceSettings, Snapshot},
     tracker::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
+    FastMap, FastSet,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;

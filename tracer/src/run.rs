@@ -143,6 +143,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// The longest the tracker waits for a complete flush of every CPU's batch.
+const MAX_FLUSH_WAIT_NS: u64 = 1_000_000_000;
+
 /// Up to when every event is known to have arrived: what the tracker may be fed.
 ///
 /// Records from different CPUs reach the ring buffer slightly out of timestamp order, and with
@@ -168,7 +171,9 @@ impl Horizon {
     }
 
     fn now(&self) -> u64 {
-        let arrived = if self.batched { self.flushed_at_ns } else { clock::monotonic_ns() };
+        let now = clock::monotonic_ns();
+        // Flushes that keep failing (or a CPU busy at every try) must not hold events forever.
+        let arrived = if self.batched { self.flushed_at_ns.max(now.saturating_sub(MAX_FLUSH_WAIT_NS)) } else { now };
         arrived.saturating_sub(crate::reorder::WINDOW_NS)
     }
 }

@@ -11,9 +11,8 @@
 //! round) is let go: its socket closed and its settings dropped, and the release counted. On a
 //! Kubernetes node, where pod namespaces come and go all day, holding them would leak kernel
 //! memory and descriptors for as long as the tracer runs.
-use crate::{FastMap, FastSet};
 use std::{
-    collections::{BTreeMap},
+    collections::BTreeMap,
     fs::{self, File},
     net::SocketAddr,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -29,7 +28,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
 
-use crate::decode::TcpState;
+use crate::{decode::TcpState, FastMap, FastSet};
 
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
 const MAX_NAMESPACES: usize = 256;

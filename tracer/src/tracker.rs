@@ -4,7 +4,6 @@
 //! Pure: no I/O, no clock; time comes from event timestamps and the caller's `now`. Everything it
 //! learns leaves as [`Observation`]s for the findings layer. Memory is bounded by
 //! [`TrackerConfig`]; every eviction is counted in [`TrackerStats`].
-use crate::{FastMap, FastSet};
 use std::{
     borrow::Cow,
     collections::{BTreeMap, VecDeque},
@@ -14,7 +13,10 @@ use std::{
 use serde::Serialize;
 use tracer_common::EventKind;
 
-use crate::decode::{Event, Process, SocketId, TcpState};
+use crate::{
+    decode::{Event, Process, SocketId, TcpState},
+    FastMap, FastSet,
+};
 
 /// How long after its CLOSE a connection waits for late facts (a reset is sent after the
 /// socket is already CLOSE; events from other CPUs may trail) before it is classified.

@@ -4,9 +4,8 @@
 //!
 //! Bounded everywhere: events by count and age, each file by size, the directory by number of
 //! files (oldest removed), and one file per finding and peer per minute.
-use crate::{FastMap};
 use std::{
-    collections::{VecDeque},
+    collections::VecDeque,
     fs,
     io::Write,
     net::SocketAddr,
@@ -20,6 +19,7 @@ use crate::{
     clock::Clock,
     decode::{Decoder, Event},
     findings::{Endpoint, Finding, FindingKind, PeerKey},
+    FastMap,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
