@@ -50,3 +50,39 @@ fn the_daemonset_validates_against_the_kubernetes_schema_and_its_args_parse() {
         assert!(manifest.contains(annotation), "{annotation}");
     }
 }
+
+/// The Containerfile builds the binary the DaemonSet runs. It is built for real where buildah or
+/// podman runs and a base image can be pulled; elsewhere the test says why and checks the file.
+#[test]
+fn the_container_image_is_the_tracer_on_a_slim_base_and_builds_where_a_builder_runs() {
+    let containerfile = deploy("Containerfile");
+    let stages: Vec<&str> = containerfile.lines().filter(|line| line.starts_with("FROM ")).collect();
+    assert_eq!(stages.len(), 2, "a build stage and a run stage: {stages:?}");
+    assert!(stages[1].contains("slim"), "the run stage is a slim base: {}", stages[1]);
+    let build_stage = containerfile.split(stages[1]).next().unwrap();
+    assert!(build_stage.contains("cargo xtask setup && cargo xtask build"), "the image is built the README's way");
+    let run_stage = containerfile.split(stages[1]).nth(1).unwrap();
+    assert!(run_stage.contains("COPY --from=build /src/target/release/tracer /usr/local/bin/tracer"), "{run_stage}");
+    assert!(run_stage.contains(r#"ENTRYPOINT ["/usr/local/bin/tracer"]"#), "{run_stage}");
+    let manifest = deploy("daemonset.yaml");
+    assert!(manifest.contains("image: ") && !manifest.contains("command:"), "the DaemonSet runs the image's entrypoint with its args");
+
+    let Some(builder) = ["buildah", "podman"].into_iter().find(|tool| Command::new(tool).arg("--version").output().is_ok()) else {
+        eprintln!("container image not built: neither buildah nor podman is installed here (apt install buildah)");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tag = format!("localhost/tcp-tracer-test:{}", std::process::id());
+    let build = Command::new(builder).current_dir(&root).args(["build", "-f", "deploy/Containerfile", "-t", &tag, "."]).output().unwrap();
+    let said = String::from_utf8_lossy(&build.stderr);
+    if !build.status.success() && (said.contains("pull") || said.contains("registry") || said.contains("dial tcp")) {
+        eprintln!("container image not built: {builder} cannot pull the Debian base image from here: {}", said.lines().last().unwrap_or_default());
+        return;
+    }
+    assert!(build.status.success(), "{builder} build failed: {said}");
+    let run = Command::new("podman").args(["run", "--rm", &tag, "--version"]).output();
+    let _ = Command::new(builder).args(["rmi", &tag]).output();
+    if let Ok(run) = run {
+        assert!(String::from_utf8_lossy(&run.stdout).starts_with("tracer "), "the image runs the tracer: {run:?}");
+    }
+}
