@@ -12,29 +12,6 @@ use std::{
 use serde_json::Value;
 use support::*;
 
-/// Every program in the tracer's object: the BTF tracepoints, their classic twins, the optional
-/// timewait hooks and the batch flush.
-const PROGRAM_NAMES: [&str; 13] = [
-    "btf_set_state",
-    "btf_send_reset",
-    "btf_recv_reset",
-    "btf_retransmit",
-    "btf_synack_retx",
-    "inet_sock_set_state",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "tcp_retransmit_skb",
-    "tcp_retransmit_synack",
-    "tcp_time_wait",
-    "tcp_timewait_state_process",
-    "flush_batch",
-];
-
-/// bpftool prints the full name from BTF, or the kernel's 15 characters without it.
-fn is_ours(name: &str) -> bool {
-    PROGRAM_NAMES.iter().any(|ours| *ours == name || (name.len() == 15 && ours.starts_with(name)))
-}
-
 /// Ids of loaded programs that carry our programs' names.
 fn our_programs() -> Vec<u64> {
     let output = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool (apt: bpftool) runs");
@@ -42,7 +19,7 @@ fn our_programs() -> Vec<u64> {
     let programs: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     programs
         .iter()
-        .filter(|program| is_ours(program["name"].as_str().unwrap_or_default()))
+        .filter(|program| tracer::probes::program_named(program["name"].as_str().unwrap_or_default()).is_some())
         .map(|program| program["id"].as_u64().unwrap())
         .collect()
 }

@@ -3,9 +3,9 @@
 //!
 //! Two ways in, one way out. `btf` holds the `tp_btf` programs (the kernel's own `struct sock`
 //! read with direct loads); `classic` the tracepoint programs, the fallback where BTF tracing is
-//! refused; `timewait` the optional fentry/fexit hooks. All of them end in [`send`]: the
-//! operator's filter, then an append to this CPU's [`Batch`] with plain stores, so one ring-buffer
-//! reservation carries up to [`BATCH_RECORDS`] events. Userspace flushes batches that wait (the
+//! refused; `timewait` the optional fentry/fexit hooks. All of them end in [`emit`]: the
+//! record is built in place in this CPU's [`Batch`] with plain stores and kept if the operator's
+//! filter wants it, so one ring-buffer reservation carries up to [`BATCH_RECORDS`] events. Userspace flushes batches that wait (the
 //! `flush_batch` program, run on each CPU through `BPF_PROG_TEST_RUN`).
 //!
 //! These programs must never decide anything, loop, or block: they gather and send. Every event
@@ -158,12 +158,13 @@ fn add_process(event: &mut WireEvent) {
     event.flags |= FLAG_PROCESS_CONTEXT;
 }
 
-/// True when `stack_pointer` lies in the task's own kernel stack and the task is not a kernel
-/// thread: then the current pid is the one that caused the event. Softirq and hardirq run on
-/// per-CPU stacks and ksoftirqd is a kernel thread; both leave the pid unknown rather than wrong.
+/// True when `stack_address` (an address on the stack the hook ran on) lies in the task's own
+/// kernel stack and the task is not a kernel thread: then the current pid is the one that caused
+/// the event. Softirq and hardirq run on per-CPU stacks and ksoftirqd is a kernel thread; both
+/// leave the pid unknown rather than wrong.
 #[inline(always)]
-fn own_context(stack_pointer: u64, task_stack: u64, task_flags: u32) -> bool {
-    task_flags & PF_KTHREAD == 0 && stack_pointer.wrapping_sub(task_stack) < u64::from(config().offsets.thread_size)
+fn own_context(stack_address: u64, task_stack: u64, task_flags: u32) -> bool {
+    task_flags & PF_KTHREAD == 0 && stack_address.wrapping_sub(task_stack) < u64::from(config().offsets.thread_size)
 }
 
 /// Builds a record in place and sends it. `build` fills the record (see [`clear`]) and says
@@ -274,7 +275,7 @@ fn wakeup_flags() -> u64 {
 #[raw_tracepoint(tracepoint = "flush_batch")]
 pub fn flush_batch(_ctx: RawTracePointContext) -> i32 {
     let Some(batch) = BATCHES.get_ptr_mut(0) else { return 0 };
-    // SAFETY: as in `send`.
+    // SAFETY: as in `claim`.
     unsafe {
         if core::ptr::read_volatile(&(*batch).busy) != 0 {
             return 1;

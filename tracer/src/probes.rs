@@ -114,6 +114,28 @@ const HOOKS: [Hook; 5] = [
     Hook { kind: EventKind::SynAckRetransmit, btf_program: "btf_synack_retx" },
 ];
 
+/// The optional timewait hooks: kernel function (and program) name, and how each attaches.
+const TIMEWAIT_HOOKS: [(&str, &str); 2] = [("tcp_time_wait", "fentry"), ("tcp_timewait_state_process", "fexit")];
+
+/// Every program of the object, with whether a run of it is a firing of a hook (the flush
+/// program runs when userspace asks). The benchmark and the teardown test read it.
+pub fn programs() -> impl Iterator<Item = (&'static str, bool)> {
+    let classic = HOOKS.iter().filter_map(|hook| tracefs::tracepoint_of(hook.kind)).map(|(_, name, _)| name);
+    HOOKS
+        .iter()
+        .map(|hook| hook.btf_program)
+        .chain(classic)
+        .chain(TIMEWAIT_HOOKS.map(|(name, _)| name))
+        .map(|name| (name, true))
+        .chain([(FLUSH_PROGRAM, false)])
+}
+
+/// Which of [`programs`] a name that `bpftool prog show` printed is: the full name (from BTF), or
+/// the kernel's first 15 characters of it.
+pub fn program_named(shown: &str) -> Option<(&'static str, bool)> {
+    programs().find(|(name, _)| *name == shown || (shown.len() == 15 && name.starts_with(shown)))
+}
+
 impl Probes {
     /// Attaches the programs; returns them with their ring buffer and a decoder for this kernel.
     pub fn attach(options: AttachOptions<'_>) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
@@ -207,7 +229,7 @@ impl Probes {
         // Optional and often refused (no BTF for the function, ftrace hooks blocked, Linux < 5.17
         // for the return value): then the snapshot fallback alone decides about TIME_WAIT.
         let mut timewait_hooks = 0;
-        for (name, mode) in [("tcp_time_wait", "fentry"), ("tcp_timewait_state_process", "fexit")] {
+        for (name, mode) in TIMEWAIT_HOOKS {
             let attached = btf.as_ref().is_some_and(|btf| attach_tracing(&mut ebpf, name, btf).is_ok());
             timewait_hooks += usize::from(attached);
             modes.hooks.push((name.to_string(), if attached { mode } else { "unavailable" }));

@@ -188,24 +188,6 @@ impl Drop for Bpftrace {
     }
 }
 
-/// The tracer's programs: (name, whether a run is a firing of a TCP hook). The flush program
-/// runs when userspace asks; its time counts, its runs are not firings.
-const PROGRAMS: [(&str, bool); 13] = [
-    ("btf_set_state", true),
-    ("btf_send_reset", true),
-    ("btf_recv_reset", true),
-    ("btf_retransmit", true),
-    ("btf_synack_retx", true),
-    ("inet_sock_set_state", true),
-    ("tcp_send_reset", true),
-    ("tcp_receive_reset", true),
-    ("tcp_retransmit_skb", true),
-    ("tcp_retransmit_synack", true),
-    ("tcp_time_wait", true),
-    ("tcp_timewait_state_process", true),
-    ("flush_batch", false),
-];
-
 /// Run counters of the tracer's loaded programs (`bpftool prog show`, bpf_stats on), by name.
 #[derive(Clone, Default)]
 struct ProgramStats(std::collections::BTreeMap<String, (u64, u64, u64)>);
@@ -217,8 +199,7 @@ impl ProgramStats {
         let mut stats = ProgramStats::default();
         for program in &programs {
             let name = program["name"].as_str().unwrap_or("");
-            // bpftool prints the full name from BTF, or the kernel's 15 characters without it.
-            let Some((ours, _)) = PROGRAMS.iter().find(|(ours, _)| *ours == name || (name.len() == 15 && ours.starts_with(name))) else { continue };
+            let Some((ours, _)) = tracer::probes::program_named(name) else { continue };
             let entry = stats.0.entry(ours.to_string()).or_default();
             entry.0 += program["run_time_ns"].as_u64().unwrap_or(0);
             entry.1 += program["run_cnt"].as_u64().unwrap_or(0);
@@ -251,7 +232,7 @@ impl ProgramStats {
 
     /// Hook firings (runs of the TCP hook programs, plus the ones the kernel skipped as nested).
     fn firings(&self) -> u64 {
-        self.0.iter().filter(|(name, _)| PROGRAMS.iter().any(|(ours, hook)| ours == name && *hook)).map(|(_, (_, runs, misses))| runs + misses).sum()
+        self.0.iter().filter(|(name, _)| tracer::probes::program_named(name).is_some_and(|(_, hook)| hook)).map(|(_, (_, runs, misses))| runs + misses).sum()
     }
 
     fn total_ns(&self) -> u64 {

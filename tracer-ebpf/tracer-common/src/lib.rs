@@ -105,33 +105,6 @@ pub struct WireEvent {
 
 impl WireEvent {
     pub const SIZE: usize = core::mem::size_of::<WireEvent>();
-
-    /// A record of `kind` with every fact still unknown (zero).
-    pub const fn new(kind: EventKind, timestamp_ns: u64, socket: u64) -> WireEvent {
-        WireEvent {
-            version: WIRE_VERSION,
-            kind: kind as u8,
-            family: 0,
-            flags: 0,
-            old_state: 0,
-            new_state: 0,
-            local_port: 0,
-            remote_port: 0,
-            error: 0,
-            reason: 0,
-            timestamp_ns,
-            socket,
-            netns: 0,
-            tgid: 0,
-            pid: 0,
-            total_retrans: 0,
-            bytes_acked: 0,
-            bytes_received: 0,
-            local_addr: [0; 16],
-            remote_addr: [0; 16],
-            comm: [0; 16],
-        }
-    }
 }
 
 /// Marks a field a tracepoint does not have in [`HookLayout`].
