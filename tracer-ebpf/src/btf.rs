@@ -165,7 +165,7 @@ fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOff
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
     if !task.is_null() {
         let (flags, stack) = unsafe { (load::<u32>(task, offsets.task_flags), load::<u64>(task, offsets.task_stack)) };
-        if own_context(address_of(ctx.as_ptr()), stack, flags) {
+        if own_context(address_of(event.kind, ctx.as_ptr()), stack, flags) {
             let pid_tgid = bpf_get_current_pid_tgid();
             event.tgid = (pid_tgid >> 32) as u32;
             event.pid = pid_tgid as u32;

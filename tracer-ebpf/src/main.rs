@@ -48,19 +48,18 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS,
 #[map]
 static BATCHES: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 
-/// One word per CPU to turn a pointer into a plain number: before Linux 6.18 the verifier refuses
-/// arithmetic between the context pointer and an unbounded value, but a pointer stored into a map
-/// (allowed with CAP_PERFMON) reads back as a number.
+/// Words to turn a pointer into a plain number: before Linux 6.18 the verifier refuses arithmetic
+/// between the context pointer and an unbounded value, but a pointer stored into a map (allowed
+/// with CAP_PERFMON) reads back as a number. One word per CPU and per event kind: the kernel never
+/// nests a program inside itself, so no other run can overwrite a word between store and load.
 #[map]
-static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(8, 0);
 
-/// `pointer` as a number, or 0 when the per-CPU word is missing. A program interrupting this one
-/// between the store and the load can only make the answer "not the task's own stack" (pid
-/// unknown), never a wrong pid.
+/// `pointer` as a number, through the word of event kind `kind`; 0 when the word is missing.
 #[inline(always)]
-fn address_of<T>(pointer: *const T) -> u64 {
-    let Some(word) = ADDRESS.get_ptr_mut(0) else { return 0 };
-    // SAFETY: this CPU's word of a map we own.
+fn address_of<T>(kind: u8, pointer: *const T) -> u64 {
+    let Some(word) = ADDRESS.get_ptr_mut(u32::from(kind)) else { return 0 };
+    // SAFETY: this CPU's word for this program, in a map we own.
     unsafe {
         core::ptr::write_volatile(word.cast::<*const T>(), pointer);
         core::ptr::read_volatile(word)

@@ -119,6 +119,31 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_gets_what_it_can_hold_and_leaves_the_rest_to_userspace() {
+        let filter = Filter {
+            local_ports: vec![443, 8443],
+            remote_ports: (1..=9).collect(),
+            networks: vec!["10.1.2.3/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            ipv6_only: true,
+            netns: Some(4026531840),
+            ..Filter::default()
+        };
+        let kernel = filter.kernel();
+        assert_eq!((kernel.netns, kernel.family), (4026531840, libc::AF_INET6 as u8));
+        assert_eq!((kernel.local_port_count, &kernel.local_ports[..2]), (2, &[443, 8443][..]));
+        assert_eq!(kernel.remote_port_count, 0, "nine ports do not fit: userspace alone filters them");
+        assert_eq!(kernel.network_count, 2);
+        let v4 = kernel.networks[0];
+        let bytes = |words: [u64; 2]| [words[0].to_ne_bytes(), words[1].to_ne_bytes()].concat();
+        assert_eq!(v4.family, libc::AF_INET as u32);
+        assert_eq!(&bytes(v4.network)[..5], &[10, 1, 0, 0, 0], "the host bits are cleared, IPv4 in the first four bytes");
+        assert_eq!(&bytes(v4.mask)[..5], &[255, 255, 0, 0, 0]);
+        let v6 = kernel.networks[1];
+        assert_eq!((v6.family, bytes(v6.network)[0], bytes(v6.mask)[0], bytes(v6.mask)[1]), (libc::AF_INET6 as u32, 0xfd, 0xff, 0));
+        assert_eq!(Filter::default().kernel(), KernelFilter::NONE, "no filter: the kernel keeps everything");
+    }
+
+    #[test]
     fn ports_addresses_family_and_namespace_all_have_to_match() {
         let filter = Filter {
             local_ports: vec![443],

@@ -186,10 +186,11 @@ impl Probes {
         if options.hook_mode == HookMode::TpBtf && (btf.is_none() || !btf_offsets_known) {
             bail!("--hook-mode tp-btf: this kernel's BTF lacks what the BTF tracepoints read; use --hook-mode auto");
         }
+        let cpus = aya::util::online_cpus().map_err(|(what, error)| anyhow::anyhow!("{what}: {error}"))?;
         let mut ebpf = load(&config, ring_buffer_bytes)?;
         // Batches need a way to flush a CPU's records from userspace (Linux ≥ 5.10); without it
         // every record goes to the ring buffer at once.
-        if options.batching && prepare_flush(&mut ebpf).is_err() {
+        if options.batching && prepare_flush(&mut ebpf, cpus.first().copied()).is_err() {
             config.batching = 0;
             ebpf = load(&config, ring_buffer_bytes)?;
         }
@@ -239,7 +240,6 @@ impl Probes {
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
-        let cpus = aya::util::online_cpus().map_err(|(what, error)| anyhow::anyhow!("{what}: {error}"))?;
         Ok((Probes { ebpf, counters, cpus, modes }, events, Decoder::new(reason_names)))
     }
 
@@ -331,11 +331,10 @@ fn load(config: &KernelConfig, ring_buffer_bytes: u32) -> Result<Ebpf> {
 
 /// Loads the flush program and runs it once on this CPU, which fails where the kernel cannot
 /// run it on a chosen CPU.
-fn prepare_flush(ebpf: &mut Ebpf) -> Result<()> {
+fn prepare_flush(ebpf: &mut Ebpf, cpu: Option<u32>) -> Result<()> {
     let program: &mut RawTracePoint = ebpf.program_mut(FLUSH_PROGRAM).context("no flush program")?.try_into()?;
     program.load()?;
-    let cpu = aya::util::online_cpus().map_err(|(what, error)| anyhow::anyhow!("{what}: {error}"))?;
-    let options = RawTracePointRunOptions { cpu: cpu.first().copied(), ..RawTracePointRunOptions::new() };
+    let options = RawTracePointRunOptions { cpu, ..RawTracePointRunOptions::new() };
     program.test_run(options)?;
     Ok(())
 }
