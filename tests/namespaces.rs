@@ -11,6 +11,10 @@ use std::{
 use serde_json::Value;
 use support::*;
 
+/// The tests here count namespaces the tracer releases: one test's namespaces deleted during
+/// another's count would be miscounted, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the tracer's fd directory").count()
 }
@@ -50,6 +54,7 @@ fn summary_after(tracer: &Tracer, after: usize, what: &str, predicate: impl Fn(&
 #[test]
 fn a_thousand_pod_namespaces_created_and_deleted_leave_nothing_behind() {
     require_root();
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     const ROUNDS: usize = 4;
     // Under the tracer's cap of 256 namespaces held at once.
     const PER_ROUND: usize = 250;
@@ -86,6 +91,55 @@ fn a_thousand_pod_namespaces_created_and_deleted_leave_nothing_behind() {
     }
     let rss = resident_kib(tracer.pid());
     assert!(rss <= baseline_rss + 16 * 1024, "RSS grew from {baseline_rss} KiB to {rss} KiB");
+    let lines = tracer.stop();
+    assert_nothing_lost(&lines);
+}
+
+/// The snapshot asks only namespaces that can have changed: the test's server namespace is dumped
+/// while it holds a CLOSE_WAIT socket, skipped once it holds nothing the findings read, and dumped
+/// again as soon as an event comes from it — and the counts stay exact throughout.
+#[test]
+fn idle_namespaces_are_not_dumped_and_the_counts_stay_exact() {
+    require_root();
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let link = Link::new();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path()]);
+    let round = |line: &Value| line["modes"]["snapshot_round"].clone();
+    let count = |line: &Value, state: &str| line["states"][state].as_u64().unwrap_or(0);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let client_stream = link.connect(server).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    drop(client_stream); // the server's socket is left in CLOSE_WAIT
+
+    let start = tracer.lines().len();
+    let held = summary_after(&tracer, start, "the CLOSE_WAIT socket counted", |line| count(line, "CLOSE_WAIT") == 1);
+    // Nothing happens in the namespace for the next rounds: it is dumped all the same (its socket
+    // could end without an event only if it were not dumped), and the count holds.
+    let mut after_held = tracer.lines().iter().position(|line| line == &held).unwrap() + 1;
+    for _ in 0..3 {
+        let next = summary_after(&tracer, after_held, "a quiet round", |line| line["events"].is_object());
+        assert_eq!(count(&next, "CLOSE_WAIT"), 1, "{next}");
+        assert!(round(&next)["dumped"].as_u64().unwrap() >= 1, "{next}");
+        after_held = tracer.lines().iter().position(|line| line == &next).unwrap() + 1;
+    }
+
+    drop(accepted); // LAST_ACK → CLOSE: events, then nothing the findings read
+    let closed = tracer.lines().len();
+    summary_after(&tracer, closed, "the CLOSE_WAIT socket gone", |line| count(line, "CLOSE_WAIT") == 0);
+    let idle = summary_after(&tracer, closed, "a round that skips an idle namespace", |line| round(line)["idle"].as_u64() >= Some(1));
+    assert_eq!(round(&idle)["carried"], 0, "nothing is over budget here: {idle}");
+
+    // The idle namespace gets a TIME_WAIT socket: its events make it due again.
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let mut client_stream = link.connect(server).unwrap();
+    drop(listener.accept().unwrap()); // the server closes first: TIME_WAIT on its side
+    assert_eq!(client_stream.read(&mut [0; 1]).unwrap(), 0);
+    drop(client_stream);
+    let after = tracer.lines().len();
+    let seen = summary_after(&tracer, after, "the new TIME_WAIT socket counted", |line| count(line, "TIME_WAIT") == 1);
+    assert_eq!(seen["states"]["TIME_WAIT"], link.server.ss_count("time-wait"), "like ss: {seen}");
     let lines = tracer.stop();
     assert_nothing_lost(&lines);
 }

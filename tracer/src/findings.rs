@@ -442,26 +442,27 @@ impl Findings {
         Picture { states, closes, peers, findings }
     }
 
+    /// Sockets by state: those in [`snapshot::WANTED_STATES`] from the snapshot when there is one
+    /// (exact, and including sockets older than the tracer), the others from tracked connections.
     fn count_states(&self, now_ns: u64, tracker: &Tracker, snapshot: Option<&Snapshot>, filter: &Filter) -> BTreeMap<&'static str, u64> {
         let mut states = BTreeMap::new();
-        match snapshot {
-            Some(snapshot) => {
-                for (netns, sockets) in &snapshot.sockets {
-                    for socket in sockets.iter().filter(|s| filter.matches_socket(*netns, s.local, s.remote)) {
-                        *states.entry(socket.state.name()).or_default() += 1;
-                    }
+        let from_snapshot = |state: &TcpState| snapshot.is_some() && snapshot::WANTED_STATES.contains(state);
+        if let Some(snapshot) = snapshot {
+            for (netns, sockets) in &snapshot.sockets {
+                for socket in sockets.iter().filter(|s| filter.matches_socket(*netns, s.local, s.remote)) {
+                    *states.entry(socket.state.name()).or_default() += 1;
                 }
             }
-            None => {
-                for connection in tracker.connections() {
-                    if filter.matches(connection.socket.netns, connection.local, connection.remote, connection.process.as_ref()) {
-                        *states.entry(connection.state.name()).or_default() += 1;
-                    }
-                }
-                let time_wait = tracker.time_wait(now_ns).filter(|(t, _)| filter.matches_socket(t.netns, t.local, t.remote)).count();
-                if time_wait > 0 {
-                    states.insert(TcpState::TimeWait.name(), time_wait as u64);
-                }
+        }
+        for connection in tracker.connections().filter(|connection| !from_snapshot(&connection.state)) {
+            if filter.matches(connection.socket.netns, connection.local, connection.remote, connection.process.as_ref()) {
+                *states.entry(connection.state.name()).or_default() += 1;
+            }
+        }
+        if !from_snapshot(&TcpState::TimeWait) {
+            let time_wait = tracker.time_wait(now_ns).filter(|(t, _)| filter.matches_socket(t.netns, t.local, t.remote)).count();
+            if time_wait > 0 {
+                states.insert(TcpState::TimeWait.name(), time_wait as u64);
             }
         }
         states
@@ -505,7 +506,7 @@ impl Findings {
         if let Some(snapshot) = snapshot {
             let mut present = FastSet::default();
             for (netns, sockets) in &snapshot.sockets {
-                for socket in sockets {
+                for socket in sockets.iter() {
                     let kind = match socket.state {
                         TcpState::CloseWait => FindingKind::CloseWaitStuck,
                         TcpState::FinWait2 => FindingKind::FinUnanswered,

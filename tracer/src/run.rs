@@ -34,6 +34,7 @@ use crate::{
     reorder::Reorder,
     snapshot::{Snapshot, Snapshots},
     tracker::{Observation, Tracker, TrackerConfig},
+    FastSet,
 };
 
 /// How long the exit waits for a stalled stdout to take the last lines.
@@ -63,7 +64,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         filter: filter.kernel(),
     })?;
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
-    let snapshots = (!cli.events && !cli.no_snapshot).then(Snapshots::new);
+    let snapshots = (!cli.events && !cli.no_snapshot).then(|| Snapshots::new(cli.interval));
     privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
     let sink = Sink::new(io::stdout(), cli.json);
     let json_file = json_file.map(|file| Sink::new(file, true));
@@ -299,9 +300,9 @@ struct Outputs {
 /// A socket snapshot being taken on a blocking thread; it hands the snapshots back.
 type PendingDump = tokio::task::JoinHandle<(Snapshots, Snapshot)>;
 
-/// Most namespaces remembered while a snapshot is being taken (new ones past it wait for their
-/// next event).
-const MAX_UNLEARNED: usize = 1024;
+/// Most namespaces remembered while a snapshot is being taken (past it, the next round dumps
+/// every namespace, as activity may have gone unnoticed).
+const MAX_SEEN_WHILE_AWAY: usize = 1024;
 
 /// What a summary started before its snapshot was taken.
 struct Pending {
@@ -324,8 +325,14 @@ struct Aggregator {
     snapshots: Option<Snapshots>,
     /// The summary waiting for its snapshot.
     pending: Option<Pending>,
-    /// Namespaces first seen while the snapshots were away.
-    unlearned: Vec<u32>,
+    /// Namespaces events came from while the snapshots were away (learnt, or marked active, when
+    /// they are back).
+    seen_while_away: FastSet<u32>,
+    /// Events came that the set above could not hold, or events were lost: the next round dumps
+    /// every namespace.
+    dump_everything: bool,
+    /// Lost and skipped events at the previous round.
+    missed_before: u64,
     /// The namespace of the previous event: consecutive events mostly share one.
     last_netns: u32,
     modes: SourceModes,
@@ -379,6 +386,7 @@ impl Aggregator {
                 (false, false) => "tracepoints (estimated)",
             },
             snapshot: snapshot_mode,
+            snapshot_round: None,
         };
         let recorder = match &cli.record_dir {
             Some(dir) => Some(FlightRecorder::new(RecorderConfig {
@@ -401,7 +409,9 @@ impl Aggregator {
             findings,
             snapshots,
             pending: None,
-            unlearned: Vec::new(),
+            seen_while_away: FastSet::default(),
+            dump_everything: false,
+            missed_before: 0,
             last_netns: 0,
             modes,
             observations: Vec::new(),
@@ -419,8 +429,12 @@ impl Aggregator {
             match &mut self.snapshots {
                 Some(snapshots) => snapshots.learn(event.socket.netns),
                 // Away taking a snapshot: learnt when it is back.
-                None if self.pending.is_some() && self.unlearned.len() < MAX_UNLEARNED && !self.unlearned.contains(&event.socket.netns) => {
-                    self.unlearned.push(event.socket.netns)
+                None if self.pending.is_some() => {
+                    if self.seen_while_away.len() < MAX_SEEN_WHILE_AWAY {
+                        self.seen_while_away.insert(event.socket.netns);
+                    } else {
+                        self.dump_everything = true;
+                    }
                 }
                 None => {}
             }
@@ -478,16 +492,19 @@ impl Aggregator {
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
         self.advance(horizon_ns.unwrap_or(u64::MAX));
         self.tracker.expire(now_ns, &mut self.observations);
+        // Lost events may have hidden a namespace's activity.
+        let missed = health.lost + health.skipped;
+        let everything = std::mem::take(&mut self.dump_everything) || std::mem::replace(&mut self.missed_before, missed) != missed;
         match self.snapshots.take() {
             Some(mut snapshots) if !last => {
                 self.pending = Some(Pending { health, now_ns });
                 return Ok(Some(tokio::task::spawn_blocking(move || {
-                    let snapshot = snapshots.take();
+                    let snapshot = snapshots.take(everything);
                     (snapshots, snapshot)
                 })));
             }
             Some(mut snapshots) => {
-                let snapshot = snapshots.take();
+                let snapshot = snapshots.take(everything);
                 self.snapshots = Some(snapshots);
                 self.conclude(health, now_ns, true, Some(snapshot))?;
             }
@@ -500,7 +517,7 @@ impl Aggregator {
     /// events held meanwhile through.
     fn snapshot_arrived(&mut self, snapshots: Snapshots, snapshot: Snapshot) -> Result<()> {
         self.snapshots = Some(snapshots);
-        for netns in self.unlearned.drain(..) {
+        for netns in self.seen_while_away.drain() {
             self.snapshots.as_mut().expect("just returned").learn(netns);
         }
         let Some(Pending { health, now_ns }) = self.pending.take() else { return Ok(()) };
@@ -509,15 +526,25 @@ impl Aggregator {
 
     fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, snapshot: Option<Snapshot>) -> Result<()> {
         if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, &snapshot) {
-            for (netns, sockets) in &snapshot.sockets {
+            // Only a namespace dumped this round can say what ended since its last dump.
+            for netns in &snapshot.fresh {
+                let sockets = snapshot.sockets.get(netns).map_or(&[][..], |sockets| &sockets[..]);
                 let timewait = sockets.iter().filter(|socket| matches!(socket.state, TcpState::TimeWait | TcpState::FinWait2));
                 self.tracker.reconcile(*netns, now_ns, timewait.map(|socket| (socket.local, socket.remote, socket.state)), &mut self.observations);
                 let time_wait = sockets.iter().filter(|socket| socket.state == TcpState::TimeWait);
                 self.tracker.refresh_time_wait(*netns, now_ns, time_wait.map(|socket| (socket.local, socket.remote)));
             }
+            let round = snapshot.round;
+            self.modes.snapshot_round = Some(round);
             self.modes.snapshot = format!(
-                "sock_diag ({} netns{}{})",
+                "sock_diag ({} netns, {} dumped in {} ms{}{}{})",
                 snapshots.covered(),
+                round.dumped,
+                round.micros / 1000,
+                match round.carried {
+                    0 => String::new(),
+                    carried => format!(", over budget: {carried} carried over"),
+                },
                 match snapshots.unreachable() + snapshot.failed.len() {
                     0 => String::new(),
                     missing => format!(", {missing} unreachable"),
@@ -550,7 +577,7 @@ impl Aggregator {
         health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.findings.evicted;
         health.joined_mid_life = stats.joined_mid_life;
         if let Some(metrics) = &mut self.outputs.metrics {
-            metrics.publish(&picture, health);
+            metrics.publish(&picture, health, self.modes.snapshot_round);
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
         let summary = Summary::new(

@@ -3,7 +3,7 @@
 //! Churn throughput untraced / traced by `tracer` / traced by an equivalent bpftrace script,
 //! interleaved A/B/C rounds on one core in a private network namespace; the kernel programs'
 //! own run time per event (`kernel.bpf_stats_enabled`); ring-buffer loss by buffer size;
-//! start-up time; and the criterion benchmarks of the userspace pipeline. Prints a Markdown
+//! start-up time; socket snapshots across many namespaces; and the criterion benchmarks of the userspace pipeline. Prints a Markdown
 //! report. `--quick` is the CI smoke run: short rounds, and a failure only for a crash or for
 //! events lost at a modest rate — never for timing.
 use std::{
@@ -407,7 +407,11 @@ pub fn run(options: Options) -> Result<()> {
     }
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
 
-    // 3. The userspace pipeline.
+    // 3. Socket snapshots with many namespaces.
+    report += "\n";
+    report += &crate::snapshot_bench::run(&options.tracer, options.quick)?;
+
+    // 4. The userspace pipeline.
     report += "\n## Aggregator (criterion, one core): see `cargo bench --bench aggregator`\n";
     println!("{report}");
     Ok(())

@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything that is not a plain `cargo build`: the BPF toolchain, the kernel
 //! object, running the tracer with the privileges it needs, and the root-only test suite.
 mod bench;
+mod snapshot_bench;
 mod toolchain;
 mod vm;
 
@@ -41,6 +42,9 @@ enum Task {
         /// Short rounds, for CI: fails only on a crash or lost events, never on timing.
         #[arg(long)]
         quick: bool,
+        /// Only the socket-snapshot section (many namespaces full of sockets).
+        #[arg(long)]
+        snapshots_only: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -85,11 +89,15 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, snapshots_only } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
             let tracer = build_all()?;
+            if snapshots_only {
+                println!("{}", snapshot_bench::run(&tracer, quick)?);
+                return Ok(());
+            }
             bench::run(bench::Options { quick, tracer })?;
             if !quick {
                 run_checked(Command::new(toolchain::cargo()).current_dir(workspace_root()).args(["bench", "--package", "tracer"]))?;

@@ -23,6 +23,7 @@ use crate::{
     decode::TcpState,
     findings::{FindingKind, Picture},
     output::summary::Health,
+    snapshot::RoundCost,
     tracker::{CloseClass, Observation, Role},
 };
 
@@ -52,6 +53,8 @@ pub struct Metrics {
     findings_total: Family<Labels, Counter>,
     peer_trouble: Family<Labels, Gauge>,
     health: Family<Labels, Counter>,
+    snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    snapshot_namespaces: Family<Labels, Gauge>,
     /// Health totals already added to the counters.
     reported: Health,
     /// State transitions since the last summary, [old][new], counted without locks.
@@ -74,6 +77,8 @@ impl Metrics {
             findings_total: Family::default(),
             peer_trouble: Family::default(),
             health: Family::default(),
+            snapshot_seconds: Gauge::default(),
+            snapshot_namespaces: Family::default(),
             reported: Health::default(),
             pending_transitions: [[0; 13]; 13],
         };
@@ -87,6 +92,12 @@ impl Metrics {
         registry.register("findings_reported", "Findings reported since start (one per peer and summary), by kind", metrics.findings_total.clone());
         registry.register("peer_trouble", "Trouble score of the ten most troubled remote endpoints of the last interval", metrics.peer_trouble.clone());
         registry.register("events", "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped)", metrics.health.clone());
+        registry.register("snapshot_seconds", "How long the last round of sock_diag dumps took", metrics.snapshot_seconds.clone());
+        registry.register(
+            "snapshot_namespaces",
+            "Namespaces in the last round of sock_diag dumps: dumped, idle (nothing to ask), carried (over budget, last result reused)",
+            metrics.snapshot_namespaces.clone(),
+        );
         let hook_modes = Family::<Labels, Gauge>::default();
         registry.register("hook_mode", "1 for the mode of each kernel hook", hook_modes.clone());
         for (hook, mode) in hooks {
@@ -140,7 +151,13 @@ impl Metrics {
     }
 
     /// Publishes a summary: state gauges, findings, the peer top list and the tracer's health.
-    pub fn publish(&mut self, picture: &Picture, health: Health) {
+    pub fn publish(&mut self, picture: &Picture, health: Health, snapshot: Option<RoundCost>) {
+        if let Some(round) = snapshot {
+            self.snapshot_seconds.set(round.micros as f64 / 1e6);
+            for (what, count) in [("dumped", round.dumped), ("idle", round.idle), ("carried", round.carried)] {
+                self.snapshot_namespaces.get_or_create(&labels(&[("what", what)])).set(count as i64);
+            }
+        }
         for state in TcpState::ALL {
             let count = picture.states.get(state.name()).copied().unwrap_or(0);
             self.sockets.get_or_create(&labels(&[("state", &state.name().to_lowercase())])).set(count as i64);

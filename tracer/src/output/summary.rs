@@ -29,8 +29,11 @@ pub struct Health {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SourceModes {
     pub hooks: String,
-    /// "sock_diag (N netns)" or why it is off.
+    /// "sock_diag (N netns, …)" or why it is off.
     pub snapshot: String,
+    /// What the last round of socket dumps cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_round: Option<crate::snapshot::RoundCost>,
     /// Where TIME_WAIT counts come from.
     pub time_wait: &'static str,
 }
