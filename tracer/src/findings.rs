@@ -357,16 +357,16 @@ impl Findings {
                 let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(tally) = self.tally(FindingKind::PortReuseInTimeWait, key) {
                     tally.count += 1;
-                    tally.example = Some(match (time_wait_age_ns, accepted) {
-                        (Some(age), true) => format!(
-                            "{} ↔ {} was {:.1}s into TIME_WAIT; the SYN was accepted",
-                            tuple.local,
-                            tuple.remote,
-                            *age as f64 / NS_PER_S as f64
-                        ),
-                        _ => format!(
+                    let into = time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
+                    tally.example = Some(match (role, accepted) {
+                        (_, true) => format!("{} ↔ {} was{into} TIME_WAIT; the SYN was accepted", tuple.local, tuple.remote),
+                        (Role::Client, false) => format!(
                             "our SYN {} → {} was answered with a bare ACK: the server still holds the 4-tuple; we reset it and retransmit the SYN",
                             tuple.local, tuple.remote
+                        ),
+                        (_, false) => format!(
+                            "a SYN from {} hit {} ↔ {}{into} TIME_WAIT and was answered with a bare ACK: the client must reset and retransmit its SYN",
+                            tuple.remote, tuple.local, tuple.remote
                         ),
                     });
                 }
@@ -747,6 +747,22 @@ mod tests {
         assert_eq!((silent[0].local.as_str(), silent[0].remote.as_str(), silent[0].count), ("10.0.0.2:80", "10.0.0.1:*", 3));
         assert!(silent[0].detail.contains("×3"), "{}", silent[0].detail);
         assert_eq!((picture.peers[0].peer_silent, picture.peers[0].ended), (3, 3));
+    }
+
+    #[test]
+    fn a_syn_on_time_wait_is_told_from_the_side_that_saw_it() {
+        let tuple = Tuple { netns: NETNS, local: "10.0.0.2:80".parse().unwrap(), remote: "10.0.0.9:40000".parse().unwrap() };
+        let detail = |role, time_wait_age_ns, accepted| {
+            let (mut findings, tracker) = (Findings::new(FindingsConfig::default()), tracker());
+            findings.observe(&Observation::PortReuse { tuple, role, time_wait_age_ns, accepted }, &Filter::default(), |_| None);
+            let picture = findings.conclude(S, &mut { tracker }, None, &settings, &Filter::default());
+            picture.findings[0].detail.clone()
+        };
+        assert!(detail(Role::Server, Some(3 * S / 2), true).contains("10.0.0.2:80 ↔ 10.0.0.9:40000 was 1.5s into TIME_WAIT; the SYN was accepted"));
+        assert!(detail(Role::Server, None, true).contains("was in TIME_WAIT; the SYN was accepted"));
+        let refused = detail(Role::Server, Some(S), false);
+        assert!(refused.contains("a SYN from 10.0.0.9:40000 hit 10.0.0.2:80 ↔ 10.0.0.9:40000 1.0s into TIME_WAIT and was answered with a bare ACK"), "{refused}");
+        assert!(detail(Role::Client, None, false).contains("our SYN"));
     }
 
     #[test]
