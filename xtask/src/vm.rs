@@ -3,8 +3,10 @@
 //! Kernel packages come from the Debian archive apt already uses (for suites the machine does
 //! not list, a private sources list on the same mirror), are extracted without installing, and
 //! cached by package version under target/vm/. Each kernel boots an initramfs holding busybox,
-//! the tracer, the kernel test binary, `ip` and the veth module; results come back over the
-//! serial console between markers. A panic, a hang or a missing end marker fails the run.
+//! the tracer, the test binaries (the kernel tests and the summary tests), `ip`, `ss`, `nft` and
+//! the veth and netfilter modules (with their dependencies, read from each module's own
+//! `depends=`); results come back over the serial console between markers. A panic, a hang or a
+//! missing end marker fails the run.
 use std::{
     fs,
     io::Write,
@@ -25,6 +27,14 @@ const KERNELS: &[(&str, &str, &str)] = &[
     ("7.3", "trixie-backports", r"^linux-binary-7\.3\.[0-9]+\+deb13-amd64$"),
 ];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The test binaries the guest runs, in order.
+const SUITES: [&str; 2] = ["kernel_events", "summary_findings"];
+
+/// What the tests need of the kernel beyond the tracer: veth pairs, sock_diag for TCP (the
+/// snapshots; a booted system loads it on demand through modprobe, which the guest lacks), and
+/// nftables rules that drop, reset and NAT (their dependencies are added).
+const MODULES: [&str; 6] = ["veth", "tcp_diag", "nf_tables", "nft_reject_inet", "nft_chain_nat", "nft_nat"];
 
 fn vm_dir() -> PathBuf {
     workspace_root().join("target/vm")
@@ -144,13 +154,14 @@ fn install(root: &Path, binary: &Path, at: &Path) -> Result<()> {
 }
 
 fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
+    let names = [".ko", ".ko.xz", ".ko.zst"].map(|suffix| format!("{name}{suffix}"));
     let mut stack = vec![modules.join("lib/modules"), modules.join("usr/lib/modules")];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.file_name().is_some_and(|n| n == format!("{name}.ko").as_str() || n == format!("{name}.ko.xz").as_str() || n == format!("{name}.ko.zst").as_str()) {
+            } else if path.file_name().is_some_and(|file| names.iter().any(|name| file == name.as_str())) {
                 return Some(path);
             }
         }
@@ -158,8 +169,80 @@ fn find_module(modules: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Whether the kernel has `name` built in (its package's modules.builtin lists it).
+fn built_in(modules: &Path, name: &str) -> bool {
+    let lists = [modules.join("lib/modules"), modules.join("usr/lib/modules")]
+        .into_iter()
+        .flat_map(|dir| fs::read_dir(dir).into_iter().flatten().flatten())
+        .filter_map(|version| fs::read_to_string(version.path().join("modules.builtin")).ok());
+    let wanted = format!("/{name}.ko");
+    lists.into_iter().any(|list| list.lines().any(|line| line.ends_with(&wanted)))
+}
+
+fn decompressed(path: &Path) -> Result<Vec<u8>> {
+    Ok(match path.extension().and_then(|e| e.to_str()) {
+        Some("xz") => Command::new("xz").arg("-dc").arg(path).output()?.stdout,
+        Some("zst") => Command::new("zstd").arg("-dcq").arg(path).output()?.stdout,
+        _ => fs::read(path)?,
+    })
+}
+
+/// A `.modinfo` entry of a module (`key=value`, NUL-terminated).
+fn modinfo(module: &[u8], key: &str) -> String {
+    let key = format!("\0{key}=");
+    let Some(start) = module.windows(key.len()).position(|window| window == key.as_bytes()) else { return String::new() };
+    let value = &module[start + key.len()..];
+    String::from_utf8_lossy(&value[..value.iter().position(|byte| *byte == 0).unwrap_or(value.len())]).into_owned()
+}
+
+/// The modules a module needs first: `depends=`, then the `softdep=pre:` ones (module aliases,
+/// such as `crc32c` for libcrc32c, whose init fails without it), found as the module of that
+/// name or its `_generic` implementation, and left out when there is neither.
+fn depends(module: &[u8]) -> (Vec<String>, Vec<String>) {
+    let hard = modinfo(module, "depends").split(',').filter(|name| !name.is_empty()).map(str::to_string).collect();
+    let softdep = modinfo(module, "softdep");
+    let soft = softdep.split("pre:").nth(1).unwrap_or_default().split("post:").next().unwrap_or_default().split_whitespace().map(str::to_string).collect();
+    (hard, soft)
+}
+
+/// Copies `wanted` and everything they depend on into the initramfs's /lib/modules; returns
+/// the file names in an order `insmod` accepts (dependencies first).
+fn add_modules(modules: &Path, root: &Path, wanted: &[&str]) -> Result<Vec<String>> {
+    fn visit(modules: &Path, root: &Path, name: &str, order: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        if seen.iter().any(|done| done == name) {
+            return Ok(());
+        }
+        seen.push(name.to_string());
+        let Some(path) = find_module(modules, name).or_else(|| find_module(modules, &name.replace('_', "-"))) else {
+            if built_in(modules, name) {
+                return Ok(());
+            }
+            bail!("the kernel package has no module {name}, and it is not built in");
+        };
+        let bytes = decompressed(&path)?;
+        let (hard, soft) = depends(&bytes);
+        for dependency in hard {
+            visit(modules, root, &dependency, order, seen)?;
+        }
+        for alias in soft {
+            if let Some(name) = [alias.clone(), format!("{alias}_generic")].into_iter().find(|name| find_module(modules, name).is_some()) {
+                visit(modules, root, &name, order, seen)?;
+            }
+        }
+        let file = format!("{name}.ko");
+        fs::write(root.join("lib/modules").join(&file), bytes)?;
+        order.push(file);
+        Ok(())
+    }
+    let (mut order, mut seen) = (Vec::new(), Vec::new());
+    for name in wanted {
+        visit(modules, root, name, &mut order, &mut seen)?;
+    }
+    Ok(order)
+}
+
 /// Builds the initramfs; `init` is the script PID 1 runs.
-fn initramfs(modules: &Path, test_binary: &Path, tracer: &Path, init: &str, out: &Path) -> Result<()> {
+fn initramfs(modules: &Path, test_binaries: &[PathBuf], tracer: &Path, init: &str, out: &Path) -> Result<()> {
     let root = out.with_extension("d");
     let _ = fs::remove_dir_all(&root);
     // No tmpfs over /tmp: the tracer may live under it (a checkout in /tmp), at the same path
@@ -169,23 +252,19 @@ fn initramfs(modules: &Path, test_binary: &Path, tracer: &Path, init: &str, out:
     }
     let busybox = which("busybox").context("busybox (apt: busybox-static) is needed")?;
     fs::copy(&busybox, root.join("bin/busybox"))?;
-    for applet in ["sh", "mount", "poweroff", "echo", "cat", "insmod", "mkdir", "ls", "test", "[", "grep", "uname", "setsid"] {
+    for applet in ["sh", "mount", "poweroff", "echo", "cat", "insmod", "mkdir", "ls", "test", "[", "grep", "uname", "setsid", "sysctl"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     install(&root, tracer, tracer)?;
-    install(&root, test_binary, Path::new("/kernel_events"))?;
-    install(&root, &which("ip").context("ip (apt: iproute2) is needed")?, Path::new("/sbin/ip"))?;
-    let veth = find_module(modules, "veth").context("no veth module in the kernel package")?;
-    let destination = root.join("lib/modules/veth.ko");
-    match veth.extension().and_then(|e| e.to_str()) {
-        Some("xz") => fs::write(&destination, Command::new("xz").arg("-dc").arg(&veth).output()?.stdout)?,
-        Some("zst") => fs::write(&destination, Command::new("zstd").arg("-dcq").arg(&veth).output()?.stdout)?,
-        _ => {
-            fs::copy(&veth, &destination)?;
-        }
+    for (suite, binary) in SUITES.iter().zip(test_binaries) {
+        install(&root, binary, &Path::new("/").join(suite))?;
     }
+    for (tool, package) in [("ip", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")] {
+        install(&root, &which(tool).with_context(|| format!("{tool} (apt: {package}) is needed"))?, &Path::new("/sbin").join(tool))?;
+    }
+    let loads: String = add_modules(modules, &root, &MODULES)?.iter().map(|file| format!("insmod /lib/modules/{file}\n")).collect();
     let init_path = root.join("init");
-    fs::write(&init_path, init)?;
+    fs::write(&init_path, init.replace(LOAD_MODULES, &loads))?;
     fs::set_permissions(&init_path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let archive = Command::new("sh")
         .current_dir(&root)
@@ -202,7 +281,7 @@ const INIT_PRELUDE: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs run /run; mkdir -p /run/netns
-insmod /lib/modules/veth.ko
+LOAD_MODULES
 ip link set lo up
 modes="tracepoint"
 [ -e /sys/kernel/btf/vmlinux ] && modes="$modes tp_btf"
@@ -212,22 +291,30 @@ mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
 echo "VMTEST-MODES $modes"
 "#;
 
-/// Builds what the guest runs: the tracer and the kernel test binary (with the eBPF object).
-fn test_binaries() -> Result<(PathBuf, PathBuf)> {
+/// Where the init script loads the modules (replaced by one `insmod` per module).
+const LOAD_MODULES: &str = "LOAD_MODULES";
+
+/// Builds what the guest runs: the test binaries of [`SUITES`] (with the eBPF object) and the tracer.
+fn test_binaries() -> Result<(Vec<PathBuf>, PathBuf)> {
     let object = crate::build_ebpf()?;
-    let output = Command::new(crate::toolchain::cargo())
-        .current_dir(workspace_root())
-        .args(["test", "--package", "tracer", "--test", "kernel_events", "--no-run", "--message-format=json"])
-        .env("TRACER_EBPF_OBJECT", &object)
-        .stderr(Stdio::inherit())
-        .output()?;
-    let executable = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == "kernel_events")
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .context("cargo did not report the kernel_events test binary")?;
-    Ok((executable, workspace_root().join("target/debug/tracer")))
+    let mut command = Command::new(crate::toolchain::cargo());
+    command.current_dir(workspace_root()).args(["test", "--package", "tracer", "--no-run", "--message-format=json"]);
+    for suite in SUITES {
+        command.args(["--test", suite]);
+    }
+    let output = command.env("TRACER_EBPF_OBJECT", &object).stderr(Stdio::inherit()).output()?;
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let executables = SUITES
+        .iter()
+        .map(|suite| {
+            messages
+                .iter()
+                .filter(|message| message["reason"] == "compiler-artifact" && message["target"]["name"] == *suite)
+                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+                .with_context(|| format!("cargo did not report the {suite} test binary"))
+        })
+        .collect::<Result<_>>()?;
+    Ok((executables, workspace_root().join("target/debug/tracer")))
 }
 
 fn ensure_tools() -> Result<()> {
@@ -257,8 +344,8 @@ fn qemu(vmlinux: &Path, initrd: &Path) -> Command {
 
 struct Outcome {
     kernel: String,
-    passed: u64,
-    failed: u64,
+    /// Per suite of [`SUITES`]: passed and failed.
+    results: Vec<(u64, u64)>,
     modes: String,
     /// How the tracer attached the TCP hooks by default (tp_btf or tracepoint), and batches.
     tcp_hooks: String,
@@ -270,29 +357,36 @@ struct Outcome {
 
 pub fn test(kernels: &[String]) -> Result<()> {
     ensure_tools()?;
-    let (test_binary, tracer) = test_binaries()?;
+    let (test_binaries, tracer) = test_binaries()?;
     let mut outcomes = Vec::new();
     for version in kernels {
         let started = Instant::now();
         let (vmlinux, modules, package) = kernel(version)?;
         let initrd = vm_dir().join(format!("{package}.initrd.gz"));
         let init = format!(
-            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({} --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n/kernel_events --test-threads=1 2>&1\necho \"VMTEST-END rc=$?\"\npoweroff -f\n",
-            tracer.display()
+            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({} --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n{}echo VMTEST-END\npoweroff -f\n",
+            tracer.display(),
+            SUITES.map(|suite| format!("/{suite} --test-threads=1 2>&1\necho \"VMTEST-RC {suite} $?\"\n")).concat()
         );
-        initramfs(&modules, &test_binary, &tracer, &init, &initrd)?;
+        initramfs(&modules, &test_binaries, &tracer, &init, &initrd)?;
         eprintln!("xtask: booting {package}");
         let console = run_with_timeout(qemu(&vmlinux, &initrd), BOOT_TIMEOUT)?;
         fs::write(vm_dir().join(format!("{package}.console.log")), &console)?;
         outcomes.push(outcome(version, &console, started.elapsed()));
     }
     println!(
-        "\n| kernel | passed | failed | hook modes available | tracer's TCP hooks (default) | tracer's TIME_WAIT hooks | seconds |\n|---|---|---|---|---|---|---|"
+        "\n| kernel | kernel tests passed/run | summary tests passed/run | hook modes available | tracer's TCP hooks (default) | tracer's TIME_WAIT hooks | seconds |\n|---|---|---|---|---|---|---|"
     );
     for outcome in &outcomes {
+        let results: Vec<String> = outcome.results.iter().map(|(passed, failed)| format!("{passed}/{}", passed + failed)).collect();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} |",
-            outcome.kernel, outcome.passed, outcome.failed, outcome.modes, outcome.tcp_hooks, outcome.timewait_hooks, outcome.seconds
+            "| {} | {} | {} | {} | {} | {:.0} |",
+            outcome.kernel,
+            results.join(" | "),
+            outcome.modes,
+            outcome.tcp_hooks,
+            outcome.timewait_hooks,
+            outcome.seconds
         );
     }
     let failures: Vec<&Outcome> = outcomes.iter().filter(|outcome| outcome.error.is_some()).collect();
@@ -306,14 +400,21 @@ pub fn test(kernels: &[String]) -> Result<()> {
 }
 
 fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
-    let count = |word: &str| {
-        console
-            .lines()
-            .filter_map(|line| line.strip_prefix("test result: "))
-            .filter_map(|line| line.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok()))
-            .sum::<u64>()
-    };
-    let (passed, failed) = (count("passed"), count("failed"));
+    // Each suite's "test result" lines come before its "VMTEST-RC <suite> <status>" marker.
+    let mut results = Vec::new();
+    let mut statuses = Vec::new();
+    let (mut passed, mut failed) = (0, 0);
+    for line in console.lines() {
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |word: &str| result.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0);
+            passed += count("passed");
+            failed += count("failed");
+        } else if let Some(marker) = line.split("VMTEST-RC ").nth(1) {
+            let mut words = marker.split_whitespace();
+            statuses.push((words.next().unwrap_or("?").to_string(), words.next().unwrap_or("?").to_string()));
+            results.push((std::mem::take(&mut passed), std::mem::take(&mut failed)));
+        }
+    }
     // The marker may share a line with the firmware's last words.
     let modes = console.lines().find_map(|line| line.split("VMTEST-MODES ").nth(1)).unwrap_or("?").trim().to_string();
     let announced = console.lines().find_map(|line| line.split("VMTEST-TRACER ").nth(1)).unwrap_or_default();
@@ -338,15 +439,25 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
         [mode] => format!("all {mode}, batches {}", if announced.contains("batches: per-CPU") { "per-CPU" } else { "off" }),
         _ => words(&|word| word.contains('=') && !word.starts_with("tcp_time")),
     };
-    let end = console.lines().find_map(|line| line.strip_prefix("VMTEST-END rc="));
-    let tail: Vec<&str> = console.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-    let error = match end {
-        _ if console.contains("Kernel panic") => Some(format!("kernel panic; console tail:\n{}", tail.join("\n"))),
-        None => Some(format!("no end marker (hang or crash); console tail:\n{}", tail.join("\n"))),
-        Some(rc) if rc.trim() != "0" || failed > 0 || passed == 0 => Some(format!("tests failed (rc={rc}); console tail:\n{}", tail.join("\n"))),
-        Some(_) => None,
+    let ended = console.lines().any(|line| line.contains("VMTEST-END"));
+    let tail: Vec<&str> = console.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+    let failing: Vec<String> = statuses
+        .iter()
+        .zip(&results)
+        .filter(|((_, status), (passed, failed))| status != "0" || *failed > 0 || *passed == 0)
+        .map(|((suite, status), _)| format!("{suite} (exit {status})"))
+        .collect();
+    let error = if console.contains("Kernel panic") {
+        Some(format!("kernel panic; console tail:\n{}", tail.join("\n")))
+    } else if !ended || results.len() < SUITES.len() {
+        Some(format!("no end marker (hang or crash); console tail:\n{}", tail.join("\n")))
+    } else if !failing.is_empty() {
+        Some(format!("{} failed; console tail:\n{}", failing.join(", "), tail.join("\n")))
+    } else {
+        None
     };
-    Outcome { kernel: kernel.to_string(), passed, failed, modes, tcp_hooks, timewait_hooks, seconds: elapsed.as_secs_f64(), error }
+    results.resize(SUITES.len(), (0, 0));
+    Outcome { kernel: kernel.to_string(), results, modes, tcp_hooks, timewait_hooks, seconds: elapsed.as_secs_f64(), error }
 }
 
 /// Runs QEMU, returning its console output; kills it after `limit`.
@@ -372,11 +483,11 @@ fn run_with_timeout(mut command: Command, limit: Duration) -> Result<String> {
 
 pub fn shell(version: &str) -> Result<()> {
     ensure_tools()?;
-    let (test_binary, tracer) = test_binaries()?;
+    let (test_binaries, tracer) = test_binaries()?;
     let (vmlinux, modules, package) = kernel(version)?;
     let initrd = vm_dir().join(format!("{package}.shell.initrd.gz"));
-    let init = format!("{INIT_PRELUDE}echo \"tracer: {}; tests: /kernel_events; exit the shell to power off\"\nsetsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'\npoweroff -f\n", tracer.display());
-    initramfs(&modules, &test_binary, &tracer, &init, &initrd)?;
+    let init = format!("{INIT_PRELUDE}echo \"tracer: {}; tests: /kernel_events /summary_findings; exit the shell to power off\"\nsetsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'\npoweroff -f\n", tracer.display());
+    initramfs(&modules, &test_binaries, &tracer, &init, &initrd)?;
     let status = qemu(&vmlinux, &initrd).status()?;
     if !status.success() {
         bail!("qemu exited with {status}");
