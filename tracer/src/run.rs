@@ -526,6 +526,9 @@ impl Aggregator {
 
     fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, snapshot: Option<Snapshot>) -> Result<()> {
         if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, &snapshot) {
+            for netns in &snapshot.released {
+                self.tracker.namespace_gone(*netns);
+            }
             // Only a namespace dumped this round can say what ended since its last dump.
             for netns in &snapshot.fresh {
                 let sockets = snapshot.sockets.get(netns).map_or(&[][..], |sockets| &sockets[..]);

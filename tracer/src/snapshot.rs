@@ -105,6 +105,8 @@ pub struct Snapshot {
     pub fresh: BTreeSet<u32>,
     /// Namespaces whose dump failed this round, with why.
     pub failed: BTreeMap<u32, String>,
+    /// Namespaces let go this round because they are gone.
+    pub released: Vec<u32>,
     pub round: RoundCost,
 }
 
@@ -217,9 +219,8 @@ impl Snapshots {
     pub fn take(&mut self, everything: bool) -> Snapshot {
         let started = Instant::now();
         self.round += 1;
-        self.release_gone();
         self.unreachable.clear();
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot { released: self.release_gone(), ..Snapshot::default() };
         let plan = plan(
             self.namespaces.iter().map(|(netns, namespace)| Standing {
                 netns: *netns,
@@ -284,17 +285,20 @@ impl Snapshots {
 
     /// Closes the sockets of namespaces that had no event this round and that nothing else refers
     /// to any more (our socket is then the last thing keeping them alive). The /proc scan runs
-    /// only when some namespace was idle.
-    fn release_gone(&mut self) {
+    /// only when some namespace was idle. Returns the released ones.
+    fn release_gone(&mut self) -> Vec<u32> {
         let own = self.own_netns;
+        let mut released = Vec::new();
         let idle: Vec<u32> = self.namespaces.iter().filter(|(netns, namespace)| **netns != own && !namespace.active).map(|(netns, _)| *netns).collect();
         if !idle.is_empty() {
             let live = live_namespaces();
             for netns in idle.into_iter().filter(|netns| !live.contains(netns)) {
                 self.namespaces.remove(&netns);
                 self.released += 1;
+                released.push(netns);
             }
         }
+        released
     }
 }
 

@@ -312,6 +312,12 @@ impl Tracker {
         }
     }
 
+    /// Forgets the TIME_WAIT sockets of a namespace that is gone: the kernel purges them with
+    /// the namespace, without an event.
+    pub fn namespace_gone(&mut self, netns: u32) {
+        self.time_wait.retain(|tuple, _| tuple.netns != netns);
+    }
+
     fn remember_time_wait(&mut self, tuple: Tuple, since_ns: u64) {
         if self.time_wait.len() >= self.config.max_time_wait && !self.time_wait.contains_key(&tuple) {
             let oldest = self.time_wait.iter().take(64).min_by_key(|(_, since)| **since).map(|(tuple, _)| *tuple);
@@ -877,6 +883,17 @@ pub mod tests {
 
     fn server() -> Script {
         Script::new(0xb1, "10.0.0.2:80", "10.0.0.1:40000")
+    }
+
+    #[test]
+    fn a_namespace_that_is_gone_takes_its_time_wait_sockets_with_it() {
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let tuple = |port: u16| ("10.0.0.2:80".parse().unwrap(), format!("10.0.0.1:{port}").parse().unwrap());
+        tracker.refresh_time_wait(NETNS, 5, [tuple(40000), tuple(40001)]);
+        tracker.refresh_time_wait(NETNS + 1, 5, [tuple(40000)]);
+        tracker.namespace_gone(NETNS);
+        let left: Vec<u32> = tracker.time_wait(10).map(|(tuple, _)| tuple.netns).collect();
+        assert_eq!(left, [NETNS + 1]);
     }
 
     #[test]
