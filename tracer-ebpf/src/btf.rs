@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
     EbpfContext,
 };
-use tracer_common::{EventKind, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PROCESS_CONTEXT};
+use tracer_common::{EventKind, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT};
 
 use crate::{address_of, clear, config, emit, own_context, put_ipv4, read_failed, wanted, AF_INET6};
 
@@ -285,6 +285,10 @@ fn add_socket_stats(event: &mut WireEvent, socket: *const u8, offsets: &KernelOf
         event.bytes_received = load::<u64>(tcp, offsets.tcp_bytes_received);
         event.total_retrans = load::<u32>(tcp, offsets.tcp_total_retrans);
         event.error = load::<i32>(socket, offsets.sock_err) as u16;
+        // tcp_fin() sets SOCK_DONE (bit 1); tcp_done() moves to CLOSE before anything else could.
+        if load::<u64>(socket, offsets.sock_flags) & 2 != 0 {
+            event.flags |= FLAG_PEER_FIN;
+        }
     }
     event.flags |= FLAG_HAS_SOCKET_STATS;
 }

@@ -23,12 +23,18 @@ use crate::filter::{self, Filter};
     version,
     about,
     long_about,
-    after_long_help = "EXAMPLES:\n    tracer                              summaries every 10 s\n    tracer --events -D 5432             every event on connections to port 5432\n    tracer --json --interval 5 -L 443   JSON summaries for our port 443\n    tracer --metrics-addr 9464 --record-dir /var/lib/tracer\n\nEXIT STATUS:\n    0 after SIGINT, SIGTERM or --duration; 1 on a runtime error (not root, missing\n    tracepoint or BTF, kernel refused the programs); 2 on a bad command line."
+    after_long_help = "EXAMPLES:\n    tracer                              summaries every 10 s\n    tracer --events -D 5432             every event on connections to port 5432\n    tracer --json --interval 5 -L 443   JSON summaries for our port 443\n    tracer --connections=troubled       a line per connection that did not end gracefully\n    tracer --metrics-addr 9464 --record-dir /var/lib/tracer\n\nEXIT STATUS:\n    0 after SIGINT, SIGTERM or --duration; 1 on a runtime error (not root, missing\n    tracepoint or BTF, kernel refused the programs); 2 on a bad command line."
 )]
 pub struct Cli {
     /// Print every event as it happens instead of periodic summaries.
     #[arg(long)]
     pub events: bool,
+
+    /// One line per connection when it ends (durations, bytes, who closed and why) instead of
+    /// the periodic summaries on stdout, which still reach --json-out and --metrics-addr; the
+    /// final summary closes the output. `all`, or `troubled`: every end but a graceful one.
+    #[arg(long, value_name = "WHICH", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "all", conflicts_with = "events")]
+    pub connections: Option<crate::output::connections::Selection>,
 
     /// One JSON object per line instead of the human format.
     #[arg(long)]

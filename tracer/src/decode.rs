@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::{EventKind, WireEvent, FLAG_HAS_REASON, FLAG_PROCESS_CONTEXT, WIRE_VERSION};
+use tracer_common::{EventKind, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, WIRE_VERSION};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -135,6 +135,22 @@ pub struct Event {
     /// For a SYN that hit a timewait socket: the `tcp_tw_status` returned.
     pub tw_status: Option<u32>,
     pub process: Option<Process>,
+    /// For a state change into CLOSE, where the kernel program could read them (tp_btf).
+    pub totals: Option<SocketTotals>,
+}
+
+/// A socket's counters at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SocketTotals {
+    /// Bytes we sent that the peer acknowledged.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Segments retransmitted over the connection's life.
+    pub retransmits: u32,
+    /// The socket's pending error (an errno, 0 for none).
+    pub error: u16,
+    /// The socket took in the peer's FIN (counted in `bytes_received` as one byte).
+    pub peer_fin: bool,
 }
 
 /// Records that could not be decoded, by cause.
@@ -206,6 +222,13 @@ impl Decoder {
                 pid: wire.pid,
                 tgid: wire.tgid,
                 comm: Comm(wire.comm),
+            }),
+            totals: (wire.flags & FLAG_HAS_SOCKET_STATS != 0).then_some(SocketTotals {
+                bytes_sent: wire.bytes_acked,
+                bytes_received: wire.bytes_received,
+                retransmits: wire.total_retrans,
+                error: wire.error,
+                peer_fin: wire.flags & FLAG_PEER_FIN != 0,
             }),
         })
     }

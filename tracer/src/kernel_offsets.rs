@@ -71,6 +71,7 @@ pub fn resolve() -> Result<Resolved> {
         sock_common_len: 0,
         sock_err: find("sock.sk_err", "sock", "sk_err"),
         sock_protocol: find("sock.sk_protocol", "sock", "sk_protocol"),
+        sock_flags: find("sock_common.skc_flags", "sock_common", "skc_flags"),
         tcp_bytes_acked: find("tcp_sock.bytes_acked", "tcp_sock", "bytes_acked"),
         tcp_bytes_received: find("tcp_sock.bytes_received", "tcp_sock", "bytes_received"),
         tcp_total_retrans: find("tcp_sock.total_retrans", "tcp_sock", "total_retrans"),
@@ -79,6 +80,7 @@ pub fn resolve() -> Result<Resolved> {
         skb_network_header: find("sk_buff.network_header", "sk_buff", "network_header"),
         skb_transport_header: find("sk_buff.transport_header", "sk_buff", "transport_header"),
         task_comm: find("task_struct.comm", "task_struct", "comm"),
+        _pad0: 0,
         thread_size: thread_size(),
         _pad1: 0,
     };

@@ -304,6 +304,7 @@ fn btf_offsets_complete(offsets: &KernelOffsets) -> bool {
         offsets.sock_state,
         offsets.sock_err,
         offsets.sock_protocol,
+        offsets.sock_flags,
         offsets.tcp_bytes_acked,
         offsets.tcp_bytes_received,
         offsets.tcp_total_retrans,

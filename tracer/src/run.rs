@@ -25,6 +25,7 @@ use crate::{
         events,
         files::RotatingFile,
         metrics::{self, Metrics},
+        connections::{ConnectionLine, Selection},
         recorder::{FlightRecorder, RecorderConfig},
         summary::{Health, SourceModes, Summary},
         Sink,
@@ -325,6 +326,8 @@ struct Aggregator {
     snapshots: Option<Snapshots>,
     /// The summary waiting for its snapshot.
     pending: Option<Pending>,
+    /// `--connections`: a line per ended connection on stdout instead of the summaries.
+    connections: Option<Selection>,
     /// Namespaces events came from while the snapshots were away (learnt, or marked active, when
     /// they are back).
     seen_while_away: FastSet<u32>,
@@ -409,6 +412,7 @@ impl Aggregator {
             findings,
             snapshots,
             pending: None,
+            connections: cli.connections,
             seen_while_away: FastSet::default(),
             dump_everything: false,
             missed_before: 0,
@@ -469,6 +473,16 @@ impl Aggregator {
         let tracker = &self.tracker;
         let reason_name = |code| tracker.reason_name(code).map(str::to_string);
         for observation in self.observations.drain(..) {
+            if let (Some(selection), Observation::Ended(ended)) = (self.connections, &observation) {
+                if selection.wants(ended) && findings::in_scope(&observation, &self.filter) {
+                    let line = ConnectionLine::new(ended, &self.clock, reason_name);
+                    let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| line.json());
+                    if let Some(file) = self.outputs.json_file.as_mut() {
+                        file.line(json.clone().expect("made for the file"));
+                    }
+                    self.outputs.stdout.line(if self.outputs.stdout.json { json.expect("made for stdout") } else { line.human() });
+                }
+            }
             if let Some(metrics) = self.outputs.metrics.as_ref().filter(|_| findings::in_scope(&observation, &self.filter)) {
                 metrics.observe(&observation, reason_name);
             }
@@ -596,7 +610,9 @@ impl Aggregator {
             Some(json) if self.outputs.stdout.json => json.clone(),
             _ => summary.human(self.colour).trim_end().to_string(),
         };
-        for (sink, line) in [(Some(&mut self.outputs.stdout), Some(text)), (self.outputs.json_file.as_mut(), json)] {
+        // With --connections stdout holds connection lines; the final summary closes them.
+        let stdout = (self.connections.is_none() || last).then_some(&mut self.outputs.stdout);
+        for (sink, line) in [(stdout, Some(text)), (self.outputs.json_file.as_mut(), json)] {
             if let (Some(sink), Some(line)) = (sink, line) {
                 if last {
                     sink.line_patiently(line, EXIT_PATIENCE);

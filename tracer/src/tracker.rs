@@ -14,7 +14,7 @@ use serde::Serialize;
 use tracer_common::EventKind;
 
 use crate::{
-    decode::{Event, Process, SocketId, TcpState},
+    decode::{Event, Process, SocketId, SocketTotals, TcpState},
     FastMap, FastSet,
 };
 
@@ -181,6 +181,8 @@ pub struct Connection {
     pub ending: Option<Ending>,
     /// The timewait socket's substate, when the fentry hook on `tcp_time_wait` told us.
     pub timewait_substate: Option<TcpState>,
+    /// The socket's counters at its end, where the kernel program could read them.
+    pub totals: Option<SocketTotals>,
     /// Already reported as stuck in CLOSE_WAIT / lingering in FIN_WAIT2 (for `total`).
     pub flagged_close_wait: bool,
     pub flagged_fin_wait2: bool,
@@ -482,6 +484,7 @@ impl Tracker {
         let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
         let role = connection.role;
         if new == TcpState::Close {
+            connection.totals = event.totals;
             connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None });
             let exact = connection.timewait_substate;
             if old == TcpState::FinWait2 && exact == Some(TcpState::TimeWait) {
@@ -596,6 +599,7 @@ impl Tracker {
             process: None,
             ending: None,
             timewait_substate: None,
+            totals: None,
             flagged_close_wait: false,
             flagged_fin_wait2: false,
         }
@@ -818,6 +822,7 @@ pub mod tests {
                 reset_reason: None,
                 tw_status: None,
                 process: None,
+                totals: None,
             }
         }
 

@@ -63,6 +63,9 @@ pub const FLAG_HAS_REASON: u8 = 2;
 /// [`WireEvent::flags`]: a state change into CLOSE carries the socket's last counters
 /// (`bytes_acked`, `bytes_received`, `total_retrans`, `error`), read from `tcp_sock` at its end.
 pub const FLAG_HAS_SOCKET_STATS: u8 = 4;
+/// [`WireEvent::flags`], with [`FLAG_HAS_SOCKET_STATS`]: the socket had taken in the peer's FIN
+/// (`SOCK_DONE`), which `bytes_received` then counts as one byte.
+pub const FLAG_PEER_FIN: u8 = 8;
 
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
 /// the first four bytes); ports in host order; `local`/`remote` are from this host's point of view.
@@ -197,6 +200,8 @@ pub struct KernelOffsets {
     pub sock_err: u16,
     /// `struct sock.sk_protocol`.
     pub sock_protocol: u16,
+    /// `struct sock_common.skc_flags` (`sk_flags`: `SOCK_DONE` and friends).
+    pub sock_flags: u16,
     /// `struct tcp_sock` counters read when a connection ends.
     pub tcp_bytes_acked: u16,
     pub tcp_bytes_received: u16,
@@ -211,6 +216,7 @@ pub struct KernelOffsets {
     pub skb_transport_header: u16,
     /// `struct task_struct.comm`.
     pub task_comm: u16,
+    pub _pad0: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     pub _pad1: u32,
@@ -236,6 +242,7 @@ impl KernelOffsets {
         sock_common_len: 0,
         sock_err: ABSENT,
         sock_protocol: ABSENT,
+        sock_flags: ABSENT,
         tcp_bytes_acked: ABSENT,
         tcp_bytes_received: ABSENT,
         tcp_total_retrans: ABSENT,
@@ -244,6 +251,7 @@ impl KernelOffsets {
         skb_network_header: ABSENT,
         skb_transport_header: ABSENT,
         task_comm: ABSENT,
+        _pad0: 0,
         thread_size: 0,
         _pad1: 0,
     };

@@ -4,6 +4,7 @@
 //! Lines go through a bounded queue to a writer thread, so a reader that stops reading (a pipe
 //! into a stalled `less`, a wedged log shipper) never blocks the ring-buffer consumer: when the
 //! queue is full the line is dropped and counted, and the count is printed.
+pub mod connections;
 pub mod events;
 pub mod files;
 pub mod metrics;
