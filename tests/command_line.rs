@@ -22,6 +22,16 @@ fn an_unknown_flag_is_one_line_and_exit_2() {
 }
 
 #[test]
+fn two_output_modes_at_once_or_an_unknown_selection_is_one_line_and_exit_2() {
+    let output = tracer(&["--connections", "--events"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(one_line_error(&output).contains("--events"));
+    let output = tracer(&["--connections=some"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(one_line_error(&output).contains("some"));
+}
+
+#[test]
 fn a_malformed_network_or_port_is_one_line_and_exit_2() {
     for args in [&["--addr", "10.0.0.300/8"][..], &["-L", "http"], &["--interval", "soon"]] {
         let output = tracer(args);

@@ -212,6 +212,9 @@ impl Routed {
             ports.0,
             ports.1
         ));
+        // A NAT gateway that forgets closed flows long before the server's TIME_WAIT ends, as in
+        // the incident (newer kernels also evict closing flows on their own when the port range runs out; 5.10 and 6.1 need this).
+        nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"]);
         Routed { client, nat, server, nat_ip: outside(2).parse().unwrap(), server_ip: outside(1).parse().unwrap() }
     }
 }
