@@ -225,3 +225,39 @@ fn a_finding_writes_a_flight_record_of_that_peer_and_summaries_reach_the_json_fi
     assert!(summaries.lines().count() >= 2);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A reset storm from client ports (resets sent without a socket, as when a client aborts and the
+/// server keeps sending into its closed port) stays one finding that names the service, and the
+/// summary stays small.
+#[test]
+fn a_reset_storm_from_client_ports_is_one_finding_for_the_service() {
+    require_root();
+    let namespace = Netns::new("storm");
+    namespace.exec(&["ip", "link", "set", "lo", "up"]);
+    // The client's resets never reach the server, which keeps sending into the closed ports.
+    namespace.nft("table inet lossy { chain output { type filter hook output priority 0; tcp flags rst drop; }; }");
+    let tracer = summary_tracer(&["--netns", &namespace.path()]);
+    let (service, servers) = namespace.run(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let service = listener.local_addr().unwrap();
+        let mut servers = Vec::new();
+        for _ in 0..200 {
+            let client = TcpStream::connect(service).unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            set_option(&client, libc::SOL_SOCKET, libc::SO_LINGER, libc::linger { l_onoff: 1, l_linger: 0 });
+            drop(client);
+            let _ = server.write_all(b"response");
+            servers.push(server);
+        }
+        (service, servers)
+    });
+    let summary = tracer.wait_for("the storm summarized", |line| {
+        line["findings"].as_array().is_some_and(|findings| findings.iter().any(|f| f["kind"] == "rst_to_peer" && f["count"].as_u64() >= Some(200)))
+    });
+    let storm: Vec<&Value> = summary["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "rst_to_peer").collect();
+    assert_eq!(storm.len(), 1, "one finding, not one per client port: {storm:?}");
+    assert_eq!((storm[0]["local"].clone(), storm[0]["remote"].clone()), ("127.0.0.1:*".into(), service.to_string().into()), "the service is named");
+    assert!(summary.to_string().len() < 16 * 1024, "the summary stays small: {} bytes", summary.to_string().len());
+    drop(servers);
+    tracer.stop();
+}

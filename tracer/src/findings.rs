@@ -262,7 +262,6 @@ impl Findings {
         if !in_scope(observation, filter) {
             return;
         }
-        let ephemeral = self.config.ephemeral_ports;
         match observation {
             Observation::Ended(ended) => {
                 let connection = &ended.connection;
@@ -326,14 +325,8 @@ impl Findings {
                 }
             }
             Observation::ResetSent { tuple, role, reason, .. } => {
-                // A reset without a socket answers a segment to a port nobody listens on: we are the server side.
                 let reason = reason.and_then(&reason_name);
-                let role = match (role, reason.as_deref()) {
-                    (Some(role), _) => *role,
-                    (None, Some("NO_SOCKET")) => Role::Server,
-                    (None, _) => guess_role(ephemeral, tuple.local, tuple.remote),
-                };
-                let key = PeerKey::new(role, tuple.netns, tuple.local, tuple.remote);
+                let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
                     row.rst_to_peer += 1;
                 }
@@ -344,8 +337,7 @@ impl Findings {
                 }
             }
             Observation::ResetReceived { tuple, role, .. } => {
-                let role = role.unwrap_or_else(|| guess_role(ephemeral, tuple.local, tuple.remote));
-                let key = PeerKey::new(role, tuple.netns, tuple.local, tuple.remote);
+                let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
                     row.rst_from_peer += 1;
                 }

@@ -24,6 +24,9 @@ pub const SETTLE_NS: u64 = 200_000_000;
 /// TCP_TIMEWAIT_LEN: fixed at 60 s in Linux.
 pub const TIME_WAIT_NS: u64 = 60_000_000_000;
 
+/// Most (namespace, port) pairs remembered as serving (16 bytes each with the table's overhead).
+const MAX_SERVICE_PORTS: usize = 65_536;
+
 #[derive(Clone, Copy, Debug)]
 pub struct TrackerConfig {
     pub max_connections: usize,
@@ -224,8 +227,9 @@ pub enum Observation {
     SynRetransmit { tuple: Tuple, process: Option<Process> },
     /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
     SynAckRetransmit { tuple: Tuple },
-    ResetSent { tuple: Tuple, role: Option<Role>, process: Option<Process>, reason: Option<u32> },
-    ResetReceived { tuple: Tuple, role: Option<Role>, process: Option<Process> },
+    /// `role` is the socket's, or for a reset without one, [`Tracker::socketless_role`]'s.
+    ResetSent { tuple: Tuple, role: Role, process: Option<Process>, reason: Option<u32> },
+    ResetReceived { tuple: Tuple, role: Role, process: Option<Process> },
     /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
     /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
     /// answered with a bare ACK (we reset it and retransmit the SYN): `accepted` is false.
@@ -249,6 +253,11 @@ pub struct Tracker {
     time_wait: FastMap<Tuple, u64>,
     /// Orphans that left FIN_WAIT2 for a timewait socket, until a snapshot says what it became.
     lingering: FastMap<Tuple, Lingering>,
+    /// Ports we have seen serving (a listener starting, a connection accepted), by namespace:
+    /// what gives a socketless reset its role (our port serves: we are the server; theirs, in
+    /// our namespace: we called it). Kept after the listener closes, as its peers' late segments
+    /// keep coming; at most [`MAX_SERVICE_PORTS`].
+    service_ports: FastSet<(u32, u16)>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -270,6 +279,7 @@ impl Tracker {
             connections: FastMap::default(),
             time_wait: FastMap::default(),
             lingering: FastMap::default(),
+            service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
         }
@@ -350,7 +360,7 @@ impl Tracker {
                 }
                 out.push(Observation::ResetSent {
                     tuple: tuple_of(event),
-                    role: owner.map(|(role, _)| role),
+                    role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
                     process: owner.and_then(|(_, process)| process),
                     reason: event.reset_reason,
                 });
@@ -362,7 +372,7 @@ impl Tracker {
                 });
                 out.push(Observation::ResetReceived {
                     tuple: tuple_of(event),
-                    role: owner.map(|(role, _)| role),
+                    role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
                     process: owner.and_then(|(_, process)| process),
                 });
             }
@@ -436,6 +446,9 @@ impl Tracker {
             }
             self.make_room(out);
             self.stats.tracked += 1;
+            if role != Role::Client && self.service_ports.len() < MAX_SERVICE_PORTS {
+                self.service_ports.insert((event.socket.netns, event.local.port()));
+            }
             self.connections.insert(event.socket, self.new_connection(event, role, Some(at)));
         }
         if !self.connections.contains_key(&event.socket) {
@@ -673,6 +686,19 @@ impl Tracker {
         }
     }
 
+    /// The role of a segment no socket of ours answered (a reset to a closed port, a stray
+    /// segment's reset): the ports we know serve, else the ephemeral port range.
+    fn socketless_role(&self, event: &Event) -> Role {
+        let serves = |port: u16| self.service_ports.contains(&(event.socket.netns, port));
+        if serves(event.local.port()) {
+            Role::Server
+        } else if serves(event.remote.port()) {
+            Role::Client
+        } else {
+            guess_role(self.config.ephemeral_ports, event.local, event.remote)
+        }
+    }
+
     fn finish(&mut self, connection: Connection, out: &mut Vec<Observation>) {
         let Some(ending) = connection.ending else {
             self.stats.evicted_connections += 1;
@@ -891,6 +917,26 @@ pub mod tests {
     }
 
     #[test]
+    fn a_reset_without_a_socket_takes_its_role_from_the_ports_we_serve_even_after_the_listener_closed() {
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let mut out = Vec::new();
+        // Both ports are in the ephemeral range: only the listener tells which one serves.
+        let listener = Script::new(1, "127.0.0.1:37000", "0.0.0.0:0");
+        tracker.observe(&listener.state(TcpState::Close, TcpState::Listen, 1), &mut out);
+        tracker.observe(&listener.state(TcpState::Listen, TcpState::Close, 2), &mut out);
+        tracker.settle(u64::MAX, &mut out);
+        let from_client_port = Script::new(0, "127.0.0.1:40000", "127.0.0.1:37000").reset_sent(TcpState::Close, Some(1), 3);
+        let to_client_port = Script::new(0, "127.0.0.1:37000", "127.0.0.1:40001").reset_sent(TcpState::Close, Some(1), 4);
+        let unknown = Script::new(0, "127.0.0.1:41000", "127.0.0.1:42000").reset_sent(TcpState::Close, Some(1), 5);
+        out.clear();
+        for event in [from_client_port, to_client_port, unknown] {
+            tracker.observe(&event, &mut out);
+        }
+        let roles: Vec<Role> = out.iter().filter_map(|o| if let Observation::ResetSent { role, .. } = o { Some(*role) } else { None }).collect();
+        assert_eq!(roles, [Role::Client, Role::Server, Role::Server], "unknown ports: the ephemeral guess");
+    }
+
+    #[test]
     fn a_namespace_that_is_gone_takes_its_time_wait_sockets_with_it() {
         let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
         let tuple = |port: u16| ("10.0.0.2:80".parse().unwrap(), format!("10.0.0.1:{port}").parse().unwrap());
@@ -969,7 +1015,7 @@ pub mod tests {
             &[c.syscall(Close, SynSent, S), c.reset_received(S + 10), c.syscall(SynSent, Close, S + 11)],
         );
         assert_eq!(ended(&out)[0].class, CloseClass::Refused);
-        assert!(matches!(out[0], Observation::ResetReceived { role: Some(Role::Client), .. }));
+        assert!(matches!(out[0], Observation::ResetReceived { role: Role::Client, .. }));
     }
 
     #[test]

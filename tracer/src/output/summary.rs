@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use crate::findings::{FindingKind, Picture};
+use crate::findings::{Finding, FindingKind, Picture};
 
 /// The tracer's own health for the interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -49,11 +49,47 @@ pub struct Summary<'a> {
     pub states: &'a BTreeMap<&'static str, u64>,
     pub closes: &'a BTreeMap<&'static str, u64>,
     pub peers: &'a [crate::findings::PeerRow],
-    pub findings: &'a [crate::findings::Finding],
+    /// At most [`JSON_FINDINGS_PER_KIND`] of each kind, most serious first.
+    pub findings: Vec<&'a Finding>,
+    /// What was left out of `findings`, per kind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rolled_up: Vec<RolledUp>,
+}
+
+/// Findings of one kind left out of a summary: how many, and the sum of their counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RolledUp {
+    pub kind: FindingKind,
+    pub findings: u64,
+    pub count: u64,
+}
+
+/// Findings per kind in a JSON summary: a reset storm from thousands of client ports must not
+/// make one interval's line megabytes long.
+pub const JSON_FINDINGS_PER_KIND: usize = 100;
+/// Findings per kind in the human summary; the rest is one roll-up line.
+const HUMAN_FINDINGS_PER_KIND: usize = 5;
+
+/// Keeps the first `limit` findings of each kind; sums up the rest.
+fn roll_up<'a>(findings: impl Iterator<Item = &'a Finding>, limit: usize) -> (Vec<&'a Finding>, Vec<RolledUp>) {
+    let mut kept = Vec::new();
+    let mut per_kind: BTreeMap<FindingKind, (usize, RolledUp)> = BTreeMap::new();
+    for finding in findings {
+        let (seen, rolled) = per_kind.entry(finding.kind).or_insert((0, RolledUp { kind: finding.kind, findings: 0, count: 0 }));
+        *seen += 1;
+        if *seen <= limit {
+            kept.push(finding);
+        } else {
+            rolled.findings += 1;
+            rolled.count += finding.count;
+        }
+    }
+    (kept, per_kind.into_values().map(|(_, rolled)| rolled).filter(|rolled| rolled.findings > 0).collect())
 }
 
 impl<'a> Summary<'a> {
     pub fn new(ts: String, interval_s: f64, last: bool, events: Health, modes: &'a SourceModes, picture: &'a Picture) -> Self {
+        let (findings, rolled_up) = roll_up(picture.findings.iter(), JSON_FINDINGS_PER_KIND);
         Summary {
             ts,
             interval_s,
@@ -63,7 +99,8 @@ impl<'a> Summary<'a> {
             states: &picture.states,
             closes: &picture.closes,
             peers: &picture.peers,
-            findings: &picture.findings,
+            findings,
+            rolled_up,
         }
     }
 
@@ -114,7 +151,18 @@ impl<'a> Summary<'a> {
             let _ = writeln!(out, "findings: none");
         } else {
             let _ = writeln!(out, "findings");
-            for finding in self.findings.iter().take(20) {
+            let (shown, mut rolled_up) = roll_up(self.findings.iter().copied(), HUMAN_FINDINGS_PER_KIND);
+            // Those left out of the JSON too count in the roll-up line.
+            for beyond in &self.rolled_up {
+                match rolled_up.iter_mut().find(|rolled| rolled.kind == beyond.kind) {
+                    Some(rolled) => {
+                        rolled.findings += beyond.findings;
+                        rolled.count += beyond.count;
+                    }
+                    None => rolled_up.push(*beyond),
+                }
+            }
+            for finding in shown {
                 let colour_code = match finding.kind {
                     FindingKind::CloseWaitStuck | FindingKind::PeerSilent | FindingKind::PortReuseInTimeWait => "31",
                     _ => "33",
@@ -136,8 +184,8 @@ impl<'a> Summary<'a> {
                     let _ = writeln!(out, "      flight record: {record}");
                 }
             }
-            if self.findings.len() > 20 {
-                let _ = writeln!(out, "  (+{} more; --json shows all)", self.findings.len() - 20);
+            for rolled in &rolled_up {
+                let _ = writeln!(out, "  + {} more {} ({} in all)", rolled.findings, rolled.kind.name(), rolled.count);
             }
         }
         out
@@ -151,4 +199,47 @@ fn join_counts(counts: &BTreeMap<&'static str, u64>, empty: &str) -> String {
     let mut counts: Vec<_> = counts.iter().collect();
     counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     counts.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join("  ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{findings::PeerKey, tracker::Role};
+
+    fn finding(kind: FindingKind, port: u16, count: u64) -> Finding {
+        let (local, remote) = (format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+        Finding {
+            kind,
+            local: format!("10.0.0.1:{port}"),
+            remote: "10.0.0.2:80".into(),
+            count,
+            total: count,
+            detail: format!("{count} RST(s) sent"),
+            netns: 1,
+            netns_name: None,
+            process: None,
+            record: None,
+            key: PeerKey::new(Role::Server, 1, local, remote),
+        }
+    }
+
+    #[test]
+    fn a_storm_of_one_kind_is_rolled_up_and_other_kinds_still_show() {
+        let mut findings: Vec<Finding> = (0..150).map(|port| finding(FindingKind::RstToPeer, 40000 + port, 2)).collect();
+        findings.push(finding(FindingKind::CloseWaitStuck, 8080, 1));
+        let picture = Picture { findings, ..Picture::default() };
+        let modes = SourceModes::default();
+        let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, false, Health::default(), &modes, &picture);
+
+        let json: serde_json::Value = serde_json::from_str(&summary.json()).unwrap();
+        let kinds: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds.iter().filter(|kind| **kind == "rst_to_peer").count(), JSON_FINDINGS_PER_KIND);
+        assert!(kinds.contains(&"close_wait_stuck"));
+        assert_eq!(json["rolled_up"], serde_json::json!([{"kind": "rst_to_peer", "findings": 50, "count": 100}]));
+
+        let human = summary.human(false);
+        assert_eq!(human.lines().filter(|line| line.trim_start().starts_with("rst_to_peer")).count(), 5, "{human}");
+        assert!(human.contains("  + 145 more rst_to_peer (290 in all)"), "{human}");
+        assert!(human.contains("close_wait_stuck 10.0.0.1:8080"), "{human}");
+    }
 }
