@@ -13,9 +13,39 @@ use serde_json::Value;
 use support::*;
 
 /// A tracer printing connection lines for `link`'s connections only.
-fn connection_log(link: &Link, selection: &str) -> Tracer {
+fn connection_log(link: &Link, selection: &str, extra: &[&str]) -> Tracer {
     let network = format!("{}/24", link.client_ip);
-    Tracer::start(&["--interval", "1", &format!("--connections={selection}"), "--addr", &network])
+    let selection = format!("--connections={selection}");
+    let mut args = vec!["--interval", "1", &selection, "--addr", &network];
+    args.extend_from_slice(extra);
+    Tracer::start(&args)
+}
+
+/// A link, a tracer logging its connections, and a listener on the server side.
+struct Scene {
+    link: Link,
+    tracer: Tracer,
+    listener: std::net::TcpListener,
+    server: SocketAddr,
+}
+
+impl Scene {
+    fn new(selection: &str, extra: &[&str]) -> Scene {
+        require_root();
+        let link = Link::new();
+        let tracer = connection_log(&link, selection, extra);
+        let listener = link.listen(link.server_ip);
+        let server = listener.local_addr().unwrap();
+        Scene { link, tracer, listener, server }
+    }
+
+    /// A connection: the client's stream, the accepted one, and the client's address.
+    fn connect(&self) -> (TcpStream, TcpStream, SocketAddr) {
+        let client = self.link.connect(self.server).unwrap();
+        let (accepted, _) = self.listener.accept().unwrap();
+        let client_addr = client.local_addr().unwrap();
+        (client, accepted, client_addr)
+    }
 }
 
 /// The connection line of the socket at `local` → `remote`.
@@ -25,27 +55,18 @@ fn line_of(tracer: &Tracer, local: SocketAddr, remote: SocketAddr) -> Value {
     })
 }
 
-/// Fields of a line, for comparing with what a scenario expects.
-fn fields(line: &Value, names: &[&str]) -> Vec<(String, Value)> {
-    names.iter().map(|name| (name.to_string(), line[*name].clone())).collect()
+/// Asserts the named fields of a line (`Value::Null`: absent), all at once so a failure shows
+/// every difference.
+fn assert_fields(line: &Value, expected: &[(&str, Value)]) {
+    let actual: Vec<(&str, Value)> = expected.iter().map(|(name, _)| (*name, line[*name].clone())).collect();
+    assert_eq!(actual, expected, "{line}");
 }
-
-fn expect(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
-    pairs.iter().map(|(name, value)| (name.to_string(), value.clone())).collect()
-}
-
-const SHAPE: [&str; 7] = ["role", "close", "first_fin", "rst", "bytes_sent", "bytes_received", "silent_cause"];
 
 #[test]
 fn a_graceful_close_by_the_client_gives_both_ends_their_line_with_the_bytes_moved() {
-    require_root();
-    let link = Link::new();
-    let tracer = connection_log(&link, "all");
-    let listener = link.listen(link.server_ip);
-    let server = listener.local_addr().unwrap();
-    let mut client = link.connect(server).unwrap();
-    let (mut accepted, _) = listener.accept().unwrap();
-    let client_addr = client.local_addr().unwrap();
+    let scene = Scene::new("all", &[]);
+    let (tracer, server) = (&scene.tracer, scene.server);
+    let (mut client, mut accepted, client_addr) = scene.connect();
     client.write_all(&[1; 5000]).unwrap();
     accepted.read_exact(&mut [0; 5000]).unwrap();
     accepted.write_all(&[2; 300]).unwrap();
@@ -54,54 +75,28 @@ fn a_graceful_close_by_the_client_gives_both_ends_their_line_with_the_bytes_move
     assert_eq!(accepted.read(&mut [0; 1]).unwrap(), 0);
     drop(accepted);
 
-    let client_line = line_of(&tracer, client_addr, server);
-    assert_eq!(
-        fields(&client_line, &SHAPE),
-        expect(&[
-            ("role", "client".into()),
-            ("close", "graceful".into()),
-            ("first_fin", "us".into()),
-            ("rst", Value::Null),
-            ("bytes_sent", 5000.into()),
-            ("bytes_received", 300.into()),
-            ("silent_cause", Value::Null)
-        ]),
-        "{client_line}"
-    );
+    let client_line = line_of(tracer, client_addr, server);
+    let graceful = |first_fin: &str, sent: u64, received: u64| {
+        vec![("close", "graceful".into()), ("first_fin", first_fin.into()), ("rst", Value::Null), ("bytes_sent", sent.into()), ("bytes_received", received.into()), ("silent_cause", Value::Null)]
+    };
+    assert_fields(&client_line, &[&[("role", "client".into())][..], &graceful("us", 5000, 300)].concat());
     assert_eq!(client_line["pid"], std::process::id(), "the owner is named: {client_line}");
-    assert_eq!(client_line["netns"], link.client.inode());
+    assert_eq!(client_line["netns"], scene.link.client.inode());
     for phase in ["handshake_ms", "established_ms", "closing_ms", "duration_ms"] {
         assert!(client_line[phase].as_f64().is_some_and(|ms| ms >= 0.0), "{phase}: {client_line}");
     }
-    let server_line = line_of(&tracer, server, client_addr);
-    assert_eq!(
-        fields(&server_line, &SHAPE),
-        expect(&[
-            ("role", "server".into()),
-            ("close", "graceful".into()),
-            ("first_fin", "peer".into()),
-            ("rst", Value::Null),
-            ("bytes_sent", 300.into()),
-            ("bytes_received", 5000.into()),
-            ("silent_cause", Value::Null)
-        ]),
-        "{server_line}"
-    );
-    let lines = tracer.stop();
+    let server_line = line_of(tracer, server, client_addr);
+    assert_fields(&server_line, &[&[("role", "server".into())][..], &graceful("peer", 300, 5000)].concat());
+    let lines = scene.tracer.stop();
     assert_eq!(lines.last().unwrap()["final"], true, "the final summary closes the log");
     assert_nothing_lost(&lines);
 }
 
 #[test]
 fn a_graceful_close_by_the_server_is_told_from_both_sides() {
-    require_root();
-    let link = Link::new();
-    let tracer = connection_log(&link, "all");
-    let listener = link.listen(link.server_ip);
-    let server = listener.local_addr().unwrap();
-    let mut client = link.connect(server).unwrap();
-    let (mut accepted, _) = listener.accept().unwrap();
-    let client_addr = client.local_addr().unwrap();
+    let scene = Scene::new("all", &[]);
+    let (tracer, server) = (&scene.tracer, scene.server);
+    let (mut client, mut accepted, client_addr) = scene.connect();
     accepted.write_all(&[3; 777]).unwrap();
     drop(accepted); // the server closes first
     let mut got = Vec::new();
@@ -109,23 +104,9 @@ fn a_graceful_close_by_the_server_is_told_from_both_sides() {
     assert_eq!(got.len(), 777);
     drop(client);
 
-    let client_line = line_of(&tracer, client_addr, server);
-    assert_eq!(
-        fields(&client_line, &SHAPE),
-        expect(&[
-            ("role", "client".into()),
-            ("close", "graceful".into()),
-            ("first_fin", "peer".into()),
-            ("rst", Value::Null),
-            ("bytes_sent", 0.into()),
-            ("bytes_received", 777.into()),
-            ("silent_cause", Value::Null)
-        ]),
-        "{client_line}"
-    );
-    let server_line = line_of(&tracer, server, client_addr);
-    assert_eq!((server_line["close"].clone(), server_line["first_fin"].clone(), server_line["bytes_sent"].clone()), ("graceful".into(), "us".into(), 777.into()), "{server_line}");
-    tracer.stop();
+    assert_fields(&line_of(tracer, client_addr, server), &[("role", "client".into()), ("close", "graceful".into()), ("first_fin", "peer".into()), ("bytes_received", 777.into())]);
+    assert_fields(&line_of(tracer, server, client_addr), &[("role", "server".into()), ("close", "graceful".into()), ("first_fin", "us".into()), ("bytes_sent", 777.into())]);
+    scene.tracer.stop();
 }
 
 #[test]
@@ -134,35 +115,20 @@ fn a_refused_connect_and_a_connect_timeout() {
     let link = Link::new();
     link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7780 drop; }; }");
     link.client.exec(&["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"]);
-    let tracer = connection_log(&link, "troubled");
+    let tracer = connection_log(&link, "troubled", &[]);
     // Bound first, so the test knows the local end of a connect that fails.
     let (refused_from, timeout_from) = (SocketAddr::new(link.client_ip, 45001), SocketAddr::new(link.client_ip, 45002));
     let closed = SocketAddr::new(link.server_ip, 7781);
     let refused = link.client.run(move || connect_from(refused_from, closed).expect_err("nothing listens there").kind());
     assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
     let refused_line = line_of(&tracer, refused_from, closed);
-    assert_eq!(
-        fields(&refused_line, &["role", "close", "rst", "syn_retransmits", "established_ms", "error"]),
-        expect(&[
-            ("role", "client".into()),
-            ("close", "refused".into()),
-            ("rst", "received".into()),
-            ("syn_retransmits", 0.into()),
-            ("established_ms", Value::Null),
-            ("error", "ECONNREFUSED".into())
-        ]),
-        "{refused_line}"
-    );
+    assert_fields(&refused_line, &[("role", "client".into()), ("close", "refused".into()), ("rst", "received".into()), ("syn_retransmits", 0.into()), ("established_ms", Value::Null), ("error", "ECONNREFUSED".into())]);
 
     let dropped = SocketAddr::new(link.server_ip, 7780);
     let timed_out = link.client.run(move || connect_from(timeout_from, dropped).expect_err("the firewall drops every SYN").kind());
     assert_eq!(timed_out, std::io::ErrorKind::TimedOut);
     let timeout_line = line_of(&tracer, timeout_from, dropped);
-    assert_eq!(
-        fields(&timeout_line, &["role", "close", "rst", "error", "bytes_sent"]),
-        expect(&[("role", "client".into()), ("close", "connect_timeout".into()), ("rst", Value::Null), ("error", "ETIMEDOUT".into()), ("bytes_sent", 0.into())]),
-        "{timeout_line}"
-    );
+    assert_fields(&timeout_line, &[("role", "client".into()), ("close", "connect_timeout".into()), ("rst", Value::Null), ("error", "ETIMEDOUT".into()), ("bytes_sent", 0.into())]);
     // tcp_syn_retries=1 bounds the time (1 s + 2 s), and the kernel sends a SYN at each expiry.
     assert!(timeout_line["syn_retransmits"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "{timeout_line}");
     let lines = tracer.stop();
@@ -171,11 +137,7 @@ fn a_refused_connect_and_a_connect_timeout() {
 
 #[test]
 fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
-    require_root();
-    let link = Link::new();
-    let tracer = connection_log(&link, "troubled");
-    let listener = link.listen(link.server_ip);
-    let server = listener.local_addr().unwrap();
+    let Scene { link, tracer, listener, server } = Scene::new("troubled", &[]);
     let (sending, idle) = link.client.run(move || {
         let sending = TcpStream::connect(server).unwrap();
         set_option(&sending, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
@@ -194,11 +156,7 @@ fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
     sending.write_all(b"hello?").unwrap();
 
     let silent = line_of(&tracer, sending_addr, server);
-    assert_eq!(
-        fields(&silent, &["close", "silent_cause", "error", "bytes_sent"]),
-        expect(&[("close", "peer_silent".into()), ("silent_cause", "retransmissions".into()), ("error", "ETIMEDOUT".into()), ("bytes_sent", 0.into())]),
-        "{silent}"
-    );
+    assert_fields(&silent, &[("close", "peer_silent".into()), ("silent_cause", "retransmissions".into()), ("error", "ETIMEDOUT".into()), ("bytes_sent", 0.into())]);
     assert!(silent["retransmits"].as_u64() >= Some(1), "{silent}");
     let kept_alive = line_of(&tracer, idle_addr, server);
     assert_eq!(kept_alive["close"], "peer_silent", "{kept_alive}");
@@ -212,39 +170,24 @@ fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
 
 #[test]
 fn an_application_abort_and_a_reset_from_a_middlebox() {
-    require_root();
-    let link = Link::new();
-    let tracer = connection_log(&link, "troubled");
-    let listener = link.listen(link.server_ip);
-    let server = listener.local_addr().unwrap();
+    let scene = Scene::new("troubled", &[]);
+    let (link, tracer, server) = (&scene.link, &scene.tracer, scene.server);
 
     // SO_LINGER 0: close() sends a RST.
-    let mut aborting = link.connect(server).unwrap();
-    let (mut accepted, _) = listener.accept().unwrap();
-    let aborting_addr = aborting.local_addr().unwrap();
+    let (mut aborting, mut accepted, aborting_addr) = scene.connect();
     aborting.write_all(&[4; 100]).unwrap();
     accepted.read_exact(&mut [0; 100]).unwrap();
     set_option(&aborting, libc::SOL_SOCKET, libc::SO_LINGER, libc::linger { l_onoff: 1, l_linger: 0 });
     drop(aborting);
     let _ = accepted.read(&mut [0; 1]);
-    let aborted = line_of(&tracer, aborting_addr, server);
-    assert_eq!(
-        fields(&aborted, &["role", "close", "rst", "bytes_sent"]),
-        expect(&[("role", "client".into()), ("close", "aborted".into()), ("rst", "sent".into()), ("bytes_sent", 100.into())]),
-        "{aborted}"
-    );
-    let reset = line_of(&tracer, server, aborting_addr);
-    assert_eq!(
-        fields(&reset, &["role", "close", "rst", "bytes_received", "error"]),
-        expect(&[("role", "server".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("bytes_received", 100.into()), ("error", "ECONNRESET".into())]),
-        "{reset}"
-    );
+    let aborted = line_of(tracer, aborting_addr, server);
+    assert_fields(&aborted, &[("role", "client".into()), ("close", "aborted".into()), ("rst", "sent".into()), ("bytes_sent", 100.into())]);
+    let reset = line_of(tracer, server, aborting_addr);
+    assert_fields(&reset, &[("role", "server".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("bytes_received", 100.into()), ("error", "ECONNRESET".into())]);
 
     // A firewall in the server's namespace answers the client's data with a RST of its own: the
     // client sees a reset, the server never hears of it.
-    let mut client = link.connect(server).unwrap();
-    let (server_side, _) = listener.accept().unwrap();
-    let client_addr = client.local_addr().unwrap();
+    let (mut client, server_side, client_addr) = scene.connect();
     link.server.nft(&format!(
         "table inet appliance {{ chain input {{ type filter hook input priority -10; tcp sport {} tcp dport {} reject with tcp reset; }}; }}",
         client_addr.port(),
@@ -253,13 +196,9 @@ fn an_application_abort_and_a_reset_from_a_middlebox() {
     client.write_all(b"request").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(client.read(&mut [0; 1]).is_err(), "the appliance reset the connection");
-    let by_appliance = line_of(&tracer, client_addr, server);
-    assert_eq!(
-        fields(&by_appliance, &["role", "close", "rst", "first_fin"]),
-        expect(&[("role", "client".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("first_fin", Value::Null)]),
-        "{by_appliance}"
-    );
-    let lines = tracer.stop();
+    let by_appliance = line_of(tracer, client_addr, server);
+    assert_fields(&by_appliance, &[("role", "client".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("first_fin", Value::Null)]);
+    let lines = scene.tracer.stop();
     assert!(
         !lines.iter().any(|line| line["local"] == server.to_string() && line["remote"] == client_addr.to_string()),
         "the server's socket never ended: {lines:?}"
@@ -269,23 +208,17 @@ fn an_application_abort_and_a_reset_from_a_middlebox() {
 
 #[test]
 fn where_the_socket_cannot_be_read_at_its_end_the_bytes_are_absent_not_zero() {
-    require_root();
-    let link = Link::new();
-    let network = format!("{}/24", link.client_ip);
-    let tracer = Tracer::start(&["--interval", "1", "--connections", "--addr", &network, "--hook-mode", "tracepoint"]);
-    let listener = link.listen(link.server_ip);
-    let server = listener.local_addr().unwrap();
-    let mut client = link.connect(server).unwrap();
-    let (mut accepted, _) = listener.accept().unwrap();
-    let client_addr = client.local_addr().unwrap();
+    let scene = Scene::new("all", &["--hook-mode", "tracepoint"]);
+    let (tracer, server) = (&scene.tracer, scene.server);
+    let (mut client, mut accepted, client_addr) = scene.connect();
     client.write_all(&[5; 10]).unwrap();
     drop(client);
     let mut got = Vec::new();
     accepted.read_to_end(&mut got).unwrap();
     drop(accepted);
-    let line = line_of(&tracer, client_addr, server);
+    let line = line_of(tracer, client_addr, server);
     assert_eq!(line["close"], "graceful", "{line}");
     let object = line.as_object().unwrap();
     assert!(!object.contains_key("bytes_sent") && !object.contains_key("bytes_received") && !object.contains_key("error"), "{line}");
-    tracer.stop();
+    scene.tracer.stop();
 }

@@ -96,7 +96,7 @@ fn in_namespace(cpu: usize, load: impl FnOnce() -> f64 + Send + 'static) -> Resu
 struct Traced {
     child: Child,
     startup: Duration,
-    /// The `--events` stream, read (and dropped) as fast as it comes; its last line.
+    /// The `--events` or `--connections` stream, read (and dropped) as fast as it comes; its last line.
     events_reader: Option<thread::JoinHandle<String>>,
     /// The rest of its standard error, said when it crashes.
     stderr_reader: thread::JoinHandle<String>,
@@ -125,21 +125,16 @@ impl Traced {
         }
         let hooks = line.trim().to_string();
         let stderr_reader = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        let events_reader = extra.contains(&"--events").then(|| {
+        let events_reader = extra.iter().any(|arg| ["--events", "--connections"].contains(arg)).then(|| {
             let stdout = child.stdout.take().unwrap();
             thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).last().unwrap_or_default())
         });
         Ok(Traced { child, startup: started.elapsed(), events_reader, stderr_reader, hooks })
     }
 
-    /// CPU time the tracer has used so far, all threads (`/proc/PID/task/*/schedstat`, ns).
     /// Sampled around a measurement, it leaves out start-up (BTF parsing) and the exit.
     fn cpu_ns(&self) -> u64 {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).into_iter().flatten().flatten();
-        tasks
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        cpu_ns(self.child.id())
     }
 
     /// Stops it and returns its final summary; a crash is an error.
@@ -157,6 +152,15 @@ impl Traced {
         }
         serde_json::from_str(&last).with_context(|| format!("no final summary: {last:?}"))
     }
+}
+
+/// CPU time process `pid` has used so far, all threads (`/proc/PID/task/*/schedstat`, ns).
+pub fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 struct Bpftrace(Child);
@@ -363,12 +367,13 @@ pub fn run(options: Options) -> Result<()> {
     let mut untraced = Vec::new();
     let mut bpftraced = Vec::new();
     let mut startups = Vec::new();
-    let (mut summary, mut events, mut classic) = (TracedRuns::default(), TracedRuns::default(), TracedRuns::default());
+    let (mut summary, mut events, mut classic, mut connections) = (TracedRuns::default(), TracedRuns::default(), TracedRuns::default(), TracedRuns::default());
     for _ in 0..rounds {
         untraced.push(churn_rate(0, seconds)?);
         startups.push(summary.round(&options.tracer, &[], || churn_rate(0, seconds))?.as_secs_f64() * 1000.0);
         events.round(&options.tracer, &["--events"], || churn_rate(0, seconds))?;
         classic.round(&options.tracer, &["--hook-mode", "tracepoint"], || churn_rate(0, seconds))?;
+        connections.round(&options.tracer, &["--connections"], || churn_rate(0, seconds))?;
         if let Some(bpftrace) = Bpftrace::start()? {
             bpftraced.push(churn_rate(0, seconds)?);
             drop(bpftrace);
@@ -379,6 +384,7 @@ pub fn run(options: Options) -> Result<()> {
     report += &summary.report("tracer, summary mode (default: tp_btf where allowed, per-CPU batches, snapshots on)", base);
     report += &events.report("tracer --events (every event to userspace at once, no batches)", base);
     report += &classic.report("tracer --hook-mode tracepoint (the classic fallback, batches)", base);
+    report += &connections.report("tracer --connections (a JSON line per ended connection, read as fast as it comes)", base);
     if bpftraced.is_empty() {
         report += "bpftrace: not installed (apt install bpftrace)\n\n";
     } else {
