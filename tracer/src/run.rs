@@ -473,8 +473,9 @@ impl Aggregator {
         let tracker = &self.tracker;
         let reason_name = |code| tracker.reason_name(code).map(str::to_string);
         for observation in self.observations.drain(..) {
-            if let (Some(selection), Observation::Ended(ended)) = (self.connections, &observation) {
-                if selection.wants(ended) && findings::in_scope(&observation, &self.filter) {
+            let scoped = findings::in_scope(&observation, &self.filter);
+            if let (Some(selection), Observation::Ended(ended), true) = (self.connections, &observation, scoped) {
+                if selection.wants(ended) {
                     let line = ConnectionLine::new(ended, &self.clock, reason_name);
                     let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| line.json());
                     if let Some(file) = self.outputs.json_file.as_mut() {
@@ -483,10 +484,13 @@ impl Aggregator {
                     self.outputs.stdout.line(if self.outputs.stdout.json { json.expect("made for stdout") } else { line.human() });
                 }
             }
-            if let Some(metrics) = self.outputs.metrics.as_ref().filter(|_| findings::in_scope(&observation, &self.filter)) {
+            if let (Some(metrics), true) = (self.outputs.metrics.as_ref(), scoped) {
                 metrics.observe(&observation, reason_name);
             }
             self.findings.observe(&observation, &self.filter, reason_name);
+            if let (Some(recorder), Observation::Ended(ended), true) = (self.recorder.as_mut(), observation, scoped) {
+                recorder.push_connection(ended);
+            }
         }
     }
 

@@ -1,6 +1,7 @@
-//! The flight recorder (`--record-dir`): the last seconds of events stay in memory, and when a
-//! finding fires, that peer's recent events are written to a file of their own, named in the
-//! summary — the packet capture around the fault, without tcpdump.
+//! The flight recorder (`--record-dir`): the last seconds of events and of ended connections stay
+//! in memory, and when a finding fires, that peer's recent events and connection lines (the
+//! `--connections` record: each connection's lifeline and verdict) are written to a file of their
+//! own, in time order, named in the summary — the packet capture around the fault, without tcpdump.
 //!
 //! Bounded everywhere: events by count and age, each file by size, the directory by number of
 //! files (oldest removed), and one file per finding and peer per minute.
@@ -14,15 +15,21 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{events, files};
+use super::{connections::ConnectionLine, events, files};
 use crate::{
     clock::Clock,
     decode::{Decoder, Event},
     findings::{Endpoint, Finding, FindingKind, PeerKey},
+    tracker::{Connection, Ended},
     FastMap,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
+/// When a connection ended (or last changed, if it has not).
+fn end_ns(connection: &Connection) -> u64 {
+    connection.ending.map_or(connection.state_since_ns, |ending| ending.at_ns)
+}
+
 /// A finding for the same peer is recorded again only after this long.
 const RECORD_AGAIN_AFTER_NS: u64 = 60 * NS_PER_S;
 
@@ -38,6 +45,8 @@ pub struct RecorderConfig {
 pub struct FlightRecorder {
     config: RecorderConfig,
     events: VecDeque<Event>,
+    /// Ended connections, oldest first, bounded like the events.
+    connections: VecDeque<Box<Ended>>,
     last_recorded: FastMap<(FindingKind, PeerKey), u64>,
     /// Events pushed out by the count cap before their time (they are not in any record).
     pub overflowed: u64,
@@ -50,7 +59,7 @@ fn matches(endpoint: Endpoint, address: SocketAddr) -> bool {
 impl FlightRecorder {
     pub fn new(config: RecorderConfig) -> Result<FlightRecorder> {
         fs::create_dir_all(&config.dir).with_context(|| format!("cannot create --record-dir {}", config.dir.display()))?;
-        Ok(FlightRecorder { config, events: VecDeque::new(), last_recorded: FastMap::default(), overflowed: 0 })
+        Ok(FlightRecorder { config, events: VecDeque::new(), connections: VecDeque::new(), last_recorded: FastMap::default(), overflowed: 0 })
     }
 
     pub fn push(&mut self, event: Event) {
@@ -63,6 +72,18 @@ impl FlightRecorder {
             self.overflowed += 1;
         }
         self.events.push_back(event);
+    }
+
+    pub fn push_connection(&mut self, ended: Box<Ended>) {
+        let horizon = end_ns(&ended.connection).saturating_sub(self.config.window_ns);
+        while self.connections.front().is_some_and(|oldest| end_ns(&oldest.connection) < horizon) {
+            self.connections.pop_front();
+        }
+        if self.connections.len() >= self.config.max_events {
+            self.connections.pop_front();
+            self.overflowed += 1;
+        }
+        self.connections.push_back(ended);
     }
 
     /// Writes a record for each finding that has events and was not recorded lately; fills in
@@ -81,10 +102,19 @@ impl FlightRecorder {
                 .iter()
                 .filter(|event| event.socket.netns == peer.netns && matches(peer.local, event.local) && matches(peer.remote, event.remote))
                 .collect();
-            if events.is_empty() {
+            let connections: Vec<&Ended> = self
+                .connections
+                .iter()
+                .map(|ended| &**ended)
+                .filter(|ended| {
+                    let connection = &ended.connection;
+                    connection.socket.netns == peer.netns && matches(peer.local, connection.local) && matches(peer.remote, connection.remote)
+                })
+                .collect();
+            if events.is_empty() && connections.is_empty() {
                 continue;
             }
-            match self.write(finding, &events, clock, decoder) {
+            match self.write(finding, &events, &connections, clock, decoder) {
                 Ok(path) => {
                     finding.record = Some(path.display().to_string());
                     self.last_recorded.insert(key, now_ns);
@@ -96,14 +126,18 @@ impl FlightRecorder {
         problems
     }
 
-    fn write(&self, finding: &Finding, events: &[&Event], clock: &Clock, decoder: &Decoder) -> Result<PathBuf> {
+    fn write(&self, finding: &Finding, events: &[&Event], connections: &[&Ended], clock: &Clock, decoder: &Decoder) -> Result<PathBuf> {
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
         let peer: String = finding.remote.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
         let path = self.config.dir.join(format!("{stamp}-{}-{peer}.jsonl", finding.kind.name()));
         let mut file = files::create_private(&path).with_context(|| format!("cannot create flight record {}", path.display()))?;
         let mut written = 0u64;
-        // Newest last; if the cap cuts, it cuts the oldest.
-        let lines: Vec<String> = events.iter().map(|event| events::json(event, clock, decoder)).collect();
+        // In time order, newest last; if the cap cuts, it cuts the oldest.
+        let reason_name = |code| decoder.reason_name(code).map(str::to_string);
+        let mut timed: Vec<(u64, String)> = events.iter().map(|event| (event.timestamp_ns, events::json(event, clock, decoder))).collect();
+        timed.extend(connections.iter().map(|ended| (end_ns(&ended.connection), ConnectionLine::new(ended, clock, reason_name).json())));
+        timed.sort_by_key(|(at, _)| *at);
+        let lines: Vec<String> = timed.into_iter().map(|(_, line)| line).collect();
         let mut start = lines.len();
         while start > 0 && written + (lines[start - 1].len() as u64) < self.config.max_file_bytes {
             start -= 1;
@@ -174,6 +208,37 @@ mod tests {
         findings[0].record = None;
         recorder.record(&mut findings, 22 * NS_PER_S, &Clock::now(), &Decoder::default());
         assert!(findings[0].record.is_none());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_holds_the_peers_connection_lines_in_time_order_with_its_events() {
+        let dir = std::env::temp_dir().join(format!("tracer-recorder-lines-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let config = RecorderConfig { dir: dir.clone(), window_ns: 10 * NS_PER_S, max_events: 1000, max_file_bytes: 1 << 20, max_files: 2 };
+        let mut recorder = FlightRecorder::new(config).unwrap();
+        let mut tracker = crate::tracker::Tracker::new(crate::tracker::TrackerConfig::default(), crate::tracker::tests::reasons());
+        let peer = Script::new(1, "10.0.0.2:80", "10.0.0.1:40000");
+        let events = [peer.state(Listen, SynRecv, NS_PER_S), peer.state(SynRecv, Established, 2 * NS_PER_S), peer.reset_received(3 * NS_PER_S), peer.state(Established, Close, 3 * NS_PER_S)];
+        let mut out = Vec::new();
+        for event in events {
+            recorder.push(event);
+            tracker.observe(&event, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        recorder.push(peer.state(Listen, SynRecv, 4 * NS_PER_S)); // a later event for the same peer
+        for observation in out {
+            if let crate::tracker::Observation::Ended(ended) = observation {
+                recorder.push_connection(ended);
+            }
+        }
+        let key = PeerKey::new(crate::tracker::Role::Server, peer.socket.netns, peer.local, peer.remote);
+        let mut findings = vec![finding(FindingKind::RstFromPeer, "10.0.0.2:80", "10.0.0.1:*", key)];
+        recorder.record(&mut findings, 5 * NS_PER_S, &Clock::now(), &Decoder::default());
+        let text = fs::read_to_string(findings[0].record.as_ref().expect("recorded")).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let what: Vec<&str> = lines.iter().map(|line| line["kind"].as_str().or(line["close"].as_str()).unwrap()).collect();
+        assert_eq!(what, ["state", "state", "rst_received", "state", "reset_by_peer", "state"], "{text}");
         fs::remove_dir_all(dir).unwrap();
     }
 
