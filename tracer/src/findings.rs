@@ -169,6 +169,8 @@ struct Tally {
     timed_out: u64,
     expired: u64,
     max_age_ns: u64,
+    /// Each stuck socket's age (state kinds), for the median.
+    ages_ns: Vec<u64>,
     labels: BTreeMap<String, u64>,
     example: Option<String>,
     owner: Option<Owner>,
@@ -201,13 +203,31 @@ struct Untracked {
 }
 
 /// The current picture, produced once per interval.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Picture {
     pub states: BTreeMap<&'static str, u64>,
     pub closes: BTreeMap<&'static str, u64>,
     pub peers: Vec<PeerRow>,
     pub findings: Vec<Finding>,
+    /// The slowest handshakes of the interval, by peer.
+    pub handshakes: Vec<HandshakeRow>,
 }
+
+/// Handshake times (SYN → ESTABLISHED) of one peer's connections in one interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandshakeRow {
+    pub local: String,
+    pub remote: String,
+    pub netns: u32,
+    pub connections: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Handshake samples kept per peer and interval (the first ones; enough for a p99).
+const HANDSHAKE_SAMPLES: usize = 1024;
+/// Rows of the slowest handshakes in a summary.
+const HANDSHAKE_ROWS: usize = 5;
 
 pub struct Findings {
     config: FindingsConfig,
@@ -218,6 +238,8 @@ pub struct Findings {
     untracked: FastMap<Tuple, Untracked>,
     /// Lingering FIN_WAIT2 timewait sockets already counted in a `total`.
     flagged_lingering: FastSet<Tuple>,
+    /// Handshake times of the interval in µs, by peer.
+    handshakes: FastMap<PeerKey, Vec<u32>>,
     /// Peers or findings dropped because a table was full.
     pub evicted: u64,
 }
@@ -232,6 +254,7 @@ impl Findings {
             totals: FastMap::default(),
             untracked: FastMap::default(),
             flagged_lingering: FastSet::default(),
+            handshakes: FastMap::default(),
             evicted: 0,
         }
     }
@@ -268,6 +291,14 @@ impl Findings {
                 let netns = connection.socket.netns;
                 *self.closes.entry(ended.class).or_default() += 1;
                 let key = PeerKey::new(connection.role, netns, connection.local, connection.remote);
+                if let (Some(opened), Some(established)) = (connection.opened_ns, connection.established_ns) {
+                    if self.handshakes.len() < self.config.max_peers || self.handshakes.contains_key(&key) {
+                        let samples = self.handshakes.entry(key).or_default();
+                        if samples.len() < HANDSHAKE_SAMPLES {
+                            samples.push(u32::try_from(established.saturating_sub(opened) / 1000).unwrap_or(u32::MAX));
+                        }
+                    }
+                }
                 if let Some(row) = self.peer(key) {
                     row.ended += 1;
                     match ended.class {
@@ -431,7 +462,24 @@ impl Findings {
         peers.sort_by(|a, b| b.trouble().cmp(&a.trouble()).then(a.remote.cmp(&b.remote)));
         peers.truncate(10);
         let closes = std::mem::take(&mut self.closes).into_iter().map(|(class, n)| (class.name(), n)).collect();
-        Picture { states, closes, peers, findings }
+        let handshakes = self.slowest_handshakes();
+        Picture { states, closes, peers, findings, handshakes }
+    }
+
+    /// The peers whose handshakes took longest this interval (by p99), and forgets the samples.
+    fn slowest_handshakes(&mut self) -> Vec<HandshakeRow> {
+        let mut rows: Vec<HandshakeRow> = self
+            .handshakes
+            .drain()
+            .map(|(key, mut samples)| {
+                samples.sort_unstable();
+                let at = |share: usize| f64::from(samples[(samples.len() * share / 100).min(samples.len() - 1)]) / 1000.0;
+                HandshakeRow { local: key.local.to_string(), remote: key.remote.to_string(), netns: key.netns, connections: samples.len() as u64, p50_ms: at(50), p99_ms: at(99) }
+            })
+            .collect();
+        rows.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms).then(a.remote.cmp(&b.remote)));
+        rows.truncate(HANDSHAKE_ROWS);
+        rows
     }
 
     /// Sockets by state: those in [`snapshot::WANTED_STATES`] from the snapshot when there is one
@@ -541,6 +589,7 @@ impl Findings {
                 tally.count += 1;
                 tally.newly_flagged += u64::from(newly);
                 tally.max_age_ns = tally.max_age_ns.max(age);
+                tally.ages_ns.push(age);
                 if tally.owner.is_none() {
                     tally.owner = owner;
                     tally.inode = inodes.get(&tuple).copied().filter(|inode| *inode != 0);
@@ -615,13 +664,21 @@ fn owner_text(owner: &Option<Owner>) -> String {
     }
 }
 
+/// The middle value (0 for none).
+fn median(values: &[u64]) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
 /// The human sentence for a finding; `None` when the tally holds nothing worth reporting.
 fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings: &dyn Fn(u32) -> NamespaceSettings) -> Option<String> {
     let n = tally.count;
     Some(match kind {
         FindingKind::CloseWaitStuck if n > 0 => format!(
-            "{n} socket(s) in CLOSE_WAIT for up to {}s: the peer closed, {} never called close()",
+            "{n} socket(s) in CLOSE_WAIT for up to {}s (median {}s): the peer closed, {} never called close()",
             seconds(tally.max_age_ns),
+            seconds(median(&tally.ages_ns)),
             owner_text(&tally.owner)
         ),
         FindingKind::FinUnanswered if n + tally.expired > 0 => {
@@ -755,6 +812,23 @@ mod tests {
         let refused = detail(Role::Server, Some(S), false);
         assert!(refused.contains("a SYN from 10.0.0.9:40000 hit 10.0.0.2:80 ↔ 10.0.0.9:40000 1.0s into TIME_WAIT and was answered with a bare ACK"), "{refused}");
         assert!(detail(Role::Client, None, false).contains("our SYN"));
+    }
+
+    #[test]
+    fn handshake_times_per_peer_give_the_slowest_p50_and_p99() {
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let mut events = Vec::new();
+        // 100 connections from one client to our port 80: handshakes of 1..=100 ms.
+        for i in 0..100u64 {
+            let s = server(100 + i, 40000 + i as u16);
+            events.extend([s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + (i + 1) * 1_000_000), s.state(Established, Close, 2 * S)]);
+        }
+        let first = picture(&mut findings, &mut tracker, &events, 10 * S, &Filter::default());
+        let row = &first.handshakes[0];
+        assert_eq!((row.local.as_str(), row.remote.as_str(), row.connections), ("10.0.0.2:80", "10.0.0.1:*", 100));
+        assert_eq!((row.p50_ms, row.p99_ms), (51.0, 100.0));
+        let next = picture(&mut findings, &mut tracker, &[], 20 * S, &Filter::default());
+        assert!(next.handshakes.is_empty(), "one interval's samples only");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Summary<'a> {
     pub states: &'a BTreeMap<&'static str, u64>,
     pub closes: &'a BTreeMap<&'static str, u64>,
     pub peers: &'a [crate::findings::PeerRow],
+    /// The slowest handshakes of the interval (p50/p99 per peer).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub handshakes: &'a [crate::findings::HandshakeRow],
     /// At most [`JSON_FINDINGS_PER_KIND`] of each kind, most serious first.
     pub findings: Vec<&'a Finding>,
     /// What was left out of `findings`, per kind.
@@ -99,6 +102,7 @@ impl<'a> Summary<'a> {
             states: &picture.states,
             closes: &picture.closes,
             peers: &picture.peers,
+            handshakes: &picture.handshakes,
             findings,
             rolled_up,
         }
@@ -145,6 +149,13 @@ impl<'a> Summary<'a> {
                     peer.failed_connects,
                     peer.stuck
                 );
+            }
+        }
+        if !self.handshakes.is_empty() {
+            let _ = writeln!(out, "slowest handshakes (SYN → ESTABLISHED)");
+            let _ = writeln!(out, "  {:<22} {:<22} {:>5} {:>9} {:>9}", "LOCAL", "REMOTE", "CONNS", "p50 ms", "p99 ms");
+            for row in self.handshakes {
+                let _ = writeln!(out, "  {:<22} {:<22} {:>5} {:>9.2} {:>9.2}", row.local, row.remote, row.connections, row.p50_ms, row.p99_ms);
             }
         }
         if self.findings.is_empty() {
