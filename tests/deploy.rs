@@ -3,7 +3,7 @@
 use std::{fs, path::Path, process::Command};
 
 use clap::Parser;
-use tracer::cli::Cli;
+use tracer::app::cli::Cli;
 
 fn deploy(file: &str) -> String {
     fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)).unwrap()

@@ -19,7 +19,7 @@ fn our_programs() -> Vec<u64> {
     let programs: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     programs
         .iter()
-        .filter(|program| tracer::probes::program_named(program["name"].as_str().unwrap_or_default()).is_some())
+        .filter(|program| tracer::kernel::hooks::program_named(program["name"].as_str().unwrap_or_default()).is_some())
         .map(|program| program["id"].as_u64().unwrap())
         .collect()
 }

@@ -4,11 +4,11 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tracer::{
+    app::pipeline::Pipeline,
     decode::Decoder,
     filter::Filter,
-    findings::{Findings, FindingsConfig},
-    reorder::Reorder,
-    tracker::{Tracker, TrackerConfig},
+    find::{Findings, FindingsConfig},
+    track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
 };
 
 fn pipeline(c: &mut Criterion) {
@@ -18,26 +18,22 @@ fn pipeline(c: &mut Criterion) {
     group.bench_with_input(BenchmarkId::new("decode_track_classify", records.len()), &records, |b, records| {
         b.iter(|| {
             let mut decoder = Decoder::default();
-            let mut reorder = Reorder::default();
-            let mut tracker = Tracker::new(TrackerConfig::default(), Default::default());
-            let mut findings = Findings::new(FindingsConfig::default());
-            let filter = Filter::default();
-            let mut observations = Vec::new();
-            // Batches as the ring buffer would hand them over.
+            let tracker = Tracker::new(TrackerConfig::default(), Default::default());
+            let mut pipeline = Pipeline::new(Filter::default(), tracker, Findings::new(FindingsConfig::default()));
+            let mut ended = 0;
+            // Batches as the ring buffer would hand them over; the horizon as the event loop sets it.
             for batch in records.chunks(512) {
                 for record in batch {
                     if let Some(event) = decoder.decode(record) {
-                        reorder.push(event);
+                        pipeline.push(event);
                     }
                 }
-                reorder.release(batch_time(batch).saturating_sub(tracer::reorder::WINDOW_NS), |event| tracker.observe(event, &mut observations));
-                tracker.settle(batch_time(batch), &mut observations);
-                for observation in observations.drain(..) {
-                    findings.observe(&observation, &filter, |_| None);
-                }
+                pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_| {});
+                pipeline.report(|_, _, _| ended += 1);
             }
-            tracker.settle(u64::MAX, &mut observations);
-            observations.len()
+            pipeline.advance(u64::MAX, |_| {});
+            pipeline.report(|_, _, _| ended += 1);
+            ended
         })
     });
     group.finish();

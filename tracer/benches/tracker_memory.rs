@@ -6,12 +6,13 @@ mod common;
 use std::time::Instant;
 
 use tracer::{
+    app::pipeline::Pipeline,
     decode::Decoder,
     filter::Filter,
-    findings::{Findings, FindingsConfig},
-    reorder::Reorder,
-    snapshot::NamespaceSettings,
-    tracker::{Tracker, TrackerConfig},
+    find::{Context, Findings, FindingsConfig},
+    kernel::sock_diag::NamespaceSettings,
+    track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
+    FastMap,
 };
 
 fn rss_kib(field: &str) -> u64 {
@@ -22,12 +23,11 @@ fn rss_kib(field: &str) -> u64 {
 fn main() {
     let connections: u64 = std::env::args().skip(1).find_map(|arg| arg.parse().ok()).unwrap_or(10_000_000);
     let mut decoder = Decoder::default();
-    let mut reorder = Reorder::default();
-    let mut tracker = Tracker::new(TrackerConfig::default(), Default::default());
-    let mut findings = Findings::new(FindingsConfig::default());
+    let tracker = Tracker::new(TrackerConfig::default(), Default::default());
+    let mut pipeline = Pipeline::new(Filter::default(), tracker, Findings::new(FindingsConfig::default()));
     let filter = Filter::default();
-    let settings = |_| NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 };
-    let mut observations = Vec::new();
+    let settings = |_| NamespaceSettings::DEFAULT;
+    let nobody = |_: &_| FastMap::default();
     let spacing = 10_000; // a new connection every 10 µs of kernel time: 100 000/s
     let started = Instant::now();
     let mut events = 0u64;
@@ -36,21 +36,19 @@ fn main() {
         let at = 1_000_000_000 + n * spacing;
         for record in common::connection(n, at, 50) {
             if let Some(event) = decoder.decode(&common::bytes(&record)) {
-                reorder.push(event);
+                pipeline.push(event);
                 events += 1;
             }
         }
         if n % 64 == 63 {
-            reorder.release(at.saturating_sub(tracer::reorder::WINDOW_NS), |event| tracker.observe(event, &mut observations));
-            tracker.settle(at, &mut observations);
-            for observation in observations.drain(..) {
-                findings.observe(&observation, &filter, |_| None);
-            }
+            pipeline.advance(at.saturating_sub(WINDOW_NS), |_| {});
+            pipeline.report(|_, _, _| {});
         }
         // A summary every simulated 10 s.
         if n % 1_000_000 == 999_999 {
-            tracker.expire(at, &mut observations);
-            let _ = findings.conclude(at, &mut tracker, None, &settings, &filter);
+            pipeline.expire(at);
+            pipeline.report(|_, _, _| {});
+            let _ = pipeline.conclude(&Context { now_ns: at, snapshot: None, settings: &settings, filter: &filter, owners: &nobody });
         }
         if (n + 1) % (connections / 10).max(1) == 0 {
             println!(
@@ -58,8 +56,8 @@ fn main() {
                 n + 1,
                 rss_kib("VmRSS:"),
                 rss_kib("VmHWM:"),
-                tracker.connections().count(),
-                tracker.stats.evicted_connections
+                pipeline.tracker.connections().count(),
+                pipeline.tracker.stats.evicted_connections
             );
         }
     }

@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn pid_filter_needs_a_known_owner() {
         let filter = Filter { pid: Some(42), ..Filter::default() };
-        let owner = crate::tracker::tests::process();
+        let owner = crate::track::fixtures::process();
         assert!(!filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), None));
         assert!(!filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), Some(&owner)));
         let filter = Filter { pid: Some(owner.tgid), ..Filter::default() };

@@ -1,20 +1,17 @@
 //! The userspace half of the TCP socket tracer, laid out along the data path:
-//! [`probes`] (load and attach, with layouts from [`tracefs`] and [`kernel_offsets`]) →
-//! [`decode`] (wire record → [`decode::Event`]) → [`output`].
-pub mod cli;
-pub mod clock;
+//! [`kernel`] (load and attach the probes, read the ring buffer's facts and the socket snapshots) →
+//! [`decode`] (wire record → [`decode::Event`]) → [`track`] (timestamp order, one connection per
+//! socket, its verdict) → [`find`] (what an operator should act on) → [`output`] (event and
+//! connection lines, summaries, metrics, flight records). [`app`] runs that path: the command
+//! line, the event loop and the one [`app::pipeline`] the benchmarks share; [`filter`] is what the
+//! operator asked to see, applied along the way.
+pub mod app;
 pub mod decode;
 pub mod filter;
-pub mod findings;
-pub mod kernel_offsets;
+pub mod find;
+pub mod kernel;
 pub mod output;
-pub mod privileges;
-pub mod probes;
-pub mod reorder;
-pub mod run;
-pub mod snapshot;
-pub mod tracefs;
-pub mod tracker;
+pub mod track;
 
 /// Hash tables keyed by sockets and addresses, on the hot path of every event: foldhash is several
 /// times faster than SipHash and still seeded per process, so peers cannot aim for collisions.

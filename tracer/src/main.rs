@@ -1,7 +1,7 @@
 //! Entry point: parse the command line, run, and turn any error into one line and exit code 1
 //! (2 for a bad command line).
 use clap::{error::ErrorKind, Parser};
-use tracer::cli::Cli;
+use tracer::app::cli::Cli;
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -21,7 +21,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(error) = runtime.block_on(tracer::run::run(cli)) {
+    if let Err(error) = runtime.block_on(tracer::app::run(cli)) {
         eprintln!("tracer: error: {error:#}");
         std::process::exit(1);
     }

@@ -203,7 +203,7 @@ impl ProgramStats {
         let mut stats = ProgramStats::default();
         for program in &programs {
             let name = program["name"].as_str().unwrap_or("");
-            let Some((ours, _)) = tracer::probes::program_named(name) else { continue };
+            let Some((ours, _)) = tracer::kernel::hooks::program_named(name) else { continue };
             let entry = stats.0.entry(ours.to_string()).or_default();
             entry.0 += program["run_time_ns"].as_u64().unwrap_or(0);
             entry.1 += program["run_cnt"].as_u64().unwrap_or(0);
@@ -236,7 +236,7 @@ impl ProgramStats {
 
     /// Hook firings (runs of the TCP hook programs, plus the ones the kernel skipped as nested).
     fn firings(&self) -> u64 {
-        self.0.iter().filter(|(name, _)| tracer::probes::program_named(name).is_some_and(|(_, hook)| hook)).map(|(_, (_, runs, misses))| runs + misses).sum()
+        self.0.iter().filter(|(name, _)| tracer::kernel::hooks::program_named(name).is_some_and(|(_, hook)| hook)).map(|(_, (_, runs, misses))| runs + misses).sum()
     }
 
     fn total_ns(&self) -> u64 {

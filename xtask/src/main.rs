@@ -136,7 +136,7 @@ fn completions() -> Result<()> {
     use clap::CommandFactory;
     let out = workspace_root().join("target/assets");
     std::fs::create_dir_all(&out)?;
-    let mut command = tracer::cli::Cli::command();
+    let mut command = tracer::app::cli::Cli::command();
     for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
         let path = clap_complete::generate_to(shell, &mut command, "tracer", &out)?;
         eprintln!("xtask: {}", path.display());

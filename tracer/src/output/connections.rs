@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    clock::Clock,
+    kernel::clock::Clock,
     decode::TcpState,
-    tracker::{CloseClass, Connection, Ended, FirstFin, Role},
+    track::{CloseClass, Connection, Ended, FirstFin, Role},
 };
 
 /// Which ends `--connections` prints.

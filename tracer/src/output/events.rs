@@ -2,7 +2,7 @@
 use serde::Serialize;
 use tracer_common::EventKind;
 
-use crate::{clock::Clock, decode::{Decoder, Event}};
+use crate::{kernel::clock::Clock, decode::{Decoder, Event}};
 
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {

@@ -21,10 +21,10 @@ use prometheus_client::{
 
 use crate::{
     decode::TcpState,
-    findings::{FindingKind, Picture},
+    find::{FindingKind, Picture},
     output::summary::Health,
-    snapshot::RoundCost,
-    tracker::{CloseClass, Observation, Role},
+    kernel::sock_diag::RoundCost,
+    track::{CloseClass, Observation, Role},
 };
 
 type Labels = Vec<(String, String)>;

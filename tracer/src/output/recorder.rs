@@ -17,10 +17,10 @@ use anyhow::{Context, Result};
 
 use super::{connections::ConnectionLine, events, files};
 use crate::{
-    clock::Clock,
+    kernel::clock::Clock,
     decode::{Decoder, Event},
-    findings::{Endpoint, Finding, FindingKind, PeerKey},
-    tracker::{Connection, Ended},
+    find::{Endpoint, Finding, FindingKind, PeerKey},
+    track::{Connection, Ended},
     FastMap,
 };
 
@@ -174,7 +174,7 @@ impl FlightRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::tests::Script;
+    use crate::track::fixtures::Script;
     use crate::decode::TcpState::*;
 
     fn finding(kind: FindingKind, local: &str, remote: &str, key: PeerKey) -> Finding {
@@ -193,7 +193,7 @@ mod tests {
         recorder.push(peer.state(SynRecv, Established, 20 * NS_PER_S));
         recorder.push(other.state(Listen, SynRecv, 20 * NS_PER_S));
         recorder.push(peer.reset_received(21 * NS_PER_S));
-        let key = PeerKey::new(crate::tracker::Role::Server, peer.socket.netns, peer.local, peer.remote);
+        let key = PeerKey::new(crate::track::Role::Server, peer.socket.netns, peer.local, peer.remote);
         let mut findings = vec![finding(FindingKind::RstFromPeer, "10.0.0.2:80", "10.0.0.1:*", key)];
         let problems = recorder.record(&mut findings, 21 * NS_PER_S, &Clock::now(), &Decoder::default());
         assert!(problems.is_empty(), "{problems:?}");
@@ -217,7 +217,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let config = RecorderConfig { dir: dir.clone(), window_ns: 10 * NS_PER_S, max_events: 1000, max_file_bytes: 1 << 20, max_files: 2 };
         let mut recorder = FlightRecorder::new(config).unwrap();
-        let mut tracker = crate::tracker::Tracker::new(crate::tracker::TrackerConfig::default(), crate::tracker::tests::reasons());
+        let mut tracker = crate::track::Tracker::new(crate::track::TrackerConfig::default(), crate::track::fixtures::reasons());
         let peer = Script::new(1, "10.0.0.2:80", "10.0.0.1:40000");
         let events = [peer.state(Listen, SynRecv, NS_PER_S), peer.state(SynRecv, Established, 2 * NS_PER_S), peer.reset_received(3 * NS_PER_S), peer.state(Established, Close, 3 * NS_PER_S)];
         let mut out = Vec::new();
@@ -228,11 +228,11 @@ mod tests {
         tracker.settle(u64::MAX, &mut out);
         recorder.push(peer.state(Listen, SynRecv, 4 * NS_PER_S)); // a later event for the same peer
         for observation in out {
-            if let crate::tracker::Observation::Ended(ended) = observation {
+            if let crate::track::Observation::Ended(ended) = observation {
                 recorder.push_connection(ended);
             }
         }
-        let key = PeerKey::new(crate::tracker::Role::Server, peer.socket.netns, peer.local, peer.remote);
+        let key = PeerKey::new(crate::track::Role::Server, peer.socket.netns, peer.local, peer.remote);
         let mut findings = vec![finding(FindingKind::RstFromPeer, "10.0.0.2:80", "10.0.0.1:*", key)];
         recorder.record(&mut findings, 5 * NS_PER_S, &Clock::now(), &Decoder::default());
         let text = fs::read_to_string(findings[0].record.as_ref().expect("recorded")).unwrap();

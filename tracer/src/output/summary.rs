@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use crate::findings::{Finding, FindingKind, Picture};
+use crate::find::{Finding, FindingKind, Picture};
 
 /// The tracer's own health for the interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -33,7 +33,7 @@ pub struct SourceModes {
     pub snapshot: String,
     /// What the last round of socket dumps cost.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_round: Option<crate::snapshot::RoundCost>,
+    pub snapshot_round: Option<crate::kernel::sock_diag::RoundCost>,
     /// Where TIME_WAIT counts come from.
     pub time_wait: &'static str,
 }
@@ -48,10 +48,10 @@ pub struct Summary<'a> {
     pub modes: &'a SourceModes,
     pub states: &'a BTreeMap<&'static str, u64>,
     pub closes: &'a BTreeMap<&'static str, u64>,
-    pub peers: &'a [crate::findings::PeerRow],
+    pub peers: &'a [crate::find::PeerRow],
     /// The slowest handshakes of the interval (p50/p99 per peer).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub handshakes: &'a [crate::findings::HandshakeRow],
+    pub handshakes: &'a [crate::find::HandshakeRow],
     /// At most [`JSON_FINDINGS_PER_KIND`] of each kind, most serious first.
     pub findings: Vec<&'a Finding>,
     /// What was left out of `findings`, per kind.
@@ -215,7 +215,7 @@ fn join_counts(counts: &BTreeMap<&'static str, u64>, empty: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{findings::PeerKey, tracker::Role};
+    use crate::{find::PeerKey, track::Role};
 
     fn finding(kind: FindingKind, port: u16, count: u64) -> Finding {
         let (local, remote) = (format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());

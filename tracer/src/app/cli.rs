@@ -136,7 +136,7 @@ pub struct Cli {
     pub record_max_files: usize,
 
     /// Where tracefs is mounted (tracepoint layouts are read from its events/*/format files).
-    #[arg(long, value_name = "DIR", default_value = crate::tracefs::TRACEFS)]
+    #[arg(long, value_name = "DIR", default_value = crate::kernel::tracefs::TRACEFS)]
     pub tracefs: std::path::PathBuf,
 
     /// Most connections followed at once; beyond it the stalest are evicted (and counted).

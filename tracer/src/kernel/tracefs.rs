@@ -7,24 +7,11 @@
 use std::{collections::BTreeMap, fs, path::Path};
 
 use anyhow::{bail, Context, Result};
-use tracer_common::{EventKind, HookLayout, ABSENT, RECORD_MAX};
+use tracer_common::{HookLayout, ABSENT, RECORD_MAX};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Tracepoint records are at most a page.
 const MAX_RECORD: u32 = 4096;
-
-/// The tracepoint behind an event kind: (category, name, required); `None` for the kinds
-/// that come from fentry/fexit.
-pub fn tracepoint_of(kind: EventKind) -> Option<(&'static str, &'static str, bool)> {
-    Some(match kind {
-        EventKind::StateChange => ("sock", "inet_sock_set_state", true),
-        EventKind::ResetSent => ("tcp", "tcp_send_reset", false),
-        EventKind::ResetReceived => ("tcp", "tcp_receive_reset", false),
-        EventKind::Retransmit => ("tcp", "tcp_retransmit_skb", false),
-        EventKind::SynAckRetransmit => ("tcp", "tcp_retransmit_synack", false),
-        EventKind::TimeWaitEnter | EventKind::TimeWaitSyn => return None,
-    })
-}
 
 /// Mounts tracefs when the system has not (minimal servers and containers often don't).
 /// A directory other than the default must already hold the formats.
@@ -224,10 +211,10 @@ impl Format {
 mod tests {
     use super::*;
 
-    pub const SEND_RESET_5_10: &str = include_str!("../fixtures/tcp_send_reset-5.10.format");
-    pub const SEND_RESET_6_1: &str = include_str!("../fixtures/tcp_send_reset-6.1.format");
-    pub const SEND_RESET_6_18: &str = include_str!("../fixtures/tcp_send_reset-6.18.format");
-    pub const SET_STATE: &str = include_str!("../fixtures/inet_sock_set_state.format");
+    pub const SEND_RESET_5_10: &str = include_str!("../../fixtures/tcp_send_reset-5.10.format");
+    pub const SEND_RESET_6_1: &str = include_str!("../../fixtures/tcp_send_reset-6.1.format");
+    pub const SEND_RESET_6_18: &str = include_str!("../../fixtures/tcp_send_reset-6.18.format");
+    pub const SET_STATE: &str = include_str!("../../fixtures/inet_sock_set_state.format");
 
     #[test]
     fn linux_5_10_reset_layout_has_ports_and_v4_v6_addresses_but_no_family() {

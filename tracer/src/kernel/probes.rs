@@ -22,19 +22,19 @@ use tracer_common::{
 };
 
 use crate::{
-    cli::HookMode,
+    app::cli::HookMode,
     decode::Decoder,
-    kernel_offsets,
-    tracefs::{self, Format},
+    kernel::btf_offsets,
+    kernel::{
+        hooks::{self, Attach, FLUSH_PROGRAM, HOOKS},
+        tracefs::{self, Format},
+    },
 };
 
 /// The reader is woken once 1/WAKEUP_FRACTION of the ring buffer is filled.
 const WAKEUP_FRACTION: u32 = 16;
 /// ... and otherwise drains the ring buffer (and flushes the batches) this often.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// The program userspace runs on a CPU to send that CPU's waiting batch.
-const FLUSH_PROGRAM: &str = "flush_batch";
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
 
@@ -62,7 +62,7 @@ pub struct Modes {
     pub batched: bool,
     /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
     /// are seen exactly, with the `tcp_tw_status` values to read them.
-    pub exact_time_wait: Option<crate::kernel_offsets::TimeWaitStatus>,
+    pub exact_time_wait: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
 }
 
 impl Modes {
@@ -100,46 +100,10 @@ pub struct Probes {
     pub modes: Modes,
 }
 
-/// A TCP hook: its event kind, its `tp_btf` program, and its classic program.
-struct Hook {
-    kind: EventKind,
-    btf_program: &'static str,
-}
-
-const HOOKS: [Hook; 5] = [
-    Hook { kind: EventKind::StateChange, btf_program: "btf_set_state" },
-    Hook { kind: EventKind::ResetSent, btf_program: "btf_send_reset" },
-    Hook { kind: EventKind::ResetReceived, btf_program: "btf_recv_reset" },
-    Hook { kind: EventKind::Retransmit, btf_program: "btf_retransmit" },
-    Hook { kind: EventKind::SynAckRetransmit, btf_program: "btf_synack_retx" },
-];
-
-/// The optional timewait hooks: kernel function (and program) name, and how each attaches.
-const TIMEWAIT_HOOKS: [(&str, &str); 2] = [("tcp_time_wait", "fentry"), ("tcp_timewait_state_process", "fexit")];
-
-/// Every program of the object, with whether a run of it is a firing of a hook (the flush
-/// program runs when userspace asks). The benchmark and the teardown test read it.
-pub fn programs() -> impl Iterator<Item = (&'static str, bool)> {
-    let classic = HOOKS.iter().filter_map(|hook| tracefs::tracepoint_of(hook.kind)).map(|(_, name, _)| name);
-    HOOKS
-        .iter()
-        .map(|hook| hook.btf_program)
-        .chain(classic)
-        .chain(TIMEWAIT_HOOKS.map(|(name, _)| name))
-        .map(|name| (name, true))
-        .chain([(FLUSH_PROGRAM, false)])
-}
-
-/// Which of [`programs`] a name that `bpftool prog show` printed is: the full name (from BTF), or
-/// the kernel's first 15 characters of it.
-pub fn program_named(shown: &str) -> Option<(&'static str, bool)> {
-    programs().find(|(name, _)| *name == shown || (shown.len() == 15 && name.starts_with(shown)))
-}
-
 impl Probes {
     /// Attaches the programs; returns them with their ring buffer and a decoder for this kernel.
     pub fn attach(options: AttachOptions<'_>) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
-        crate::privileges::check()?;
+        crate::kernel::privileges::check()?;
         if EBPF_OBJECT.is_empty() {
             bail!("this tracer binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
@@ -148,7 +112,7 @@ impl Probes {
             bail!("--ring-buffer-size must be a power of two of at least 4096 bytes, not {ring_buffer_bytes}");
         }
         tracefs::ensure_mounted(options.tracefs_root)?;
-        let resolved = kernel_offsets::resolve()?;
+        let resolved = btf_offsets::resolve()?;
         let mut config = KernelConfig {
             offsets: resolved.offsets,
             filter: options.filter,
@@ -164,8 +128,8 @@ impl Probes {
         };
         let mut reason_names = Default::default();
         let mut available = Vec::new();
-        for hook in &HOOKS {
-            let (category, name, required) = tracefs::tracepoint_of(hook.kind).expect("a tracepoint kind");
+        for (hook, category, _) in hooks::tracepoints() {
+            let name = hook.name;
             match Format::read(options.tracefs_root, category, name)? {
                 Some(format) => {
                     config.hooks[hook.kind.index()] = format.layout(&format!("{category}:{name}"))?;
@@ -175,7 +139,7 @@ impl Probes {
                     }
                     available.push(hook);
                 }
-                None if required => bail!(
+                None if hook.required => bail!(
                     "tracepoint {category}:{name} does not exist on this kernel (it needs Linux ≥ 4.16); the tracer cannot follow TCP states"
                 ),
                 None => {}
@@ -196,14 +160,14 @@ impl Probes {
         }
         modes.batched = config.batching != 0;
         let use_btf = options.hook_mode != HookMode::Tracepoint && btf_offsets_known;
-        for hook in &HOOKS {
-            let (category, name, _) = tracefs::tracepoint_of(hook.kind).expect("a tracepoint kind");
+        for (hook, category, btf_program) in hooks::tracepoints() {
+            let name = hook.name;
             if !available.iter().any(|available| available.kind == hook.kind) {
                 modes.hooks.push((name.to_string(), "unavailable"));
                 continue;
             }
             let attached_btf = match (&btf, use_btf) {
-                (Some(btf), true) => match attach_btf(&mut ebpf, hook.btf_program, name, btf) {
+                (Some(btf), true) => match attach_btf(&mut ebpf, btf_program, name, btf) {
                     Ok(()) => true,
                     Err(error) if options.hook_mode == HookMode::TpBtf => {
                         return Err(error.context(format!("--hook-mode tp-btf: cannot attach the BTF tracepoint {name}")))
@@ -230,12 +194,13 @@ impl Probes {
         // Optional and often refused (no BTF for the function, ftrace hooks blocked, Linux < 5.17
         // for the return value): then the snapshot fallback alone decides about TIME_WAIT.
         let mut timewait_hooks = 0;
-        for (name, mode) in TIMEWAIT_HOOKS {
-            let attached = btf.as_ref().is_some_and(|btf| attach_tracing(&mut ebpf, name, btf).is_ok());
+        let timewait = HOOKS.iter().filter(|hook| matches!(hook.attach, Attach::Fentry | Attach::Fexit));
+        for hook in timewait.clone() {
+            let attached = btf.as_ref().is_some_and(|btf| attach_tracing(&mut ebpf, hook.name, btf).is_ok());
             timewait_hooks += usize::from(attached);
-            modes.hooks.push((name.to_string(), if attached { mode } else { "unavailable" }));
+            modes.hooks.push((hook.name.to_string(), if attached { hook.attach.mode() } else { "unavailable" }));
         }
-        if timewait_hooks == 2 {
+        if timewait_hooks == timewait.count() {
             modes.exact_time_wait = resolved.time_wait_status;
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;

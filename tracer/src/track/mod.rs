@@ -4,17 +4,29 @@
 //! Pure: no I/O, no clock; time comes from event timestamps and the caller's `now`. Everything it
 //! learns leaves as [`Observation`]s for the findings layer. Memory is bounded by
 //! [`TrackerConfig`]; every eviction is counted in [`TrackerStats`].
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, VecDeque},
-    net::SocketAddr,
-};
+//!
+//! The parts: [`connection`] (what is known of one socket), the state machine here, [`time_wait`]
+//! (TIME_WAIT and FIN_WAIT2 timewait sockets, which outlive their socket), [`classify`] (the verdict
+//! on a connection that ended), and [`reorder`] (timestamp order before any of it).
+mod classify;
+mod connection;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod reorder;
+mod time_wait;
+
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 use tracer_common::EventKind;
 
+pub use self::{
+    classify::guess_role,
+    connection::{CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, Tuple},
+};
 use crate::{
-    decode::{Event, Process, SocketId, SocketTotals, TcpState},
+    decode::{Event, SocketId, TcpState},
+    kernel::sock_diag::NamespaceSettings,
     FastMap, FastSet,
 };
 
@@ -36,7 +48,7 @@ pub struct TrackerConfig {
     /// The default ephemeral range, to guess the role of sockets that predate the tracer.
     pub ephemeral_ports: (u16, u16),
     /// The `tcp_tw_status` values, when the fexit hook on `tcp_timewait_state_process` runs.
-    pub time_wait_status: Option<crate::kernel_offsets::TimeWaitStatus>,
+    pub time_wait_status: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
     /// Socket snapshots will call [`Tracker::reconcile`]: a FIN_WAIT2 → CLOSE is then decided
     /// by what the timewait socket turns out to be, instead of by how long FIN_WAIT2 lasted.
     pub snapshots: bool,
@@ -62,179 +74,14 @@ impl Default for TrackerConfig {
         TrackerConfig {
             max_connections: 100_000,
             max_time_wait: 131_072,
-            fin_timeout_ns: 60_000_000_000,
-            ephemeral_ports: (32768, 60999),
+            fin_timeout_ns: NamespaceSettings::DEFAULT.fin_timeout_s * 1_000_000_000,
+            ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports,
             time_wait_status: None,
             snapshots: false,
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// We called connect().
-    Client,
-    /// Accepted from one of our listeners.
-    Server,
-    Listener,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseClass {
-    Graceful,
-    ResetByPeer,
-    ResetByUs,
-    PeerSilent,
-    Refused,
-    ConnectTimeout,
-    Aborted,
-}
-
-impl CloseClass {
-    pub const ALL: [CloseClass; 7] = [
-        CloseClass::Graceful,
-        CloseClass::ResetByPeer,
-        CloseClass::ResetByUs,
-        CloseClass::PeerSilent,
-        CloseClass::Refused,
-        CloseClass::ConnectTimeout,
-        CloseClass::Aborted,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CloseClass::Graceful => "graceful",
-            CloseClass::ResetByPeer => "reset_by_peer",
-            CloseClass::ResetByUs => "reset_by_us",
-            CloseClass::PeerSilent => "peer_silent",
-            CloseClass::Refused => "refused",
-            CloseClass::ConnectTimeout => "connect_timeout",
-            CloseClass::Aborted => "aborted",
-        }
-    }
-}
-
-/// Which side sent the first FIN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FirstFin {
-    Us,
-    Peer,
-    Both,
-}
-
-/// A RST we sent on this socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResetSent {
-    pub reason: Option<u32>,
-    /// Sent from a system call (close/shutdown/disconnect) rather than by the stack on its own.
-    pub by_application: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ending {
-    pub at_ns: u64,
-    pub from: TcpState,
-    pub by_application: bool,
-    /// For FIN_WAIT2 → CLOSE, what a snapshot showed the timewait socket became.
-    pub lingered: Option<Lingered>,
-}
-
-/// What became of a timewait socket left in the FIN_WAIT2 substate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lingered {
-    /// The peer's FIN arrived: a TIME_WAIT socket.
-    PeerFin,
-    /// It vanished after sitting in FIN_WAIT2: `tcp_fin_timeout` expired without the peer's FIN.
-    Expired,
-}
-
-/// A connection whose full socket is gone but whose timewait socket may still be in FIN_WAIT2.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lingering {
-    pub connection: Connection,
-    /// A snapshot has shown it in FIN_WAIT2.
-    pub seen_in_fin_wait2: bool,
-}
-
-/// One socket's life so far.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Connection {
-    pub socket: SocketId,
-    pub role: Role,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: TcpState,
-    pub state_since_ns: u64,
-    /// When the state before this one began (how long FIN_WAIT2 lasted before CLOSE).
-    pub previous_state_since_ns: u64,
-    /// `None` when the socket predates the tracer.
-    pub opened_ns: Option<u64>,
-    pub established_ns: Option<u64>,
-    pub first_fin: Option<FirstFin>,
-    pub first_fin_ns: Option<u64>,
-    pub reset_sent: Option<ResetSent>,
-    pub reset_received: bool,
-    pub retransmits: u32,
-    pub syn_retransmits: u32,
-    pub retransmits_in_state: u32,
-    pub process: Option<Process>,
-    pub ending: Option<Ending>,
-    /// The timewait socket's substate, when the fentry hook on `tcp_time_wait` told us.
-    pub timewait_substate: Option<TcpState>,
-    /// The socket's counters at its end, where the kernel program could read them.
-    pub totals: Option<SocketTotals>,
-    /// Already reported as stuck in CLOSE_WAIT / lingering in FIN_WAIT2 (for `total`).
-    pub flagged_close_wait: bool,
-    pub flagged_fin_wait2: bool,
-}
-
-impl Connection {
-    fn first_fin(&mut self, side: FirstFin, at_ns: u64) {
-        self.first_fin.get_or_insert(side);
-        self.first_fin_ns.get_or_insert(at_ns);
-    }
-}
-
-/// A connection that ended, with the verdict.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ended {
-    pub connection: Connection,
-    pub class: CloseClass,
-    /// Fixed text for the common verdicts (no allocation per connection), formatted for the rest.
-    pub detail: Cow<'static, str>,
-    /// The connection left a TIME_WAIT socket behind (we closed first, graceful).
-    pub time_wait: bool,
-    /// It ended because our FIN_WAIT2 expired: our FIN was acknowledged, theirs never came.
-    pub fin_wait2_expired: bool,
-}
-
-/// A 4-tuple within a namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tuple {
-    pub netns: u32,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
-
-/// Everything the findings layer needs to know, in event order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Observation {
-    Ended(Box<Ended>),
-    /// We retransmitted a SYN: the server has not answered.
-    SynRetransmit { tuple: Tuple, process: Option<Process> },
-    /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
-    SynAckRetransmit { tuple: Tuple },
-    /// `role` is the socket's, or for a reset without one, [`Tracker::socketless_role`]'s.
-    ResetSent { tuple: Tuple, role: Role, process: Option<Process>, reason: Option<u32> },
-    ResetReceived { tuple: Tuple, role: Role, process: Option<Process> },
-    /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
-    /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
-    /// answered with a bare ACK (we reset it and retransmit the SYN): `accepted` is false.
-    PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: Option<u64>, accepted: bool },
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TrackerStats {
@@ -263,14 +110,6 @@ pub struct Tracker {
     pub stats: TrackerStats,
 }
 
-const APPLICATION_ABORT_REASONS: &[&str] = &[
-    "TCP_ABORT_ON_CLOSE",
-    "TCP_ABORT_ON_LINGER",
-    "TCP_ABORT_ON_DATA",
-    "TCP_STATE",
-    "TCP_DISCONNECT_WITH_DATA",
-];
-
 impl Tracker {
     pub fn new(config: TrackerConfig, reason_names: BTreeMap<u32, String>) -> Tracker {
         Tracker {
@@ -293,54 +132,6 @@ impl Tracker {
         self.connections.values().filter(|connection| connection.ending.is_none())
     }
 
-    pub fn connections_mut(&mut self) -> impl Iterator<Item = &mut Connection> {
-        self.connections.values_mut().filter(|connection| connection.ending.is_none())
-    }
-
-    /// Timewait sockets left in FIN_WAIT2, not yet resolved by a snapshot.
-    pub fn lingering(&self) -> impl Iterator<Item = &Lingering> {
-        self.lingering.values()
-    }
-
-    /// TIME_WAIT sockets believed to exist at `now_ns`.
-    pub fn time_wait(&self, now_ns: u64) -> impl Iterator<Item = (&Tuple, u64)> {
-        self.time_wait
-            .iter()
-            .filter(move |(_, since)| now_ns.saturating_sub(**since) < TIME_WAIT_NS)
-            .map(|(tuple, since)| (tuple, *since))
-    }
-
-    /// Replaces what we believe about one namespace's TIME_WAIT sockets with a snapshot taken at
-    /// `taken_ns`: sockets it lacks are gone (unless they entered TIME_WAIT after it was taken);
-    /// new ones are dated to the snapshot, as sock_diag does not say when they began.
-    pub fn refresh_time_wait(&mut self, netns: u32, taken_ns: u64, snapshot: impl IntoIterator<Item = (SocketAddr, SocketAddr)>) {
-        let present: FastSet<Tuple> =
-            snapshot.into_iter().map(|(local, remote)| Tuple { netns, local, remote }).collect();
-        self.time_wait.retain(|tuple, since| tuple.netns != netns || present.contains(tuple) || *since >= taken_ns);
-        for tuple in present {
-            if !self.time_wait.contains_key(&tuple) {
-                self.remember_time_wait(tuple, taken_ns);
-            }
-        }
-    }
-
-    /// Forgets the TIME_WAIT sockets of a namespace that is gone: the kernel purges them with
-    /// the namespace, without an event.
-    pub fn namespace_gone(&mut self, netns: u32) {
-        self.time_wait.retain(|tuple, _| tuple.netns != netns);
-    }
-
-    fn remember_time_wait(&mut self, tuple: Tuple, since_ns: u64) {
-        if self.time_wait.len() >= self.config.max_time_wait && !self.time_wait.contains_key(&tuple) {
-            let oldest = self.time_wait.iter().take(64).min_by_key(|(_, since)| **since).map(|(tuple, _)| *tuple);
-            if let Some(oldest) = oldest {
-                self.time_wait.remove(&oldest);
-                self.stats.evicted_time_wait += 1;
-            }
-        }
-        self.time_wait.insert(tuple, since_ns);
-    }
-
     /// Feeds one event (in timestamp order); appends what it reveals to `out`.
     pub fn observe(&mut self, event: &Event, out: &mut Vec<Observation>) {
         match event.kind {
@@ -356,10 +147,10 @@ impl Tracker {
                 if event.state == Some(TcpState::SynSent) && owner.is_some_and(|(role, _)| role == Role::Client) {
                     // RFC 793: a SYN_SENT socket answers an unacceptable ACK with RST. The peer
                     // acknowledged something we never sent: it still holds this 4-tuple.
-                    out.push(Observation::PortReuse { tuple: tuple_of(event), role: Role::Client, time_wait_age_ns: None, accepted: false });
+                    out.push(Observation::PortReuse { tuple: Tuple::of(event), role: Role::Client, time_wait_age_ns: None, accepted: false });
                 }
                 out.push(Observation::ResetSent {
-                    tuple: tuple_of(event),
+                    tuple: Tuple::of(event),
                     role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
                     process: owner.and_then(|(_, process)| process),
                     reason: event.reset_reason,
@@ -371,7 +162,7 @@ impl Tracker {
                     (connection.role, connection.process)
                 });
                 out.push(Observation::ResetReceived {
-                    tuple: tuple_of(event),
+                    tuple: Tuple::of(event),
                     role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
                     process: owner.and_then(|(_, process)| process),
                 });
@@ -388,16 +179,16 @@ impl Tracker {
                     }
                 }
                 if event.state == Some(TcpState::SynSent) {
-                    out.push(Observation::SynRetransmit { tuple: tuple_of(event), process });
+                    out.push(Observation::SynRetransmit { tuple: Tuple::of(event), process });
                 }
             }
-            EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: tuple_of(event) }),
+            EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: Tuple::of(event) }),
             EventKind::TimeWaitEnter => {
                 if let Some(connection) = self.connections.get_mut(&event.socket) {
                     connection.timewait_substate = event.state;
                 } else if event.state == Some(TcpState::TimeWait) {
                     // The peer's FIN reached a timewait socket left in FIN_WAIT2.
-                    let tuple = tuple_of(event);
+                    let tuple = Tuple::of(event);
                     if let Some(mut lingering) = self.lingering.remove(&tuple) {
                         if let Some(ending) = &mut lingering.connection.ending {
                             ending.lingered = Some(Lingered::PeerFin);
@@ -409,20 +200,6 @@ impl Tracker {
             }
             EventKind::TimeWaitSyn => self.syn_on_time_wait(event, out),
         }
-    }
-
-    /// A SYN hit a timewait socket (exact, from fexit): accepted, or answered with a bare ACK.
-    fn syn_on_time_wait(&mut self, event: &Event, out: &mut Vec<Observation>) {
-        let (Some(status), Some(known)) = (event.tw_status, self.config.time_wait_status) else { return };
-        let accepted = match status {
-            status if status == known.syn => true,
-            status if status == known.ack => false,
-            _ => return,
-        };
-        let tuple = tuple_of(event);
-        let since = if accepted { self.time_wait.remove(&tuple) } else { self.time_wait.get(&tuple).copied() };
-        let age = since.map(|since| event.timestamp_ns.saturating_sub(since));
-        out.push(Observation::PortReuse { tuple, role: Role::Server, time_wait_age_ns: age, accepted });
     }
 
     fn state_change(&mut self, event: &Event, out: &mut Vec<Observation>) {
@@ -530,7 +307,7 @@ impl Tracker {
             && event.remote.port() != 0
             && matches!((old, new), (TcpState::Listen | TcpState::NewSynRecv, TcpState::SynRecv) | (TcpState::SynRecv, TcpState::Established));
         if server_tuple_known || reused_tuple {
-            let tuple = tuple_of(event);
+            let tuple = Tuple::of(event);
             let time_wait_since = self.time_wait.get(&tuple).copied().filter(|since| *since < at);
             let lingering_since = self.lingering.get(&tuple).and_then(|old| old.connection.ending).map(|ending| ending.at_ns);
             if let Some(since) = time_wait_since.or(lingering_since).filter(|since| *since < at) {
@@ -543,51 +320,6 @@ impl Tracker {
                     out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: Some(age), accepted: true });
                 }
             }
-        }
-    }
-
-    fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {
-        let tuple = Tuple {
-            netns: lingering.connection.socket.netns,
-            local: lingering.connection.local,
-            remote: lingering.connection.remote,
-        };
-        if self.lingering.len() >= self.config.max_time_wait && !self.lingering.contains_key(&tuple) {
-            let oldest = self.lingering.iter().take(64).min_by_key(|(_, l)| l.connection.state_since_ns).map(|(tuple, _)| *tuple);
-            if let Some(oldest) = oldest.and_then(|oldest| self.lingering.remove(&oldest)) {
-                self.finish(oldest.connection, out);
-            }
-        }
-        if let Some(replaced) = self.lingering.insert(tuple, lingering) {
-            self.finish(replaced.connection, out);
-        }
-    }
-
-    /// Resolves lingering FIN_WAIT2 timewait sockets of `netns` with a snapshot taken at
-    /// `taken_ns`, given as (local, remote, state) of its TIME_WAIT and FIN_WAIT2 sockets.
-    pub fn reconcile(&mut self, netns: u32, taken_ns: u64, sockets: impl IntoIterator<Item = (SocketAddr, SocketAddr, TcpState)>, out: &mut Vec<Observation>) {
-        let states: FastMap<(SocketAddr, SocketAddr), TcpState> =
-            sockets.into_iter().map(|(local, remote, state)| ((local, remote), state)).collect();
-        let mine: Vec<Tuple> = self.lingering.keys().filter(|tuple| tuple.netns == netns).copied().collect();
-        for tuple in mine {
-            let entry = self.lingering.get_mut(&tuple).expect("listed");
-            let Some(ending) = entry.connection.ending.filter(|ending| ending.at_ns < taken_ns) else { continue };
-            let outcome = match states.get(&(tuple.local, tuple.remote)) {
-                Some(TcpState::TimeWait) => Lingered::PeerFin,
-                Some(_) => {
-                    entry.seen_in_fin_wait2 = true;
-                    continue;
-                }
-                None if entry.seen_in_fin_wait2 || taken_ns - ending.at_ns >= self.config.fin_timeout_ns * 9 / 10 => Lingered::Expired,
-                // Gone before any snapshot saw it in FIN_WAIT2: the peer answered (FIN or RST).
-                None => Lingered::PeerFin,
-            };
-            let mut lingering = self.lingering.remove(&tuple).expect("listed");
-            lingering.connection.ending = Some(Ending { lingered: Some(outcome), ..ending });
-            if outcome == Lingered::PeerFin && states.contains_key(&(tuple.local, tuple.remote)) {
-                self.remember_time_wait(tuple, ending.at_ns);
-            }
-            self.finish(lingering.connection, out);
         }
     }
 
@@ -613,8 +345,6 @@ impl Tracker {
             ending: None,
             timewait_substate: None,
             totals: None,
-            flagged_close_wait: false,
-            flagged_fin_wait2: false,
         }
     }
 
@@ -663,29 +393,6 @@ impl Tracker {
         }
     }
 
-    /// Forgets TIME_WAIT sockets that have expired, and gives up on lingering FIN_WAIT2 ones no
-    /// snapshot could resolve (their namespace is gone or unreachable). Once per summary.
-    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
-        self.time_wait.retain(|_, since| now_ns.saturating_sub(*since) < TIME_WAIT_NS);
-        let limit = self.config.fin_timeout_ns + TIME_WAIT_NS;
-        let stale: Vec<Tuple> = self
-            .lingering
-            .iter()
-            .filter(|(_, lingering)| lingering.connection.ending.is_some_and(|ending| now_ns.saturating_sub(ending.at_ns) > limit))
-            .map(|(tuple, _)| *tuple)
-            .collect();
-        for tuple in stale {
-            let mut lingering = self.lingering.remove(&tuple).expect("just listed");
-            if lingering.seen_in_fin_wait2 {
-                // Still FIN_WAIT2 when last seen, and tcp_fin_timeout is long past.
-                if let Some(ending) = &mut lingering.connection.ending {
-                    ending.lingered = Some(Lingered::Expired);
-                }
-            }
-            self.finish(lingering.connection, out);
-        }
-    }
-
     /// The role of a segment no socket of ours answered (a reset to a closed port, a stray
     /// segment's reset): the ports we know serve, else the ephemeral port range.
     fn socketless_role(&self, event: &Event) -> Role {
@@ -716,176 +423,14 @@ impl Tracker {
             fin_wait2_expired: verdict.fin_wait2_expired,
         })));
     }
-
-    fn classify(&self, connection: &Connection, ending: Ending) -> Verdict {
-        let from = ending.from;
-        let retransmits = connection.retransmits_in_state;
-        if connection.reset_received {
-            if from == TcpState::SynSent {
-                return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN");
-            }
-            return Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}"));
-        }
-        if let Some(reset) = connection.reset_sent {
-            let reason = reset.reason.and_then(|code| self.reason_name(code));
-            return match reason {
-                Some("TCP_KEEPALIVE_TIMEOUT") => Verdict::of(
-                    CloseClass::PeerSilent,
-                    "keepalive timeout: the peer stopped answering (we sent RST)",
-                ),
-                Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
-                    Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
-                }
-                None if reset.by_application => {
-                    Verdict::of(CloseClass::Aborted, "our application aborted it with RST")
-                }
-                reason => Verdict::of(
-                    CloseClass::ResetByUs,
-                    format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel")),
-                ),
-            };
-        }
-        match from {
-            TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => {
-                Verdict::of(CloseClass::Aborted, "connect abandoned by the application")
-            }
-            TcpState::SynSent if ending.by_application => Verdict::of(
-                CloseClass::ConnectTimeout,
-                format!("application gave up after {} SYN retransmits", connection.syn_retransmits),
-            ),
-            TcpState::SynSent => Verdict::of(
-                CloseClass::ConnectTimeout,
-                format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits),
-            ),
-            TcpState::FinWait2 if ending.lingered == Some(Lingered::Expired) || (ending.lingered.is_none() && !self.config.leaves_time_wait(connection, from)) => {
-                let waited = ending.at_ns.saturating_sub(connection.previous_state_since_ns);
-                let waited = match ending.lingered {
-                    Some(Lingered::Expired) => "until tcp_fin_timeout expired".to_string(),
-                    _ => format!("FIN_WAIT2 expired after {}s", waited / 1_000_000_000),
-                };
-                Verdict {
-                    fin_wait2_expired: true,
-                    ..Verdict::of(CloseClass::PeerSilent, format!("our FIN was acknowledged but the peer never sent its FIN ({waited})"))
-                }
-            }
-            TcpState::FinWait2 => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first") },
-            TcpState::Closing | TcpState::TimeWait => {
-                Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
-            }
-            TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => Verdict::of(
-                CloseClass::PeerSilent,
-                format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"),
-            ),
-            TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first"),
-            TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged"),
-            // No system call closes these without a FIN or a RST; a CLOSE in process context is a
-            // timer deferred to release_sock(), not the application's choice.
-            TcpState::Established | TcpState::CloseWait | TcpState::SynRecv => Verdict::of(
-                CloseClass::PeerSilent,
-                format!("timed out in {from} with no FIN or RST from the peer ({retransmits} retransmits)"),
-            ),
-            _ => Verdict::of(CloseClass::Aborted, format!("closed by the application in {from} without FIN")),
-        }
-    }
-}
-
-struct Verdict {
-    class: CloseClass,
-    detail: Cow<'static, str>,
-    time_wait: bool,
-    fin_wait2_expired: bool,
-}
-
-impl Verdict {
-    fn of(class: CloseClass, detail: impl Into<Cow<'static, str>>) -> Verdict {
-        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false }
-    }
-}
-
-/// For sockets whose birth we did not see: the side whose port is ephemeral is the client.
-pub fn guess_role(ephemeral_ports: (u16, u16), local: SocketAddr, remote: SocketAddr) -> Role {
-    let ephemeral = |port: u16| (ephemeral_ports.0..=ephemeral_ports.1).contains(&port);
-    if ephemeral(local.port()) && !ephemeral(remote.port()) {
-        Role::Client
-    } else {
-        Role::Server
-    }
-}
-
-fn tuple_of(event: &Event) -> Tuple {
-    Tuple { netns: event.socket.netns, local: event.local, remote: event.remote }
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
-    use crate::decode::Comm;
+    use crate::{decode::Process, track::fixtures::*};
 
-    pub const NETNS: u32 = 4026531840;
     const S: u64 = 1_000_000_000;
-
-    /// Builds the events of one socket, as the kernel would send them.
-    pub struct Script {
-        pub socket: SocketId,
-        pub local: SocketAddr,
-        pub remote: SocketAddr,
-    }
-
-    impl Script {
-        pub fn new(address: u64, local: &str, remote: &str) -> Script {
-            Script { socket: SocketId { netns: NETNS, address }, local: local.parse().unwrap(), remote: remote.parse().unwrap() }
-        }
-
-        fn event(&self, kind: EventKind, old: Option<TcpState>, state: Option<TcpState>, at: u64) -> Event {
-            Event {
-                kind,
-                timestamp_ns: at,
-                socket: self.socket,
-                local: self.local,
-                remote: self.remote,
-                old_state: old,
-                state,
-                reset_reason: None,
-                tw_status: None,
-                process: None,
-                totals: None,
-            }
-        }
-
-        pub fn state(&self, old: TcpState, new: TcpState, at: u64) -> Event {
-            self.event(EventKind::StateChange, Some(old), Some(new), at)
-        }
-
-        /// A transition made by a system call of pid 4242.
-        pub fn syscall(&self, old: TcpState, new: TcpState, at: u64) -> Event {
-            Event { process: Some(process()), ..self.state(old, new, at) }
-        }
-
-        pub fn reset_sent(&self, state: TcpState, reason: Option<u32>, at: u64) -> Event {
-            Event { reset_reason: reason, ..self.event(EventKind::ResetSent, None, Some(state), at) }
-        }
-
-        pub fn reset_received(&self, at: u64) -> Event {
-            self.event(EventKind::ResetReceived, None, None, at)
-        }
-
-        pub fn retransmit(&self, state: TcpState, at: u64) -> Event {
-            self.event(EventKind::Retransmit, None, Some(state), at)
-        }
-    }
-
-    pub fn process() -> Process {
-        let mut comm = [0u8; 16];
-        comm[..4].copy_from_slice(b"curl");
-        Process { pid: 4242, tgid: 4242, comm: unsafe { std::mem::transmute::<[u8; 16], Comm>(comm) } }
-    }
-
-    pub fn reasons() -> BTreeMap<u32, String> {
-        [(1, "NO_SOCKET"), (11, "TCP_ABORT_ON_CLOSE"), (14, "TCP_STATE"), (15, "TCP_KEEPALIVE_TIMEOUT"), (2, "TCP_INVALID_ACK_SEQUENCE")]
-            .into_iter()
-            .map(|(code, name)| (code, name.to_string()))
-            .collect()
-    }
 
     fn run(config: TrackerConfig, events: &[Event]) -> (Tracker, Vec<Observation>) {
         let mut tracker = Tracker::new(config, reasons());
@@ -1107,7 +652,7 @@ pub mod tests {
     fn exact() -> TrackerConfig {
         TrackerConfig {
             snapshots: true,
-            time_wait_status: Some(crate::kernel_offsets::TimeWaitStatus { syn: 3, ack: 2 }),
+            time_wait_status: Some(crate::kernel::btf_offsets::TimeWaitStatus { syn: 3, ack: 2 }),
             ..TrackerConfig::default()
         }
     }
@@ -1327,3 +872,4 @@ pub mod tests {
         assert_eq!((verdict.connection.role, verdict.connection.opened_ns, verdict.class), (Role::Client, None, CloseClass::Graceful));
     }
 }
+

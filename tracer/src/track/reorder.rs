@@ -4,7 +4,7 @@
 use crate::decode::Event;
 
 /// How long an event is held for stragglers from other CPUs, past the moment everything before it
-/// is known to have been sent (see `run::Horizon`).
+/// is known to have been sent (see `app::Horizon`).
 pub const WINDOW_NS: u64 = 10_000_000;
 /// Past this many held events everything is released (bounded memory under any burst).
 const MAX_HELD: usize = 1 << 20;
@@ -42,7 +42,7 @@ impl Reorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{decode::TcpState, tracker::tests::Script};
+    use crate::{decode::TcpState, track::fixtures::Script};
 
     #[test]
     fn events_come_out_in_timestamp_order_once_the_window_has_passed() {

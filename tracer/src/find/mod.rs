@@ -5,159 +5,24 @@
 //! are aggregated by role: for connections we accepted, `local` is our service `ip:port` and
 //! `remote` the client `ip:*`; for connections we opened, `local` is `ip:*` and `remote` the
 //! service `ip:port`. Every table here is capped; what does not fit is counted in `evicted`.
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::{IpAddr, SocketAddr},
-};
+//!
+//! The parts: [`model`] (what consumers see), the aggregation here, [`describe`] (the sentences).
+//! Pure: the snapshot, the namespaces' settings and the owners of sockets come in a [`Context`].
+mod describe;
+mod model;
 
-use serde::Serialize;
+use std::collections::BTreeMap;
 
+pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, Owner, PeerKey, PeerRow, Picture};
 use crate::{
-    decode::{Process, TcpState},
+    decode::TcpState,
     filter::Filter,
-    snapshot::{self, NamespaceSettings, Snapshot},
-    tracker::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
+    kernel::sock_diag::{self, NamespaceSettings, Snapshot},
+    track::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
     FastMap, FastSet,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
-
-/// Finding kinds, most serious first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FindingKind {
-    CloseWaitStuck,
-    PeerSilent,
-    PortReuseInTimeWait,
-    TimeWaitBuildup,
-    FinUnanswered,
-    SynRetransmit,
-    RstFromPeer,
-    RstToPeer,
-}
-
-impl FindingKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FindingKind::CloseWaitStuck => "close_wait_stuck",
-            FindingKind::PeerSilent => "peer_silent",
-            FindingKind::PortReuseInTimeWait => "port_reuse_in_time_wait",
-            FindingKind::TimeWaitBuildup => "time_wait_buildup",
-            FindingKind::FinUnanswered => "fin_unanswered",
-            FindingKind::SynRetransmit => "syn_retransmit",
-            FindingKind::RstFromPeer => "rst_from_peer",
-            FindingKind::RstToPeer => "rst_to_peer",
-        }
-    }
-
-    /// Kinds that describe sockets present now (count = now, total = distinct sockets or peak)
-    /// rather than events in the interval.
-    fn is_state(self) -> bool {
-        matches!(self, FindingKind::CloseWaitStuck | FindingKind::FinUnanswered | FindingKind::TimeWaitBuildup)
-    }
-}
-
-impl Serialize for FindingKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-/// An address, or an address with any port (`ip:*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub ip: IpAddr,
-    pub port: Option<u16>,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.ip, self.port) {
-            (IpAddr::V4(ip), Some(port)) => write!(f, "{ip}:{port}"),
-            (IpAddr::V4(ip), None) => write!(f, "{ip}:*"),
-            (IpAddr::V6(ip), Some(port)) => write!(f, "[{ip}]:{port}"),
-            (IpAddr::V6(ip), None) => write!(f, "[{ip}]:*"),
-        }
-    }
-}
-
-/// Who we aggregate over: one service and one peer, in one namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerKey {
-    pub netns: u32,
-    pub local: Endpoint,
-    pub remote: Endpoint,
-}
-
-impl PeerKey {
-    pub fn new(role: Role, netns: u32, local: SocketAddr, remote: SocketAddr) -> PeerKey {
-        let (local_port, remote_port) = match role {
-            Role::Client => (None, Some(remote.port())),
-            Role::Server | Role::Listener => (Some(local.port()), None),
-        };
-        PeerKey {
-            netns,
-            local: Endpoint { ip: local.ip(), port: local_port },
-            remote: Endpoint { ip: remote.ip(), port: remote_port },
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Owner {
-    pub pid: u32,
-    pub comm: String,
-}
-
-impl From<Process> for Owner {
-    fn from(process: Process) -> Owner {
-        Owner { pid: process.tgid, comm: process.comm.to_string() }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub kind: FindingKind,
-    pub local: String,
-    pub remote: String,
-    pub count: u64,
-    pub total: u64,
-    pub detail: String,
-    pub netns: u32,
-    /// What the namespace belongs to, when it is not the tracer's own: its /run/netns name, or a
-    /// process in it with its cgroup (on Kubernetes the cgroup path carries the pod and container).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<Owner>,
-    /// The flight record written for this finding (`--record-dir`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub record: Option<String>,
-    #[serde(skip)]
-    pub key: PeerKey,
-}
-
-/// One row of "top peers by trouble".
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PeerRow {
-    pub local: String,
-    pub remote: String,
-    pub netns: u32,
-    pub ended: u64,
-    pub graceful: u64,
-    pub rst_from_peer: u64,
-    pub rst_to_peer: u64,
-    pub peer_silent: u64,
-    pub syn_retransmits: u64,
-    pub failed_connects: u64,
-    pub stuck: u64,
-}
-
-impl PeerRow {
-    pub fn trouble(&self) -> u64 {
-        self.rst_from_peer + self.rst_to_peer + 3 * self.peer_silent + self.syn_retransmits + 2 * self.failed_connects + 3 * self.stuck
-    }
-}
 
 /// Per (kind, peer) facts gathered during one interval.
 #[derive(Clone, Debug, Default)]
@@ -190,38 +55,8 @@ pub struct FindingsConfig {
 
 impl Default for FindingsConfig {
     fn default() -> Self {
-        FindingsConfig { stuck_after_ns: 30 * NS_PER_S, time_wait_threshold: None, max_peers: 4096, ephemeral_ports: (32768, 60999) }
+        FindingsConfig { stuck_after_ns: 30 * NS_PER_S, time_wait_threshold: None, max_peers: 4096, ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports }
     }
-}
-
-/// A snapshot socket in CLOSE_WAIT or FIN_WAIT2 that the tracker does not know (it predates
-/// the tracer): when we first saw it, and whether it was reported.
-#[derive(Clone, Copy, Debug)]
-struct Untracked {
-    first_seen_ns: u64,
-    flagged: bool,
-}
-
-/// The current picture, produced once per interval.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Picture {
-    pub states: BTreeMap<&'static str, u64>,
-    pub closes: BTreeMap<&'static str, u64>,
-    pub peers: Vec<PeerRow>,
-    pub findings: Vec<Finding>,
-    /// The slowest handshakes of the interval, by peer.
-    pub handshakes: Vec<HandshakeRow>,
-}
-
-/// Handshake times (SYN → ESTABLISHED) of one peer's connections in one interval.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HandshakeRow {
-    pub local: String,
-    pub remote: String,
-    pub netns: u32,
-    pub connections: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
 }
 
 /// Handshake samples kept per peer and interval (the first ones; enough for a p99).
@@ -229,15 +64,28 @@ const HANDSHAKE_SAMPLES: usize = 1024;
 /// Rows of the slowest handshakes in a summary.
 const HANDSHAKE_ROWS: usize = 5;
 
+/// What the end of an interval knows besides the tracker.
+pub struct Context<'a> {
+    pub now_ns: u64,
+    pub snapshot: Option<&'a Snapshot>,
+    /// Each namespace's ephemeral port range and FIN timeout.
+    pub settings: &'a dyn Fn(u32) -> NamespaceSettings,
+    pub filter: &'a Filter,
+    /// Names the processes that hold socket inodes: pid and comm (from /proc in the tracer).
+    pub owners: &'a dyn Fn(&FastSet<u32>) -> FastMap<u32, (u32, String)>,
+}
+
 pub struct Findings {
     config: FindingsConfig,
     tallies: FastMap<(FindingKind, PeerKey), Tally>,
     peers: FastMap<PeerKey, PeerRow>,
     closes: BTreeMap<CloseClass, u64>,
     totals: FastMap<(FindingKind, PeerKey), u64>,
-    untracked: FastMap<Tuple, Untracked>,
-    /// Lingering FIN_WAIT2 timewait sockets already counted in a `total`.
-    flagged_lingering: FastSet<Tuple>,
+    /// Snapshot sockets in CLOSE_WAIT or FIN_WAIT2 that the tracker does not know (they predate
+    /// the tracer) → when a snapshot first showed them.
+    untracked: FastMap<Tuple, u64>,
+    /// Stuck sockets already counted in a `total`, for as long as they exist.
+    reported: FastSet<(FindingKind, Tuple)>,
     /// Handshake times of the interval in µs, by peer.
     handshakes: FastMap<PeerKey, Vec<u32>>,
     /// Peers or findings dropped because a table was full.
@@ -253,7 +101,7 @@ impl Findings {
             closes: BTreeMap::new(),
             totals: FastMap::default(),
             untracked: FastMap::default(),
-            flagged_lingering: FastSet::default(),
+            reported: FastSet::default(),
             handshakes: FastMap::default(),
             evicted: 0,
         }
@@ -399,22 +247,16 @@ impl Findings {
 
     /// Closes the interval: adds what is true now (stuck sockets, TIME_WAIT), renders every
     /// finding, and starts the next interval empty.
-    pub fn conclude(
-        &mut self,
-        now_ns: u64,
-        tracker: &mut Tracker,
-        snapshot: Option<&Snapshot>,
-        settings: &dyn Fn(u32) -> NamespaceSettings,
-        filter: &Filter,
-    ) -> Picture {
-        let states = self.count_states(now_ns, tracker, snapshot, filter);
-        self.find_stuck(now_ns, tracker, snapshot, filter);
-        self.find_time_wait_buildup(now_ns, tracker, settings, filter);
-        self.resolve_owners(snapshot);
+    pub fn conclude(&mut self, context: &Context, tracker: &Tracker) -> Picture {
+        let (now_ns, settings) = (context.now_ns, context.settings);
+        let states = self.count_states(now_ns, tracker, context.snapshot, context.filter);
+        self.find_stuck(context, tracker);
+        self.find_time_wait_buildup(now_ns, tracker, settings, context.filter);
+        self.name_owners(context.owners);
 
         let mut findings = Vec::new();
         for ((kind, key), tally) in self.tallies.drain() {
-            let detail = describe(kind, &tally, key, settings);
+            let detail = describe::describe(kind, &tally, key, settings);
             let Some(detail) = detail else { continue };
             let count = if kind == FindingKind::FinUnanswered { tally.count + tally.expired } else { tally.count };
             let total = self.totals.entry((kind, key)).or_default();
@@ -482,11 +324,11 @@ impl Findings {
         rows
     }
 
-    /// Sockets by state: those in [`snapshot::WANTED_STATES`] from the snapshot when there is one
+    /// Sockets by state: those in [`sock_diag::WANTED_STATES`] from the snapshot when there is one
     /// (exact, and including sockets older than the tracer), the others from tracked connections.
     fn count_states(&self, now_ns: u64, tracker: &Tracker, snapshot: Option<&Snapshot>, filter: &Filter) -> BTreeMap<&'static str, u64> {
         let mut states = BTreeMap::new();
-        let from_snapshot = |state: &TcpState| snapshot.is_some() && snapshot::WANTED_STATES.contains(state);
+        let from_snapshot = |state: &TcpState| snapshot.is_some() && sock_diag::WANTED_STATES.contains(state);
         if let Some(snapshot) = snapshot {
             for (netns, sockets) in &snapshot.sockets {
                 for socket in sockets.iter().filter(|s| filter.matches_socket(*netns, s.local, s.remote)) {
@@ -509,25 +351,25 @@ impl Findings {
     }
 
     /// CLOSE_WAIT and FIN_WAIT2 sockets older than `--stuck-after`, tracked or only in the snapshot.
-    fn find_stuck(&mut self, now_ns: u64, tracker: &mut Tracker, snapshot: Option<&Snapshot>, filter: &Filter) {
-        let stuck_after = self.config.stuck_after_ns;
+    /// A socket counts as new in `total` the first time it is found; [`Findings::reported`] holds
+    /// what was found for as long as the socket exists.
+    fn find_stuck(&mut self, context: &Context, tracker: &Tracker) {
+        let (now_ns, filter, stuck_after) = (context.now_ns, context.filter, self.config.stuck_after_ns);
         let mut known = FastSet::default();
         let mut found = Vec::new();
-        for connection in tracker.connections_mut() {
+        let stuck_kind = |state: TcpState| match state {
+            TcpState::CloseWait => Some(FindingKind::CloseWaitStuck),
+            TcpState::FinWait2 => Some(FindingKind::FinUnanswered),
+            _ => None,
+        };
+        for connection in tracker.connections() {
             let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
             known.insert(tuple);
-            let kind = match connection.state {
-                TcpState::CloseWait => FindingKind::CloseWaitStuck,
-                TcpState::FinWait2 => FindingKind::FinUnanswered,
-                _ => continue,
-            };
+            let Some(kind) = stuck_kind(connection.state) else { continue };
             let age = now_ns.saturating_sub(connection.state_since_ns);
-            if age < stuck_after || !filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
-                continue;
+            if age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
+                found.push((kind, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, connection.process.map(Owner::from), tuple));
             }
-            let flag = if kind == FindingKind::CloseWaitStuck { &mut connection.flagged_close_wait } else { &mut connection.flagged_fin_wait2 };
-            let newly = !std::mem::replace(flag, true);
-            found.push((kind, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, newly, connection.process.map(Owner::from), tuple));
         }
         for lingering in tracker.lingering() {
             let connection = &lingering.connection;
@@ -535,23 +377,14 @@ impl Findings {
             known.insert(tuple);
             let age = now_ns.saturating_sub(connection.state_since_ns);
             if lingering.seen_in_fin_wait2 && age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
-                // Orphaned: reported when first stuck, never again as new.
-                let newly = !connection.flagged_fin_wait2 && !self.flagged_lingering.contains(&tuple);
-                self.flagged_lingering.insert(tuple);
-                found.push((FindingKind::FinUnanswered, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, newly, connection.process.map(Owner::from), tuple));
+                found.push((FindingKind::FinUnanswered, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, connection.process.map(Owner::from), tuple));
             }
         }
-        let lingering: FastSet<Tuple> = tracker.lingering().map(|l| Tuple { netns: l.connection.socket.netns, local: l.connection.local, remote: l.connection.remote }).collect();
-        self.flagged_lingering.retain(|tuple| lingering.contains(tuple));
-        if let Some(snapshot) = snapshot {
+        if let Some(snapshot) = context.snapshot {
             let mut present = FastSet::default();
             for (netns, sockets) in &snapshot.sockets {
                 for socket in sockets.iter() {
-                    let kind = match socket.state {
-                        TcpState::CloseWait => FindingKind::CloseWaitStuck,
-                        TcpState::FinWait2 => FindingKind::FinUnanswered,
-                        _ => continue,
-                    };
+                    let Some(kind) = stuck_kind(socket.state) else { continue };
                     let tuple = Tuple { netns: *netns, local: socket.local, remote: socket.remote };
                     if known.contains(&tuple) || !filter.matches_socket(tuple.netns, tuple.local, tuple.remote) {
                         continue;
@@ -561,21 +394,23 @@ impl Findings {
                         self.evicted += 1;
                         continue;
                     }
-                    let entry = self.untracked.entry(tuple).or_insert(Untracked { first_seen_ns: now_ns, flagged: false });
-                    let age = now_ns.saturating_sub(entry.first_seen_ns);
+                    let first_seen_ns = *self.untracked.entry(tuple).or_insert(now_ns);
+                    let age = now_ns.saturating_sub(first_seen_ns);
                     if age >= stuck_after {
-                        let newly = !std::mem::replace(&mut entry.flagged, true);
                         let role = guess_role(self.config.ephemeral_ports, tuple.local, tuple.remote);
-                        found.push((kind, PeerKey::new(role, tuple.netns, tuple.local, tuple.remote), age, newly, None, tuple));
+                        found.push((kind, PeerKey::new(role, tuple.netns, tuple.local, tuple.remote), age, None, tuple));
                     }
                 }
             }
             self.untracked.retain(|tuple, _| present.contains(tuple));
+            known.extend(present);
         }
+        // A socket that is gone can be reported again only as a new one.
+        self.reported.retain(|(_, tuple)| known.contains(tuple));
         // Inodes only for the stuck sockets whose owner no event named (the snapshot may hold
         // tens of thousands of TIME_WAIT sockets; most intervals have nothing to look up).
-        let unowned: FastSet<Tuple> = found.iter().filter(|f| f.4.is_none()).map(|f| f.5).collect();
-        let inodes: FastMap<Tuple, u32> = match snapshot {
+        let unowned: FastSet<Tuple> = found.iter().filter(|f| f.3.is_none()).map(|f| f.4).collect();
+        let inodes: FastMap<Tuple, u32> = match context.snapshot {
             Some(snapshot) if !unowned.is_empty() => snapshot
                 .sockets
                 .iter()
@@ -584,7 +419,8 @@ impl Findings {
                 .collect(),
             _ => FastMap::default(),
         };
-        for (kind, key, age, newly, owner, tuple) in found {
+        for (kind, key, age, owner, tuple) in found {
+            let newly = self.reported.insert((kind, tuple));
             if let Some(tally) = self.tally(kind, key) {
                 tally.count += 1;
                 tally.newly_flagged += u64::from(newly);
@@ -619,12 +455,12 @@ impl Findings {
 
     /// Names the owners of stuck sockets whose process no event revealed (server-side sockets
     /// only ever change state in softirq until the application calls close()).
-    fn resolve_owners(&mut self, snapshot: Option<&Snapshot>) {
-        if snapshot.is_none() {
+    fn name_owners(&mut self, owners: &dyn Fn(&FastSet<u32>) -> FastMap<u32, (u32, String)>) {
+        let wanted: FastSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
+        if wanted.is_empty() {
             return;
         }
-        let wanted: FastSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
-        let owners = snapshot::owners(&wanted);
+        let owners = owners(&wanted);
         for tally in self.tallies.values_mut().filter(|t| t.owner.is_none()) {
             if let Some((pid, comm)) = tally.inode.and_then(|inode| owners.get(&inode)) {
                 tally.owner = Some(Owner { pid: *pid, comm: comm.clone() });
@@ -647,89 +483,11 @@ pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
     }
 }
 
-fn seconds(ns: u64) -> u64 {
-    ns / NS_PER_S
-}
-
-fn labels(tally: &Tally) -> String {
-    let mut labels: Vec<(&String, &u64)> = tally.labels.iter().collect();
-    labels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    labels.iter().take(3).map(|(label, n)| format!("{label} ×{n}")).collect::<Vec<_>>().join(", ")
-}
-
-fn owner_text(owner: &Option<Owner>) -> String {
-    match owner {
-        Some(owner) => format!("pid {} ({})", owner.pid, owner.comm),
-        None => "the application (pid unknown)".into(),
-    }
-}
-
-/// The middle value (0 for none).
-fn median(values: &[u64]) -> u64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
-}
-
-/// The human sentence for a finding; `None` when the tally holds nothing worth reporting.
-fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings: &dyn Fn(u32) -> NamespaceSettings) -> Option<String> {
-    let n = tally.count;
-    Some(match kind {
-        FindingKind::CloseWaitStuck if n > 0 => format!(
-            "{n} socket(s) in CLOSE_WAIT for up to {}s (median {}s): the peer closed, {} never called close()",
-            seconds(tally.max_age_ns),
-            seconds(median(&tally.ages_ns)),
-            owner_text(&tally.owner)
-        ),
-        FindingKind::FinUnanswered if n + tally.expired > 0 => {
-            let mut text = String::from("our FIN was acknowledged but the peer never sent its own");
-            if n > 0 {
-                text += &format!("; {n} socket(s) in FIN_WAIT2 for up to {}s", seconds(tally.max_age_ns));
-            }
-            if tally.expired > 0 {
-                text += &format!("; {} expired in FIN_WAIT2 this interval", tally.expired);
-            }
-            text
-        }
-        FindingKind::PeerSilent if n > 0 => format!("{n} connection(s) ended with no FIN or RST from the peer: {}", labels(tally)),
-        FindingKind::PortReuseInTimeWait if n > 0 => format!(
-            "{n} new connection(s) reused a 4-tuple still in TIME_WAIT (e.g. {}): something (NAT, L4 balancer) recycles ports faster than TIME_WAIT expires",
-            tally.example.as_deref().unwrap_or("?")
-        ),
-        FindingKind::TimeWaitBuildup if n > 0 => {
-            let range = settings(key.netns);
-            format!(
-                "{n} sockets in TIME_WAIT = {:.0}% of the {} ephemeral ports ({}-{}); new connections on this path fail as it nears 100%",
-                100.0 * n as f64 / range.ephemeral_port_count() as f64,
-                range.ephemeral_port_count(),
-                range.ephemeral_ports.0,
-                range.ephemeral_ports.1
-            )
-        }
-        FindingKind::SynRetransmit if n > 0 || tally.timed_out > 0 => {
-            let what = if tally.labels.contains_key("SYN-ACK") {
-                format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive")
-            } else {
-                format!("{n} SYN retransmit(s): the peer did not answer our SYN")
-            };
-            let failed = tally.refused + tally.timed_out;
-            if failed > 0 {
-                format!("{what}; {failed} connect(s) failed ({} refused, {} timed out)", tally.refused, tally.timed_out)
-            } else {
-                what
-            }
-        }
-        FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) received from the peer"),
-        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) sent: {}", labels(tally)),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::{
-        tests::{reasons, Script, NETNS},
+    use crate::track::{
+        fixtures::{reasons, Script, NETNS},
         TrackerConfig,
     };
     use TcpState::*;
@@ -737,7 +495,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn settings(_: u32) -> NamespaceSettings {
-        NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 }
+        NamespaceSettings::DEFAULT
     }
 
     /// Feeds events through a tracker into findings, then concludes at `now`.
@@ -750,7 +508,12 @@ mod tests {
         for observation in &out {
             findings.observe(observation, filter, |code| tracker.reason_name(code).map(str::to_string));
         }
-        findings.conclude(now, tracker, None, &settings, filter)
+        conclude(findings, tracker, now, filter)
+    }
+
+    fn conclude(findings: &mut Findings, tracker: &Tracker, now_ns: u64, filter: &Filter) -> Picture {
+        let nobody = |_: &FastSet<u32>| FastMap::default();
+        findings.conclude(&Context { now_ns, snapshot: None, settings: &settings, filter, owners: &nobody }, tracker)
     }
 
     fn tracker() -> Tracker {
@@ -804,7 +567,7 @@ mod tests {
         let detail = |role, time_wait_age_ns, accepted| {
             let (mut findings, tracker) = (Findings::new(FindingsConfig::default()), tracker());
             findings.observe(&Observation::PortReuse { tuple, role, time_wait_age_ns, accepted }, &Filter::default(), |_| None);
-            let picture = findings.conclude(S, &mut { tracker }, None, &settings, &Filter::default());
+            let picture = conclude(&mut findings, &tracker, S, &Filter::default());
             picture.findings[0].detail.clone()
         };
         assert!(detail(Role::Server, Some(3 * S / 2), true).contains("10.0.0.2:80 ↔ 10.0.0.9:40000 was 1.5s into TIME_WAIT; the SYN was accepted"));

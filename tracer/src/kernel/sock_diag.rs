@@ -67,6 +67,10 @@ pub struct NamespaceSettings {
 }
 
 impl NamespaceSettings {
+    /// Linux's defaults (`ip_local_port_range` 32768 60999, `tcp_fin_timeout` 60): what a
+    /// namespace whose settings cannot be read is taken to have.
+    pub const DEFAULT: NamespaceSettings = NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 };
+
     pub fn ephemeral_port_count(&self) -> u64 {
         u64::from(self.ephemeral_ports.1.saturating_sub(self.ephemeral_ports.0)) + 1
     }
@@ -75,9 +79,10 @@ impl NamespaceSettings {
         let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
         let mut ports = range.split_whitespace().filter_map(|port| port.parse().ok());
         let fin_timeout = fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap_or_default();
+        let default = NamespaceSettings::DEFAULT;
         NamespaceSettings {
-            ephemeral_ports: (ports.next().unwrap_or(32768), ports.next().unwrap_or(60999)),
-            fin_timeout_s: fin_timeout.trim().parse().unwrap_or(60),
+            ephemeral_ports: (ports.next().unwrap_or(default.ephemeral_ports.0), ports.next().unwrap_or(default.ephemeral_ports.1)),
+            fin_timeout_s: fin_timeout.trim().parse().unwrap_or(default.fin_timeout_s),
         }
     }
 }

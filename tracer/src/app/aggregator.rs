@@ -1,0 +1,348 @@
+//! Summary mode around the [`Pipeline`]: where its events come from and its results go (connection
+//! lines, metrics, flight records, the summary on stdout and in --json-out), and the socket
+//! snapshot taken on a blocking thread while the event loop keeps draining the ring buffer.
+use std::{
+    io::{self, IsTerminal},
+    time::Duration,
+};
+
+use anyhow::Result;
+use tokio::time::Instant;
+
+use super::{cli::Cli, pipeline::Pipeline, EXIT_PATIENCE};
+use crate::{
+    decode::{Decoder, Event},
+    filter::Filter,
+    find::{Context, Findings, FindingsConfig},
+    kernel::{
+        clock::{self, Clock},
+        probes::Probes,
+        sock_diag::{self, NamespaceSettings, Snapshot, Snapshots},
+    },
+    output::{
+        connections::{ConnectionLine, Selection},
+        metrics::Metrics,
+        recorder::{FlightRecorder, RecorderConfig},
+        summary::{Health, SourceModes, Summary},
+        Sink,
+    },
+    track::{Observation, Tracker, TrackerConfig},
+    FastSet,
+};
+
+/// Where summaries go.
+pub struct Outputs {
+    pub stdout: Sink,
+    pub json_file: Option<Sink>,
+    pub metrics: Option<Metrics>,
+}
+
+/// A socket snapshot being taken on a blocking thread; it hands the snapshots back.
+pub type PendingDump = tokio::task::JoinHandle<(Snapshots, Snapshot)>;
+
+/// Most namespaces remembered while a snapshot is being taken (past it, the next round dumps
+/// every namespace, as activity may have gone unnoticed).
+const MAX_SEEN_WHILE_AWAY: usize = 1024;
+
+/// What a summary started before its snapshot was taken.
+struct Pending {
+    health: Health,
+    now_ns: u64,
+}
+
+/// The default mode: events → reorder → tracker → findings → a summary every interval.
+pub struct Aggregator {
+    pub outputs: Outputs,
+    recorder: Option<FlightRecorder>,
+    /// Reset reason names, for flight records.
+    decoder: Decoder,
+    clock: Clock,
+    pipeline: Pipeline,
+    /// `None` without snapshots, and while a dump is running on its thread.
+    snapshots: Option<Snapshots>,
+    /// The summary waiting for its snapshot.
+    pending: Option<Pending>,
+    /// `--connections`: a line per ended connection on stdout instead of the summaries.
+    connections: Option<Selection>,
+    /// Namespaces events came from while the snapshots were away (learnt, or marked active, when
+    /// they are back).
+    seen_while_away: FastSet<u32>,
+    /// Events came that the set above could not hold, or events were lost: the next round dumps
+    /// every namespace.
+    dump_everything: bool,
+    /// Lost and skipped events at the previous round.
+    missed_before: u64,
+    /// The namespace of the previous event: consecutive events mostly share one.
+    last_netns: u32,
+    modes: SourceModes,
+    interval_started: Instant,
+    colour: bool,
+}
+
+impl Aggregator {
+    pub fn new(
+        cli: &Cli,
+        filter: Filter,
+        probes: &Probes,
+        decoder: &Decoder,
+        outputs: Outputs,
+        snapshots: Option<Result<Snapshots>>,
+    ) -> Result<Aggregator> {
+        let (snapshots, snapshot_mode) = match snapshots {
+            None => (None, "off (--no-snapshot)".to_string()),
+            Some(Ok(snapshots)) => (Some(snapshots), "sock_diag".to_string()),
+            Some(Err(error)) => {
+                eprintln!("tracer: warning: socket snapshots are off: {error:#}");
+                (None, format!("off ({error})"))
+            }
+        };
+        let settings = snapshots.as_ref().map(Snapshots::own_settings);
+        let settings = settings.unwrap_or(NamespaceSettings::DEFAULT);
+        let ephemeral_ports = settings.ephemeral_ports;
+        let tracker = Tracker::new(
+            TrackerConfig {
+                max_connections: cli.max_connections,
+                fin_timeout_ns: settings.fin_timeout_s * 1_000_000_000,
+                ephemeral_ports,
+                snapshots: snapshots.is_some(),
+                time_wait_status: probes.modes.exact_time_wait,
+                ..TrackerConfig::default()
+            },
+            decoder.reason_names().clone(),
+        );
+        let findings = Findings::new(FindingsConfig {
+            stuck_after_ns: cli.stuck_after.as_nanos() as u64,
+            time_wait_threshold: cli.time_wait_threshold,
+            ephemeral_ports,
+            ..FindingsConfig::default()
+        });
+        let modes = SourceModes {
+            hooks: probes.modes.describe(),
+            time_wait: match (probes.modes.exact_time_wait.is_some(), snapshots.is_some()) {
+                (true, true) => "fentry (exact) + sock_diag",
+                (true, false) => "fentry (exact)",
+                (false, true) => "sock_diag",
+                (false, false) => "tracepoints (estimated)",
+            },
+            snapshot: snapshot_mode,
+            snapshot_round: None,
+        };
+        let recorder = match &cli.record_dir {
+            Some(dir) => Some(FlightRecorder::new(RecorderConfig {
+                dir: dir.clone(),
+                window_ns: cli.record_window.as_nanos() as u64,
+                max_events: cli.record_max_events,
+                max_file_bytes: cli.record_max_bytes,
+                max_files: cli.record_max_files,
+            })?),
+            None => None,
+        };
+        Ok(Aggregator {
+            outputs,
+            recorder,
+            decoder: Decoder::new(decoder.reason_names().clone()),
+            clock: Clock::now(),
+            pipeline: Pipeline::new(filter, tracker, findings),
+            snapshots,
+            pending: None,
+            connections: cli.connections,
+            seen_while_away: FastSet::default(),
+            dump_everything: false,
+            missed_before: 0,
+            last_netns: 0,
+            modes,
+            interval_started: Instant::now(),
+            colour: io::stdout().is_terminal(),
+        })
+    }
+
+    pub fn event(&mut self, event: Event) {
+        if !self.pipeline.push(event) {
+            return;
+        }
+        if event.socket.netns != self.last_netns {
+            self.last_netns = event.socket.netns;
+            match &mut self.snapshots {
+                Some(snapshots) => snapshots.learn(event.socket.netns),
+                // Away taking a snapshot: learnt when it is back.
+                None if self.pending.is_some() => {
+                    if self.seen_while_away.len() < MAX_SEEN_WHILE_AWAY {
+                        self.seen_while_away.insert(event.socket.netns);
+                    } else {
+                        self.dump_everything = true;
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.push(event);
+        }
+    }
+
+    /// Feeds the tracker every event older than `horizon_ns`, then the findings. While a snapshot
+    /// is being taken the events wait in the reorder stage, so that the snapshot is reconciled
+    /// against exactly the events that came before it.
+    pub fn advance(&mut self, horizon_ns: u64) {
+        if self.pending.is_some() {
+            return;
+        }
+        let metrics = &mut self.outputs.metrics;
+        self.pipeline.advance(horizon_ns, |event| {
+            if let (Some(metrics), Some(old), Some(new)) = (metrics.as_mut(), event.old_state, event.state) {
+                metrics.state_change(old, new);
+            }
+        });
+        self.report_observations();
+    }
+
+    fn report_observations(&mut self) {
+        let (outputs, recorder, clock, connections) = (&mut self.outputs, &mut self.recorder, &self.clock, self.connections);
+        self.pipeline.report(|observation, scoped, tracker| {
+            if !scoped {
+                return;
+            }
+            let reason_name = |code| tracker.reason_name(code).map(str::to_string);
+            if let Some(metrics) = outputs.metrics.as_ref() {
+                metrics.observe(&observation, reason_name);
+            }
+            let Observation::Ended(ended) = observation else { return };
+            if connections.is_some_and(|selection| selection.wants(&ended)) {
+                let line = ConnectionLine::new(&ended, clock, reason_name);
+                let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| line.json());
+                if let Some(file) = outputs.json_file.as_mut() {
+                    file.line(json.clone().expect("made for the file"));
+                }
+                outputs.stdout.line(if outputs.stdout.json { json.expect("made for stdout") } else { line.human() });
+            }
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.push_connection(ended);
+            }
+        });
+    }
+
+    /// Starts a summary: events up to `horizon_ns` (all at exit), expiry, then the socket
+    /// snapshot. The dump runs on a blocking thread, and returns its handle, so the event loop keeps
+    /// draining the ring buffer meanwhile (a dump of a busy namespace takes long enough to fill it);
+    /// the summary is finished by [`Aggregator::snapshot_arrived`]. At exit, and without snapshots,
+    /// it is finished at once.
+    pub fn summarize(&mut self, health: Health, horizon_ns: Option<u64>) -> Result<Option<PendingDump>> {
+        if self.pending.is_some() {
+            return Ok(None); // the previous dump is still running: this tick folds into its summary
+        }
+        let now_ns = clock::monotonic_ns();
+        let last = horizon_ns.is_none();
+        // The next event marks its namespace active for the coming round.
+        self.last_netns = 0;
+        // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
+        self.advance(horizon_ns.unwrap_or(u64::MAX));
+        self.pipeline.expire(now_ns);
+        // Lost events may have hidden a namespace's activity.
+        let missed = health.lost + health.skipped;
+        let everything = std::mem::take(&mut self.dump_everything) || std::mem::replace(&mut self.missed_before, missed) != missed;
+        match self.snapshots.take() {
+            Some(mut snapshots) if !last => {
+                self.pending = Some(Pending { health, now_ns });
+                return Ok(Some(tokio::task::spawn_blocking(move || {
+                    let snapshot = snapshots.take(everything);
+                    (snapshots, snapshot)
+                })));
+            }
+            Some(mut snapshots) => {
+                let snapshot = snapshots.take(everything);
+                self.snapshots = Some(snapshots);
+                self.conclude(health, now_ns, true, Some(snapshot))?;
+            }
+            None => self.conclude(health, now_ns, last, None)?,
+        }
+        Ok(None)
+    }
+
+    /// The dump started by [`Aggregator::summarize`] is back: finish that summary, then let the
+    /// events held meanwhile through.
+    pub fn snapshot_arrived(&mut self, snapshots: Snapshots, snapshot: Snapshot) -> Result<()> {
+        self.snapshots = Some(snapshots);
+        for netns in self.seen_while_away.drain() {
+            self.snapshots.as_mut().expect("just returned").learn(netns);
+        }
+        let Some(Pending { health, now_ns }) = self.pending.take() else { return Ok(()) };
+        self.conclude(health, now_ns, false, Some(snapshot))
+    }
+
+    fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, snapshot: Option<Snapshot>) -> Result<()> {
+        if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, &snapshot) {
+            self.pipeline.apply_snapshot(now_ns, snapshot);
+            let round = snapshot.round;
+            self.modes.snapshot_round = Some(round);
+            self.modes.snapshot = format!(
+                "sock_diag ({} netns, {} dumped in {} ms{}{}{})",
+                snapshots.covered(),
+                round.dumped,
+                round.micros / 1000,
+                match round.carried {
+                    0 => String::new(),
+                    carried => format!(", over budget: {carried} carried over"),
+                },
+                match snapshots.unreachable() + snapshot.failed.len() {
+                    0 => String::new(),
+                    missing => format!(", {missing} unreachable"),
+                },
+                match snapshots.released() {
+                    0 => String::new(),
+                    released => format!(", {released} gone and released"),
+                }
+            );
+        }
+        self.report_observations();
+        let settings = |netns: u32| self.snapshots.as_ref().and_then(|snapshots| snapshots.settings(netns)).unwrap_or(NamespaceSettings::DEFAULT);
+        let filter = self.pipeline.filter.clone();
+        let context = Context { now_ns, snapshot: snapshot.as_ref(), settings: &settings, filter: &filter, owners: &sock_diag::owners };
+        let mut picture = self.pipeline.conclude(&context);
+        if let Some(snapshots) = &self.snapshots {
+            for finding in &mut picture.findings {
+                finding.netns_name = snapshots.name(finding.netns).map(str::to_string);
+            }
+        }
+        if let Some(recorder) = &mut self.recorder {
+            for problem in recorder.record(&mut picture.findings, now_ns, &self.clock, &self.decoder) {
+                eprintln!("tracer: warning: flight recorder: {problem}");
+            }
+        }
+        let stats = self.pipeline.tracker.stats;
+        health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.pipeline.findings.evicted;
+        health.joined_mid_life = stats.joined_mid_life;
+        if let Some(metrics) = &mut self.outputs.metrics {
+            metrics.publish(&picture, health, self.modes.snapshot_round);
+        }
+        let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
+        let summary = Summary::new(
+            self.clock.format(now_ns),
+            round_seconds(elapsed),
+            last,
+            health,
+            &self.modes,
+            &picture,
+        );
+        let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| summary.json());
+        let text = match &json {
+            Some(json) if self.outputs.stdout.json => json.clone(),
+            _ => summary.human(self.colour).trim_end().to_string(),
+        };
+        // With --connections stdout holds connection lines; the final summary closes them.
+        let stdout = (self.connections.is_none() || last).then_some(&mut self.outputs.stdout);
+        for (sink, line) in [(stdout, Some(text)), (self.outputs.json_file.as_mut(), json)] {
+            if let (Some(sink), Some(line)) = (sink, line) {
+                if last {
+                    sink.line_patiently(line, EXIT_PATIENCE);
+                } else {
+                    sink.line(line);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn round_seconds(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 10.0).round() / 10.0
+}

@@ -1,0 +1,48 @@
+//! `--events`: every event as a line, as it comes, and a closing line with what was seen and lost.
+use super::EXIT_PATIENCE;
+use crate::{
+    decode::{Decoder, Event},
+    filter::Filter,
+    kernel::clock::Clock,
+    output::{events, summary::Health, Sink},
+};
+
+/// `--events`: every event, as it comes.
+pub struct EventPrinter {
+    pub sink: Sink,
+    pub json_file: Option<Sink>,
+    pub clock: Clock,
+    pub filter: Filter,
+}
+
+impl EventPrinter {
+    pub fn event(&mut self, event: &Event, decoder: &Decoder) {
+        if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+            return;
+        }
+        let json = (self.sink.json || self.json_file.is_some()).then(|| events::json(event, &self.clock, decoder));
+        if let (Some(file), Some(json)) = (&mut self.json_file, &json) {
+            file.line(json.clone());
+        }
+        let line = match json {
+            Some(json) if self.sink.json => json,
+            _ => events::human(event, &self.clock, decoder),
+        };
+        self.sink.line(line);
+    }
+
+    pub fn finish(&mut self, health: Health) {
+        let closing = if self.sink.json {
+            serde_json::json!({"final": true, "events": health}).to_string()
+        } else {
+            format!(
+                "events: {} seen, {} lost (ring buffer full), {} skipped (nested firing), {} unreadable, {} undecodable, {} output lines dropped",
+                health.seen, health.lost, health.skipped, health.unreadable, health.decode_errors, health.output_dropped
+            )
+        };
+        if let Some(file) = &mut self.json_file {
+            file.line_patiently(serde_json::json!({"final": true, "events": health}).to_string(), EXIT_PATIENCE);
+        }
+        self.sink.line_patiently(closing, EXIT_PATIENCE);
+    }
+}

@@ -1,0 +1,253 @@
+//! Runs the data path: the command line ([`cli`]) decides what is attached and where results go;
+//! the event loop here drains the ring buffer in batches and hands events to the chosen consumer
+//! (live event lines, [`event_printer`], or summary mode, [`aggregator`] around the [`pipeline`]),
+//! and stops cleanly on SIGINT, SIGTERM or `--duration`, reporting what was seen and lost.
+mod aggregator;
+pub mod cli;
+mod event_printer;
+pub mod pipeline;
+
+use std::{io, time::Duration};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use tracer_common::WireEvent;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+    time::{interval_at, sleep_until, Instant, MissedTickBehavior},
+};
+
+use self::{
+    aggregator::{Aggregator, Outputs, PendingDump},
+    cli::Cli,
+    event_printer::EventPrinter,
+};
+use crate::{
+    decode::{Decoder, Event},
+    kernel::{
+        clock::{self, Clock},
+        privileges,
+        probes::{AttachOptions, Probes, POLL_INTERVAL},
+        sock_diag::{Snapshot, Snapshots},
+    },
+    output::{
+        files::RotatingFile,
+        metrics::{self, Metrics},
+        summary::Health,
+        Sink,
+    },
+};
+
+/// How long the exit waits for a stalled stdout to take the last lines.
+const EXIT_PATIENCE: Duration = Duration::from_secs(2);
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let filter = cli.filter()?;
+    if cli.events && cli.metrics_addr.is_some() {
+        anyhow::bail!("--metrics-addr needs the summary mode: drop --events");
+    }
+    let metrics_server = cli.metrics_addr.map(metrics::listen).transpose()?;
+    let json_file = match &cli.json_out {
+        Some(path) => Some(
+            RotatingFile::open(path, cli.json_out_max_bytes, cli.json_out_keep)
+                .with_context(|| format!("cannot open --json-out {}", path.display()))?,
+        ),
+        None => None,
+    };
+    // Before anything is attached: a signal during start-up must still end in a clean exit.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let (probes, ring, mut decoder) = Probes::attach(AttachOptions {
+        ring_buffer_bytes: cli.ring_buffer_size,
+        tracefs_root: &cli.tracefs,
+        hook_mode: cli.hook_mode,
+        batching: !cli.events,
+        filter: filter.kernel(),
+    })?;
+    // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
+    let snapshots = (!cli.events && !cli.no_snapshot).then(|| Snapshots::new(cli.interval));
+    privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
+    let sink = Sink::new(io::stdout(), cli.json);
+    let json_file = json_file.map(|file| Sink::new(file, true));
+    let mut consumer = if cli.events {
+        Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter }))
+    } else {
+        let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks));
+        let outputs = Outputs { stdout: sink, json_file, metrics };
+        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, outputs, snapshots)?))
+    };
+    eprintln!("tracer: attached; {}", probes.modes.describe());
+
+    // SAFETY: the AsyncFd owns the ring buffer, so its descriptor outlives the registration.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|error| anyhow::anyhow!("cannot poll the ring buffer: {error}"))?;
+    let deadline = cli.duration.map(|duration| Instant::now() + duration);
+    let mut ticks = interval_at(Instant::now() + cli.interval, cli.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seen = 0u64;
+    let health = |seen: u64, decoder: &Decoder| {
+        let loss = probes.loss();
+        Health {
+            seen,
+            lost: loss.ring_full,
+            skipped: loss.nested,
+            unreadable: loss.read_failed,
+            decode_errors: decoder.stats.errors(),
+            ..Health::default()
+        }
+    };
+    let mut horizon = Horizon::new(probes.modes.batched);
+    let mut dump: Option<PendingDump> = None;
+    let mut polls = tokio::time::interval(POLL_INTERVAL);
+    polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            ready = ring.readable_mut() => {
+                let mut guard = ready.context("polling the ring buffer failed")?;
+                seen += drain(guard.get_inner_mut(), &mut decoder, &mut consumer, horizon.now());
+                guard.clear_ready();
+            }
+            _ = polls.tick() => {
+                horizon.flushed(&probes);
+                seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+            }
+            _ = ticks.tick(), if !cli.events => {
+                if let Some(started) = consumer.tick(health(seen, &decoder), Some(horizon.now()))? {
+                    dump = Some(started);
+                }
+            }
+            result = async { dump.as_mut().expect("guarded").await }, if dump.is_some() => {
+                dump = None;
+                consumer.snapshot_arrived(result)?;
+            }
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
+        }
+    }
+    if let Some(dump) = dump {
+        consumer.snapshot_arrived(dump.await)?;
+    }
+    // Whatever is still in the batches and the ring buffer belongs to this run.
+    probes.flush();
+    seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+    consumer.tick(health(seen, &decoder), None)?;
+    let (sink, json_file) = consumer.sinks();
+    let dropped = sink.dropped();
+    if !sink.finish(EXIT_PATIENCE) || dropped > 0 {
+        eprintln!("tracer: {} output lines dropped: stdout was not read fast enough", sink.dropped());
+    }
+    if let Some(file) = json_file {
+        if !file.finish(EXIT_PATIENCE) || file.dropped() > 0 {
+            eprintln!("tracer: {} lines dropped from --json-out: the file could not be written fast enough", file.dropped());
+        }
+    }
+    Ok(())
+}
+
+/// The longest the tracker waits for a complete flush of every CPU's batch.
+const MAX_FLUSH_WAIT_NS: u64 = 1_000_000_000;
+
+/// Up to when every event is known to have arrived: what the tracker may be fed.
+///
+/// Records from different CPUs reach the ring buffer slightly out of timestamp order, and with
+/// per-CPU batches a CPU's records wait until its batch fills or is flushed. After a flush of
+/// every CPU that started at T, nothing older than T is still on its way (but for programs
+/// running at that instant, which the reorder window covers).
+pub(crate) struct Horizon {
+    batched: bool,
+    flushed_at_ns: u64,
+}
+
+impl Horizon {
+    fn new(batched: bool) -> Horizon {
+        Horizon { batched, flushed_at_ns: clock::monotonic_ns() }
+    }
+
+    /// Flushes every CPU's batch; the horizon moves only when all of them went.
+    fn flushed(&mut self, probes: &Probes) {
+        let started = clock::monotonic_ns();
+        if probes.flush() {
+            self.flushed_at_ns = started;
+        }
+    }
+
+    fn now(&self) -> u64 {
+        let now = clock::monotonic_ns();
+        // Flushes that keep failing (or a CPU busy at every try) must not hold events forever.
+        let arrived = if self.batched { self.flushed_at_ns.max(now.saturating_sub(MAX_FLUSH_WAIT_NS)) } else { now };
+        arrived.saturating_sub(crate::track::reorder::WINDOW_NS)
+    }
+}
+
+/// Hands every event waiting in the ring buffer to the consumer; returns how many there were.
+/// A ring-buffer record holds one event or a CPU's batch of them.
+fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Consumer, horizon_ns: u64) -> u64 {
+    let mut events = 0;
+    while let Some(record) = ring.next() {
+        for chunk in record.chunks(WireEvent::SIZE) {
+            events += 1;
+            if let Some(event) = decoder.decode(chunk) {
+                consumer.event(event, decoder);
+            }
+        }
+    }
+    if events > 0 {
+        consumer.batch_done(horizon_ns);
+    }
+    events
+}
+
+enum Consumer {
+    Events(Box<EventPrinter>),
+    Summary(Box<Aggregator>),
+}
+
+impl Consumer {
+    fn event(&mut self, event: Event, decoder: &Decoder) {
+        match self {
+            Consumer::Events(printer) => printer.event(&event, decoder),
+            Consumer::Summary(aggregator) => aggregator.event(event),
+        }
+    }
+
+    fn batch_done(&mut self, horizon_ns: u64) {
+        if let Consumer::Summary(aggregator) = self {
+            aggregator.advance(horizon_ns);
+        }
+    }
+
+    fn sink(&mut self) -> &mut Sink {
+        self.sinks().0
+    }
+
+    fn sinks(&mut self) -> (&mut Sink, Option<&mut Sink>) {
+        match self {
+            Consumer::Events(printer) => (&mut printer.sink, printer.json_file.as_mut()),
+            Consumer::Summary(aggregator) => (&mut aggregator.outputs.stdout, aggregator.outputs.json_file.as_mut()),
+        }
+    }
+
+    /// A summary with every event before `horizon_ns` (or, for `--events`, the closing line);
+    /// `None` at exit: everything.
+    /// May hand back a snapshot being taken; pass its result to [`Consumer::snapshot_arrived`].
+    fn tick(&mut self, mut health: Health, horizon_ns: Option<u64>) -> Result<Option<PendingDump>> {
+        health.output_dropped = self.sink().dropped();
+        match self {
+            Consumer::Events(printer) => {
+                printer.finish(health);
+                Ok(None)
+            }
+            Consumer::Summary(aggregator) => aggregator.summarize(health, horizon_ns),
+        }
+    }
+
+    fn snapshot_arrived(&mut self, result: Result<(Snapshots, Snapshot), tokio::task::JoinError>) -> Result<()> {
+        let (snapshots, snapshot) = result.context("the socket snapshot thread failed")?;
+        match self {
+            Consumer::Summary(aggregator) => aggregator.snapshot_arrived(snapshots, snapshot),
+            Consumer::Events(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The pure part of summary mode, shared by the event loop and the benchmarks: decoded events →
+//! timestamp order → tracker → observations → findings, and at each interval's end the snapshot's
+//! corrections and the picture. No I/O, no clock: time comes from the events and the caller.
+use crate::{
+    decode::{Event, TcpState},
+    filter::Filter,
+    find::{self, Context, Findings, Picture},
+    kernel::sock_diag::Snapshot,
+    track::{reorder::Reorder, Observation, Tracker},
+};
+
+pub struct Pipeline {
+    pub filter: Filter,
+    reorder: Reorder,
+    pub tracker: Tracker,
+    pub findings: Findings,
+    observations: Vec<Observation>,
+}
+
+impl Pipeline {
+    pub fn new(filter: Filter, tracker: Tracker, findings: Findings) -> Pipeline {
+        Pipeline { filter, reorder: Reorder::default(), tracker, findings, observations: Vec::new() }
+    }
+
+    /// Takes in one event; `false` when `--netns` leaves it out.
+    pub fn push(&mut self, event: Event) -> bool {
+        if self.filter.netns.is_some_and(|netns| netns != event.socket.netns) {
+            return false;
+        }
+        self.reorder.push(event);
+        true
+    }
+
+    /// Feeds the tracker every event older than `horizon_ns` (those the filters let through are
+    /// shown to `released` first) and classifies the connections that ended long enough before it.
+    pub fn advance(&mut self, horizon_ns: u64, mut released: impl FnMut(&Event)) {
+        let (tracker, observations, filter) = (&mut self.tracker, &mut self.observations, &self.filter);
+        self.reorder.release(horizon_ns, |event| {
+            if filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+                released(event);
+            }
+            tracker.observe(event, observations);
+        });
+        self.tracker.settle(horizon_ns, &mut self.observations);
+    }
+
+    /// Hands what the tracker learnt to the findings, then each observation to `report` with
+    /// whether the operator's filters let it through and the tracker (for reset reason names).
+    pub fn report(&mut self, mut report: impl FnMut(Observation, bool, &Tracker)) {
+        let tracker = &self.tracker;
+        let reason_name = |code| tracker.reason_name(code).map(str::to_string);
+        for observation in self.observations.drain(..) {
+            self.findings.observe(&observation, &self.filter, reason_name);
+            let scoped = find::in_scope(&observation, &self.filter);
+            report(observation, scoped, tracker);
+        }
+    }
+
+    /// The end of an interval, before its snapshot: TIME_WAIT sockets expire, and lingering
+    /// FIN_WAIT2 ones no snapshot could resolve are given up.
+    pub fn expire(&mut self, now_ns: u64) {
+        self.tracker.expire(now_ns, &mut self.observations);
+    }
+
+    /// What a snapshot taken at `now_ns` corrects: namespaces released, and for each namespace
+    /// dumped this round, its FIN_WAIT2 timewait sockets and its TIME_WAIT population.
+    pub fn apply_snapshot(&mut self, now_ns: u64, snapshot: &Snapshot) {
+        for netns in &snapshot.released {
+            self.tracker.namespace_gone(*netns);
+        }
+        // Only a namespace dumped this round can say what ended since its last dump.
+        for netns in &snapshot.fresh {
+            let sockets = snapshot.sockets.get(netns).map_or(&[][..], |sockets| &sockets[..]);
+            let timewait = sockets.iter().filter(|socket| matches!(socket.state, TcpState::TimeWait | TcpState::FinWait2));
+            self.tracker.reconcile(*netns, now_ns, timewait.map(|socket| (socket.local, socket.remote, socket.state)), &mut self.observations);
+            let time_wait = sockets.iter().filter(|socket| socket.state == TcpState::TimeWait);
+            self.tracker.refresh_time_wait(*netns, now_ns, time_wait.map(|socket| (socket.local, socket.remote)));
+        }
+    }
+
+    /// Closes the interval: everything observed must have been reported first.
+    pub fn conclude(&mut self, context: &Context) -> Picture {
+        debug_assert!(self.observations.is_empty(), "report() before conclude()");
+        self.findings.conclude(context, &self.tracker)
+    }
+}

@@ -1,0 +1,81 @@
+//! The sentence an operator reads for each finding, from the interval's tally.
+use super::{FindingKind, Owner, PeerKey, Tally, NS_PER_S};
+use crate::kernel::sock_diag::NamespaceSettings;
+
+fn seconds(ns: u64) -> u64 {
+    ns / NS_PER_S
+}
+
+fn labels(tally: &Tally) -> String {
+    let mut labels: Vec<(&String, &u64)> = tally.labels.iter().collect();
+    labels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    labels.iter().take(3).map(|(label, n)| format!("{label} ×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+fn owner_text(owner: &Option<Owner>) -> String {
+    match owner {
+        Some(owner) => format!("pid {} ({})", owner.pid, owner.comm),
+        None => "the application (pid unknown)".into(),
+    }
+}
+
+/// The middle value (0 for none).
+fn median(values: &[u64]) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+/// The human sentence for a finding; `None` when the tally holds nothing worth reporting.
+pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings: &dyn Fn(u32) -> NamespaceSettings) -> Option<String> {
+    let n = tally.count;
+    Some(match kind {
+        FindingKind::CloseWaitStuck if n > 0 => format!(
+            "{n} socket(s) in CLOSE_WAIT for up to {}s (median {}s): the peer closed, {} never called close()",
+            seconds(tally.max_age_ns),
+            seconds(median(&tally.ages_ns)),
+            owner_text(&tally.owner)
+        ),
+        FindingKind::FinUnanswered if n + tally.expired > 0 => {
+            let mut text = String::from("our FIN was acknowledged but the peer never sent its own");
+            if n > 0 {
+                text += &format!("; {n} socket(s) in FIN_WAIT2 for up to {}s", seconds(tally.max_age_ns));
+            }
+            if tally.expired > 0 {
+                text += &format!("; {} expired in FIN_WAIT2 this interval", tally.expired);
+            }
+            text
+        }
+        FindingKind::PeerSilent if n > 0 => format!("{n} connection(s) ended with no FIN or RST from the peer: {}", labels(tally)),
+        FindingKind::PortReuseInTimeWait if n > 0 => format!(
+            "{n} new connection(s) reused a 4-tuple still in TIME_WAIT (e.g. {}): something (NAT, L4 balancer) recycles ports faster than TIME_WAIT expires",
+            tally.example.as_deref().unwrap_or("?")
+        ),
+        FindingKind::TimeWaitBuildup if n > 0 => {
+            let range = settings(key.netns);
+            format!(
+                "{n} sockets in TIME_WAIT = {:.0}% of the {} ephemeral ports ({}-{}); new connections on this path fail as it nears 100%",
+                100.0 * n as f64 / range.ephemeral_port_count() as f64,
+                range.ephemeral_port_count(),
+                range.ephemeral_ports.0,
+                range.ephemeral_ports.1
+            )
+        }
+        FindingKind::SynRetransmit if n > 0 || tally.timed_out > 0 => {
+            let what = if tally.labels.contains_key("SYN-ACK") {
+                format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive")
+            } else {
+                format!("{n} SYN retransmit(s): the peer did not answer our SYN")
+            };
+            let failed = tally.refused + tally.timed_out;
+            if failed > 0 {
+                format!("{what}; {failed} connect(s) failed ({} refused, {} timed out)", tally.refused, tally.timed_out)
+            } else {
+                what
+            }
+        }
+        FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) received from the peer"),
+        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) sent: {}", labels(tally)),
+        _ => return None,
+    })
+}

@@ -1,0 +1,169 @@
+//! The findings and the summary's other tables, as consumers see them: the kinds and their fields
+//! are a stable contract (JSON consumers depend on them).
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::Serialize;
+
+use crate::{decode::Process, track::Role};
+
+/// Finding kinds, most serious first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    CloseWaitStuck,
+    PeerSilent,
+    PortReuseInTimeWait,
+    TimeWaitBuildup,
+    FinUnanswered,
+    SynRetransmit,
+    RstFromPeer,
+    RstToPeer,
+}
+
+impl FindingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::CloseWaitStuck => "close_wait_stuck",
+            FindingKind::PeerSilent => "peer_silent",
+            FindingKind::PortReuseInTimeWait => "port_reuse_in_time_wait",
+            FindingKind::TimeWaitBuildup => "time_wait_buildup",
+            FindingKind::FinUnanswered => "fin_unanswered",
+            FindingKind::SynRetransmit => "syn_retransmit",
+            FindingKind::RstFromPeer => "rst_from_peer",
+            FindingKind::RstToPeer => "rst_to_peer",
+        }
+    }
+
+    /// Kinds that describe sockets present now (count = now, total = distinct sockets or peak)
+    /// rather than events in the interval.
+    pub(super) fn is_state(self) -> bool {
+        matches!(self, FindingKind::CloseWaitStuck | FindingKind::FinUnanswered | FindingKind::TimeWaitBuildup)
+    }
+}
+
+impl Serialize for FindingKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// An address, or an address with any port (`ip:*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.ip, self.port) {
+            (IpAddr::V4(ip), Some(port)) => write!(f, "{ip}:{port}"),
+            (IpAddr::V4(ip), None) => write!(f, "{ip}:*"),
+            (IpAddr::V6(ip), Some(port)) => write!(f, "[{ip}]:{port}"),
+            (IpAddr::V6(ip), None) => write!(f, "[{ip}]:*"),
+        }
+    }
+}
+
+/// Who we aggregate over: one service and one peer, in one namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    pub netns: u32,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+}
+
+impl PeerKey {
+    pub fn new(role: Role, netns: u32, local: SocketAddr, remote: SocketAddr) -> PeerKey {
+        let (local_port, remote_port) = match role {
+            Role::Client => (None, Some(remote.port())),
+            Role::Server | Role::Listener => (Some(local.port()), None),
+        };
+        PeerKey {
+            netns,
+            local: Endpoint { ip: local.ip(), port: local_port },
+            remote: Endpoint { ip: remote.ip(), port: remote_port },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+impl From<Process> for Owner {
+    fn from(process: Process) -> Owner {
+        Owner { pid: process.tgid, comm: process.comm.to_string() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub local: String,
+    pub remote: String,
+    pub count: u64,
+    pub total: u64,
+    pub detail: String,
+    pub netns: u32,
+    /// What the namespace belongs to, when it is not the tracer's own: its /run/netns name, or a
+    /// process in it with its cgroup (on Kubernetes the cgroup path carries the pod and container).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<Owner>,
+    /// The flight record written for this finding (`--record-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    #[serde(skip)]
+    pub key: PeerKey,
+}
+
+/// One row of "top peers by trouble".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerRow {
+    pub local: String,
+    pub remote: String,
+    pub netns: u32,
+    pub ended: u64,
+    pub graceful: u64,
+    pub rst_from_peer: u64,
+    pub rst_to_peer: u64,
+    pub peer_silent: u64,
+    pub syn_retransmits: u64,
+    pub failed_connects: u64,
+    pub stuck: u64,
+}
+
+impl PeerRow {
+    pub fn trouble(&self) -> u64 {
+        self.rst_from_peer + self.rst_to_peer + 3 * self.peer_silent + self.syn_retransmits + 2 * self.failed_connects + 3 * self.stuck
+    }
+}
+
+/// The current picture, produced once per interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Picture {
+    pub states: BTreeMap<&'static str, u64>,
+    pub closes: BTreeMap<&'static str, u64>,
+    pub peers: Vec<PeerRow>,
+    pub findings: Vec<Finding>,
+    /// The slowest handshakes of the interval, by peer.
+    pub handshakes: Vec<HandshakeRow>,
+}
+
+/// Handshake times (SYN → ESTABLISHED) of one peer's connections in one interval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandshakeRow {
+    pub local: String,
+    pub remote: String,
+    pub netns: u32,
+    pub connections: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}

@@ -1,0 +1,102 @@
+//! The kernel hooks, listed once: what each is called, what it reports, how it attaches, and
+//! whether the tracer can run without it. The loader attaches from this table; the tests, the
+//! benchmark and xtask read it to know the tracer's programs by name.
+use tracer_common::EventKind;
+
+/// How a hook attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A tracepoint `category:name`: as a BTF tracepoint (program `btf_program`) where the kernel
+    /// allows it, as a classic one (program `name`) otherwise.
+    Tracepoint { category: &'static str, btf_program: &'static str },
+    /// fentry / fexit on the kernel function `name` (program `name`).
+    Fentry,
+    Fexit,
+}
+
+impl Attach {
+    /// The mode name shown in the mode line, metrics and JSON.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Attach::Tracepoint { .. } => "tracepoint",
+            Attach::Fentry => "fentry",
+            Attach::Fexit => "fexit",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hook {
+    pub name: &'static str,
+    pub kind: EventKind,
+    pub attach: Attach,
+    /// The tracer refuses to start without it; the others are reported `unavailable`.
+    pub required: bool,
+}
+
+const fn tracepoint(category: &'static str, name: &'static str, btf_program: &'static str, kind: EventKind, required: bool) -> Hook {
+    Hook { name, kind, attach: Attach::Tracepoint { category, btf_program }, required }
+}
+
+pub const HOOKS: [Hook; 7] = [
+    tracepoint("sock", "inet_sock_set_state", "btf_set_state", EventKind::StateChange, true),
+    tracepoint("tcp", "tcp_send_reset", "btf_send_reset", EventKind::ResetSent, false),
+    tracepoint("tcp", "tcp_receive_reset", "btf_recv_reset", EventKind::ResetReceived, false),
+    tracepoint("tcp", "tcp_retransmit_skb", "btf_retransmit", EventKind::Retransmit, false),
+    tracepoint("tcp", "tcp_retransmit_synack", "btf_synack_retx", EventKind::SynAckRetransmit, false),
+    // TIME_WAIT exactly: when a socket enters it, and what a SYN hitting it gets. Both or neither.
+    Hook { name: "tcp_time_wait", kind: EventKind::TimeWaitEnter, attach: Attach::Fentry, required: false },
+    Hook { name: "tcp_timewait_state_process", kind: EventKind::TimeWaitSyn, attach: Attach::Fexit, required: false },
+];
+
+/// The program userspace runs on a CPU to send that CPU's waiting batch (not a hook).
+pub const FLUSH_PROGRAM: &str = "flush_batch";
+
+/// The tracepoint hooks, with their category.
+pub fn tracepoints() -> impl Iterator<Item = (&'static Hook, &'static str, &'static str)> {
+    HOOKS.iter().filter_map(|hook| match hook.attach {
+        Attach::Tracepoint { category, btf_program } => Some((hook, category, btf_program)),
+        Attach::Fentry | Attach::Fexit => None,
+    })
+}
+
+/// Every program of the object, with whether a run of it is a firing of a hook (the flush
+/// program runs when userspace asks).
+pub fn programs() -> impl Iterator<Item = (&'static str, bool)> {
+    let btf = tracepoints().map(|(_, _, btf_program)| btf_program);
+    HOOKS.iter().map(|hook| hook.name).chain(btf).map(|name| (name, true)).chain([(FLUSH_PROGRAM, false)])
+}
+
+/// Which of [`programs`] a name that `bpftool prog show` printed is: the full name (from BTF), or
+/// the kernel's first 15 characters of it.
+pub fn program_named(shown: &str) -> Option<(&'static str, bool)> {
+    programs().find(|(name, _)| *name == shown || (shown.len() == 15 && name.starts_with(shown)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_has_one_hook_and_every_program_one_name() {
+        let kinds: Vec<EventKind> = (0..=u8::MAX).filter_map(EventKind::from_u8).collect();
+        assert_eq!(kinds.len(), HOOKS.len());
+        for kind in kinds {
+            assert_eq!(HOOKS.iter().filter(|hook| hook.kind == kind).count(), 1, "{kind:?}");
+        }
+        let names: Vec<&str> = programs().map(|(name, _)| name).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(names.len(), 13);
+    }
+
+    #[test]
+    fn bpftool_names_cut_at_15_characters_are_recognised() {
+        assert_eq!(program_named("tcp_timewait_st"), Some(("tcp_timewait_state_process", true)));
+        assert_eq!(program_named("flush_batch"), Some((FLUSH_PROGRAM, false)));
+        assert_eq!(program_named("inet_sock_set_s"), Some(("inet_sock_set_state", true)));
+        assert_eq!(program_named("some_other_prog"), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! What the tracker knows of one socket, and what it tells the findings layer: the model shared
+//! by the state machine, the verdicts and every output.
+use std::{borrow::Cow, net::SocketAddr};
+
+use serde::Serialize;
+
+use crate::decode::{Event, Process, SocketId, SocketTotals, TcpState};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// We called connect().
+    Client,
+    /// Accepted from one of our listeners.
+    Server,
+    Listener,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseClass {
+    Graceful,
+    ResetByPeer,
+    ResetByUs,
+    PeerSilent,
+    Refused,
+    ConnectTimeout,
+    Aborted,
+}
+
+impl CloseClass {
+    pub const ALL: [CloseClass; 7] = [
+        CloseClass::Graceful,
+        CloseClass::ResetByPeer,
+        CloseClass::ResetByUs,
+        CloseClass::PeerSilent,
+        CloseClass::Refused,
+        CloseClass::ConnectTimeout,
+        CloseClass::Aborted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseClass::Graceful => "graceful",
+            CloseClass::ResetByPeer => "reset_by_peer",
+            CloseClass::ResetByUs => "reset_by_us",
+            CloseClass::PeerSilent => "peer_silent",
+            CloseClass::Refused => "refused",
+            CloseClass::ConnectTimeout => "connect_timeout",
+            CloseClass::Aborted => "aborted",
+        }
+    }
+}
+
+/// Which side sent the first FIN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstFin {
+    Us,
+    Peer,
+    Both,
+}
+
+/// A RST we sent on this socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetSent {
+    pub reason: Option<u32>,
+    /// Sent from a system call (close/shutdown/disconnect) rather than by the stack on its own.
+    pub by_application: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub at_ns: u64,
+    pub from: TcpState,
+    pub by_application: bool,
+    /// For FIN_WAIT2 → CLOSE, what a snapshot showed the timewait socket became.
+    pub lingered: Option<Lingered>,
+}
+
+/// What became of a timewait socket left in the FIN_WAIT2 substate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lingered {
+    /// The peer's FIN arrived: a TIME_WAIT socket.
+    PeerFin,
+    /// It vanished after sitting in FIN_WAIT2: `tcp_fin_timeout` expired without the peer's FIN.
+    Expired,
+}
+
+/// A connection whose full socket is gone but whose timewait socket may still be in FIN_WAIT2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lingering {
+    pub connection: Connection,
+    /// A snapshot has shown it in FIN_WAIT2.
+    pub seen_in_fin_wait2: bool,
+}
+
+/// One socket's life so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub socket: SocketId,
+    pub role: Role,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    pub state_since_ns: u64,
+    /// When the state before this one began (how long FIN_WAIT2 lasted before CLOSE).
+    pub previous_state_since_ns: u64,
+    /// `None` when the socket predates the tracer.
+    pub opened_ns: Option<u64>,
+    pub established_ns: Option<u64>,
+    pub first_fin: Option<FirstFin>,
+    pub first_fin_ns: Option<u64>,
+    pub reset_sent: Option<ResetSent>,
+    pub reset_received: bool,
+    pub retransmits: u32,
+    pub syn_retransmits: u32,
+    pub retransmits_in_state: u32,
+    pub process: Option<Process>,
+    pub ending: Option<Ending>,
+    /// The timewait socket's substate, when the fentry hook on `tcp_time_wait` told us.
+    pub timewait_substate: Option<TcpState>,
+    /// The socket's counters at its end, where the kernel program could read them.
+    pub totals: Option<SocketTotals>,
+}
+
+impl Connection {
+    pub(super) fn first_fin(&mut self, side: FirstFin, at_ns: u64) {
+        self.first_fin.get_or_insert(side);
+        self.first_fin_ns.get_or_insert(at_ns);
+    }
+}
+
+/// A connection that ended, with the verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub connection: Connection,
+    pub class: CloseClass,
+    /// Fixed text for the common verdicts (no allocation per connection), formatted for the rest.
+    pub detail: Cow<'static, str>,
+    /// The connection left a TIME_WAIT socket behind (we closed first, graceful).
+    pub time_wait: bool,
+    /// It ended because our FIN_WAIT2 expired: our FIN was acknowledged, theirs never came.
+    pub fin_wait2_expired: bool,
+}
+
+/// A 4-tuple within a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// Everything the findings layer needs to know, in event order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Ended(Box<Ended>),
+    /// We retransmitted a SYN: the server has not answered.
+    SynRetransmit { tuple: Tuple, process: Option<Process> },
+    /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
+    SynAckRetransmit { tuple: Tuple },
+    /// `role` is the socket's, or for a reset without one, [`Tracker::socketless_role`]'s.
+    ResetSent { tuple: Tuple, role: Role, process: Option<Process>, reason: Option<u32> },
+    ResetReceived { tuple: Tuple, role: Role, process: Option<Process> },
+    /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
+    /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
+    /// answered with a bare ACK (we reset it and retransmit the SYN): `accepted` is false.
+    PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: Option<u64>, accepted: bool },
+}
+
+impl Tuple {
+    pub fn of(event: &Event) -> Tuple {
+        Tuple { netns: event.socket.netns, local: event.local, remote: event.remote }
+    }
+}

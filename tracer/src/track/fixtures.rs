@@ -1,0 +1,72 @@
+//! Test fixtures shared by the unit tests of every layer: the events of one socket as the kernel
+//! would send them, a process, and a reset reason table.
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use tracer_common::EventKind;
+
+use crate::decode::{Comm, Event, Process, SocketId, TcpState};
+
+pub const NETNS: u32 = 4026531840;
+
+/// Builds the events of one socket, as the kernel would send them.
+pub struct Script {
+    pub socket: SocketId,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Script {
+    pub fn new(address: u64, local: &str, remote: &str) -> Script {
+        Script { socket: SocketId { netns: NETNS, address }, local: local.parse().unwrap(), remote: remote.parse().unwrap() }
+    }
+
+    fn event(&self, kind: EventKind, old: Option<TcpState>, state: Option<TcpState>, at: u64) -> Event {
+        Event {
+            kind,
+            timestamp_ns: at,
+            socket: self.socket,
+            local: self.local,
+            remote: self.remote,
+            old_state: old,
+            state,
+            reset_reason: None,
+            tw_status: None,
+            process: None,
+            totals: None,
+        }
+    }
+
+    pub fn state(&self, old: TcpState, new: TcpState, at: u64) -> Event {
+        self.event(EventKind::StateChange, Some(old), Some(new), at)
+    }
+
+    /// A transition made by a system call of pid 4242.
+    pub fn syscall(&self, old: TcpState, new: TcpState, at: u64) -> Event {
+        Event { process: Some(process()), ..self.state(old, new, at) }
+    }
+
+    pub fn reset_sent(&self, state: TcpState, reason: Option<u32>, at: u64) -> Event {
+        Event { reset_reason: reason, ..self.event(EventKind::ResetSent, None, Some(state), at) }
+    }
+
+    pub fn reset_received(&self, at: u64) -> Event {
+        self.event(EventKind::ResetReceived, None, None, at)
+    }
+
+    pub fn retransmit(&self, state: TcpState, at: u64) -> Event {
+        self.event(EventKind::Retransmit, None, Some(state), at)
+    }
+}
+
+pub fn process() -> Process {
+    let mut comm = [0u8; 16];
+    comm[..4].copy_from_slice(b"curl");
+    Process { pid: 4242, tgid: 4242, comm: unsafe { std::mem::transmute::<[u8; 16], Comm>(comm) } }
+}
+
+pub fn reasons() -> BTreeMap<u32, String> {
+    [(1, "NO_SOCKET"), (11, "TCP_ABORT_ON_CLOSE"), (14, "TCP_STATE"), (15, "TCP_KEEPALIVE_TIMEOUT"), (2, "TCP_INVALID_ACK_SEQUENCE")]
+        .into_iter()
+        .map(|(code, name)| (code, name.to_string()))
+        .collect()
+}
