@@ -32,6 +32,16 @@ fn two_output_modes_at_once_or_an_unknown_selection_is_one_line_and_exit_2() {
 }
 
 #[test]
+fn a_summary_flag_with_events_is_refused_not_ignored() {
+    for flag in [&["--metrics-addr", "9464"][..], &["--record-dir", "/tmp"], &["--interval", "5"], &["--no-snapshot"], &["--stuck-after", "60"]] {
+        let output = tracer(&[&["--events"][..], flag].concat());
+        assert_eq!(output.status.code(), Some(2), "{flag:?}");
+        let line = one_line_error(&output);
+        assert!(line.contains(flag[0]) && line.contains("--events"), "{line}");
+    }
+}
+
+#[test]
 fn a_malformed_network_or_port_is_one_line_and_exit_2() {
     for args in [&["--addr", "10.0.0.300/8"][..], &["-L", "http"], &["--interval", "soon"]] {
         let output = tracer(args);

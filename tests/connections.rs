@@ -161,8 +161,10 @@ fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
     let kept_alive = line_of(&tracer, idle_addr, server);
     assert_eq!(kept_alive["close"], "peer_silent", "{kept_alive}");
     // The kernel names the keepalive reset from 6.10; before, it is our reset without a reason.
-    if kept_alive["rst_reason"].is_string() {
-        assert_eq!(kept_alive["silent_cause"], "keepalive", "{kept_alive}");
+    if kernel_at_least(6, 10) {
+        assert_eq!((kept_alive["rst_reason"].as_str(), kept_alive["silent_cause"].as_str()), (Some("TCP_KEEPALIVE_TIMEOUT"), Some("keepalive")), "{kept_alive}");
+    } else {
+        assert!(kept_alive["rst_reason"].is_null(), "no reason before 6.10: {kept_alive}");
     }
     drop(accepted);
     tracer.stop();

@@ -4,6 +4,7 @@ use std::{fs, path::Path, process::Command};
 
 use clap::Parser;
 use tracer::app::cli::Cli;
+use yaml_rust2::YamlLoader;
 
 fn deploy(file: &str) -> String {
     fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)).unwrap()
@@ -37,18 +38,21 @@ fn the_daemonset_validates_against_the_kubernetes_schema_and_its_args_parse() {
         .output()
         .expect("kubernetes-validate (pip install kubernetes-validate) runs");
     assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let args: Vec<String> = manifest
-        .lines()
-        .skip_while(|line| !line.trim_start().starts_with("args:"))
-        .skip(1)
-        .map_while(|line| line.trim_start().strip_prefix("- ").map(str::to_string).or_else(|| line.trim_start().starts_with('#').then(String::new)))
-        .filter(|arg| !arg.is_empty())
-        .collect();
-    assert!(args.iter().any(|arg| arg.starts_with("--metrics-addr")), "{args:?}");
+    let documents = YamlLoader::load_from_str(&manifest).expect("daemonset.yaml is YAML");
+    let daemonset = &documents[0];
+    assert_eq!(daemonset["kind"].as_str(), Some("DaemonSet"));
+    let template = &daemonset["spec"]["template"];
+    let annotations = &template["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"].as_str(), Some("true"));
+    assert_eq!(annotations["prometheus.io/port"].as_str(), Some("9464"));
+    let pod = &template["spec"];
+    assert_eq!((pod["hostPID"].as_bool(), pod["hostNetwork"].as_bool()), (Some(true), Some(true)), "namespaces of the node");
+    let container = &pod["containers"][0];
+    let args: Vec<String> = container["args"].as_vec().expect("container args").iter().map(|arg| arg.as_str().expect("a string arg").to_string()).collect();
+    assert!(args.iter().any(|arg| arg == "--metrics-addr=0.0.0.0:9464"), "Prometheus scrapes the annotated port: {args:?}");
     Cli::try_parse_from(std::iter::once("tracer".to_string()).chain(args.clone())).unwrap_or_else(|error| panic!("{args:?}: {error}"));
-    for annotation in ["prometheus.io/scrape: \"true\"", "prometheus.io/port: \"9464\"", "hostPID: true", "hostNetwork: true"] {
-        assert!(manifest.contains(annotation), "{annotation}");
-    }
+    let ports: Vec<i64> = container["ports"].as_vec().into_iter().flatten().filter_map(|port| port["containerPort"].as_i64()).collect();
+    assert_eq!(ports, [9464], "the metrics port is declared");
 }
 
 /// The Containerfile builds the binary the DaemonSet runs. It is built for real where buildah or

@@ -18,10 +18,11 @@ use support::*;
 fn tracefs_copy(test: &str) -> PathBuf {
     let root = std::env::temp_dir().join(format!("tracer-tracefs-{test}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
-    for hook in ["sock/inet_sock_set_state", "tcp/tcp_send_reset", "tcp/tcp_receive_reset", "tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack"] {
-        let dir = root.join("events").join(hook);
+    for (hook, category, _) in tracer::kernel::hooks::tracepoints() {
+        let hook = format!("{category}/{}", hook.name);
+        let dir = root.join("events").join(&hook);
         fs::create_dir_all(&dir).unwrap();
-        let format = Path::new("/sys/kernel/tracing/events").join(hook).join("format");
+        let format = Path::new("/sys/kernel/tracing/events").join(&hook).join("format");
         fs::copy(&format, dir.join("format")).unwrap_or_else(|error| panic!("{}: {error}", format.display()));
     }
     root

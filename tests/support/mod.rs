@@ -324,13 +324,28 @@ impl Drop for Tracer {
     }
 }
 
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u32>().ok());
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// The closing line's `events` object, asserting nothing was lost or undecodable.
 pub fn assert_nothing_lost(lines: &[Value]) {
     let last = lines.iter().rev().find(|line| line.get("final").is_some()).expect("a final line");
     assert_eq!(last["events"]["lost"], 0, "events lost: {last}");
     assert_eq!(last["events"]["unreadable"], 0, "kernel reads failed: {last}");
+    let misses = last["events"]["kernel_misses"].as_object().expect("kernel_misses by name");
+    assert_eq!(misses.len(), tracer_common::KernelMiss::ALL.len(), "{last}");
+    assert!(misses.values().all(|count| count == 0), "the kernel programs took a rare path: {last}");
     assert_eq!(last["events"]["decode_errors"], 0, "undecodable records: {last}");
-    assert!(last["events"]["seen"].as_u64().unwrap() > 0, "no events seen: {last}");
+    // `seen` counts the host's events (or the --netns namespace's); it must cover at least what
+    // this run printed: its event lines, or two state changes per connection its summaries closed.
+    let event_lines = lines.iter().filter(|line| line.get("ts_ns").is_some() && line.get("kind").is_some()).count() as u64;
+    let closed: u64 = lines.iter().filter_map(|line| line["closes"].as_object()).flat_map(|closes| closes.values()).filter_map(Value::as_u64).sum();
+    let seen = last["events"]["seen"].as_u64().unwrap();
+    assert!(seen > 0 && seen >= event_lines.max(2 * closed), "{seen} seen, but {event_lines} event lines and {closed} connections closed: {last}");
 }
 
 /// The `(old_state, state)` transitions of the socket that was, at some point, `local` → `remote`

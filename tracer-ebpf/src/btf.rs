@@ -14,9 +14,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
     EbpfContext,
 };
-use tracer_common::{EventKind, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT};
+use tracer_common::{EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT};
 
-use crate::{address_of, clear, config, emit, own_context, put_ipv4, read_failed, wanted, AF_INET6};
+use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4, AF_INET6};
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_CLOSE: i32 = 7;
@@ -63,7 +63,7 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
         if old_state != TCP_CLOSE {
             add_unbound_port(event, socket, offsets); // connect and listen have none yet
         }
-        if !wanted(event, &config().filter) {
+        if !keep(event) {
             return false;
         }
         if new_state == TCP_CLOSE {
@@ -89,7 +89,7 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
                 true
             }
         };
-        if !read || !wanted(event, &config().filter) {
+        if !read || !keep(event) {
             return false;
         }
         // A constant index: the verifier refuses a computed one. The branch is pruned where the
@@ -126,7 +126,7 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
             return false;
         }
         event.socket = listener as u64;
-        if !wanted(event, &config().filter) {
+        if !keep(event) {
             return false;
         }
         finish(&ctx, event, offsets);
@@ -144,7 +144,7 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
             return false;
         }
         add_unbound_port(event, socket, offsets);
-        if !wanted(event, &config().filter) {
+        if !keep(event) {
             return false;
         }
         finish(ctx, event, offsets);
@@ -160,16 +160,21 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
 /// (The program's own frame does not: newer kernels give BPF programs a private stack.)
 #[inline(always)]
 fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOffsets) {
+    // SAFETY: a helper without arguments.
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: the current task is a trusted BTF pointer; `flags` and `stack` are its members.
+    // SAFETY: a helper without arguments; it returns the current task, a trusted BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
-    if !task.is_null() {
+    if task.is_null() {
+        missed(KernelMiss::Task);
+    } else {
+        // SAFETY: `flags` and `stack` are members of the loaded `task_struct` type.
         let (flags, stack) = unsafe { (load::<u32>(task, offsets.task_flags), load::<u64>(task, offsets.task_stack)) };
         if own_context(address_of(event.kind, ctx.as_ptr()), stack, flags) {
             let pid_tgid = bpf_get_current_pid_tgid();
             event.tgid = (pid_tgid >> 32) as u32;
             event.pid = pid_tgid as u32;
             // Two direct loads; the helper that copies the name costs several times more.
+            // SAFETY: `comm` is a 16-byte member of the loaded `task_struct` type.
             unsafe { load16(&mut event.comm, task, offsets.task_comm) };
             event.flags |= FLAG_PROCESS_CONTEXT;
         }
@@ -181,7 +186,7 @@ fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOff
 #[inline(always)]
 fn socket_event(event: &mut WireEvent, kind: EventKind, socket: *const u8, offsets: &KernelOffsets) -> bool {
     if socket.is_null() {
-        read_failed();
+        missed(KernelMiss::Socket);
         return false;
     }
     clear(event, kind, socket as u64);
@@ -229,7 +234,7 @@ fn add_unbound_port(event: &mut WireEvent, socket: *const u8, offsets: &KernelOf
 #[inline(always)]
 fn packet_event(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> bool {
     if packet_addresses(event, skb, offsets).is_none() {
-        read_failed();
+        missed(KernelMiss::Packet);
         return false;
     }
     true

@@ -10,9 +10,9 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{EventKind, HookLayout, KernelOffsets, WireEvent, ABSENT, FLAG_HAS_REASON, RECORD_MAX};
+use tracer_common::{EventKind, HookLayout, KernelMiss, KernelOffsets, WireEvent, ABSENT, FLAG_HAS_REASON, RECORD_MAX};
 
-use crate::{add_process, clear, config, emit, own_context, read_failed, wanted, AF_INET, AF_INET6};
+use crate::{add_process, clear, config, emit, keep, missed, own_context, AF_INET, AF_INET6};
 
 const IPPROTO_TCP: u16 = 6;
 
@@ -75,7 +75,7 @@ fn record_event(ctx: &TracePointContext, kind: EventKind) -> u32 {
     let length = layout.record_len as usize;
     // SAFETY: the context is the trace record, at least `record_len` bytes long (from tracefs).
     if length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), &mut record.0[..length]) }.is_err() {
-        return read_failed();
+        return missed(KernelMiss::Record);
     }
     if let Some(protocol) = record.field::<u16>(layout.protocol) {
         if protocol != IPPROTO_TCP {
@@ -95,9 +95,10 @@ fn record_event(ctx: &TracePointContext, kind: EventKind) -> u32 {
             event.flags |= FLAG_HAS_REASON;
         }
         event.netns = namespace_of(&record, layout, offsets, event.socket);
-        if !wanted(event, &config().filter) {
+        if !keep(event) {
             return false;
         }
+        // SAFETY: a helper without arguments.
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
         if in_process_context(&record, offsets) {
             add_process(event);
@@ -169,6 +170,7 @@ fn in_process_context(record: &Record, offsets: &KernelOffsets) -> bool {
         kernel::<u64>(task, offsets.task_stack),
         kernel::<u32>(task, offsets.task_flags),
     ) else {
+        missed(KernelMiss::Task);
         return false;
     };
     own_context(sp, stack, flags)

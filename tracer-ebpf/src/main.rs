@@ -25,8 +25,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use tracer_common::{
-    Batch, KernelConfig, KernelFilter, WireEvent, BATCH_RECORDS, COUNTER_PENDING, COUNTER_READ_FAILED, COUNTER_RESERVE_FAILED,
-    COUNTER_SLOTS, FILTER_NETWORKS, FILTER_PORTS, FLAG_PROCESS_CONTEXT,
+    Batch, KernelConfig, KernelFilter, KernelMiss, WireEvent, BATCH_RECORDS, COUNTER_PENDING, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
+    FILTER_NETWORKS, FILTER_PORTS, FLAG_PROCESS_CONTEXT,
 };
 
 const AF_INET: u8 = 2;
@@ -90,11 +90,30 @@ fn set_counter(slot: u32, value: u64) {
     }
 }
 
-/// A structure the program had to read could not be: counted, and the event is not sent.
+/// A rare path: counted in its own slot, and logged when the operator asked (`--kernel-log`; the
+/// loader sets aya-log's level, and at the default, off, the verifier drops the logging code).
+/// Returns the programs' 0 for the callers that give up on the event.
 #[inline(always)]
-fn read_failed() -> u32 {
-    count(COUNTER_READ_FAILED, 1);
+fn missed(what: KernelMiss) -> u32 {
+    count(what.slot(), 1);
+    // aya-log 0.2 ignores the context argument; these helpers have none at hand.
+    if what.event_sent() {
+        aya_log_ebpf::info!(&(), "{}: the event is sent without its process", what.name());
+    } else {
+        aya_log_ebpf::warn!(&(), "{}: the event is not sent", what.name());
+    }
     0
+}
+
+/// Whether the event goes to userspace: a socket of a family a TCP hook should see (else counted
+/// as a miss) that the operator's filter wants. Family 0 is a record whose layout does not say.
+#[inline(always)]
+fn keep(event: &WireEvent) -> bool {
+    if event.family != 0 && event.family != AF_INET && event.family != AF_INET6 {
+        missed(KernelMiss::Family);
+        return false;
+    }
+    wanted(event, &config().filter)
 }
 
 /// Whether the operator's filter keeps this event. Anything the kernel cannot judge (a port not
@@ -176,9 +195,9 @@ fn emit(build: impl FnOnce(&mut WireEvent) -> bool) {
     let mut spare = core::mem::MaybeUninit::<WireEvent>::uninit();
     let (event, batch) = claim(spare.as_mut_ptr());
     // SAFETY: `event` is this CPU's claimed batch slot or `spare`; `build` overwrites it whole.
-    let keep = build(unsafe { &mut *event });
+    let kept = build(unsafe { &mut *event });
     // SAFETY: as returned by `claim`.
-    unsafe { release(event, batch, keep) };
+    unsafe { release(event, batch, kept) };
 }
 
 /// The next free slot of this CPU's batch, marked busy, with the batch; or `spare` and null.

@@ -6,11 +6,11 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use tracer_common::{EventKind, FLAG_HAS_REASON, RECORD_MAX};
+use tracer_common::{EventKind, KernelMiss, FLAG_HAS_REASON, RECORD_MAX};
 
 use crate::{
     classic::{copy4, kernel, Record},
-    clear, config, emit, read_failed, wanted, AF_INET6,
+    clear, config, emit, keep, missed, AF_INET6,
 };
 
 /// fentry `tcp_time_wait(sk, state, timeo)`: the full socket becomes a timewait socket in
@@ -34,7 +34,7 @@ pub fn tcp_timewait_state_process(ctx: FExitContext) -> u32 {
     const TCP_TIME_WAIT: u8 = 6;
     let flags = kernel::<u8>(header, TCP_FLAGS_BYTE).unwrap_or(0);
     if flags & SYN != 0 {
-        let Ok(status) = ctx.ret::<u32>() else { return 0 };
+        let Ok(status) = ctx.ret::<u32>() else { return missed(KernelMiss::ReturnValue) };
         emit_for_socket(EventKind::TimeWaitSyn, ctx.arg(0), 0, Some(status))
     } else if flags & FIN != 0 {
         emit_for_socket(EventKind::TimeWaitEnter, ctx.arg(0), TCP_TIME_WAIT, None)
@@ -51,7 +51,7 @@ fn emit_for_socket(kind: EventKind, socket: u64, state: u8, status: Option<u32>)
     let length = offsets.sock_common_len as usize;
     // SAFETY: a probe read of the socket's first bytes fails cleanly on a bad address.
     if socket == 0 || length > RECORD_MAX || unsafe { bpf_probe_read_kernel_buf(socket as *const u8, &mut common.0[..length]) }.is_err() {
-        return read_failed();
+        return missed(KernelMiss::Socket);
     }
     emit(|event| {
         let family = common.field::<u16>(offsets.sock_family).unwrap_or(0);
@@ -73,9 +73,10 @@ fn emit_for_socket(kind: EventKind, socket: u64, state: u8, status: Option<u32>)
         }
         let net = kernel::<u64>(socket, offsets.sock_net).unwrap_or(0);
         event.netns = kernel::<u32>(net, offsets.net_inum).unwrap_or(0);
-        if !wanted(event, &config().filter) {
+        if !keep(event) {
             return false;
         }
+        // SAFETY: a helper without arguments.
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
         true
     });

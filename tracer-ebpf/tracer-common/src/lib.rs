@@ -350,9 +350,54 @@ pub struct Batch {
 pub const COUNTER_RESERVE_FAILED: u32 = 0;
 /// Not zero while this CPU's batch holds records; userspace flushes CPUs where it is set.
 pub const COUNTER_PENDING: u32 = 1;
-/// A kernel structure could not be read where it had to be (counted, never silent).
-pub const COUNTER_READ_FAILED: u32 = 2;
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 2 + KernelMiss::ALL.len() as u32;
+
+/// The kernel programs' rare paths: a structure that could not be read where it had to be, or a
+/// socket that is not what a TCP hook should see. Each is counted in its own `COUNTERS` slot
+/// (never silent) and, when the operator asks (`--kernel-log`), logged through aya-log.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelMiss {
+    /// The hook's socket was null or could not be read: the event is not sent.
+    Socket = 2,
+    /// A reset without a socket whose packet headers could not be read: not sent.
+    Packet = 3,
+    /// A classic tracepoint's record could not be copied: not sent.
+    Record = 4,
+    /// fexit could not read the function's return value: not sent.
+    ReturnValue = 5,
+    /// The current task could not be read: the event is sent without its process.
+    Task = 6,
+    /// A socket of neither IPv4 nor IPv6 on a TCP hook: not sent.
+    Family = 7,
+}
+
+impl KernelMiss {
+    pub const ALL: [KernelMiss; 6] =
+        [KernelMiss::Socket, KernelMiss::Packet, KernelMiss::Record, KernelMiss::ReturnValue, KernelMiss::Task, KernelMiss::Family];
+
+    /// Its `COUNTERS` slot.
+    pub const fn slot(self) -> u32 {
+        self as u32
+    }
+
+    /// The name shown in summaries, metrics and kernel log lines.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KernelMiss::Socket => "socket_unreadable",
+            KernelMiss::Packet => "packet_unreadable",
+            KernelMiss::Record => "record_unreadable",
+            KernelMiss::ReturnValue => "return_value_unreadable",
+            KernelMiss::Task => "task_unreadable",
+            KernelMiss::Family => "unexpected_family",
+        }
+    }
+
+    /// Whether the event was still sent (with less in it).
+    pub const fn event_sent(self) -> bool {
+        matches!(self, KernelMiss::Task)
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {

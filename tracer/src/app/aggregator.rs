@@ -311,6 +311,7 @@ impl Aggregator {
         let stats = self.pipeline.tracker.stats;
         health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.pipeline.findings.evicted;
         health.joined_mid_life = stats.joined_mid_life;
+        health.recorder_overflowed = self.recorder.as_ref().map_or(0, |recorder| recorder.overflowed);
         if let Some(metrics) = &mut self.outputs.metrics {
             metrics.publish(&picture, health, self.modes.snapshot_round);
         }

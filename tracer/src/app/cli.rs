@@ -5,7 +5,10 @@ use anyhow::Result;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::filter::{self, Filter};
+use crate::{
+    filter::{self, Filter},
+    kernel::kernel_log::KernelLogLevel,
+};
 
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
@@ -27,13 +30,13 @@ use crate::filter::{self, Filter};
 )]
 pub struct Cli {
     /// Print every event as it happens instead of periodic summaries.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = SUMMARY_ONLY)]
     pub events: bool,
 
     /// One line per connection when it ends (durations, bytes, who closed and why) instead of
     /// the periodic summaries on stdout, which still reach --json-out and --metrics-addr; the
     /// final summary closes the output. `all`, or `troubled`: every end but a graceful one.
-    #[arg(long, value_name = "WHICH", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "all", conflicts_with = "events")]
+    #[arg(long, value_name = "WHICH", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "all")]
     pub connections: Option<crate::output::connections::Selection>,
 
     /// One JSON object per line instead of the human format.
@@ -148,7 +151,30 @@ pub struct Cli {
     /// `tracepoint` forces the classic path everywhere; `tp-btf` refuses to start without it.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = HookMode::Auto)]
     pub hook_mode: HookMode,
+
+    /// Print the kernel programs' rare paths as they happen (a socket, packet or task they could
+    /// not read, a socket of an unexpected family) on stderr. Every summary counts them anyway;
+    /// `off` costs nothing.
+    #[arg(long, value_name = "LEVEL", value_enum, default_value_t = KernelLogLevel::Off)]
+    pub kernel_log: KernelLogLevel,
 }
+
+/// Flags that shape summaries (and what feeds them): meaningless with `--events`, so refused
+/// with it on the command line (exit 2) rather than silently ignored.
+const SUMMARY_ONLY: [&str; 12] = [
+    "connections",
+    "interval",
+    "stuck_after",
+    "time_wait_threshold",
+    "no_snapshot",
+    "metrics_addr",
+    "record_dir",
+    "record_window",
+    "record_max_events",
+    "record_max_bytes",
+    "record_max_files",
+    "max_connections",
+];
 
 /// `--hook-mode`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

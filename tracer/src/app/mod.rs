@@ -44,9 +44,6 @@ const EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: Cli) -> Result<()> {
     let filter = cli.filter()?;
-    if cli.events && cli.metrics_addr.is_some() {
-        anyhow::bail!("--metrics-addr needs the summary mode: drop --events");
-    }
     let metrics_server = cli.metrics_addr.map(metrics::listen).transpose()?;
     let json_file = match &cli.json_out {
         Some(path) => Some(
@@ -58,13 +55,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Before anything is attached: a signal during start-up must still end in a clean exit.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let (probes, ring, mut decoder) = Probes::attach(AttachOptions {
+    let (mut probes, ring, mut decoder) = Probes::attach(AttachOptions {
         ring_buffer_bytes: cli.ring_buffer_size,
         tracefs_root: &cli.tracefs,
         hook_mode: cli.hook_mode,
         batching: !cli.events,
         filter: filter.kernel(),
+        kernel_log: cli.kernel_log,
     })?;
+    let mut kernel_log = probes.take_kernel_log();
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
     let snapshots = (!cli.events && !cli.no_snapshot).then(|| Snapshots::new(cli.interval));
     privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
@@ -92,7 +91,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             seen,
             lost: loss.ring_full,
             skipped: loss.nested,
-            unreadable: loss.read_failed,
+            unreadable: loss.misses.not_sent(),
+            kernel_misses: loss.misses,
             decode_errors: decoder.stats.errors(),
             ..Health::default()
         }
@@ -110,6 +110,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             _ = polls.tick() => {
                 horizon.flushed(&probes);
+                if let Some(log) = &mut kernel_log {
+                    log.flush();
+                }
                 seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
             }
             _ = ticks.tick(), if !cli.events => {

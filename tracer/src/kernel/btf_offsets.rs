@@ -45,9 +45,14 @@ pub fn resolve() -> Result<Resolved> {
         anyhow::bail!("{VMLINUX_BTF} is missing: this kernel was built without BTF (CONFIG_DEBUG_INFO_BTF), which the tracer needs");
     }
     let btf = Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+    Ok(resolve_in(&btf))
+}
+
+/// The offsets in one kernel's BTF.
+fn resolve_in(btf: &Btf) -> Resolved {
     let mut missing = Vec::new();
     let mut find = |name: &'static str, structure: &str, path: &str| {
-        member_offset(&btf, structure, path).unwrap_or_else(|| {
+        member_offset(btf, structure, path).unwrap_or_else(|| {
             missing.push(name);
             ABSENT
         })
@@ -95,7 +100,7 @@ pub fn resolve() -> Result<Resolved> {
         (offsets.sock_v6_rcv_saddr, 16),
     ];
     offsets.sock_common_len = ends.iter().filter(|(offset, _)| *offset != ABSENT).map(|(offset, size)| offset + size).max().unwrap_or(0);
-    let tw_status = ["TCP_TW_SYN", "TCP_TW_ACK"].map(|name| enum_value(&btf, "tcp_tw_status", name));
+    let tw_status = ["TCP_TW_SYN", "TCP_TW_ACK"].map(|name| enum_value(btf, "tcp_tw_status", name));
     let time_wait_status = match tw_status {
         [Some(syn), Some(ack)] => Some(TimeWaitStatus { syn, ack }),
         _ => {
@@ -103,7 +108,7 @@ pub fn resolve() -> Result<Resolved> {
             None
         }
     };
-    Ok(Resolved { offsets, missing, time_wait_status, reset_reason_in_args: reset_reason_in_args(&btf) })
+    Resolved { offsets, missing, time_wait_status, reset_reason_in_args: reset_reason_in_args(btf) }
 }
 
 /// Byte offset of a dotted member path inside `structure`, looking through anonymous
@@ -187,5 +192,185 @@ fn thread_size() -> u32 {
         32 * 1024
     } else {
         16 * 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes raw BTF (the kernel's format: header, type section, string section), enough of it
+    /// to record the shapes the lookups walk: nested and anonymous members, enums, prototypes.
+    #[derive(Default)]
+    struct Recorder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    const INT: u32 = 1;
+    const PTR: u32 = 2;
+    const STRUCT: u32 = 4;
+    const UNION: u32 = 5;
+    const ENUM: u32 = 6;
+    const TYPEDEF: u32 = 8;
+    const FUNC_PROTO: u32 = 13;
+
+    impl Recorder {
+        fn new() -> Recorder {
+            Recorder { strings: vec![0], next_id: 1, ..Recorder::default() }
+        }
+
+        fn name(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let offset = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            offset
+        }
+
+        fn words(&mut self, words: &[u32]) {
+            for word in words {
+                self.types.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+
+        /// A type header; returns the new type's id.
+        fn header(&mut self, name: &str, kind: u32, vlen: usize, size_or_type: u32) -> u32 {
+            let name = self.name(name);
+            self.words(&[name, (kind << 24) | vlen as u32, size_or_type]);
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        fn int(&mut self, name: &str, bytes: u32) -> u32 {
+            let id = self.header(name, INT, 0, bytes);
+            self.words(&[bytes * 8]);
+            id
+        }
+
+        fn pointer(&mut self, to: u32) -> u32 {
+            self.header("", PTR, 0, to)
+        }
+
+        /// A struct or union of (name, type id, byte offset) members.
+        fn aggregate(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32)]) -> u32 {
+            let id = self.header(name, kind, members.len(), size);
+            for (member, ty, offset) in members {
+                let member = self.name(member);
+                self.words(&[member, *ty, offset * 8]);
+            }
+            id
+        }
+
+        fn enumeration(&mut self, name: &str, values: &[(&str, u32)]) -> u32 {
+            let id = self.header(name, ENUM, values.len(), 4);
+            for (value, number) in values {
+                let value = self.name(value);
+                self.words(&[value, *number]);
+            }
+            id
+        }
+
+        fn prototype(&mut self, parameters: &[u32]) -> u32 {
+            let id = self.header("", FUNC_PROTO, parameters.len(), 0);
+            for parameter in parameters {
+                self.words(&[0, *parameter]);
+            }
+            id
+        }
+
+        fn finish(self) -> Btf {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&0xeb9f_u16.to_le_bytes());
+            bytes.extend_from_slice(&[1, 0]);
+            for word in [24, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            bytes.extend_from_slice(&self.types);
+            bytes.extend_from_slice(&self.strings);
+            Btf::from_bytes(&bytes).expect("valid BTF")
+        }
+    }
+
+    /// The shapes of Linux 6.1 as far as the tracer reads them, with its offsets; `tcp_sock` and
+    /// `pt_regs` left out.
+    fn linux_6_1_subset() -> Btf {
+        let mut btf = Recorder::new();
+        let (u8_, u16_, u32_, u64_) = (btf.int("u8", 1), btf.int("u16", 2), btf.int("u32", 4), btf.int("u64", 8));
+        let addr6 = btf.aggregate(STRUCT, "in6_addr", 16, &[("s6_addr32", u64_, 0), ("s6_addr32_hi", u64_, 8)]);
+        let ns_common = btf.aggregate(STRUCT, "ns_common", 24, &[("inum", u32_, 16)]);
+        let net = btf.aggregate(STRUCT, "net", 256, &[("ns", ns_common, 120)]);
+        let net_pointer = btf.pointer(net);
+        let possible_net = btf.aggregate(STRUCT, "", 8, &[("net", net_pointer, 0)]);
+        let possible_net_typedef = btf.header("possible_net_t", TYPEDEF, 0, possible_net);
+        // skc_daddr and skc_rcv_saddr sit in an anonymous struct inside an anonymous union.
+        let addresses = btf.aggregate(STRUCT, "", 8, &[("skc_daddr", u32_, 0), ("skc_rcv_saddr", u32_, 4)]);
+        let address_union = btf.aggregate(UNION, "", 8, &[("skc_addrpair", u64_, 0), ("", addresses, 0)]);
+        let ports = btf.aggregate(STRUCT, "", 4, &[("skc_dport", u16_, 0), ("skc_num", u16_, 2)]);
+        let port_union = btf.aggregate(UNION, "", 4, &[("skc_portpair", u32_, 0), ("", ports, 0)]);
+        let sock_common = btf.aggregate(
+            STRUCT,
+            "sock_common",
+            136,
+            &[
+                ("", address_union, 0),
+                ("", port_union, 12),
+                ("skc_family", u16_, 16),
+                ("skc_state", u8_, 18),
+                ("skc_net", possible_net_typedef, 48),
+                ("skc_v6_daddr", addr6, 56),
+                ("skc_v6_rcv_saddr", addr6, 72),
+                ("skc_flags", u64_, 96),
+            ],
+        );
+        btf.aggregate(STRUCT, "sock", 760, &[("__sk_common", sock_common, 0), ("sk_err", u32_, 284), ("sk_protocol", u16_, 514)]);
+        btf.aggregate(STRUCT, "task_struct", 9792, &[("flags", u32_, 44), ("stack", u64_, 32), ("comm", addr6, 3008)]);
+        btf.enumeration("tcp_tw_status", &[("TCP_TW_SUCCESS", 0), ("TCP_TW_RST", 1), ("TCP_TW_ACK", 2), ("TCP_TW_SYN", 3)]);
+        // void (*)(void *, struct sock *, struct sk_buff *): no reset reason before 6.10.
+        let void_pointer = btf.pointer(0);
+        let prototype = btf.prototype(&[void_pointer, void_pointer, void_pointer]);
+        let prototype_pointer = btf.pointer(prototype);
+        btf.header("btf_trace_tcp_send_reset", TYPEDEF, 0, prototype_pointer);
+        btf.finish()
+    }
+
+    #[test]
+    fn members_are_found_through_typedefs_and_anonymous_unions_and_the_rest_is_named_missing() {
+        let resolved = resolve_in(&linux_6_1_subset());
+        let offsets = resolved.offsets;
+        assert_eq!((offsets.sock_daddr, offsets.sock_rcv_saddr), (0, 4), "inside the anonymous struct of the anonymous union");
+        assert_eq!((offsets.sock_dport, offsets.sock_num), (12, 14));
+        assert_eq!((offsets.sock_family, offsets.sock_state, offsets.sock_flags), (16, 18, 96));
+        assert_eq!((offsets.sock_net, offsets.net_inum), (48, 136), "skc_net.net through a typedef; net.ns.inum nested");
+        assert_eq!((offsets.sock_v6_daddr, offsets.sock_v6_rcv_saddr), (56, 72));
+        assert_eq!((offsets.sock_err, offsets.sock_protocol), (284, 514));
+        assert_eq!((offsets.task_flags, offsets.task_stack, offsets.task_comm), (44, 32, 3008));
+        assert_eq!(offsets.sock_common_len, 88, "up to the end of skc_v6_rcv_saddr");
+        assert!(resolved.namespaces_known());
+        assert!(!resolved.process_context_known(), "pt_regs.sp is not in this BTF");
+        assert_eq!(offsets.regs_sp, ABSENT);
+        for absent in ["pt_regs.sp", "tcp_sock.bytes_acked", "sk_buff.dev", "net_device.nd_net"] {
+            assert!(resolved.missing.contains(&absent), "{absent} in {:?}", resolved.missing);
+        }
+        assert_eq!(resolved.time_wait_status, Some(TimeWaitStatus { syn: 3, ack: 2 }));
+        assert!(!resolved.reset_reason_in_args, "three parameters: no reason");
+    }
+
+    #[test]
+    fn a_fourth_tcp_send_reset_parameter_is_the_reset_reason() {
+        let mut btf = Recorder::new();
+        let void_pointer = btf.pointer(0);
+        let reason = btf.enumeration("sk_rst_reason", &[("SK_RST_REASON_NOT_SPECIFIED", 0)]);
+        let prototype = btf.prototype(&[void_pointer, void_pointer, void_pointer, reason]);
+        let prototype_pointer = btf.pointer(prototype);
+        btf.header("btf_trace_tcp_send_reset", TYPEDEF, 0, prototype_pointer);
+        let resolved = resolve_in(&btf.finish());
+        assert!(resolved.reset_reason_in_args);
+        assert_eq!(resolved.time_wait_status, None);
+        assert!(resolved.missing.contains(&"enum tcp_tw_status"));
+        assert!(!resolved.namespaces_known());
     }
 }

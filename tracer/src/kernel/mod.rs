@@ -3,6 +3,7 @@
 pub mod btf_offsets;
 pub mod clock;
 pub mod hooks;
+pub mod kernel_log;
 pub mod privileges;
 pub mod probes;
 pub mod sock_diag;

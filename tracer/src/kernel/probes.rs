@@ -18,7 +18,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    EventKind, KernelConfig, KernelFilter, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_READ_FAILED, COUNTER_RESERVE_FAILED,
+    EventKind, KernelConfig, KernelMiss, KernelFilter, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED,
 };
 
 use crate::{
@@ -27,6 +27,7 @@ use crate::{
     kernel::btf_offsets,
     kernel::{
         hooks::{self, Attach, FLUSH_PROGRAM, HOOKS},
+        kernel_log::{self, KernelLog, KernelLogLevel},
         tracefs::{self, Format},
     },
 };
@@ -47,6 +48,7 @@ pub struct AttachOptions<'a> {
     /// record at once, so lines appear live and in order.
     pub batching: bool,
     pub filter: KernelFilter,
+    pub kernel_log: KernelLogLevel,
 }
 
 /// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
@@ -63,6 +65,8 @@ pub struct Modes {
     /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
     /// are seen exactly, with the `tcp_tw_status` values to read them.
     pub exact_time_wait: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
+    /// `--kernel-log`: which of the programs' log records are printed.
+    pub kernel_log: KernelLogLevel,
 }
 
 impl Modes {
@@ -70,12 +74,13 @@ impl Modes {
         let hooks: Vec<String> = self.hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
         let yes_no = |known: bool| if known { "yes" } else { "unknown" };
         format!(
-            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}",
+            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}; kernel log: {}",
             hooks.join(" "),
             if self.batched { "per-CPU" } else { "off" },
             yes_no(self.namespaces),
             yes_no(self.process_context),
             if self.reset_reasons { "yes" } else { "not on this kernel" },
+            self.kernel_log.name(),
         )
     }
 }
@@ -88,8 +93,45 @@ pub struct KernelLoss {
     /// Firings the kernel skipped because the same program was already running on that CPU (a
     /// softirq landing mid-run): `recursion_misses` of the tracer's programs.
     pub nested: u64,
-    /// Events not sent because a kernel structure could not be read.
-    pub read_failed: u64,
+    /// The programs' rare paths (a structure that could not be read, an unexpected family).
+    pub misses: KernelMisses,
+}
+
+/// The kernel programs' rare paths so far, by [`KernelMiss`] (in JSON, by name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelMisses([u64; KernelMiss::ALL.len()]);
+
+impl KernelMisses {
+    pub fn iter(&self) -> impl Iterator<Item = (KernelMiss, u64)> + '_ {
+        KernelMiss::ALL.into_iter().zip(self.0)
+    }
+
+    /// Events the kernel programs could not send.
+    pub fn not_sent(&self) -> u64 {
+        self.iter().filter(|(what, _)| !what.event_sent()).map(|(_, count)| count).sum()
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.iter().any(|count| *count > 0)
+    }
+}
+
+impl FromIterator<(KernelMiss, u64)> for KernelMisses {
+    fn from_iter<I: IntoIterator<Item = (KernelMiss, u64)>>(counts: I) -> KernelMisses {
+        let mut misses = KernelMisses::default();
+        for (what, count) in counts {
+            if let Some(index) = KernelMiss::ALL.iter().position(|known| *known == what) {
+                misses.0[index] += count;
+            }
+        }
+        misses
+    }
+}
+
+impl serde::Serialize for KernelMisses {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter().map(|(what, count)| (what.name(), count)))
+    }
 }
 
 pub struct Probes {
@@ -97,6 +139,7 @@ pub struct Probes {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     cpus: Vec<u32>,
+    kernel_log: Option<KernelLog>,
     pub modes: Modes,
 }
 
@@ -122,6 +165,7 @@ impl Probes {
             ..KernelConfig::NONE
         };
         let mut modes = Modes {
+            kernel_log: options.kernel_log,
             namespaces: resolved.namespaces_known(),
             process_context: resolved.process_context_known(),
             ..Modes::default()
@@ -151,12 +195,13 @@ impl Probes {
             bail!("--hook-mode tp-btf: this kernel's BTF lacks what the BTF tracepoints read; use --hook-mode auto");
         }
         let cpus = aya::util::online_cpus().map_err(|(what, error)| anyhow::anyhow!("{what}: {error}"))?;
-        let mut ebpf = load(&config, ring_buffer_bytes)?;
+        let log_level = kernel_log::level_byte(options.kernel_log);
+        let mut ebpf = load(&config, ring_buffer_bytes, &log_level, options.kernel_log)?;
         // Batches need a way to flush a CPU's records from userspace (Linux ≥ 5.10); without it
         // every record goes to the ring buffer at once.
         if options.batching && prepare_flush(&mut ebpf, cpus.first().copied()).is_err() {
             config.batching = 0;
-            ebpf = load(&config, ring_buffer_bytes)?;
+            ebpf = load(&config, ring_buffer_bytes, &log_level, options.kernel_log)?;
         }
         modes.batched = config.batching != 0;
         let use_btf = options.hook_mode != HookMode::Tracepoint && btf_offsets_known;
@@ -205,7 +250,8 @@ impl Probes {
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
-        Ok((Probes { ebpf, counters, cpus, modes }, events, Decoder::new(reason_names)))
+        let kernel_log = KernelLog::start(&mut ebpf, options.kernel_log)?;
+        Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, Decoder::new(reason_names)))
     }
 
     /// Sends every CPU's waiting batch to the ring buffer. Returns true when all of them went (a
@@ -228,6 +274,11 @@ impl Probes {
         complete
     }
 
+    /// The reader of the kernel programs' log records (`--kernel-log`), for the event loop.
+    pub fn take_kernel_log(&mut self) -> Option<KernelLog> {
+        self.kernel_log.take()
+    }
+
     /// What the kernel side lost or could not read so far.
     pub fn loss(&self) -> KernelLoss {
         let sum = |slot| self.counters.get(&slot, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
@@ -238,7 +289,8 @@ impl Probes {
             .filter_map(|fd| program_counters(fd.as_fd().as_raw_fd()).ok())
             .map(|counters| counters.recursion_misses)
             .sum();
-        KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, read_failed: sum(COUNTER_READ_FAILED) }
+        let misses = KernelMiss::ALL.into_iter().map(|what| (what, sum(what.slot()))).collect();
+        KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }
     }
 }
 
@@ -287,10 +339,11 @@ fn btf_offsets_complete(offsets: &KernelOffsets) -> bool {
     .all(|offset| *offset != ABSENT)
 }
 
-fn load(config: &KernelConfig, ring_buffer_bytes: u32) -> Result<Ebpf> {
-    EbpfLoader::new()
-        .override_global("CONFIG", config, true)
-        .map_max_entries("EVENTS", ring_buffer_bytes)
+fn load(config: &KernelConfig, ring_buffer_bytes: u32, log_level: &u8, kernel_log: KernelLogLevel) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.override_global("CONFIG", config, true).map_max_entries("EVENTS", ring_buffer_bytes);
+    kernel_log::configure(&mut loader, log_level, kernel_log);
+    loader
         .load(EBPF_OBJECT)
         .context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")
 }

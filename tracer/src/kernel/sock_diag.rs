@@ -494,36 +494,45 @@ fn receive_dump(socket: &Socket, sockets: &mut Vec<SocketRecord>, answer: u16) -
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let size = socket.recv(&mut &mut buffer[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let message = NetlinkBuffer::new_checked(&buffer[offset..size]).map_err(|error| anyhow::anyhow!("undecodable sock_diag reply: {error}"))?;
-            let length = message.length() as usize;
-            match message.message_type() {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => {
-                    let code = message.payload().get(..4).map_or(0, |code| i32::from_ne_bytes(code.try_into().expect("four bytes")));
-                    bail!("sock_diag refused the dump: {}", std::io::Error::from_raw_os_error(-code));
-                }
-                kind if kind == answer => {
-                    let header = InetResponseHeader::parse(message.payload()).map_err(|error| anyhow::anyhow!("undecodable sock_diag socket: {error}"))?;
-                    if let Some(state) = TcpState::from_kernel(header.state) {
-                        let id = &header.socket_id;
-                        sockets.push(SocketRecord {
-                            state,
-                            local: SocketAddr::new(id.source_address, id.source_port),
-                            remote: SocketAddr::new(id.destination_address, id.destination_port),
-                            inode: header.inode,
-                        });
-                    }
-                }
-                _ => {}
-            }
-            if length == 0 {
-                break;
-            }
-            offset += (length + 3) & !3;
+        if decode_answers(&buffer[..size], answer, sockets)? {
+            return Ok(());
         }
     }
+}
+
+/// Decodes one datagram of a dump's answers into `sockets`; true once the dump is done. Sockets
+/// in states the tracer does not know are skipped; an error message from the kernel is an error.
+fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>) -> Result<bool> {
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let message = NetlinkBuffer::new_checked(&datagram[offset..]).map_err(|error| anyhow::anyhow!("undecodable sock_diag reply: {error}"))?;
+        let length = message.length() as usize;
+        match message.message_type() {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = message.payload().get(..4).map_or(0, |code| i32::from_ne_bytes(code.try_into().expect("four bytes")));
+                bail!("sock_diag refused the dump: {}", std::io::Error::from_raw_os_error(-code));
+            }
+            kind if kind == answer => {
+                let header = InetResponseHeader::parse(message.payload()).map_err(|error| anyhow::anyhow!("undecodable sock_diag socket: {error}"))?;
+                if let Some(state) = TcpState::from_kernel(header.state) {
+                    let id = &header.socket_id;
+                    sockets.push(SocketRecord {
+                        state,
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                        inode: header.inode,
+                    });
+                }
+            }
+            _ => {}
+        }
+        if length == 0 {
+            break;
+        }
+        offset += (length + 3) & !3;
+    }
+    Ok(false)
 }
 
 /// The processes holding these socket inodes (a /proc scan: only for the few stuck sockets).
@@ -615,6 +624,64 @@ mod tests {
         assert_eq!(both.len(), 2, "the IPv4-mapped and the IPv6 CLOSE_WAIT socket: {both:?}");
         assert!(both.iter().all(|s| s.state == TcpState::CloseWait && s.inode != 0), "{both:?}");
         assert_eq!(both, ours(dump_by_family(&socket).unwrap()));
+    }
+
+    /// One netlink message of type `kind` with `payload`, padded to four bytes.
+    fn message(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
+        bytes.extend_from_slice(&kind.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 10]);
+        bytes.extend_from_slice(payload);
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        bytes
+    }
+
+    /// A `struct inet_diag_msg` as the kernel sends it (ports and addresses in network order).
+    fn inet_diag_msg(family: u8, state: u8, local: SocketAddr, remote: SocketAddr, inode: u32) -> Vec<u8> {
+        let address = |address: SocketAddr| match address.ip() {
+            std::net::IpAddr::V4(ip) => {
+                let mut bytes = [0; 16];
+                bytes[..4].copy_from_slice(&ip.octets());
+                bytes
+            }
+            std::net::IpAddr::V6(ip) => ip.octets(),
+        };
+        let mut bytes = vec![family, state, 0, 0];
+        bytes.extend_from_slice(&local.port().to_be_bytes());
+        bytes.extend_from_slice(&remote.port().to_be_bytes());
+        bytes.extend_from_slice(&address(local));
+        bytes.extend_from_slice(&address(remote));
+        bytes.extend_from_slice(&[0; 4]); // interface
+        bytes.extend_from_slice(&[0xff; 8]); // cookie
+        bytes.extend_from_slice(&[0; 16]); // expires, rqueue, wqueue, uid
+        bytes.extend_from_slice(&inode.to_ne_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_dump_datagram_decodes_to_sockets_until_done_and_a_kernel_error_is_an_error() {
+        let server: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let client: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let (server6, client6): (SocketAddr, SocketAddr) = ("[fd00::2]:443".parse().unwrap(), "[fd00::1]:50000".parse().unwrap());
+        let mut datagram = message(TCPDIAG_GETSOCK, &inet_diag_msg(AF_INET, 6, server, client, 1234));
+        datagram.extend(message(TCPDIAG_GETSOCK, &inet_diag_msg(AF_INET6, 8, server6, client6, 99)));
+        datagram.extend(message(TCPDIAG_GETSOCK, &inet_diag_msg(AF_INET, 42, server, client, 7))); // no such state
+        datagram.extend(message(SOCK_DIAG_BY_FAMILY, &inet_diag_msg(AF_INET, 6, client, server, 8))); // not this dump's type
+        let mut sockets = Vec::new();
+        assert!(!decode_answers(&datagram, TCPDIAG_GETSOCK, &mut sockets).unwrap(), "no NLMSG_DONE yet");
+        let expected = [
+            SocketRecord { state: TcpState::TimeWait, local: server, remote: client, inode: 1234 },
+            SocketRecord { state: TcpState::CloseWait, local: server6, remote: client6, inode: 99 },
+        ];
+        assert_eq!(sockets, expected);
+
+        let done = message(NLMSG_DONE, &[0; 4]);
+        assert!(decode_answers(&done, TCPDIAG_GETSOCK, &mut sockets).unwrap());
+        let refused = message(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
+        let error = decode_answers(&refused, TCPDIAG_GETSOCK, &mut sockets).unwrap_err().to_string();
+        assert!(error.contains("refused the dump") && error.contains("not permitted"), "{error}");
+        assert!(decode_answers(&[1, 2, 3], TCPDIAG_GETSOCK, &mut sockets).is_err(), "a truncated header is an error");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub struct Metrics {
     findings_total: Family<Labels, Counter>,
     peer_trouble: Family<Labels, Gauge>,
     health: Family<Labels, Counter>,
+    kernel_misses: Family<Labels, Counter>,
     snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_namespaces: Family<Labels, Gauge>,
     /// Health totals already added to the counters.
@@ -77,6 +78,7 @@ impl Metrics {
             findings_total: Family::default(),
             peer_trouble: Family::default(),
             health: Family::default(),
+            kernel_misses: Family::default(),
             snapshot_seconds: Gauge::default(),
             snapshot_namespaces: Family::default(),
             reported: Health::default(),
@@ -91,7 +93,12 @@ impl Metrics {
         registry.register("findings", "Findings in the last summary, by kind", metrics.findings.clone());
         registry.register("findings_reported", "Findings reported since start (one per peer and summary), by kind", metrics.findings_total.clone());
         registry.register("peer_trouble", "Trouble score of the ten most troubled remote endpoints of the last interval", metrics.peer_trouble.clone());
-        registry.register("events", "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped)", metrics.health.clone());
+        registry.register(
+            "events",
+            "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped, recorder_overflowed)",
+            metrics.health.clone(),
+        );
+        registry.register("kernel_misses", "The kernel programs' rare paths: structures they could not read, unexpected families", metrics.kernel_misses.clone());
         registry.register("snapshot_seconds", "How long the last round of sock_diag dumps took", metrics.snapshot_seconds.clone());
         registry.register(
             "snapshot_namespaces",
@@ -190,8 +197,12 @@ impl Metrics {
             ("evicted", health.evicted, previous.evicted),
             ("decode_errors", health.decode_errors, previous.decode_errors),
             ("output_dropped", health.output_dropped, previous.output_dropped),
+            ("recorder_overflowed", health.recorder_overflowed, previous.recorder_overflowed),
         ] {
             self.health.get_or_create(&labels(&[("what", what)])).inc_by(now.saturating_sub(before));
+        }
+        for ((what, now), (_, before)) in health.kernel_misses.iter().zip(previous.kernel_misses.iter()) {
+            self.kernel_misses.get_or_create(&labels(&[("what", what.name())])).inc_by(now.saturating_sub(before));
         }
     }
 }

@@ -16,13 +16,19 @@ pub struct Health {
     /// (a softirq landing in the middle of it): events lost too, counted apart because no buffer
     /// size helps (`recursion_misses` of the tracer's programs).
     pub skipped: u64,
-    /// Not sent because the kernel program could not read a socket, packet or task.
+    /// Not sent because the kernel program could not read a socket, packet or record, or met a
+    /// socket of an unexpected family: the sum of `kernel_misses` whose event was not sent.
     pub unreadable: u64,
+    /// The kernel programs' rare paths, each counted (`--kernel-log` shows them as they happen).
+    pub kernel_misses: crate::kernel::probes::KernelMisses,
     pub decode_errors: u64,
     pub evicted: u64,
     pub joined_mid_life: u64,
     /// Output lines dropped because stdout was not being read.
     pub output_dropped: u64,
+    /// Events and connections the flight recorder pushed out by its count cap before their
+    /// window passed (`--record-max-events`): missing from the records written since.
+    pub recorder_overflowed: u64,
 }
 
 /// Which sources fed this summary, said in every header.
@@ -125,6 +131,17 @@ impl<'a> Summary<'a> {
         );
         if health.output_dropped > 0 {
             let _ = writeln!(out, "output: {} lines dropped (stdout was not read fast enough)", health.output_dropped);
+        }
+        if health.kernel_misses.any() {
+            let misses: Vec<String> = health.kernel_misses.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{} {n}", what.name())).collect();
+            let _ = writeln!(out, "kernel: {} (--kernel-log warn shows each)", misses.join(", "));
+        }
+        if health.recorder_overflowed > 0 {
+            let _ = writeln!(
+                out,
+                "flight recorder: {} events pushed out before their window (raise --record-max-events)",
+                health.recorder_overflowed
+            );
         }
         let _ = writeln!(out, "states  {}", join_counts(self.states, "none"));
         let _ = writeln!(out, "closed  {}", join_counts(self.closes, "none this interval"));
@@ -252,5 +269,48 @@ mod tests {
         assert_eq!(human.lines().filter(|line| line.trim_start().starts_with("rst_to_peer")).count(), 5, "{human}");
         assert!(human.contains("  + 145 more rst_to_peer (290 in all)"), "{human}");
         assert!(human.contains("close_wait_stuck 10.0.0.1:8080"), "{human}");
+    }
+
+    #[test]
+    fn the_human_summary_shows_every_table_and_only_the_health_lines_that_matter() {
+        let mut picture = Picture {
+            states: [("ESTABLISHED", 3), ("CLOSE_WAIT", 1)].into_iter().collect(),
+            closes: [("graceful", 7), ("reset_by_peer", 2)].into_iter().collect(),
+            peers: vec![crate::find::PeerRow { local: "10.0.0.1:8080".into(), remote: "10.0.0.2:*".into(), ended: 9, rst_from_peer: 2, stuck: 1, ..Default::default() }],
+            handshakes: vec![crate::find::HandshakeRow { local: "10.0.0.1:*".into(), remote: "10.0.0.3:443".into(), netns: 1, connections: 4, p50_ms: 0.25, p99_ms: 12.5 }],
+            findings: vec![finding(FindingKind::CloseWaitStuck, 8080, 1)],
+        };
+        picture.findings[0].netns_name = Some("blue".into());
+        picture.findings[0].record = Some("/var/lib/tracer/r1.jsonl".into());
+        let modes = SourceModes { hooks: String::new(), snapshot: "sock_diag (1 netns, 1 dumped in 0 ms)".into(), snapshot_round: None, time_wait: "sock_diag" };
+        let kernel_misses = [(tracer_common::KernelMiss::Task, 3)].into_iter().collect();
+        let health = Health { seen: 40, kernel_misses, recorder_overflowed: 5, ..Health::default() };
+        let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, true, health, &modes, &picture);
+        let expected = "\
+── 2026-11-23T00:00:00Z final, interval 10.0s ────────────────────────────────
+events 40 seen, 0 lost, 0 skipped, 0 unreadable, 0 undecodable, 0 evicted | snapshot: sock_diag (1 netns, 1 dumped in 0 ms) | TIME_WAIT from sock_diag
+kernel: task_unreadable 3 (--kernel-log warn shows each)
+flight recorder: 5 events pushed out before their window (raise --record-max-events)
+states  ESTABLISHED 3  CLOSE_WAIT 1
+closed  graceful 7  reset_by_peer 2
+top peers by trouble
+  LOCAL                  REMOTE                 ENDED RST← RST→ SILENT  SYN↻ FAIL STUCK
+  10.0.0.1:8080          10.0.0.2:*                 9    2    0      0     0    0     1
+slowest handshakes (SYN → ESTABLISHED)
+  LOCAL                  REMOTE                 CONNS    p50 ms    p99 ms
+  10.0.0.1:*             10.0.0.3:443               4      0.25     12.50
+findings
+  close_wait_stuck 10.0.0.1:8080 → 10.0.0.2:80  now 1 total 1
+      1 RST(s) sent
+      in netns 1 (blue)
+      flight record: /var/lib/tracer/r1.jsonl
+";
+        assert_eq!(summary.human(false), expected);
+        let quiet = Summary::new("2026-11-23T00:00:10Z".into(), 10.0, false, Health::default(), &modes, &Picture::default()).human(false);
+        assert!(!quiet.contains("kernel:") && !quiet.contains("flight recorder") && quiet.contains("findings: none"), "{quiet}");
+        let json: serde_json::Value = serde_json::from_str(&summary.json()).unwrap();
+        assert_eq!(json["events"]["kernel_misses"]["task_unreadable"], 3);
+        assert_eq!(json["events"]["recorder_overflowed"], 5);
+        assert_eq!(json["final"], true);
     }
 }
