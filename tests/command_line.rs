@@ -33,7 +33,9 @@ fn two_output_modes_at_once_or_an_unknown_selection_is_one_line_and_exit_2() {
 
 #[test]
 fn a_summary_flag_with_events_is_refused_not_ignored() {
-    for flag in [&["--metrics-addr", "9464"][..], &["--record-dir", "/tmp"], &["--interval", "5"], &["--no-snapshot"], &["--stuck-after", "60"]] {
+    for flag in
+        [&["--metrics-addr", "9464"][..], &["--record-dir", "/tmp"], &["--interval", "5"], &["--no-snapshot"], &["--stuck-after", "60"]]
+    {
         let output = tracer(&[&["--events"][..], flag].concat());
         assert_eq!(output.status.code(), Some(2), "{flag:?}");
         let line = one_line_error(&output);

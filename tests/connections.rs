@@ -77,7 +77,14 @@ fn a_graceful_close_by_the_client_gives_both_ends_their_line_with_the_bytes_move
 
     let client_line = line_of(tracer, client_addr, server);
     let graceful = |first_fin: &str, sent: u64, received: u64| {
-        vec![("close", "graceful".into()), ("first_fin", first_fin.into()), ("rst", Value::Null), ("bytes_sent", sent.into()), ("bytes_received", received.into()), ("silent_cause", Value::Null)]
+        vec![
+            ("close", "graceful".into()),
+            ("first_fin", first_fin.into()),
+            ("rst", Value::Null),
+            ("bytes_sent", sent.into()),
+            ("bytes_received", received.into()),
+            ("silent_cause", Value::Null),
+        ]
     };
     assert_fields(&client_line, &[&[("role", "client".into())][..], &graceful("us", 5000, 300)].concat());
     assert_eq!(client_line["pid"], std::process::id(), "the owner is named: {client_line}");
@@ -104,8 +111,14 @@ fn a_graceful_close_by_the_server_is_told_from_both_sides() {
     assert_eq!(got.len(), 777);
     drop(client);
 
-    assert_fields(&line_of(tracer, client_addr, server), &[("role", "client".into()), ("close", "graceful".into()), ("first_fin", "peer".into()), ("bytes_received", 777.into())]);
-    assert_fields(&line_of(tracer, server, client_addr), &[("role", "server".into()), ("close", "graceful".into()), ("first_fin", "us".into()), ("bytes_sent", 777.into())]);
+    assert_fields(
+        &line_of(tracer, client_addr, server),
+        &[("role", "client".into()), ("close", "graceful".into()), ("first_fin", "peer".into()), ("bytes_received", 777.into())],
+    );
+    assert_fields(
+        &line_of(tracer, server, client_addr),
+        &[("role", "server".into()), ("close", "graceful".into()), ("first_fin", "us".into()), ("bytes_sent", 777.into())],
+    );
     scene.tracer.stop();
 }
 
@@ -122,13 +135,32 @@ fn a_refused_connect_and_a_connect_timeout() {
     let refused = link.client.run(move || connect_from(refused_from, closed).expect_err("nothing listens there").kind());
     assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
     let refused_line = line_of(&tracer, refused_from, closed);
-    assert_fields(&refused_line, &[("role", "client".into()), ("close", "refused".into()), ("rst", "received".into()), ("syn_retransmits", 0.into()), ("established_ms", Value::Null), ("error", "ECONNREFUSED".into())]);
+    assert_fields(
+        &refused_line,
+        &[
+            ("role", "client".into()),
+            ("close", "refused".into()),
+            ("rst", "received".into()),
+            ("syn_retransmits", 0.into()),
+            ("established_ms", Value::Null),
+            ("error", "ECONNREFUSED".into()),
+        ],
+    );
 
     let dropped = SocketAddr::new(link.server_ip, 7780);
     let timed_out = link.client.run(move || connect_from(timeout_from, dropped).expect_err("the firewall drops every SYN").kind());
     assert_eq!(timed_out, std::io::ErrorKind::TimedOut);
     let timeout_line = line_of(&tracer, timeout_from, dropped);
-    assert_fields(&timeout_line, &[("role", "client".into()), ("close", "connect_timeout".into()), ("rst", Value::Null), ("error", "ETIMEDOUT".into()), ("bytes_sent", 0.into())]);
+    assert_fields(
+        &timeout_line,
+        &[
+            ("role", "client".into()),
+            ("close", "connect_timeout".into()),
+            ("rst", Value::Null),
+            ("error", "ETIMEDOUT".into()),
+            ("bytes_sent", 0.into()),
+        ],
+    );
     // tcp_syn_retries=1 bounds the time (1 s + 2 s), and the kernel sends a SYN at each expiry.
     assert!(timeout_line["syn_retransmits"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "{timeout_line}");
     let lines = tracer.stop();
@@ -150,19 +182,32 @@ fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
     });
     let accepted: Vec<_> = (0..2).map(|_| listener.accept().unwrap().0).collect();
     let client_ip = link.client_ip;
-    link.server.nft(&format!("table inet blackhole {{ chain input {{ type filter hook input priority 0; ip saddr {client_ip} drop; }}; }}"));
+    link.server
+        .nft(&format!("table inet blackhole {{ chain input {{ type filter hook input priority 0; ip saddr {client_ip} drop; }}; }}"));
     let (sending_addr, idle_addr) = (sending.local_addr().unwrap(), idle.local_addr().unwrap());
     let mut sending = sending;
     sending.write_all(b"hello?").unwrap();
 
     let silent = line_of(&tracer, sending_addr, server);
-    assert_fields(&silent, &[("close", "peer_silent".into()), ("silent_cause", "retransmissions".into()), ("error", "ETIMEDOUT".into()), ("bytes_sent", 0.into())]);
+    assert_fields(
+        &silent,
+        &[
+            ("close", "peer_silent".into()),
+            ("silent_cause", "retransmissions".into()),
+            ("error", "ETIMEDOUT".into()),
+            ("bytes_sent", 0.into()),
+        ],
+    );
     assert!(silent["retransmits"].as_u64() >= Some(1), "{silent}");
     let kept_alive = line_of(&tracer, idle_addr, server);
     assert_eq!(kept_alive["close"], "peer_silent", "{kept_alive}");
     // The kernel names the keepalive reset from 6.10; before, it is our reset without a reason.
     if kernel_at_least(6, 10) {
-        assert_eq!((kept_alive["rst_reason"].as_str(), kept_alive["silent_cause"].as_str()), (Some("TCP_KEEPALIVE_TIMEOUT"), Some("keepalive")), "{kept_alive}");
+        assert_eq!(
+            (kept_alive["rst_reason"].as_str(), kept_alive["silent_cause"].as_str()),
+            (Some("TCP_KEEPALIVE_TIMEOUT"), Some("keepalive")),
+            "{kept_alive}"
+        );
     } else {
         assert!(kept_alive["rst_reason"].is_null(), "no reason before 6.10: {kept_alive}");
     }
@@ -185,7 +230,16 @@ fn an_application_abort_and_a_reset_from_a_middlebox() {
     let aborted = line_of(tracer, aborting_addr, server);
     assert_fields(&aborted, &[("role", "client".into()), ("close", "aborted".into()), ("rst", "sent".into()), ("bytes_sent", 100.into())]);
     let reset = line_of(tracer, server, aborting_addr);
-    assert_fields(&reset, &[("role", "server".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("bytes_received", 100.into()), ("error", "ECONNRESET".into())]);
+    assert_fields(
+        &reset,
+        &[
+            ("role", "server".into()),
+            ("close", "reset_by_peer".into()),
+            ("rst", "received".into()),
+            ("bytes_received", 100.into()),
+            ("error", "ECONNRESET".into()),
+        ],
+    );
 
     // A firewall in the server's namespace answers the client's data with a RST of its own: the
     // client sees a reset, the server never hears of it.
@@ -199,7 +253,10 @@ fn an_application_abort_and_a_reset_from_a_middlebox() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(client.read(&mut [0; 1]).is_err(), "the appliance reset the connection");
     let by_appliance = line_of(tracer, client_addr, server);
-    assert_fields(&by_appliance, &[("role", "client".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("first_fin", Value::Null)]);
+    assert_fields(
+        &by_appliance,
+        &[("role", "client".into()), ("close", "reset_by_peer".into()), ("rst", "received".into()), ("first_fin", Value::Null)],
+    );
     let lines = scene.tracer.stop();
     assert!(
         !lines.iter().any(|line| line["local"] == server.to_string() && line["remote"] == client_addr.to_string()),

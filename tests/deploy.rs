@@ -48,7 +48,8 @@ fn the_daemonset_validates_against_the_kubernetes_schema_and_its_args_parse() {
     let pod = &template["spec"];
     assert_eq!((pod["hostPID"].as_bool(), pod["hostNetwork"].as_bool()), (Some(true), Some(true)), "namespaces of the node");
     let container = &pod["containers"][0];
-    let args: Vec<String> = container["args"].as_vec().expect("container args").iter().map(|arg| arg.as_str().expect("a string arg").to_string()).collect();
+    let args: Vec<String> =
+        container["args"].as_vec().expect("container args").iter().map(|arg| arg.as_str().expect("a string arg").to_string()).collect();
     assert!(args.iter().any(|arg| arg == "--metrics-addr=0.0.0.0:9464"), "Prometheus scrapes the annotated port: {args:?}");
     Cli::try_parse_from(std::iter::once("tracer".to_string()).chain(args.clone())).unwrap_or_else(|error| panic!("{args:?}: {error}"));
     let ports: Vec<i64> = container["ports"].as_vec().into_iter().flatten().filter_map(|port| port["containerPort"].as_i64()).collect();
@@ -80,7 +81,10 @@ fn the_container_image_is_the_tracer_on_a_slim_base_and_builds_where_a_builder_r
     let build = Command::new(builder).current_dir(&root).args(["build", "-f", "deploy/Containerfile", "-t", &tag, "."]).output().unwrap();
     let said = String::from_utf8_lossy(&build.stderr);
     if !build.status.success() && (said.contains("pull") || said.contains("registry") || said.contains("dial tcp")) {
-        eprintln!("container image not built: {builder} cannot pull the Debian base image from here: {}", said.lines().last().unwrap_or_default());
+        eprintln!(
+            "container image not built: {builder} cannot pull the Debian base image from here: {}",
+            said.lines().last().unwrap_or_default()
+        );
         return;
     }
     assert!(build.status.success(), "{builder} build failed: {said}");

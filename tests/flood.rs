@@ -7,7 +7,6 @@ mod support;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    os::fd::AsRawFd,
     time::Duration,
 };
 
@@ -35,7 +34,9 @@ fn syn_flood(ns: &Netns, target: SocketAddr, count: usize) -> Vec<TcpStream> {
                     sin_zero: [0; 8],
                 };
                 // SAFETY: a valid sockaddr_in for a socket we own; EINPROGRESS is expected.
-                unsafe { libc::connect(socket, (&address as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) };
+                unsafe {
+                    libc::connect(socket, (&address as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+                };
                 // SAFETY: we own the descriptor and hand it to TcpStream, which closes it.
                 unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(socket) }
             })

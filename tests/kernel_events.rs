@@ -22,13 +22,8 @@ fn connect_and_accept(link: &Link, server_ip: IpAddr) -> (TcpStream, TcpStream, 
     (client, accepted, client_addr, server_addr)
 }
 
-const ACTIVE_CLOSE: &[(&str, &str)] = &[
-    ("CLOSE", "SYN_SENT"),
-    ("SYN_SENT", "ESTABLISHED"),
-    ("ESTABLISHED", "FIN_WAIT1"),
-    ("FIN_WAIT1", "FIN_WAIT2"),
-    ("FIN_WAIT2", "CLOSE"),
-];
+const ACTIVE_CLOSE: &[(&str, &str)] =
+    &[("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"), ("ESTABLISHED", "FIN_WAIT1"), ("FIN_WAIT1", "FIN_WAIT2"), ("FIN_WAIT2", "CLOSE")];
 const PASSIVE_CLOSE: &[(&str, &str)] = &[
     ("LISTEN", "SYN_RECV"),
     ("SYN_RECV", "ESTABLISHED"),
@@ -70,10 +65,7 @@ fn client_that_closes_first_goes_through_fin_wait_and_server_through_last_ack(mo
     // connect() runs in our process; the server's SYN_RECV is made in softirq, where no pid is true.
     let connect = lines.iter().find(|line| line["state"] == "SYN_SENT" && line["netns"] == link.client.inode()).unwrap();
     assert_eq!(connect["tgid"], std::process::id(), "{connect}");
-    let syn_recv = lines
-        .iter()
-        .find(|line| line["state"] == "SYN_RECV" && line["local"] == server.to_string())
-        .unwrap();
+    let syn_recv = lines.iter().find(|line| line["state"] == "SYN_RECV" && line["local"] == server.to_string()).unwrap();
     assert!(syn_recv["pid"].is_null(), "softirq event must not carry a pid: {syn_recv}");
     assert_eq!(syn_recv["netns"], link.server.inode());
 }
@@ -120,7 +112,9 @@ fn connect_to_a_closed_port_is_reset_by_the_peer(mode: HookMode) {
     let closed_port = SocketAddr::new(link.server_ip, 9);
     let error = link.connect(closed_port).expect_err("nothing listens on port 9");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
-    tracer.wait_for("SYN_SENT → CLOSE", |line| line["netns"] == link.client.inode() && line["old_state"] == "SYN_SENT" && line["state"] == "CLOSE");
+    tracer.wait_for("SYN_SENT → CLOSE", |line| {
+        line["netns"] == link.client.inode() && line["old_state"] == "SYN_SENT" && line["state"] == "CLOSE"
+    });
     let lines = tracer.stop();
     assert_nothing_lost(&lines);
 
@@ -131,17 +125,12 @@ fn connect_to_a_closed_port_is_reset_by_the_peer(mode: HookMode) {
         .map(|line| (line["old_state"].as_str().unwrap(), line["state"].as_str().unwrap()))
         .collect();
     assert_eq!(states, [("CLOSE", "SYN_SENT"), ("SYN_SENT", "CLOSE")]);
-    let received = lines
-        .iter()
-        .find(|line| line["kind"] == "rst_received" && line["netns"] == client_netns)
-        .expect("the client saw the RST");
+    let received =
+        lines.iter().find(|line| line["kind"] == "rst_received" && line["netns"] == client_netns).expect("the client saw the RST");
     assert_eq!(received["remote"], closed_port.to_string());
     if with_reasons {
         // Linux ≥ 6.10 also reports resets sent without a socket, in the namespace that sent them.
-        let sent = lines
-            .iter()
-            .find(|line| line["kind"] == "rst_sent" && line["netns"] == link.server.inode())
-            .expect("the server's RST");
+        let sent = lines.iter().find(|line| line["kind"] == "rst_sent" && line["netns"] == link.server.inode()).expect("the server's RST");
         assert_eq!(sent["reason"], "NO_SOCKET", "{sent}");
         assert_eq!(sent["local"], closed_port.to_string());
         assert_eq!(sent["remote"], received["local"]);
@@ -162,10 +151,7 @@ fn close_with_linger_zero_sends_a_reset_with_its_reason(mode: HookMode) {
     let lines = tracer.stop();
     assert_nothing_lost(&lines);
 
-    assert_eq!(
-        transitions(&lines, client, server),
-        pairs(&[("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"), ("ESTABLISHED", "CLOSE")])
-    );
+    assert_eq!(transitions(&lines, client, server), pairs(&[("CLOSE", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"), ("ESTABLISHED", "CLOSE")]));
     assert_eq!(
         transitions(&lines, server, client),
         pairs(&[("LISTEN", "SYN_RECV"), ("SYN_RECV", "ESTABLISHED"), ("ESTABLISHED", "CLOSE")])
@@ -221,9 +207,14 @@ fn a_syn_into_time_wait_is_seen_exactly_where_fexit_works_and_by_its_new_socket_
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         // Counted at SYN_RECV → ESTABLISHED: before 6.x the child's LISTEN → SYN_RECV still
         // carries the listener's addresses.
-        let births = || tracer.lines().iter().filter(|l| l["old_state"] == "SYN_RECV" && l["state"] == "ESTABLISHED" && same_tuple(l)).count();
+        let births =
+            || tracer.lines().iter().filter(|l| l["old_state"] == "SYN_RECV" && l["state"] == "ESTABLISHED" && same_tuple(l)).count();
         while births() < 2 {
-            assert!(std::time::Instant::now() < deadline, "the new socket on the same tuple never appeared: {:#?}", tracer.lines().iter().filter(|l| same_tuple(l)).collect::<Vec<_>>());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new socket on the same tuple never appeared: {:#?}",
+                tracer.lines().iter().filter(|l| same_tuple(l)).collect::<Vec<_>>()
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }

@@ -49,10 +49,17 @@ impl Prometheus {
 
     /// The value of an instant query's single series, once it exists.
     fn query(&self, promql: &str) -> Option<f64> {
-        let encoded: String = promql
-            .bytes()
-            .map(|byte| if byte.is_ascii_alphanumeric() || b"_-.".contains(&byte) { (byte as char).to_string() } else { format!("%{byte:02X}") })
-            .collect();
+        let encoded: String =
+            promql
+                .bytes()
+                .map(|byte| {
+                    if byte.is_ascii_alphanumeric() || b"_-.".contains(&byte) {
+                        (byte as char).to_string()
+                    } else {
+                        format!("%{byte:02X}")
+                    }
+                })
+                .collect();
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         write!(stream, "GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
         let mut response = String::new();

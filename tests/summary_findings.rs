@@ -47,7 +47,8 @@ fn server_that_never_closes_is_flagged_close_wait_stuck_and_the_client_fin_unans
     let last = lines.last().unwrap();
     assert_eq!(last["final"], true);
     assert_eq!(last["events"]["lost"], 0);
-    let still_stuck = last["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "close_wait_stuck" && f["local"] == server.to_string());
+    let still_stuck =
+        last["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "close_wait_stuck" && f["local"] == server.to_string());
     assert_eq!(still_stuck.map(|f| (f["count"].clone(), f["total"].clone())), Some((1.into(), 1.into())), "{last}");
     drop(accepted);
 }
@@ -65,7 +66,8 @@ fn blackholed_peer_with_user_timeout_is_peer_silent() {
         stream
     });
     let (accepted, client) = listener.accept().unwrap();
-    link.server.nft(&format!("table inet blackhole {{ chain input {{ type filter hook input priority 0; ip saddr {} drop; }}; }}", client.ip()));
+    link.server
+        .nft(&format!("table inet blackhole {{ chain input {{ type filter hook input priority 0; ip saddr {} drop; }}; }}", client.ip()));
     (&client_stream).write_all(b"anyone there?").unwrap();
 
     let silent = tracer.wait_for_finding("peer_silent", |f| f["remote"] == server.to_string());
@@ -172,7 +174,8 @@ fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
     let target = SocketAddr::new(link.server_ip, 7778);
     let error = link.client.run(move || TcpStream::connect_timeout(&target, Duration::from_millis(2500))).expect_err("nobody answers");
     assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-    let finding = tracer.wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string() && f["detail"].as_str().unwrap().contains("1 timed out"));
+    let finding = tracer
+        .wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string() && f["detail"].as_str().unwrap().contains("1 timed out"));
     assert_eq!(finding["local"], endpoint_any(link.client_ip));
     let retransmits: u64 = tracer
         .lines()
@@ -183,7 +186,8 @@ fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
         .sum();
     assert!(retransmits >= 1, "at least the 1 s retransmit happened within 2.5 s");
     let summary = tracer.wait_for("the close class", |line| line["closes"]["connect_timeout"] == 1);
-    let failed = summary["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "syn_retransmit").expect("the failed connect's finding");
+    let failed =
+        summary["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "syn_retransmit").expect("the failed connect's finding");
     assert!(failed["detail"].as_str().unwrap().ends_with("1 connect(s) failed (0 refused, 1 timed out)"), "{failed}");
     tracer.stop();
 }
@@ -255,11 +259,17 @@ fn a_reset_storm_from_client_ports_is_one_finding_for_the_service() {
         (service, servers)
     });
     let summary = tracer.wait_for("the storm summarized", |line| {
-        line["findings"].as_array().is_some_and(|findings| findings.iter().any(|f| f["kind"] == "rst_to_peer" && f["count"].as_u64() >= Some(200)))
+        line["findings"]
+            .as_array()
+            .is_some_and(|findings| findings.iter().any(|f| f["kind"] == "rst_to_peer" && f["count"].as_u64() >= Some(200)))
     });
     let storm: Vec<&Value> = summary["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "rst_to_peer").collect();
     assert_eq!(storm.len(), 1, "one finding, not one per client port: {storm:?}");
-    assert_eq!((storm[0]["local"].clone(), storm[0]["remote"].clone()), ("127.0.0.1:*".into(), service.to_string().into()), "the service is named");
+    assert_eq!(
+        (storm[0]["local"].clone(), storm[0]["remote"].clone()),
+        ("127.0.0.1:*".into(), service.to_string().into()),
+        "the service is named"
+    );
     assert!(summary.to_string().len() < 16 * 1024, "the summary stays small: {} bytes", summary.to_string().len());
     drop(servers);
     tracer.stop();

@@ -56,7 +56,8 @@ fn no_program_or_link_survives_any_way_of_stopping() {
     let leftovers = our_programs();
     wait_until_gone("the previous tests' tracers exited", &leftovers);
     let ways = [("SIGINT", libc::SIGINT, "auto"), ("SIGTERM", libc::SIGTERM, "auto"), ("kill -9", libc::SIGKILL, "auto")];
-    let classic = [("SIGINT, classic tracepoints", libc::SIGINT, "tracepoint"), ("kill -9, classic tracepoints", libc::SIGKILL, "tracepoint")];
+    let classic =
+        [("SIGINT, classic tracepoints", libc::SIGINT, "tracepoint"), ("kill -9, classic tracepoints", libc::SIGKILL, "tracepoint")];
     for (how, signal, mode) in ways.into_iter().chain(classic) {
         let tracer = Tracer::start(&["--interval", "1", "--hook-mode", mode]);
         let programs = our_programs();

@@ -343,9 +343,13 @@ pub fn assert_nothing_lost(lines: &[Value]) {
     // `seen` counts the host's events (or the --netns namespace's); it must cover at least what
     // this run printed: its event lines, or two state changes per connection its summaries closed.
     let event_lines = lines.iter().filter(|line| line.get("ts_ns").is_some() && line.get("kind").is_some()).count() as u64;
-    let closed: u64 = lines.iter().filter_map(|line| line["closes"].as_object()).flat_map(|closes| closes.values()).filter_map(Value::as_u64).sum();
+    let closed: u64 =
+        lines.iter().filter_map(|line| line["closes"].as_object()).flat_map(|closes| closes.values()).filter_map(Value::as_u64).sum();
     let seen = last["events"]["seen"].as_u64().unwrap();
-    assert!(seen > 0 && seen >= event_lines.max(2 * closed), "{seen} seen, but {event_lines} event lines and {closed} connections closed: {last}");
+    assert!(
+        seen > 0 && seen >= event_lines.max(2 * closed),
+        "{seen} seen, but {event_lines} event lines and {closed} connections closed: {last}"
+    );
 }
 
 /// The `(old_state, state)` transitions of the socket that was, at some point, `local` → `remote`

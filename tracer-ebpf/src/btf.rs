@@ -14,7 +14,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
     EbpfContext,
 };
-use tracer_common::{EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT};
+use tracer_common::{
+    EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT,
+};
 
 use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4, AF_INET6};
 

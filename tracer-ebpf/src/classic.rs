@@ -165,11 +165,9 @@ fn in_process_context(record: &Record, offsets: &KernelOffsets) -> bool {
     let regs = record.field::<u64>(0).unwrap_or(0);
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
-    let (Some(sp), Some(stack), Some(flags)) = (
-        kernel::<u64>(regs, offsets.regs_sp),
-        kernel::<u64>(task, offsets.task_stack),
-        kernel::<u32>(task, offsets.task_flags),
-    ) else {
+    let (Some(sp), Some(stack), Some(flags)) =
+        (kernel::<u64>(regs, offsets.regs_sp), kernel::<u64>(task, offsets.task_stack), kernel::<u32>(task, offsets.task_flags))
+    else {
         missed(KernelMiss::Task);
         return false;
     };

@@ -158,7 +158,8 @@ fn address_wanted(event: &WireEvent, filter: &KernelFilter) -> bool {
         if index >= FILTER_NETWORKS || index >= filter.network_count as usize || network.family != u32::from(event.family) {
             continue;
         }
-        let inside = |address: [u64; 2]| address[0] & network.mask[0] == network.network[0] && address[1] & network.mask[1] == network.network[1];
+        let inside =
+            |address: [u64; 2]| address[0] & network.mask[0] == network.network[0] && address[1] & network.mask[1] == network.network[1];
         if inside(local) || inside(remote) {
             return true;
         }

@@ -218,11 +218,7 @@ impl Decoder {
             state: TcpState::from_kernel(wire.new_state),
             reset_reason: (kind == EventKind::ResetSent && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
             tw_status: (kind == EventKind::TimeWaitSyn && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
-            process: (wire.flags & FLAG_PROCESS_CONTEXT != 0).then_some(Process {
-                pid: wire.pid,
-                tgid: wire.tgid,
-                comm: Comm(wire.comm),
-            }),
+            process: (wire.flags & FLAG_PROCESS_CONTEXT != 0).then_some(Process { pid: wire.pid, tgid: wire.tgid, comm: Comm(wire.comm) }),
             totals: (wire.flags & FLAG_HAS_SOCKET_STATS != 0).then_some(SocketTotals {
                 bytes_sent: wire.bytes_acked,
                 bytes_received: wire.bytes_received,
@@ -354,10 +350,7 @@ mod tests {
         let mut unknown = record(EventKind::StateChange, 2, 1);
         unknown.kind = 99;
         assert!(decoder.decode(&bytes(&unknown)).is_none());
-        assert_eq!(
-            decoder.stats,
-            DecodeStats { decoded: 0, short: 2, wrong_version: 1, unknown_kind: 1 }
-        );
+        assert_eq!(decoder.stats, DecodeStats { decoded: 0, short: 2, wrong_version: 1, unknown_kind: 1 });
         assert_eq!(decoder.stats.errors(), 4);
     }
 

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, os::unix::fs::MetadataExt, path::Path};
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 
-use tracer_common::{KernelFilter, KernelNetwork, FILTER_PORTS, FILTER_NETWORKS};
+use tracer_common::{KernelFilter, KernelNetwork, FILTER_NETWORKS, FILTER_PORTS};
 
 use crate::decode::Process;
 

@@ -1,5 +1,8 @@
 //! Entry point: parse the command line, run, and turn any error into one line and exit code 1
 //! (2 for a bad command line).
+// The dependencies serve the library; the binary only parses the command line and runs it.
+#![allow(unused_crate_dependencies)]
+
 use clap::{error::ErrorKind, Parser};
 use tracer::app::cli::Cli;
 

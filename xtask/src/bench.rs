@@ -103,8 +103,6 @@ struct Traced {
     hooks: String,
 }
 
-
-
 impl Traced {
     fn start(tracer: &Path, extra: &[&str]) -> Result<Traced> {
         let started = Instant::now();
@@ -170,11 +168,7 @@ impl Bpftrace {
         if crate::toolchain::which("bpftrace").is_none() {
             return Ok(None);
         }
-        let mut child = Command::new("bpftrace")
-            .args(["-e", BPFTRACE_SCRIPT])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut child = Command::new("bpftrace").args(["-e", BPFTRACE_SCRIPT]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         // Its first line says "Attaching N probes..."; the rest goes nowhere, as fast as it comes.
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -236,7 +230,11 @@ impl ProgramStats {
 
     /// Hook firings (runs of the TCP hook programs, plus the ones the kernel skipped as nested).
     fn firings(&self) -> u64 {
-        self.0.iter().filter(|(name, _)| tracer::kernel::hooks::program_named(name).is_some_and(|(_, hook)| hook)).map(|(_, (_, runs, misses))| runs + misses).sum()
+        self.0
+            .iter()
+            .filter(|(name, _)| tracer::kernel::hooks::program_named(name).is_some_and(|(_, hook)| hook))
+            .map(|(_, (_, runs, misses))| runs + misses)
+            .sum()
     }
 
     fn total_ns(&self) -> u64 {
@@ -316,17 +314,18 @@ fn saturate(tracer: &Path, seconds: f64, refused_too: bool) -> Result<(f64, Valu
     let before = ProgramStats::read()?;
     let started = Instant::now();
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    let churners: Vec<_> = (0..cpus)
-        .map(|cpu| {
-            thread::spawn(move || {
-                if refused_too {
-                    refused_in_namespace(cpu, Duration::from_secs_f64(seconds))
-                } else {
-                    churn_rate(cpu, seconds)
-                }
+    let churners: Vec<_> =
+        (0..cpus)
+            .map(|cpu| {
+                thread::spawn(move || {
+                    if refused_too {
+                        refused_in_namespace(cpu, Duration::from_secs_f64(seconds))
+                    } else {
+                        churn_rate(cpu, seconds)
+                    }
+                })
             })
-        })
-        .collect();
+            .collect();
     for churner in churners {
         churner.join().map_err(|_| anyhow::anyhow!("a churn thread panicked"))??;
     }
@@ -360,14 +359,18 @@ pub fn run(options: Options) -> Result<()> {
         thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    report += &format!("# tracer bench{}\n\nmachine: {machine}; churn on CPU 0, {rounds} interleaved rounds of {seconds} s\n\n", if options.quick { " (quick)" } else { "" });
+    report += &format!(
+        "# tracer bench{}\n\nmachine: {machine}; churn on CPU 0, {rounds} interleaved rounds of {seconds} s\n\n",
+        if options.quick { " (quick)" } else { "" }
+    );
 
     // 1. Churn overhead, interleaved: untraced, summary mode, --events, each hook mode, bpftrace.
     let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
     let mut untraced = Vec::new();
     let mut bpftraced = Vec::new();
     let mut startups = Vec::new();
-    let (mut summary, mut events, mut classic, mut connections) = (TracedRuns::default(), TracedRuns::default(), TracedRuns::default(), TracedRuns::default());
+    let (mut summary, mut events, mut classic, mut connections) =
+        (TracedRuns::default(), TracedRuns::default(), TracedRuns::default(), TracedRuns::default());
     for _ in 0..rounds {
         untraced.push(churn_rate(0, seconds)?);
         startups.push(summary.round(&options.tracer, &[], || churn_rate(0, seconds))?.as_secs_f64() * 1000.0);

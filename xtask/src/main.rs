@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything that is not a plain `cargo build`: the BPF toolchain, the kernel
 //! object, running the tracer with the privileges it needs, and the root-only test suite.
 mod bench;
+mod lint;
 mod snapshot_bench;
 mod toolchain;
 mod vm;
@@ -64,6 +65,9 @@ enum Task {
         #[arg(long, default_value_t = 1_000_000)]
         connections: u64,
     },
+    /// Formatting, clippy (warnings are errors) and SAFETY comments in the kernel program: CI's
+    /// first step.
+    Lint,
     /// Build everything and run all tests, unit and kernel integration, as root.
     Test {
         /// Extra arguments for `cargo test` (a test name filter, `--nocapture`, ...).
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Task::Completions => completions(),
+        Task::Lint => lint::run(),
         Task::VmTest { kernels } => {
             if !is_root() {
                 bail!("the VM tests download kernel packages with apt: run as root");

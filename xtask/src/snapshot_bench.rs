@@ -187,7 +187,8 @@ impl Rounds {
     /// Reads `count` summaries while `between` runs before each.
     fn measure(tracer: &Tracer, count: usize, mut between: impl FnMut() -> Result<()>) -> Result<Rounds> {
         let cpu_before = tracer.cpu_ns();
-        let mut rounds = Rounds { dumped: vec![], idle: vec![], carried: vec![], millis: vec![], sockets: vec![], cpu_ms_per_interval: 0.0, lost: 0 };
+        let mut rounds =
+            Rounds { dumped: vec![], idle: vec![], carried: vec![], millis: vec![], sockets: vec![], cpu_ms_per_interval: 0.0, lost: 0 };
         for _ in 0..count {
             between()?;
             let summary = tracer.next_summary()?;

@@ -52,10 +52,7 @@ pub fn ensure() -> Result<Route> {
         if linker.is_none() {
             missing.push("bpf-linker (`cargo install bpf-linker`, built against your LLVM)");
         }
-        bail!(
-            "the BPF toolchain is missing and this is not a Debian-like system; install: {}",
-            missing.join("; ")
-        );
+        bail!("the BPF toolchain is missing and this is not a Debian-like system; install: {}", missing.join("; "));
     }
     eprintln!("xtask: the BPF toolchain is incomplete; installing it (about 5 minutes on a fresh machine)");
     let total = Instant::now();

@@ -43,15 +43,19 @@ fn vm_dir() -> PathBuf {
 /// The main archive's URI, read from the machine's own apt configuration.
 fn mirror() -> Result<String> {
     let mut text = String::new();
-    for path in ["/etc/apt/sources.list"].into_iter().map(PathBuf::from).chain(
-        fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().map(|entry| entry.path()),
-    ) {
+    for path in ["/etc/apt/sources.list"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().map(|entry| entry.path()))
+    {
         text += &fs::read_to_string(path).unwrap_or_default();
         text.push('\n');
     }
     let uri = text
         .lines()
-        .filter_map(|line| line.strip_prefix("URIs:").map(str::trim).or_else(|| line.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().next())))
+        .filter_map(|line| {
+            line.strip_prefix("URIs:").map(str::trim).or_else(|| line.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().next()))
+        })
         .find(|uri| !uri.contains("security") && uri.contains("debian"))
         .context("no Debian archive found in /etc/apt sources")?;
     Ok(uri.to_string())
@@ -79,11 +83,15 @@ fn private_apt(suite: &str) -> Result<Vec<String>> {
 
 /// Downloads (once) and extracts the newest package for `version`; returns (vmlinux, modules root, package).
 fn kernel(version: &str) -> Result<(PathBuf, PathBuf, String)> {
-    let (_, suite, pattern) = KERNELS.iter().find(|(v, _, _)| *v == version).with_context(|| format!("unknown kernel {version}; choose from 5.10, 6.1, 6.12, 7.3"))?;
+    let (_, suite, pattern) = KERNELS
+        .iter()
+        .find(|(v, _, _)| *v == version)
+        .with_context(|| format!("unknown kernel {version}; choose from 5.10, 6.1, 6.12, 7.3"))?;
     let configured = ["bookworm", "bookworm-security"].contains(suite);
     let options = if configured { Vec::new() } else { private_apt(suite)? };
     let search = Command::new("apt-cache").args(&options).args(["search", "--names-only", pattern]).output()?;
-    let mut names: Vec<String> = String::from_utf8_lossy(&search.stdout).lines().filter_map(|line| line.split(' ').next()).map(str::to_string).collect();
+    let mut names: Vec<String> =
+        String::from_utf8_lossy(&search.stdout).lines().filter_map(|line| line.split(' ').next()).map(str::to_string).collect();
     names.sort_by_key(|name| version_key(name));
     let package = names.pop().with_context(|| format!("no package matches {pattern} in {suite}"))?;
     let cache = vm_dir().join(&package);
@@ -123,7 +131,13 @@ fn version_key(name: &str) -> Vec<u64> {
 fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>> {
     for (magic, tool) in [(&b"\xfd7zXZ\x00"[..], "xz"), (&b"\x28\xb5\x2f\xfd"[..], "zstd")] {
         let Some(start) = bzimage.windows(magic.len()).position(|window| window == magic) else { continue };
-        let mut child = Command::new(tool).args(["-dc", "-q"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| format!("{tool} is needed"))?;
+        let mut child = Command::new(tool)
+            .args(["-dc", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("{tool} is needed"))?;
         let payload = bzimage[start..].to_vec();
         let mut stdin = child.stdin.take().unwrap();
         let writer = std::thread::spawn(move || stdin.write_all(&payload));
@@ -201,7 +215,16 @@ fn modinfo(module: &[u8], key: &str) -> String {
 fn depends(module: &[u8]) -> (Vec<String>, Vec<String>) {
     let hard = modinfo(module, "depends").split(',').filter(|name| !name.is_empty()).map(str::to_string).collect();
     let softdep = modinfo(module, "softdep");
-    let soft = softdep.split("pre:").nth(1).unwrap_or_default().split("post:").next().unwrap_or_default().split_whitespace().map(str::to_string).collect();
+    let soft = softdep
+        .split("pre:")
+        .nth(1)
+        .unwrap_or_default()
+        .split("post:")
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     (hard, soft)
 }
 
@@ -303,7 +326,8 @@ fn test_binaries() -> Result<(Vec<PathBuf>, PathBuf)> {
         command.args(["--test", suite]);
     }
     let output = command.env("TRACER_EBPF_OBJECT", &object).stderr(Stdio::inherit()).output()?;
-    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let messages: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
     let executables = SUITES
         .iter()
         .map(|suite| {
@@ -406,7 +430,12 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
     let (mut passed, mut failed) = (0, 0);
     for line in console.lines() {
         if let Some(result) = line.strip_prefix("test result: ") {
-            let count = |word: &str| result.split(';').find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok()).unwrap_or(0);
+            let count = |word: &str| {
+                result
+                    .split(';')
+                    .find_map(|part| part.trim().strip_suffix(word)?.split_whitespace().last()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             passed += count("passed");
             failed += count("failed");
         } else if let Some(marker) = line.split("VMTEST-RC ").nth(1) {

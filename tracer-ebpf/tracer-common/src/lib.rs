@@ -34,19 +34,11 @@ pub enum EventKind {
 
 impl EventKind {
     /// The kinds that come from tracepoints, in [`KernelConfig::hooks`] order.
-    pub const TRACEPOINTS: [EventKind; 5] = [
-        EventKind::StateChange,
-        EventKind::ResetSent,
-        EventKind::ResetReceived,
-        EventKind::Retransmit,
-        EventKind::SynAckRetransmit,
-    ];
+    pub const TRACEPOINTS: [EventKind; 5] =
+        [EventKind::StateChange, EventKind::ResetSent, EventKind::ResetReceived, EventKind::Retransmit, EventKind::SynAckRetransmit];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
-        Self::TRACEPOINTS
-            .into_iter()
-            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn])
-            .find(|kind| *kind as u8 == raw)
+        Self::TRACEPOINTS.into_iter().chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn]).find(|kind| *kind as u8 == raw)
     }
 
     /// Index into [`KernelConfig::hooks`] (tracepoint kinds only).

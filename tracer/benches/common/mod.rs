@@ -14,7 +14,17 @@ const CLOSE_WAIT: u8 = 8;
 const LAST_ACK: u8 = 9;
 const LISTEN: u8 = 10;
 
-fn record(kind: EventKind, socket: u64, at: u64, old: u8, new: u8, local: ([u8; 4], u16), remote: ([u8; 4], u16), process: bool) -> WireEvent {
+#[expect(clippy::too_many_arguments, reason = "one argument per wire field a generated record varies")]
+fn record(
+    kind: EventKind,
+    socket: u64,
+    at: u64,
+    old: u8,
+    new: u8,
+    local: ([u8; 4], u16),
+    remote: ([u8; 4], u16),
+    process: bool,
+) -> WireEvent {
     let mut local_addr = [0; 16];
     local_addr[..4].copy_from_slice(&local.0);
     let mut remote_addr = [0; 16];
@@ -54,7 +64,8 @@ pub fn connection(n: u64, at: u64, reset_every: u64) -> Vec<WireEvent> {
     let server = (server_ip, 443);
     // Socket addresses are reused by the kernel's allocator: cycle through a few thousand.
     let (c, s) = (0xffff_8880_0000_0000 + (n % 4096) * 0x1000, 0xffff_8881_0000_0000 + (n % 4096) * 0x1000);
-    let state = |socket, t, old, new, local, remote, process| record(EventKind::StateChange, socket, at + t, old, new, local, remote, process);
+    let state =
+        |socket, t, old, new, local, remote, process| record(EventKind::StateChange, socket, at + t, old, new, local, remote, process);
     let mut events = vec![
         state(c, 0, CLOSE, SYN_SENT, (client_ip, 0), server, true),
         state(s, 20_000, LISTEN, SYN_RECV, server, client, false),

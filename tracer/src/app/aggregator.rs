@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::Result;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{cli::Cli, pipeline::Pipeline, EXIT_PATIENCE};
@@ -209,11 +210,11 @@ impl Aggregator {
             let Observation::Ended(ended) = observation else { return };
             if connections.is_some_and(|selection| selection.wants(&ended)) {
                 let line = ConnectionLine::new(&ended, clock, reason_name);
-                let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| line.json());
+                let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| Bytes::from(line.json()));
                 if let Some(file) = outputs.json_file.as_mut() {
                     file.line(json.clone().expect("made for the file"));
                 }
-                outputs.stdout.line(if outputs.stdout.json { json.expect("made for stdout") } else { line.human() });
+                outputs.stdout.line(if outputs.stdout.json { json.expect("made for stdout") } else { line.human().into() });
             }
             if let Some(recorder) = recorder.as_mut() {
                 recorder.push_connection(ended);
@@ -294,7 +295,8 @@ impl Aggregator {
             );
         }
         self.report_observations();
-        let settings = |netns: u32| self.snapshots.as_ref().and_then(|snapshots| snapshots.settings(netns)).unwrap_or(NamespaceSettings::DEFAULT);
+        let settings =
+            |netns: u32| self.snapshots.as_ref().and_then(|snapshots| snapshots.settings(netns)).unwrap_or(NamespaceSettings::DEFAULT);
         let filter = self.pipeline.filter.clone();
         let context = Context { now_ns, snapshot: snapshot.as_ref(), settings: &settings, filter: &filter, owners: &sock_diag::owners };
         let mut picture = self.pipeline.conclude(&context);
@@ -316,18 +318,11 @@ impl Aggregator {
             metrics.publish(&picture, health, self.modes.snapshot_round);
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
-        let summary = Summary::new(
-            self.clock.format(now_ns),
-            round_seconds(elapsed),
-            last,
-            health,
-            &self.modes,
-            &picture,
-        );
-        let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| summary.json());
+        let summary = Summary::new(self.clock.format(now_ns), round_seconds(elapsed), last, health, &self.modes, &picture);
+        let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| Bytes::from(summary.json()));
         let text = match &json {
             Some(json) if self.outputs.stdout.json => json.clone(),
-            _ => summary.human(self.colour).trim_end().to_string(),
+            _ => Bytes::from(summary.human(self.colour).trim_end().to_string()),
         };
         // With --connections stdout holds connection lines; the final summary closes them.
         let stdout = (self.connections.is_none() || last).then_some(&mut self.outputs.stdout);

@@ -1,4 +1,6 @@
 //! `--events`: every event as a line, as it comes, and a closing line with what was seen and lost.
+use bytes::Bytes;
+
 use super::EXIT_PATIENCE;
 use crate::{
     decode::{Decoder, Event},
@@ -20,13 +22,13 @@ impl EventPrinter {
         if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
             return;
         }
-        let json = (self.sink.json || self.json_file.is_some()).then(|| events::json(event, &self.clock, decoder));
+        let json = (self.sink.json || self.json_file.is_some()).then(|| Bytes::from(events::json(event, &self.clock, decoder)));
         if let (Some(file), Some(json)) = (&mut self.json_file, &json) {
             file.line(json.clone());
         }
         let line = match json {
             Some(json) if self.sink.json => json,
-            _ => events::human(event, &self.clock, decoder),
+            _ => events::human(event, &self.clock, decoder).into(),
         };
         self.sink.line(line);
     }

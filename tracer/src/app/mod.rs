@@ -11,12 +11,12 @@ use std::{io, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use tracer_common::WireEvent;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
     time::{interval_at, sleep_until, Instant, MissedTickBehavior},
 };
+use tracer_common::WireEvent;
 
 use self::{
     aggregator::{Aggregator, Outputs, PendingDump},

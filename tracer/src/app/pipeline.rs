@@ -72,7 +72,12 @@ impl Pipeline {
         for netns in &snapshot.fresh {
             let sockets = snapshot.sockets.get(netns).map_or(&[][..], |sockets| &sockets[..]);
             let timewait = sockets.iter().filter(|socket| matches!(socket.state, TcpState::TimeWait | TcpState::FinWait2));
-            self.tracker.reconcile(*netns, now_ns, timewait.map(|socket| (socket.local, socket.remote, socket.state)), &mut self.observations);
+            self.tracker.reconcile(
+                *netns,
+                now_ns,
+                timewait.map(|socket| (socket.local, socket.remote, socket.state)),
+                &mut self.observations,
+            );
             let time_wait = sockets.iter().filter(|socket| socket.state == TcpState::TimeWait);
             self.tracker.refresh_time_wait(*netns, now_ns, time_wait.map(|socket| (socket.local, socket.remote)));
         }

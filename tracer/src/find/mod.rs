@@ -55,7 +55,12 @@ pub struct FindingsConfig {
 
 impl Default for FindingsConfig {
     fn default() -> Self {
-        FindingsConfig { stuck_after_ns: 30 * NS_PER_S, time_wait_threshold: None, max_peers: 4096, ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports }
+        FindingsConfig {
+            stuck_after_ns: 30 * NS_PER_S,
+            time_wait_threshold: None,
+            max_peers: 4096,
+            ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports,
+        }
     }
 }
 
@@ -72,8 +77,11 @@ pub struct Context<'a> {
     pub settings: &'a dyn Fn(u32) -> NamespaceSettings,
     pub filter: &'a Filter,
     /// Names the processes that hold socket inodes: pid and comm (from /proc in the tracer).
-    pub owners: &'a dyn Fn(&FastSet<u32>) -> FastMap<u32, (u32, String)>,
+    pub owners: &'a dyn Fn(&FastSet<u32>) -> Owners,
 }
+
+/// Socket inode → (pid, comm) of the process holding it.
+pub type Owners = FastMap<u32, (u32, String)>;
 
 pub struct Findings {
     config: FindingsConfig,
@@ -316,7 +324,14 @@ impl Findings {
             .map(|(key, mut samples)| {
                 samples.sort_unstable();
                 let at = |share: usize| f64::from(samples[(samples.len() * share / 100).min(samples.len() - 1)]) / 1000.0;
-                HandshakeRow { local: key.local.to_string(), remote: key.remote.to_string(), netns: key.netns, connections: samples.len() as u64, p50_ms: at(50), p99_ms: at(99) }
+                HandshakeRow {
+                    local: key.local.to_string(),
+                    remote: key.remote.to_string(),
+                    netns: key.netns,
+                    connections: samples.len() as u64,
+                    p50_ms: at(50),
+                    p99_ms: at(99),
+                }
             })
             .collect();
         rows.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms).then(a.remote.cmp(&b.remote)));
@@ -368,7 +383,13 @@ impl Findings {
             let Some(kind) = stuck_kind(connection.state) else { continue };
             let age = now_ns.saturating_sub(connection.state_since_ns);
             if age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
-                found.push((kind, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, connection.process.map(Owner::from), tuple));
+                found.push((
+                    kind,
+                    PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote),
+                    age,
+                    connection.process.map(Owner::from),
+                    tuple,
+                ));
             }
         }
         for lingering in tracker.lingering() {
@@ -376,8 +397,17 @@ impl Findings {
             let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
             known.insert(tuple);
             let age = now_ns.saturating_sub(connection.state_since_ns);
-            if lingering.seen_in_fin_wait2 && age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
-                found.push((FindingKind::FinUnanswered, PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote), age, connection.process.map(Owner::from), tuple));
+            if lingering.seen_in_fin_wait2
+                && age >= stuck_after
+                && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref())
+            {
+                found.push((
+                    FindingKind::FinUnanswered,
+                    PeerKey::new(connection.role, tuple.netns, tuple.local, tuple.remote),
+                    age,
+                    connection.process.map(Owner::from),
+                    tuple,
+                ));
             }
         }
         if let Some(snapshot) = context.snapshot {
@@ -414,7 +444,9 @@ impl Findings {
             Some(snapshot) if !unowned.is_empty() => snapshot
                 .sockets
                 .iter()
-                .flat_map(|(netns, sockets)| sockets.iter().map(move |s| (Tuple { netns: *netns, local: s.local, remote: s.remote }, s.inode)))
+                .flat_map(|(netns, sockets)| {
+                    sockets.iter().map(move |s| (Tuple { netns: *netns, local: s.local, remote: s.remote }, s.inode))
+                })
                 .filter(|(tuple, _)| unowned.contains(tuple))
                 .collect(),
             _ => FastMap::default(),
@@ -455,7 +487,7 @@ impl Findings {
 
     /// Names the owners of stuck sockets whose process no event revealed (server-side sockets
     /// only ever change state in softirq until the application calls close()).
-    fn name_owners(&mut self, owners: &dyn Fn(&FastSet<u32>) -> FastMap<u32, (u32, String)>) {
+    fn name_owners(&mut self, owners: &dyn Fn(&FastSet<u32>) -> Owners) {
         let wanted: FastSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
         if wanted.is_empty() {
             return;
@@ -479,7 +511,9 @@ pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
         Observation::SynRetransmit { tuple, process }
         | Observation::ResetSent { tuple, process, .. }
         | Observation::ResetReceived { tuple, process, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()),
-        Observation::SynAckRetransmit { tuple } | Observation::PortReuse { tuple, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, None),
+        Observation::SynAckRetransmit { tuple } | Observation::PortReuse { tuple, .. } => {
+            filter.matches(tuple.netns, tuple.local, tuple.remote, None)
+        }
     }
 }
 
@@ -535,7 +569,10 @@ mod tests {
 
         let stuck = picture(&mut findings, &mut tracker, &[], 40 * S, &Filter::default());
         let finding = &stuck.findings[0];
-        assert_eq!((finding.kind, finding.local.as_str(), finding.remote.as_str()), (FindingKind::CloseWaitStuck, "10.0.0.2:80", "10.0.0.1:*"));
+        assert_eq!(
+            (finding.kind, finding.local.as_str(), finding.remote.as_str()),
+            (FindingKind::CloseWaitStuck, "10.0.0.2:80", "10.0.0.1:*")
+        );
         assert_eq!((finding.count, finding.total), (1, 1));
         assert!(finding.detail.contains("for up to 38s"), "{}", finding.detail);
         assert_eq!(stuck.peers[0].stuck, 1);
@@ -550,7 +587,12 @@ mod tests {
         let mut events = Vec::new();
         for (i, port) in [40000u16, 40001, 40002].into_iter().enumerate() {
             let s = server(10 + i as u64, port);
-            events.extend([s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.retransmit(Established, 2 * S), s.state(Established, Close, 5 * S)]);
+            events.extend([
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 1),
+                s.retransmit(Established, 2 * S),
+                s.state(Established, Close, 5 * S),
+            ]);
         }
         let picture = picture(&mut findings, &mut tracker, &events, 10 * S, &Filter::default());
         assert_eq!(picture.closes.get("peer_silent"), Some(&3));
@@ -570,10 +612,16 @@ mod tests {
             let picture = conclude(&mut findings, &tracker, S, &Filter::default());
             picture.findings[0].detail.clone()
         };
-        assert!(detail(Role::Server, Some(3 * S / 2), true).contains("10.0.0.2:80 ↔ 10.0.0.9:40000 was 1.5s into TIME_WAIT; the SYN was accepted"));
+        assert!(detail(Role::Server, Some(3 * S / 2), true)
+            .contains("10.0.0.2:80 ↔ 10.0.0.9:40000 was 1.5s into TIME_WAIT; the SYN was accepted"));
         assert!(detail(Role::Server, None, true).contains("was in TIME_WAIT; the SYN was accepted"));
         let refused = detail(Role::Server, Some(S), false);
-        assert!(refused.contains("a SYN from 10.0.0.9:40000 hit 10.0.0.2:80 ↔ 10.0.0.9:40000 1.0s into TIME_WAIT and was answered with a bare ACK"), "{refused}");
+        assert!(
+            refused.contains(
+                "a SYN from 10.0.0.9:40000 hit 10.0.0.2:80 ↔ 10.0.0.9:40000 1.0s into TIME_WAIT and was answered with a bare ACK"
+            ),
+            "{refused}"
+        );
         assert!(detail(Role::Client, None, false).contains("our SYN"));
     }
 
@@ -584,7 +632,11 @@ mod tests {
         // 100 connections from one client to our port 80: handshakes of 1..=100 ms.
         for i in 0..100u64 {
             let s = server(100 + i, 40000 + i as u16);
-            events.extend([s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + (i + 1) * 1_000_000), s.state(Established, Close, 2 * S)]);
+            events.extend([
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + (i + 1) * 1_000_000),
+                s.state(Established, Close, 2 * S),
+            ]);
         }
         let first = picture(&mut findings, &mut tracker, &events, 10 * S, &Filter::default());
         let row = &first.handshakes[0];
@@ -635,7 +687,12 @@ mod tests {
         let filter = Filter { local_ports: vec![443], ..Filter::default() };
         let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
         let s = server(1, 40000);
-        let events = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(2 * S), s.state(Established, Close, 2 * S)];
+        let events = [
+            s.state(Listen, SynRecv, S),
+            s.state(SynRecv, Established, S + 1),
+            s.reset_received(2 * S),
+            s.state(Established, Close, 2 * S),
+        ];
         let picture = picture(&mut findings, &mut tracker, &events, 5 * S, &filter);
         assert!(picture.findings.is_empty() && picture.closes.is_empty() && picture.peers.is_empty(), "{picture:?}");
     }

@@ -82,11 +82,7 @@ impl PeerKey {
             Role::Client => (None, Some(remote.port())),
             Role::Server | Role::Listener => (Some(local.port()), None),
         };
-        PeerKey {
-            netns,
-            local: Endpoint { ip: local.ip(), port: local_port },
-            remote: Endpoint { ip: remote.ip(), port: remote_port },
-        }
+        PeerKey { netns, local: Endpoint { ip: local.ip(), port: local_port }, remote: Endpoint { ip: remote.ip(), port: remote_port } }
     }
 }
 

@@ -114,11 +114,7 @@ fn resolve_in(btf: &Btf) -> Resolved {
 /// Byte offset of a dotted member path inside `structure`, looking through anonymous
 /// structs and unions the way C does.
 fn member_offset(btf: &Btf, structure: &str, path: &str) -> Option<u16> {
-    let mut current = btf
-        .resolve_types_by_name(structure)
-        .ok()?
-        .into_iter()
-        .find(|ty| matches!(ty, Type::Struct(_)))?;
+    let mut current = btf.resolve_types_by_name(structure).ok()?.into_iter().find(|ty| matches!(ty, Type::Struct(_)))?;
     let mut bits = 0u32;
     for name in path.split('.') {
         let (offset, member_type) = find_member(btf, &current, name)?;
@@ -163,11 +159,9 @@ fn reset_send_arguments(btf: &Btf) -> Option<usize> {
 /// The value of enumerator `name` in `enum ty`.
 fn enum_value(btf: &Btf, ty: &str, name: &str) -> Option<u32> {
     btf.resolve_types_by_name(ty).ok()?.into_iter().find_map(|ty| match ty {
-        Type::Enum(enumeration) => enumeration
-            .members
-            .iter()
-            .find(|member| btf.resolve_name(*member).is_ok_and(|n| n == name))
-            .map(|member| member.val()),
+        Type::Enum(enumeration) => {
+            enumeration.members.iter().find(|member| btf.resolve_name(*member).is_ok_and(|n| n == name)).map(|member| member.val())
+        }
         _ => None,
     })
 }

@@ -8,7 +8,10 @@ use tracer_common::EventKind;
 pub enum Attach {
     /// A tracepoint `category:name`: as a BTF tracepoint (program `btf_program`) where the kernel
     /// allows it, as a classic one (program `name`) otherwise.
-    Tracepoint { category: &'static str, btf_program: &'static str },
+    Tracepoint {
+        category: &'static str,
+        btf_program: &'static str,
+    },
     /// fentry / fexit on the kernel function `name` (program `name`).
     Fentry,
     Fexit,

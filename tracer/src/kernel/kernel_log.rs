@@ -66,7 +66,8 @@ impl KernelLog {
         if level == KernelLogLevel::Off {
             return Ok(None);
         }
-        let logger = EbpfLogger::init_with_logger(ebpf, StderrLines).map_err(|error| anyhow::anyhow!("cannot read the kernel log: {error}"))?;
+        let logger =
+            EbpfLogger::init_with_logger(ebpf, StderrLines).map_err(|error| anyhow::anyhow!("cannot read the kernel log: {error}"))?;
         Ok(Some(KernelLog(logger)))
     }
 

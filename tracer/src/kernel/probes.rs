@@ -17,9 +17,7 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{
-    EventKind, KernelConfig, KernelMiss, KernelFilter, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED,
-};
+use tracer_common::{EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED};
 
 use crate::{
     app::cli::HookMode,
@@ -218,7 +216,10 @@ impl Probes {
                         return Err(error.context(format!("--hook-mode tp-btf: cannot attach the BTF tracepoint {name}")))
                     }
                     Err(error) => {
-                        eprintln!("tracer: note: {name} uses the classic tracepoint; the kernel refused tp_btf: {}", verifier_verdict(&error));
+                        eprintln!(
+                            "tracer: note: {name} uses the classic tracepoint; the kernel refused tp_btf: {}",
+                            verifier_verdict(&error)
+                        );
                         false
                     }
                 },
@@ -228,10 +229,8 @@ impl Probes {
                 modes.hooks.push((name.to_string(), "tp_btf"));
                 continue;
             }
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("the eBPF object has no program {name}"))?
-                .try_into()?;
+            let program: &mut TracePoint =
+                ebpf.program_mut(name).with_context(|| format!("the eBPF object has no program {name}"))?.try_into()?;
             program.load().with_context(|| format!("the kernel verifier rejected the {name} program"))?;
             program.attach(category, name).with_context(|| format!("cannot attach to tracepoint {category}:{name}"))?;
             modes.hooks.push((name.to_string(), "tracepoint"));
@@ -300,8 +299,7 @@ fn verifier_verdict(error: &anyhow::Error) -> String {
     let statistics = ["verification time", "stack depth", "processed ", "mark_read"];
     text.lines()
         .map(str::trim)
-        .filter(|line| !line.is_empty() && !statistics.iter().any(|prefix| line.starts_with(prefix)))
-        .last()
+        .rfind(|line| !line.is_empty() && !statistics.iter().any(|prefix| line.starts_with(prefix)))
         .unwrap_or("no reason given")
         .to_string()
 }
@@ -343,9 +341,7 @@ fn load(config: &KernelConfig, ring_buffer_bytes: u32, log_level: &u8, kernel_lo
     let mut loader = EbpfLoader::new();
     loader.override_global("CONFIG", config, true).map_max_entries("EVENTS", ring_buffer_bytes);
     kernel_log::configure(&mut loader, log_level, kernel_log);
-    loader
-        .load(EBPF_OBJECT)
-        .context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")
+    loader.load(EBPF_OBJECT).context("the kernel refused the eBPF programs (is BPF disabled, or is this kernel older than 5.8?)")
 }
 
 /// Loads the flush program and runs it once on this CPU, which fails where the kernel cannot

@@ -294,7 +294,8 @@ impl Snapshots {
     fn release_gone(&mut self) -> Vec<u32> {
         let own = self.own_netns;
         let mut released = Vec::new();
-        let idle: Vec<u32> = self.namespaces.iter().filter(|(netns, namespace)| **netns != own && !namespace.active).map(|(netns, _)| *netns).collect();
+        let idle: Vec<u32> =
+            self.namespaces.iter().filter(|(netns, namespace)| **netns != own && !namespace.active).map(|(netns, _)| *netns).collect();
         if !idle.is_empty() {
             let live = live_namespaces();
             for netns in idle.into_iter().filter(|netns| !live.contains(netns)) {
@@ -457,8 +458,14 @@ fn dump_by_family(socket: &Socket) -> Result<Vec<SocketRecord>> {
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut request = NetlinkMessage::new(
             header,
-            SockDiagMessage::InetRequest(InetRequest { family, protocol: IPPROTO_TCP, extensions: ExtensionFlags::empty(), states: wanted_mask(), socket_id })
-                .into(),
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: wanted_mask(),
+                socket_id,
+            })
+            .into(),
         );
         request.finalize();
         let mut buffer = vec![0; request.buffer_len()];
@@ -505,7 +512,8 @@ fn receive_dump(socket: &Socket, sockets: &mut Vec<SocketRecord>, answer: u16) -
 fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>) -> Result<bool> {
     let mut offset = 0;
     while offset < datagram.len() {
-        let message = NetlinkBuffer::new_checked(&datagram[offset..]).map_err(|error| anyhow::anyhow!("undecodable sock_diag reply: {error}"))?;
+        let message =
+            NetlinkBuffer::new_checked(&datagram[offset..]).map_err(|error| anyhow::anyhow!("undecodable sock_diag reply: {error}"))?;
         let length = message.length() as usize;
         match message.message_type() {
             NLMSG_DONE => return Ok(true),
@@ -514,7 +522,8 @@ fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>)
                 bail!("sock_diag refused the dump: {}", std::io::Error::from_raw_os_error(-code));
             }
             kind if kind == answer => {
-                let header = InetResponseHeader::parse(message.payload()).map_err(|error| anyhow::anyhow!("undecodable sock_diag socket: {error}"))?;
+                let header = InetResponseHeader::parse(message.payload())
+                    .map_err(|error| anyhow::anyhow!("undecodable sock_diag socket: {error}"))?;
                 if let Some(state) = TcpState::from_kernel(header.state) {
                     let id = &header.socket_id;
                     sockets.push(SocketRecord {
@@ -536,7 +545,7 @@ fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>)
 }
 
 /// The processes holding these socket inodes (a /proc scan: only for the few stuck sockets).
-pub fn owners(inodes: &FastSet<u32>) -> FastMap<u32, (u32, String)> {
+pub fn owners(inodes: &FastSet<u32>) -> crate::find::Owners {
     let mut found = FastMap::default();
     if inodes.is_empty() {
         return found;
@@ -591,8 +600,8 @@ mod tests {
         let standing = |netns, active, wanted_at_last_dump, dumped_round| Standing { netns, active, wanted_at_last_dump, dumped_round };
         let namespaces = || {
             [
-                standing(1, false, Some(0), 5), // idle, nothing wanted: skipped
-                standing(2, true, Some(0), 5),  // an event came from it
+                standing(1, false, Some(0), 5),  // idle, nothing wanted: skipped
+                standing(2, true, Some(0), 5),   // an event came from it
                 standing(3, false, Some(12), 3), // held TIME_WAIT sockets
                 standing(4, false, None, 0),     // never dumped
             ]

@@ -138,16 +138,11 @@ impl Format {
             }
         }
         layout.record_len = self.record_len(&layout)?;
-        let has_ports = layout.local_sockaddr != ABSENT
-            || (layout.local_port != ABSENT && layout.remote_port != ABSENT);
-        let has_addresses = layout.local_sockaddr != ABSENT
-            || layout.local_addr4 != ABSENT
-            || layout.local_addr6 != ABSENT;
-        for (present, what) in [
-            (layout.socket != ABSENT, "skaddr"),
-            (has_ports, "sport/dport (or a sockaddr saddr)"),
-            (has_addresses, "saddr/daddr"),
-        ] {
+        let has_ports = layout.local_sockaddr != ABSENT || (layout.local_port != ABSENT && layout.remote_port != ABSENT);
+        let has_addresses = layout.local_sockaddr != ABSENT || layout.local_addr4 != ABSENT || layout.local_addr6 != ABSENT;
+        for (present, what) in
+            [(layout.socket != ABSENT, "skaddr"), (has_ports, "sport/dport (or a sockaddr saddr)"), (has_addresses, "saddr/daddr")]
+        {
             if !present {
                 bail!("tracepoint {hook} has no `{what}` field; this kernel's layout is not supported");
             }

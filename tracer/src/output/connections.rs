@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    kernel::clock::Clock,
     decode::TcpState,
+    kernel::clock::Clock,
     track::{CloseClass, Connection, Ended, FirstFin, Role},
 };
 
@@ -154,7 +154,9 @@ impl ConnectionLine {
             rst,
             rst_reason,
             handshake_ms: millis(connection.opened_ns, connection.established_ns),
-            established_ms: connection.established_ns.and_then(|established| millis(Some(established), Some(connection.first_fin_ns.unwrap_or(end_ns)))),
+            established_ms: connection
+                .established_ns
+                .and_then(|established| millis(Some(established), Some(connection.first_fin_ns.unwrap_or(end_ns)))),
             closing_ms: millis(connection.first_fin_ns, Some(end_ns)),
             duration_ms: millis(connection.opened_ns, Some(end_ns)),
             syn_retransmits: connection.syn_retransmits,
@@ -279,13 +281,28 @@ mod tests {
 
     #[test]
     fn json_fields_are_the_documented_ones_and_unknowns_are_absent() {
-        let json: serde_json::Value = serde_json::from_str(&ConnectionLine { bytes_sent: None, bytes_received: None, ..line() }.json()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&ConnectionLine { bytes_sent: None, bytes_received: None, ..line() }.json()).unwrap();
         let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
-                "close", "comm", "detail", "duration_ms", "error", "established_ms", "handshake_ms", "local", "netns", "pid", "remote", "retransmits", "role",
-                "rst", "syn_retransmits", "ts"
+                "close",
+                "comm",
+                "detail",
+                "duration_ms",
+                "error",
+                "established_ms",
+                "handshake_ms",
+                "local",
+                "netns",
+                "pid",
+                "remote",
+                "retransmits",
+                "role",
+                "rst",
+                "syn_retransmits",
+                "ts"
             ]
         );
     }

@@ -2,7 +2,10 @@
 use serde::Serialize;
 use tracer_common::EventKind;
 
-use crate::{kernel::clock::Clock, decode::{Decoder, Event}};
+use crate::{
+    decode::{Decoder, Event},
+    kernel::clock::Clock,
+};
 
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {

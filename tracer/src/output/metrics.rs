@@ -4,12 +4,7 @@
 //! values (`state="time_wait"`), `_total` counters. No 4-tuples in labels; the only address label
 //! is `remote` on `tcp_tracer_peer_trouble`, limited to the ten most troubled peers of the last
 //! interval, so the series count stays bounded whatever the traffic.
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    sync::Arc,
-    thread,
-};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, thread};
 
 use anyhow::{Context, Result};
 
@@ -22,8 +17,8 @@ use prometheus_client::{
 use crate::{
     decode::TcpState,
     find::{FindingKind, Picture},
-    output::summary::Health,
     kernel::sock_diag::RoundCost,
+    output::summary::Health,
     track::{CloseClass, Observation, Role},
 };
 
@@ -91,14 +86,26 @@ impl Metrics {
         registry.register("syn_retransmits", "SYN (client) and SYN-ACK (server) retransmits", metrics.syn_retransmits.clone());
         registry.register("connect_failures", "Failed connects by error type and our role", metrics.connect_failures.clone());
         registry.register("findings", "Findings in the last summary, by kind", metrics.findings.clone());
-        registry.register("findings_reported", "Findings reported since start (one per peer and summary), by kind", metrics.findings_total.clone());
-        registry.register("peer_trouble", "Trouble score of the ten most troubled remote endpoints of the last interval", metrics.peer_trouble.clone());
+        registry.register(
+            "findings_reported",
+            "Findings reported since start (one per peer and summary), by kind",
+            metrics.findings_total.clone(),
+        );
+        registry.register(
+            "peer_trouble",
+            "Trouble score of the ten most troubled remote endpoints of the last interval",
+            metrics.peer_trouble.clone(),
+        );
         registry.register(
             "events",
             "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped, recorder_overflowed)",
             metrics.health.clone(),
         );
-        registry.register("kernel_misses", "The kernel programs' rare paths: structures they could not read, unexpected families", metrics.kernel_misses.clone());
+        registry.register(
+            "kernel_misses",
+            "The kernel programs' rare paths: structures they could not read, unexpected families",
+            metrics.kernel_misses.clone(),
+        );
         registry.register("snapshot_seconds", "How long the last round of sock_diag dumps took", metrics.snapshot_seconds.clone());
         registry.register(
             "snapshot_namespaces",
@@ -111,10 +118,7 @@ impl Metrics {
             hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
         }
         let registry = Arc::new(registry);
-        thread::Builder::new()
-            .name("tracer-metrics".into())
-            .spawn(move || answer(server, registry))
-            .expect("spawning the metrics thread");
+        thread::Builder::new().name("tracer-metrics".into()).spawn(move || answer(server, registry)).expect("spawning the metrics thread");
         metrics
     }
 
@@ -220,7 +224,9 @@ const ALL_KINDS: [FindingKind; 8] = [
 
 /// Binds the metrics address.
 pub fn listen(addr: SocketAddr) -> Result<tiny_http::Server> {
-    tiny_http::Server::http(addr).map_err(|error| anyhow::anyhow!("{error}")).with_context(|| format!("cannot listen on {addr} for --metrics-addr"))
+    tiny_http::Server::http(addr)
+        .map_err(|error| anyhow::anyhow!("{error}"))
+        .with_context(|| format!("cannot listen on {addr} for --metrics-addr"))
 }
 
 fn answer(server: tiny_http::Server, registry: Arc<Registry>) {
@@ -229,7 +235,9 @@ fn answer(server: tiny_http::Server, registry: Arc<Registry>) {
             let mut body = String::new();
             match encode(&mut body, &registry) {
                 Ok(()) => tiny_http::Response::from_string(body).with_header(
-                    "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8".parse::<tiny_http::Header>().expect("a valid header"),
+                    "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+                        .parse::<tiny_http::Header>()
+                        .expect("a valid header"),
                 ),
                 Err(_) => tiny_http::Response::from_string("encoding failed").with_status_code(500),
             }

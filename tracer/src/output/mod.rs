@@ -3,7 +3,8 @@
 //!
 //! Lines go through a bounded queue to a writer thread, so a reader that stops reading (a pipe
 //! into a stalled `less`, a wedged log shipper) never blocks the ring-buffer consumer: when the
-//! queue is full the line is dropped and counted, and the count is printed.
+//! queue is full the line is dropped and counted, and the count is printed. Lines travel as
+//! [`Bytes`]: a JSON line for stdout and for `--json-out` is made once and shared, not copied.
 pub mod connections;
 pub mod events;
 pub mod files;
@@ -22,11 +23,13 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
+
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 4096;
 
 pub struct Sink {
-    queue: Option<SyncSender<String>>,
+    queue: Option<SyncSender<Bytes>>,
     dropped: Arc<AtomicU64>,
     done: Receiver<()>,
     writer: Option<thread::JoinHandle<()>>,
@@ -35,7 +38,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(out: impl Write + Send + 'static, json: bool) -> Sink {
-        let (queue, lines) = sync_channel::<String>(QUEUE_LINES);
+        let (queue, lines) = sync_channel::<Bytes>(QUEUE_LINES);
         let (finished, done) = sync_channel(1);
         let writer = thread::Builder::new()
             .name("tracer-output".into())
@@ -55,7 +58,7 @@ impl Sink {
                             }
                         }
                     };
-                    if out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).is_err() {
+                    if out.write_all(&line).and_then(|()| out.write_all(b"\n")).is_err() {
                         break; // stdout closed (EPIPE): nothing more can be shown
                     }
                 }
@@ -67,9 +70,9 @@ impl Sink {
     }
 
     /// Queues a line; never blocks. A full queue drops the line and counts it.
-    pub fn line(&mut self, line: String) {
+    pub fn line(&mut self, line: impl Into<Bytes>) {
         let Some(queue) = &self.queue else { return };
-        match queue.try_send(line) {
+        match queue.try_send(line.into()) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -79,8 +82,9 @@ impl Sink {
 
     /// Queues a line that matters more than the others (the closing line), waiting up to
     /// `patience` for room before dropping it.
-    pub fn line_patiently(&mut self, mut line: String, patience: Duration) {
+    pub fn line_patiently(&mut self, line: impl Into<Bytes>, patience: Duration) {
         let Some(queue) = &self.queue else { return };
+        let mut line = line.into();
         let deadline = std::time::Instant::now() + patience;
         loop {
             match queue.try_send(line) {

@@ -17,9 +17,9 @@ use anyhow::{Context, Result};
 
 use super::{connections::ConnectionLine, events, files};
 use crate::{
-    kernel::clock::Clock,
     decode::{Decoder, Event},
     find::{Endpoint, Finding, FindingKind, PeerKey},
+    kernel::clock::Clock,
     track::{Connection, Ended},
     FastMap,
 };
@@ -59,7 +59,13 @@ fn matches(endpoint: Endpoint, address: SocketAddr) -> bool {
 impl FlightRecorder {
     pub fn new(config: RecorderConfig) -> Result<FlightRecorder> {
         fs::create_dir_all(&config.dir).with_context(|| format!("cannot create --record-dir {}", config.dir.display()))?;
-        Ok(FlightRecorder { config, events: VecDeque::new(), connections: VecDeque::new(), last_recorded: FastMap::default(), overflowed: 0 })
+        Ok(FlightRecorder {
+            config,
+            events: VecDeque::new(),
+            connections: VecDeque::new(),
+            last_recorded: FastMap::default(),
+            overflowed: 0,
+        })
     }
 
     pub fn push(&mut self, event: Event) {
@@ -108,7 +114,9 @@ impl FlightRecorder {
                 .map(|ended| &**ended)
                 .filter(|ended| {
                     let connection = &ended.connection;
-                    connection.socket.netns == peer.netns && matches(peer.local, connection.local) && matches(peer.remote, connection.remote)
+                    connection.socket.netns == peer.netns
+                        && matches(peer.local, connection.local)
+                        && matches(peer.remote, connection.remote)
                 })
                 .collect();
             if events.is_empty() && connections.is_empty() {
@@ -174,11 +182,23 @@ impl FlightRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::track::fixtures::Script;
     use crate::decode::TcpState::*;
+    use crate::track::fixtures::Script;
 
     fn finding(kind: FindingKind, local: &str, remote: &str, key: PeerKey) -> Finding {
-        Finding { kind, local: local.into(), remote: remote.into(), count: 1, total: 1, detail: String::new(), netns: key.netns, netns_name: None, process: None, key, record: None }
+        Finding {
+            kind,
+            local: local.into(),
+            remote: remote.into(),
+            count: 1,
+            total: 1,
+            detail: String::new(),
+            netns: key.netns,
+            netns_name: None,
+            process: None,
+            key,
+            record: None,
+        }
     }
 
     #[test]
@@ -199,7 +219,8 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let path = PathBuf::from(findings[0].record.clone().expect("recorded"));
         let text = fs::read_to_string(&path).unwrap();
-        let kinds: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string()).collect();
+        let kinds: Vec<String> =
+            text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string()).collect();
         assert_eq!(kinds, ["state", "rst_received"], "only this peer, only the window: {text}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
@@ -219,7 +240,12 @@ mod tests {
         let mut recorder = FlightRecorder::new(config).unwrap();
         let mut tracker = crate::track::Tracker::new(crate::track::TrackerConfig::default(), crate::track::fixtures::reasons());
         let peer = Script::new(1, "10.0.0.2:80", "10.0.0.1:40000");
-        let events = [peer.state(Listen, SynRecv, NS_PER_S), peer.state(SynRecv, Established, 2 * NS_PER_S), peer.reset_received(3 * NS_PER_S), peer.state(Established, Close, 3 * NS_PER_S)];
+        let events = [
+            peer.state(Listen, SynRecv, NS_PER_S),
+            peer.state(SynRecv, Established, 2 * NS_PER_S),
+            peer.reset_received(3 * NS_PER_S),
+            peer.state(Established, Close, 3 * NS_PER_S),
+        ];
         let mut out = Vec::new();
         for event in events {
             recorder.push(event);

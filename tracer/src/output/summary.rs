@@ -127,13 +127,21 @@ impl<'a> Summary<'a> {
         let _ = writeln!(
             out,
             "events {} seen, {} lost, {} skipped, {} unreadable, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
-            health.seen, health.lost, health.skipped, health.unreadable, health.decode_errors, health.evicted, self.modes.snapshot, self.modes.time_wait
+            health.seen,
+            health.lost,
+            health.skipped,
+            health.unreadable,
+            health.decode_errors,
+            health.evicted,
+            self.modes.snapshot,
+            self.modes.time_wait
         );
         if health.output_dropped > 0 {
             let _ = writeln!(out, "output: {} lines dropped (stdout was not read fast enough)", health.output_dropped);
         }
         if health.kernel_misses.any() {
-            let misses: Vec<String> = health.kernel_misses.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{} {n}", what.name())).collect();
+            let misses: Vec<String> =
+                health.kernel_misses.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{} {n}", what.name())).collect();
             let _ = writeln!(out, "kernel: {} (--kernel-log warn shows each)", misses.join(", "));
         }
         if health.recorder_overflowed > 0 {
@@ -172,7 +180,8 @@ impl<'a> Summary<'a> {
             let _ = writeln!(out, "slowest handshakes (SYN → ESTABLISHED)");
             let _ = writeln!(out, "  {:<22} {:<22} {:>5} {:>9} {:>9}", "LOCAL", "REMOTE", "CONNS", "p50 ms", "p99 ms");
             for row in self.handshakes {
-                let _ = writeln!(out, "  {:<22} {:<22} {:>5} {:>9.2} {:>9.2}", row.local, row.remote, row.connections, row.p50_ms, row.p99_ms);
+                let _ =
+                    writeln!(out, "  {:<22} {:<22} {:>5} {:>9.2} {:>9.2}", row.local, row.remote, row.connections, row.p50_ms, row.p99_ms);
             }
         }
         if self.findings.is_empty() {
@@ -276,13 +285,32 @@ mod tests {
         let mut picture = Picture {
             states: [("ESTABLISHED", 3), ("CLOSE_WAIT", 1)].into_iter().collect(),
             closes: [("graceful", 7), ("reset_by_peer", 2)].into_iter().collect(),
-            peers: vec![crate::find::PeerRow { local: "10.0.0.1:8080".into(), remote: "10.0.0.2:*".into(), ended: 9, rst_from_peer: 2, stuck: 1, ..Default::default() }],
-            handshakes: vec![crate::find::HandshakeRow { local: "10.0.0.1:*".into(), remote: "10.0.0.3:443".into(), netns: 1, connections: 4, p50_ms: 0.25, p99_ms: 12.5 }],
+            peers: vec![crate::find::PeerRow {
+                local: "10.0.0.1:8080".into(),
+                remote: "10.0.0.2:*".into(),
+                ended: 9,
+                rst_from_peer: 2,
+                stuck: 1,
+                ..Default::default()
+            }],
+            handshakes: vec![crate::find::HandshakeRow {
+                local: "10.0.0.1:*".into(),
+                remote: "10.0.0.3:443".into(),
+                netns: 1,
+                connections: 4,
+                p50_ms: 0.25,
+                p99_ms: 12.5,
+            }],
             findings: vec![finding(FindingKind::CloseWaitStuck, 8080, 1)],
         };
         picture.findings[0].netns_name = Some("blue".into());
         picture.findings[0].record = Some("/var/lib/tracer/r1.jsonl".into());
-        let modes = SourceModes { hooks: String::new(), snapshot: "sock_diag (1 netns, 1 dumped in 0 ms)".into(), snapshot_round: None, time_wait: "sock_diag" };
+        let modes = SourceModes {
+            hooks: String::new(),
+            snapshot: "sock_diag (1 netns, 1 dumped in 0 ms)".into(),
+            snapshot_round: None,
+            time_wait: "sock_diag",
+        };
         let kernel_misses = [(tracer_common::KernelMiss::Task, 3)].into_iter().collect();
         let health = Health { seen: 40, kernel_misses, recorder_overflowed: 5, ..Health::default() };
         let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, true, health, &modes, &picture);

@@ -6,14 +6,8 @@ use std::{borrow::Cow, net::SocketAddr};
 use super::{CloseClass, Connection, Ending, Lingered, Role, Tracker};
 use crate::decode::TcpState;
 
-const APPLICATION_ABORT_REASONS: &[&str] = &[
-    "TCP_ABORT_ON_CLOSE",
-    "TCP_ABORT_ON_LINGER",
-    "TCP_ABORT_ON_DATA",
-    "TCP_STATE",
-    "TCP_DISCONNECT_WITH_DATA",
-];
-
+const APPLICATION_ABORT_REASONS: &[&str] =
+    &["TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER", "TCP_ABORT_ON_DATA", "TCP_STATE", "TCP_DISCONNECT_WITH_DATA"];
 
 impl Tracker {
     pub(super) fn classify(&self, connection: &Connection, ending: Ending) -> Verdict {
@@ -28,16 +22,13 @@ impl Tracker {
         if let Some(reset) = connection.reset_sent {
             let reason = reset.reason.and_then(|code| self.reason_name(code));
             return match reason {
-                Some("TCP_KEEPALIVE_TIMEOUT") => Verdict::of(
-                    CloseClass::PeerSilent,
-                    "keepalive timeout: the peer stopped answering (we sent RST)",
-                ),
+                Some("TCP_KEEPALIVE_TIMEOUT") => {
+                    Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
+                }
                 Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
                     Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
                 }
-                None if reset.by_application => {
-                    Verdict::of(CloseClass::Aborted, "our application aborted it with RST")
-                }
+                None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
                 reason => Verdict::of(
                     CloseClass::ResetByUs,
                     format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel")),
@@ -48,15 +39,16 @@ impl Tracker {
             TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => {
                 Verdict::of(CloseClass::Aborted, "connect abandoned by the application")
             }
-            TcpState::SynSent if ending.by_application => Verdict::of(
-                CloseClass::ConnectTimeout,
-                format!("application gave up after {} SYN retransmits", connection.syn_retransmits),
-            ),
-            TcpState::SynSent => Verdict::of(
-                CloseClass::ConnectTimeout,
-                format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits),
-            ),
-            TcpState::FinWait2 if ending.lingered == Some(Lingered::Expired) || (ending.lingered.is_none() && !self.config.leaves_time_wait(connection, from)) => {
+            TcpState::SynSent if ending.by_application => {
+                Verdict::of(CloseClass::ConnectTimeout, format!("application gave up after {} SYN retransmits", connection.syn_retransmits))
+            }
+            TcpState::SynSent => {
+                Verdict::of(CloseClass::ConnectTimeout, format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits))
+            }
+            TcpState::FinWait2
+                if ending.lingered == Some(Lingered::Expired)
+                    || (ending.lingered.is_none() && !self.config.leaves_time_wait(connection, from)) =>
+            {
                 let waited = ending.at_ns.saturating_sub(connection.previous_state_since_ns);
                 let waited = match ending.lingered {
                     Some(Lingered::Expired) => "until tcp_fin_timeout expired".to_string(),
@@ -71,10 +63,9 @@ impl Tracker {
             TcpState::Closing | TcpState::TimeWait => {
                 Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
             }
-            TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => Verdict::of(
-                CloseClass::PeerSilent,
-                format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"),
-            ),
+            TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => {
+                Verdict::of(CloseClass::PeerSilent, format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"))
+            }
             TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first"),
             TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged"),
             // No system call closes these without a FIN or a RST; a CLOSE in process context is a
@@ -110,4 +101,3 @@ pub fn guess_role(ephemeral_ports: (u16, u16), local: SocketAddr, remote: Socket
         Role::Server
     }
 }
-

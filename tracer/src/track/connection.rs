@@ -157,16 +157,35 @@ pub struct Tuple {
 pub enum Observation {
     Ended(Box<Ended>),
     /// We retransmitted a SYN: the server has not answered.
-    SynRetransmit { tuple: Tuple, process: Option<Process> },
+    SynRetransmit {
+        tuple: Tuple,
+        process: Option<Process>,
+    },
     /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
-    SynAckRetransmit { tuple: Tuple },
+    SynAckRetransmit {
+        tuple: Tuple,
+    },
     /// `role` is the socket's, or for a reset without one, [`Tracker::socketless_role`]'s.
-    ResetSent { tuple: Tuple, role: Role, process: Option<Process>, reason: Option<u32> },
-    ResetReceived { tuple: Tuple, role: Role, process: Option<Process> },
+    ResetSent {
+        tuple: Tuple,
+        role: Role,
+        process: Option<Process>,
+        reason: Option<u32>,
+    },
+    ResetReceived {
+        tuple: Tuple,
+        role: Role,
+        process: Option<Process>,
+    },
     /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
     /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
     /// answered with a bare ACK (we reset it and retransmit the SYN): `accepted` is false.
-    PortReuse { tuple: Tuple, role: Role, time_wait_age_ns: Option<u64>, accepted: bool },
+    PortReuse {
+        tuple: Tuple,
+        role: Role,
+        time_wait_age_ns: Option<u64>,
+        accepted: bool,
+    },
 }
 
 impl Tuple {

@@ -82,7 +82,6 @@ impl Default for TrackerConfig {
     }
 }
 
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TrackerStats {
     pub tracked: u64,
@@ -138,16 +137,18 @@ impl Tracker {
             EventKind::StateChange => self.state_change(event, out),
             EventKind::ResetSent => {
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
-                    connection.reset_sent = Some(ResetSent {
-                        reason: event.reset_reason,
-                        by_application: event.process.is_some(),
-                    });
+                    connection.reset_sent = Some(ResetSent { reason: event.reset_reason, by_application: event.process.is_some() });
                     (connection.role, connection.process)
                 });
                 if event.state == Some(TcpState::SynSent) && owner.is_some_and(|(role, _)| role == Role::Client) {
                     // RFC 793: a SYN_SENT socket answers an unacceptable ACK with RST. The peer
                     // acknowledged something we never sent: it still holds this 4-tuple.
-                    out.push(Observation::PortReuse { tuple: Tuple::of(event), role: Role::Client, time_wait_age_ns: None, accepted: false });
+                    out.push(Observation::PortReuse {
+                        tuple: Tuple::of(event),
+                        role: Role::Client,
+                        time_wait_age_ns: None,
+                        accepted: false,
+                    });
                 }
                 out.push(Observation::ResetSent {
                     tuple: Tuple::of(event),
@@ -305,7 +306,10 @@ impl Tracker {
         // client once connected.
         let server_tuple_known = role == Role::Server
             && event.remote.port() != 0
-            && matches!((old, new), (TcpState::Listen | TcpState::NewSynRecv, TcpState::SynRecv) | (TcpState::SynRecv, TcpState::Established));
+            && matches!(
+                (old, new),
+                (TcpState::Listen | TcpState::NewSynRecv, TcpState::SynRecv) | (TcpState::SynRecv, TcpState::Established)
+            );
         if server_tuple_known || reused_tuple {
             let tuple = Tuple::of(event);
             let time_wait_since = self.time_wait.get(&tuple).copied().filter(|since| *since < at);
@@ -477,7 +481,8 @@ mod tests {
         for event in [from_client_port, to_client_port, unknown] {
             tracker.observe(&event, &mut out);
         }
-        let roles: Vec<Role> = out.iter().filter_map(|o| if let Observation::ResetSent { role, .. } = o { Some(*role) } else { None }).collect();
+        let roles: Vec<Role> =
+            out.iter().filter_map(|o| if let Observation::ResetSent { role, .. } = o { Some(*role) } else { None }).collect();
         assert_eq!(roles, [Role::Client, Role::Server, Role::Server], "unknown ports: the ephemeral guess");
     }
 
@@ -555,10 +560,8 @@ mod tests {
     #[test]
     fn rst_in_reply_to_syn_is_refused() {
         let c = client();
-        let (_, out) = run(
-            TrackerConfig::default(),
-            &[c.syscall(Close, SynSent, S), c.reset_received(S + 10), c.syscall(SynSent, Close, S + 11)],
-        );
+        let (_, out) =
+            run(TrackerConfig::default(), &[c.syscall(Close, SynSent, S), c.reset_received(S + 10), c.syscall(SynSent, Close, S + 11)]);
         assert_eq!(ended(&out)[0].class, CloseClass::Refused);
         assert!(matches!(out[0], Observation::ResetReceived { role: Role::Client, .. }));
     }
@@ -568,7 +571,12 @@ mod tests {
         let s = server();
         let (_, out) = run(
             TrackerConfig::default(),
-            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(3 * S), s.state(Established, Close, 3 * S)],
+            &[
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 1),
+                s.reset_received(3 * S),
+                s.state(Established, Close, 3 * S),
+            ],
         );
         let verdict = ended(&out)[0];
         assert_eq!(verdict.class, CloseClass::ResetByPeer);
@@ -597,7 +605,12 @@ mod tests {
         let s = server();
         let (_, out) = run(
             TrackerConfig::default(),
-            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_sent(Established, Some(2), 2 * S), s.state(Established, Close, 2 * S + 1)],
+            &[
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 1),
+                s.reset_sent(Established, Some(2), 2 * S),
+                s.state(Established, Close, 2 * S + 1),
+            ],
         );
         let verdict = ended(&out)[0];
         assert_eq!(verdict.class, CloseClass::ResetByUs);
@@ -609,7 +622,12 @@ mod tests {
         let s = server();
         let (_, out) = run(
             TrackerConfig::default(),
-            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_sent(Established, Some(15), 90 * S), s.state(Established, Close, 90 * S)],
+            &[
+                s.state(Listen, SynRecv, S),
+                s.state(SynRecv, Established, S + 1),
+                s.reset_sent(Established, Some(15), 90 * S),
+                s.state(Established, Close, 90 * S),
+            ],
         );
         assert_eq!(ended(&out)[0].class, CloseClass::PeerSilent);
     }
@@ -664,10 +682,7 @@ mod tests {
             exact(),
             &our_fin_acknowledged(
                 &c,
-                [
-                    time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 2 * S + 2),
-                    c.state(FinWait2, Close, 2 * S + 3),
-                ],
+                [time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 2 * S + 2), c.state(FinWait2, Close, 2 * S + 3)],
             ),
         );
         let verdict = ended(&out)[0];
@@ -682,10 +697,7 @@ mod tests {
         let mut out = Vec::new();
         for event in our_fin_acknowledged(
             &c,
-            [
-                time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
-                c.state(FinWait2, Close, 2 * S + 3),
-            ],
+            [time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2), c.state(FinWait2, Close, 2 * S + 3)],
         ) {
             tracker.observe(&event, &mut out);
         }
@@ -706,7 +718,10 @@ mod tests {
                     time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
                     c.state(FinWait2, Close, 2 * S + 3),
                     // Later the peer's FIN reaches the timewait socket (another address).
-                    Event { socket: SocketId { netns: NETNS, address: 0xdead }, ..time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 5 * S) },
+                    Event {
+                        socket: SocketId { netns: NETNS, address: 0xdead },
+                        ..time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 5 * S)
+                    },
                 ],
             ),
         );
@@ -718,7 +733,13 @@ mod tests {
     #[test]
     fn with_fexit_a_syn_answered_by_a_timewait_ack_is_port_reuse_not_accepted() {
         let s = server();
-        let (_, out) = run(exact(), &[time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(2), S), time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(3), 2 * S)]);
+        let (_, out) = run(
+            exact(),
+            &[
+                time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(2), S),
+                time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(3), 2 * S),
+            ],
+        );
         let verdicts: Vec<bool> = out
             .iter()
             .filter_map(|o| match o {
@@ -742,7 +763,12 @@ mod tests {
         let c = client();
         let (_, out) = run(
             TrackerConfig::default(),
-            &[c.syscall(Close, SynSent, S), c.state(SynSent, Established, S + 1), c.retransmit(Established, 2 * S), c.syscall(Established, Close, 3 * S)],
+            &[
+                c.syscall(Close, SynSent, S),
+                c.state(SynSent, Established, S + 1),
+                c.retransmit(Established, 2 * S),
+                c.syscall(Established, Close, 3 * S),
+            ],
         );
         assert_eq!(ended(&out)[0].class, CloseClass::PeerSilent);
     }
@@ -750,15 +776,7 @@ mod tests {
     #[test]
     fn fin_wait2_that_expires_means_our_fin_was_never_answered() {
         let c = client();
-        let (tracker, out) = run(
-            TrackerConfig::default(),
-            &our_fin_acknowledged(
-                &c,
-                [
-                    c.state(FinWait2, Close, 62 * S + 1),
-                ],
-            ),
-        );
+        let (tracker, out) = run(TrackerConfig::default(), &our_fin_acknowledged(&c, [c.state(FinWait2, Close, 62 * S + 1)]));
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.fin_wait2_expired, verdict.time_wait), (CloseClass::PeerSilent, true, false));
         assert_eq!(tracker.time_wait(63 * S).count(), 0);
@@ -852,7 +870,12 @@ mod tests {
         let c = client();
         let (_, out) = run(
             TrackerConfig::default(),
-            &[c.syscall(Close, SynSent, S), c.reset_sent(SynSent, Some(2), S + 10), c.retransmit(SynSent, 2 * S), c.state(SynSent, Established, 2 * S + 5)],
+            &[
+                c.syscall(Close, SynSent, S),
+                c.reset_sent(SynSent, Some(2), S + 10),
+                c.retransmit(SynSent, 2 * S),
+                c.state(SynSent, Established, 2 * S + 5),
+            ],
         );
         assert!(out.contains(&Observation::PortReuse {
             tuple: Tuple { netns: NETNS, local: c.local, remote: c.remote },
@@ -866,10 +889,12 @@ mod tests {
     #[test]
     fn sockets_that_predate_the_tracer_join_mid_life_with_a_guessed_role() {
         let c = client();
-        let (tracker, out) = run(TrackerConfig::default(), &[c.state(Established, CloseWait, S), c.syscall(CloseWait, LastAck, S + 1), c.state(LastAck, Close, S + 2)]);
+        let (tracker, out) = run(
+            TrackerConfig::default(),
+            &[c.state(Established, CloseWait, S), c.syscall(CloseWait, LastAck, S + 1), c.state(LastAck, Close, S + 2)],
+        );
         assert_eq!(tracker.stats.joined_mid_life, 1);
         let verdict = ended(&out)[0];
         assert_eq!((verdict.connection.role, verdict.connection.opened_ns, verdict.class), (Role::Client, None, CloseClass::Graceful));
     }
 }
-

@@ -25,11 +25,8 @@ impl Reorder {
     pub fn release(&mut self, horizon_ns: u64, mut take: impl FnMut(&Event)) {
         // Stable and adaptive: nearly sorted input costs about one pass.
         self.held.sort_by_key(|event| event.timestamp_ns);
-        let ready = if self.held.len() > MAX_HELD {
-            self.held.len()
-        } else {
-            self.held.partition_point(|event| event.timestamp_ns < horizon_ns)
-        };
+        let ready =
+            if self.held.len() > MAX_HELD { self.held.len() } else { self.held.partition_point(|event| event.timestamp_ns < horizon_ns) };
         self.held[..ready].iter().for_each(&mut take);
         self.held.drain(..ready);
     }

@@ -16,18 +16,14 @@ impl Tracker {
 
     /// TIME_WAIT sockets believed to exist at `now_ns`.
     pub fn time_wait(&self, now_ns: u64) -> impl Iterator<Item = (&Tuple, u64)> {
-        self.time_wait
-            .iter()
-            .filter(move |(_, since)| now_ns.saturating_sub(**since) < TIME_WAIT_NS)
-            .map(|(tuple, since)| (tuple, *since))
+        self.time_wait.iter().filter(move |(_, since)| now_ns.saturating_sub(**since) < TIME_WAIT_NS).map(|(tuple, since)| (tuple, *since))
     }
 
     /// Replaces what we believe about one namespace's TIME_WAIT sockets with a snapshot taken at
     /// `taken_ns`: sockets it lacks are gone (unless they entered TIME_WAIT after it was taken);
     /// new ones are dated to the snapshot, as sock_diag does not say when they began.
     pub fn refresh_time_wait(&mut self, netns: u32, taken_ns: u64, snapshot: impl IntoIterator<Item = (SocketAddr, SocketAddr)>) {
-        let present: FastSet<Tuple> =
-            snapshot.into_iter().map(|(local, remote)| Tuple { netns, local, remote }).collect();
+        let present: FastSet<Tuple> = snapshot.into_iter().map(|(local, remote)| Tuple { netns, local, remote }).collect();
         self.time_wait.retain(|tuple, since| tuple.netns != netns || present.contains(tuple) || *since >= taken_ns);
         for tuple in present {
             if !self.time_wait.contains_key(&tuple) {
@@ -68,11 +64,8 @@ impl Tracker {
     }
 
     pub(super) fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {
-        let tuple = Tuple {
-            netns: lingering.connection.socket.netns,
-            local: lingering.connection.local,
-            remote: lingering.connection.remote,
-        };
+        let tuple =
+            Tuple { netns: lingering.connection.socket.netns, local: lingering.connection.local, remote: lingering.connection.remote };
         if self.lingering.len() >= self.config.max_time_wait && !self.lingering.contains_key(&tuple) {
             let oldest = self.lingering.iter().take(64).min_by_key(|(_, l)| l.connection.state_since_ns).map(|(tuple, _)| *tuple);
             if let Some(oldest) = oldest.and_then(|oldest| self.lingering.remove(&oldest)) {
@@ -86,7 +79,13 @@ impl Tracker {
 
     /// Resolves lingering FIN_WAIT2 timewait sockets of `netns` with a snapshot taken at
     /// `taken_ns`, given as (local, remote, state) of its TIME_WAIT and FIN_WAIT2 sockets.
-    pub fn reconcile(&mut self, netns: u32, taken_ns: u64, sockets: impl IntoIterator<Item = (SocketAddr, SocketAddr, TcpState)>, out: &mut Vec<Observation>) {
+    pub fn reconcile(
+        &mut self,
+        netns: u32,
+        taken_ns: u64,
+        sockets: impl IntoIterator<Item = (SocketAddr, SocketAddr, TcpState)>,
+        out: &mut Vec<Observation>,
+    ) {
         let states: FastMap<(SocketAddr, SocketAddr), TcpState> =
             sockets.into_iter().map(|(local, remote, state)| ((local, remote), state)).collect();
         let mine: Vec<Tuple> = self.lingering.keys().filter(|tuple| tuple.netns == netns).copied().collect();
