@@ -154,6 +154,9 @@ impl Probes {
         }
         tracefs::ensure_mounted(options.tracefs_root)?;
         let resolved = btf_offsets::resolve()?;
+        if !resolved.missing.is_empty() {
+            eprintln!("tracer: note: not in this kernel's BTF, so what needs it is off: {}", resolved.missing.join(", "));
+        }
         let mut config = KernelConfig {
             offsets: resolved.offsets,
             filter: options.filter,
@@ -285,8 +288,7 @@ impl Probes {
             .ebpf
             .programs()
             .filter_map(|(_, program)| program.fd().ok())
-            .filter_map(|fd| program_counters(fd.as_fd().as_raw_fd()).ok())
-            .map(|counters| counters.recursion_misses)
+            .filter_map(|fd| recursion_misses(fd.as_fd().as_raw_fd()).ok())
             .sum();
         let misses = KernelMiss::ALL.into_iter().map(|what| (what, sum(what.slot()))).collect();
         KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }
@@ -378,17 +380,9 @@ fn attach_tracing(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<()> {
     Ok(())
 }
 
-/// A loaded program's run statistics, as `bpftool prog show` prints them.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProgramCounters {
-    pub run_time_ns: u64,
-    pub run_count: u64,
-    /// Firings skipped because the program was already running on that CPU (Linux ≥ 5.12).
-    pub recursion_misses: u64,
-}
-
-/// `BPF_OBJ_GET_INFO_BY_FD` for a program (aya does not expose `recursion_misses`).
-pub fn program_counters(fd: i32) -> std::io::Result<ProgramCounters> {
+/// Firings of a loaded program the kernel skipped because it was already running on that CPU
+/// (Linux ≥ 5.12), through `BPF_OBJ_GET_INFO_BY_FD`: aya does not expose `recursion_misses`.
+fn recursion_misses(fd: i32) -> std::io::Result<u64> {
     use aya_obj::generated::{bpf_attr, bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
     // SAFETY: both are plain C structs for which all-zero is valid; the kernel writes at most
     // `info_len` bytes of `info`, which outlives the call.
@@ -402,6 +396,6 @@ pub fn program_counters(fd: i32) -> std::io::Result<ProgramCounters> {
         if result < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(ProgramCounters { run_time_ns: info.run_time_ns, run_count: info.run_cnt, recursion_misses: info.recursion_misses })
+        Ok(info.recursion_misses)
     }
 }

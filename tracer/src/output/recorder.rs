@@ -5,13 +5,7 @@
 //!
 //! Bounded everywhere: events by count and age, each file by size, the directory by number of
 //! files (oldest removed), and one file per finding and peer per minute.
-use std::{
-    collections::VecDeque,
-    fs,
-    io::Write,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-};
+use std::{collections::VecDeque, fs, io::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -172,10 +166,6 @@ impl FlightRecorder {
         for (_, path) in &records[..records.len() - self.config.max_files] {
             let _ = fs::remove_file(path);
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.config.dir
     }
 }
 
