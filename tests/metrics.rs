@@ -127,3 +127,65 @@ fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
     assert!(listening.contains(&format!("127.0.0.1:{metrics_port}")), "loopback only: {listening}");
     tracer.stop();
 }
+
+/// `GET /metrics` with an optional `Accept` header: (Content-Type, body).
+fn scrape(port: u16, accept: Option<&str>) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let accept = accept.map(|accept| format!("Accept: {accept}\r\n")).unwrap_or_default();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let content_type = head.lines().find_map(|line| line.strip_prefix("Content-Type: ")).expect("a Content-Type").to_string();
+    (content_type, body.to_string())
+}
+
+/// Runs `program args` with `input` on stdin: (success, stdout + stderr).
+fn check_with(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{program}: {error}"));
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+/// Debian's python3-prometheus-client: its OpenMetrics parser refuses anything the format does
+/// not allow (a missing `# EOF`, a counter sample without `_total`, metadata for the wrong name).
+const OPENMETRICS_PARSER: &str = "import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    print(family.name, family.type, len(family.samples))";
+
+#[test]
+fn metrics_are_the_text_format_unless_the_scraper_asks_for_openmetrics() {
+    require_root();
+    let link = Link::new();
+    let port = free_port();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.client.path(), "--metrics-addr", &port.to_string()]);
+    let refused = link.connect(SocketAddr::new(link.server_ip, 9));
+    assert!(refused.is_err());
+    tracer.wait_for("the refused connect in a summary", |line| line["closes"]["refused"] == 1);
+
+    // curl, promtool, older agents: no Accept header.
+    let (content_type, text) = scrape(port, None);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF") && text.contains("# TYPE tcp_tracer_resets_total counter"), "{text}");
+    let (valid, said) = check_with("promtool", &["check", "metrics"], &text);
+    assert!(valid && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+
+    // Prometheus's own Accept header.
+    let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+    let (content_type, openmetrics) = scrape(port, Some(prometheus));
+    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    let (valid, families) = check_with("/usr/bin/python3", &["-c", OPENMETRICS_PARSER], &openmetrics);
+    assert!(valid, "the strict OpenMetrics parser refused it: {families}\n{openmetrics}");
+    assert!(families.lines().any(|line| line == "tcp_tracer_resets counter 1"), "{families}");
+    assert!(families.lines().any(|line| line.starts_with("tcp_tracer_sockets gauge")), "{families}");
+    tracer.stop();
+}

@@ -1,4 +1,5 @@
-//! `--metrics-addr`: Prometheus text exposition of what the summaries say, for fleets.
+//! `--metrics-addr`: Prometheus text exposition of what the summaries say, for fleets, in
+//! OpenMetrics or the classic text format as the scraper asks ([`exposition`]).
 //!
 //! Names follow node_exporter / OpenTelemetry habits: a `tcp_tracer_` prefix, lowercase label
 //! values (`state="time_wait"`), `_total` counters. No 4-tuples in labels; the only address label
@@ -18,7 +19,10 @@ use crate::{
     decode::TcpState,
     find::{FindingKind, Picture},
     kernel::sock_diag::RoundCost,
-    output::summary::Health,
+    output::{
+        exposition::{self, Format},
+        summary::Health,
+    },
     track::{CloseClass, Observation, Role},
 };
 
@@ -232,13 +236,15 @@ pub fn listen(addr: SocketAddr) -> Result<tiny_http::Server> {
 fn answer(server: tiny_http::Server, registry: Arc<Registry>) {
     for request in server.incoming_requests() {
         let response = if request.url() == "/metrics" {
+            let accept = request.headers().iter().find(|header| header.field.equiv("Accept")).map(|header| header.value.as_str());
+            let format = exposition::negotiate(accept);
             let mut body = String::new();
             match encode(&mut body, &registry) {
-                Ok(()) => tiny_http::Response::from_string(body).with_header(
-                    "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
-                        .parse::<tiny_http::Header>()
-                        .expect("a valid header"),
-                ),
+                Ok(()) => {
+                    let body = if format == Format::Text { exposition::to_text(&body) } else { body };
+                    let content_type = tiny_http::Header::from_bytes("Content-Type", format.content_type()).expect("a valid header");
+                    tiny_http::Response::from_string(body).with_header(content_type)
+                }
                 Err(_) => tiny_http::Response::from_string("encoding failed").with_status_code(500),
             }
         } else {

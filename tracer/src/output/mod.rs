@@ -7,6 +7,7 @@
 //! [`Bytes`]: a JSON line for stdout and for `--json-out` is made once and shared, not copied.
 pub mod connections;
 pub mod events;
+pub mod exposition;
 pub mod files;
 pub mod metrics;
 pub mod recorder;
