@@ -94,3 +94,38 @@ fn the_container_image_is_the_tracer_on_a_slim_base_and_builds_where_a_builder_r
         assert!(String::from_utf8_lossy(&run.stdout).starts_with("tracer "), "the image runs the tracer: {run:?}");
     }
 }
+
+/// What Grafana needs to import the dashboard: unique panel ids, panels on the 24-column grid
+/// without overlaps, every query on the dashboard's Prometheus data-source variable. (Which series
+/// it may query is checked against the tracer's registry by a unit test in `output/metrics.rs`.)
+#[test]
+fn the_grafana_dashboard_is_importable_and_every_panel_queries_the_chosen_prometheus() {
+    let dashboard: serde_json::Value = serde_json::from_str(&deploy("grafana-dashboard.json")).expect("the dashboard is JSON");
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(variables.iter().any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"));
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 6, "states, closes, resets, findings and more");
+    let mut ids: Vec<u64> = panels.iter().map(|panel| panel["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let cells = |panel: &serde_json::Value| {
+        let grid = &panel["gridPos"];
+        let (x, y, w, h) =
+            (grid["x"].as_u64().unwrap(), grid["y"].as_u64().unwrap(), grid["w"].as_u64().unwrap(), grid["h"].as_u64().unwrap());
+        assert!(x + w <= 24 && w > 0 && h > 0, "{panel}");
+        (x..x + w).flat_map(move |column| (y..y + h).map(move |row| (column, row))).collect::<Vec<_>>()
+    };
+    let mut taken = std::collections::HashSet::new();
+    for panel in panels {
+        for cell in cells(panel) {
+            assert!(taken.insert(cell), "panel {} overlaps another at {cell:?}", panel["title"]);
+        }
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{target}");
+            assert!(target["expr"].as_str().is_some_and(|expr| expr.contains("tcp_tracer_")), "{target}");
+        }
+    }
+}

@@ -146,6 +146,9 @@ pub struct Link {
     pub server_ip: IpAddr,
     pub client_ip6: IpAddr,
     pub server_ip6: IpAddr,
+    /// The veth ends: in `client`, and in `server`.
+    pub client_dev: String,
+    pub server_dev: String,
 }
 
 impl Link {
@@ -169,6 +172,8 @@ impl Link {
             server_ip: v4(2).parse().unwrap(),
             client_ip6: v6(1).parse().unwrap(),
             server_ip6: v6(2).parse().unwrap(),
+            client_dev: veth_c,
+            server_dev: veth_s,
         }
     }
 

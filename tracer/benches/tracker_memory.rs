@@ -48,7 +48,14 @@ fn main() {
         if n % 1_000_000 == 999_999 {
             pipeline.expire(at);
             pipeline.report(|_, _, _| {});
-            let _ = pipeline.conclude(&Context { now_ns: at, snapshot: None, settings: &settings, filter: &filter, owners: &nobody });
+            let _ = pipeline.conclude(&Context {
+                now_ns: at,
+                snapshot: None,
+                settings: &settings,
+                filter: &filter,
+                owners: &nobody,
+                links: &[],
+            });
         }
         if (n + 1) % (connections / 10).max(1) == 0 {
             println!(

@@ -2,6 +2,7 @@
 //! lines, metrics, flight records, the summary on stdout and in --json-out), and the socket
 //! snapshot taken on a blocking thread while the event loop keeps draining the ring buffer.
 use std::{
+    collections::VecDeque,
     io::{self, IsTerminal},
     time::Duration,
 };
@@ -14,9 +15,10 @@ use super::{cli::Cli, pipeline::Pipeline, EXIT_PATIENCE};
 use crate::{
     decode::{Decoder, Event},
     filter::Filter,
-    find::{Context, Findings, FindingsConfig},
+    find::{Context, Findings, FindingsConfig, LinkRow},
     kernel::{
         clock::{self, Clock},
+        links::{LinkChange, LinkWhat, Links},
         probes::Probes,
         sock_diag::{self, NamespaceSettings, Snapshot, Snapshots},
     },
@@ -28,7 +30,7 @@ use crate::{
         Sink,
     },
     track::{Observation, Tracker, TrackerConfig},
-    FastSet,
+    FastMap, FastSet,
 };
 
 /// Where summaries go.
@@ -44,6 +46,64 @@ pub type PendingDump = tokio::task::JoinHandle<(Snapshots, Snapshot)>;
 /// Most namespaces remembered while a snapshot is being taken (past it, the next round dumps
 /// every namespace, as activity may have gone unnoticed).
 const MAX_SEEN_WHILE_AWAY: usize = 1024;
+
+/// How long link changes are remembered to explain findings (a silent peer's connection may end
+/// by timeout many minutes after the link that took it down).
+const LINK_MEMORY_NS: u64 = 15 * 60 * 1_000_000_000;
+/// Link changes remembered at most, and shown per summary at most.
+const MAX_LINK_CHANGES: usize = 1024;
+
+/// Link changes: the watcher, this interval's rows, the recent ones, and when each link went down.
+struct LinkLog {
+    watcher: Links,
+    interval: Vec<LinkRow>,
+    recent: VecDeque<LinkChange>,
+    down_since: FastMap<(u32, u32), u64>,
+    /// Rows left out of a summary because it had [`MAX_LINK_CHANGES`] already.
+    dropped: u64,
+}
+
+impl LinkLog {
+    fn new(watcher: Links) -> LinkLog {
+        LinkLog { watcher, interval: Vec::new(), recent: VecDeque::new(), down_since: FastMap::default(), dropped: 0 }
+    }
+
+    fn push(&mut self, change: LinkChange, clock: &Clock) {
+        let link = (change.netns, change.ifindex);
+        let down_for_s = if change.what.is_loss() {
+            self.down_since.entry(link).or_insert(change.at_ns);
+            None
+        } else if matches!(change.what, LinkWhat::Up | LinkWhat::CarrierUp) {
+            self.down_since.remove(&link).map(|since| (change.at_ns.saturating_sub(since) as f64 / 1e8).round() / 10.0)
+        } else {
+            None
+        };
+        if self.interval.len() < MAX_LINK_CHANGES {
+            self.interval.push(LinkRow {
+                ts: clock.format(change.at_ns),
+                netns: change.netns,
+                ifname: change.ifname.clone(),
+                what: change.what,
+                down_for_s,
+            });
+        } else {
+            self.dropped += 1;
+        }
+        if self.recent.len() >= MAX_LINK_CHANGES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(change);
+    }
+
+    fn forget_before(&mut self, oldest_ns: u64) {
+        while self.recent.front().is_some_and(|change| change.at_ns < oldest_ns) {
+            self.recent.pop_front();
+        }
+        if self.down_since.len() > MAX_LINK_CHANGES {
+            self.down_since.retain(|_, since| *since >= oldest_ns);
+        }
+    }
+}
 
 /// What a summary started before its snapshot was taken.
 struct Pending {
@@ -76,6 +136,7 @@ pub struct Aggregator {
     /// The namespace of the previous event: consecutive events mostly share one.
     last_netns: u32,
     modes: SourceModes,
+    links: LinkLog,
     interval_started: Instant,
     colour: bool,
 }
@@ -88,6 +149,7 @@ impl Aggregator {
         decoder: &Decoder,
         outputs: Outputs,
         snapshots: Option<Result<Snapshots>>,
+        links: Links,
     ) -> Result<Aggregator> {
         let (snapshots, snapshot_mode) = match snapshots {
             None => (None, "off (--no-snapshot)".to_string()),
@@ -152,6 +214,7 @@ impl Aggregator {
             missed_before: 0,
             last_netns: 0,
             modes,
+            links: LinkLog::new(links),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
         })
@@ -163,6 +226,7 @@ impl Aggregator {
         }
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
+            self.links.watcher.seen(event.socket.netns);
             match &mut self.snapshots {
                 Some(snapshots) => snapshots.learn(event.socket.netns),
                 // Away taking a snapshot: learnt when it is back.
@@ -179,6 +243,20 @@ impl Aggregator {
         if let Some(recorder) = &mut self.recorder {
             recorder.push(event);
         }
+    }
+
+    /// A link changed: counted, recorded, kept for the summary and for the findings it may explain.
+    pub fn link(&mut self, change: LinkChange) {
+        if self.pipeline.filter.netns.is_some_and(|netns| netns != change.netns) {
+            return;
+        }
+        if let Some(metrics) = &self.outputs.metrics {
+            metrics.link_change(change.what);
+        }
+        if let Some(recorder) = &mut self.recorder {
+            recorder.push_link(change.clone());
+        }
+        self.links.push(change, &self.clock);
     }
 
     /// Feeds the tracker every event older than `horizon_ns`, then the findings. While a snapshot
@@ -298,8 +376,18 @@ impl Aggregator {
         let settings =
             |netns: u32| self.snapshots.as_ref().and_then(|snapshots| snapshots.settings(netns)).unwrap_or(NamespaceSettings::DEFAULT);
         let filter = self.pipeline.filter.clone();
-        let context = Context { now_ns, snapshot: snapshot.as_ref(), settings: &settings, filter: &filter, owners: &sock_diag::owners };
+        self.links.forget_before(now_ns.saturating_sub(LINK_MEMORY_NS));
+        let recent: Vec<LinkChange> = self.links.recent.iter().cloned().collect();
+        let context = Context {
+            now_ns,
+            snapshot: snapshot.as_ref(),
+            settings: &settings,
+            filter: &filter,
+            owners: &sock_diag::owners,
+            links: &recent,
+        };
         let mut picture = self.pipeline.conclude(&context);
+        picture.links = std::mem::take(&mut self.links.interval);
         if let Some(snapshots) = &self.snapshots {
             for finding in &mut picture.findings {
                 finding.netns_name = snapshots.name(finding.netns).map(str::to_string);
@@ -311,7 +399,7 @@ impl Aggregator {
             }
         }
         let stats = self.pipeline.tracker.stats;
-        health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.pipeline.findings.evicted;
+        health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.pipeline.findings.evicted + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;
         health.recorder_overflowed = self.recorder.as_ref().map_or(0, |recorder| recorder.overflowed);
         if let Some(metrics) = &mut self.outputs.metrics {

@@ -5,7 +5,10 @@ use super::EXIT_PATIENCE;
 use crate::{
     decode::{Decoder, Event},
     filter::Filter,
-    kernel::clock::Clock,
+    kernel::{
+        clock::Clock,
+        links::{LinkChange, Links},
+    },
     output::{events, summary::Health, Sink},
 };
 
@@ -15,12 +18,19 @@ pub struct EventPrinter {
     pub json_file: Option<Sink>,
     pub clock: Clock,
     pub filter: Filter,
+    /// Follows link changes in the namespaces events come from.
+    pub links: Links,
+    pub last_netns: u32,
 }
 
 impl EventPrinter {
     pub fn event(&mut self, event: &Event, decoder: &Decoder) {
         if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
             return;
+        }
+        if event.socket.netns != self.last_netns {
+            self.last_netns = event.socket.netns;
+            self.links.seen(event.socket.netns);
         }
         let json = (self.sink.json || self.json_file.is_some()).then(|| Bytes::from(events::json(event, &self.clock, decoder)));
         if let (Some(file), Some(json)) = (&mut self.json_file, &json) {
@@ -29,6 +39,21 @@ impl EventPrinter {
         let line = match json {
             Some(json) if self.sink.json => json,
             _ => events::human(event, &self.clock, decoder).into(),
+        };
+        self.sink.line(line);
+    }
+
+    pub fn link(&mut self, change: &LinkChange) {
+        if self.filter.netns.is_some_and(|netns| netns != change.netns) {
+            return;
+        }
+        let json = (self.sink.json || self.json_file.is_some()).then(|| Bytes::from(events::link_json(change, &self.clock)));
+        if let (Some(file), Some(json)) = (&mut self.json_file, &json) {
+            file.line(json.clone());
+        }
+        let line = match json {
+            Some(json) if self.sink.json => json,
+            _ => events::link_human(change, &self.clock).into(),
         };
         self.sink.line(line);
     }

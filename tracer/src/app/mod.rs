@@ -27,7 +27,8 @@ use crate::{
     decode::{Decoder, Event},
     kernel::{
         clock::{self, Clock},
-        privileges,
+        links::{LinkChange, Links},
+        netns, privileges,
         probes::{AttachOptions, Probes, POLL_INTERVAL},
         sock_diag::{Snapshot, Snapshots},
     },
@@ -38,6 +39,9 @@ use crate::{
         Sink,
     },
 };
+
+/// Link changes waiting for the event loop before the watcher waits.
+const LINK_QUEUE: usize = 1024;
 
 /// How long the exit waits for a stalled stdout to take the last lines.
 const EXIT_PATIENCE: Duration = Duration::from_secs(2);
@@ -66,15 +70,25 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut kernel_log = probes.take_kernel_log();
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
     let snapshots = (!cli.events && !cli.no_snapshot).then(|| Snapshots::new(cli.interval));
-    privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok)).context("cannot drop capabilities after attaching")?;
+    privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok), !cli.no_snapshot)
+        .context("cannot drop capabilities after attaching")?;
+    // Link changes: in the namespaces events come from (the tracer's own at least), or only
+    // in --netns's; entering others needs the capabilities kept above.
+    let (link_changes, mut link_changes_in) = tokio::sync::mpsc::channel(LINK_QUEUE);
+    let mut links = Links::start(link_changes).context("cannot follow link changes")?;
+    let own_netns = netns::own();
+    links.watch(filter.netns.or(own_netns).unwrap_or(0));
+    if cli.no_snapshot || filter.netns.is_some() {
+        links.stop_following();
+    }
     let sink = Sink::new(io::stdout(), cli.json);
     let json_file = json_file.map(|file| Sink::new(file, true));
     let mut consumer = if cli.events {
-        Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter }))
+        Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter, links, last_netns: 0 }))
     } else {
         let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks));
         let outputs = Outputs { stdout: sink, json_file, metrics };
-        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, outputs, snapshots)?))
+        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, outputs, snapshots, links)?))
     };
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
@@ -124,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 dump = None;
                 consumer.snapshot_arrived(result)?;
             }
+            Some(change) = link_changes_in.recv() => consumer.link(change),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
@@ -208,6 +223,13 @@ enum Consumer {
 }
 
 impl Consumer {
+    fn link(&mut self, change: LinkChange) {
+        match self {
+            Consumer::Events(printer) => printer.link(&change),
+            Consumer::Summary(aggregator) => aggregator.link(change),
+        }
+    }
+
     fn event(&mut self, event: Event, decoder: &Decoder) {
         match self {
             Consumer::Events(printer) => printer.event(&event, decoder),

@@ -13,11 +13,14 @@ mod model;
 
 use std::collections::BTreeMap;
 
-pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, Owner, PeerKey, PeerRow, Picture};
+pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, LinkRow, NearLink, Owner, PeerKey, PeerRow, Picture};
 use crate::{
     decode::TcpState,
     filter::Filter,
-    kernel::sock_diag::{self, NamespaceSettings, Snapshot},
+    kernel::{
+        links::LinkChange,
+        sock_diag::{self, NamespaceSettings, Snapshot},
+    },
     track::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
     FastMap, FastSet,
 };
@@ -41,7 +44,20 @@ struct Tally {
     owner: Option<Owner>,
     /// Inode of a stuck socket whose owner is not known yet (resolved through /proc).
     inode: Option<u32>,
+    /// When the first observation of the interval began (event kinds).
+    first_ns: Option<u64>,
 }
+
+impl Tally {
+    fn began(&mut self, at_ns: u64) {
+        self.first_ns = Some(self.first_ns.map_or(at_ns, |first| first.min(at_ns)));
+    }
+}
+
+/// A finding whose trouble begins this soon after a link in its namespace went down names it...
+const LINK_BEFORE_NS: u64 = 10_000_000_000;
+/// ... and so does one whose trouble began at most this long before (traffic that died first).
+const LINK_AFTER_NS: u64 = 2_000_000_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FindingsConfig {
@@ -78,6 +94,8 @@ pub struct Context<'a> {
     pub filter: &'a Filter,
     /// Names the processes that hold socket inodes: pid and comm (from /proc in the tracer).
     pub owners: &'a dyn Fn(&FastSet<u32>) -> Owners,
+    /// Recent link changes, oldest first: a finding that began shortly after one says so.
+    pub links: &'a [LinkChange],
 }
 
 /// Socket inode → (pid, comm) of the process holding it.
@@ -141,6 +159,7 @@ impl Findings {
         if !in_scope(observation, filter) {
             return;
         }
+        let started = observation.started_ns();
         match observation {
             Observation::Ended(ended) => {
                 let connection = &ended.connection;
@@ -169,6 +188,7 @@ impl Findings {
                     CloseClass::PeerSilent => {
                         if let Some(tally) = self.tally(FindingKind::PeerSilent, key) {
                             tally.count += 1;
+                            tally.began(started);
                             *tally.labels.entry(ended.detail.to_string()).or_default() += 1;
                             tally.owner = tally.owner.take().or(owner.clone());
                         }
@@ -180,6 +200,7 @@ impl Findings {
                     }
                     CloseClass::Refused | CloseClass::ConnectTimeout => {
                         if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
+                            tally.began(started);
                             if ended.class == CloseClass::Refused {
                                 tally.refused += 1;
                             } else {
@@ -198,16 +219,18 @@ impl Findings {
                 }
                 if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
                     tally.count += 1;
+                    tally.began(started);
                     *tally.labels.entry("SYN".into()).or_default() += 1;
                 }
             }
-            Observation::SynAckRetransmit { tuple } => {
+            Observation::SynAckRetransmit { tuple, .. } => {
                 let key = PeerKey::new(Role::Server, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
                     row.syn_retransmits += 1;
                 }
                 if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
                     tally.count += 1;
+                    tally.began(started);
                     *tally.labels.entry("SYN-ACK".into()).or_default() += 1;
                 }
             }
@@ -219,6 +242,7 @@ impl Findings {
                 }
                 if let Some(tally) = self.tally(FindingKind::RstToPeer, key) {
                     tally.count += 1;
+                    tally.began(started);
                     let label = reason.unwrap_or_else(|| "reason not given by this kernel".into());
                     *tally.labels.entry(label).or_default() += 1;
                 }
@@ -230,12 +254,14 @@ impl Findings {
                 }
                 if let Some(tally) = self.tally(FindingKind::RstFromPeer, key) {
                     tally.count += 1;
+                    tally.began(started);
                 }
             }
-            Observation::PortReuse { tuple, role, time_wait_age_ns, accepted } => {
+            Observation::PortReuse { tuple, role, time_wait_age_ns, accepted, .. } => {
                 let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(tally) = self.tally(FindingKind::PortReuseInTimeWait, key) {
                     tally.count += 1;
+                    tally.began(started);
                     let into = time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
                     tally.example = Some(match (role, accepted) {
                         (_, true) => format!("{} ↔ {} was{into} TIME_WAIT; the SYN was accepted", tuple.local, tuple.remote),
@@ -265,7 +291,14 @@ impl Findings {
         let mut findings = Vec::new();
         for ((kind, key), tally) in self.tallies.drain() {
             let detail = describe::describe(kind, &tally, key, settings);
-            let Some(detail) = detail else { continue };
+            let Some(mut detail) = detail else { continue };
+            let near_link = tally.first_ns.and_then(|first| near_link(context.links, key.netns, first));
+            if let Some(link) = &near_link {
+                detail += &match link.seconds {
+                    seconds if seconds >= 0.0 => format!("; it began {seconds:.1} s after {} {}", link.ifname, link.what.verb()),
+                    seconds => format!("; it began {:.1} s before {} {}: the traffic died first", -seconds, link.ifname, link.what.verb()),
+                };
+            }
             let count = if kind == FindingKind::FinUnanswered { tally.count + tally.expired } else { tally.count };
             let total = self.totals.entry((kind, key)).or_default();
             *total = match kind {
@@ -284,6 +317,7 @@ impl Findings {
                 netns_name: None,
                 process: tally.owner,
                 record: None,
+                near_link,
                 key,
             });
         }
@@ -313,7 +347,7 @@ impl Findings {
         peers.truncate(10);
         let closes = std::mem::take(&mut self.closes).into_iter().map(|(class, n)| (class.name(), n)).collect();
         let handshakes = self.slowest_handshakes();
-        Picture { states, closes, peers, findings, handshakes }
+        Picture { states, closes, peers, findings, handshakes, links: Vec::new() }
     }
 
     /// The peers whose handshakes took longest this interval (by p99), and forgets the samples.
@@ -501,6 +535,18 @@ impl Findings {
     }
 }
 
+/// The link of namespace `netns` that went down (or lost carrier, or went away) nearest to
+/// `began_ns`: at most [`LINK_BEFORE_NS`] before it or [`LINK_AFTER_NS`] after it.
+fn near_link(links: &[LinkChange], netns: u32, began_ns: u64) -> Option<NearLink> {
+    let offset = |change: &LinkChange| began_ns as i128 - change.at_ns as i128;
+    links
+        .iter()
+        .filter(|change| change.netns == netns && change.what.is_loss())
+        .filter(|change| (-(LINK_AFTER_NS as i128)..=LINK_BEFORE_NS as i128).contains(&offset(change)))
+        .min_by_key(|change| offset(change).abs())
+        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: (offset(change) as f64 / 1e8).round() / 10.0 })
+}
+
 /// Whether the operator's filters let an observation through.
 pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
     match observation {
@@ -508,10 +554,10 @@ pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
             let connection = &ended.connection;
             filter.matches(connection.socket.netns, connection.local, connection.remote, connection.process.as_ref())
         }
-        Observation::SynRetransmit { tuple, process }
+        Observation::SynRetransmit { tuple, process, .. }
         | Observation::ResetSent { tuple, process, .. }
         | Observation::ResetReceived { tuple, process, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()),
-        Observation::SynAckRetransmit { tuple } | Observation::PortReuse { tuple, .. } => {
+        Observation::SynAckRetransmit { tuple, .. } | Observation::PortReuse { tuple, .. } => {
             filter.matches(tuple.netns, tuple.local, tuple.remote, None)
         }
     }
@@ -547,7 +593,7 @@ mod tests {
 
     fn conclude(findings: &mut Findings, tracker: &Tracker, now_ns: u64, filter: &Filter) -> Picture {
         let nobody = |_: &FastSet<u32>| FastMap::default();
-        findings.conclude(&Context { now_ns, snapshot: None, settings: &settings, filter, owners: &nobody }, tracker)
+        findings.conclude(&Context { now_ns, snapshot: None, settings: &settings, filter, owners: &nobody, links: &[] }, tracker)
     }
 
     fn tracker() -> Tracker {
@@ -556,6 +602,59 @@ mod tests {
 
     fn server(address: u64, client_port: u16) -> Script {
         Script::new(address, "10.0.0.2:80", &format!("10.0.0.1:{client_port}"))
+    }
+
+    fn link_down(netns: u32, at_ns: u64) -> LinkChange {
+        LinkChange {
+            at_ns,
+            netns,
+            ifindex: 2,
+            ifname: "veth0".into(),
+            what: crate::kernel::links::LinkWhat::Down,
+            operstate: "lowerlayerdown",
+            carrier: false,
+        }
+    }
+
+    #[test]
+    fn a_peer_gone_silent_right_after_its_link_went_down_says_so_and_an_older_change_does_not_count() {
+        let s = server(1, 40000);
+        // The link goes down at 10 s; our data is retransmitted from 11.2 s; the connection
+        // times out at 40 s.
+        let events = [
+            s.state(Listen, SynRecv, S),
+            s.state(SynRecv, Established, S + 1),
+            s.retransmit(Established, 11 * S + S / 5),
+            s.retransmit(Established, 12 * S),
+            s.state(Established, Close, 40 * S),
+        ];
+        let run = |links: &[LinkChange]| {
+            let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+            let mut out = Vec::new();
+            for event in &events {
+                tracker.observe(event, &mut out);
+            }
+            tracker.settle(u64::MAX, &mut out);
+            for observation in &out {
+                findings.observe(observation, &Filter::default(), |_| None);
+            }
+            let nobody = |_: &FastSet<u32>| FastMap::default();
+            let context =
+                Context { now_ns: 41 * S, snapshot: None, settings: &settings, filter: &Filter::default(), owners: &nobody, links };
+            let picture = findings.conclude(&context, &tracker);
+            picture.findings.into_iter().find(|f| f.kind == FindingKind::PeerSilent).expect("peer_silent")
+        };
+        let silent = run(&[link_down(NETNS + 1, 11 * S), link_down(NETNS, 10 * S)]);
+        let after = silent.near_link.as_ref().expect("the link in its namespace explains it");
+        assert_eq!((after.ifname.as_str(), after.seconds), ("veth0", 1.2));
+        assert!(silent.detail.ends_with("; it began 1.2 s after veth0 went down"), "{}", silent.detail);
+        assert_eq!(run(&[link_down(NETNS, 0)]).near_link, None, "11 s before: too long ago");
+        let first = run(&[link_down(NETNS, 12 * S)]);
+        assert_eq!(first.near_link.as_ref().map(|link| link.seconds), Some(-0.8));
+        assert!(first.detail.ends_with("; it began 0.8 s before veth0 went down: the traffic died first"), "{}", first.detail);
+        assert_eq!(run(&[link_down(NETNS, 14 * S)]).near_link, None, "2.8 s after the trouble: unrelated");
+        assert_eq!(run(&[link_down(NETNS + 1, 11 * S)]).near_link, None, "another namespace's link");
+        assert_eq!(run(&[]).near_link, None);
     }
 
     #[test]
@@ -608,7 +707,7 @@ mod tests {
         let tuple = Tuple { netns: NETNS, local: "10.0.0.2:80".parse().unwrap(), remote: "10.0.0.9:40000".parse().unwrap() };
         let detail = |role, time_wait_age_ns, accepted| {
             let (mut findings, tracker) = (Findings::new(FindingsConfig::default()), tracker());
-            findings.observe(&Observation::PortReuse { tuple, role, time_wait_age_ns, accepted }, &Filter::default(), |_| None);
+            findings.observe(&Observation::PortReuse { tuple, role, time_wait_age_ns, accepted, at_ns: 0 }, &Filter::default(), |_| None);
             let picture = conclude(&mut findings, &tracker, S, &Filter::default());
             picture.findings[0].detail.clone()
         };

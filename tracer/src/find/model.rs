@@ -8,7 +8,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{decode::Process, track::Role};
+use crate::{decode::Process, kernel::links::LinkWhat, track::Role};
 
 /// Finding kinds, most serious first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,7 +98,7 @@ impl From<Process> for Owner {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
     pub local: String,
@@ -116,8 +116,34 @@ pub struct Finding {
     /// The flight record written for this finding (`--record-dir`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<String>,
+    /// A link in the namespace went down shortly before (or just after) the trouble began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub near_link: Option<NearLink>,
     #[serde(skip)]
     pub key: PeerKey,
+}
+
+/// The link change nearest the beginning of a finding's trouble.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NearLink {
+    pub ifname: String,
+    pub what: LinkWhat,
+    /// From the link change to the first trouble; negative when the trouble came first (the
+    /// kernel announces a carrier change up to a second late, and traffic may die before a link
+    /// is declared down).
+    pub seconds: f64,
+}
+
+/// A link change of the interval, for the summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkRow {
+    pub ts: String,
+    pub netns: u32,
+    pub ifname: String,
+    pub what: LinkWhat,
+    /// For a link back up: how long it had been down (when the tracer saw it go).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_for_s: Option<f64>,
 }
 
 /// One row of "top peers by trouble".
@@ -151,6 +177,8 @@ pub struct Picture {
     pub findings: Vec<Finding>,
     /// The slowest handshakes of the interval, by peer.
     pub handshakes: Vec<HandshakeRow>,
+    /// Link changes of the interval.
+    pub links: Vec<LinkRow>,
 }
 
 /// Handshake times (SYN → ESTABLISHED) of one peer's connections in one interval.

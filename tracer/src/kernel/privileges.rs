@@ -5,7 +5,9 @@
 //! when unprivileged BPF is disabled, as Debian has it: reading the counters, flushing the per-CPU
 //! batches) and what socket snapshots still need: CAP_NET_ADMIN (sock_diag), CAP_SYS_ADMIN and
 //! CAP_SYS_PTRACE (entering other network namespaces), CAP_DAC_READ_SEARCH (naming the owners of
-//! stuck sockets through /proc). With `--no-snapshot` only CAP_BPF is kept.
+//! stuck sockets through /proc). With `--events`, link changes in other namespaces still need
+//! CAP_SYS_ADMIN and CAP_SYS_PTRACE. With `--no-snapshot` only CAP_BPF is kept, and links are
+//! followed in the tracer's own namespace only.
 use anyhow::{bail, Context, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -20,11 +22,15 @@ pub fn check() -> Result<()> {
 }
 
 /// Drops every capability the attached tracer no longer needs, for this thread and every
-/// thread started after it (call it before starting any).
-pub fn drop_after_attach(snapshots: bool) -> Result<CapsHashSet> {
+/// thread started after it (call it before starting any). `snapshots`: sock_diag and naming the
+/// owners of sockets; `namespaces`: entering other namespaces (snapshots, link changes).
+pub fn drop_after_attach(snapshots: bool, namespaces: bool) -> Result<CapsHashSet> {
     let mut keep: CapsHashSet = [Capability::CAP_BPF].into_iter().collect();
     if snapshots {
-        keep.extend([Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]);
+        keep.extend([Capability::CAP_NET_ADMIN, Capability::CAP_DAC_READ_SEARCH]);
+    }
+    if snapshots || namespaces {
+        keep.extend([Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE]);
     }
     let permitted = caps::read(None, CapSet::Permitted).context("cannot read this process's capabilities")?;
     let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();

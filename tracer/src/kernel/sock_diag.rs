@@ -20,10 +20,8 @@
 //! last results carried over and said so.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::{self, File},
+    fs,
     net::SocketAddr,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -37,6 +35,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
 
+use super::netns;
 use crate::{decode::TcpState, FastMap, FastSet};
 
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
@@ -152,7 +151,7 @@ impl Snapshots {
     /// Starts with the tracer's own namespace; fails when sock_diag is unusable here at all. The
     /// dumps of one round should take at most a tenth of `interval`.
     pub fn new(interval: Duration) -> Result<Snapshots> {
-        let own_netns = namespace_inode(Path::new("/proc/self/ns/net")).context("cannot read /proc/self/ns/net")?;
+        let own_netns = netns::own().context("cannot read /proc/self/ns/net")?;
         let mut snapshots = Snapshots {
             namespaces: FastMap::default(),
             unreachable: FastMap::default(),
@@ -297,7 +296,7 @@ impl Snapshots {
         let idle: Vec<u32> =
             self.namespaces.iter().filter(|(netns, namespace)| **netns != own && !namespace.active).map(|(netns, _)| *netns).collect();
         if !idle.is_empty() {
-            let live = live_namespaces();
+            let live = netns::live();
             for netns in idle.into_iter().filter(|netns| !live.contains(netns)) {
                 self.namespaces.remove(&netns);
                 self.released += 1;
@@ -361,66 +360,9 @@ fn smoothed(running: Option<Duration>, measured: Duration) -> Duration {
     }
 }
 
-/// Every network namespace a process or a /run/netns entry refers to.
-fn live_namespaces() -> FastSet<u32> {
-    namespace_files().filter_map(|path| namespace_inode(&path)).collect()
-}
-
-/// /run/netns entries first (named namespaces), then every process's.
-fn namespace_files() -> impl Iterator<Item = PathBuf> {
-    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|entry| entry.path());
-    let processes = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.file_name().to_string_lossy().bytes().all(|byte| byte.is_ascii_digit()))
-        .map(|entry| entry.path().join("ns/net"));
-    named.chain(processes)
-}
-
-fn namespace_inode(path: &Path) -> Option<u32> {
-    fs::metadata(path).ok().map(|meta| meta.ino() as u32)
-}
-
-/// Finds a file that refers to namespace `netns`: a named one, or any process's.
-fn find_namespace(netns: u32) -> Option<PathBuf> {
-    namespace_files().find(|path| namespace_inode(path) == Some(netns))
-}
-
-/// Opens a sock_diag socket inside `netns` (from a thread that joins it, so the tracer itself
-/// stays where it is) and reads the namespace's settings there.
+/// Opens a sock_diag socket inside `netns` and names the namespace.
 fn enter(netns: u32) -> Result<Namespace> {
-    let path = find_namespace(netns).context("no process or /run/netns entry is in it any more")?;
-    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let name = namespace_name(&path);
-    std::thread::spawn(move || -> Result<Namespace> {
-        // SAFETY: setns on a namespace descriptor we own, affecting only this short-lived thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
-        Ok(Namespace::new(open_socket()?, name))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
-}
-
-/// A name for the namespace `path` refers to: the /run/netns entry's, or "pid P (comm), cgroup C"
-/// for a process's (its cgroup path; on Kubernetes it holds the pod UID and container ID).
-fn namespace_name(path: &Path) -> Option<String> {
-    if let Ok(named) = path.strip_prefix("/run/netns") {
-        return Some(named.to_string_lossy().into_owned());
-    }
-    let process = path.parent()?.parent()?;
-    let pid = process.file_name()?.to_string_lossy().into_owned();
-    let comm = fs::read_to_string(process.join("comm")).unwrap_or_default();
-    let cgroups = fs::read_to_string(process.join("cgroup")).unwrap_or_default();
-    // cgroup v2's single line, or (v1) the first hierarchy's path.
-    let cgroup = cgroups
-        .lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .or_else(|| cgroups.lines().next().and_then(|line| line.splitn(3, ':').nth(2)))
-        .unwrap_or("?");
-    Some(format!("pid {pid} ({}), cgroup {cgroup}", comm.trim()))
+    netns::inside(netns, |name| Ok(Namespace::new(open_socket()?, name)))
 }
 
 fn open_socket() -> Result<Socket> {
@@ -572,15 +514,6 @@ pub fn owners(inodes: &FastSet<u32>) -> crate::find::Owners {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_namespace_is_named_by_its_run_netns_entry_or_by_a_process_and_its_cgroup() {
-        assert_eq!(namespace_name(Path::new("/run/netns/cni-1234")).as_deref(), Some("cni-1234"));
-        let pid = std::process::id();
-        let name = namespace_name(&PathBuf::from(format!("/proc/{pid}/ns/net"))).expect("a process's namespace has a name");
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-        assert!(name.starts_with(&format!("pid {pid} ({}), cgroup /", comm.trim())), "{name}");
-    }
 
     #[test]
     fn the_pace_of_dumps_is_learnt_and_one_slow_round_moves_it_only_a_quarter() {

@@ -1,10 +1,10 @@
-//! `--events`: one line per kernel event, for watching a connection live.
+//! `--events`: one line per kernel event, for watching a connection live, and one per link change.
 use serde::Serialize;
 use tracer_common::EventKind;
 
 use crate::{
     decode::{Decoder, Event},
-    kernel::clock::Clock,
+    kernel::{clock::Clock, links::LinkChange},
 };
 
 pub fn kind_name(kind: EventKind) -> &'static str {
@@ -95,4 +95,47 @@ pub fn human(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
 
 fn name_or_unknown(state: Option<crate::decode::TcpState>) -> &'static str {
     state.map_or("?", |state| state.name())
+}
+
+#[derive(Serialize)]
+struct LinkJson<'a> {
+    ts: String,
+    ts_ns: u64,
+    kind: &'static str,
+    netns: u32,
+    ifindex: u32,
+    ifname: &'a str,
+    what: &'static str,
+    operstate: &'static str,
+    carrier: bool,
+}
+
+/// A link change as an event line: `kind` is `link`.
+pub fn link_json(change: &LinkChange, clock: &Clock) -> String {
+    let record = LinkJson {
+        ts: clock.format(change.at_ns),
+        ts_ns: change.at_ns,
+        kind: "link",
+        netns: change.netns,
+        ifindex: change.ifindex,
+        ifname: &change.ifname,
+        what: change.what.name(),
+        operstate: change.operstate,
+        carrier: change.carrier,
+    };
+    serde_json::to_string(&record).expect("plain data always serializes")
+}
+
+/// `2026-11-22T02:10:00.123456Z link              veth0 down (operstate lowerlayerdown, no carrier)  netns 4026532`
+pub fn link_human(change: &LinkChange, clock: &Clock) -> String {
+    format!(
+        "{} {:<17} {} {} (operstate {}, {})  netns {}",
+        clock.format(change.at_ns),
+        "link",
+        change.ifname,
+        change.what.name(),
+        change.operstate,
+        if change.carrier { "carrier" } else { "no carrier" },
+        change.netns
+    )
 }

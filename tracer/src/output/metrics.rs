@@ -18,7 +18,7 @@ use prometheus_client::{
 use crate::{
     decode::TcpState,
     find::{FindingKind, Picture},
-    kernel::sock_diag::RoundCost,
+    kernel::{links::LinkWhat, sock_diag::RoundCost},
     output::{
         exposition::{self, Format},
         summary::Health,
@@ -53,6 +53,7 @@ pub struct Metrics {
     peer_trouble: Family<Labels, Gauge>,
     health: Family<Labels, Counter>,
     kernel_misses: Family<Labels, Counter>,
+    link_changes: Family<Labels, Counter>,
     snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_namespaces: Family<Labels, Gauge>,
     /// Health totals already added to the counters.
@@ -65,6 +66,14 @@ impl Metrics {
     /// Starts serving on `server` (bound early with [`listen`], so a busy port is an error
     /// before anything is attached).
     pub fn serve(server: tiny_http::Server, hooks: &[(String, &'static str)]) -> Metrics {
+        let (metrics, registry) = Metrics::new(hooks);
+        let registry = Arc::new(registry);
+        thread::Builder::new().name("tracer-metrics".into()).spawn(move || answer(server, registry)).expect("spawning the metrics thread");
+        metrics
+    }
+
+    /// Every family, registered under the `tcp_tracer_` prefix.
+    fn new(hooks: &[(String, &'static str)]) -> (Metrics, Registry) {
         let mut registry = Registry::with_prefix("tcp_tracer");
         let metrics = Metrics {
             sockets: Family::default(),
@@ -78,6 +87,7 @@ impl Metrics {
             peer_trouble: Family::default(),
             health: Family::default(),
             kernel_misses: Family::default(),
+            link_changes: Family::default(),
             snapshot_seconds: Gauge::default(),
             snapshot_namespaces: Family::default(),
             reported: Health::default(),
@@ -110,6 +120,14 @@ impl Metrics {
             "The kernel programs' rare paths: structures they could not read, unexpected families",
             metrics.kernel_misses.clone(),
         );
+        registry.register(
+            "link_changes",
+            "Link changes in the watched namespaces (added, removed, down, up, carrier_lost, carrier_up); which device, in the events and summaries",
+            metrics.link_changes.clone(),
+        );
+        for what in LinkWhat::ALL {
+            let _zero = metrics.link_changes.get_or_create(&labels(&[("what", what.name())]));
+        }
         registry.register("snapshot_seconds", "How long the last round of sock_diag dumps took", metrics.snapshot_seconds.clone());
         registry.register(
             "snapshot_namespaces",
@@ -121,9 +139,11 @@ impl Metrics {
         for (hook, mode) in hooks {
             hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
         }
-        let registry = Arc::new(registry);
-        thread::Builder::new().name("tracer-metrics".into()).spawn(move || answer(server, registry)).expect("spawning the metrics thread");
-        metrics
+        (metrics, registry)
+    }
+
+    pub fn link_change(&self, what: LinkWhat) {
+        self.link_changes.get_or_create(&labels(&[("what", what.name())])).inc();
     }
 
     pub fn state_change(&mut self, old: TcpState, new: TcpState) {
@@ -264,5 +284,63 @@ mod tests {
         assert_eq!(parse_addr(":9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
         assert_eq!(parse_addr("0.0.0.0:9464").unwrap(), "0.0.0.0:9464".parse().unwrap());
         assert!(parse_addr("localhost").unwrap_err().contains("PORT"));
+    }
+
+    /// The names of the series every family of the tracer exports (with one sample each).
+    fn exported_series() -> std::collections::BTreeSet<String> {
+        let (metrics, registry) = Metrics::new(&[("inet_sock_set_state".into(), "tp_btf")]);
+        let one = labels(&[("x", "y")]);
+        for gauges in [&metrics.sockets, &metrics.findings, &metrics.peer_trouble, &metrics.snapshot_namespaces] {
+            gauges.get_or_create(&one).set(1);
+        }
+        let counters = [
+            &metrics.transitions,
+            &metrics.closes,
+            &metrics.resets,
+            &metrics.syn_retransmits,
+            &metrics.connect_failures,
+            &metrics.findings_total,
+            &metrics.health,
+            &metrics.kernel_misses,
+            &metrics.link_changes,
+        ];
+        for counter in counters {
+            counter.get_or_create(&one).inc();
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        text.lines().filter(|line| !line.starts_with('#')).filter_map(|line| line.split(['{', ' ']).next()).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_series_the_tracer_exports() {
+        let exported = exported_series();
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!("../../../deploy/grafana-dashboard.json")).unwrap();
+        let mut queries: Vec<String> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|target| target["expr"].as_str().map(str::to_string))
+            .collect();
+        queries.extend(
+            dashboard["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|variable| variable["definition"].as_str().map(str::to_string)),
+        );
+        let mut used = std::collections::BTreeSet::new();
+        for query in &queries {
+            for (start, _) in query.match_indices("tcp_tracer_") {
+                let name: String = query[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                used.insert(name);
+            }
+        }
+        let unknown: Vec<&String> = used.iter().filter(|name| !exported.contains(*name)).collect();
+        assert!(unknown.is_empty(), "the dashboard queries series the tracer does not export: {unknown:?} (exported: {exported:?})");
+        for wanted in ["tcp_tracer_sockets", "tcp_tracer_connections_closed_total", "tcp_tracer_resets_total", "tcp_tracer_findings"] {
+            assert!(used.contains(wanted), "the dashboard shows {wanted}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::{connections::ConnectionLine, events, files};
 use crate::{
     decode::{Decoder, Event},
     find::{Endpoint, Finding, FindingKind, PeerKey},
-    kernel::clock::Clock,
+    kernel::{clock::Clock, links::LinkChange},
     track::{Connection, Ended},
     FastMap,
 };
@@ -41,6 +41,8 @@ pub struct FlightRecorder {
     events: VecDeque<Event>,
     /// Ended connections, oldest first, bounded like the events.
     connections: VecDeque<Box<Ended>>,
+    /// Link changes, oldest first, bounded like the events: a record holds its namespace's.
+    links: VecDeque<LinkChange>,
     last_recorded: FastMap<(FindingKind, PeerKey), u64>,
     /// Events pushed out by the count cap before their time (they are not in any record).
     pub overflowed: u64,
@@ -57,6 +59,7 @@ impl FlightRecorder {
             config,
             events: VecDeque::new(),
             connections: VecDeque::new(),
+            links: VecDeque::new(),
             last_recorded: FastMap::default(),
             overflowed: 0,
         })
@@ -84,6 +87,18 @@ impl FlightRecorder {
             self.overflowed += 1;
         }
         self.connections.push_back(ended);
+    }
+
+    pub fn push_link(&mut self, change: LinkChange) {
+        let horizon = change.at_ns.saturating_sub(self.config.window_ns);
+        while self.links.front().is_some_and(|oldest| oldest.at_ns < horizon) {
+            self.links.pop_front();
+        }
+        if self.links.len() >= self.config.max_events {
+            self.links.pop_front();
+            self.overflowed += 1;
+        }
+        self.links.push_back(change);
     }
 
     /// Writes a record for each finding that has events and was not recorded lately; fills in
@@ -116,7 +131,8 @@ impl FlightRecorder {
             if events.is_empty() && connections.is_empty() {
                 continue;
             }
-            match self.write(finding, &events, &connections, clock, decoder) {
+            let links: Vec<&LinkChange> = self.links.iter().filter(|change| change.netns == peer.netns).collect();
+            match self.write(finding, &events, &connections, &links, clock, decoder) {
                 Ok(path) => {
                     finding.record = Some(path.display().to_string());
                     self.last_recorded.insert(key, now_ns);
@@ -128,7 +144,15 @@ impl FlightRecorder {
         problems
     }
 
-    fn write(&self, finding: &Finding, events: &[&Event], connections: &[&Ended], clock: &Clock, decoder: &Decoder) -> Result<PathBuf> {
+    fn write(
+        &self,
+        finding: &Finding,
+        events: &[&Event],
+        connections: &[&Ended],
+        links: &[&LinkChange],
+        clock: &Clock,
+        decoder: &Decoder,
+    ) -> Result<PathBuf> {
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
         let peer: String = finding.remote.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
         let path = self.config.dir.join(format!("{stamp}-{}-{peer}.jsonl", finding.kind.name()));
@@ -138,6 +162,7 @@ impl FlightRecorder {
         let reason_name = |code| decoder.reason_name(code).map(str::to_string);
         let mut timed: Vec<(u64, String)> = events.iter().map(|event| (event.timestamp_ns, events::json(event, clock, decoder))).collect();
         timed.extend(connections.iter().map(|ended| (end_ns(&ended.connection), ConnectionLine::new(ended, clock, reason_name).json())));
+        timed.extend(links.iter().map(|change| (change.at_ns, events::link_json(change, clock))));
         timed.sort_by_key(|(at, _)| *at);
         let lines: Vec<String> = timed.into_iter().map(|(_, line)| line).collect();
         let mut start = lines.len();
@@ -188,6 +213,7 @@ mod tests {
             process: None,
             key,
             record: None,
+            near_link: None,
         }
     }
 

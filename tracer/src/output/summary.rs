@@ -58,6 +58,9 @@ pub struct Summary<'a> {
     /// The slowest handshakes of the interval (p50/p99 per peer).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub handshakes: &'a [crate::find::HandshakeRow],
+    /// Link changes of the interval.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub links: &'a [crate::find::LinkRow],
     /// At most [`JSON_FINDINGS_PER_KIND`] of each kind, most serious first.
     pub findings: Vec<&'a Finding>,
     /// What was left out of `findings`, per kind.
@@ -109,6 +112,7 @@ impl<'a> Summary<'a> {
             closes: &picture.closes,
             peers: &picture.peers,
             handshakes: &picture.handshakes,
+            links: &picture.links,
             findings,
             rolled_up,
         }
@@ -150,6 +154,18 @@ impl<'a> Summary<'a> {
                 "flight recorder: {} events pushed out before their window (raise --record-max-events)",
                 health.recorder_overflowed
             );
+        }
+        if !self.links.is_empty() {
+            let changes: Vec<String> = self
+                .links
+                .iter()
+                .map(|link| {
+                    let at = link.ts.split('T').nth(1).unwrap_or(&link.ts).trim_end_matches('Z');
+                    let down = link.down_for_s.map_or(String::new(), |seconds| format!(" after {seconds:.1} s down"));
+                    format!("{} {} at {at}{down}", link.ifname, link.what.name())
+                })
+                .collect();
+            let _ = writeln!(out, "links   {}", changes.join("; "));
         }
         let _ = writeln!(out, "states  {}", join_counts(self.states, "none"));
         let _ = writeln!(out, "closed  {}", join_counts(self.closes, "none this interval"));
@@ -241,7 +257,11 @@ fn join_counts(counts: &BTreeMap<&'static str, u64>, empty: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{find::PeerKey, track::Role};
+    use crate::{
+        find::{LinkRow, PeerKey},
+        kernel::links::LinkWhat,
+        track::Role,
+    };
 
     fn finding(kind: FindingKind, port: u16, count: u64) -> Finding {
         let (local, remote) = (format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());
@@ -256,6 +276,7 @@ mod tests {
             netns_name: None,
             process: None,
             record: None,
+            near_link: None,
             key: PeerKey::new(Role::Server, 1, local, remote),
         }
     }
@@ -302,6 +323,22 @@ mod tests {
                 p99_ms: 12.5,
             }],
             findings: vec![finding(FindingKind::CloseWaitStuck, 8080, 1)],
+            links: vec![
+                LinkRow {
+                    ts: "2026-11-23T00:00:01.500000Z".into(),
+                    netns: 1,
+                    ifname: "veth0".into(),
+                    what: LinkWhat::Down,
+                    down_for_s: None,
+                },
+                LinkRow {
+                    ts: "2026-11-23T00:00:06.500000Z".into(),
+                    netns: 1,
+                    ifname: "veth0".into(),
+                    what: LinkWhat::Up,
+                    down_for_s: Some(5.0),
+                },
+            ],
         };
         picture.findings[0].netns_name = Some("blue".into());
         picture.findings[0].record = Some("/var/lib/tracer/r1.jsonl".into());
@@ -319,6 +356,7 @@ mod tests {
 events 40 seen, 0 lost, 0 skipped, 0 unreadable, 0 undecodable, 0 evicted | snapshot: sock_diag (1 netns, 1 dumped in 0 ms) | TIME_WAIT from sock_diag
 kernel: task_unreadable 3 (--kernel-log warn shows each)
 flight recorder: 5 events pushed out before their window (raise --record-max-events)
+links   veth0 down at 00:00:01.500000; veth0 up at 00:00:06.500000 after 5.0 s down
 states  ESTABLISHED 3  CLOSE_WAIT 1
 closed  graceful 7  reset_by_peer 2
 top peers by trouble
@@ -340,5 +378,9 @@ findings
         assert_eq!(json["events"]["kernel_misses"]["task_unreadable"], 3);
         assert_eq!(json["events"]["recorder_overflowed"], 5);
         assert_eq!(json["final"], true);
+        assert_eq!(
+            json["links"][1],
+            serde_json::json!({"ts": "2026-11-23T00:00:06.500000Z", "netns": 1, "ifname": "veth0", "what": "up", "down_for_s": 5.0})
+        );
     }
 }

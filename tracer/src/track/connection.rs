@@ -116,6 +116,8 @@ pub struct Connection {
     pub retransmits: u32,
     pub syn_retransmits: u32,
     pub retransmits_in_state: u32,
+    /// The first retransmission of data (not of a SYN): when a silent peer's silence showed.
+    pub first_retransmit_ns: Option<u64>,
     pub process: Option<Process>,
     pub ending: Option<Ending>,
     /// The timewait socket's substate, when the fentry hook on `tcp_time_wait` told us.
@@ -160,10 +162,12 @@ pub enum Observation {
     SynRetransmit {
         tuple: Tuple,
         process: Option<Process>,
+        at_ns: u64,
     },
     /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.
     SynAckRetransmit {
         tuple: Tuple,
+        at_ns: u64,
     },
     /// `role` is the socket's, or for a reset without one, [`Tracker::socketless_role`]'s.
     ResetSent {
@@ -171,11 +175,13 @@ pub enum Observation {
         role: Role,
         process: Option<Process>,
         reason: Option<u32>,
+        at_ns: u64,
     },
     ResetReceived {
         tuple: Tuple,
         role: Role,
         process: Option<Process>,
+        at_ns: u64,
     },
     /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
     /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
@@ -185,7 +191,27 @@ pub enum Observation {
         role: Role,
         time_wait_age_ns: Option<u64>,
         accepted: bool,
+        at_ns: u64,
     },
+}
+
+impl Observation {
+    /// When the trouble it reports began: the event's time; for an ended connection, its first
+    /// retransmission of data when it had one (a peer gone silent), else its end.
+    pub fn started_ns(&self) -> u64 {
+        match self {
+            Observation::Ended(ended) => ended
+                .connection
+                .first_retransmit_ns
+                .or(ended.connection.ending.map(|ending| ending.at_ns))
+                .unwrap_or(ended.connection.state_since_ns),
+            Observation::SynRetransmit { at_ns, .. }
+            | Observation::SynAckRetransmit { at_ns, .. }
+            | Observation::ResetSent { at_ns, .. }
+            | Observation::ResetReceived { at_ns, .. }
+            | Observation::PortReuse { at_ns, .. } => *at_ns,
+        }
+    }
 }
 
 impl Tuple {

@@ -148,6 +148,7 @@ impl Tracker {
                         role: Role::Client,
                         time_wait_age_ns: None,
                         accepted: false,
+                        at_ns: event.timestamp_ns,
                     });
                 }
                 out.push(Observation::ResetSent {
@@ -155,6 +156,7 @@ impl Tracker {
                     role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
                     process: owner.and_then(|(_, process)| process),
                     reason: event.reset_reason,
+                    at_ns: event.timestamp_ns,
                 });
             }
             EventKind::ResetReceived => {
@@ -166,6 +168,7 @@ impl Tracker {
                     tuple: Tuple::of(event),
                     role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
                     process: owner.and_then(|(_, process)| process),
+                    at_ns: event.timestamp_ns,
                 });
             }
             EventKind::Retransmit => {
@@ -177,13 +180,14 @@ impl Tracker {
                     } else {
                         connection.retransmits += 1;
                         connection.retransmits_in_state += 1;
+                        connection.first_retransmit_ns.get_or_insert(event.timestamp_ns);
                     }
                 }
                 if event.state == Some(TcpState::SynSent) {
-                    out.push(Observation::SynRetransmit { tuple: Tuple::of(event), process });
+                    out.push(Observation::SynRetransmit { tuple: Tuple::of(event), process, at_ns: event.timestamp_ns });
                 }
             }
-            EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: Tuple::of(event) }),
+            EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: Tuple::of(event), at_ns: event.timestamp_ns }),
             EventKind::TimeWaitEnter => {
                 if let Some(connection) = self.connections.get_mut(&event.socket) {
                     connection.timewait_substate = event.state;
@@ -321,7 +325,7 @@ impl Tracker {
                 }
                 let age = at - since;
                 if age < TIME_WAIT_NS.max(self.config.fin_timeout_ns) {
-                    out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: Some(age), accepted: true });
+                    out.push(Observation::PortReuse { tuple, role, time_wait_age_ns: Some(age), accepted: true, at_ns: at });
                 }
             }
         }
@@ -345,6 +349,7 @@ impl Tracker {
             retransmits: 0,
             syn_retransmits: 0,
             retransmits_in_state: 0,
+            first_retransmit_ns: None,
             process: None,
             ending: None,
             timewait_substate: None,
@@ -837,7 +842,7 @@ mod tests {
             ],
         );
         let reuse = out.iter().find_map(|o| match o {
-            Observation::PortReuse { tuple, role, time_wait_age_ns, accepted } => Some((*tuple, *role, *time_wait_age_ns, *accepted)),
+            Observation::PortReuse { tuple, role, time_wait_age_ns, accepted, .. } => Some((*tuple, *role, *time_wait_age_ns, *accepted)),
             _ => None,
         });
         let (tuple, role, age, accepted) = reuse.expect("port reuse seen");
@@ -881,7 +886,8 @@ mod tests {
             tuple: Tuple { netns: NETNS, local: c.local, remote: c.remote },
             role: Role::Client,
             time_wait_age_ns: None,
-            accepted: false
+            accepted: false,
+            at_ns: S + 10,
         }));
         assert_eq!(out.iter().filter(|o| matches!(o, Observation::PortReuse { .. })).count(), 1);
     }

@@ -60,7 +60,7 @@ impl Tracker {
         let tuple = Tuple::of(event);
         let since = if accepted { self.time_wait.remove(&tuple) } else { self.time_wait.get(&tuple).copied() };
         let age = since.map(|since| event.timestamp_ns.saturating_sub(since));
-        out.push(Observation::PortReuse { tuple, role: Role::Server, time_wait_age_ns: age, accepted });
+        out.push(Observation::PortReuse { tuple, role: Role::Server, time_wait_age_ns: age, accepted, at_ns: event.timestamp_ns });
     }
 
     pub(super) fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {

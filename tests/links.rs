@@ -1,0 +1,88 @@
+//! Link changes beside the sockets: a veth taken down and up under live traffic shows up as link
+//! events, as a `links` line in the summary, and in the finding it explains ("it began 0.4 s
+//! after vc7 went down", or "before ...: the traffic died first"), which is how the "interface
+//! down" incident was finally told apart from traffic that died first.
+mod support;
+
+use std::{
+    io::Write,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::*;
+
+/// How long the test keeps the link down.
+const DOWN_FOR: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_veth_taken_down_under_traffic_is_a_link_event_a_summary_line_and_the_cause_of_the_silence() {
+    require_root();
+    let link = Link::new();
+    let summaries = Tracer::start(&["--interval", "1", "--netns", &link.client.path()]);
+    let events = Tracer::start(&["--events", "--netns", &link.client.path()]);
+    let listener = link.listen(link.server_ip);
+    let mut client = link.connect(listener.local_addr().unwrap()).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    set_option(&client, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 3000 as libc::c_uint);
+    // A summary after the connection: the watcher has long had the namespace's links by then.
+    summaries.wait_for("a summary with the connection", |line| line["states"]["ESTABLISHED"] == 1);
+
+    // The server's end goes down: the client's veth loses its carrier and its operational state,
+    // and what the client sends from now on goes nowhere.
+    link.server.exec(&["ip", "link", "set", &link.server_dev, "down"]);
+    let down_at = Instant::now();
+    thread::sleep(Duration::from_millis(300));
+    client.write_all(b"anyone there?").unwrap();
+    let silent = summaries.wait_long("the connection to time out", 20, |line| {
+        line["findings"].as_array().is_some_and(|findings| findings.iter().any(|f| f["kind"] == "peer_silent"))
+    });
+    let finding = silent["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "peer_silent").unwrap().clone();
+    thread::sleep(DOWN_FOR.saturating_sub(down_at.elapsed()));
+    link.server.exec(&["ip", "link", "set", &link.server_dev, "up"]);
+
+    // The finding names the link nearest its first retransmission, about 0.3 s (the write) plus
+    // one RTO after the link went; the kernel announces the client's carrier loss up to a second
+    // late, so the retransmission may come first.
+    let near = &finding["near_link"];
+    assert_eq!((near["ifname"].as_str(), near["what"].as_str()), (Some(&*link.client_dev), Some("down")), "{finding}");
+    let seconds = near["seconds"].as_f64().unwrap();
+    assert!((-1.5..3.0).contains(&seconds), "began {seconds} s from the link going down: {finding}");
+    let detail = finding["detail"].as_str().unwrap();
+    let said = if seconds >= 0.0 { format!("it began {seconds:.1} s after") } else { format!("it began {:.1} s before", -seconds) };
+    assert!(detail.contains(&format!("{said} {} went down", link.client_dev)), "{detail}");
+
+    // The summaries list the link going down, then coming back after about DOWN_FOR.
+    let back = summaries.wait_for("the link back up in a summary", |line| {
+        line["links"].as_array().is_some_and(|links| links.iter().any(|l| l["ifname"] == link.client_dev.as_str() && l["what"] == "up"))
+    });
+    let up = back["links"].as_array().unwrap().iter().find(|l| l["what"] == "up").unwrap();
+    let down_for = up["down_for_s"].as_f64().expect("how long it was down");
+    assert!((DOWN_FOR.as_secs_f64() - 1.0..DOWN_FOR.as_secs_f64() + 2.0).contains(&down_for), "{up}");
+    let lines = summaries.stop();
+    let downs: Vec<&Value> = lines
+        .iter()
+        .flat_map(|line| line["links"].as_array().into_iter().flatten())
+        .filter(|l| l["ifname"] == link.client_dev.as_str() && l["what"] == "down")
+        .collect();
+    assert_eq!(downs.len(), 1, "one down, one up: {downs:?}");
+
+    // --events: the same two changes as lines of kind `link`, in order, with the device's state.
+    events.wait_for("the link back up as an event", |line| line["kind"] == "link" && line["what"] == "up");
+    // (what, operationally up, namespace, carrier); a veth whose peer went reports `down` or
+    // `lowerlayerdown` depending on the kernel.
+    let changes: Vec<(String, bool, String, bool)> = events
+        .stop()
+        .iter()
+        .filter(|line| line["kind"] == "link" && line["ifname"] == link.client_dev.as_str())
+        .map(|line| (line["what"].as_str().unwrap().into(), line["operstate"] == "up", line["netns"].to_string(), line["carrier"] == true))
+        .collect();
+    let netns = link.client.inode().to_string();
+    assert_eq!(
+        changes,
+        [("down".into(), false, netns.clone(), false), ("up".into(), true, netns, true)],
+        "the client's veth, as the kernel reported it"
+    );
+    drop(client);
+}
