@@ -5,7 +5,10 @@
 mod support;
 
 use std::{
+    fs,
     io::Write,
+    path::Path,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -20,7 +23,8 @@ const DOWN_FOR: Duration = Duration::from_secs(5);
 fn a_veth_taken_down_under_traffic_is_a_link_event_a_summary_line_and_the_cause_of_the_silence() {
     require_root();
     let link = Link::new();
-    let summaries = Tracer::start(&["--interval", "1", "--netns", &link.client.path()]);
+    let page = std::env::temp_dir().join(format!("tracer-timeline-{}.html", std::process::id()));
+    let summaries = Tracer::start(&["--interval", "1", "--netns", &link.client.path(), "--timeline", page.to_str().unwrap()]);
     let events = Tracer::start(&["--events", "--netns", &link.client.path()]);
     let listener = link.listen(link.server_ip);
     let mut client = link.connect(listener.local_addr().unwrap()).unwrap();
@@ -67,6 +71,7 @@ fn a_veth_taken_down_under_traffic_is_a_link_event_a_summary_line_and_the_cause_
         .filter(|l| l["ifname"] == link.client_dev.as_str() && l["what"] == "down")
         .collect();
     assert_eq!(downs.len(), 1, "one down, one up: {downs:?}");
+    the_timeline_shows_it_in_a_browser(&page, &link.client_dev);
 
     // --events: the same two changes as lines of kind `link`, in order, with the device's state.
     events.wait_for("the link back up as an event", |line| line["kind"] == "link" && line["what"] == "up");
@@ -85,4 +90,50 @@ fn a_veth_taken_down_under_traffic_is_a_link_event_a_summary_line_and_the_cause_
         "the client's veth, as the kernel reported it"
     );
     drop(client);
+}
+
+/// Loads the page the scenario wrote in headless Chromium (Debian's `chromium`) and reads the
+/// rendered DOM: the series and markers of the scenario are drawn, and the script ran without an
+/// error. A screenshot is kept in target/test-artifacts/ (and is the README's picture).
+fn the_timeline_shows_it_in_a_browser(page: &Path, device: &str) {
+    let url = format!("file://{}", page.display());
+    let browser = |args: &[&str]| {
+        let output = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--virtual-time-budget=5000",
+                "--enable-logging=stderr",
+            ])
+            .args(args)
+            .arg(&url)
+            .output()
+            .expect("chromium (apt: chromium) runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        output
+    };
+    let rendered = browser(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&rendered.stdout);
+    let console = String::from_utf8_lossy(&rendered.stderr);
+    assert!(dom.contains(r#"<body data-rendered="ok">"#), "the script finished without an error: {console}\n{dom}");
+    assert!(!console.contains("Uncaught"), "{console}");
+    for drawn in [
+        r#"data-chart="states""#.to_string(),
+        r#"data-series="ESTABLISHED""#.to_string(),
+        r#"data-series="peer_silent""#.to_string(),
+        r#"data-series="syn_retransmits""#.to_string(),
+        format!(r#"data-marker="link" data-label="{device} down""#),
+        format!(r#"data-marker="link" data-label="{device} up""#),
+        r#"data-marker="finding" data-label="peer_silent"#.to_string(),
+    ] {
+        assert!(dom.contains(&drawn), "{drawn} is not drawn:\n{dom}");
+    }
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("timeline.png");
+    browser(&["--window-size=1300,1000", &format!("--screenshot={}", screenshot.display())]);
+    assert!(fs::metadata(&screenshot).is_ok_and(|meta| meta.len() > 10_000), "a screenshot of the page");
+    fs::remove_file(page).unwrap();
 }

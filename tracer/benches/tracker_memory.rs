@@ -10,7 +10,8 @@ use tracer::{
     decode::Decoder,
     filter::Filter,
     find::{Context, Findings, FindingsConfig},
-    kernel::sock_diag::NamespaceSettings,
+    kernel::{clock::Clock, sock_diag::NamespaceSettings},
+    output::timeline::{Page, Timeline},
     track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
     FastMap,
 };
@@ -28,6 +29,8 @@ fn main() {
     let filter = Filter::default();
     let settings = |_| NamespaceSettings::DEFAULT;
     let nobody = |_: &_| FastMap::default();
+    // The timeline keeps six hours of intervals whatever the churn: it must not grow either.
+    let (clock, mut timeline) = (Clock::now(), Timeline::new(None, Page::default(), std::time::Duration::from_secs(6 * 3600)));
     let spacing = 10_000; // a new connection every 10 µs of kernel time: 100 000/s
     let started = Instant::now();
     let mut events = 0u64;
@@ -42,13 +45,13 @@ fn main() {
         }
         if n % 64 == 63 {
             pipeline.advance(at.saturating_sub(WINDOW_NS), |_| {});
-            pipeline.report(|_, _, _| {});
+            pipeline.report(|observation, _, _| timeline.observe(&observation));
         }
         // A summary every simulated 10 s.
         if n % 1_000_000 == 999_999 {
             pipeline.expire(at);
-            pipeline.report(|_, _, _| {});
-            let _ = pipeline.conclude(&Context {
+            pipeline.report(|observation, _, _| timeline.observe(&observation));
+            let picture = pipeline.conclude(&Context {
                 now_ns: at,
                 snapshot: None,
                 settings: &settings,
@@ -56,6 +59,8 @@ fn main() {
                 owners: &nobody,
                 links: &[],
             });
+            timeline.summary(at, &picture, 0, &clock);
+            std::hint::black_box(timeline.render(&clock, at));
         }
         if (n + 1) % (connections / 10).max(1) == 0 {
             println!(

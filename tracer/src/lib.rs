@@ -10,7 +10,7 @@ pub mod decode;
 pub mod filter;
 pub mod find;
 pub mod kernel;
-mod output;
+pub mod output;
 pub mod track;
 
 /// Hash tables keyed by sockets and addresses, on the hot path of every event: foldhash is several

@@ -27,6 +27,7 @@ use crate::{
         metrics::Metrics,
         recorder::{FlightRecorder, RecorderConfig},
         summary::{Health, SourceModes, Summary},
+        timeline::Timeline,
         Sink,
     },
     track::{Observation, Tracker, TrackerConfig},
@@ -38,6 +39,8 @@ pub struct Outputs {
     pub stdout: Sink,
     pub json_file: Option<Sink>,
     pub metrics: Option<Metrics>,
+    /// `--timeline`, and `/` of the metrics server.
+    pub timeline: Option<Timeline>,
 }
 
 /// A socket snapshot being taken on a blocking thread; it hands the snapshots back.
@@ -256,6 +259,9 @@ impl Aggregator {
         if let Some(recorder) = &mut self.recorder {
             recorder.push_link(change.clone());
         }
+        if let Some(timeline) = &mut self.outputs.timeline {
+            timeline.link(&change, &self.clock);
+        }
         self.links.push(change, &self.clock);
     }
 
@@ -284,6 +290,9 @@ impl Aggregator {
             let reason_name = |code| tracker.reason_name(code).map(str::to_string);
             if let Some(metrics) = outputs.metrics.as_ref() {
                 metrics.observe(&observation, reason_name);
+            }
+            if let Some(timeline) = outputs.timeline.as_mut() {
+                timeline.observe(&observation);
             }
             let Observation::Ended(ended) = observation else { return };
             if connections.is_some_and(|selection| selection.wants(&ended)) {
@@ -404,6 +413,12 @@ impl Aggregator {
         health.recorder_overflowed = self.recorder.as_ref().map_or(0, |recorder| recorder.overflowed);
         if let Some(metrics) = &mut self.outputs.metrics {
             metrics.publish(&picture, health, self.modes.snapshot_round);
+        }
+        if let Some(timeline) = &mut self.outputs.timeline {
+            timeline.summary(now_ns, &picture, health.lost + health.skipped, &self.clock);
+            if let Err(error) = timeline.publish(&self.clock, now_ns) {
+                eprintln!("tracer: warning: {error:#}");
+            }
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
         let summary = Summary::new(self.clock.format(now_ns), round_seconds(elapsed), last, health, &self.modes, &picture);

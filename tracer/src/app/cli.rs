@@ -109,6 +109,16 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub json_out: Option<std::path::PathBuf>,
 
+    /// Write a timeline page here after every summary (one self-contained HTML file: sockets by
+    /// state, closes, resets, SYN retransmits and lost events over time, link changes and
+    /// findings as markers). --metrics-addr serves the same page at `/`.
+    #[arg(long, value_name = "FILE.html")]
+    pub timeline: Option<std::path::PathBuf>,
+
+    /// How far back the timeline goes.
+    #[arg(long, value_name = "SECS", default_value = "21600", value_parser = parse_seconds)]
+    pub timeline_window: Duration,
+
     /// Size at which --json-out rotates to PATH.1 … PATH.N.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     pub json_out_max_bytes: u64,
@@ -161,7 +171,9 @@ pub struct Cli {
 
 /// Flags that shape summaries (and what feeds them): meaningless with `--events`, so refused
 /// with it on the command line (exit 2) rather than silently ignored.
-const SUMMARY_ONLY: [&str; 12] = [
+const SUMMARY_ONLY: [&str; 14] = [
+    "timeline",
+    "timeline_window",
     "connections",
     "interval",
     "stuck_after",

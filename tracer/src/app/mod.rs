@@ -36,6 +36,7 @@ use crate::{
         files::RotatingFile,
         metrics::{self, Metrics},
         summary::Health,
+        timeline::{Page, Timeline},
         Sink,
     },
 };
@@ -56,6 +57,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         ),
         None => None,
     };
+    if let Some(path) = &cli.timeline {
+        Timeline::prepare(path)?;
+    }
     // Before anything is attached: a signal during start-up must still end in a clean exit.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -86,8 +90,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut consumer = if cli.events {
         Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter, links, last_netns: 0 }))
     } else {
-        let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks));
-        let outputs = Outputs { stdout: sink, json_file, metrics };
+        let page = Page::default();
+        let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks, page.clone()));
+        let timeline =
+            (cli.timeline.is_some() || metrics.is_some()).then(|| Timeline::new(cli.timeline.clone(), page, cli.timeline_window));
+        let outputs = Outputs { stdout: sink, json_file, metrics, timeline };
         Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, outputs, snapshots, links)?))
     };
     eprintln!("tracer: attached; {}", probes.modes.describe());

@@ -318,6 +318,7 @@ impl Findings {
                 process: tally.owner,
                 record: None,
                 near_link,
+                began_ns: tally.first_ns,
                 key,
             });
         }

@@ -119,6 +119,9 @@ pub struct Finding {
     /// A link in the namespace went down shortly before (or just after) the trouble began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub near_link: Option<NearLink>,
+    /// When its trouble began this interval (CLOCK_MONOTONIC; event kinds only).
+    #[serde(skip)]
+    pub began_ns: Option<u64>,
     #[serde(skip)]
     pub key: PeerKey,
 }

@@ -2,7 +2,7 @@
 //! and BTF, the probes and their ring buffer, the kernel's clock, network namespaces, the
 //! sock_diag snapshots and the links' state (rtnetlink).
 pub(crate) mod btf_offsets;
-pub(crate) mod clock;
+pub mod clock;
 pub mod hooks;
 pub(crate) mod kernel_log;
 pub mod links;

@@ -8,6 +8,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, thread};
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 
 use prometheus_client::{
     encoding::text::encode,
@@ -22,6 +23,7 @@ use crate::{
     output::{
         exposition::{self, Format},
         summary::Health,
+        timeline::Page,
     },
     track::{CloseClass, Observation, Role},
 };
@@ -65,10 +67,14 @@ pub struct Metrics {
 impl Metrics {
     /// Starts serving on `server` (bound early with [`listen`], so a busy port is an error
     /// before anything is attached).
-    pub fn serve(server: tiny_http::Server, hooks: &[(String, &'static str)]) -> Metrics {
+    /// `/` serves `page`, the timeline.
+    pub fn serve(server: tiny_http::Server, hooks: &[(String, &'static str)], page: Page) -> Metrics {
         let (metrics, registry) = Metrics::new(hooks);
         let registry = Arc::new(registry);
-        thread::Builder::new().name("tracer-metrics".into()).spawn(move || answer(server, registry)).expect("spawning the metrics thread");
+        thread::Builder::new()
+            .name("tracer-metrics".into())
+            .spawn(move || answer(server, registry, page))
+            .expect("spawning the metrics thread");
         metrics
     }
 
@@ -253,9 +259,18 @@ pub fn listen(addr: SocketAddr) -> Result<tiny_http::Server> {
         .with_context(|| format!("cannot listen on {addr} for --metrics-addr"))
 }
 
-fn answer(server: tiny_http::Server, registry: Arc<Registry>) {
+fn answer(server: tiny_http::Server, registry: Arc<Registry>, page: Page) {
     for request in server.incoming_requests() {
-        let response = if request.url() == "/metrics" {
+        let response = if request.url() == "/" || request.url().starts_with("/?") {
+            let html = page.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+            let html = if html.is_empty() {
+                Bytes::from_static(b"<!DOCTYPE html><p>The first summary is not out yet; reload in a moment.</p>")
+            } else {
+                html
+            };
+            let content_type = tiny_http::Header::from_bytes("Content-Type", "text/html; charset=utf-8").expect("a valid header");
+            tiny_http::Response::from_data(html.to_vec()).with_header(content_type)
+        } else if request.url() == "/metrics" {
             let accept = request.headers().iter().find(|header| header.field.equiv("Accept")).map(|header| header.value.as_str());
             let format = exposition::negotiate(accept);
             let mut body = String::new();
@@ -268,7 +283,7 @@ fn answer(server: tiny_http::Server, registry: Arc<Registry>) {
                 Err(_) => tiny_http::Response::from_string("encoding failed").with_status_code(500),
             }
         } else {
-            tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+            tiny_http::Response::from_string("see / (the timeline) and /metrics\n").with_status_code(404)
         };
         let _ = request.respond(response);
     }

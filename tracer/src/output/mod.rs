@@ -12,6 +12,7 @@ pub mod files;
 pub mod metrics;
 pub mod recorder;
 pub mod summary;
+pub mod timeline;
 
 use std::{
     io::Write,

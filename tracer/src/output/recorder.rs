@@ -214,6 +214,7 @@ mod tests {
             key,
             record: None,
             near_link: None,
+            began_ns: None,
         }
     }
 

@@ -277,6 +277,7 @@ mod tests {
             process: None,
             record: None,
             near_link: None,
+            began_ns: None,
             key: PeerKey::new(Role::Server, 1, local, remote),
         }
     }
