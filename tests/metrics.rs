@@ -130,9 +130,13 @@ fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
 
 /// `GET /metrics` with an optional `Accept` header: (Content-Type, body).
 fn scrape(port: u16, accept: Option<&str>) -> (String, String) {
+    get(port, "/metrics", accept)
+}
+
+fn get(port: u16, path: &str, accept: Option<&str>) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let accept = accept.map(|accept| format!("Accept: {accept}\r\n")).unwrap_or_default();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
@@ -187,5 +191,10 @@ fn metrics_are_the_text_format_unless_the_scraper_asks_for_openmetrics() {
     assert!(valid, "the strict OpenMetrics parser refused it: {families}\n{openmetrics}");
     assert!(families.lines().any(|line| line == "tcp_tracer_resets counter 1"), "{families}");
     assert!(families.lines().any(|line| line.starts_with("tcp_tracer_sockets gauge")), "{families}");
+
+    // And the timeline page at `/`, with the interval that held the refused connect.
+    let (content_type, page) = get(port, "/", None);
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    assert!(page.contains("<title>tracer timeline</title>") && page.contains(r#""refused":1"#), "{page}");
     tracer.stop();
 }
