@@ -360,6 +360,9 @@ impl Aggregator {
     fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, snapshot: Option<Snapshot>) -> Result<()> {
         if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, &snapshot) {
             self.pipeline.apply_snapshot(now_ns, snapshot);
+            for netns in &snapshot.released {
+                self.links.watcher.release(*netns);
+            }
             let round = snapshot.round;
             self.modes.snapshot_round = Some(round);
             self.modes.snapshot = format!(

@@ -5,10 +5,14 @@
 //!
 //! One thread owns a NETLINK_ROUTE socket per watched namespace (opened inside it), learns each
 //! device's state from a dump, and reports changes as they arrive. Namespaces that are gone are
-//! let go, like the snapshots' sockets, so that watching a Kubernetes node's pods leaks nothing.
+//! let go, like the snapshots' sockets (at once when the snapshots release them, else at the
+//! next liveness check), so that watching a Kubernetes node's pods leaks nothing.
 use std::{
-    os::fd::AsRawFd,
-    sync::mpsc::{Receiver, Sender, TryRecvError},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        mpsc::{Receiver, Sender, TryRecvError},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -226,9 +230,18 @@ fn open_socket() -> Result<Socket> {
     Ok(socket)
 }
 
+/// What the event loop asks of the watcher thread.
+enum Command {
+    Watch(u32),
+    /// The namespace is gone (the snapshots let it go): close its socket now.
+    Release(u32),
+}
+
 /// The event loop's side: which namespaces to watch, and the changes.
 pub struct Links {
-    watch: Sender<u32>,
+    commands: Sender<Command>,
+    /// An eventfd in the thread's poll set, so that a command is taken at once.
+    wake: Arc<OwnedFd>,
     asked: FastSet<u32>,
     /// Whether namespaces events come from are watched too, or only those asked for so far.
     following: bool,
@@ -237,9 +250,30 @@ pub struct Links {
 impl Links {
     /// Starts the watcher; changes arrive on `changes` (dropped and counted when it is full).
     pub fn start(changes: tokio::sync::mpsc::Sender<LinkChange>) -> Result<Links> {
-        let (watch, namespaces) = std::sync::mpsc::channel();
-        std::thread::Builder::new().name("tracer-links".into()).spawn(move || run(namespaces, changes))?;
-        Ok(Links { watch, asked: FastSet::default(), following: true })
+        let (commands, received) = std::sync::mpsc::channel();
+        // SAFETY: eventfd(2) with valid flags; the descriptor is owned right away.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            anyhow::bail!("eventfd: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(wake) });
+        let woken = wake.clone();
+        std::thread::Builder::new().name("tracer-links".into()).spawn(move || run(received, woken, changes))?;
+        Ok(Links { commands, wake, asked: FastSet::default(), following: true })
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            // SAFETY: an 8-byte write to our eventfd.
+            unsafe { libc::write(self.wake.as_raw_fd(), (&1u64 as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Stops watching a namespace that is gone.
+    pub fn release(&mut self, netns: u32) {
+        self.asked.remove(&netns);
+        self.send(Command::Release(netns));
     }
 
     /// Watches `netns` from now on. The thread ignores namespaces it watches already and, past
@@ -249,7 +283,7 @@ impl Links {
             self.asked.clear(); // namespaces come and go: ask again rather than grow
         }
         if netns != 0 && self.asked.insert(netns) {
-            let _ = self.watch.send(netns);
+            self.send(Command::Watch(netns));
         }
     }
 
@@ -267,24 +301,37 @@ impl Links {
 }
 
 /// The watcher thread: until the event loop goes away.
-fn run(namespaces: Receiver<u32>, changes: tokio::sync::mpsc::Sender<LinkChange>) {
+fn run(commands: Receiver<Command>, wake: Arc<OwnedFd>, changes: tokio::sync::mpsc::Sender<LinkChange>) {
     let own = netns::own();
     let mut watched: Vec<Watched> = Vec::new();
     let mut found = Vec::new();
     let mut released_at = Instant::now();
     loop {
+        let mut drained = 0u64;
+        // SAFETY: an 8-byte read from our non-blocking eventfd (EAGAIN when nothing is there).
+        unsafe { libc::read(wake.as_raw_fd(), (&raw mut drained).cast(), 8) };
+        // Releases first: a namespace asked for and gone by now is not worth entering.
+        let mut asked = Vec::new();
         loop {
-            match namespaces.try_recv() {
-                Ok(netns) if watched.len() >= MAX_NAMESPACES || watched.iter().any(|w| w.netns == netns) => {}
-                Ok(netns) => {
-                    let socket = if Some(netns) == own { open_socket() } else { netns::inside(netns, |_| open_socket()) };
-                    match socket {
-                        Ok(socket) => watched.push(Watched { netns, socket, links: FastMap::default() }),
-                        Err(error) => eprintln!("tracer: warning: link changes in netns {netns} are not watched: {error:#}"),
-                    }
+            match commands.try_recv() {
+                Ok(Command::Release(netns)) => {
+                    watched.retain(|w| w.netns != netns);
+                    asked.retain(|asked| *asked != netns);
                 }
+                Ok(Command::Watch(netns)) => asked.push(netns),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        for netns in asked {
+            if watched.len() >= MAX_NAMESPACES || watched.iter().any(|w| w.netns == netns) {
+                continue;
+            }
+            let socket = if Some(netns) == own { open_socket().map(Some) } else { netns::inside(netns, |_| open_socket()) };
+            match socket {
+                Ok(Some(socket)) => watched.push(Watched { netns, socket, links: FastMap::default() }),
+                Ok(None) => {} // gone already: nothing left to watch
+                Err(error) => eprintln!("tracer: warning: link changes in netns {netns} are not watched: {error:#}"),
             }
         }
         let mut polls: Vec<libc::pollfd> =

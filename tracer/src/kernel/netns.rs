@@ -42,17 +42,18 @@ fn find(netns: u32) -> Option<PathBuf> {
 }
 
 /// Runs `open` (given the namespace's name) on a short-lived thread that joined `netns`, so that
-/// the sockets it opens live there while the tracer stays where it is.
-pub fn inside<T: Send + 'static>(netns: u32, open: impl FnOnce(Option<String>) -> Result<T> + Send + 'static) -> Result<T> {
-    let path = find(netns).context("no process or /run/netns entry is in it any more")?;
+/// the sockets it opens live there while the tracer stays where it is. `None` when the namespace
+/// is gone (no process or /run/netns entry refers to it any more).
+pub fn inside<T: Send + 'static>(netns: u32, open: impl FnOnce(Option<String>) -> Result<T> + Send + 'static) -> Result<Option<T>> {
+    let Some(path) = find(netns) else { return Ok(None) };
     let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let name = name(&path);
-    std::thread::spawn(move || -> Result<T> {
+    std::thread::spawn(move || -> Result<Option<T>> {
         // SAFETY: setns on a namespace descriptor we own, affecting only this short-lived thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
-        open(name)
+        open(name).map(Some)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
@@ -95,6 +96,6 @@ mod tests {
         let own = own().expect("/proc/self/ns/net");
         assert!(live().contains(&own));
         assert!(find(own).is_some());
-        assert_eq!(inside(own, move |_| Ok(own)).unwrap(), own);
+        assert_eq!(inside(own, move |_| Ok(own)).unwrap(), Some(own));
     }
 }

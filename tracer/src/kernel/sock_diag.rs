@@ -362,7 +362,7 @@ fn smoothed(running: Option<Duration>, measured: Duration) -> Duration {
 
 /// Opens a sock_diag socket inside `netns` and names the namespace.
 fn enter(netns: u32) -> Result<Namespace> {
-    netns::inside(netns, |name| Ok(Namespace::new(open_socket()?, name)))
+    netns::inside(netns, |name| Ok(Namespace::new(open_socket()?, name)))?.context("no process or /run/netns entry is in it any more")
 }
 
 fn open_socket() -> Result<Socket> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     decode::TcpState,
     kernel::clock::Clock,
-    track::{CloseClass, Connection, Ended, FirstFin, Role},
+    track::{CloseClass, Connection, Ended, FirstFin, Role, KEEPALIVE_TIMEOUT_REASON},
 };
 
 /// Which ends `--connections` prints.
@@ -135,7 +135,7 @@ impl ConnectionLine {
         let rst_reason = connection.reset_sent.and_then(|reset| reset.reason).and_then(reason_name);
         let silent_cause = (ended.class == CloseClass::PeerSilent).then(|| match connection.ending.map(|ending| ending.from) {
             _ if ended.fin_wait2_expired => "fin_wait2_expiry",
-            _ if rst_reason.as_deref() == Some("TCP_KEEPALIVE_TIMEOUT") => "keepalive",
+            _ if rst_reason.as_deref() == Some(KEEPALIVE_TIMEOUT_REASON) => "keepalive",
             Some(TcpState::FinWait1 | TcpState::LastAck) => "fin_unanswered",
             _ => "retransmissions",
         });

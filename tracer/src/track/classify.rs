@@ -6,6 +6,11 @@ use std::{borrow::Cow, net::SocketAddr};
 use super::{CloseClass, Connection, Ending, Lingered, Role, Tracker};
 use crate::decode::TcpState;
 
+/// The kernel's reset reasons (`enum sk_rst_reason`, names read from tracefs at run time) that
+/// decide a verdict, in one place: a reset for a keepalive timeout means the peer went silent...
+pub const KEEPALIVE_TIMEOUT_REASON: &str = "TCP_KEEPALIVE_TIMEOUT";
+/// ... and these mean our application aborted the connection (closed with unread data,
+/// SO_LINGER 0, disconnect).
 const APPLICATION_ABORT_REASONS: &[&str] =
     &["TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER", "TCP_ABORT_ON_DATA", "TCP_STATE", "TCP_DISCONNECT_WITH_DATA"];
 
@@ -22,7 +27,7 @@ impl Tracker {
         if let Some(reset) = connection.reset_sent {
             let reason = reset.reason.and_then(|code| self.reason_name(code));
             return match reason {
-                Some("TCP_KEEPALIVE_TIMEOUT") => {
+                Some(KEEPALIVE_TIMEOUT_REASON) => {
                     Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
                 }
                 Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {

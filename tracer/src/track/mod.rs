@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracer_common::EventKind;
 
 pub use self::{
-    classify::guess_role,
+    classify::{guess_role, KEEPALIVE_TIMEOUT_REASON},
     connection::{CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, Tuple},
 };
 use crate::{
