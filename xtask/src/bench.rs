@@ -107,9 +107,11 @@ impl Traced {
     fn start(tracer: &Path, extra: &[&str]) -> Result<Traced> {
         let started = Instant::now();
         // Half the default interval: every traced round holds at least one summary and its
-        // socket snapshot.
+        // socket snapshot (summary modes only: `--events` refuses summary flags).
+        let interval: &[&str] = if extra.contains(&"--events") { &[] } else { &["--interval", "5"] };
         let mut child = Command::new(tracer)
-            .args(["--json", "--interval", "5"])
+            .arg("--json")
+            .args(interval)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
