@@ -45,7 +45,7 @@ fn a_summary_flag_with_events_is_refused_not_ignored() {
 
 #[test]
 fn a_malformed_network_or_port_is_one_line_and_exit_2() {
-    for args in [&["--addr", "10.0.0.300/8"][..], &["-L", "http"], &["--interval", "soon"]] {
+    for args in [&["--addr", "10.0.0.300/8"][..], &["-L", "http"], &["--interval", "soon"], &["--ring-buffer-size", "5000"]] {
         let output = tracer(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let line = one_line_error(&output);

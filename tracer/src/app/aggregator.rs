@@ -11,7 +11,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{cli::Cli, pipeline::Pipeline, EXIT_PATIENCE};
+use super::{pipeline::Pipeline, settings::SummarySettings, EXIT_PATIENCE};
 use crate::{
     decode::{Decoder, Event},
     filter::Filter,
@@ -25,7 +25,7 @@ use crate::{
     output::{
         connections::{ConnectionLine, Selection},
         metrics::Metrics,
-        recorder::{FlightRecorder, RecorderConfig},
+        recorder::FlightRecorder,
         summary::{Health, SourceModes, Summary},
         timeline::Timeline,
         Sink,
@@ -146,7 +146,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(
-        cli: &Cli,
+        settings: &SummarySettings,
         filter: Filter,
         probes: &Probes,
         decoder: &Decoder,
@@ -162,13 +162,12 @@ impl Aggregator {
                 (None, format!("off ({error})"))
             }
         };
-        let settings = snapshots.as_ref().map(Snapshots::own_settings);
-        let settings = settings.unwrap_or(NamespaceSettings::DEFAULT);
-        let ephemeral_ports = settings.ephemeral_ports;
+        let own = snapshots.as_ref().map_or(NamespaceSettings::DEFAULT, Snapshots::own_settings);
+        let ephemeral_ports = own.ephemeral_ports;
         let tracker = Tracker::new(
             TrackerConfig {
-                max_connections: cli.max_connections,
-                fin_timeout_ns: settings.fin_timeout_s * 1_000_000_000,
+                max_connections: settings.max_connections,
+                fin_timeout_ns: own.fin_timeout_s * 1_000_000_000,
                 ephemeral_ports,
                 snapshots: snapshots.is_some(),
                 time_wait_status: probes.modes.exact_time_wait,
@@ -176,12 +175,7 @@ impl Aggregator {
             },
             decoder.reason_names().clone(),
         );
-        let findings = Findings::new(FindingsConfig {
-            stuck_after_ns: cli.stuck_after.as_nanos() as u64,
-            time_wait_threshold: cli.time_wait_threshold,
-            ephemeral_ports,
-            ..FindingsConfig::default()
-        });
+        let findings = Findings::new(FindingsConfig { ephemeral_ports, ..settings.findings });
         let modes = SourceModes {
             hooks: probes.modes.describe(),
             time_wait: match (probes.modes.exact_time_wait.is_some(), snapshots.is_some()) {
@@ -193,16 +187,7 @@ impl Aggregator {
             snapshot: snapshot_mode,
             snapshot_round: None,
         };
-        let recorder = match &cli.record_dir {
-            Some(dir) => Some(FlightRecorder::new(RecorderConfig {
-                dir: dir.clone(),
-                window_ns: cli.record_window.as_nanos() as u64,
-                max_events: cli.record_max_events,
-                max_file_bytes: cli.record_max_bytes,
-                max_files: cli.record_max_files,
-            })?),
-            None => None,
-        };
+        let recorder = settings.recorder.clone().map(FlightRecorder::new).transpose()?;
         Ok(Aggregator {
             outputs,
             recorder,
@@ -211,7 +196,7 @@ impl Aggregator {
             pipeline: Pipeline::new(filter, tracker, findings),
             snapshots,
             pending: None,
-            connections: cli.connections,
+            connections: settings.connections,
             seen_while_away: FastSet::default(),
             dump_everything: false,
             missed_before: 0,

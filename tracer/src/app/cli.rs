@@ -49,7 +49,7 @@ pub struct Cli {
 
     /// Kernel → userspace ring buffer size in bytes (a power of two; 112 bytes per event, 16 MiB
     /// holds about 0.4 s of both cores of a 2-core box churning flat out).
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
 
     /// Seconds between summaries.
@@ -209,6 +209,14 @@ impl Cli {
             pid: self.pid,
         })
     }
+}
+
+fn parse_ring_buffer_size(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text.parse().map_err(|_| format!("`{text}` is not a number of bytes"))?;
+    if !bytes.is_power_of_two() || bytes < 4096 {
+        return Err(format!("`{text}` must be a power of two of at least 4096 bytes"));
+    }
+    Ok(bytes)
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

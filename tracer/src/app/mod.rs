@@ -6,6 +6,7 @@ mod aggregator;
 pub mod cli;
 mod event_printer;
 pub mod pipeline;
+pub mod settings;
 
 use std::{io, time::Duration};
 
@@ -22,6 +23,7 @@ use self::{
     aggregator::{Aggregator, Outputs, PendingDump},
     cli::Cli,
     event_printer::EventPrinter,
+    settings::Settings,
 };
 use crate::{
     decode::{Decoder, Event},
@@ -48,62 +50,66 @@ const LINK_QUEUE: usize = 1024;
 const EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let filter = cli.filter()?;
-    let metrics_server = cli.metrics_addr.map(metrics::listen).transpose()?;
-    let json_file = match &cli.json_out {
-        Some(path) => Some(
-            RotatingFile::open(path, cli.json_out_max_bytes, cli.json_out_keep)
-                .with_context(|| format!("cannot open --json-out {}", path.display()))?,
+    let settings = Settings::new(&cli)?;
+    let summary = settings.summary.as_ref();
+    let metrics_server = summary.and_then(|summary| summary.metrics_addr).map(metrics::listen).transpose()?;
+    let json_file = match &settings.json_out {
+        Some(out) => Some(
+            RotatingFile::open(&out.path, out.max_bytes, out.keep)
+                .with_context(|| format!("cannot open --json-out {}", out.path.display()))?,
         ),
         None => None,
     };
-    if let Some(path) = &cli.timeline {
+    if let Some(path) = summary.and_then(|summary| summary.timeline.as_ref()) {
         Timeline::prepare(path)?;
     }
     // Before anything is attached: a signal during start-up must still end in a clean exit.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (mut probes, ring, mut decoder) = Probes::attach(AttachOptions {
-        ring_buffer_bytes: cli.ring_buffer_size,
-        tracefs_root: &cli.tracefs,
-        hook_mode: cli.hook_mode,
-        batching: !cli.events,
-        filter: filter.kernel(),
-        kernel_log: cli.kernel_log,
+        ring_buffer_bytes: settings.kernel.ring_buffer_bytes,
+        tracefs_root: &settings.kernel.tracefs,
+        hook_mode: settings.kernel.hook_mode,
+        batching: summary.is_some(),
+        filter: settings.filter.kernel(),
+        kernel_log: settings.kernel.kernel_log,
     })?;
     let mut kernel_log = probes.take_kernel_log();
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
-    let snapshots = (!cli.events && !cli.no_snapshot).then(|| Snapshots::new(cli.interval));
-    privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok), !cli.no_snapshot)
+    let snapshots = summary.filter(|summary| summary.snapshots).map(|summary| Snapshots::new(summary.interval));
+    privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok), settings.enter_namespaces)
         .context("cannot drop capabilities after attaching")?;
     // Link changes: in the namespaces events come from (the tracer's own at least), or only
     // in --netns's; entering others needs the capabilities kept above.
     let (link_changes, mut link_changes_in) = tokio::sync::mpsc::channel(LINK_QUEUE);
     let mut links = Links::start(link_changes).context("cannot follow link changes")?;
-    let own_netns = netns::own();
-    links.watch(filter.netns.or(own_netns).unwrap_or(0));
-    if cli.no_snapshot || filter.netns.is_some() {
+    let filter = settings.filter.clone();
+    links.watch(filter.netns.or(netns::own()).unwrap_or(0));
+    if !settings.enter_namespaces || filter.netns.is_some() {
         links.stop_following();
     }
-    let sink = Sink::new(io::stdout(), cli.json);
+    let sink = Sink::new(io::stdout(), settings.json);
     let json_file = json_file.map(|file| Sink::new(file, true));
-    let mut consumer = if cli.events {
-        Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter, links, last_netns: 0 }))
-    } else {
-        let page = Page::default();
-        let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks, page.clone()));
-        let timeline =
-            (cli.timeline.is_some() || metrics.is_some()).then(|| Timeline::new(cli.timeline.clone(), page, cli.timeline_window));
-        let outputs = Outputs { stdout: sink, json_file, metrics, timeline };
-        Consumer::Summary(Box::new(Aggregator::new(&cli, filter, &probes, &decoder, outputs, snapshots, links)?))
+    let mut consumer = match summary {
+        None => Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter, links, last_netns: 0 })),
+        Some(summary) => {
+            let page = Page::default();
+            let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks, page.clone()));
+            let timeline = (summary.timeline.is_some() || metrics.is_some())
+                .then(|| Timeline::new(summary.timeline.clone(), page, summary.timeline_window));
+            let outputs = Outputs { stdout: sink, json_file, metrics, timeline };
+            Consumer::Summary(Box::new(Aggregator::new(summary, filter, &probes, &decoder, outputs, snapshots, links)?))
+        }
     };
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
     // SAFETY: the AsyncFd owns the ring buffer, so its descriptor outlives the registration.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|error| anyhow::anyhow!("cannot poll the ring buffer: {error}"))?;
-    let deadline = cli.duration.map(|duration| Instant::now() + duration);
-    let mut ticks = interval_at(Instant::now() + cli.interval, cli.interval);
+    let deadline = settings.duration.map(|duration| Instant::now() + duration);
+    // --events has no summaries: its ticks never fire (the branch below is disabled).
+    let interval = summary.map_or(Duration::from_secs(3600), |summary| summary.interval);
+    let mut ticks = interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
     let health = |seen: u64, decoder: &Decoder| {
@@ -136,7 +142,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
             }
-            _ = ticks.tick(), if !cli.events => {
+            _ = ticks.tick(), if summary.is_some() => {
                 if let Some(started) = consumer.tick(health(seen, &decoder), Some(horizon.now()))? {
                     dump = Some(started);
                 }

@@ -148,10 +148,8 @@ impl Probes {
         if EBPF_OBJECT.is_empty() {
             bail!("this tracer binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
+        // A power of two of at least a page: the command line checked it.
         let ring_buffer_bytes = options.ring_buffer_bytes;
-        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
-            bail!("--ring-buffer-size must be a power of two of at least 4096 bytes, not {ring_buffer_bytes}");
-        }
         tracefs::ensure_mounted(options.tracefs_root)?;
         let resolved = btf_offsets::resolve()?;
         if !resolved.missing.is_empty() {
