@@ -28,10 +28,10 @@ fn pipeline(c: &mut Criterion) {
                         pipeline.push(event);
                     }
                 }
-                pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_| {});
+                pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_, _| {});
                 pipeline.report(|_, _, _| ended += 1);
             }
-            pipeline.advance(u64::MAX, |_| {});
+            pipeline.advance(u64::MAX, |_, _| {});
             pipeline.report(|_, _, _| ended += 1);
             ended
         })

@@ -4,7 +4,6 @@
 use std::{
     collections::VecDeque,
     io::{self, IsTerminal},
-    time::Duration,
 };
 
 use anyhow::Result;
@@ -77,7 +76,7 @@ impl LinkLog {
             self.down_since.entry(link).or_insert(change.at_ns);
             None
         } else if matches!(change.what, LinkWhat::Up | LinkWhat::CarrierUp) {
-            self.down_since.remove(&link).map(|since| (change.at_ns.saturating_sub(since) as f64 / 1e8).round() / 10.0)
+            self.down_since.remove(&link).map(|since| clock::tenths_of_seconds(i128::from(change.at_ns.saturating_sub(since))))
         } else {
             None
         };
@@ -258,9 +257,11 @@ impl Aggregator {
             return;
         }
         let metrics = &mut self.outputs.metrics;
-        self.pipeline.advance(horizon_ns, |event| {
+        self.pipeline.advance(horizon_ns, |event, filter| {
             if let (Some(metrics), Some(old), Some(new)) = (metrics.as_mut(), event.old_state, event.state) {
-                metrics.state_change(old, new);
+                if filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+                    metrics.state_change(old, new);
+                }
             }
         });
         self.report_observations();
@@ -409,7 +410,14 @@ impl Aggregator {
             }
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
-        let summary = Summary::new(self.clock.format(now_ns), round_seconds(elapsed), last, health, &self.modes, &picture);
+        let summary = Summary::new(
+            self.clock.format(now_ns),
+            clock::tenths_of_seconds(elapsed.as_nanos() as i128),
+            last,
+            health,
+            &self.modes,
+            &picture,
+        );
         let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| Bytes::from(summary.json()));
         let text = match &json {
             Some(json) if self.outputs.stdout.json => json.clone(),
@@ -428,8 +436,4 @@ impl Aggregator {
         }
         Ok(())
     }
-}
-
-fn round_seconds(elapsed: Duration) -> f64 {
-    (elapsed.as_secs_f64() * 10.0).round() / 10.0
 }

@@ -31,14 +31,13 @@ impl Pipeline {
         true
     }
 
-    /// Feeds the tracker every event older than `horizon_ns` (those the filters let through are
-    /// shown to `released` first) and classifies the connections that ended long enough before it.
-    pub fn advance(&mut self, horizon_ns: u64, mut released: impl FnMut(&Event)) {
+    /// Feeds the tracker every event older than `horizon_ns` (each is shown to `released` first,
+    /// with the operator's filter, which only some consumers need) and classifies the connections
+    /// that ended long enough before it.
+    pub fn advance(&mut self, horizon_ns: u64, mut released: impl FnMut(&Event, &Filter)) {
         let (tracker, observations, filter) = (&mut self.tracker, &mut self.observations, &self.filter);
         self.reorder.release(horizon_ns, |event| {
-            if filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
-                released(event);
-            }
+            released(event, filter);
             tracker.observe(event, observations);
         });
         self.tracker.settle(horizon_ns, &mut self.observations);
@@ -50,8 +49,10 @@ impl Pipeline {
         let tracker = &self.tracker;
         let reason_name = |code| tracker.reason_name(code).map(str::to_string);
         for observation in self.observations.drain(..) {
-            self.findings.observe(&observation, &self.filter, reason_name);
             let scoped = find::in_scope(&observation, &self.filter);
+            if scoped {
+                self.findings.observe(&observation, reason_name);
+            }
             report(observation, scoped, tracker);
         }
     }

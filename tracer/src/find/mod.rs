@@ -18,6 +18,7 @@ use crate::{
     decode::TcpState,
     filter::Filter,
     kernel::{
+        clock,
         links::LinkChange,
         sock_diag::{self, NamespaceSettings, Snapshot},
     },
@@ -154,11 +155,9 @@ impl Findings {
         }))
     }
 
-    /// Takes in one observation from the tracker, if the filter lets it through.
-    pub fn observe(&mut self, observation: &Observation, filter: &Filter, reason_name: impl Fn(u32) -> Option<String>) {
-        if !in_scope(observation, filter) {
-            return;
-        }
+    /// Takes in one observation from the tracker that the operator's filters let through
+    /// ([`in_scope`]: the caller checks, once for every consumer of the observation).
+    pub fn observe(&mut self, observation: &Observation, reason_name: impl Fn(u32) -> Option<String>) {
         let started = observation.started_ns();
         match observation {
             Observation::Ended(ended) => {
@@ -545,7 +544,7 @@ fn near_link(links: &[LinkChange], netns: u32, began_ns: u64) -> Option<NearLink
         .filter(|change| change.netns == netns && change.what.is_loss())
         .filter(|change| (-(LINK_AFTER_NS as i128)..=LINK_BEFORE_NS as i128).contains(&offset(change)))
         .min_by_key(|change| offset(change).abs())
-        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: (offset(change) as f64 / 1e8).round() / 10.0 })
+        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: clock::tenths_of_seconds(offset(change)) })
 }
 
 /// Whether the operator's filters let an observation through.
@@ -587,7 +586,9 @@ mod tests {
         }
         tracker.settle(now, &mut out);
         for observation in &out {
-            findings.observe(observation, filter, |code| tracker.reason_name(code).map(str::to_string));
+            if in_scope(observation, filter) {
+                findings.observe(observation, |code| tracker.reason_name(code).map(str::to_string));
+            }
         }
         conclude(findings, tracker, now, filter)
     }
@@ -637,7 +638,7 @@ mod tests {
             }
             tracker.settle(u64::MAX, &mut out);
             for observation in &out {
-                findings.observe(observation, &Filter::default(), |_| None);
+                findings.observe(observation, |_| None);
             }
             let nobody = |_: &FastSet<u32>| FastMap::default();
             let context =
@@ -708,7 +709,7 @@ mod tests {
         let tuple = Tuple { netns: NETNS, local: "10.0.0.2:80".parse().unwrap(), remote: "10.0.0.9:40000".parse().unwrap() };
         let detail = |role, time_wait_age_ns, accepted| {
             let (mut findings, tracker) = (Findings::new(FindingsConfig::default()), tracker());
-            findings.observe(&Observation::PortReuse { tuple, role, time_wait_age_ns, accepted, at_ns: 0 }, &Filter::default(), |_| None);
+            findings.observe(&Observation::PortReuse { tuple, role, time_wait_age_ns, accepted, at_ns: 0 }, |_| None);
             let picture = conclude(&mut findings, &tracker, S, &Filter::default());
             picture.findings[0].detail.clone()
         };

@@ -31,3 +31,8 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
+
+/// A span in nanoseconds as seconds rounded to a tenth, as people read it (negative stays negative).
+pub fn tenths_of_seconds(ns: i128) -> f64 {
+    (ns as f64 / 1e8).round() / 10.0
+}
