@@ -274,3 +274,25 @@ fn a_reset_storm_from_client_ports_is_one_finding_for_the_service() {
     drop(servers);
     tracer.stop();
 }
+
+#[test]
+fn a_local_port_filter_takes_outgoing_connections_whole_and_leaves_no_ghost() {
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let tracer = summary_tracer(&["-L", "443", "--netns", &link.client.path()]);
+    // Three outgoing connections: their first event comes before connect() picks the local port.
+    let streams: Vec<TcpStream> = (0..3).map(|_| link.connect(server).unwrap()).collect();
+    let accepted: Vec<TcpStream> = (0..3).map(|_| listener.accept().unwrap().0).collect();
+    drop(streams);
+    drop(accepted);
+    thread::sleep(Duration::from_secs(5));
+    let lines = tracer.stop();
+    let summaries: Vec<&Value> = lines.iter().filter(|line| line["states"].is_object()).collect();
+    assert!(summaries.len() >= 4, "{lines:?}");
+    for summary in summaries {
+        assert!(summary["states"].as_object().unwrap().is_empty(), "nothing on port 443 here: {summary}");
+        assert_eq!(summary["closes"].as_object().map(|closes| closes.len()), Some(0), "{summary}");
+    }
+}

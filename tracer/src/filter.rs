@@ -7,7 +7,10 @@ use ipnet::IpNet;
 
 use tracer_common::{KernelFilter, KernelNetwork, FILTER_NETWORKS, FILTER_PORTS};
 
-use crate::decode::Process;
+use crate::{
+    decode::{Event, Process, SocketId},
+    FastMap,
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -46,6 +49,67 @@ impl Filter {
             && (!self.ipv6_only || local.is_ipv6())
             && (self.networks.is_empty()
                 || self.networks.iter().any(|network| network.contains(&local.ip()) || network.contains(&remote.ip())))
+    }
+}
+
+impl Filter {
+    /// Whether a port the filter names is still unknown in this event (0: `connect` or the
+    /// handshake has not chosen it yet), so the event cannot be judged alone.
+    fn undecided(&self, event: &Event) -> bool {
+        (!self.local_ports.is_empty() && event.local.port() == 0) || (!self.remote_ports.is_empty() && event.remote.port() == 0)
+    }
+}
+
+/// How long a socket's first event waits for the event that names its ports. A connection in
+/// scope names them within its first round trip, or with its first SYN retransmission (1 s); one
+/// out of scope never does, as the kernel filters the rest of its events out.
+const UNDECIDED_NS: u64 = 3_000_000_000;
+
+/// Most sockets waiting for their ports at once; past it the oldest is let through undecided.
+const MAX_UNDECIDED: usize = 4096;
+
+/// Keeps the operator's port filters whole: a connection is in or out for its whole life. The
+/// event that opens a client socket (CLOSE → SYN_SENT) comes before `connect` picks its port, and
+/// the kernel lets it through for that reason; it waits here for the socket's next event, which
+/// carries the port and decides for both. One that never comes was out of scope.
+#[derive(Default)]
+pub struct Admission {
+    waiting: FastMap<SocketId, Event>,
+}
+
+impl Admission {
+    /// Passes `event` (and the event it decides for) to `admit` when it is in scope or cannot be
+    /// judged by port; holds or drops it otherwise. Events in timestamp order.
+    pub fn admit(&mut self, filter: &Filter, event: &Event, mut admit: impl FnMut(&Event)) {
+        if filter.local_ports.is_empty() && filter.remote_ports.is_empty() {
+            return admit(event);
+        }
+        if let Some(first) = self.waiting.remove(&event.socket) {
+            if filter.undecided(event) {
+                // Still no port (a connect that failed before choosing one): out of scope.
+                return;
+            }
+            if filter.matches_ends(event.socket.netns, event.local, event.remote) {
+                admit(&first);
+                admit(event);
+            }
+            return;
+        }
+        if !filter.undecided(event) {
+            return admit(event); // judged by the consumers, with the rest of the filter
+        }
+        if self.waiting.len() >= MAX_UNDECIDED {
+            if let Some(oldest) = self.waiting.values().min_by_key(|held| held.timestamp_ns).map(|held| held.socket) {
+                let held = self.waiting.remove(&oldest).expect("just found");
+                admit(&held);
+            }
+        }
+        self.waiting.insert(event.socket, *event);
+    }
+
+    /// Forgets the sockets that waited longer than [`UNDECIDED_NS`] before `now_ns`: out of scope.
+    pub fn expire(&mut self, now_ns: u64) {
+        self.waiting.retain(|_, held| held.timestamp_ns.saturating_add(UNDECIDED_NS) > now_ns);
     }
 }
 
@@ -168,6 +232,46 @@ mod tests {
         assert!(!filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), Some(&owner)));
         let filter = Filter { pid: Some(owner.tgid), ..Filter::default() };
         assert!(filter.matches(1, addr("10.0.0.1:1"), addr("10.0.0.2:2"), Some(&owner)));
+    }
+
+    #[test]
+    fn a_local_port_filter_keeps_or_drops_an_outgoing_connection_whole() {
+        use crate::{decode::TcpState::*, track::fixtures::Script};
+        let filter = Filter { local_ports: vec![443], ..Filter::default() };
+        let admitted = |events: &[Event], now_ns: u64| {
+            let mut admission = Admission::default();
+            let mut out = Vec::new();
+            for event in events {
+                admission.admit(&filter, event, |event| out.push((event.old_state, event.state)));
+                admission.expire(now_ns);
+            }
+            (out, admission.waiting.len())
+        };
+        // The kernel lets the portless CLOSE → SYN_SENT through, then filters the socket out.
+        let outgoing = Script::new(1, "10.0.0.1:0", "10.0.0.2:80");
+        let (out, waiting) = admitted(&[outgoing.syscall(Close, SynSent, 1)], 1);
+        assert_eq!((out.len(), waiting), (0, 1), "held, not tracked");
+        let (out, waiting) = admitted(&[outgoing.syscall(Close, SynSent, 1)], 1 + UNDECIDED_NS);
+        assert_eq!((out.len(), waiting), (0, 0), "its port never came: out of scope, forgotten");
+        // Its next event names an ephemeral port: out, with its first event.
+        let named = Script::new(1, "10.0.0.1:40000", "10.0.0.2:80");
+        let (out, _) = admitted(&[outgoing.syscall(Close, SynSent, 1), named.state(SynSent, Established, 2)], 2);
+        assert!(out.is_empty());
+        // Bound to 443 before connect (rare, but in scope): both events, in order.
+        let bound = Script::new(2, "10.0.0.1:443", "10.0.0.2:80");
+        let (out, _) = admitted(&[outgoing_as(&bound).syscall(Close, SynSent, 1), bound.state(SynSent, Established, 2)], 2);
+        assert_eq!(out, [(Some(Close), Some(SynSent)), (Some(SynSent), Some(Established))]);
+        // A server socket on 443 has its port from the start.
+        let served = Script::new(3, "10.0.0.2:443", "10.0.0.1:40000");
+        let (out, waiting) = admitted(&[served.state(Listen, SynRecv, 1)], 1);
+        assert_eq!((out.len(), waiting), (1, 0));
+    }
+
+    /// The same socket before `connect` chose its local port.
+    fn outgoing_as(script: &crate::track::fixtures::Script) -> crate::track::fixtures::Script {
+        let mut local = script.local;
+        local.set_port(0);
+        crate::track::fixtures::Script { socket: script.socket, local, remote: script.remote }
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub type PendingDump = tokio::task::JoinHandle<(Snapshots, Snapshot)>;
 /// every namespace, as activity may have gone unnoticed).
 const MAX_SEEN_WHILE_AWAY: usize = 1024;
 
+/// Lingering sockets looked up at most per second (a lookup is a hash lookup in the kernel, some
+/// microseconds); past it the least recently checked go first.
+const MAX_LOOKUPS: usize = 256;
+
 /// How long link changes are remembered to explain findings (a silent peer's connection may end
 /// by timeout many minutes after the link that took it down).
 const LINK_MEMORY_NS: u64 = 15 * 60 * 1_000_000_000;
@@ -168,7 +172,10 @@ impl Aggregator {
                 max_connections: settings.max_connections,
                 fin_timeout_ns: own.fin_timeout_s * 1_000_000_000,
                 ephemeral_ports,
-                snapshots: snapshots.is_some(),
+                probes: snapshots.is_some(),
+                // Linux ≥ 6.10 gives reset reasons, and from then also traces resets sent from
+                // timewait sockets.
+                time_wait_resets_traced: probes.modes.reset_reasons,
                 time_wait_status: probes.modes.exact_time_wait,
                 ..TrackerConfig::default()
             },
@@ -293,6 +300,14 @@ impl Aggregator {
                 recorder.push_connection(ended);
             }
         });
+    }
+
+    /// Looks up the lingering FIN_WAIT2 timewait sockets (every second, whatever
+    /// the interval, so their verdicts never depend on it), while the snapshots are not away.
+    pub fn look_up_lingering(&mut self) {
+        let Some(snapshots) = &self.snapshots else { return };
+        self.pipeline.look_up_lingering(MAX_LOOKUPS, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
+        self.report_observations();
     }
 
     /// Starts a summary: events up to `horizon_ns` (all at exit), expiry, then the socket

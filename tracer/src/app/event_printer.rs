@@ -4,7 +4,7 @@ use bytes::Bytes;
 use super::EXIT_PATIENCE;
 use crate::{
     decode::{Decoder, Event},
-    filter::Filter,
+    filter::{Admission, Filter},
     kernel::{
         clock::Clock,
         links::{LinkChange, Links},
@@ -18,6 +18,8 @@ pub struct EventPrinter {
     pub json_file: Option<Sink>,
     pub clock: Clock,
     pub filter: Filter,
+    /// A socket's first event waits there until its ports say whether the filter takes it.
+    pub admission: Admission,
     /// Follows link changes in the namespaces events come from.
     pub links: Links,
     pub last_netns: u32,
@@ -25,6 +27,15 @@ pub struct EventPrinter {
 
 impl EventPrinter {
     pub fn event(&mut self, event: &Event, decoder: &Decoder) {
+        let mut admitted = Vec::new();
+        self.admission.admit(&self.filter, event, |event| admitted.push(*event));
+        self.admission.expire(event.timestamp_ns);
+        for event in admitted {
+            self.print(&event, decoder);
+        }
+    }
+
+    fn print(&mut self, event: &Event, decoder: &Decoder) {
         if !self.filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
             return;
         }

@@ -27,6 +27,7 @@ use self::{
 };
 use crate::{
     decode::{Decoder, Event},
+    filter::Admission,
     kernel::{
         clock::{self, Clock},
         links::{LinkChange, Links},
@@ -91,7 +92,15 @@ pub async fn run(cli: Cli) -> Result<()> {
     let sink = Sink::new(io::stdout(), settings.json);
     let json_file = json_file.map(|file| Sink::new(file, true));
     let mut consumer = match summary {
-        None => Consumer::Events(Box::new(EventPrinter { sink, json_file, clock: Clock::now(), filter, links, last_netns: 0 })),
+        None => Consumer::Events(Box::new(EventPrinter {
+            sink,
+            json_file,
+            clock: Clock::now(),
+            filter,
+            admission: Admission::default(),
+            links,
+            last_netns: 0,
+        })),
         Some(summary) => {
             let page = Page::default();
             let metrics = metrics_server.map(|server| Metrics::serve(server, &probes.modes.hooks, page.clone()));
@@ -128,6 +137,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut dump: Option<PendingDump> = None;
     let mut polls = tokio::time::interval(POLL_INTERVAL);
     polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut lookups = tokio::time::interval(Duration::from_nanos(crate::track::LINGER_PROBE_NS));
+    lookups.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             ready = ring.readable_mut() => {
@@ -142,6 +153,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
             }
+            _ = lookups.tick(), if summary.is_some() => consumer.look_up_lingering(),
             _ = ticks.tick(), if summary.is_some() => {
                 if let Some(started) = consumer.tick(health(seen, &decoder), Some(horizon.now()))? {
                     dump = Some(started);
@@ -247,6 +259,12 @@ impl Consumer {
         match self {
             Consumer::Events(printer) => printer.event(&event, decoder),
             Consumer::Summary(aggregator) => aggregator.event(event),
+        }
+    }
+
+    fn look_up_lingering(&mut self) {
+        if let Consumer::Summary(aggregator) = self {
+            aggregator.look_up_lingering();
         }
     }
 

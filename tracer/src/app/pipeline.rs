@@ -3,15 +3,17 @@
 //! corrections and the picture. No I/O, no clock: time comes from the events and the caller.
 use crate::{
     decode::{Event, TcpState},
-    filter::Filter,
+    filter::{Admission, Filter},
     find::{self, Context, Findings, Picture},
-    kernel::sock_diag::Snapshot,
-    track::{reorder::Reorder, Observation, Tracker},
+    kernel::{clock, sock_diag::Snapshot},
+    track::{reorder::Reorder, Observation, Tracker, Tuple},
 };
 
 pub struct Pipeline {
     pub filter: Filter,
     reorder: Reorder,
+    /// Sockets whose ports are not known yet wait there: the filter takes connections whole.
+    admission: Admission,
     pub tracker: Tracker,
     pub findings: Findings,
     observations: Vec<Observation>,
@@ -19,7 +21,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(filter: Filter, tracker: Tracker, findings: Findings) -> Pipeline {
-        Pipeline { filter, reorder: Reorder::default(), tracker, findings, observations: Vec::new() }
+        Pipeline { filter, reorder: Reorder::default(), admission: Admission::default(), tracker, findings, observations: Vec::new() }
     }
 
     /// Takes in one event; `false` when `--netns` leaves it out.
@@ -35,11 +37,14 @@ impl Pipeline {
     /// with the operator's filter, which only some consumers need) and classifies the connections
     /// that ended long enough before it.
     pub fn advance(&mut self, horizon_ns: u64, mut released: impl FnMut(&Event, &Filter)) {
-        let (tracker, observations, filter) = (&mut self.tracker, &mut self.observations, &self.filter);
+        let (tracker, observations, filter, admission) = (&mut self.tracker, &mut self.observations, &self.filter, &mut self.admission);
         self.reorder.release(horizon_ns, |event| {
-            released(event, filter);
-            tracker.observe(event, observations);
+            admission.admit(filter, event, |event| {
+                released(event, filter);
+                tracker.observe(event, observations);
+            });
         });
+        self.admission.expire(horizon_ns);
         self.tracker.settle(horizon_ns, &mut self.observations);
     }
 
@@ -81,6 +86,20 @@ impl Pipeline {
             );
             let time_wait = sockets.iter().filter(|socket| socket.state == TcpState::TimeWait);
             self.tracker.refresh_time_wait(*netns, now_ns, time_wait.map(|socket| (socket.local, socket.remote)));
+        }
+    }
+
+    /// Looks up the lingering FIN_WAIT2 timewait sockets that are due, with `look_up` (their
+    /// state, `None` when gone, an error when the namespace cannot be asked), at most `limit`.
+    pub fn look_up_lingering(&mut self, limit: usize, mut look_up: impl FnMut(&Tuple) -> anyhow::Result<Option<TcpState>>) {
+        for tuple in self.tracker.lingering_due(clock::monotonic_ns(), limit) {
+            let before = clock::monotonic_ns();
+            match look_up(&tuple) {
+                // Found: it existed at the lookup's start; gone: by its end.
+                Ok(Some(state)) => self.tracker.probed(&tuple, before, Some(state), &mut self.observations),
+                Ok(None) => self.tracker.probed(&tuple, clock::monotonic_ns(), None, &mut self.observations),
+                Err(_) => self.tracker.lookup_failed(&tuple, before),
+            }
         }
     }
 

@@ -431,7 +431,7 @@ impl Findings {
             let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
             known.insert(tuple);
             let age = now_ns.saturating_sub(connection.state_since_ns);
-            if lingering.seen_in_fin_wait2
+            if lingering.seen_in_fin_wait2()
                 && age >= stuck_after
                 && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref())
             {
@@ -773,7 +773,7 @@ mod tests {
                 s.state(SynRecv, Established, at + 1),
                 s.syscall(Established, FinWait1, at + 2),
                 s.state(FinWait1, FinWait2, at + 3),
-                s.state(FinWait2, Close, at + 4),
+                s.closed(FinWait2, true, at + 4),
             ]);
         }
         let picture = picture(&mut findings, &mut tracker, &events, 2 * S, &Filter::default());

@@ -396,26 +396,65 @@ fn dump_both_families(socket: &Socket) -> Result<Vec<SocketRecord>> {
 fn dump_by_family(socket: &Socket) -> Result<Vec<SocketRecord>> {
     let mut sockets = Vec::new();
     for (family, socket_id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut request = NetlinkMessage::new(
-            header,
-            SockDiagMessage::InetRequest(InetRequest {
-                family,
-                protocol: IPPROTO_TCP,
-                extensions: ExtensionFlags::empty(),
-                states: wanted_mask(),
-                socket_id,
-            })
-            .into(),
-        );
-        request.finalize();
-        let mut buffer = vec![0; request.buffer_len()];
-        request.serialize(&mut buffer);
-        socket.send(&buffer, 0)?;
+        socket.send(&inet_request(family, socket_id, wanted_mask(), NLM_F_REQUEST | NLM_F_DUMP), 0)?;
         receive_dump(socket, &mut sockets, SOCK_DIAG_BY_FAMILY)?;
     }
     Ok(sockets)
+}
+
+fn inet_request(family: u8, socket_id: SocketId, states: StateFlags, flags: u16) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest { family, protocol: IPPROTO_TCP, extensions: ExtensionFlags::empty(), states, socket_id })
+            .into(),
+    );
+    request.finalize();
+    let mut buffer = vec![0; request.buffer_len()];
+    request.serialize(&mut buffer);
+    buffer
+}
+
+impl Snapshots {
+    /// Looks up one socket of a covered namespace by its 4-tuple (the kernel's hash lookup, not a
+    /// walk): its state, `None` when it is gone, an error when the namespace is not covered.
+    pub fn look_up(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> Result<Option<TcpState>> {
+        let namespace = self.namespaces.get(&netns).context("namespace not covered")?;
+        let socket_id = SocketId {
+            source_port: local.port(),
+            destination_port: remote.port(),
+            source_address: local.ip(),
+            destination_address: remote.ip(),
+            interface_id: 0,
+            cookie: [0xff; 8], // INET_DIAG_NOCOOKIE: any socket on that tuple
+        };
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        namespace.socket.send(&inet_request(family, socket_id, StateFlags::all(), NLM_F_REQUEST), 0)?;
+        let mut buffer = vec![0u8; 4096];
+        let size = namespace.socket.recv(&mut &mut buffer[..], 0)?;
+        decode_lookup(&buffer[..size])
+    }
+}
+
+/// The answer to one socket's lookup: the socket, or an error message (ENOENT: there is none).
+fn decode_lookup(datagram: &[u8]) -> Result<Option<TcpState>> {
+    let message = NetlinkBuffer::new_checked(datagram).map_err(|error| anyhow::anyhow!("undecodable sock_diag reply: {error}"))?;
+    match message.message_type() {
+        NLMSG_ERROR => {
+            let code = message.payload().get(..4).map_or(0, |code| i32::from_ne_bytes(code.try_into().expect("four bytes")));
+            if code == -libc::ENOENT {
+                return Ok(None);
+            }
+            bail!("sock_diag refused the lookup: {}", std::io::Error::from_raw_os_error(-code))
+        }
+        SOCK_DIAG_BY_FAMILY => {
+            let header =
+                InetResponseHeader::parse(message.payload()).map_err(|error| anyhow::anyhow!("undecodable sock_diag socket: {error}"))?;
+            Ok(TcpState::from_kernel(header.state))
+        }
+        other => bail!("unexpected sock_diag reply type {other}"),
+    }
 }
 
 /// `nlmsg_type` of the legacy inet_diag request and its answers (`linux/inet_diag.h`).
@@ -624,6 +663,23 @@ mod tests {
         let error = decode_answers(&refused, TCPDIAG_GETSOCK, &mut sockets).unwrap_err().to_string();
         assert!(error.contains("refused the dump") && error.contains("not permitted"), "{error}");
         assert!(decode_answers(&[1, 2, 3], TCPDIAG_GETSOCK, &mut sockets).is_err(), "a truncated header is an error");
+    }
+
+    #[test]
+    fn a_lookup_by_tuple_finds_a_live_socket_and_says_none_once_it_is_gone() {
+        // sock_diag answers anyone for their own namespace: no root needed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let snapshots = Snapshots::new(Duration::from_secs(10)).unwrap();
+        let netns = snapshots.own_netns;
+        let (local, remote) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+        assert_eq!(snapshots.look_up(netns, local, remote).unwrap(), Some(TcpState::Established));
+        assert_eq!(snapshots.look_up(netns, remote, local).unwrap(), Some(TcpState::Established), "the server's end");
+        let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(snapshots.look_up(netns, local, stranger).unwrap(), None);
+        assert!(snapshots.look_up(netns + 1, local, remote).is_err(), "a namespace not covered");
+        drop((client, server));
     }
 
     #[test]

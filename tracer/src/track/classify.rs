@@ -3,7 +3,7 @@
 //! reset reason, retransmits, how long FIN_WAIT2 lasted).
 use std::{borrow::Cow, net::SocketAddr};
 
-use super::{CloseClass, Connection, Ending, Lingered, Role, Tracker};
+use super::{CloseClass, Connection, Ending, Lingered, Role, Tracker, Unresolved};
 use crate::decode::TcpState;
 
 /// The kernel's reset reasons (`enum sk_rst_reason`, names read from tracefs at run time) that
@@ -18,6 +18,9 @@ impl Tracker {
     pub(super) fn classify(&self, connection: &Connection, ending: Ending) -> Verdict {
         let from = ending.from;
         let retransmits = connection.retransmits_in_state;
+        if ending.lingered.is_some() {
+            return self.after_our_fin(connection, ending);
+        }
         if connection.reset_received {
             if from == TcpState::SynSent {
                 return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN");
@@ -50,21 +53,7 @@ impl Tracker {
             TcpState::SynSent => {
                 Verdict::of(CloseClass::ConnectTimeout, format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits))
             }
-            TcpState::FinWait2
-                if ending.lingered == Some(Lingered::Expired)
-                    || (ending.lingered.is_none() && !self.config.leaves_time_wait(connection, from)) =>
-            {
-                let waited = ending.at_ns.saturating_sub(connection.previous_state_since_ns);
-                let waited = match ending.lingered {
-                    Some(Lingered::Expired) => "until tcp_fin_timeout expired".to_string(),
-                    _ => format!("FIN_WAIT2 expired after {}s", waited / 1_000_000_000),
-                };
-                Verdict {
-                    fin_wait2_expired: true,
-                    ..Verdict::of(CloseClass::PeerSilent, format!("our FIN was acknowledged but the peer never sent its FIN ({waited})"))
-                }
-            }
-            TcpState::FinWait2 => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first") },
+            TcpState::FinWait2 => self.after_our_fin(connection, ending),
             TcpState::Closing | TcpState::TimeWait => {
                 Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
             }
@@ -80,6 +69,56 @@ impl Tracker {
                 format!("timed out in {from} with no FIN or RST from the peer ({retransmits} retransmits)"),
             ),
             _ => Verdict::of(CloseClass::Aborted, format!("closed by the application in {from} without FIN")),
+        }
+    }
+}
+
+impl Tracker {
+    /// Our FIN was acknowledged and the timewait socket took over in FIN_WAIT2: its end, from
+    /// what [`Lingered`] established, never from how long anything took to look.
+    fn after_our_fin(&self, connection: &Connection, ending: Ending) -> Verdict {
+        let fin_ns = connection.first_fin_ns.unwrap_or(ending.at_ns);
+        let since_fin = |at_ns: u64| format!("{:.1} s", at_ns.saturating_sub(fin_ns) as f64 / 1e9);
+        let window = |last_ns: Option<u64>, gone_ns: u64| match last_ns {
+            Some(last_ns) => format!("between {} and {} after our FIN", since_fin(last_ns), since_fin(gone_ns)),
+            None => format!("within {} of our FIN", since_fin(gone_ns)),
+        };
+        match ending.lingered {
+            Some(Lingered::PeerFin) => Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "we closed first") },
+            Some(Lingered::Expired) => Verdict {
+                fin_wait2_expired: true,
+                ..Verdict::of(CloseClass::PeerSilent, "our FIN was acknowledged but the peer never sent its FIN (until tcp_fin_timeout expired)")
+            },
+            Some(Lingered::PeerReset { last_ns, gone_ns }) => Verdict::of(
+                CloseClass::ResetByPeer,
+                format!("reset by the peer {}: our FIN was acknowledged, its FIN never came", window(last_ns, gone_ns)),
+            ),
+            Some(Lingered::OurReset { reason }) => Verdict::of(
+                CloseClass::ResetByUs,
+                format!(
+                    "we reset it after our close: the peer sent data or a SYN ({})",
+                    reason.and_then(|code| self.reason_name(code)).unwrap_or("reason not given by this kernel")
+                ),
+            ),
+            Some(Lingered::Unresolved(Unresolved::ResetEitherWay { last_ns, gone_ns })) => Verdict::of(
+                CloseClass::Unresolved,
+                format!(
+                    "our FIN was acknowledged; a RST ended it {} (the peer's, or ours to its late data: this kernel does not report resets from timewait sockets)",
+                    window(last_ns, gone_ns)
+                ),
+            ),
+            Some(Lingered::Unresolved(Unresolved::ExpiryOrReset { last_ns, gone_ns })) => Verdict::of(
+                CloseClass::Unresolved,
+                format!(
+                    "our FIN was acknowledged; last seen in FIN_WAIT2 {}, gone {} after our FIN: tcp_fin_timeout or a RST",
+                    last_ns.map_or("never".to_string(), |last_ns| format!("{} after our FIN", since_fin(last_ns))),
+                    since_fin(gone_ns)
+                ),
+            ),
+            Some(Lingered::Unresolved(Unresolved::NotFollowed)) | None => Verdict::of(
+                CloseClass::Unresolved,
+                "our FIN was acknowledged; the kernel's timewait socket took over in FIN_WAIT2 and could not be followed (snapshots off or its namespace unreachable)",
+            ),
         }
     }
 }

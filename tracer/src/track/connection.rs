@@ -26,10 +26,13 @@ pub enum CloseClass {
     Refused,
     ConnectTimeout,
     Aborted,
+    /// The tracer could not see how it ended (a timewait socket it could not follow); the
+    /// detail says what it last saw. Never a guess.
+    Unresolved,
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 7] = [
+    pub const ALL: [CloseClass; 8] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
         CloseClass::ResetByUs,
@@ -37,6 +40,7 @@ impl CloseClass {
         CloseClass::Refused,
         CloseClass::ConnectTimeout,
         CloseClass::Aborted,
+        CloseClass::Unresolved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl CloseClass {
             CloseClass::Refused => "refused",
             CloseClass::ConnectTimeout => "connect_timeout",
             CloseClass::Aborted => "aborted",
+            CloseClass::Unresolved => "unresolved",
         }
     }
 }
@@ -78,21 +83,56 @@ pub struct Ending {
     pub lingered: Option<Lingered>,
 }
 
-/// What became of a timewait socket left in the FIN_WAIT2 substate.
+/// What became of a timewait socket left in the FIN_WAIT2 substate (our FIN acknowledged, the
+/// full socket handed over to the kernel's timewait handling, which no tracepoint follows).
+/// Each outcome rests on evidence that does not depend on when summaries run: an event, or the
+/// socket looked up at a fixed cadence ([`super::LINGER_PROBE_NS`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lingered {
     /// The peer's FIN arrived: a TIME_WAIT socket.
     PeerFin,
-    /// It vanished after sitting in FIN_WAIT2: `tcp_fin_timeout` expired without the peer's FIN.
+    /// Still in FIN_WAIT2 until its `tcp_fin_timeout` ran out: the peer never sent its FIN.
     Expired,
+    /// Gone before `tcp_fin_timeout` without becoming TIME_WAIT and without a reset of ours (which
+    /// this kernel would have shown): the peer's RST killed it, after `last_ns` (when a lookup
+    /// last found it) and by `gone_ns`.
+    PeerReset { last_ns: Option<u64>, gone_ns: u64 },
+    /// We answered the peer's late data or SYN with a RST (the kernel's reason, when it gives one).
+    OurReset { reason: Option<u32> },
+    /// The tracer could not tell; the detail says what it last saw.
+    Unresolved(Unresolved),
+}
+
+/// Why a lingering timewait socket's end is not known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    /// Gone before `tcp_fin_timeout` without becoming TIME_WAIT: a RST ended it, but this kernel
+    /// does not report resets sent from timewait sockets, so it may have been ours.
+    ResetEitherWay { last_ns: Option<u64>, gone_ns: u64 },
+    /// Last seen in FIN_WAIT2 at `last_ns`, gone by `gone_ns`: its `tcp_fin_timeout` falls between,
+    /// so expiry and a reset cannot be told apart.
+    ExpiryOrReset { last_ns: Option<u64>, gone_ns: u64 },
+    /// Nothing could follow it: no socket lookups (`--no-snapshot`) and no fentry hooks, or its
+    /// namespace could not be reached.
+    NotFollowed,
 }
 
 /// A connection whose full socket is gone but whose timewait socket may still be in FIN_WAIT2.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lingering {
     pub connection: Connection,
-    /// A snapshot has shown it in FIN_WAIT2.
-    pub seen_in_fin_wait2: bool,
+    /// When a lookup last found it in FIN_WAIT2 (or fentry saw it handed over in FIN_WAIT2).
+    pub last_in_fin_wait2_ns: Option<u64>,
+    /// When a lookup first found it gone (decided once every event before then has arrived).
+    pub gone_ns: Option<u64>,
+    /// When it was last looked up, to spread lookups fairly.
+    pub probed_ns: u64,
+}
+
+impl Lingering {
+    pub fn seen_in_fin_wait2(&self) -> bool {
+        self.last_in_fin_wait2_ns.is_some()
+    }
 }
 
 /// One socket's life so far.

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use tracer_common::EventKind;
 
-use crate::decode::{Comm, Event, Process, SocketId, TcpState};
+use crate::decode::{Comm, Event, Process, SocketId, SocketTotals, TcpState};
 
 pub const NETNS: u32 = 4026531840;
 
@@ -45,6 +45,13 @@ impl Script {
         Event { process: Some(process()), ..self.state(old, new, at) }
     }
 
+    /// A CLOSE as the tp_btf hooks report it: with the socket's counters, which say whether the
+    /// peer's FIN had come.
+    pub fn closed(&self, old: TcpState, peer_fin: bool, at: u64) -> Event {
+        let totals = SocketTotals { bytes_sent: 0, bytes_received: u64::from(peer_fin), retransmits: 0, error: 0, peer_fin };
+        Event { totals: Some(totals), ..self.state(old, TcpState::Close, at) }
+    }
+
     pub fn reset_sent(&self, state: TcpState, reason: Option<u32>, at: u64) -> Event {
         Event { reset_reason: reason, ..self.event(EventKind::ResetSent, None, Some(state), at) }
     }
@@ -65,8 +72,15 @@ pub fn process() -> Process {
 }
 
 pub fn reasons() -> BTreeMap<u32, String> {
-    [(1, "NO_SOCKET"), (11, "TCP_ABORT_ON_CLOSE"), (14, "TCP_STATE"), (15, "TCP_KEEPALIVE_TIMEOUT"), (2, "TCP_INVALID_ACK_SEQUENCE")]
-        .into_iter()
-        .map(|(code, name)| (code, name.to_string()))
-        .collect()
+    [
+        (1, "NO_SOCKET"),
+        (11, "TCP_ABORT_ON_CLOSE"),
+        (14, "TCP_STATE"),
+        (15, "TCP_KEEPALIVE_TIMEOUT"),
+        (2, "TCP_INVALID_ACK_SEQUENCE"),
+        (16, "TCP_TIMEWAIT_SOCKET"),
+    ]
+    .into_iter()
+    .map(|(code, name)| (code, name.to_string()))
+    .collect()
 }

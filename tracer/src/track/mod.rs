@@ -22,7 +22,7 @@ use tracer_common::EventKind;
 
 pub use self::{
     classify::{guess_role, KEEPALIVE_TIMEOUT_REASON},
-    connection::{CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, Tuple},
+    connection::{CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, Tuple, Unresolved},
 };
 use crate::{
     decode::{Event, SocketId, TcpState},
@@ -49,23 +49,26 @@ pub struct TrackerConfig {
     pub ephemeral_ports: (u16, u16),
     /// The `tcp_tw_status` values, when the fexit hook on `tcp_timewait_state_process` runs.
     pub time_wait_status: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
-    /// Socket snapshots will call [`Tracker::reconcile`]: a FIN_WAIT2 → CLOSE is then decided
-    /// by what the timewait socket turns out to be, instead of by how long FIN_WAIT2 lasted.
-    pub snapshots: bool,
+    /// Timewait sockets left in FIN_WAIT2 are looked up every [`LINGER_PROBE_NS`] (socket
+    /// snapshots are on): their end is then known from what they became, whatever the interval.
+    pub probes: bool,
+    /// The kernel reports the resets a timewait socket sends (Linux ≥ 6.10, where
+    /// `tcp_send_reset` also fires without a full socket): a lingering socket that vanished early
+    /// without one was reset by the peer.
+    pub time_wait_resets_traced: bool,
 }
 
+/// How often lingering FIN_WAIT2 timewait sockets are looked up: fixed, so that their verdicts
+/// never depend on `--interval`.
+pub const LINGER_PROBE_NS: u64 = 1_000_000_000;
+
 impl TrackerConfig {
-    /// Whether a socket closing from `from` leaves a TIME_WAIT socket: after a simultaneous close,
-    /// or from FIN_WAIT2 when the peer's FIN came before `tcp_fin_timeout` (an expired FIN_WAIT2
-    /// also becomes a timewait socket, but in its FIN_WAIT2 substate).
-    fn leaves_time_wait(&self, connection: &Connection, from: TcpState) -> bool {
-        match from {
-            TcpState::Closing | TcpState::TimeWait => true,
-            TcpState::FinWait2 => {
-                connection.state_since_ns.saturating_sub(connection.previous_state_since_ns) < self.fin_timeout_ns * 9 / 10
-            }
-            _ => false,
-        }
+    /// When a timewait socket handed over in FIN_WAIT2 at `handed_over_ns` expires at the
+    /// earliest: `tcp_fin_timeout` later, or past 60 s (TCP_TIMEWAIT_LEN), what exceeds it (the
+    /// full socket waited the rest). A per-socket TCP_LINGER2 is not visible here.
+    fn fin_wait2_deadline_ns(&self, handed_over_ns: u64) -> u64 {
+        let lifetime = if self.fin_timeout_ns > TIME_WAIT_NS { self.fin_timeout_ns - TIME_WAIT_NS } else { self.fin_timeout_ns };
+        handed_over_ns + lifetime
     }
 }
 
@@ -77,7 +80,8 @@ impl Default for TrackerConfig {
             fin_timeout_ns: NamespaceSettings::DEFAULT.fin_timeout_s * 1_000_000_000,
             ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports,
             time_wait_status: None,
-            snapshots: false,
+            probes: false,
+            time_wait_resets_traced: false,
         }
     }
 }
@@ -97,8 +101,11 @@ pub struct Tracker {
     connections: FastMap<SocketId, Connection>,
     /// TIME_WAIT sockets (seen entering it, or reported by a snapshot) → when they entered it.
     time_wait: FastMap<Tuple, u64>,
-    /// Orphans that left FIN_WAIT2 for a timewait socket, until a snapshot says what it became.
+    /// Orphans that left FIN_WAIT2 for a timewait socket, until a lookup or an event says what
+    /// it became.
     lingering: FastMap<Tuple, Lingering>,
+    /// Lingering sockets found gone, in lookup order, waiting for the events before then.
+    gone: VecDeque<(u64, Tuple)>,
     /// Ports we have seen serving (a listener starting, a connection accepted), by namespace:
     /// what gives a socketless reset its role (our port serves: we are the server; theirs, in
     /// our namespace: we called it). Kept after the listener closes, as its peers' late segments
@@ -117,6 +124,7 @@ impl Tracker {
             connections: FastMap::default(),
             time_wait: FastMap::default(),
             lingering: FastMap::default(),
+            gone: VecDeque::new(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -136,6 +144,10 @@ impl Tracker {
         match event.kind {
             EventKind::StateChange => self.state_change(event, out),
             EventKind::ResetSent => {
+                if !self.connections.contains_key(&event.socket) {
+                    // A timewait socket left in FIN_WAIT2 answered the peer's late data or SYN.
+                    self.reset_from_lingering(event, out);
+                }
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     connection.reset_sent = Some(ResetSent { reason: event.reset_reason, by_application: event.process.is_some() });
                     (connection.role, connection.process)
@@ -282,25 +294,34 @@ impl Tracker {
             connection.totals = event.totals;
             connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None });
             let exact = connection.timewait_substate;
-            if old == TcpState::FinWait2 && exact == Some(TcpState::TimeWait) {
-                // fentry saw the peer's FIN turn it into TIME_WAIT: graceful, no guessing.
+            // tcp_fin() marks the socket before tcp_time_wait() closes it (tp_btf reads the mark);
+            // fentry on tcp_time_wait says the substate outright.
+            let peer_fin = exact == Some(TcpState::TimeWait) || event.totals.is_some_and(|totals| totals.peer_fin);
+            let followed = self.config.probes || self.config.time_wait_status.is_some() || exact == Some(TcpState::FinWait2);
+            if old != TcpState::FinWait2 || connection.reset_received {
+                self.endings.push_back((at, event.socket));
+                if matches!(old, TcpState::Closing | TcpState::TimeWait) {
+                    self.remember_time_wait(tuple, at);
+                }
+            } else if peer_fin {
                 if let Some(ending) = &mut connection.ending {
                     ending.lingered = Some(Lingered::PeerFin);
                 }
                 self.endings.push_back((at, event.socket));
                 self.remember_time_wait(tuple, at);
-            } else if old == TcpState::FinWait2 && (self.config.snapshots || exact == Some(TcpState::FinWait2)) {
-                // The full socket handed over to a timewait socket; only a snapshot can tell
-                // whether that one is in TIME_WAIT (the peer's FIN came) or still in FIN_WAIT2.
+            } else if followed {
+                // The full socket handed over to a timewait socket, in FIN_WAIT2 (or, without
+                // tp_btf or fentry, in a substate not known yet): its lookups or fentry will say.
                 let mut connection = self.connections.remove(&event.socket).expect("present");
                 connection.state = TcpState::FinWait2;
                 connection.state_since_ns = connection.previous_state_since_ns;
-                self.linger(Lingering { connection, seen_in_fin_wait2: exact == Some(TcpState::FinWait2) }, out);
+                let last_in_fin_wait2_ns = (exact == Some(TcpState::FinWait2) || event.totals.is_some()).then_some(at);
+                self.linger(Lingering { connection, last_in_fin_wait2_ns, gone_ns: None, probed_ns: at }, out);
             } else {
-                self.endings.push_back((at, event.socket));
-                if self.config.leaves_time_wait(connection, old) {
-                    self.remember_time_wait(tuple, at);
+                if let Some(ending) = &mut connection.ending {
+                    ending.lingered = Some(Lingered::Unresolved(Unresolved::NotFollowed));
                 }
+                self.endings.push_back((at, event.socket));
             }
         } else {
             connection.retransmits_in_state = 0;
@@ -321,7 +342,8 @@ impl Tracker {
             if let Some(since) = time_wait_since.or(lingering_since).filter(|since| *since < at) {
                 self.time_wait.remove(&tuple);
                 if let Some(old) = self.lingering.remove(&tuple) {
-                    self.finish(old.connection, out);
+                    // Only a timewait socket in TIME_WAIT takes a new SYN: the peer's FIN had come.
+                    self.resolve(old, Lingered::PeerFin, out);
                 }
                 let age = at - since;
                 if age < TIME_WAIT_NS.max(self.config.fin_timeout_ns) {
@@ -389,6 +411,7 @@ impl Tracker {
     /// Classifies the connections that ended at least [`SETTLE_NS`] before `now_ns`
     /// (all of them with `now_ns = u64::MAX`, at exit).
     pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        self.settle_gone(now_ns, out);
         while let Some(&(at_ns, socket)) = self.endings.front() {
             if at_ns.saturating_add(SETTLE_NS) > now_ns {
                 break;
@@ -512,7 +535,7 @@ mod tests {
                 c.syscall(SynSent, Established, S + 1000),
                 c.syscall(Established, FinWait1, 2 * S),
                 c.state(FinWait1, FinWait2, 2 * S + 100),
-                c.state(FinWait2, Close, 2 * S + 200),
+                c.closed(FinWait2, true, 2 * S + 200),
             ],
         );
         let ended = ended(&out);
@@ -674,7 +697,7 @@ mod tests {
 
     fn exact() -> TrackerConfig {
         TrackerConfig {
-            snapshots: true,
+            probes: true,
             time_wait_status: Some(crate::kernel::btf_offsets::TimeWaitStatus { syn: 3, ack: 2 }),
             ..TrackerConfig::default()
         }
@@ -696,9 +719,9 @@ mod tests {
     }
 
     #[test]
-    fn with_fentry_an_orphan_left_in_fin_wait2_lingers_and_expires_as_unanswered() {
+    fn with_fentry_alone_an_orphan_whose_peer_never_sent_its_fin_is_unresolved_between_expiry_and_reset() {
         let c = client();
-        let mut tracker = Tracker::new(TrackerConfig { snapshots: false, ..exact() }, reasons());
+        let mut tracker = Tracker::new(TrackerConfig { probes: false, ..exact() }, reasons());
         let mut out = Vec::new();
         for event in our_fin_acknowledged(
             &c,
@@ -706,17 +729,18 @@ mod tests {
         ) {
             tracker.observe(&event, &mut out);
         }
-        assert_eq!(tracker.lingering().filter(|l| l.seen_in_fin_wait2).count(), 1);
+        assert_eq!(tracker.lingering().filter(|l| l.seen_in_fin_wait2()).count(), 1);
         tracker.expire(200 * S, &mut out);
         let verdict = ended(&out)[0];
-        assert_eq!((verdict.class, verdict.fin_wait2_expired), (CloseClass::PeerSilent, true));
+        assert_eq!((verdict.class, verdict.fin_wait2_expired), (CloseClass::Unresolved, false));
+        assert!(verdict.detail.contains("tcp_fin_timeout or a RST"), "{}", verdict.detail);
     }
 
     #[test]
     fn with_fexit_a_late_fin_on_the_fin_wait2_timewait_socket_makes_it_graceful() {
         let c = client();
         let (tracker, out) = run(
-            TrackerConfig { snapshots: false, ..exact() },
+            TrackerConfig { probes: false, ..exact() },
             &our_fin_acknowledged(
                 &c,
                 [
@@ -778,13 +802,117 @@ mod tests {
         assert_eq!(ended(&out)[0].class, CloseClass::PeerSilent);
     }
 
-    #[test]
-    fn fin_wait2_that_expires_means_our_fin_was_never_answered() {
+    /// Lookups of lingering timewait sockets: the tp_btf close said the peer's FIN had not come.
+    fn probed_config() -> TrackerConfig {
+        TrackerConfig { probes: true, time_wait_resets_traced: true, ..TrackerConfig::default() }
+    }
+
+    /// Our FIN acknowledged at 2 s, the orphan handed over in FIN_WAIT2; then the tracker sees
+    /// `lookups` (second, state) and, at each summary second in `dumps`, a dump showing `dumped`.
+    fn after_our_fin(config: TrackerConfig, lookups: &[(u64, Option<TcpState>)], dumps: &[(u64, &[TcpState])]) -> Vec<Observation> {
         let c = client();
-        let (tracker, out) = run(TrackerConfig::default(), &our_fin_acknowledged(&c, [c.state(FinWait2, Close, 62 * S + 1)]));
-        let verdict = ended(&out)[0];
+        let mut tracker = Tracker::new(config, reasons());
+        let mut out = Vec::new();
+        for event in our_fin_acknowledged(&c, [c.closed(FinWait2, false, 2 * S + 2)]) {
+            tracker.observe(&event, &mut out);
+        }
+        let tuple = Tuple { netns: NETNS, local: c.local, remote: c.remote };
+        enum Seen<'a> {
+            Lookup(Option<TcpState>),
+            Dump(&'a [TcpState]),
+        }
+        let mut moments: Vec<(u64, Seen)> = lookups.iter().map(|(at, state)| (*at, Seen::Lookup(*state))).collect();
+        moments.extend(dumps.iter().map(|(at, states)| (*at, Seen::Dump(states))));
+        moments.sort_by_key(|moment| moment.0);
+        for (at, seen) in moments {
+            match seen {
+                Seen::Lookup(state) => tracker.probed(&tuple, at * S, state, &mut out),
+                Seen::Dump(states) => tracker.reconcile(NETNS, at * S, states.iter().map(|state| (c.local, c.remote, *state)), &mut out),
+            }
+            tracker.settle(at * S, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        out
+    }
+
+    /// Lookups every second from 3 s; gone from `gone_at` on.
+    fn lookups_until_gone(gone_at: u64) -> Vec<(u64, Option<TcpState>)> {
+        (3..=gone_at).map(|second| (second, (second < gone_at).then_some(FinWait2))).collect()
+    }
+
+    #[test]
+    fn a_peer_reset_after_our_fin_reads_the_same_whatever_the_summary_interval() {
+        // The peer resets the orphan at 7.8 s. A 2 s interval's dumps saw it in FIN_WAIT2, then
+        // not; a 10 s interval's first dump came after the reset. Both used to guess (expired,
+        // graceful); the lookups, at a fixed cadence, decide instead.
+        let lookups = lookups_until_gone(8);
+        let every_2s: Vec<(u64, &[TcpState])> = vec![(4, &[FinWait2]), (6, &[FinWait2]), (8, &[]), (10, &[])];
+        let every_10s: Vec<(u64, &[TcpState])> = vec![(10, &[])];
+        for dumps in [every_2s, every_10s] {
+            let out = after_our_fin(probed_config(), &lookups, &dumps);
+            let verdict = ended(&out)[0];
+            assert_eq!(verdict.class, CloseClass::ResetByPeer, "{}", verdict.detail);
+            assert!(verdict.detail.contains("between 5.0 s and 6.0 s after our FIN"), "{}", verdict.detail);
+        }
+    }
+
+    #[test]
+    fn where_the_kernel_hides_resets_from_timewait_sockets_an_early_end_is_unresolved() {
+        let config = TrackerConfig { time_wait_resets_traced: false, ..probed_config() };
+        let verdict = ended(&after_our_fin(config, &lookups_until_gone(8), &[]))[0].clone();
+        assert_eq!(verdict.class, CloseClass::Unresolved);
+        assert!(verdict.detail.contains("the peer's, or ours"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn an_orphan_still_in_fin_wait2_at_its_tcp_fin_timeout_expired_unanswered() {
+        // Handed over at 2 s; tcp_fin_timeout 60 s: seen at 62 s, gone at 63 s.
+        let verdict = ended(&after_our_fin(probed_config(), &lookups_until_gone(63), &[]))[0].clone();
         assert_eq!((verdict.class, verdict.fin_wait2_expired, verdict.time_wait), (CloseClass::PeerSilent, true, false));
-        assert_eq!(tracker.time_wait(63 * S).count(), 0);
+    }
+
+    #[test]
+    fn an_orphan_gone_across_its_deadline_with_no_lookup_near_it_is_unresolved() {
+        let lookups = [(5, Some(FinWait2)), (70, None)];
+        let verdict = ended(&after_our_fin(probed_config(), &lookups, &[]))[0].clone();
+        assert_eq!(verdict.class, CloseClass::Unresolved);
+        assert!(verdict.detail.contains("tcp_fin_timeout or a RST"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn an_orphan_found_in_time_wait_got_the_peers_fin_late() {
+        let out = after_our_fin(probed_config(), &[(3, Some(FinWait2)), (4, Some(TimeWait))], &[]);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+    }
+
+    #[test]
+    fn a_reset_from_the_timewait_socket_is_ours_even_when_the_lookup_came_first() {
+        // The lookup at 5 s finds it gone; our reset at 4.9 s reaches the tracker after it (the
+        // reorder stage held it): the verdict waits for the events before the lookup.
+        let c = client();
+        let mut tracker = Tracker::new(probed_config(), reasons());
+        let mut out = Vec::new();
+        for event in our_fin_acknowledged(&c, [c.closed(FinWait2, false, 2 * S + 2)]) {
+            tracker.observe(&event, &mut out);
+        }
+        tracker.probed(&Tuple { netns: NETNS, local: c.local, remote: c.remote }, 5 * S, None, &mut out);
+        tracker.settle(5 * S, &mut out);
+        assert!(ended(&out).is_empty(), "undecided until the events before the lookup are in");
+        let socketless = Event { socket: SocketId { netns: NETNS, address: 0x7777 }, ..c.reset_sent(TimeWait, Some(16), 5 * S - 100) };
+        tracker.observe(&socketless, &mut out);
+        tracker.settle(u64::MAX, &mut out);
+        let verdict = ended(&out)[0];
+        assert_eq!(verdict.class, CloseClass::ResetByUs);
+        assert!(verdict.detail.contains("TCP_TIMEWAIT_SOCKET"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn without_lookups_or_fentry_an_orphan_in_fin_wait2_is_unresolved_at_once() {
+        let c = client();
+        let (tracker, out) = run(TrackerConfig::default(), &our_fin_acknowledged(&c, [c.closed(FinWait2, false, 2 * S + 2)]));
+        assert_eq!(ended(&out)[0].class, CloseClass::Unresolved);
+        assert_eq!((tracker.lingering().count(), tracker.time_wait(3 * S).count()), (0, 0));
     }
 
     #[test]
@@ -837,7 +965,7 @@ mod tests {
                 s.state(SynRecv, Established, S + 1),
                 s.syscall(Established, FinWait1, 2 * S),
                 s.state(FinWait1, FinWait2, 2 * S + 1),
-                s.state(FinWait2, Close, 2 * S + 2),
+                s.closed(FinWait2, true, 2 * S + 2),
                 again.state(Listen, SynRecv, 12 * S),
             ],
         );
@@ -862,7 +990,7 @@ mod tests {
                 s.state(SynRecv, Established, S + 1),
                 s.syscall(Established, FinWait1, 2 * S),
                 s.state(FinWait1, FinWait2, 2 * S + 1),
-                s.state(FinWait2, Close, 2 * S + 2),
+                s.closed(FinWait2, true, 2 * S + 2),
                 listener_view.state(Listen, SynRecv, 12 * S),
                 again.state(SynRecv, Established, 12 * S + 1),
             ],

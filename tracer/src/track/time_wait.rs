@@ -2,10 +2,10 @@
 //! about, so the tracker keeps them by 4-tuple, dates them, and lets snapshots correct them.
 use std::net::SocketAddr;
 
-use super::{Ending, Lingered, Lingering, Observation, Role, Tracker, Tuple, TIME_WAIT_NS};
+use super::{Lingered, Lingering, Observation, ResetSent, Role, Tracker, Tuple, Unresolved, LINGER_PROBE_NS, SETTLE_NS, TIME_WAIT_NS};
 use crate::{
     decode::{Event, TcpState},
-    FastMap, FastSet,
+    FastSet,
 };
 
 impl Tracker {
@@ -77,8 +77,10 @@ impl Tracker {
         }
     }
 
-    /// Resolves lingering FIN_WAIT2 timewait sockets of `netns` with a snapshot taken at
-    /// `taken_ns`, given as (local, remote, state) of its TIME_WAIT and FIN_WAIT2 sockets.
+    /// What a periodic snapshot of `netns`, taken from `taken_ns` on, shows of the lingering
+    /// FIN_WAIT2 timewait sockets: given as (local, remote, state) of its TIME_WAIT and FIN_WAIT2
+    /// sockets. Only what is there counts; a socket missing from a dump is left to the lookups,
+    /// whose times are exact.
     pub fn reconcile(
         &mut self,
         netns: u32,
@@ -86,33 +88,112 @@ impl Tracker {
         sockets: impl IntoIterator<Item = (SocketAddr, SocketAddr, TcpState)>,
         out: &mut Vec<Observation>,
     ) {
-        let states: FastMap<(SocketAddr, SocketAddr), TcpState> =
-            sockets.into_iter().map(|(local, remote, state)| ((local, remote), state)).collect();
-        let mine: Vec<Tuple> = self.lingering.keys().filter(|tuple| tuple.netns == netns).copied().collect();
-        for tuple in mine {
-            let entry = self.lingering.get_mut(&tuple).expect("listed");
-            let Some(ending) = entry.connection.ending.filter(|ending| ending.at_ns < taken_ns) else { continue };
-            let outcome = match states.get(&(tuple.local, tuple.remote)) {
-                Some(TcpState::TimeWait) => Lingered::PeerFin,
-                Some(_) => {
-                    entry.seen_in_fin_wait2 = true;
-                    continue;
-                }
-                None if entry.seen_in_fin_wait2 || taken_ns - ending.at_ns >= self.config.fin_timeout_ns * 9 / 10 => Lingered::Expired,
-                // Gone before any snapshot saw it in FIN_WAIT2: the peer answered (FIN or RST).
-                None => Lingered::PeerFin,
-            };
-            let mut lingering = self.lingering.remove(&tuple).expect("listed");
-            lingering.connection.ending = Some(Ending { lingered: Some(outcome), ..ending });
-            if outcome == Lingered::PeerFin && states.contains_key(&(tuple.local, tuple.remote)) {
-                self.remember_time_wait(tuple, ending.at_ns);
+        for (local, remote, state) in sockets {
+            let tuple = Tuple { netns, local, remote };
+            if self.lingering.contains_key(&tuple) {
+                self.probed(&tuple, taken_ns, Some(state), out);
             }
-            self.finish(lingering.connection, out);
         }
     }
 
-    /// Forgets TIME_WAIT sockets that have expired, and gives up on lingering FIN_WAIT2 ones no
-    /// snapshot could resolve (their namespace is gone or unreachable). Once per summary.
+    /// Lingering timewait sockets due for a lookup at `now_ns` (none for [`LINGER_PROBE_NS`]),
+    /// the longest unchecked first, at most `limit`.
+    pub fn lingering_due(&self, now_ns: u64, limit: usize) -> Vec<Tuple> {
+        let mut due: Vec<(u64, Tuple)> = self
+            .lingering
+            .iter()
+            .filter(|(_, lingering)| lingering.gone_ns.is_none() && now_ns.saturating_sub(lingering.probed_ns) >= LINGER_PROBE_NS / 2)
+            .map(|(tuple, lingering)| (lingering.probed_ns, *tuple))
+            .collect();
+        due.sort_unstable();
+        due.into_iter().take(limit).map(|(_, tuple)| tuple).collect()
+    }
+
+    /// What a lookup found of a lingering socket: its state, or `None` when it was gone. A socket
+    /// found is dated to the lookup's start, one gone to its end, so neither claims too much.
+    pub fn probed(&mut self, tuple: &Tuple, at_ns: u64, state: Option<TcpState>, out: &mut Vec<Observation>) {
+        let Some(entry) = self.lingering.get_mut(tuple) else { return };
+        let Some(ending) = entry.connection.ending.filter(|ending| ending.at_ns < at_ns) else { return };
+        entry.probed_ns = entry.probed_ns.max(at_ns);
+        match state {
+            Some(TcpState::TimeWait) => {
+                let lingering = self.lingering.remove(tuple).expect("present");
+                self.remember_time_wait(*tuple, ending.at_ns);
+                self.resolve(lingering, Lingered::PeerFin, out);
+            }
+            Some(TcpState::FinWait2) => entry.last_in_fin_wait2_ns = Some(entry.last_in_fin_wait2_ns.map_or(at_ns, |last| last.max(at_ns))),
+            // Gone, or another socket holds the tuple now. Decided once every event before `at_ns`
+            // is in (a reset of ours may be on its way).
+            _ if entry.gone_ns.is_none() => {
+                entry.gone_ns = Some(at_ns);
+                self.gone.push_back((at_ns, *tuple));
+            }
+            _ => {}
+        }
+    }
+
+    /// A lookup that could not be made (its namespace is not reachable): the socket waits its
+    /// turn behind the others; [`Tracker::expire`] gives up on it in the end.
+    pub fn lookup_failed(&mut self, tuple: &Tuple, at_ns: u64) {
+        if let Some(entry) = self.lingering.get_mut(tuple) {
+            entry.probed_ns = entry.probed_ns.max(at_ns);
+        }
+    }
+
+    /// Decides the lingering sockets found gone before `horizon_ns`, now that every event
+    /// before then has arrived: gone before `tcp_fin_timeout` without becoming TIME_WAIT is a
+    /// RST (the peer's, where this kernel would have shown ours); gone at it, an expiry.
+    pub(super) fn settle_gone(&mut self, horizon_ns: u64, out: &mut Vec<Observation>) {
+        while let Some(&(gone_ns, tuple)) = self.gone.front() {
+            if gone_ns.saturating_add(SETTLE_NS) > horizon_ns {
+                break;
+            }
+            self.gone.pop_front();
+            if self.lingering.get(&tuple).is_none_or(|lingering| lingering.gone_ns != Some(gone_ns)) {
+                continue; // resolved meanwhile by an event
+            }
+            let lingering = self.lingering.remove(&tuple).expect("just checked");
+            let handed_over_ns = lingering.connection.ending.map_or(lingering.connection.state_since_ns, |ending| ending.at_ns);
+            let deadline_ns = self.config.fin_wait2_deadline_ns(handed_over_ns);
+            let last_ns = lingering.last_in_fin_wait2_ns;
+            let outcome = if gone_ns < deadline_ns {
+                if self.config.time_wait_resets_traced {
+                    Lingered::PeerReset { last_ns, gone_ns }
+                } else {
+                    Lingered::Unresolved(Unresolved::ResetEitherWay { last_ns, gone_ns })
+                }
+            } else if last_ns.is_some_and(|last| last + 2 * LINGER_PROBE_NS >= deadline_ns) {
+                Lingered::Expired
+            } else {
+                Lingered::Unresolved(Unresolved::ExpiryOrReset { last_ns, gone_ns })
+            };
+            self.resolve(lingering, outcome, out);
+        }
+    }
+
+    /// A reset sent without a full socket on a lingering tuple: its timewait socket answered the
+    /// peer's late data or SYN, and is gone.
+    pub(super) fn reset_from_lingering(&mut self, event: &Event, out: &mut Vec<Observation>) {
+        if let Some(lingering) = self.lingering.remove(&Tuple::of(event)) {
+            self.resolve(lingering, Lingered::OurReset { reason: event.reset_reason }, out);
+        }
+    }
+
+    pub(super) fn resolve(&mut self, mut lingering: Lingering, outcome: Lingered, out: &mut Vec<Observation>) {
+        let connection = &mut lingering.connection;
+        if let Some(ending) = &mut connection.ending {
+            ending.lingered = Some(outcome);
+        }
+        match outcome {
+            Lingered::OurReset { reason } => connection.reset_sent = Some(ResetSent { reason, by_application: false }),
+            Lingered::PeerReset { .. } => connection.reset_received = true,
+            _ => {}
+        }
+        self.finish(lingering.connection, out);
+    }
+
+    /// Forgets TIME_WAIT sockets that have expired, and gives up on lingering FIN_WAIT2 ones
+    /// nothing resolved. Once per summary.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
         self.time_wait.retain(|_, since| now_ns.saturating_sub(*since) < TIME_WAIT_NS);
         let limit = self.config.fin_timeout_ns + TIME_WAIT_NS;
@@ -123,14 +204,15 @@ impl Tracker {
             .map(|(tuple, _)| *tuple)
             .collect();
         for tuple in stale {
-            let mut lingering = self.lingering.remove(&tuple).expect("just listed");
-            if lingering.seen_in_fin_wait2 {
-                // Still FIN_WAIT2 when last seen, and tcp_fin_timeout is long past.
-                if let Some(ending) = &mut lingering.connection.ending {
-                    ending.lingered = Some(Lingered::Expired);
-                }
-            }
-            self.finish(lingering.connection, out);
+            let lingering = self.lingering.remove(&tuple).expect("just listed");
+            // Lookups would have found it gone long ago: its namespace could not be reached, or
+            // nothing looks it up (fentry alone, which saw no late FIN).
+            let outcome = if self.config.probes {
+                Unresolved::NotFollowed
+            } else {
+                Unresolved::ExpiryOrReset { last_ns: lingering.last_in_fin_wait2_ns, gone_ns: now_ns }
+            };
+            self.resolve(lingering, Lingered::Unresolved(outcome), out);
         }
     }
 }
