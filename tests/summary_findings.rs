@@ -296,3 +296,35 @@ fn a_local_port_filter_takes_outgoing_connections_whole_and_leaves_no_ghost() {
         assert_eq!(summary["closes"].as_object().map(|closes| closes.len()), Some(0), "{summary}");
     }
 }
+
+#[test]
+fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
+    use std::os::fd::AsRawFd;
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    // A second listen() on a listening socket sets its backlog: one, as in the report.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let server = listener.local_addr().unwrap();
+    let port = server.port().to_string();
+    let tracer = summary_tracer(&["-L", &port]);
+    // Twenty concurrent connects; nobody calls accept(). Those the queue cannot take retransmit
+    // their SYN after a second, into the kernel's drop counter.
+    let clients = link.client.run(move || {
+        // Threads started here stay in the client's namespace.
+        let connects: Vec<_> =
+            (0..20).map(|_| thread::spawn(move || TcpStream::connect_timeout(&server, Duration::from_secs(4)).ok())).collect();
+        connects.into_iter().map(|connect| connect.join().unwrap()).collect::<Vec<_>>()
+    });
+    let full = tracer.wait_for_finding("accept_queue_full", |f| f["local"] == server.to_string());
+    let detail = full["detail"].as_str().unwrap();
+    assert!(detail.contains("backlog 1") && detail.contains("not accepting"), "{full}");
+    assert_eq!(full["process"]["pid"], std::process::id(), "the process that should accept: {full}");
+    assert!(full["count"].as_u64() >= Some(2), "more waiting than the backlog: {full}");
+    let dropped = tracer.wait_for_finding("accept_queue_full", |f| {
+        f["local"] == server.to_string() && f["detail"].as_str().is_some_and(|d| d.contains("ListenOverflows"))
+    });
+    assert_eq!(dropped["total"], 1, "one listener, one episode: {dropped}");
+    tracer.stop();
+    drop((clients, listener));
+}

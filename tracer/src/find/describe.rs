@@ -36,6 +36,17 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             seconds(median(&tally.ages_ns)),
             owner_text(&tally.owner)
         ),
+        FindingKind::AcceptQueueFull if n > 0 => {
+            let mut text = format!(
+                "the accept queue is full ({n} connection(s) waiting, backlog {}): {} is not accepting them",
+                tally.backlog,
+                owner_text(&tally.owner)
+            );
+            if tally.dropped > 0 {
+                text += &format!("; the kernel dropped {} connection attempt(s) in this namespace (ListenOverflows)", tally.dropped);
+            }
+            text
+        }
         FindingKind::FinUnanswered if n + tally.expired > 0 => {
             let mut text = String::from("our FIN was acknowledged but the peer never sent its own");
             if n > 0 {

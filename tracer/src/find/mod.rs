@@ -47,6 +47,10 @@ struct Tally {
     inode: Option<u32>,
     /// When the first observation of the interval began (event kinds).
     first_ns: Option<u64>,
+    /// A listener's backlog (`accept_queue_full`).
+    backlog: u64,
+    /// Connection attempts its namespace's kernel dropped for full accept queues this interval.
+    dropped: u64,
 }
 
 impl Tally {
@@ -284,6 +288,7 @@ impl Findings {
         let (now_ns, settings) = (context.now_ns, context.settings);
         let states = self.count_states(now_ns, tracker, context.snapshot, context.filter);
         self.find_stuck(context, tracker);
+        self.find_full_accept_queues(context);
         self.find_time_wait_buildup(now_ns, tracker, settings, context.filter);
         self.name_owners(context.owners);
 
@@ -470,7 +475,7 @@ impl Findings {
             known.extend(present);
         }
         // A socket that is gone can be reported again only as a new one.
-        self.reported.retain(|(_, tuple)| known.contains(tuple));
+        self.reported.retain(|(kind, tuple)| *kind == FindingKind::AcceptQueueFull || known.contains(tuple));
         // Inodes only for the stuck sockets whose owner no event named (the snapshot may hold
         // tens of thousands of TIME_WAIT sockets; most intervals have nothing to look up).
         let unowned: FastSet<Tuple> = found.iter().filter(|f| f.3.is_none()).map(|f| f.4).collect();
@@ -498,6 +503,41 @@ impl Findings {
                 }
             }
         }
+    }
+
+    /// Listeners whose accept queue is past its backlog in this round's snapshot (or at it while
+    /// the namespace's kernel counted dropped connection attempts): the application is not
+    /// calling accept() fast enough. Only namespaces dumped this round: a queue is a now-fact.
+    fn find_full_accept_queues(&mut self, context: &Context) {
+        let Some(snapshot) = context.snapshot else { return };
+        let mut full_now = FastSet::default();
+        for netns in &snapshot.fresh {
+            let dropped = snapshot.listen_overflows.get(netns).copied().unwrap_or(0);
+            let Some(sockets) = snapshot.sockets.get(netns) else { continue };
+            for socket in sockets.iter() {
+                let Some((waiting, backlog)) = socket.accept_queue else { continue };
+                let full = waiting > backlog || (dropped > 0 && waiting >= backlog && waiting > 0);
+                if !full || !context.filter.matches_socket(*netns, socket.local, socket.remote) {
+                    continue;
+                }
+                let tuple = Tuple { netns: *netns, local: socket.local, remote: socket.remote };
+                full_now.insert(tuple);
+                let newly = self.reported.insert((FindingKind::AcceptQueueFull, tuple));
+                if let Some(tally) =
+                    self.tally(FindingKind::AcceptQueueFull, PeerKey::new(Role::Listener, *netns, socket.local, socket.remote))
+                {
+                    tally.count += u64::from(waiting);
+                    tally.newly_flagged += u64::from(newly);
+                    tally.backlog = u64::from(backlog);
+                    tally.dropped = dropped;
+                    tally.inode = Some(socket.inode).filter(|inode| *inode != 0);
+                }
+            }
+        }
+        // A queue that drained and fills again is a new episode; carried-over namespaces keep theirs.
+        self.reported.retain(|(kind, tuple)| {
+            *kind != FindingKind::AcceptQueueFull || full_now.contains(tuple) || !snapshot.fresh.contains(&tuple.netns)
+        });
     }
 
     fn find_time_wait_buildup(&mut self, now_ns: u64, tracker: &Tracker, settings: &dyn Fn(u32) -> NamespaceSettings, filter: &Filter) {

@@ -14,6 +14,7 @@ use crate::{decode::Process, kernel::links::LinkWhat, track::Role};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FindingKind {
     CloseWaitStuck,
+    AcceptQueueFull,
     PeerSilent,
     PortReuseInTimeWait,
     TimeWaitBuildup,
@@ -24,9 +25,22 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    pub const ALL: [FindingKind; 9] = [
+        FindingKind::CloseWaitStuck,
+        FindingKind::AcceptQueueFull,
+        FindingKind::PeerSilent,
+        FindingKind::PortReuseInTimeWait,
+        FindingKind::TimeWaitBuildup,
+        FindingKind::FinUnanswered,
+        FindingKind::SynRetransmit,
+        FindingKind::RstFromPeer,
+        FindingKind::RstToPeer,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             FindingKind::CloseWaitStuck => "close_wait_stuck",
+            FindingKind::AcceptQueueFull => "accept_queue_full",
             FindingKind::PeerSilent => "peer_silent",
             FindingKind::PortReuseInTimeWait => "port_reuse_in_time_wait",
             FindingKind::TimeWaitBuildup => "time_wait_buildup",
@@ -40,7 +54,10 @@ impl FindingKind {
     /// Kinds that describe sockets present now (count = now, total = distinct sockets or peak)
     /// rather than events in the interval.
     pub(super) fn is_state(self) -> bool {
-        matches!(self, FindingKind::CloseWaitStuck | FindingKind::FinUnanswered | FindingKind::TimeWaitBuildup)
+        matches!(
+            self,
+            FindingKind::CloseWaitStuck | FindingKind::AcceptQueueFull | FindingKind::FinUnanswered | FindingKind::TimeWaitBuildup
+        )
     }
 }
 

@@ -41,9 +41,10 @@ use crate::{decode::TcpState, FastMap, FastSet};
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
 const MAX_NAMESPACES: usize = 256;
 
-/// The states the findings read from a snapshot (stuck sockets, TIME_WAIT populations and the
-/// fate of orphaned FIN_WAIT2 sockets); the others are counted from events.
-pub const WANTED_STATES: [TcpState; 3] = [TcpState::TimeWait, TcpState::FinWait2, TcpState::CloseWait];
+/// The states the findings read from a snapshot (stuck sockets, TIME_WAIT populations, the fate
+/// of orphaned FIN_WAIT2 sockets, and listeners with their accept queues); the others are counted
+/// from events.
+pub const WANTED_STATES: [TcpState; 4] = [TcpState::TimeWait, TcpState::FinWait2, TcpState::CloseWait, TcpState::Listen];
 
 /// The dumps may take a tenth of the summary interval (a tenth of a core, on the blocking thread)
 /// before they are spread over rounds.
@@ -56,6 +57,8 @@ pub struct SocketRecord {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub inode: u32,
+    /// For a listener: connections waiting in its accept queue, and its backlog.
+    pub accept_queue: Option<(u32, u32)>,
 }
 
 /// Per-namespace settings that shape the findings.
@@ -88,6 +91,10 @@ impl NamespaceSettings {
 
 struct Namespace {
     socket: Socket,
+    /// Its /proc/net/netstat, opened from inside it (a read gives that namespace's counters).
+    netstat: Option<fs::File>,
+    /// `TcpExt ListenOverflows` at the last read.
+    listen_overflows: Option<u64>,
     settings: NamespaceSettings,
     /// What it belongs to (see [`Snapshots::name`]).
     name: Option<String>,
@@ -111,6 +118,9 @@ pub struct Snapshot {
     pub failed: BTreeMap<u32, String>,
     /// Namespaces let go this round because they are gone.
     pub released: Vec<u32>,
+    /// Connection attempts each namespace's kernel dropped since its last round because an
+    /// accept queue was full (`TcpExt ListenOverflows`; only namespaces with drops).
+    pub listen_overflows: BTreeMap<u32, u64>,
     pub round: RoundCost,
 }
 
@@ -225,11 +235,26 @@ impl Snapshots {
         self.round += 1;
         self.unreachable.clear();
         let mut snapshot = Snapshot { released: self.release_gone(), ..Snapshot::default() };
+        // A full accept queue may drop every SYN without an event in its namespace: the counter
+        // makes it due.
+        for (netns, namespace) in &mut self.namespaces {
+            let Some(now) = namespace.netstat.as_mut().and_then(|file| listen_overflows(file)) else { continue };
+            let dropped = namespace.listen_overflows.map_or(0, |before| now.saturating_sub(before));
+            namespace.listen_overflows = Some(now);
+            if dropped > 0 {
+                namespace.active = true;
+                snapshot.listen_overflows.insert(*netns, dropped);
+            }
+        }
         let plan = plan(
             self.namespaces.iter().map(|(netns, namespace)| Standing {
                 netns: *netns,
                 active: namespace.active,
-                wanted_at_last_dump: namespace.last.as_ref().map(|last| last.len()),
+                // Listeners with nothing waiting do not make a namespace due (its counter does).
+                wanted_at_last_dump: namespace
+                    .last
+                    .as_ref()
+                    .map(|last| last.iter().filter(|s| s.accept_queue.is_none_or(|(waiting, _)| waiting > 0)).count()),
                 dumped_round: namespace.dumped_round,
             }),
             everything,
@@ -309,7 +334,17 @@ impl Snapshots {
 
 impl Namespace {
     fn new(socket: Socket, name: Option<String>) -> Namespace {
-        Namespace { socket, settings: NamespaceSettings::read(), name, active: true, last: None, dumped_round: 0 }
+        let mut netstat = fs::File::open("/proc/thread-self/net/netstat").ok();
+        Namespace {
+            socket,
+            listen_overflows: netstat.as_mut().and_then(listen_overflows),
+            netstat,
+            settings: NamespaceSettings::read(),
+            name,
+            active: true,
+            last: None,
+            dumped_round: 0,
+        }
     }
 }
 
@@ -358,6 +393,23 @@ fn smoothed(running: Option<Duration>, measured: Duration) -> Duration {
         Some(running) => (running * 3 + measured) / 4,
         None => measured,
     }
+}
+
+/// `TcpExt ListenOverflows` from a namespace's /proc/net/netstat (a header line of names, then a
+/// line of values).
+fn listen_overflows(file: &mut fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; 16 * 1024];
+    let size = file.read_at(&mut buffer, 0).ok()?;
+    netstat_field(&String::from_utf8_lossy(&buffer[..size]), "TcpExt", "ListenOverflows")
+}
+
+fn netstat_field(text: &str, group: &str, field: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|line| line.starts_with(&prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let index = names.split_whitespace().position(|name| name == field)?;
+    values.split_whitespace().nth(index)?.parse().ok()
 }
 
 /// Opens a sock_diag socket inside `netns` and names the namespace.
@@ -512,6 +564,7 @@ fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>)
                         local: SocketAddr::new(id.source_address, id.source_port),
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         inode: header.inode,
+                        accept_queue: (state == TcpState::Listen).then_some((header.recv_queue, header.send_queue)),
                     });
                 }
             }
@@ -597,7 +650,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let socket = open_socket().unwrap();
         let ours = |sockets: Vec<SocketRecord>| {
-            let mut ours: Vec<_> = sockets.into_iter().filter(|s| s.local.port() == listener.local_addr().unwrap().port()).collect();
+            let mut ours: Vec<_> = sockets
+                .into_iter()
+                .filter(|s| s.local.port() == listener.local_addr().unwrap().port() && s.state != TcpState::Listen)
+                .collect();
             ours.sort_by_key(|s| (s.local, s.remote));
             ours
         };
@@ -652,8 +708,8 @@ mod tests {
         let mut sockets = Vec::new();
         assert!(!decode_answers(&datagram, TCPDIAG_GETSOCK, &mut sockets).unwrap(), "no NLMSG_DONE yet");
         let expected = [
-            SocketRecord { state: TcpState::TimeWait, local: server, remote: client, inode: 1234 },
-            SocketRecord { state: TcpState::CloseWait, local: server6, remote: client6, inode: 99 },
+            SocketRecord { state: TcpState::TimeWait, local: server, remote: client, inode: 1234, accept_queue: None },
+            SocketRecord { state: TcpState::CloseWait, local: server6, remote: client6, inode: 99, accept_queue: None },
         ];
         assert_eq!(sockets, expected);
 
@@ -685,6 +741,27 @@ mod tests {
     #[test]
     fn the_kernel_is_asked_only_for_the_wanted_states() {
         let mask = wanted_mask();
-        assert_eq!(mask, StateFlags::TIME_WAIT | StateFlags::FIN_WAIT2 | StateFlags::CLOSE_WAIT);
+        assert_eq!(mask, StateFlags::TIME_WAIT | StateFlags::FIN_WAIT2 | StateFlags::CLOSE_WAIT | StateFlags::LISTEN);
+    }
+
+    #[test]
+    fn listen_overflows_are_read_by_name_from_netstat_and_from_our_own_namespace() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 72 75\nIpExt: InOctets\nIpExt: 5\n";
+        assert_eq!(netstat_field(text, "TcpExt", "ListenOverflows"), Some(72));
+        assert_eq!(netstat_field(text, "TcpExt", "Nothing"), None);
+        let mut own = fs::File::open("/proc/thread-self/net/netstat").unwrap();
+        assert!(listen_overflows(&mut own).is_some(), "every kernel since 2.6 counts them");
+    }
+
+    #[test]
+    fn a_listener_is_dumped_with_its_accept_queue_and_backlog() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Two connections the application has not accepted yet.
+        let _clients: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let sockets = dump(&open_socket().unwrap()).unwrap();
+        let ours = sockets.iter().find(|s| s.state == TcpState::Listen && s.local.port() == port).expect("the listener");
+        assert_eq!(ours.accept_queue, Some((2, 128)), "std's backlog is 128: {ours:?}");
     }
 }

@@ -210,7 +210,7 @@ impl Metrics {
                 self.transitions.get_or_create(&key).inc_by(std::mem::take(count));
             }
         }
-        let mut current: BTreeMap<&str, i64> = ALL_KINDS.iter().map(|kind| (kind.name(), 0)).collect();
+        let mut current: BTreeMap<&str, i64> = FindingKind::ALL.iter().map(|kind| (kind.name(), 0)).collect();
         for finding in &picture.findings {
             *current.entry(finding.kind.name()).or_default() += 1;
         }
@@ -240,17 +240,6 @@ impl Metrics {
         }
     }
 }
-
-const ALL_KINDS: [FindingKind; 8] = [
-    FindingKind::CloseWaitStuck,
-    FindingKind::PeerSilent,
-    FindingKind::PortReuseInTimeWait,
-    FindingKind::TimeWaitBuildup,
-    FindingKind::FinUnanswered,
-    FindingKind::SynRetransmit,
-    FindingKind::RstFromPeer,
-    FindingKind::RstToPeer,
-];
 
 /// Binds the metrics address.
 pub fn listen(addr: SocketAddr) -> Result<tiny_http::Server> {
