@@ -238,7 +238,7 @@ impl Snapshots {
         // A full accept queue may drop every SYN without an event in its namespace: the counter
         // makes it due.
         for (netns, namespace) in &mut self.namespaces {
-            let Some(now) = namespace.netstat.as_mut().and_then(|file| listen_overflows(file)) else { continue };
+            let Some(now) = namespace.netstat.as_mut().and_then(listen_overflows) else { continue };
             let dropped = namespace.listen_overflows.map_or(0, |before| now.saturating_sub(before));
             namespace.listen_overflows = Some(now);
             if dropped > 0 {
