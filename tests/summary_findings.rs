@@ -153,7 +153,8 @@ fn firewall_reset_is_rst_from_peer_and_a_refused_connect() {
     require_root();
     let link = Link::new();
     link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7777 reject with tcp reset; }; }");
-    let tracer = summary_tracer(&["--netns", &link.client.path()]);
+    // One reset is a finding only with a threshold of one (the default asks for a storm).
+    let tracer = summary_tracer(&["--netns", &link.client.path(), "--rst-threshold", "1"]);
     let target = SocketAddr::new(link.server_ip, 7777);
     let error = link.connect(target).expect_err("the firewall resets");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -163,6 +164,16 @@ fn firewall_reset_is_rst_from_peer_and_a_refused_connect() {
     let peer = summary["peers"].as_array().unwrap().iter().find(|p| p["remote"] == target.to_string()).expect("in the peer table");
     assert_eq!((peer["rst_from_peer"].clone(), peer["failed_connects"].clone()), (Value::from(1), Value::from(1)));
     tracer.stop();
+
+    // With the default threshold the one reset stays in the peer table; the refused connect is
+    // still a finding.
+    let tracer = summary_tracer(&["--netns", &link.client.path()]);
+    assert!(link.connect(target).is_err());
+    let failed = tracer.wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string());
+    assert!(failed["detail"].as_str().unwrap().contains("1 connect(s) failed (1 refused, 0 timed out)"), "{failed}");
+    let lines = tracer.stop();
+    let findings = lines.iter().flat_map(|line| line["findings"].as_array().cloned().unwrap_or_default());
+    assert!(findings.filter(|f| f["kind"] == "rst_from_peer").count() == 0, "one reset is no storm: {lines:?}");
 }
 
 #[test]
@@ -203,6 +214,8 @@ fn a_finding_writes_a_flight_record_of_that_peer_and_summaries_reach_the_json_fi
     let json_out = dir.join("out").join("summaries.jsonl");
     std::fs::create_dir_all(json_out.parent().unwrap()).unwrap();
     let tracer = summary_tracer(&[
+        "--rst-threshold",
+        "1",
         "--netns",
         &link.client.path(),
         "--record-dir",

@@ -139,6 +139,8 @@ pub struct Aggregator {
     dump_everything: bool,
     /// Lost and skipped events at the previous round.
     missed_before: u64,
+    /// Events seen by the previous summary.
+    seen_before: u64,
     /// The namespace of the previous event: consecutive events mostly share one.
     last_netns: u32,
     modes: SourceModes,
@@ -206,6 +208,7 @@ impl Aggregator {
             seen_while_away: FastSet::default(),
             dump_everything: false,
             missed_before: 0,
+            seen_before: 0,
             last_netns: 0,
             modes,
             links: LinkLog::new(links),
@@ -425,11 +428,12 @@ impl Aggregator {
             }
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
+        let interval_events = health.seen - std::mem::replace(&mut self.seen_before, health.seen);
         let summary = Summary::new(
             self.clock.format(now_ns),
             clock::tenths_of_seconds(elapsed.as_nanos() as i128),
             last,
-            health,
+            (health, interval_events),
             &self.modes,
             &picture,
         );

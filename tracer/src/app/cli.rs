@@ -13,9 +13,10 @@ use crate::{
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
 /// Every --interval the tracer prints the socket states, how connections ended (graceful,
-/// reset_by_peer, reset_by_us, peer_silent, refused, connect_timeout, aborted), the peers in
-/// most trouble and the findings: close_wait_stuck, peer_silent, port_reuse_in_time_wait,
-/// time_wait_buildup, fin_unanswered, syn_retransmit, rst_from_peer, rst_to_peer.
+/// reset_by_peer, reset_by_us, peer_silent, refused, connect_timeout, aborted, unresolved), the
+/// peers in most trouble and the findings: close_wait_stuck, accept_queue_full, peer_silent,
+/// port_reuse_in_time_wait, time_wait_buildup, fin_unanswered, syn_retransmit, rst_from_peer,
+/// rst_to_peer.
 ///
 /// Needs root (or CAP_BPF + CAP_PERFMON; CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE and
 /// CAP_DAC_READ_SEARCH for socket snapshots), Linux ≥ 5.8 with BTF. Stops on SIGINT/SIGTERM or
@@ -64,6 +65,12 @@ pub struct Cli {
     /// ephemeral port range, from net.ipv4.ip_local_port_range].
     #[arg(long, value_name = "COUNT")]
     pub time_wait_threshold: Option<u64>,
+
+    /// RSTs between us and one peer within 10 s that make a storm, and a finding
+    /// (rst_from_peer, rst_to_peer). Fewer are still counted in the peer table, the connection
+    /// log and the metrics: a health check that closes with RST is not a storm.
+    #[arg(long, value_name = "COUNT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rst_threshold: u64,
 
     /// Only connections with this local port (repeatable, or comma-separated).
     #[arg(short = 'L', long = "local-port", value_name = "PORT", value_delimiter = ',')]
@@ -171,7 +178,8 @@ pub struct Cli {
 
 /// Flags that shape summaries (and what feeds them): meaningless with `--events`, so refused
 /// with it on the command line (exit 2) rather than silently ignored.
-const SUMMARY_ONLY: [&str; 14] = [
+const SUMMARY_ONLY: [&str; 15] = [
+    "rst_threshold",
     "timeline",
     "timeline_window",
     "connections",

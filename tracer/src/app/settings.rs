@@ -62,6 +62,7 @@ impl Settings {
             findings: FindingsConfig {
                 stuck_after_ns: cli.stuck_after.as_nanos() as u64,
                 time_wait_threshold: cli.time_wait_threshold,
+                rst_threshold: cli.rst_threshold,
                 ..FindingsConfig::default()
             },
             snapshots: !cli.no_snapshot,

@@ -72,21 +72,21 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
                 range.ephemeral_ports.1
             )
         }
-        FindingKind::SynRetransmit if n > 0 || tally.timed_out > 0 => {
-            let what = if tally.labels.contains_key("SYN-ACK") {
-                format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive")
-            } else {
-                format!("{n} SYN retransmit(s): the peer did not answer our SYN")
-            };
+        FindingKind::SynRetransmit if n > 0 || tally.timed_out + tally.refused > 0 => {
+            let mut parts = Vec::new();
+            if n > 0 && tally.labels.contains_key("SYN-ACK") {
+                parts.push(format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive"));
+            } else if n > 0 {
+                parts.push(format!("{n} SYN retransmit(s): the peer did not answer our SYN"));
+            }
             let failed = tally.refused + tally.timed_out;
             if failed > 0 {
-                format!("{what}; {failed} connect(s) failed ({} refused, {} timed out)", tally.refused, tally.timed_out)
-            } else {
-                what
+                parts.push(format!("{failed} connect(s) failed ({} refused, {} timed out)", tally.refused, tally.timed_out));
             }
+            parts.join("; ")
         }
-        FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) received from the peer"),
-        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) sent: {}", labels(tally)),
+        FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),
+        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
         _ => return None,
     })
 }

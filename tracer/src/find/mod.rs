@@ -11,7 +11,7 @@
 mod describe;
 mod model;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, LinkRow, NearLink, Owner, PeerKey, PeerRow, Picture};
 use crate::{
@@ -47,6 +47,8 @@ struct Tally {
     inode: Option<u32>,
     /// When the first observation of the interval began (event kinds).
     first_ns: Option<u64>,
+    /// Resets reached the storm threshold this interval (reset kinds are reported only then).
+    storm: bool,
     /// A listener's backlog (`accept_queue_full`).
     backlog: u64,
     /// Connection attempts its namespace's kernel dropped for full accept queues this interval.
@@ -72,7 +74,13 @@ pub struct FindingsConfig {
     pub max_peers: usize,
     /// The tracer's own namespace's range: the role guess for sockets whose birth we did not see.
     pub ephemeral_ports: (u16, u16),
+    /// Resets each way between us and one peer within [`RST_WINDOW_NS`] that make a storm.
+    pub rst_threshold: u64,
 }
+
+/// The window a reset storm is counted over: fixed, so that whether resets are a storm never
+/// depends on the summary interval.
+pub const RST_WINDOW_NS: u64 = 10 * NS_PER_S;
 
 impl Default for FindingsConfig {
     fn default() -> Self {
@@ -81,6 +89,7 @@ impl Default for FindingsConfig {
             time_wait_threshold: None,
             max_peers: 4096,
             ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports,
+            rst_threshold: 10,
         }
     }
 }
@@ -117,6 +126,9 @@ pub struct Findings {
     untracked: FastMap<Tuple, u64>,
     /// Stuck sockets already counted in a `total`, for as long as they exist.
     reported: FastSet<(FindingKind, Tuple)>,
+    /// The latest resets per (direction, peer), at most `rst_threshold` of them, within
+    /// [`RST_WINDOW_NS`]: whether they make a storm.
+    recent_resets: FastMap<(FindingKind, PeerKey), VecDeque<u64>>,
     /// Handshake times of the interval in µs, by peer.
     handshakes: FastMap<PeerKey, Vec<u32>>,
     /// Peers or findings dropped because a table was full.
@@ -133,6 +145,7 @@ impl Findings {
             totals: FastMap::default(),
             untracked: FastMap::default(),
             reported: FastSet::default(),
+            recent_resets: FastMap::default(),
             handshakes: FastMap::default(),
             evicted: 0,
         }
@@ -243,8 +256,10 @@ impl Findings {
                 if let Some(row) = self.peer(key) {
                     row.rst_to_peer += 1;
                 }
+                let storm = self.reset_storm(FindingKind::RstToPeer, key, started);
                 if let Some(tally) = self.tally(FindingKind::RstToPeer, key) {
                     tally.count += 1;
+                    tally.storm |= storm;
                     tally.began(started);
                     let label = reason.unwrap_or_else(|| "reason not given by this kernel".into());
                     *tally.labels.entry(label).or_default() += 1;
@@ -255,8 +270,10 @@ impl Findings {
                 if let Some(row) = self.peer(key) {
                     row.rst_from_peer += 1;
                 }
+                let storm = self.reset_storm(FindingKind::RstFromPeer, key, started);
                 if let Some(tally) = self.tally(FindingKind::RstFromPeer, key) {
                     tally.count += 1;
+                    tally.storm |= storm;
                     tally.began(started);
                 }
             }
@@ -282,6 +299,24 @@ impl Findings {
         }
     }
 
+    /// Remembers a reset at `at_ns`; whether the last [`RST_WINDOW_NS`] hold `rst_threshold` of them.
+    fn reset_storm(&mut self, kind: FindingKind, key: PeerKey, at_ns: u64) -> bool {
+        let threshold = self.config.rst_threshold.max(1) as usize;
+        if !self.recent_resets.contains_key(&(kind, key)) && self.recent_resets.len() >= self.config.max_peers {
+            self.recent_resets.retain(|_, times| times.back().is_some_and(|last| last.saturating_add(RST_WINDOW_NS) > at_ns));
+            if self.recent_resets.len() >= self.config.max_peers {
+                self.evicted += 1;
+                return false;
+            }
+        }
+        let times = self.recent_resets.entry((kind, key)).or_default();
+        times.push_back(at_ns);
+        while times.len() > threshold || times.front().is_some_and(|first| first.saturating_add(RST_WINDOW_NS) <= at_ns) {
+            times.pop_front();
+        }
+        times.len() >= threshold
+    }
+
     /// Closes the interval: adds what is true now (stuck sockets, TIME_WAIT), renders every
     /// finding, and starts the next interval empty.
     pub fn conclude(&mut self, context: &Context, tracker: &Tracker) -> Picture {
@@ -293,7 +328,12 @@ impl Findings {
         self.name_owners(context.owners);
 
         let mut findings = Vec::new();
+        let now = context.now_ns;
+        self.recent_resets.retain(|_, times| times.back().is_some_and(|last| last.saturating_add(RST_WINDOW_NS) > now));
         for ((kind, key), tally) in self.tallies.drain() {
+            if matches!(kind, FindingKind::RstFromPeer | FindingKind::RstToPeer) && !tally.storm {
+                continue; // below the threshold: in the peer table and the metrics only
+            }
             let detail = describe::describe(kind, &tally, key, settings);
             let Some(mut detail) = detail else { continue };
             let near_link = tally.first_ns.and_then(|first| near_link(context.links, key.netns, first));
@@ -352,7 +392,11 @@ impl Findings {
         peers.truncate(10);
         let closes = std::mem::take(&mut self.closes).into_iter().map(|(class, n)| (class.name(), n)).collect();
         let handshakes = self.slowest_handshakes();
-        Picture { states, closes, peers, findings, handshakes, links: Vec::new() }
+        let states_exact = match context.snapshot {
+            Some(_) => sock_diag::WANTED_STATES.iter().map(|state| state.name()).collect(),
+            None => Vec::new(),
+        };
+        Picture { states, states_exact, closes, peers, findings, handshakes, links: Vec::new() }
     }
 
     /// The peers whose handshakes took longest this interval (by p99), and forgets the samples.
@@ -789,7 +833,7 @@ mod tests {
 
     #[test]
     fn resets_sent_without_a_socket_are_counted_for_the_closed_port_with_their_reason() {
-        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig { rst_threshold: 2, ..FindingsConfig::default() }), tracker());
         let probe = |port: u16, at: u64| {
             let script = Script::new(0, "10.0.0.2:9", &format!("10.0.0.1:{port}"));
             script.reset_sent(Close, Some(1), at)
@@ -797,7 +841,7 @@ mod tests {
         let picture = picture(&mut findings, &mut tracker, &[probe(40000, S), probe(40001, S + 1)], 2 * S, &Filter::default());
         let sent = picture.findings.iter().find(|f| f.kind == FindingKind::RstToPeer).unwrap();
         assert_eq!((sent.local.as_str(), sent.remote.as_str(), sent.count), ("10.0.0.2:9", "10.0.0.1:*", 2));
-        assert_eq!(sent.detail, "2 RST(s) sent: NO_SOCKET ×2");
+        assert_eq!(sent.detail, "2 RST(s) from us (10.0.0.2:9) to the peer 10.0.0.1:*: NO_SOCKET ×2");
     }
 
     #[test]
@@ -839,8 +883,35 @@ mod tests {
     }
 
     #[test]
+    fn single_resets_are_counted_but_only_a_storm_within_ten_seconds_is_a_finding_at_any_interval() {
+        // A health check closing with RST every 2 s: never 10 within 10 s.
+        let check = |at: u64| Script::new(0, "10.0.0.2:80", "10.0.0.9:40000").reset_sent(Established, Some(14), at);
+        let trickle: Vec<crate::decode::Event> = (0..20u64).map(|i| check(S + i * 2 * S)).collect();
+        // Then a storm: 10 in one second.
+        let storm: Vec<crate::decode::Event> = (0..10u64).map(|i| check(60 * S + i * 100_000_000)).collect();
+        for interval in [S, 10 * S, 30 * S] {
+            let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+            let (mut rows, mut reported) = (0, Vec::new());
+            let events: Vec<&crate::decode::Event> = trickle.iter().chain(&storm).collect();
+            let mut end = interval;
+            let mut next = 0;
+            while next < events.len() || end <= 62 * S {
+                let batch: Vec<crate::decode::Event> = events[next..].iter().take_while(|e| e.timestamp_ns < end).map(|e| **e).collect();
+                next += batch.len();
+                let picture = picture(&mut findings, &mut tracker, &batch, end, &Filter::default());
+                rows += picture.peers.iter().map(|row| row.rst_to_peer).sum::<u64>();
+                reported.extend(picture.findings.iter().filter(|f| f.kind == FindingKind::RstToPeer).map(|f| f.count));
+                end += interval;
+            }
+            assert_eq!(rows, 30, "every reset is in the peer table (interval {interval})");
+            assert!(!reported.is_empty(), "the storm is a finding (interval {interval})");
+            assert!(reported.iter().sum::<u64>() <= 10 + interval / (2 * S), "the trickle alone never was: {reported:?}");
+        }
+    }
+
+    #[test]
     fn findings_come_most_serious_first() {
-        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig { rst_threshold: 1, ..FindingsConfig::default() }), tracker());
         let stuck = server(1, 40000);
         let reset = server(2, 40001);
         let events = [
@@ -859,14 +930,14 @@ mod tests {
 
     #[test]
     fn a_full_peer_table_drops_and_counts_instead_of_growing() {
-        let config = FindingsConfig { max_peers: 2, ..FindingsConfig::default() };
+        let config = FindingsConfig { max_peers: 2, rst_threshold: 1, ..FindingsConfig::default() };
         let (mut findings, mut tracker) = (Findings::new(config), tracker());
         let events: Vec<_> = (0..5u16)
             .map(|i| Script::new(0, "10.0.0.2:9", &format!("10.0.{i}.1:40000")).reset_sent(Close, Some(1), S + u64::from(i)))
             .collect();
         let picture = picture(&mut findings, &mut tracker, &events, 2 * S, &Filter::default());
         assert_eq!(picture.findings.len(), 2);
-        assert_eq!(findings.evicted, 6, "3 peers and 3 findings did not fit");
+        assert_eq!(findings.evicted, 9, "3 peers, 3 findings and 3 reset windows did not fit");
         assert_eq!(NETNS, picture.findings[0].netns);
     }
 }

@@ -53,7 +53,7 @@ impl FindingKind {
 
     /// Kinds that describe sockets present now (count = now, total = distinct sockets or peak)
     /// rather than events in the interval.
-    pub(super) fn is_state(self) -> bool {
+    pub fn is_state(self) -> bool {
         matches!(
             self,
             FindingKind::CloseWaitStuck | FindingKind::AcceptQueueFull | FindingKind::FinUnanswered | FindingKind::TimeWaitBuildup
@@ -192,6 +192,9 @@ impl PeerRow {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Picture {
     pub states: BTreeMap<&'static str, u64>,
+    /// The states in `states` counted over every socket (the sock_diag snapshot); the others
+    /// count only connections the tracer has seen an event of since it started.
+    pub states_exact: Vec<&'static str>,
     pub closes: BTreeMap<&'static str, u64>,
     pub peers: Vec<PeerRow>,
     pub findings: Vec<Finding>,

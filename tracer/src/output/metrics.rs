@@ -99,7 +99,11 @@ impl Metrics {
             reported: Health::default(),
             pending_transitions: [[0; 13]; 13],
         };
-        registry.register("sockets", "TCP sockets by state (sock_diag snapshot, else tracked connections)", metrics.sockets.clone());
+        registry.register(
+            "sockets",
+            "TCP sockets by state; counted=all: every socket (sock_diag snapshot), counted=tracked: connections the tracer saw change state",
+            metrics.sockets.clone(),
+        );
         registry.register("state_transitions", "TCP state transitions seen", metrics.transitions.clone());
         registry.register("connections_closed", "Ended connections by how they ended", metrics.closes.clone());
         registry.register("resets", "RST segments by direction and kernel reason", metrics.resets.clone());
@@ -201,7 +205,12 @@ impl Metrics {
         }
         for state in TcpState::ALL {
             let count = picture.states.get(state.name()).copied().unwrap_or(0);
-            self.sockets.get_or_create(&labels(&[("state", &state.name().to_lowercase())])).set(count as i64);
+            // Every socket where the snapshot counts that state, else only the tracked ones: a
+            // series must not claim 0 listeners because no listener changed state.
+            let (counted, stale) = if picture.states_exact.contains(&state.name()) { ("all", "tracked") } else { ("tracked", "all") };
+            let name = state.name().to_lowercase();
+            self.sockets.remove(&labels(&[("state", &name), ("counted", stale)]));
+            self.sockets.get_or_create(&labels(&[("state", &name), ("counted", counted)])).set(count as i64);
         }
         for (old, row) in self.pending_transitions.iter_mut().enumerate() {
             for (new, count) in row.iter_mut().enumerate().filter(|(_, count)| **count > 0) {

@@ -50,9 +50,14 @@ pub struct Summary<'a> {
     pub interval_s: f64,
     #[serde(rename = "final", skip_serializing_if = "std::ops::Not::not")]
     pub last: bool,
+    /// Counters since the tracer started.
     pub events: Health,
+    /// Events seen in this interval.
+    pub interval_events: u64,
     pub modes: &'a SourceModes,
     pub states: &'a BTreeMap<&'static str, u64>,
+    /// The states counted over every socket; the others count tracked connections only.
+    pub states_exact: &'a [&'static str],
     pub closes: &'a BTreeMap<&'static str, u64>,
     pub peers: &'a [crate::find::PeerRow],
     /// The slowest handshakes of the interval (p50/p99 per peer).
@@ -100,15 +105,24 @@ fn roll_up<'a>(findings: impl Iterator<Item = &'a Finding>, limit: usize) -> (Ve
 }
 
 impl<'a> Summary<'a> {
-    pub fn new(ts: String, interval_s: f64, last: bool, events: Health, modes: &'a SourceModes, picture: &'a Picture) -> Self {
+    pub fn new(
+        ts: String,
+        interval_s: f64,
+        last: bool,
+        (events, interval_events): (Health, u64),
+        modes: &'a SourceModes,
+        picture: &'a Picture,
+    ) -> Self {
         let (findings, rolled_up) = roll_up(picture.findings.iter(), JSON_FINDINGS_PER_KIND);
         Summary {
             ts,
             interval_s,
             last,
             events,
+            interval_events,
             modes,
             states: &picture.states,
+            states_exact: &picture.states_exact,
             closes: &picture.closes,
             peers: &picture.peers,
             handshakes: &picture.handshakes,
@@ -130,7 +144,8 @@ impl<'a> Summary<'a> {
         let health = &self.events;
         let _ = writeln!(
             out,
-            "events {} seen, {} lost, {} skipped, {} unreadable, {} undecodable, {} evicted | snapshot: {} | TIME_WAIT from {}",
+            "events  {} this interval, {} since start; since start {} lost, {} skipped, {} unreadable, {} undecodable, {} evicted\nsources snapshot: {} | TIME_WAIT from {}",
+            self.interval_events,
             health.seen,
             health.lost,
             health.skipped,
@@ -167,7 +182,14 @@ impl<'a> Summary<'a> {
                 .collect();
             let _ = writeln!(out, "links   {}", changes.join("; "));
         }
-        let _ = writeln!(out, "states  {}", join_counts(self.states, "none"));
+        let (exact, tracked): (BTreeMap<&str, u64>, BTreeMap<&str, u64>) =
+            self.states.iter().map(|(state, n)| (*state, *n)).partition(|(state, _)| self.states_exact.contains(state));
+        if !self.states_exact.is_empty() {
+            let every: BTreeMap<&str, u64> =
+                self.states_exact.iter().map(|state| (*state, exact.get(state).copied().unwrap_or(0))).collect();
+            let _ = writeln!(out, "sockets {} (all sockets, from sock_diag)", join_counts(&every, "none"));
+        }
+        let _ = writeln!(out, "tracked {} (open connections the tracer saw change state)", join_counts(&tracked, "none"));
         let _ = writeln!(out, "closed  {}", join_counts(self.closes, "none this interval"));
         if !self.peers.is_empty() {
             let _ = writeln!(out, "top peers by trouble");
@@ -220,14 +242,18 @@ impl<'a> Summary<'a> {
                     FindingKind::CloseWaitStuck | FindingKind::PeerSilent | FindingKind::PortReuseInTimeWait => "31",
                     _ => "33",
                 };
+                // Local and remote named, not an arrow: an arrow read as the direction of a reset.
+                let counts = if finding.kind.is_state() {
+                    format!("{} now, {} since start", finding.count, finding.total)
+                } else {
+                    format!("{} this interval, {} since start", finding.count, finding.total)
+                };
                 let _ = writeln!(
                     out,
-                    "  {} {} → {}  now {} total {}",
+                    "  {}  local {}  remote {}  ({counts})",
                     paint(colour_code, finding.kind.name()),
                     finding.local,
                     finding.remote,
-                    finding.count,
-                    finding.total
                 );
                 let _ = writeln!(out, "      {}", finding.detail);
                 if let Some(name) = &finding.netns_name {
@@ -288,7 +314,7 @@ mod tests {
         findings.push(finding(FindingKind::CloseWaitStuck, 8080, 1));
         let picture = Picture { findings, ..Picture::default() };
         let modes = SourceModes::default();
-        let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, false, Health::default(), &modes, &picture);
+        let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, false, (Health::default(), 0), &modes, &picture);
 
         let json: serde_json::Value = serde_json::from_str(&summary.json()).unwrap();
         let kinds: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
@@ -299,13 +325,14 @@ mod tests {
         let human = summary.human(false);
         assert_eq!(human.lines().filter(|line| line.trim_start().starts_with("rst_to_peer")).count(), 5, "{human}");
         assert!(human.contains("  + 145 more rst_to_peer (290 in all)"), "{human}");
-        assert!(human.contains("close_wait_stuck 10.0.0.1:8080"), "{human}");
+        assert!(human.contains("close_wait_stuck  local 10.0.0.1:8080"), "{human}");
     }
 
     #[test]
     fn the_human_summary_shows_every_table_and_only_the_health_lines_that_matter() {
         let mut picture = Picture {
             states: [("ESTABLISHED", 3), ("CLOSE_WAIT", 1)].into_iter().collect(),
+            states_exact: vec!["CLOSE_WAIT", "LISTEN"],
             closes: [("graceful", 7), ("reset_by_peer", 2)].into_iter().collect(),
             peers: vec![crate::find::PeerRow {
                 local: "10.0.0.1:8080".into(),
@@ -351,14 +378,16 @@ mod tests {
         };
         let kernel_misses = [(tracer_common::KernelMiss::Task, 3)].into_iter().collect();
         let health = Health { seen: 40, kernel_misses, recorder_overflowed: 5, ..Health::default() };
-        let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, true, health, &modes, &picture);
+        let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, true, (health, 12), &modes, &picture);
         let expected = "\
 ── 2026-11-23T00:00:00Z final, interval 10.0s ────────────────────────────────
-events 40 seen, 0 lost, 0 skipped, 0 unreadable, 0 undecodable, 0 evicted | snapshot: sock_diag (1 netns, 1 dumped in 0 ms) | TIME_WAIT from sock_diag
+events  12 this interval, 40 since start; since start 0 lost, 0 skipped, 0 unreadable, 0 undecodable, 0 evicted
+sources snapshot: sock_diag (1 netns, 1 dumped in 0 ms) | TIME_WAIT from sock_diag
 kernel: task_unreadable 3 (--kernel-log warn shows each)
 flight recorder: 5 events pushed out before their window (raise --record-max-events)
 links   veth0 down at 00:00:01.500000; veth0 up at 00:00:06.500000 after 5.0 s down
-states  ESTABLISHED 3  CLOSE_WAIT 1
+sockets CLOSE_WAIT 1  LISTEN 0 (all sockets, from sock_diag)
+tracked ESTABLISHED 3 (open connections the tracer saw change state)
 closed  graceful 7  reset_by_peer 2
 top peers by trouble
   LOCAL                  REMOTE                 ENDED RST← RST→ SILENT  SYN↻ FAIL STUCK
@@ -367,13 +396,14 @@ slowest handshakes (SYN → ESTABLISHED)
   LOCAL                  REMOTE                 CONNS    p50 ms    p99 ms
   10.0.0.1:*             10.0.0.3:443               4      0.25     12.50
 findings
-  close_wait_stuck 10.0.0.1:8080 → 10.0.0.2:80  now 1 total 1
+  close_wait_stuck  local 10.0.0.1:8080  remote 10.0.0.2:80  (1 now, 1 since start)
       1 RST(s) sent
       in netns 1 (blue)
       flight record: /var/lib/tracer/r1.jsonl
 ";
         assert_eq!(summary.human(false), expected);
-        let quiet = Summary::new("2026-11-23T00:00:10Z".into(), 10.0, false, Health::default(), &modes, &Picture::default()).human(false);
+        let quiet =
+            Summary::new("2026-11-23T00:00:10Z".into(), 10.0, false, (Health::default(), 0), &modes, &Picture::default()).human(false);
         assert!(!quiet.contains("kernel:") && !quiet.contains("flight recorder") && quiet.contains("findings: none"), "{quiet}");
         let json: serde_json::Value = serde_json::from_str(&summary.json()).unwrap();
         assert_eq!(json["events"]["kernel_misses"]["task_unreadable"], 3);
