@@ -44,6 +44,64 @@ fn a_summary_flag_with_events_is_refused_not_ignored() {
 }
 
 #[test]
+fn values_that_would_trace_nothing_or_flag_everything_are_refused_with_the_reason() {
+    for (args, reason) in [
+        (&["--addr", "10.0.0.0/33"][..], "prefix length 33 is longer than an IPv4 address"),
+        (&["-L", "0"], "0 is not in 1..=65535"),
+        (&["-D", "0"], "0 is not in 1..=65535"),
+        (&["--time-wait-threshold", "0"], "at least 1"),
+        (&["--rst-threshold", "0"], "at least 1"),
+        (&["--connections=bad"], "one of: all, troubled"),
+    ] {
+        let output = tracer(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let line = one_line_error(&output);
+        assert!(line.contains(reason), "{args:?}: {line}");
+    }
+    let output = tracer(&["--netns", "12345"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(one_line_error(&output).contains("no network namespace has that inode"));
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_tracer_quietly() {
+    use std::io::{BufRead, BufReader};
+    // tracer --events | head -1
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["--events", "--duration", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tracer runs");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let traffic = std::thread::spawn(move || {
+        for _ in 0..200 {
+            let _ = std::net::TcpStream::connect(server);
+            let _ = listener.accept();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("state"), "one event line: {first}");
+    // The reader (head) is gone now; the next lines hit a closed pipe.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "still running after its reader left");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("dropped"), "nothing to say about lines nobody reads: {stderr}");
+    drop(traffic);
+}
+
+#[test]
 fn a_malformed_network_or_port_is_one_line_and_exit_2() {
     for args in [&["--addr", "10.0.0.300/8"][..], &["-L", "http"], &["--interval", "soon"], &["--ring-buffer-size", "5000"]] {
         let output = tracer(args);

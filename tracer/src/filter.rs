@@ -162,9 +162,15 @@ fn kernel_network(network: &IpNet) -> KernelNetwork {
     KernelNetwork { network: words(address), mask: words(mask), family, _pad: 0 }
 }
 
-/// `--netns` takes an inode number or a path such as /run/netns/blue or /proc/PID/ns/net.
+/// `--netns` takes an inode number or a path such as /run/netns/blue or /proc/PID/ns/net; an
+/// inode must be a network namespace that exists (else nothing would be traced, and nothing said).
 pub fn parse_netns(text: &str) -> Result<u32> {
     if let Ok(inode) = text.parse::<u32>() {
+        if !crate::kernel::netns::live().contains(&inode) {
+            bail!(
+                "--netns {inode}: no network namespace has that inode (`readlink /proc/PID/ns/net` shows a process's; or give /run/netns/NAME)"
+            );
+        }
         return Ok(inode);
     }
     if !text.starts_with('/') {
@@ -276,7 +282,9 @@ mod tests {
 
     #[test]
     fn netns_is_an_inode_or_a_path() {
-        assert_eq!(parse_netns("4026531840").unwrap(), 4026531840);
+        let own = crate::kernel::netns::own().unwrap();
+        assert_eq!(parse_netns(&own.to_string()).unwrap(), own);
+        assert!(parse_netns("12345").unwrap_err().to_string().contains("no network namespace has that inode"));
         assert!(parse_netns("/proc/self/ns/net").unwrap() > 0);
         assert!(parse_netns("blue").unwrap_err().to_string().contains("/run/netns/NAME"));
         assert!(parse_netns("/nonexistent/ns").is_err());

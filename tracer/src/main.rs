@@ -3,7 +3,10 @@
 // The dependencies serve the library; the binary only parses the command line and runs it.
 #![allow(unused_crate_dependencies)]
 
-use clap::{error::ErrorKind, Parser};
+use clap::{
+    error::{ContextKind, ContextValue, ErrorKind},
+    Parser,
+};
 use tracer::app::cli::Cli;
 
 fn main() {
@@ -13,7 +16,12 @@ fn main() {
         Err(error) => {
             let text = error.to_string();
             let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            eprintln!("tracer: error: {first} (see `tracer --help`)");
+            // The values a flag takes, on the same line.
+            let choices = match error.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) if !values.is_empty() => format!("; one of: {}", values.join(", ")),
+                _ => String::new(),
+            };
+            eprintln!("tracer: error: {first}{choices} (see `tracer --help`)");
             std::process::exit(2);
         }
     };

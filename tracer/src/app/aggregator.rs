@@ -22,7 +22,7 @@ use crate::{
         sock_diag::{self, NamespaceSettings, Snapshot, Snapshots},
     },
     output::{
-        connections::{ConnectionLine, Selection},
+        connections::{ConnectionLine, InOrder, Printed, Selection},
         metrics::Metrics,
         recorder::FlightRecorder,
         summary::{Health, SourceModes, Summary},
@@ -129,8 +129,10 @@ pub struct Aggregator {
     snapshots: Option<Snapshots>,
     /// The summary waiting for its snapshot.
     pending: Option<Pending>,
-    /// `--connections`: a line per ended connection on stdout instead of the summaries.
+    /// `--connections`: a line per ended connection on stdout instead of the summaries...
     connections: Option<Selection>,
+    /// ... printed in the order the connections ended.
+    connection_lines: InOrder<Printed>,
     /// Namespaces events came from while the snapshots were away (learnt, or marked active, when
     /// they are back).
     seen_while_away: FastSet<u32>,
@@ -205,6 +207,7 @@ impl Aggregator {
             snapshots,
             pending: None,
             connections: settings.connections,
+            connection_lines: InOrder::default(),
             seen_while_away: FastSet::default(),
             dump_everything: false,
             missed_before: 0,
@@ -275,10 +278,22 @@ impl Aggregator {
             }
         });
         self.report_observations();
+        self.print_connection_lines(horizon_ns);
+    }
+
+    /// Prints the connection lines whose time has come (all of them at `u64::MAX`).
+    fn print_connection_lines(&mut self, horizon_ns: u64) {
+        for (shown, json) in self.connection_lines.due(horizon_ns) {
+            if let (Some(file), Some(json)) = (self.outputs.json_file.as_mut(), json) {
+                file.line(json);
+            }
+            self.outputs.stdout.line(shown);
+        }
     }
 
     fn report_observations(&mut self) {
-        let (outputs, recorder, clock, connections) = (&mut self.outputs, &mut self.recorder, &self.clock, self.connections);
+        let (outputs, recorder, clock, connections, lines) =
+            (&mut self.outputs, &mut self.recorder, &self.clock, self.connections, &mut self.connection_lines);
         self.pipeline.report(|observation, scoped, tracker| {
             if !scoped {
                 return;
@@ -294,10 +309,9 @@ impl Aggregator {
             if connections.is_some_and(|selection| selection.wants(&ended)) {
                 let line = ConnectionLine::new(&ended, clock, reason_name);
                 let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| Bytes::from(line.json()));
-                if let Some(file) = outputs.json_file.as_mut() {
-                    file.line(json.clone().expect("made for the file"));
-                }
-                outputs.stdout.line(if outputs.stdout.json { json.expect("made for stdout") } else { line.human().into() });
+                let shown = if outputs.stdout.json { json.clone().expect("made for stdout") } else { line.human().into() };
+                let end_ns = ended.connection.ending.map_or(0, |ending| ending.resolved_ns.unwrap_or(ending.at_ns));
+                lines.push(end_ns, (shown, json.filter(|_| outputs.json_file.is_some())));
             }
             if let Some(recorder) = recorder.as_mut() {
                 recorder.push_connection(ended);
@@ -389,6 +403,9 @@ impl Aggregator {
             );
         }
         self.report_observations();
+        if last {
+            self.print_connection_lines(u64::MAX);
+        }
         let settings =
             |netns: u32| self.snapshots.as_ref().and_then(|snapshots| snapshots.settings(netns)).unwrap_or(NamespaceSettings::DEFAULT);
         let filter = self.pipeline.filter.clone();

@@ -63,26 +63,26 @@ pub struct Cli {
 
     /// TIME_WAIT sockets per peer that count as a buildup [default: half the namespace's
     /// ephemeral port range, from net.ipv4.ip_local_port_range].
-    #[arg(long, value_name = "COUNT")]
+    #[arg(long, value_name = "COUNT", value_parser = parse_count)]
     pub time_wait_threshold: Option<u64>,
 
     /// RSTs between us and one peer within 10 s that make a storm, and a finding
     /// (rst_from_peer, rst_to_peer). Fewer are still counted in the peer table, the connection
     /// log and the metrics: a health check that closes with RST is not a storm.
-    #[arg(long, value_name = "COUNT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "COUNT", default_value_t = 10, value_parser = parse_count)]
     pub rst_threshold: u64,
 
     /// Only connections with this local port (repeatable, or comma-separated).
-    #[arg(short = 'L', long = "local-port", value_name = "PORT", value_delimiter = ',')]
+    #[arg(short = 'L', long = "local-port", value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub local_ports: Vec<u16>,
 
     /// Only connections with this remote port (repeatable, or comma-separated).
-    #[arg(short = 'D', long = "remote-port", value_name = "PORT", value_delimiter = ',')]
+    #[arg(short = 'D', long = "remote-port", value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub remote_ports: Vec<u16>,
 
-    /// Only connections with either end inside this network, e.g. 10.0.0.0/8 or fd00::/8
-    /// (repeatable).
-    #[arg(long = "addr", value_name = "CIDR")]
+    /// Only connections with either end inside this network, e.g. 10.0.0.0/8 or fd00::/8, or
+    /// one address (repeatable).
+    #[arg(long = "addr", value_name = "CIDR", value_parser = parse_network)]
     pub networks: Vec<IpNet>,
 
     /// Only IPv4.
@@ -216,6 +216,36 @@ impl Cli {
             netns: self.netns.as_deref().map(filter::parse_netns).transpose()?,
             pid: self.pid,
         })
+    }
+}
+
+/// A network in CIDR notation, or one address (a /32 or /128), with a reason when it is neither.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(network) = text.parse::<IpNet>() {
+        return Ok(network);
+    }
+    if let Ok(address) = text.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(address));
+    }
+    let Some((address, prefix)) = text.split_once('/') else {
+        return Err(format!("`{text}` is no address: give a network such as 10.0.0.0/8 or fd00::/8, or one address"));
+    };
+    let address: std::net::IpAddr = address.parse().map_err(|_| format!("`{address}` is no IPv4 or IPv6 address"))?;
+    let longest = if address.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(prefix) if prefix > longest => {
+            Err(format!("prefix length {prefix} is longer than an IPv{} address ({longest})", if address.is_ipv4() { 4 } else { 6 }))
+        }
+        _ => Err(format!("`{prefix}` is no prefix length (0 to {longest})")),
+    }
+}
+
+/// A count of at least one (zero would make every path a buildup, every reset a storm).
+fn parse_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("give a count of at least 1".to_string()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("`{text}` is not a count")),
     }
 }
 

@@ -137,6 +137,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut dump: Option<PendingDump> = None;
     let mut polls = tokio::time::interval(POLL_INTERVAL);
     polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let reader_gone = consumer.sink().reader_gone();
+    tokio::pin!(reader_gone);
     let mut lookups = tokio::time::interval(Duration::from_nanos(crate::track::LINGER_PROBE_NS));
     lookups.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -164,6 +166,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 consumer.snapshot_arrived(result)?;
             }
             Some(change) = link_changes_in.recv() => consumer.link(change),
+            () = &mut reader_gone => break,
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
@@ -178,7 +181,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     consumer.tick(health(seen, &decoder), None)?;
     let (sink, json_file) = consumer.sinks();
     let dropped = sink.dropped();
-    if !sink.finish(EXIT_PATIENCE) || dropped > 0 {
+    // A reader that went away (`| head -1`) needs no word about the lines it did not take.
+    if (!sink.finish(EXIT_PATIENCE) || dropped > 0) && !sink.is_closed() {
         eprintln!("tracer: {} output lines dropped: stdout was not read fast enough", sink.dropped());
     }
     if let Some(file) = json_file {

@@ -2,7 +2,9 @@
 //! addresses, bytes, duration), plus the verdict the tracker reached: who sent the first FIN,
 //! how it ended and why, resets with the kernel's reason, retransmits. The flow record operators
 //! read when no capture was possible.
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use bytes::Bytes;
 
 use serde::Serialize;
 
@@ -11,6 +13,39 @@ use crate::{
     kernel::clock::Clock,
     track::{CloseClass, Connection, Ended, FirstFin, Role, KEEPALIVE_TIMEOUT_REASON},
 };
+
+/// How long a connection line waits before it is printed, so that lines come out in the order
+/// the connections ended: a verdict is known at most this long after its end (a lingering
+/// timewait socket is looked up every second, then the events before the lookup are awaited).
+/// Later verdicts (a namespace that could not be reached) are printed when they come.
+pub const LINE_DELAY_NS: u64 = 3_000_000_000;
+
+/// Connection lines waiting for [`LINE_DELAY_NS`] to pass, in end order.
+#[derive(Default)]
+pub struct InOrder<T> {
+    waiting: BTreeMap<(u64, u64), T>,
+    next: u64,
+}
+
+impl<T> InOrder<T> {
+    pub fn push(&mut self, end_ns: u64, line: T) {
+        self.waiting.insert((end_ns, self.next), line);
+        self.next += 1;
+    }
+
+    /// The lines that ended [`LINE_DELAY_NS`] before `horizon_ns` (all with `u64::MAX`), in order.
+    pub fn due(&mut self, horizon_ns: u64) -> Vec<T> {
+        let limit = horizon_ns.saturating_sub(LINE_DELAY_NS);
+        let later = match self.waiting.keys().find(|(end_ns, _)| *end_ns > limit).copied() {
+            Some(key) if horizon_ns != u64::MAX => self.waiting.split_off(&key),
+            _ => BTreeMap::new(),
+        };
+        std::mem::replace(&mut self.waiting, later).into_values().collect()
+    }
+}
+
+/// A connection line as each output takes it: stdout's (human or JSON), and --json-out's.
+pub type Printed = (Bytes, Option<Bytes>);
 
 /// Which ends `--connections` prints.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +160,8 @@ fn errno_name(errno: u16) -> String {
 impl ConnectionLine {
     pub fn new(ended: &Ended, clock: &Clock, reason_name: impl Fn(u32) -> Option<String>) -> ConnectionLine {
         let connection: &Connection = &ended.connection;
-        let end_ns = connection.ending.map_or(connection.state_since_ns, |ending| ending.at_ns);
+        // A lingering timewait socket's end, where the tracer followed one, is the connection's.
+        let end_ns = connection.ending.map_or(connection.state_since_ns, |ending| ending.resolved_ns.unwrap_or(ending.at_ns));
         let totals = connection.totals;
         let rst = match (connection.reset_sent, connection.reset_received) {
             (Some(_), _) => Some("sent"),
@@ -176,7 +212,8 @@ impl ConnectionLine {
     /// retransmits (↻); then the owner, SYN retransmits, the RST's direction and reason, the
     /// silent cause and the error, when there are any.
     pub fn human(&self) -> String {
-        let time = self.ts.get(11..23).unwrap_or(&self.ts);
+        // RFC 3339 in UTC, to the millisecond, like the events and summaries.
+        let time = self.ts.get(..23).map_or(self.ts.clone(), |millis| format!("{millis}Z"));
         let role = match self.role {
             Role::Client => "client",
             Role::Server | Role::Listener => "server",
@@ -268,15 +305,28 @@ mod tests {
     }
 
     #[test]
-    fn the_human_line_fits_120_columns_with_every_column_filled() {
+    fn the_human_line_has_an_rfc3339_time_and_fits_132_columns_with_every_column_filled() {
         let human = line().human();
         assert_eq!(
             human,
-            "05:54:24.300 server  10.200.300.400:65535 → 10.200.300.401:65535  reset_by_peer   fin:-    0.2ms/3m3s/-     1.2M/512 ↻12 4242/nginx rst received ECONNRESET"
+            "2026-11-23T05:54:24.300Z server  10.200.300.400:65535 → 10.200.300.401:65535  reset_by_peer   fin:-    0.2ms/3m3s/-     1.2M/512 ↻12 4242/nginx rst received ECONNRESET"
         );
-        // The fixed columns fit 120 with the widest IPv4 endpoints; owner, reset and error follow.
+        // The fixed columns fit 132 with the widest IPv4 endpoints; owner, reset and error follow.
         let without_owner_and_reset = human.split(" 4242/").next().unwrap();
-        assert!(without_owner_and_reset.chars().count() <= 120, "{without_owner_and_reset}");
+        assert!(without_owner_and_reset.chars().count() <= 132, "{without_owner_and_reset}");
+    }
+
+    #[test]
+    fn lines_come_out_in_the_order_connections_ended_once_their_delay_passed() {
+        let mut lines = InOrder::default();
+        let s = 1_000_000_000;
+        lines.push(10 * s, "resolved late, ended first");
+        lines.push(12 * s, "ended at 12");
+        lines.push(11 * s, "ended at 11");
+        assert_eq!(lines.due(12 * s), Vec::<&str>::new(), "nothing is 3 s old yet");
+        assert_eq!(lines.due(14 * s + 500_000_000), ["resolved late, ended first", "ended at 11"]);
+        lines.push(13 * s, "ended at 13");
+        assert_eq!(lines.due(u64::MAX), ["ended at 12", "ended at 13"], "at exit, everything");
     }
 
     #[test]

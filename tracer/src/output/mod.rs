@@ -17,7 +17,7 @@ pub mod timeline;
 use std::{
     io::Write,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError},
         Arc,
     },
@@ -33,6 +33,9 @@ const QUEUE_LINES: usize = 4096;
 pub struct Sink {
     queue: Option<SyncSender<Bytes>>,
     dropped: Arc<AtomicU64>,
+    /// Notified once the reader is gone (EPIPE): like any Unix filter, the tracer then stops.
+    closed: Arc<tokio::sync::Notify>,
+    is_closed: Arc<AtomicBool>,
     done: Receiver<()>,
     writer: Option<thread::JoinHandle<()>>,
     pub json: bool,
@@ -42,6 +45,15 @@ impl Sink {
     pub fn new(out: impl Write + Send + 'static, json: bool) -> Sink {
         let (queue, lines) = sync_channel::<Bytes>(QUEUE_LINES);
         let (finished, done) = sync_channel(1);
+        let closed = Arc::new(tokio::sync::Notify::new());
+        let is_closed = Arc::new(AtomicBool::new(false));
+        let (closing, marking) = (closed.clone(), is_closed.clone());
+        let reader_gone = move |error: std::io::Error| {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                marking.store(true, Ordering::Relaxed);
+                closing.notify_one();
+            }
+        };
         let writer = thread::Builder::new()
             .name("tracer-output".into())
             .spawn(move || {
@@ -51,7 +63,8 @@ impl Sink {
                     let line = match lines.try_recv() {
                         Ok(line) => line,
                         Err(_) => {
-                            if out.flush().is_err() {
+                            if let Err(error) = out.flush() {
+                                reader_gone(error);
                                 break;
                             }
                             match lines.recv() {
@@ -60,15 +73,27 @@ impl Sink {
                             }
                         }
                     };
-                    if out.write_all(&line).and_then(|()| out.write_all(b"\n")).is_err() {
-                        break; // stdout closed (EPIPE): nothing more can be shown
+                    if let Err(error) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
+                        reader_gone(error); // stdout closed (EPIPE): nothing more can be shown
+                        break;
                     }
                 }
                 let _ = out.flush();
                 let _ = finished.send(());
             })
             .expect("spawning the output thread");
-        Sink { queue: Some(queue), dropped: Arc::new(AtomicU64::new(0)), done, writer: Some(writer), json }
+        Sink { queue: Some(queue), dropped: Arc::new(AtomicU64::new(0)), closed, is_closed, done, writer: Some(writer), json }
+    }
+
+    /// Completes once the reader has gone away (`tracer --events | head -1`).
+    pub fn reader_gone(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let closed = self.closed.clone();
+        async move { closed.notified().await }
+    }
+
+    /// Whether the reader has gone away: nothing more is shown, and nothing needs saying.
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Relaxed)
     }
 
     /// Queues a line; never blocks. A full queue drops the line and counts it.
@@ -167,6 +192,28 @@ mod tests {
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         let shown = text.lines().count() as u64;
         assert_eq!(shown + dropped, (QUEUE_LINES * 3) as u64, "every line is either shown or counted");
+    }
+
+    /// A pipe whose reader is gone.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn a_reader_that_went_away_is_said_once_so_the_tracer_can_stop() {
+        let mut sink = Sink::new(Closed, false);
+        let gone = sink.reader_gone();
+        sink.line("nobody reads this");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), gone).await }).expect("told");
+        assert!(sink.is_closed());
     }
 
     #[test]

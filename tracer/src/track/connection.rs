@@ -79,8 +79,10 @@ pub struct Ending {
     pub at_ns: u64,
     pub from: TcpState,
     pub by_application: bool,
-    /// For FIN_WAIT2 → CLOSE, what a snapshot showed the timewait socket became.
+    /// For FIN_WAIT2 → CLOSE, what became of the timewait socket that took over...
     pub lingered: Option<Lingered>,
+    /// ... and when that was known to have happened: the connection's real end.
+    pub resolved_ns: Option<u64>,
 }
 
 /// What became of a timewait socket left in the FIN_WAIT2 substate (our FIN acknowledged, the

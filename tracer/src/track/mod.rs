@@ -206,12 +206,9 @@ impl Tracker {
                 } else if event.state == Some(TcpState::TimeWait) {
                     // The peer's FIN reached a timewait socket left in FIN_WAIT2.
                     let tuple = Tuple::of(event);
-                    if let Some(mut lingering) = self.lingering.remove(&tuple) {
-                        if let Some(ending) = &mut lingering.connection.ending {
-                            ending.lingered = Some(Lingered::PeerFin);
-                        }
+                    if let Some(lingering) = self.lingering.remove(&tuple) {
                         self.remember_time_wait(tuple, event.timestamp_ns);
-                        self.finish(lingering.connection, out);
+                        self.resolve(lingering, Lingered::PeerFin, event.timestamp_ns, out);
                     }
                 }
             }
@@ -292,7 +289,8 @@ impl Tracker {
         let role = connection.role;
         if new == TcpState::Close {
             connection.totals = event.totals;
-            connection.ending = Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None });
+            connection.ending =
+                Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None, resolved_ns: None });
             let exact = connection.timewait_substate;
             // tcp_fin() marks the socket before tcp_time_wait() closes it (tp_btf reads the mark);
             // fentry on tcp_time_wait says the substate outright.
@@ -343,7 +341,7 @@ impl Tracker {
                 self.time_wait.remove(&tuple);
                 if let Some(old) = self.lingering.remove(&tuple) {
                     // Only a timewait socket in TIME_WAIT takes a new SYN: the peer's FIN had come.
-                    self.resolve(old, Lingered::PeerFin, out);
+                    self.resolve(old, Lingered::PeerFin, at, out);
                 }
                 let age = at - since;
                 if age < TIME_WAIT_NS.max(self.config.fin_timeout_ns) {

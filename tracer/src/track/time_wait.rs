@@ -119,7 +119,7 @@ impl Tracker {
             Some(TcpState::TimeWait) => {
                 let lingering = self.lingering.remove(tuple).expect("present");
                 self.remember_time_wait(*tuple, ending.at_ns);
-                self.resolve(lingering, Lingered::PeerFin, out);
+                self.resolve(lingering, Lingered::PeerFin, at_ns, out);
             }
             Some(TcpState::FinWait2) => entry.last_in_fin_wait2_ns = Some(entry.last_in_fin_wait2_ns.map_or(at_ns, |last| last.max(at_ns))),
             // Gone, or another socket holds the tuple now. Decided once every event before `at_ns`
@@ -167,7 +167,7 @@ impl Tracker {
             } else {
                 Lingered::Unresolved(Unresolved::ExpiryOrReset { last_ns, gone_ns })
             };
-            self.resolve(lingering, outcome, out);
+            self.resolve(lingering, outcome, gone_ns, out);
         }
     }
 
@@ -175,14 +175,16 @@ impl Tracker {
     /// peer's late data or SYN, and is gone.
     pub(super) fn reset_from_lingering(&mut self, event: &Event, out: &mut Vec<Observation>) {
         if let Some(lingering) = self.lingering.remove(&Tuple::of(event)) {
-            self.resolve(lingering, Lingered::OurReset { reason: event.reset_reason }, out);
+            self.resolve(lingering, Lingered::OurReset { reason: event.reset_reason }, event.timestamp_ns, out);
         }
     }
 
-    pub(super) fn resolve(&mut self, mut lingering: Lingering, outcome: Lingered, out: &mut Vec<Observation>) {
+    /// Ends a lingering connection with what became of its timewait socket, known at `at_ns`.
+    pub(super) fn resolve(&mut self, mut lingering: Lingering, outcome: Lingered, at_ns: u64, out: &mut Vec<Observation>) {
         let connection = &mut lingering.connection;
         if let Some(ending) = &mut connection.ending {
             ending.lingered = Some(outcome);
+            ending.resolved_ns = Some(at_ns.max(ending.at_ns));
         }
         match outcome {
             Lingered::OurReset { reason } => connection.reset_sent = Some(ResetSent { reason, by_application: false }),
@@ -212,7 +214,7 @@ impl Tracker {
             } else {
                 Unresolved::ExpiryOrReset { last_ns: lingering.last_in_fin_wait2_ns, gone_ns: now_ns }
             };
-            self.resolve(lingering, Lingered::Unresolved(outcome), out);
+            self.resolve(lingering, Lingered::Unresolved(outcome), now_ns, out);
         }
     }
 }
