@@ -191,6 +191,13 @@ fn metrics_are_the_text_format_unless_the_scraper_asks_for_openmetrics() {
     assert!(valid, "the strict OpenMetrics parser refused it: {families}\n{openmetrics}");
     assert!(families.lines().any(|line| line == "tcp_tracer_resets counter 1"), "{families}");
     assert!(families.lines().any(|line| line.starts_with("tcp_tracer_sockets gauge")), "{families}");
+    // What every exporter serves, and series that start at 0 rather than appearing later.
+    for family in ["tcp_tracer_build_info gauge 1", "process_cpu_seconds counter 1", "process_resident_memory_bytes gauge 1"] {
+        assert!(families.lines().any(|line| line == family), "{family}: {families}");
+    }
+    for zero in [r#"tcp_tracer_syn_retransmits_total{role="client"} 0"#, r#"tcp_tracer_connections_closed_total{class="unresolved"} 0"#] {
+        assert!(openmetrics.lines().any(|line| line == zero), "{zero}: {openmetrics}");
+    }
 
     // And the timeline page at `/`, with the interval that held the refused connect.
     let (content_type, page) = get(port, "/", None);

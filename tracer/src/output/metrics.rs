@@ -34,13 +34,23 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
 }
 
-/// Where `--metrics-addr` listens: a bare port (or `:port`) means loopback.
+/// Where `--metrics-addr` listens: a bare port (or `:port`) means loopback; a host name is
+/// resolved (its first address).
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     let port_only = text.strip_prefix(':').unwrap_or(text);
     if let Ok(port) = port_only.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    text.parse().map_err(|_| format!("`{text}` is not PORT, :PORT or IP:PORT"))
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    if !text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+        return Err(format!("`{text}` is not PORT, :PORT, IP:PORT or HOST:PORT"));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|error| format!("cannot resolve `{text}`: {error}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
 pub struct Metrics {
@@ -80,7 +90,9 @@ impl Metrics {
 
     /// Every family, registered under the `tcp_tracer_` prefix.
     fn new(hooks: &[(String, &'static str)]) -> (Metrics, Registry) {
-        let mut registry = Registry::with_prefix("tcp_tracer");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(super::process_metrics::ProcessMetrics::default()));
+        let registry = root.sub_registry_with_prefix("tcp_tracer");
         let metrics = Metrics {
             sockets: Family::default(),
             transitions: Family::default(),
@@ -149,7 +161,35 @@ impl Metrics {
         for (hook, mode) in hooks {
             hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
         }
-        (metrics, registry)
+        let build_info = Family::<Labels, Gauge>::default();
+        registry.register("build_info", "1, labelled with the tracer's version", build_info.clone());
+        build_info.get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
+        metrics.start_at_zero();
+        (metrics, root)
+    }
+
+    /// Every series whose labels are known in advance exists from the start at 0, so a rate()
+    /// or an alert sees "none yet" rather than no data.
+    fn start_at_zero(&self) {
+        for class in CloseClass::ALL {
+            self.closes.get_or_create(&labels(&[("class", class.name())]));
+        }
+        for role in ["client", "server"] {
+            self.syn_retransmits.get_or_create(&labels(&[("role", role)]));
+            for error_type in ["refused", "reset", "timed_out"] {
+                self.connect_failures.get_or_create(&labels(&[("error_type", error_type), ("role", role)]));
+            }
+        }
+        self.resets.get_or_create(&labels(&[("direction", "received"), ("reason", "unknown")]));
+        for what in ["seen", "lost", "skipped", "unreadable", "evicted", "decode_errors", "output_dropped", "recorder_overflowed"] {
+            self.health.get_or_create(&labels(&[("what", what)]));
+        }
+        for (what, _) in crate::kernel::probes::KernelMisses::default().iter() {
+            self.kernel_misses.get_or_create(&labels(&[("what", what.name())]));
+        }
+        for what in LinkWhat::ALL {
+            self.link_changes.get_or_create(&labels(&[("what", what.name())]));
+        }
     }
 
     pub fn link_change(&self, what: LinkWhat) {
@@ -297,6 +337,8 @@ mod tests {
         assert_eq!(parse_addr(":9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
         assert_eq!(parse_addr("0.0.0.0:9464").unwrap(), "0.0.0.0:9464".parse().unwrap());
         assert!(parse_addr("localhost").unwrap_err().contains("PORT"));
+        let named = parse_addr("localhost:9464").unwrap();
+        assert!(named.ip().is_loopback() && named.port() == 9464, "{named}");
     }
 
     /// The names of the series every family of the tracer exports (with one sample each).

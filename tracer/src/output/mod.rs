@@ -10,6 +10,7 @@ pub mod events;
 pub mod exposition;
 pub mod files;
 pub mod metrics;
+mod process_metrics;
 pub mod recorder;
 pub mod summary;
 pub mod timeline;
