@@ -172,23 +172,23 @@ impl Metrics {
     /// or an alert sees "none yet" rather than no data.
     fn start_at_zero(&self) {
         for class in CloseClass::ALL {
-            self.closes.get_or_create(&labels(&[("class", class.name())]));
+            self.closes.get_or_create(&labels(&[("class", class.name())])).inc_by(0);
         }
         for role in ["client", "server"] {
-            self.syn_retransmits.get_or_create(&labels(&[("role", role)]));
+            self.syn_retransmits.get_or_create(&labels(&[("role", role)])).inc_by(0);
             for error_type in ["refused", "reset", "timed_out"] {
-                self.connect_failures.get_or_create(&labels(&[("error_type", error_type), ("role", role)]));
+                self.connect_failures.get_or_create(&labels(&[("error_type", error_type), ("role", role)])).inc_by(0);
             }
         }
-        self.resets.get_or_create(&labels(&[("direction", "received"), ("reason", "unknown")]));
+        self.resets.get_or_create(&labels(&[("direction", "received"), ("reason", "unknown")])).inc_by(0);
         for what in ["seen", "lost", "skipped", "unreadable", "evicted", "decode_errors", "output_dropped", "recorder_overflowed"] {
-            self.health.get_or_create(&labels(&[("what", what)]));
+            self.health.get_or_create(&labels(&[("what", what)])).inc_by(0);
         }
         for (what, _) in crate::kernel::probes::KernelMisses::default().iter() {
-            self.kernel_misses.get_or_create(&labels(&[("what", what.name())]));
+            self.kernel_misses.get_or_create(&labels(&[("what", what.name())])).inc_by(0);
         }
         for what in LinkWhat::ALL {
-            self.link_changes.get_or_create(&labels(&[("what", what.name())]));
+            self.link_changes.get_or_create(&labels(&[("what", what.name())])).inc_by(0);
         }
     }
 
