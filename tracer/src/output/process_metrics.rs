@@ -42,7 +42,7 @@ impl ProcessMetrics {
             .ok()?
             .lines()
             .find_map(|line| line.strip_prefix("btime ").and_then(|seconds| seconds.trim().parse::<f64>().ok()))?;
-        let mut reading = self.from_stat(&stat, boot_time)?;
+        let mut reading = self.read_stat(&stat, boot_time)?;
         reading.open_fds = fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count()) as f64;
         let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit writes the struct it is given.
@@ -54,7 +54,7 @@ impl ProcessMetrics {
 
     /// The fields of /proc/self/stat after the command name (which may hold spaces): utime and
     /// stime (14, 15), starttime (22), vsize (23), rss (24), counting from 1.
-    fn from_stat(&self, stat: &str, boot_time: f64) -> Option<Reading> {
+    fn read_stat(&self, stat: &str, boot_time: f64) -> Option<Reading> {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let field = |number: usize| fields.get(number - 3).and_then(|value| value.parse::<f64>().ok());
         Some(Reading {
@@ -99,7 +99,7 @@ mod tests {
     fn a_stat_line_with_spaces_in_the_name_is_read_by_field_number() {
         let metrics = ProcessMetrics { ticks: 100.0, page_bytes: 4096.0 };
         let stat = "42 (tracer (x y)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 123456 10 18446744073709551615";
-        let reading = metrics.from_stat(stat, 1_700_000_000.0).unwrap();
+        let reading = metrics.read_stat(stat, 1_700_000_000.0).unwrap();
         assert_eq!(
             reading,
             Reading {
