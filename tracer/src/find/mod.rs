@@ -343,7 +343,12 @@ impl Findings {
                     seconds => format!("; it began {:.1} s before {} {}: the traffic died first", -seconds, link.ifname, link.what.verb()),
                 };
             }
-            let count = if kind == FindingKind::FinUnanswered { tally.count + tally.expired } else { tally.count };
+            let count = match kind {
+                FindingKind::FinUnanswered => tally.count + tally.expired,
+                // Retransmitted SYNs and the connects that failed, refused ones included.
+                FindingKind::SynRetransmit => tally.count + tally.refused + tally.timed_out,
+                _ => tally.count,
+            };
             let total = self.totals.entry((kind, key)).or_default();
             *total = match kind {
                 FindingKind::TimeWaitBuildup => (*total).max(count),
