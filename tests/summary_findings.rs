@@ -13,7 +13,10 @@ use serde_json::Value;
 use support::*;
 
 fn endpoint_any(ip: std::net::IpAddr) -> String {
-    format!("{ip}:*")
+    match ip {
+        std::net::IpAddr::V4(ip) => format!("{ip}:*"),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:*"),
+    }
 }
 
 fn summary_tracer(extra: &[&str]) -> Tracer {
@@ -340,4 +343,81 @@ fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
     assert_eq!(dropped["total"], 1, "one listener, one episode: {dropped}");
     tracer.stop();
     drop((clients, listener));
+}
+
+/// The server's connection lines and summaries while a router between it and the client resets
+/// one connection in the client's name, and the client aborts another itself.
+fn resets_through_a_router(ipv6: bool) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let routed = Routed::router();
+    let (client_ip, server_ip) = if ipv6 { (routed.client_ip6, routed.server_ip6) } else { (routed.client_ip, routed.server_ip) };
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 0)).unwrap());
+    let server = listener.local_addr().unwrap();
+    let summaries = std::env::temp_dir().join(format!("tracer-path-{}-{ipv6}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&summaries);
+    let tracer = summary_tracer(&["--netns", &routed.server.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
+    let by_path = tracer.stderr.lock().unwrap().contains("tcp_probe=tp_btf");
+    let connect = || {
+        let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
+        let (mut accepted, _) = listener.accept().unwrap();
+        client.write_all(b"hello").unwrap(); // the client's own packets: the reference
+        accepted.read_exact(&mut [0; 5]).unwrap();
+        (client, accepted)
+    };
+
+    // The control: the client aborts on its own (SO_LINGER 0). Never blamed on the path.
+    let (aborting, mut accepted) = connect();
+    let aborted_port = aborting.local_addr().unwrap().port();
+    set_option(&aborting, libc::SOL_SOCKET, libc::SO_LINGER, libc::linger { l_onoff: 1, l_linger: 0 });
+    drop(aborting);
+    assert!(accepted.read(&mut [0; 1]).is_err(), "the client's reset");
+
+    // The router answers the server's data with a RST in the client's name (its own TTL).
+    let (client, mut accepted) = connect();
+    let forged_port = client.local_addr().unwrap().port();
+    routed.nat.nft(&format!(
+        "table inet appliance {{ chain forward {{ type filter hook forward priority 0; tcp sport {} tcp dport {forged_port} reject with tcp reset; }}; }}",
+        server.port()
+    ));
+    let _ = accepted.write_all(b"response");
+    thread::sleep(Duration::from_millis(300));
+    assert!(accepted.write_all(b"more").is_err() || accepted.read(&mut [0; 1]).is_err(), "the router's reset reached the server");
+
+    let line_of = |port: u16| {
+        let remote = SocketAddr::new(client_ip, port).to_string();
+        tracer.wait_for(&format!("the server's line for {remote}"), |line| line["remote"] == remote && line["close"].is_string())
+    };
+    let (control, forged) = (line_of(aborted_port), line_of(forged_port));
+    if by_path {
+        let fields = |line: &Value| (line["close"].clone(), line["rst_from"].clone(), line["rst_hops"].clone(), line["peer_hops"].clone());
+        assert_eq!(fields(&control), ("reset_by_peer".into(), "peer".into(), 1.into(), 1.into()), "{control}");
+        assert_eq!(fields(&forged), ("reset_by_path".into(), "path".into(), 0.into(), 1.into()), "{forged}");
+        assert!(forged["detail"].as_str().unwrap().contains("by the path, not the peer"), "{forged}");
+    } else {
+        eprintln!("tcp_probe is unavailable here (no tp_btf): resets are the peer's, unchecked");
+        for line in [&control, &forged] {
+            assert_eq!((line["close"].as_str(), line["rst_from"].as_str()), (Some("reset_by_peer"), None), "{line}");
+        }
+    }
+    tracer.stop();
+    let written: Vec<Value> =
+        std::fs::read_to_string(&summaries).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(std::fs::metadata(&summaries).unwrap().permissions().mode() & 0o777, 0o600);
+    let findings: Vec<&Value> = written.iter().flat_map(|s| s["findings"].as_array().into_iter().flatten()).collect();
+    let from_path: Vec<&&Value> = findings.iter().filter(|f| f["kind"] == "rst_from_path").collect();
+    if by_path {
+        assert_eq!(from_path.len(), 1, "one forged reset, one finding: {findings:?}");
+        assert_eq!((from_path[0]["remote"].clone(), from_path[0]["count"].clone()), (endpoint_any(client_ip).into(), 1.into()));
+    } else {
+        assert!(from_path.is_empty());
+    }
+    std::fs::remove_file(&summaries).unwrap();
+    drop(client);
+}
+
+#[test]
+fn a_router_that_resets_in_the_clients_name_is_told_from_the_client_itself() {
+    require_root();
+    resets_through_a_router(false);
+    resets_through_a_router(true);
 }

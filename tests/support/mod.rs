@@ -186,18 +186,24 @@ impl Link {
     }
 }
 
-/// Client → NAT → server: the NAT namespace masquerades the client behind `nat_ip`, using only
-/// the source ports in `ports`.
+/// Client → router → server, IPv4 and IPv6, routed both ways: the router is the path device
+/// (nftables in it plays the middlebox). [`Routed::new`] makes it a NAT gateway.
 pub struct Routed {
     pub client: Netns,
     pub nat: Netns,
     pub server: Netns,
+    pub client_ip: IpAddr,
+    pub client_ip6: IpAddr,
     pub nat_ip: IpAddr,
     pub server_ip: IpAddr,
+    pub server_ip6: IpAddr,
+    /// The router's device towards the server.
+    pub outward: String,
 }
 
 impl Routed {
-    pub fn new(ports: (u16, u16)) -> Routed {
+    /// A router, no NAT: the server sees the client's own addresses, one router away.
+    pub fn router() -> Routed {
         let (client, nat, server) = (Netns::new("c"), Netns::new("n"), Netns::new("s"));
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) % 250 + 1;
         let (c0, n0, n1, s0) = (format!("rc{id}"), format!("rn{id}"), format!("ro{id}"), format!("rs{id}"));
@@ -205,22 +211,48 @@ impl Routed {
         sh(&["ip", "link", "add", &n1, "netns", &nat.name, "type", "veth", "peer", "name", &s0, "netns", &server.name]);
         let inside = |host: u8| format!("10.232.{id}.{host}");
         let outside = |host: u8| format!("10.233.{id}.{host}");
-        for (ns, dev, address) in [(&client, &c0, inside(1)), (&nat, &n0, inside(2)), (&nat, &n1, outside(2)), (&server, &s0, outside(1))] {
-            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{address}/24"), "dev", dev]);
+        let inside6 = |host: u8| format!("fd00:232:{id:x}::{host}");
+        let outside6 = |host: u8| format!("fd00:233:{id:x}::{host}");
+        for (ns, dev, v4, v6) in [
+            (&client, &c0, inside(1), inside6(1)),
+            (&nat, &n0, inside(2), inside6(2)),
+            (&nat, &n1, outside(2), outside6(2)),
+            (&server, &s0, outside(1), outside6(1)),
+        ] {
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
             sh(&["ip", "-n", &ns.name, "link", "set", dev, "up"]);
         }
-        sh(&["ip", "-n", &client.name, "route", "add", "default", "via", &inside(2)]);
+        for (ns, via, via6) in [(&client, inside(2), inside6(2)), (&server, outside(2), outside6(2))] {
+            sh(&["ip", "-n", &ns.name, "route", "add", "default", "via", &via]);
+            sh(&["ip", "-n", &ns.name, "-6", "route", "add", "default", "via", &via6]);
+        }
         nat.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        nat.nft(&format!(
-            "table ip nat {{ chain post {{ type nat hook postrouting priority 100; oifname \"{n1}\" ip protocol tcp snat to {}:{}-{}; }}; }}",
-            outside(2),
-            ports.0,
-            ports.1
+        nat.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        Routed {
+            client,
+            nat,
+            server,
+            client_ip: inside(1).parse().unwrap(),
+            client_ip6: inside6(1).parse().unwrap(),
+            nat_ip: outside(2).parse().unwrap(),
+            server_ip: outside(1).parse().unwrap(),
+            server_ip6: outside6(1).parse().unwrap(),
+            outward: n1,
+        }
+    }
+
+    /// The router masquerades the client behind `nat_ip`, using only the source ports in `ports`.
+    pub fn new(ports: (u16, u16)) -> Routed {
+        let routed = Routed::router();
+        routed.nat.nft(&format!(
+            "table ip nat {{ chain post {{ type nat hook postrouting priority 100; oifname \"{}\" ip protocol tcp snat to {}:{}-{}; }}; }}",
+            routed.outward, routed.nat_ip, ports.0, ports.1
         ));
         // A NAT gateway that forgets closed flows long before the server's TIME_WAIT ends, as in
         // the incident (newer kernels also evict closing flows on their own when the port range runs out; 5.10 and 6.1 need this).
-        nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"]);
-        Routed { client, nat, server, nat_ip: outside(2).parse().unwrap(), server_ip: outside(1).parse().unwrap() }
+        routed.nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"]);
+        routed
     }
 }
 

@@ -137,6 +137,71 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+const TCP_FLAG_RST: u8 = 0x04;
+
+/// `tcp_probe(sk, skb)`: every segment at the top of the established receive path, before the
+/// kernel acts on it. Sent: every RST, and the peer's first segment with data (its reference: the
+/// TTL the peer's own packets carry), at most one per connection. Everything else leaves after
+/// a few loads, so a bulk transfer pays little per packet.
+#[btf_tracepoint(function = "tcp_probe")]
+pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
+    let socket: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
+    let offsets = &config().offsets;
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offset is inside its `cb`.
+    let flags = unsafe { load::<u8>(skb, offsets.skb_tcp_flags) };
+    if flags & TCP_FLAG_RST == 0 {
+        // SAFETY: the offsets are inside `skb->cb`; `bpf_skc_to_tcp_sock` returns a `tcp_sock`
+        // pointer or null, and the offset is its member.
+        let first_data = unsafe {
+            let carries_data = load::<u32>(skb, offsets.skb_tcp_end_seq) != load::<u32>(skb, offsets.skb_tcp_seq);
+            let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+            // Counted before the segment is processed: 1 while the first one with data is here.
+            carries_data && !tcp.is_null() && load::<u32>(tcp, offsets.tcp_data_segs_in) == 1
+        };
+        if !first_data {
+            return 0;
+        }
+    }
+    emit(|event| {
+        if !socket_event(event, EventKind::Segment, socket, offsets) || !keep(event) {
+            return false;
+        }
+        if segment_facts(event, skb, flags, offsets).is_none() {
+            missed(KernelMiss::Packet);
+            return false;
+        }
+        // Softirq or a socket's backlog: no process to name.
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+    0
+}
+
+/// What the segment's headers say of its sender: TTL (hop limit), IPv4 ID, window, and its
+/// sequence space.
+#[inline(always)]
+fn segment_facts(event: &mut WireEvent, skb: *const u8, flags: u8, offsets: &KernelOffsets) -> Option<()> {
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *` and the offsets its members; the
+    // header bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address.
+    unsafe {
+        let head = load::<u64>(skb, offsets.skb_head);
+        let network = head + u64::from(load::<u16>(skb, offsets.skb_network_header));
+        let transport = head + u64::from(load::<u16>(skb, offsets.skb_transport_header));
+        let ip = bpf_probe_read_kernel(network as *const [u8; 12]).ok()?;
+        let (ttl, id) = if ip[0] >> 4 == 6 { (ip[7], 0) } else { (ip[8], u16::from_be_bytes([ip[4], ip[5]])) };
+        let window = bpf_probe_read_kernel((transport + 14) as *const [u8; 2]).ok()?;
+        let (seq, end_seq) = (load::<u32>(skb, offsets.skb_tcp_seq), load::<u32>(skb, offsets.skb_tcp_end_seq));
+        event.reason = u32::from(ttl);
+        event.error = id;
+        event.total_retrans = u32::from(u16::from_be_bytes(window));
+        event.bytes_acked = u64::from(end_seq.wrapping_sub(seq));
+        event.old_state = flags;
+    }
+    Some(())
+}
+
 #[inline(always)]
 fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
     let socket: *const u8 = ctx.arg(0);

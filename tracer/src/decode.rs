@@ -137,6 +137,39 @@ pub struct Event {
     pub process: Option<Process>,
     /// For a state change into CLOSE, where the kernel program could read them (tp_btf).
     pub totals: Option<SocketTotals>,
+    /// For a segment the peer sent (`tcp_probe`): what its headers said.
+    pub segment: Option<Segment>,
+}
+
+/// What a received segment's headers say of whoever sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// IP TTL (IPv6: hop limit) as it arrived.
+    pub ttl: u8,
+    /// IPv4 identification (0 for IPv6).
+    pub ip_id: u16,
+    pub window: u16,
+    /// Sequence space it takes: payload bytes, + 1 for a SYN or FIN.
+    pub length: u32,
+    /// The TCP flag byte.
+    pub flags: u8,
+}
+
+impl Segment {
+    const RST: u8 = 0x04;
+    /// Initial TTLs senders use: old Windows, Linux and macOS, Windows, network devices.
+    const INITIAL_TTLS: [u8; 4] = [32, 64, 128, 255];
+
+    pub fn is_reset(&self) -> bool {
+        self.flags & Segment::RST != 0
+    }
+
+    /// Routers between its sender and us: the nearest initial TTL at or above what arrived, less
+    /// what arrived. A sender with another initial TTL, or a device that rewrites it, reads wrong.
+    pub fn hops(&self) -> u8 {
+        let initial = Segment::INITIAL_TTLS.into_iter().find(|initial| *initial >= self.ttl).unwrap_or(255);
+        initial - self.ttl
+    }
 }
 
 /// A socket's counters at its end.
@@ -225,6 +258,13 @@ impl Decoder {
                 retransmits: wire.total_retrans,
                 error: wire.error,
                 peer_fin: wire.flags & FLAG_PEER_FIN != 0,
+            }),
+            segment: (kind == EventKind::Segment).then_some(Segment {
+                ttl: wire.reason as u8,
+                ip_id: wire.error,
+                window: wire.total_retrans as u16,
+                length: wire.bytes_acked as u32,
+                flags: wire.old_state,
             }),
         })
     }

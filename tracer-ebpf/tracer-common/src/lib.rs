@@ -30,6 +30,12 @@ pub enum EventKind {
     /// fexit `tcp_timewait_state_process` for a SYN: `reason` is the `tcp_tw_status` returned
     /// (the SYN accepted, or answered with a bare ACK).
     TimeWaitSyn = 7,
+    /// `tcp:tcp_probe` (BTF only): a segment reached an established socket, sent when it is a RST
+    /// or the peer's first segment with data (the reference for what the peer's own packets carry).
+    /// `reason` holds the IP TTL (IPv6: hop limit), `error` the IPv4 ID, `total_retrans` the TCP
+    /// window, `bytes_acked` the sequence space it takes (payload, + 1 for a SYN or FIN), and
+    /// `old_state` the TCP flag byte.
+    Segment = 8,
 }
 
 impl EventKind {
@@ -38,7 +44,10 @@ impl EventKind {
         [EventKind::StateChange, EventKind::ResetSent, EventKind::ResetReceived, EventKind::Retransmit, EventKind::SynAckRetransmit];
 
     pub fn from_u8(raw: u8) -> Option<Self> {
-        Self::TRACEPOINTS.into_iter().chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn]).find(|kind| *kind as u8 == raw)
+        Self::TRACEPOINTS
+            .into_iter()
+            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn, EventKind::Segment])
+            .find(|kind| *kind as u8 == raw)
     }
 
     /// Index into [`KernelConfig::hooks`] (tracepoint kinds only).
@@ -208,7 +217,13 @@ pub struct KernelOffsets {
     pub skb_transport_header: u16,
     /// `struct task_struct.comm`.
     pub task_comm: u16,
-    pub _pad0: u16,
+    /// `struct tcp_skb_cb` members, as offsets into `struct sk_buff` (through its `cb`): the TCP
+    /// flags and the sequence space of a received segment.
+    pub skb_tcp_flags: u16,
+    pub skb_tcp_seq: u16,
+    pub skb_tcp_end_seq: u16,
+    /// `struct tcp_sock.data_segs_in`: segments with data received so far.
+    pub tcp_data_segs_in: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     pub _pad1: u32,
@@ -243,7 +258,10 @@ impl KernelOffsets {
         skb_network_header: ABSENT,
         skb_transport_header: ABSENT,
         task_comm: ABSENT,
-        _pad0: 0,
+        skb_tcp_flags: ABSENT,
+        skb_tcp_seq: ABSENT,
+        skb_tcp_end_seq: ABSENT,
+        tcp_data_segs_in: ABSENT,
         thread_size: 0,
         _pad1: 0,
     };

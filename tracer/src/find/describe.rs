@@ -85,6 +85,15 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             }
             parts.join("; ")
         }
+        FindingKind::RstFromPath if n > 0 => format!(
+            "{n} connection(s) with {} reset by the path, not the peer: {}",
+            key.remote,
+            tally.example.as_deref().unwrap_or("?")
+        ),
+        FindingKind::RstRefused if n > 0 => format!(
+            "{n} RST(s) in the name of {} refused by our kernel (out of window, or not exact: answered with a challenge ACK): a blind injector or a confused middlebox",
+            key.remote
+        ),
         FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),
         FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
         _ => return None,

@@ -192,6 +192,9 @@ impl Findings {
                 }
                 if let Some(row) = self.peer(key) {
                     row.ended += 1;
+                    if matches!(ended.rst_from, Some(crate::track::RstFrom::Path { .. })) {
+                        row.rst_from_path += 1;
+                    }
                     match ended.class {
                         CloseClass::Graceful => row.graceful += 1,
                         CloseClass::PeerSilent => row.peer_silent += 1,
@@ -200,6 +203,14 @@ impl Findings {
                     }
                 }
                 let owner = connection.process.map(Owner::from);
+                if let Some(origin @ crate::track::RstFrom::Path { .. }) = ended.rst_from {
+                    if let Some(tally) = self.tally(FindingKind::RstFromPath, key) {
+                        tally.count += 1;
+                        tally.began(started);
+                        tally.example = Some(crate::track::describe_rst_origin(origin));
+                        tally.owner = tally.owner.take().or(owner.clone());
+                    }
+                }
                 match ended.class {
                     CloseClass::PeerSilent => {
                         if let Some(tally) = self.tally(FindingKind::PeerSilent, key) {
@@ -274,6 +285,12 @@ impl Findings {
                 if let Some(tally) = self.tally(FindingKind::RstFromPeer, key) {
                     tally.count += 1;
                     tally.storm |= storm;
+                    tally.began(started);
+                }
+            }
+            Observation::ResetRefused { tuple, role, .. } => {
+                if let Some(tally) = self.tally(FindingKind::RstRefused, PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote)) {
+                    tally.count += 1;
                     tally.began(started);
                 }
             }
@@ -646,7 +663,7 @@ pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
         Observation::SynRetransmit { tuple, process, .. }
         | Observation::ResetSent { tuple, process, .. }
         | Observation::ResetReceived { tuple, process, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()),
-        Observation::SynAckRetransmit { tuple, .. } | Observation::PortReuse { tuple, .. } => {
+        Observation::SynAckRetransmit { tuple, .. } | Observation::PortReuse { tuple, .. } | Observation::ResetRefused { tuple, .. } => {
             filter.matches(tuple.netns, tuple.local, tuple.remote, None)
         }
     }

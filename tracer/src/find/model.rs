@@ -20,12 +20,16 @@ pub enum FindingKind {
     TimeWaitBuildup,
     FinUnanswered,
     SynRetransmit,
+    /// RSTs in the peer's name that a device on the path sent (their TTL says so).
+    RstFromPath,
+    /// RSTs the kernel refused (out of window, or answered with a challenge ACK).
+    RstRefused,
     RstFromPeer,
     RstToPeer,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 9] = [
+    pub const ALL: [FindingKind; 11] = [
         FindingKind::CloseWaitStuck,
         FindingKind::AcceptQueueFull,
         FindingKind::PeerSilent,
@@ -33,6 +37,8 @@ impl FindingKind {
         FindingKind::TimeWaitBuildup,
         FindingKind::FinUnanswered,
         FindingKind::SynRetransmit,
+        FindingKind::RstFromPath,
+        FindingKind::RstRefused,
         FindingKind::RstFromPeer,
         FindingKind::RstToPeer,
     ];
@@ -46,6 +52,8 @@ impl FindingKind {
             FindingKind::TimeWaitBuildup => "time_wait_buildup",
             FindingKind::FinUnanswered => "fin_unanswered",
             FindingKind::SynRetransmit => "syn_retransmit",
+            FindingKind::RstFromPath => "rst_from_path",
+            FindingKind::RstRefused => "rst_refused",
             FindingKind::RstFromPeer => "rst_from_peer",
             FindingKind::RstToPeer => "rst_to_peer",
         }
@@ -175,6 +183,8 @@ pub struct PeerRow {
     pub ended: u64,
     pub graceful: u64,
     pub rst_from_peer: u64,
+    /// Resets in the peer's name that came from a device on the path (counted in `rst_from_peer` too).
+    pub rst_from_path: u64,
     pub rst_to_peer: u64,
     pub peer_silent: u64,
     pub syn_retransmits: u64,

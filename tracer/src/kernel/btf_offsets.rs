@@ -85,11 +85,27 @@ fn resolve_in(btf: &Btf) -> Resolved {
         skb_network_header: find("sk_buff.network_header", "sk_buff", "network_header"),
         skb_transport_header: find("sk_buff.transport_header", "sk_buff", "transport_header"),
         task_comm: find("task_struct.comm", "task_struct", "comm"),
-        _pad0: 0,
+        skb_tcp_flags: ABSENT,
+        skb_tcp_seq: ABSENT,
+        skb_tcp_end_seq: ABSENT,
+        tcp_data_segs_in: find("tcp_sock.data_segs_in", "tcp_sock", "data_segs_in"),
         thread_size: thread_size(),
         _pad1: 0,
     };
     let mut offsets = offsets;
+    // TCP_SKB_CB(skb) is `skb->cb` seen as a `struct tcp_skb_cb`.
+    let cb = find("sk_buff.cb", "sk_buff", "cb");
+    let mut in_cb = |name: &'static str, member: &str| match (cb, member_offset(btf, "tcp_skb_cb", member)) {
+        (ABSENT, _) => ABSENT,
+        (cb, Some(offset)) => cb + offset,
+        (_, None) => {
+            missing.push(name);
+            ABSENT
+        }
+    };
+    offsets.skb_tcp_flags = in_cb("tcp_skb_cb.tcp_flags", "tcp_flags");
+    offsets.skb_tcp_seq = in_cb("tcp_skb_cb.seq", "seq");
+    offsets.skb_tcp_end_seq = in_cb("tcp_skb_cb.end_seq", "end_seq");
     let ends = [
         (offsets.sock_daddr, 4),
         (offsets.sock_rcv_saddr, 4),

@@ -12,6 +12,12 @@ pub enum Attach {
         category: &'static str,
         btf_program: &'static str,
     },
+    /// A tracepoint `category:name` as a BTF tracepoint only (program `btf_program`): its
+    /// classic record lacks what the program reads, so without tp_btf it is unavailable.
+    BtfOnly {
+        category: &'static str,
+        btf_program: &'static str,
+    },
     /// fentry / fexit on the kernel function `name` (program `name`).
     Fentry,
     Fexit,
@@ -22,6 +28,7 @@ impl Attach {
     pub fn mode(self) -> &'static str {
         match self {
             Attach::Tracepoint { .. } => "tracepoint",
+            Attach::BtfOnly { .. } => "tp_btf",
             Attach::Fentry => "fentry",
             Attach::Fexit => "fexit",
         }
@@ -41,7 +48,7 @@ const fn tracepoint(category: &'static str, name: &'static str, btf_program: &'s
     Hook { name, kind, attach: Attach::Tracepoint { category, btf_program }, required }
 }
 
-pub const HOOKS: [Hook; 7] = [
+pub const HOOKS: [Hook; 8] = [
     tracepoint("sock", "inet_sock_set_state", "btf_set_state", EventKind::StateChange, true),
     tracepoint("tcp", "tcp_send_reset", "btf_send_reset", EventKind::ResetSent, false),
     tracepoint("tcp", "tcp_receive_reset", "btf_recv_reset", EventKind::ResetReceived, false),
@@ -50,6 +57,13 @@ pub const HOOKS: [Hook; 7] = [
     // TIME_WAIT exactly: when a socket enters it, and what a SYN hitting it gets. Both or neither.
     Hook { name: "tcp_time_wait", kind: EventKind::TimeWaitEnter, attach: Attach::Fentry, required: false },
     Hook { name: "tcp_timewait_state_process", kind: EventKind::TimeWaitSyn, attach: Attach::Fexit, required: false },
+    // Received RSTs and the peer's first segments, with their TTL: who sent a reset.
+    Hook {
+        name: "tcp_probe",
+        kind: EventKind::Segment,
+        attach: Attach::BtfOnly { category: "tcp", btf_program: "btf_tcp_probe" },
+        required: false,
+    },
 ];
 
 /// The program userspace runs on a CPU to send that CPU's waiting batch (not a hook).
@@ -59,15 +73,23 @@ pub const FLUSH_PROGRAM: &str = "flush_batch";
 pub fn tracepoints() -> impl Iterator<Item = (&'static Hook, &'static str, &'static str)> {
     HOOKS.iter().filter_map(|hook| match hook.attach {
         Attach::Tracepoint { category, btf_program } => Some((hook, category, btf_program)),
-        Attach::Fentry | Attach::Fexit => None,
+        Attach::BtfOnly { .. } | Attach::Fentry | Attach::Fexit => None,
     })
 }
 
 /// Every program of the object, with whether a run of it is a firing of a hook (the flush
 /// program runs when userspace asks).
 pub fn programs() -> impl Iterator<Item = (&'static str, bool)> {
-    let btf = tracepoints().map(|(_, _, btf_program)| btf_program);
-    HOOKS.iter().map(|hook| hook.name).chain(btf).map(|name| (name, true)).chain([(FLUSH_PROGRAM, false)])
+    HOOKS
+        .iter()
+        .flat_map(|hook| match hook.attach {
+            Attach::Tracepoint { btf_program, .. } => [Some(hook.name), Some(btf_program)],
+            Attach::BtfOnly { btf_program, .. } => [Some(btf_program), None],
+            Attach::Fentry | Attach::Fexit => [Some(hook.name), None],
+        })
+        .flatten()
+        .map(|name| (name, true))
+        .chain([(FLUSH_PROGRAM, false)])
 }
 
 /// Which of [`programs`] a name that `bpftool prog show` printed is: the full name (from BTF), or
@@ -92,7 +114,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 14);
     }
 
     #[test]

@@ -248,6 +248,21 @@ impl Probes {
         if timewait_hooks == timewait.count() {
             modes.exact_time_wait = resolved.time_wait_status;
         }
+        // Optional, BTF only: the segments whose TTL tells who sent a reset.
+        for hook in HOOKS.iter() {
+            let Attach::BtfOnly { btf_program, .. } = hook.attach else { continue };
+            let attached = match (&btf, use_btf) {
+                (Some(btf), true) => match attach_btf(&mut ebpf, btf_program, hook.name, btf) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        eprintln!("tracer: note: {} is unavailable; the kernel refused it: {}", hook.name, verifier_verdict(&error));
+                        false
+                    }
+                },
+                _ => false,
+            };
+            modes.hooks.push((hook.name.to_string(), if attached { "tp_btf" } else { "unavailable" }));
+        }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
         let kernel_log = KernelLog::start(&mut ebpf, options.kernel_log)?;

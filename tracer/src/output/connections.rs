@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::{
     decode::TcpState,
     kernel::clock::Clock,
-    track::{CloseClass, Connection, Ended, FirstFin, Role, KEEPALIVE_TIMEOUT_REASON},
+    track::{CloseClass, Connection, Ended, FirstFin, Role, RstFrom, KEEPALIVE_TIMEOUT_REASON},
 };
 
 /// How long a connection line waits before it is printed, so that lines come out in the order
@@ -92,6 +92,19 @@ pub struct ConnectionLine {
     pub rst: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rst_reason: Option<String>,
+    /// For a RST received: `peer` (its TTL matches the peer's packets), `path` (a device on the
+    /// path sent it in the peer's name) or `unknown` (no packet of the peer to compare with);
+    /// absent where the RST itself was not seen (Linux without tp_btf, or a socket not established).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rst_from: Option<&'static str>,
+    /// Routers the RST crossed, and the peer's own packets (from their TTLs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rst_hops: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_hops: Option<u8>,
+    /// RSTs our kernel refused on this connection (out of window, or a challenge ACK).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refused_rsts: u32,
     /// SYN sent or received → ESTABLISHED. Absent when the connection predates the tracer or
     /// never got there.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,6 +132,10 @@ pub struct ConnectionLine {
     /// The socket's pending error at its end (ETIMEDOUT, ECONNRESET, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 fn millis(from_ns: Option<u64>, to_ns: Option<u64>) -> Option<f64> {
@@ -175,7 +192,17 @@ impl ConnectionLine {
             Some(TcpState::FinWait1 | TcpState::LastAck) => "fin_unanswered",
             _ => "retransmissions",
         });
+        let (rst_from, rst_hops, peer_hops) = match ended.rst_from {
+            Some(RstFrom::Peer { hops }) => (Some("peer"), Some(hops), Some(hops)),
+            Some(RstFrom::Path { hops, peer_hops }) => (Some("path"), Some(hops), Some(peer_hops)),
+            Some(RstFrom::NoReference { hops }) => (Some("unknown"), Some(hops), None),
+            None => (None, None, None),
+        };
         ConnectionLine {
+            rst_from,
+            rst_hops,
+            peer_hops,
+            refused_rsts: connection.refused_resets,
             ts: clock.format(end_ns),
             netns: connection.socket.netns,
             pid: connection.process.map(|process| process.tgid),
@@ -242,6 +269,18 @@ impl ConnectionLine {
         }
         if let Some(rst) = self.rst {
             let _ = write!(line, " rst {rst}{}", self.rst_reason.as_ref().map_or(String::new(), |reason| format!(" {reason}")));
+            match (self.rst_from, self.rst_hops, self.peer_hops) {
+                (Some(from), Some(hops), Some(peer)) => {
+                    let _ = write!(line, " from {from} ({hops} hops; peer {peer})");
+                }
+                (Some(from), Some(hops), None) => {
+                    let _ = write!(line, " from {from} ({hops} hops)");
+                }
+                _ => {}
+            }
+        }
+        if self.refused_rsts > 0 {
+            let _ = write!(line, " refused-rst {}", self.refused_rsts);
         }
         if let Some(cause) = self.silent_cause {
             let _ = write!(line, " {cause}");
@@ -292,6 +331,10 @@ mod tests {
             first_fin: None,
             rst: Some("received"),
             rst_reason: None,
+            rst_from: Some("path"),
+            rst_hops: Some(0),
+            peer_hops: Some(1),
+            refused_rsts: 0,
             handshake_ms: Some(0.25),
             established_ms: Some(183_000.0),
             closing_ms: None,
@@ -309,7 +352,7 @@ mod tests {
         let human = line().human();
         assert_eq!(
             human,
-            "2026-11-23T05:54:24.300Z server  10.200.300.400:65535 → 10.200.300.401:65535  reset_by_peer   fin:-    0.2ms/3m3s/-     1.2M/512 ↻12 4242/nginx rst received ECONNRESET"
+            "2026-11-23T05:54:24.300Z server  10.200.300.400:65535 → 10.200.300.401:65535  reset_by_peer   fin:-    0.2ms/3m3s/-     1.2M/512 ↻12 4242/nginx rst received from path (0 hops; peer 1) ECONNRESET"
         );
         // The fixed columns fit 132 with the widest IPv4 endpoints; owner, reset and error follow.
         let without_owner_and_reset = human.split(" 4242/").next().unwrap();

@@ -16,6 +16,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::SynAckRetransmit => "synack_retransmit",
         EventKind::TimeWaitEnter => "timewait_enter",
         EventKind::TimeWaitSyn => "timewait_syn",
+        EventKind::Segment => "segment",
     }
 }
 
@@ -39,6 +40,12 @@ struct EventJson<'a> {
     /// For `timewait_syn`: the `tcp_tw_status` the kernel returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     tw_status: Option<u32>,
+    /// For `segment`: what its headers said (TTL, IPv4 ID, window, length, flags) and the hops
+    /// its TTL implies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment: Option<crate::decode::Segment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hops: Option<u8>,
     pid: Option<u32>,
     tgid: Option<u32>,
     comm: Option<String>,
@@ -58,6 +65,8 @@ pub fn json(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
         reason: event.reset_reason.and_then(|code| decoder.reason_name(code)),
         reason_code: event.reset_reason,
         tw_status: event.tw_status,
+        segment: event.segment,
+        hops: event.segment.map(|segment| segment.hops()),
         pid: event.process.map(|process| process.pid),
         tgid: event.process.map(|process| process.tgid),
         comm: event.process.map(|process| process.comm.to_string()),
@@ -72,9 +81,18 @@ pub fn human(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
         (_, _, Some(state)) => format!("in {state}"),
         (_, _, None) => String::new(),
     };
-    let reason = match event.reset_reason {
-        Some(code) => format!("  reason {}", decoder.reason_name(code).unwrap_or("?")),
-        None => String::new(),
+    let reason = match (event.reset_reason, event.segment) {
+        (Some(code), _) => format!("  reason {}", decoder.reason_name(code).unwrap_or("?")),
+        (None, Some(segment)) => format!(
+            "  {}ttl {} ({} hops) id {} win {} len {}",
+            if segment.is_reset() { "RST " } else { "" },
+            segment.ttl,
+            segment.hops(),
+            segment.ip_id,
+            segment.window,
+            segment.length
+        ),
+        (None, None) => String::new(),
     };
     let process = match event.process {
         Some(process) => format!("pid {} {}", process.tgid, process.comm),

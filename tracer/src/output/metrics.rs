@@ -25,7 +25,7 @@ use crate::{
         summary::Health,
         timeline::Page,
     },
-    track::{CloseClass, Observation, Role},
+    track::{CloseClass, Observation, Role, RstFrom},
 };
 
 type Labels = Vec<(String, String)>;
@@ -58,6 +58,8 @@ pub struct Metrics {
     transitions: Family<Labels, Counter>,
     closes: Family<Labels, Counter>,
     resets: Family<Labels, Counter>,
+    reset_origins: Family<Labels, Counter>,
+    resets_refused: Counter,
     syn_retransmits: Family<Labels, Counter>,
     connect_failures: Family<Labels, Counter>,
     findings: Family<Labels, Gauge>,
@@ -98,6 +100,8 @@ impl Metrics {
             transitions: Family::default(),
             closes: Family::default(),
             resets: Family::default(),
+            reset_origins: Family::default(),
+            resets_refused: Counter::default(),
             syn_retransmits: Family::default(),
             connect_failures: Family::default(),
             findings: Family::default(),
@@ -119,6 +123,16 @@ impl Metrics {
         registry.register("state_transitions", "TCP state transitions seen", metrics.transitions.clone());
         registry.register("connections_closed", "Ended connections by how they ended", metrics.closes.clone());
         registry.register("resets", "RST segments by direction and kernel reason", metrics.resets.clone());
+        registry.register(
+            "reset_origins",
+            "RSTs that ended a connection, by who sent them judged by their TTL: peer, path (a device in the peer's name), unknown (nothing to compare)",
+            metrics.reset_origins.clone(),
+        );
+        registry.register(
+            "resets_refused",
+            "RSTs our kernel refused (out of window, or answered with a challenge ACK)",
+            metrics.resets_refused.clone(),
+        );
         registry.register("syn_retransmits", "SYN (client) and SYN-ACK (server) retransmits", metrics.syn_retransmits.clone());
         registry.register("connect_failures", "Failed connects by error type and our role", metrics.connect_failures.clone());
         registry.register("findings", "Findings in the last summary, by kind", metrics.findings.clone());
@@ -181,6 +195,9 @@ impl Metrics {
             }
         }
         self.resets.get_or_create(&labels(&[("direction", "received"), ("reason", "unknown")])).inc_by(0);
+        for origin in ["peer", "path", "unknown"] {
+            self.reset_origins.get_or_create(&labels(&[("origin", origin)])).inc_by(0);
+        }
         for what in ["seen", "lost", "skipped", "unreadable", "evicted", "decode_errors", "output_dropped", "recorder_overflowed"] {
             self.health.get_or_create(&labels(&[("what", what)])).inc_by(0);
         }
@@ -204,6 +221,14 @@ impl Metrics {
         match observation {
             Observation::Ended(ended) => {
                 self.closes.get_or_create(&labels(&[("class", ended.class.name())])).inc();
+                if let Some(origin) = ended.rst_from {
+                    let origin = match origin {
+                        RstFrom::Peer { .. } => "peer",
+                        RstFrom::Path { .. } => "path",
+                        RstFrom::NoReference { .. } => "unknown",
+                    };
+                    self.reset_origins.get_or_create(&labels(&[("origin", origin)])).inc();
+                }
                 let error_type = match ended.class {
                     CloseClass::Refused => Some("refused"),
                     CloseClass::ConnectTimeout => Some("timed_out"),
@@ -230,6 +255,9 @@ impl Metrics {
             }
             Observation::SynAckRetransmit { .. } => {
                 self.syn_retransmits.get_or_create(&labels(&[("role", "server")])).inc();
+            }
+            Observation::ResetRefused { .. } => {
+                self.resets_refused.inc();
             }
             Observation::PortReuse { .. } => {}
         }

@@ -102,7 +102,8 @@ impl Timeline {
             Observation::ResetSent { .. } => self.current.rst_sent += 1,
             Observation::ResetReceived { .. } => self.current.rst_received += 1,
             Observation::SynRetransmit { .. } | Observation::SynAckRetransmit { .. } => self.current.syn_retransmits += 1,
-            Observation::Ended(_) | Observation::PortReuse { .. } => {}
+            // Refused resets and resets from the path show as findings, marked where they began.
+            Observation::Ended(_) | Observation::PortReuse { .. } | Observation::ResetRefused { .. } => {}
         }
     }
 

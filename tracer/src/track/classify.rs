@@ -3,7 +3,7 @@
 //! reset reason, retransmits, how long FIN_WAIT2 lasted).
 use std::{borrow::Cow, net::SocketAddr};
 
-use super::{CloseClass, Connection, Ending, Lingered, Role, Tracker, Unresolved};
+use super::{provenance, CloseClass, Connection, Ending, Lingered, Role, RstFrom, Tracker, Unresolved};
 use crate::decode::TcpState;
 
 /// The kernel's reset reasons (`enum sk_rst_reason`, names read from tracefs at run time) that
@@ -25,7 +25,18 @@ impl Tracker {
             if from == TcpState::SynSent {
                 return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN");
             }
-            return Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}"));
+            let origin = self.reset_origin(connection);
+            let verdict = match origin {
+                Some(origin @ RstFrom::Path { .. }) => Verdict::of(
+                    CloseClass::ResetByPath,
+                    format!("reset in {from} by the path, not the peer: {}", provenance::describe(origin)),
+                ),
+                Some(origin) => {
+                    Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}: {}", provenance::describe(origin)))
+                }
+                None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}")),
+            };
+            return Verdict { rst_from: origin, ..verdict };
         }
         if let Some(reset) = connection.reset_sent {
             let reason = reset.reason.and_then(|code| self.reason_name(code));
@@ -128,11 +139,12 @@ pub(super) struct Verdict {
     pub detail: Cow<'static, str>,
     pub time_wait: bool,
     pub fin_wait2_expired: bool,
+    pub rst_from: Option<RstFrom>,
 }
 
 impl Verdict {
     fn of(class: CloseClass, detail: impl Into<Cow<'static, str>>) -> Verdict {
-        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false }
+        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false, rst_from: None }
     }
 }
 

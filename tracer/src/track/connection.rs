@@ -4,7 +4,7 @@ use std::{borrow::Cow, net::SocketAddr};
 
 use serde::Serialize;
 
-use crate::decode::{Event, Process, SocketId, SocketTotals, TcpState};
+use crate::decode::{Event, Process, Segment, SocketId, SocketTotals, TcpState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,6 +21,8 @@ pub enum Role {
 pub enum CloseClass {
     Graceful,
     ResetByPeer,
+    /// A device on the path reset it in the peer's name (the RST's TTL says so).
+    ResetByPath,
     ResetByUs,
     PeerSilent,
     Refused,
@@ -32,9 +34,10 @@ pub enum CloseClass {
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 8] = [
+    pub const ALL: [CloseClass; 9] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
+        CloseClass::ResetByPath,
         CloseClass::ResetByUs,
         CloseClass::PeerSilent,
         CloseClass::Refused,
@@ -47,6 +50,7 @@ impl CloseClass {
         match self {
             CloseClass::Graceful => "graceful",
             CloseClass::ResetByPeer => "reset_by_peer",
+            CloseClass::ResetByPath => "reset_by_path",
             CloseClass::ResetByUs => "reset_by_us",
             CloseClass::PeerSilent => "peer_silent",
             CloseClass::Refused => "refused",
@@ -166,6 +170,15 @@ pub struct Connection {
     pub timewait_substate: Option<TcpState>,
     /// The socket's counters at its end, where the kernel program could read them.
     pub totals: Option<SocketTotals>,
+    /// The peer's first segment on the established socket (`tcp_probe`): what its own packets carry.
+    pub peer_reference: Option<Segment>,
+    /// The last RST segment that reached the socket, and whether the kernel took it (a
+    /// `tcp_receive_reset` followed) rather than refusing it (out of window, or answered with a
+    /// challenge ACK, RFC 5961).
+    pub reset_segment: Option<Segment>,
+    pub reset_taken: bool,
+    /// RSTs the kernel refused.
+    pub refused_resets: u32,
 }
 
 impl Connection {
@@ -186,6 +199,20 @@ pub struct Ended {
     pub time_wait: bool,
     /// It ended because our FIN_WAIT2 expired: our FIN was acknowledged, theirs never came.
     pub fin_wait2_expired: bool,
+    /// For a RST received: who sent it, by the hops its TTL implies.
+    pub rst_from: Option<RstFrom>,
+}
+
+/// Who sent the RST that ended a connection, judged by the routers it crossed (its TTL) against
+/// those the peer's own packets crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RstFrom {
+    /// As many hops as the peer's packets: the peer (or a device that copies its TTL).
+    Peer { hops: u8 },
+    /// A different number of hops: a device on the path sent it in the peer's name.
+    Path { hops: u8, peer_hops: u8 },
+    /// No packet of the peer to compare with (on this connection or its address's recent ones).
+    NoReference { hops: u8 },
 }
 
 /// A 4-tuple within a namespace.
@@ -225,6 +252,13 @@ pub enum Observation {
         process: Option<Process>,
         at_ns: u64,
     },
+    /// A RST reached one of our sockets and the kernel refused it (out of window, or in window
+    /// but not exact: a challenge ACK). What a blind injector or a confused middlebox leaves.
+    ResetRefused {
+        tuple: Tuple,
+        role: Role,
+        at_ns: u64,
+    },
     /// A new connection on a 4-tuple the other end still held. Server side: a SYN accepted on a
     /// tuple still in our TIME_WAIT (`time_wait_age_ns` known). Client side: our SYN was
     /// answered with a bare ACK (we reset it and retransmit the SYN): `accepted` is false.
@@ -251,6 +285,7 @@ impl Observation {
             | Observation::SynAckRetransmit { at_ns, .. }
             | Observation::ResetSent { at_ns, .. }
             | Observation::ResetReceived { at_ns, .. }
+            | Observation::ResetRefused { at_ns, .. }
             | Observation::PortReuse { at_ns, .. } => *at_ns,
         }
     }

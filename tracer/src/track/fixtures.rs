@@ -33,6 +33,7 @@ impl Script {
             tw_status: None,
             process: None,
             totals: None,
+            segment: None,
         }
     }
 

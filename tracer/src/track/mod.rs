@@ -12,6 +12,7 @@ mod classify;
 mod connection;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod provenance;
 pub mod reorder;
 mod time_wait;
 
@@ -22,7 +23,10 @@ use tracer_common::EventKind;
 
 pub use self::{
     classify::{guess_role, KEEPALIVE_TIMEOUT_REASON},
-    connection::{CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, Tuple, Unresolved},
+    connection::{
+        CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple, Unresolved,
+    },
+    provenance::describe as describe_rst_origin,
 };
 use crate::{
     decode::{Event, SocketId, TcpState},
@@ -111,6 +115,9 @@ pub struct Tracker {
     /// our namespace: we called it). Kept after the listener closes, as its peers' late segments
     /// keep coming; at most [`MAX_SERVICE_PORTS`].
     service_ports: FastSet<(u32, u16)>,
+    /// The hops of each peer address's packets lately, by namespace: the reference for a RST on
+    /// a connection that has no packet of the peer yet.
+    peer_hops: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -125,6 +132,7 @@ impl Tracker {
             time_wait: FastMap::default(),
             lingering: FastMap::default(),
             gone: VecDeque::new(),
+            peer_hops: FastMap::default(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -174,6 +182,7 @@ impl Tracker {
             EventKind::ResetReceived => {
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     connection.reset_received = true;
+                    connection.reset_taken = connection.reset_segment.is_some();
                     (connection.role, connection.process)
                 });
                 out.push(Observation::ResetReceived {
@@ -213,6 +222,7 @@ impl Tracker {
                 }
             }
             EventKind::TimeWaitSyn => self.syn_on_time_wait(event, out),
+            EventKind::Segment => self.segment(event, out),
         }
     }
 
@@ -374,6 +384,10 @@ impl Tracker {
             ending: None,
             timewait_substate: None,
             totals: None,
+            peer_reference: None,
+            reset_segment: None,
+            reset_taken: false,
+            refused_resets: 0,
         }
     }
 
@@ -436,7 +450,7 @@ impl Tracker {
         }
     }
 
-    fn finish(&mut self, connection: Connection, out: &mut Vec<Observation>) {
+    fn finish(&mut self, mut connection: Connection, out: &mut Vec<Observation>) {
         let Some(ending) = connection.ending else {
             self.stats.evicted_connections += 1;
             return;
@@ -444,6 +458,7 @@ impl Tracker {
         if connection.role == Role::Listener {
             return;
         }
+        self.last_reset_refused(&mut connection, ending.at_ns, out);
         let verdict = self.classify(&connection, ending);
         out.push(Observation::Ended(Box::new(Ended {
             connection,
@@ -451,6 +466,7 @@ impl Tracker {
             detail: verdict.detail,
             time_wait: verdict.time_wait,
             fin_wait2_expired: verdict.fin_wait2_expired,
+            rst_from: verdict.rst_from,
         })));
     }
 }
