@@ -389,11 +389,14 @@ mod tests {
                 "handshake_ms",
                 "local",
                 "netns",
+                "peer_hops",
                 "pid",
                 "remote",
                 "retransmits",
                 "role",
                 "rst",
+                "rst_from",
+                "rst_hops",
                 "syn_retransmits",
                 "ts"
             ]
