@@ -167,8 +167,12 @@ impl Segment {
     /// Routers between its sender and us: the nearest initial TTL at or above what arrived, less
     /// what arrived. A sender with another initial TTL, or a device that rewrites it, reads wrong.
     pub fn hops(&self) -> u8 {
-        let initial = Segment::INITIAL_TTLS.into_iter().find(|initial| *initial >= self.ttl).unwrap_or(255);
-        initial - self.ttl
+        self.initial_ttl() - self.ttl
+    }
+
+    /// The TTL its sender most likely started from.
+    pub fn initial_ttl(&self) -> u8 {
+        Segment::INITIAL_TTLS.into_iter().find(|initial| *initial >= self.ttl).unwrap_or(255)
     }
 }
 

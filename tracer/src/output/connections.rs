@@ -194,7 +194,7 @@ impl ConnectionLine {
         });
         let (rst_from, rst_hops, peer_hops) = match ended.rst_from {
             Some(RstFrom::Peer { hops }) => (Some("peer"), Some(hops), Some(hops)),
-            Some(RstFrom::Path { hops, peer_hops }) => (Some("path"), Some(hops), Some(peer_hops)),
+            Some(RstFrom::Path { hops, peer_hops, .. }) => (Some("path"), Some(hops), Some(peer_hops)),
             Some(RstFrom::NoReference { hops }) => (Some("unknown"), Some(hops), None),
             None => (None, None, None),
         };

@@ -209,8 +209,9 @@ pub struct Ended {
 pub enum RstFrom {
     /// As many hops as the peer's packets: the peer (or a device that copies its TTL).
     Peer { hops: u8 },
-    /// A different number of hops: a device on the path sent it in the peer's name.
-    Path { hops: u8, peer_hops: u8 },
+    /// A different number of hops, or a different initial TTL (another network stack): a device
+    /// on the path sent it in the peer's name. The TTLs as they arrived.
+    Path { hops: u8, peer_hops: u8, ttl: u8, peer_ttl: u8 },
     /// No packet of the peer to compare with (on this connection or its address's recent ones).
     NoReference { hops: u8 },
 }

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use tracer_common::EventKind;
 
-use crate::decode::{Comm, Event, Process, SocketId, SocketTotals, TcpState};
+use crate::decode::{Comm, Event, Process, Segment, SocketId, SocketTotals, TcpState};
 
 pub const NETNS: u32 = 4026531840;
 
@@ -59,6 +59,12 @@ impl Script {
 
     pub fn reset_received(&self, at: u64) -> Event {
         self.event(EventKind::ResetReceived, None, None, at)
+    }
+
+    /// A segment from the peer as `tcp_probe` reports it: its TTL, and whether it is a RST.
+    pub fn segment(&self, ttl: u8, reset: bool, at: u64) -> Event {
+        let segment = Segment { ttl, ip_id: 7, window: 512, length: if reset { 0 } else { 100 }, flags: if reset { 0x04 } else { 0x18 } };
+        Event { segment: Some(segment), ..self.event(EventKind::Segment, None, Some(TcpState::Established), at) }
     }
 
     pub fn retransmit(&self, state: TcpState, at: u64) -> Event {

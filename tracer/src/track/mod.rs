@@ -115,9 +115,9 @@ pub struct Tracker {
     /// our namespace: we called it). Kept after the listener closes, as its peers' late segments
     /// keep coming; at most [`MAX_SERVICE_PORTS`].
     service_ports: FastSet<(u32, u16)>,
-    /// The hops of each peer address's packets lately, by namespace: the reference for a RST on
-    /// a connection that has no packet of the peer yet.
-    peer_hops: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
+    /// The TTL each peer address's packets arrived with lately, by namespace: the reference for a
+    /// RST on a connection that has no packet of the peer yet.
+    peer_ttls: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -132,7 +132,7 @@ impl Tracker {
             time_wait: FastMap::default(),
             lingering: FastMap::default(),
             gone: VecDeque::new(),
-            peer_hops: FastMap::default(),
+            peer_ttls: FastMap::default(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),

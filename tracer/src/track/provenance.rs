@@ -9,10 +9,10 @@
 use std::net::IpAddr;
 
 use super::{Connection, Observation, RstFrom, Tracker, Tuple};
-use crate::decode::Event;
+use crate::decode::{Event, Segment};
 
-/// Peer addresses whose hops are remembered (a reference for connections without packets yet).
-const MAX_PEER_HOPS: usize = 65_536;
+/// Peer addresses whose TTL is remembered (a reference for connections without packets yet).
+const MAX_PEERS: usize = 65_536;
 
 impl Tracker {
     /// A segment the peer sent (`tcp_probe`): its first ones are the reference; a RST waits to
@@ -20,7 +20,7 @@ impl Tracker {
     pub(super) fn segment(&mut self, event: &Event, out: &mut Vec<Observation>) {
         let Some(segment) = event.segment else { return };
         if !segment.is_reset() {
-            self.remember_peer_hops(event.socket.netns, event.remote.ip(), segment.hops(), event.timestamp_ns);
+            self.remember_peer_ttl(event.socket.netns, event.remote.ip(), segment.ttl, event.timestamp_ns);
         }
         let Some(connection) = self.connections.get_mut(&event.socket) else { return };
         if segment.is_reset() {
@@ -55,23 +55,24 @@ impl Tracker {
         let hops = reset.hops();
         let reference = connection
             .peer_reference
-            .map(|segment| segment.hops())
-            .or_else(|| self.peer_hops.get(&(connection.socket.netns, connection.remote.ip())).map(|(hops, _)| *hops));
-        Some(match reference {
-            Some(peer_hops) if peer_hops == hops => RstFrom::Peer { hops },
-            Some(peer_hops) => RstFrom::Path { hops, peer_hops },
+            .map(|segment| segment.ttl)
+            .or_else(|| self.peer_ttls.get(&(connection.socket.netns, connection.remote.ip())).map(|(ttl, _)| *ttl));
+        Some(match reference.map(|ttl| Segment { ttl, ..reset }) {
+            // Same distance, same starting TTL: the same sender, as far as TTLs can tell.
+            Some(peer) if peer.ttl == reset.ttl => RstFrom::Peer { hops },
+            Some(peer) => RstFrom::Path { hops, peer_hops: peer.hops(), ttl: reset.ttl, peer_ttl: peer.ttl },
             None => RstFrom::NoReference { hops },
         })
     }
 
-    fn remember_peer_hops(&mut self, netns: u32, peer: IpAddr, hops: u8, at_ns: u64) {
-        if self.peer_hops.len() >= MAX_PEER_HOPS && !self.peer_hops.contains_key(&(netns, peer)) {
-            let oldest = self.peer_hops.iter().take(64).min_by_key(|(_, (_, at))| *at).map(|(key, _)| *key);
+    fn remember_peer_ttl(&mut self, netns: u32, peer: IpAddr, ttl: u8, at_ns: u64) {
+        if self.peer_ttls.len() >= MAX_PEERS && !self.peer_ttls.contains_key(&(netns, peer)) {
+            let oldest = self.peer_ttls.iter().take(64).min_by_key(|(_, (_, at))| *at).map(|(key, _)| *key);
             if let Some(oldest) = oldest {
-                self.peer_hops.remove(&oldest);
+                self.peer_ttls.remove(&oldest);
             }
         }
-        self.peer_hops.insert((netns, peer), (hops, at_ns));
+        self.peer_ttls.insert((netns, peer), (ttl, at_ns));
     }
 }
 
@@ -79,9 +80,93 @@ impl Tracker {
 pub fn describe(origin: RstFrom) -> String {
     match origin {
         RstFrom::Peer { hops } => format!("its TTL matches the peer's packets ({hops} hop(s))"),
-        RstFrom::Path { hops, peer_hops } => {
-            format!("a device {hops} hop(s) from us sent it in the peer's name; the peer's own packets come from {peer_hops} hop(s)")
-        }
+        RstFrom::Path { hops, peer_hops, ttl, peer_ttl } if hops != peer_hops => format!(
+            "a device {hops} hop(s) from us sent it in the peer's name (TTL {ttl}); the peer's own packets come from {peer_hops} hop(s) (TTL {peer_ttl})"
+        ),
+        RstFrom::Path { hops, ttl, peer_ttl, .. } => format!(
+            "another network stack {hops} hop(s) from us sent it in the peer's name: TTL {ttl}, the peer's own packets {peer_ttl}"
+        ),
         RstFrom::NoReference { hops } => format!("{hops} hop(s) away; no packet of the peer to compare with"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::TcpState::*,
+        track::{fixtures::*, CloseClass, Ended, TrackerConfig},
+    };
+
+    const S: u64 = 1_000_000_000;
+
+    fn ended(events: &[Event]) -> (Vec<Ended>, usize) {
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let mut out = Vec::new();
+        for event in events {
+            tracker.observe(event, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        let refused = out.iter().filter(|o| matches!(o, Observation::ResetRefused { .. })).count();
+        let ended = out.into_iter().filter_map(|o| if let Observation::Ended(e) = o { Some(*e) } else { None }).collect();
+        (ended, refused)
+    }
+
+    /// A server connection whose client is one router away (TTL 63), reset at 3 s by a RST with `ttl`.
+    fn reset_with(ttl: u8, reference: bool) -> Ended {
+        let s = Script::new(0xb1, "10.0.0.2:80", "10.0.1.1:40000");
+        let mut events = vec![s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1)];
+        if reference {
+            events.push(s.segment(63, false, 2 * S));
+        }
+        events.extend([s.segment(ttl, true, 3 * S), s.reset_received(3 * S + 1), s.state(Established, Close, 3 * S + 2)]);
+        ended(&events).0.remove(0)
+    }
+
+    #[test]
+    fn a_reset_that_crossed_fewer_routers_than_the_peers_packets_came_from_the_path() {
+        let forged = reset_with(64, true);
+        let path = RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 };
+        assert_eq!((forged.class, forged.rst_from), (CloseClass::ResetByPath, Some(path)));
+        assert!(forged.detail.contains("a device 0 hop(s) from us sent it in the peer's name"), "{}", forged.detail);
+        let own = reset_with(63, true);
+        assert_eq!((own.class, own.rst_from), (CloseClass::ResetByPeer, Some(RstFrom::Peer { hops: 1 })));
+        // As far away as the peer, but from a stack that starts at 128 where the peer's starts at 64.
+        let other_stack = reset_with(127, true);
+        assert_eq!(other_stack.rst_from, Some(RstFrom::Path { hops: 1, peer_hops: 1, ttl: 127, peer_ttl: 63 }));
+        assert!(other_stack.detail.contains("another network stack"), "{}", other_stack.detail);
+    }
+
+    #[test]
+    fn without_a_packet_of_its_own_the_peer_is_judged_by_its_address_s_other_connections_or_not_at_all() {
+        assert_eq!(reset_with(64, false).rst_from, Some(RstFrom::NoReference { hops: 0 }));
+        let (earlier, later) = (Script::new(0xa1, "10.0.0.2:80", "10.0.1.1:40001"), Script::new(0xa2, "10.0.0.2:80", "10.0.1.1:40002"));
+        let (ended, _) = ended(&[
+            earlier.state(Listen, SynRecv, S),
+            earlier.state(SynRecv, Established, S + 1),
+            earlier.segment(63, false, S + 2),
+            later.state(Listen, SynRecv, 2 * S),
+            later.state(SynRecv, Established, 2 * S + 1),
+            later.segment(64, true, 3 * S),
+            later.reset_received(3 * S + 1),
+            later.state(Established, Close, 3 * S + 2),
+        ]);
+        assert_eq!(ended[0].rst_from, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }));
+    }
+
+    #[test]
+    fn a_reset_the_kernel_did_not_take_is_counted_refused() {
+        let s = Script::new(0xb1, "10.0.0.2:80", "10.0.1.1:40000");
+        let (ended, refused) = ended(&[
+            s.state(Listen, SynRecv, S),
+            s.state(SynRecv, Established, S + 1),
+            s.segment(64, true, 2 * S), // out of window: no tcp_receive_reset follows
+            s.segment(64, true, 3 * S),
+            s.segment(63, true, 4 * S),
+            s.reset_received(4 * S + 1),
+            s.state(Established, Close, 4 * S + 2),
+        ]);
+        assert_eq!((refused, ended[0].connection.refused_resets), (2, 2));
+        assert_eq!(ended[0].rst_from, Some(RstFrom::NoReference { hops: 1 }), "the one it took");
     }
 }
