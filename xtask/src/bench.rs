@@ -257,15 +257,15 @@ impl ProgramStats {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values[values.len() / 2]
 }
 
 /// One traced churn round: the rate, and what the tracer cost in the kernel and in userspace.
 #[derive(Default)]
-struct TracedRuns {
-    rates: Vec<f64>,
+pub struct TracedRuns {
+    pub rates: Vec<f64>,
     programs: ProgramStats,
     tracer_cpu_ns: u64,
     lost: u64,
@@ -274,7 +274,12 @@ struct TracedRuns {
 }
 
 impl TracedRuns {
-    fn round(&mut self, tracer: &Path, extra: &[&str], work: impl FnOnce() -> Result<f64>) -> Result<Duration> {
+    /// Σ run time and runs of one of the tracer's programs over the rounds.
+    pub fn program(&self, name: &str) -> (u64, u64) {
+        self.programs.0.get(name).map_or((0, 0), |(time, runs, _)| (*time, *runs))
+    }
+
+    pub fn round(&mut self, tracer: &Path, extra: &[&str], work: impl FnOnce() -> Result<f64>) -> Result<Duration> {
         let traced = Traced::start(tracer, extra)?;
         let before = (ProgramStats::read()?, traced.cpu_ns());
         self.rates.push(work()?);
@@ -407,6 +412,9 @@ pub fn run(options: Options) -> Result<()> {
         println!("{report}");
         bail!("the tracer lost {lost} events at a modest rate: {}", last["events"]);
     }
+
+    // The per-packet hook, on a bulk transfer.
+    report += &crate::bulk_bench::run(&options.tracer, rounds, seconds)?;
 
     // 2. Every core saturated, default ring buffer: churn, then refused connects (more firings).
     report += &format!(

@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything that is not a plain `cargo build`: the BPF toolchain, the kernel
 //! object, running the tracer with the privileges it needs, and the root-only test suite.
 mod bench;
+mod bulk_bench;
 mod lint;
 mod snapshot_bench;
 mod toolchain;

@@ -1,0 +1,112 @@
+//! The cost of the per-packet hook (`tcp_probe`) where it hurts most: one long connection
+//! moving bulk data through a veth pair, throughput untraced against traced, interleaved rounds.
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+const NETNS_A: &str = "tracer-bulk-a";
+const NETNS_B: &str = "tracer-bulk-b";
+
+/// Two namespaces joined by a veth pair (MTU 1500: a packet per 1 448 bytes before GRO),
+/// deleted on drop.
+struct Pair;
+
+impl Pair {
+    fn create() -> Result<Pair> {
+        for name in [NETNS_A, NETNS_B] {
+            let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+            crate::run_checked(Command::new("ip").args(["netns", "add", name]))?;
+        }
+        crate::run_checked(Command::new("ip").args(["link", "add", "tbulk0", "netns", NETNS_A, "type", "veth", "peer", "name", "tbulk1", "netns", NETNS_B]))?;
+        for (name, device, address) in [(NETNS_A, "tbulk0", "10.254.0.1/24"), (NETNS_B, "tbulk1", "10.254.0.2/24")] {
+            crate::run_checked(Command::new("ip").args(["-n", name, "addr", "add", address, "dev", device]))?;
+            crate::run_checked(Command::new("ip").args(["-n", name, "link", "set", device, "up"]))?;
+        }
+        Ok(Pair)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for name in [NETNS_A, NETNS_B] {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Runs `work` on a thread inside namespace `name`.
+fn inside<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> Result<thread::JoinHandle<Result<T>>> {
+    let file = File::open(format!("/run/netns/{name}"))?;
+    Ok(thread::spawn(move || {
+        // SAFETY: setns affects only this thread; the descriptor is ours.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        Ok(work())
+    }))
+}
+
+/// Bytes per second one connection moves from A to B in `seconds`.
+fn transfer(seconds: f64) -> Result<f64> {
+    let listener = inside(NETNS_B, || TcpListener::bind("10.254.0.2:0"))?.join().map_err(|_| anyhow::anyhow!("bind panicked"))???;
+    let server: SocketAddr = listener.local_addr()?;
+    let receiver = thread::spawn(move || -> std::io::Result<u64> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buffer)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let sender = inside(NETNS_A, move || -> std::io::Result<f64> {
+        let mut stream = TcpStream::connect(server)?;
+        let chunk = vec![7u8; 1 << 20];
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs_f64(seconds) {
+            stream.write_all(&chunk)?;
+            sent += chunk.len() as u64;
+        }
+        Ok(sent as f64 / started.elapsed().as_secs_f64())
+    })?;
+    let rate = sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"))???;
+    receiver.join().map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
+    Ok(rate)
+}
+
+/// Interleaved rounds, untraced then traced (summary mode); a Markdown section.
+pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<String> {
+    let _pair = Pair::create()?;
+    let (mut untraced, mut traced) = (Vec::new(), Vec::new());
+    let mut probe = (0u64, 0u64);
+    for _ in 0..rounds {
+        untraced.push(transfer(seconds)?);
+        let mut round = crate::bench::TracedRuns::default();
+        round.round(tracer, &[], || transfer(seconds))?;
+        traced.extend(round.rates.drain(..));
+        let (time, runs) = round.program("btf_tcp_probe");
+        probe = (probe.0 + time, probe.1 + runs);
+    }
+    let (base, with) = (crate::bench::median(&mut untraced), crate::bench::median(&mut traced));
+    Ok(format!(
+        "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection)\n\n\
+         untraced {:.0} MB/s, traced {:.0} MB/s (medians): **{:.3}** of untraced\n\n\
+         tcp_probe: {} runs, {:.0} ns per run (one per received segment, after GRO)\n\n",
+        base / 1e6,
+        with / 1e6,
+        with / base,
+        probe.1,
+        probe.0 as f64 / probe.1.max(1) as f64
+    ))
+}
