@@ -421,3 +421,45 @@ fn a_router_that_resets_in_the_clients_name_is_told_from_the_client_itself() {
     resets_through_a_router(false);
     resets_through_a_router(true);
 }
+
+#[test]
+fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_peer() {
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let summaries = std::env::temp_dir().join(format!("tracer-drops-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&summaries);
+    let tracer = summary_tracer(&["--netns", &link.server.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
+    let drops_seen = tracer.stderr.lock().unwrap().contains("kfree_skb=tp_btf");
+    let client = link.connect(server).unwrap();
+    let (mut accepted, client_addr) = listener.accept().unwrap();
+    set_option(&accepted, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
+    // The server's own firewall drops everything the client sends from now on.
+    let client_ip = link.client_ip;
+    link.server.nft(&format!("table inet guard {{ chain input {{ type filter hook input priority 0; ip saddr {client_ip} drop; }}; }}"));
+    accepted.write_all(b"are you there?").unwrap();
+    let line = tracer.wait_for("the server's line", |line| line["remote"] == client_addr.to_string() && line["close"].is_string());
+    if drops_seen {
+        assert_eq!(line["close"], "dropped_here", "{line}");
+        let detail = line["detail"].as_str().unwrap();
+        assert!(detail.contains("this host dropped") && detail.contains("NETFILTER_DROP"), "{line}");
+        assert!(line["dropped_in"].as_u64() >= Some(1), "{line}");
+    } else {
+        eprintln!("kfree_skb with drop reasons is unavailable here: the end reads as the peer's silence");
+        assert_eq!(line["close"], "peer_silent", "{line}");
+    }
+    tracer.stop();
+    let written = std::fs::read_to_string(&summaries).unwrap();
+    let dropped = written
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
+        .find(|finding| finding["kind"] == "dropped_here");
+    if drops_seen {
+        let finding = dropped.expect("a dropped_here finding");
+        assert!(finding["detail"].as_str().unwrap().contains("NETFILTER_DROP from the peer"), "{finding}");
+    }
+    std::fs::remove_file(&summaries).unwrap();
+    drop(client);
+}

@@ -202,6 +202,77 @@ fn segment_facts(event: &mut WireEvent, skb: *const u8, flags: u8, offsets: &Ker
     Some(())
 }
 
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP_BYTE: u8 = 6;
+
+/// `kfree_skb(skb, location, reason, …)`: a packet this host's kernel dropped, with why. Only TCP
+/// packets are sent: tied to their socket when the packet had one (an early-demuxed segment for
+/// a connection), else with the packet's own addresses.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn btf_kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    // The branch is pruned, and the program not attached, where the prototype has no reason.
+    if config().drop_reason_arg == 0 {
+        return 0;
+    }
+    let skb: *const u8 = ctx.arg(0);
+    let reason: u32 = ctx.arg(2);
+    let offsets = &config().offsets;
+    if skb.is_null() {
+        return 0;
+    }
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offset is its member.
+    let protocol = u16::from_be(unsafe { load::<u16>(skb, offsets.skb_protocol) });
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return 0;
+    }
+    emit(|event| {
+        if dropped_packet(event, skb, offsets) != Some(true) || !keep(event) {
+            return false;
+        }
+        event.reason = reason;
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+    0
+}
+
+/// Fills `event` for a dropped packet: `Some(false)` when it is not TCP, `None` when it cannot
+/// be read (counted).
+#[inline(always)]
+fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> Option<bool> {
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *` and the offsets its members; header
+    // bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address.
+    unsafe {
+        let head = load::<u64>(skb, offsets.skb_head);
+        let network = head + u64::from(load::<u16>(skb, offsets.skb_network_header));
+        let version = bpf_probe_read_kernel(network as *const u8).ok()? >> 4;
+        let protocol_at = if version == 6 { 6 } else { 9 };
+        if bpf_probe_read_kernel((network + protocol_at) as *const u8).ok()? != IPPROTO_TCP_BYTE {
+            return Some(false);
+        }
+        let socket = load::<*const u8>(skb, offsets.skb_sk);
+        if socket.is_null() {
+            if packet_addresses(event, EventKind::Drop, skb, offsets).is_none() {
+                missed(KernelMiss::Packet);
+                return None;
+            }
+            event.old_state = 1;
+            return Some(true);
+        }
+        // (`skb->sk` is an RCU pointer: loads only, no socket helper.)
+        if !socket_event(event, EventKind::Drop, socket, offsets) {
+            return None;
+        }
+        // Coming in when its source port is the peer's.
+        let transport = head + u64::from(load::<u16>(skb, offsets.skb_transport_header));
+        let source = u16::from_be(bpf_probe_read_kernel(transport as *const u16).ok()?);
+        event.old_state = u8::from(source == event.remote_port);
+    }
+    Some(true)
+}
+
 #[inline(always)]
 fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
     let socket: *const u8 = ctx.arg(0);
@@ -300,19 +371,21 @@ fn add_unbound_port(event: &mut WireEvent, socket: *const u8, offsets: &KernelOf
 /// False (and counted) when the packet's headers cannot be read.
 #[inline(always)]
 fn packet_event(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> bool {
-    if packet_addresses(event, skb, offsets).is_none() {
+    if packet_addresses(event, EventKind::ResetSent, skb, offsets).is_none() {
         missed(KernelMiss::Packet);
         return false;
     }
     true
 }
 
+/// The addresses and ports of a received packet (`remote` its source), and the namespace of its
+/// device, written over `event` as a `kind` record.
 #[inline(always)]
-fn packet_addresses(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> Option<()> {
+fn packet_addresses(event: &mut WireEvent, kind: EventKind, skb: *const u8, offsets: &KernelOffsets) -> Option<()> {
     if skb.is_null() {
         return None;
     }
-    clear(event, EventKind::ResetSent, 0);
+    clear(event, kind, 0);
     // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the header bytes are read with
     // `bpf_probe_read_kernel`, which fails cleanly on a bad address.
     unsafe {

@@ -139,6 +139,17 @@ pub struct Event {
     pub totals: Option<SocketTotals>,
     /// For a segment the peer sent (`tcp_probe`): what its headers said.
     pub segment: Option<Segment>,
+    /// For a packet this host dropped (`kfree_skb`).
+    pub drop: Option<Dropped>,
+}
+
+/// A TCP packet this host's kernel dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    /// `enum skb_drop_reason`.
+    pub reason: u32,
+    /// It was coming in from the peer (else going out to it).
+    pub incoming: bool,
 }
 
 /// What a received segment's headers say of whoever sent it.
@@ -208,13 +219,23 @@ impl DecodeStats {
 #[derive(Default)]
 pub struct Decoder {
     reason_names: BTreeMap<u32, String>,
+    drop_reasons: BTreeMap<u32, String>,
     pub stats: DecodeStats,
 }
 
 impl Decoder {
     /// `reason_names` comes from the running kernel's `tcp_send_reset` format.
     pub fn new(reason_names: BTreeMap<u32, String>) -> Self {
-        Decoder { reason_names, stats: DecodeStats::default() }
+        Decoder { reason_names, drop_reasons: BTreeMap::new(), stats: DecodeStats::default() }
+    }
+
+    /// With the names of the kernel's drop reasons (`enum skb_drop_reason`, from its BTF).
+    pub fn with_drop_reasons(self, drop_reasons: BTreeMap<u32, String>) -> Self {
+        Decoder { drop_reasons, ..self }
+    }
+
+    pub fn drop_reasons(&self) -> &BTreeMap<u32, String> {
+        &self.drop_reasons
     }
 
     pub fn reason_names(&self) -> &BTreeMap<u32, String> {
@@ -263,6 +284,7 @@ impl Decoder {
                 error: wire.error,
                 peer_fin: wire.flags & FLAG_PEER_FIN != 0,
             }),
+            drop: (kind == EventKind::Drop).then_some(Dropped { reason: wire.reason, incoming: wire.old_state == 1 }),
             segment: (kind == EventKind::Segment).then_some(Segment {
                 ttl: wire.reason as u8,
                 ip_id: wire.error,

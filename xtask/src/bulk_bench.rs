@@ -25,7 +25,10 @@ impl Pair {
             let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
             crate::run_checked(Command::new("ip").args(["netns", "add", name]))?;
         }
-        crate::run_checked(Command::new("ip").args(["link", "add", "tbulk0", "netns", NETNS_A, "type", "veth", "peer", "name", "tbulk1", "netns", NETNS_B]))?;
+        crate::run_checked(
+            Command::new("ip")
+                .args(["link", "add", "tbulk0", "netns", NETNS_A, "type", "veth", "peer", "name", "tbulk1", "netns", NETNS_B]),
+        )?;
         for (name, device, address) in [(NETNS_A, "tbulk0", "10.254.0.1/24"), (NETNS_B, "tbulk1", "10.254.0.2/24")] {
             crate::run_checked(Command::new("ip").args(["-n", name, "addr", "add", address, "dev", device]))?;
             crate::run_checked(Command::new("ip").args(["-n", name, "link", "set", device, "up"]))?;
@@ -85,28 +88,33 @@ fn transfer(seconds: f64) -> Result<f64> {
     Ok(rate)
 }
 
-/// Interleaved rounds, untraced then traced (summary mode); a Markdown section.
+/// Interleaved rounds: untraced, traced (summary mode, `tcp_probe` on every received segment),
+/// and traced with `--hook-mode tracepoint` (no `tcp_probe`: what the rest of the tracer costs
+/// on this load); a Markdown section.
 pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<String> {
     let _pair = Pair::create()?;
-    let (mut untraced, mut traced) = (Vec::new(), Vec::new());
-    let mut probe = (0u64, 0u64);
+    let mut untraced = Vec::new();
+    let (mut traced, mut classic) = (crate::bench::TracedRuns::default(), crate::bench::TracedRuns::default());
     for _ in 0..rounds {
         untraced.push(transfer(seconds)?);
-        let mut round = crate::bench::TracedRuns::default();
-        round.round(tracer, &[], || transfer(seconds))?;
-        traced.extend(round.rates.drain(..));
-        let (time, runs) = round.program("btf_tcp_probe");
-        probe = (probe.0 + time, probe.1 + runs);
+        traced.round(tracer, &[], || transfer(seconds))?;
+        classic.round(tracer, &["--hook-mode", "tracepoint"], || transfer(seconds))?;
     }
-    let (base, with) = (crate::bench::median(&mut untraced), crate::bench::median(&mut traced));
+    let base = crate::bench::median(&mut untraced);
+    let (with_probe, without_probe) = (crate::bench::median(&mut traced.rates), crate::bench::median(&mut classic.rates));
+    let (time, runs) = traced.program("btf_tcp_probe");
     Ok(format!(
         "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection)\n\n\
-         untraced {:.0} MB/s, traced {:.0} MB/s (medians): **{:.3}** of untraced\n\n\
-         tcp_probe: {} runs, {:.0} ns per run (one per received segment, after GRO)\n\n",
+         | run | MB/s (median) | of untraced |\n|---|---|---|\n\
+         | untraced | {:.0} | 1 |\n\
+         | tracer (tp_btf: `tcp_probe` on every received segment) | {:.0} | **{:.3}** |\n\
+         | tracer `--hook-mode tracepoint` (no `tcp_probe`) | {:.0} | {:.3} |\n\n\
+         tcp_probe: {runs} runs, {:.0} ns per run (one per received segment, after GRO)\n\n",
         base / 1e6,
-        with / 1e6,
-        with / base,
-        probe.1,
-        probe.0 as f64 / probe.1.max(1) as f64
+        with_probe / 1e6,
+        with_probe / base,
+        without_probe / 1e6,
+        without_probe / base,
+        time as f64 / runs.max(1) as f64
     ))
 }

@@ -47,6 +47,9 @@ enum Task {
         /// Only the socket-snapshot section (many namespaces full of sockets).
         #[arg(long)]
         snapshots_only: bool,
+        /// Only the bulk-transfer section (the per-packet hook), nine rounds of 5 s.
+        #[arg(long, conflicts_with = "snapshots_only")]
+        bulk_only: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -94,13 +97,20 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only } => {
+        Task::Bench { quick, snapshots_only, bulk_only } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
             let tracer = build_all()?;
             if snapshots_only {
                 println!("{}", snapshot_bench::run(&tracer, quick)?);
+                return Ok(());
+            }
+            if bulk_only {
+                let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
+                let report = bulk_bench::run(&tracer, 9, 5.0);
+                let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
+                println!("{}", report?);
                 return Ok(());
             }
             bench::run(bench::Options { quick, tracer })?;

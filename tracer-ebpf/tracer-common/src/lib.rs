@@ -36,6 +36,11 @@ pub enum EventKind {
     /// window, `bytes_acked` the sequence space it takes (payload, + 1 for a SYN or FIN), and
     /// `old_state` the TCP flag byte.
     Segment = 8,
+    /// `skb:kfree_skb` (BTF only, Linux ≥ 5.17 for the reason): this host's kernel dropped a TCP
+    /// packet. `reason` is its `skb_drop_reason`; the socket's fields when the packet had one
+    /// (else `socket` is 0 and the addresses are the packet's, as received: `remote` its
+    /// source); `old_state` is 1 when the packet was coming in from `remote`.
+    Drop = 9,
 }
 
 impl EventKind {
@@ -46,7 +51,7 @@ impl EventKind {
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::TRACEPOINTS
             .into_iter()
-            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn, EventKind::Segment])
+            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn, EventKind::Segment, EventKind::Drop])
             .find(|kind| *kind as u8 == raw)
     }
 
@@ -224,6 +229,9 @@ pub struct KernelOffsets {
     pub skb_tcp_end_seq: u16,
     /// `struct tcp_sock.data_segs_in`: segments with data received so far.
     pub tcp_data_segs_in: u16,
+    /// `struct sk_buff.protocol` (network order) and `struct sk_buff.sk`.
+    pub skb_protocol: u16,
+    pub skb_sk: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     pub _pad1: u32,
@@ -262,6 +270,8 @@ impl KernelOffsets {
         skb_tcp_seq: ABSENT,
         skb_tcp_end_seq: ABSENT,
         tcp_data_segs_in: ABSENT,
+        skb_protocol: ABSENT,
+        skb_sk: ABSENT,
         thread_size: 0,
         _pad1: 0,
     };
@@ -328,6 +338,8 @@ pub struct KernelConfig {
     pub batching: u32,
     /// 1: the `tp_btf` `tcp_send_reset` passes the reset reason as its third argument (Linux ≥ 6.10).
     pub reset_reason_arg: u32,
+    /// 1: the `tp_btf` `kfree_skb` passes the drop reason as its third argument (Linux ≥ 5.17).
+    pub drop_reason_arg: u32,
 }
 
 impl KernelConfig {
@@ -338,6 +350,7 @@ impl KernelConfig {
         wakeup_bytes: 0,
         batching: 0,
         reset_reason_arg: 0,
+        drop_reason_arg: 0,
     };
 }
 

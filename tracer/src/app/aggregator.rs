@@ -184,7 +184,8 @@ impl Aggregator {
                 ..TrackerConfig::default()
             },
             decoder.reason_names().clone(),
-        );
+        )
+        .with_drop_reasons(decoder.drop_reasons().clone());
         let findings = Findings::new(FindingsConfig { ephemeral_ports, ..settings.findings });
         let modes = SourceModes {
             hooks: probes.modes.describe(),
@@ -201,7 +202,7 @@ impl Aggregator {
         Ok(Aggregator {
             outputs,
             recorder,
-            decoder: Decoder::new(decoder.reason_names().clone()),
+            decoder: Decoder::new(decoder.reason_names().clone()).with_drop_reasons(decoder.drop_reasons().clone()),
             clock: Clock::now(),
             pipeline: Pipeline::new(filter, tracker, findings),
             snapshots,
@@ -307,7 +308,7 @@ impl Aggregator {
             }
             let Observation::Ended(ended) = observation else { return };
             if connections.is_some_and(|selection| selection.wants(&ended)) {
-                let line = ConnectionLine::new(&ended, clock, reason_name);
+                let line = ConnectionLine::new(&ended, clock, reason_name, |code| tracker.drop_reason_name(code));
                 let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| Bytes::from(line.json()));
                 let shown = if outputs.stdout.json { json.clone().expect("made for stdout") } else { line.human().into() };
                 let end_ns = ended.connection.ending.map_or(0, |ending| ending.resolved_ns.unwrap_or(ending.at_ns));

@@ -94,6 +94,9 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             "{n} RST(s) in the name of {} refused by our kernel (out of window, or not exact: answered with a challenge ACK): a blind injector or a confused middlebox",
             key.remote
         ),
+        FindingKind::DroppedHere if n > 0 => {
+            format!("this host's kernel dropped {n} packet(s) between us and {}: {}", key.remote, labels(tally))
+        }
         FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),
         FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
         _ => return None,

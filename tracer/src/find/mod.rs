@@ -288,6 +288,15 @@ impl Findings {
                     tally.began(started);
                 }
             }
+            Observation::Dropped { tuple, role, reason, incoming, .. } => {
+                let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
+                if let Some(tally) = self.tally(FindingKind::DroppedHere, key) {
+                    tally.count += 1;
+                    tally.began(started);
+                    let direction = if *incoming { "from the peer" } else { "to the peer" };
+                    *tally.labels.entry(format!("{reason} {direction}")).or_default() += 1;
+                }
+            }
             Observation::ResetRefused { tuple, role, .. } => {
                 if let Some(tally) = self.tally(FindingKind::RstRefused, PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote)) {
                     tally.count += 1;
@@ -663,9 +672,10 @@ pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
         Observation::SynRetransmit { tuple, process, .. }
         | Observation::ResetSent { tuple, process, .. }
         | Observation::ResetReceived { tuple, process, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, process.as_ref()),
-        Observation::SynAckRetransmit { tuple, .. } | Observation::PortReuse { tuple, .. } | Observation::ResetRefused { tuple, .. } => {
-            filter.matches(tuple.netns, tuple.local, tuple.remote, None)
-        }
+        Observation::SynAckRetransmit { tuple, .. }
+        | Observation::PortReuse { tuple, .. }
+        | Observation::ResetRefused { tuple, .. }
+        | Observation::Dropped { tuple, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, None),
     }
 }
 

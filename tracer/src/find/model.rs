@@ -24,12 +24,14 @@ pub enum FindingKind {
     RstFromPath,
     /// RSTs the kernel refused (out of window, or answered with a challenge ACK).
     RstRefused,
+    /// Packets of a peer this host's kernel dropped (firewall, backlog, memory, checksum, …).
+    DroppedHere,
     RstFromPeer,
     RstToPeer,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 11] = [
+    pub const ALL: [FindingKind; 12] = [
         FindingKind::CloseWaitStuck,
         FindingKind::AcceptQueueFull,
         FindingKind::PeerSilent,
@@ -39,6 +41,7 @@ impl FindingKind {
         FindingKind::SynRetransmit,
         FindingKind::RstFromPath,
         FindingKind::RstRefused,
+        FindingKind::DroppedHere,
         FindingKind::RstFromPeer,
         FindingKind::RstToPeer,
     ];
@@ -54,6 +57,7 @@ impl FindingKind {
             FindingKind::SynRetransmit => "syn_retransmit",
             FindingKind::RstFromPath => "rst_from_path",
             FindingKind::RstRefused => "rst_refused",
+            FindingKind::DroppedHere => "dropped_here",
             FindingKind::RstFromPeer => "rst_from_peer",
             FindingKind::RstToPeer => "rst_to_peer",
         }

@@ -4,7 +4,7 @@
 //! Structures move between kernel versions and configurations, so these offsets are never
 //! compiled in. A member that cannot be found turns the feature that needs it off, and the
 //! tracer says so in its mode line instead of reporting wrong namespaces or pids.
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result};
 use btf_rs::{Btf, Type};
@@ -28,6 +28,9 @@ pub struct Resolved {
     pub time_wait_status: Option<TimeWaitStatus>,
     /// The `tcp_send_reset` BTF tracepoint passes the reset reason (Linux ≥ 6.10).
     pub reset_reason_in_args: bool,
+    /// The names of `enum skb_drop_reason` (without `SKB_DROP_REASON_`), by value; empty where the
+    /// kernel has no drop reasons (the `kfree_skb` BTF tracepoint then passes none either).
+    pub drop_reasons: BTreeMap<u32, String>,
 }
 
 impl Resolved {
@@ -89,6 +92,8 @@ fn resolve_in(btf: &Btf) -> Resolved {
         skb_tcp_seq: ABSENT,
         skb_tcp_end_seq: ABSENT,
         tcp_data_segs_in: find("tcp_sock.data_segs_in", "tcp_sock", "data_segs_in"),
+        skb_protocol: find("sk_buff.protocol", "sk_buff", "protocol"),
+        skb_sk: find("sk_buff.sk", "sk_buff", "sk"),
         thread_size: thread_size(),
         _pad1: 0,
     };
@@ -124,7 +129,12 @@ fn resolve_in(btf: &Btf) -> Resolved {
             None
         }
     };
-    Resolved { offsets, missing, time_wait_status, reset_reason_in_args: reset_reason_in_args(btf) }
+    let drop_reasons = if tracepoint_arguments(btf, "btf_trace_kfree_skb").is_some_and(|count| count >= 4) {
+        enum_names(btf, "skb_drop_reason", "SKB_DROP_REASON_")
+    } else {
+        BTreeMap::new()
+    };
+    Resolved { offsets, missing, time_wait_status, reset_reason_in_args: reset_reason_in_args(btf), drop_reasons }
 }
 
 /// Byte offset of a dotted member path inside `structure`, looking through anonymous
@@ -161,15 +171,37 @@ fn find_member(btf: &Btf, ty: &Type, name: &str) -> Option<(u32, Type)> {
 /// `btf_trace_tcp_send_reset` is `void (*)(void *, sk, skb[, reason])`: the reason, when the
 /// kernel passes one, is the program's third argument (the leading `void *` is not passed).
 fn reset_reason_in_args(btf: &Btf) -> bool {
-    reset_send_arguments(btf) == Some(4)
+    tracepoint_arguments(btf, "btf_trace_tcp_send_reset") == Some(4)
 }
 
-fn reset_send_arguments(btf: &Btf) -> Option<usize> {
-    let typedef = btf.resolve_types_by_name("btf_trace_tcp_send_reset").ok()?.into_iter().find(|ty| matches!(ty, Type::Typedef(_)))?;
+/// How many arguments a BTF tracepoint's prototype has (its context pointer included).
+fn tracepoint_arguments(btf: &Btf, typedef: &str) -> Option<usize> {
+    let typedef = btf.resolve_types_by_name(typedef).ok()?.into_iter().find(|ty| matches!(ty, Type::Typedef(_)))?;
     let Type::Typedef(typedef) = typedef else { return None };
     let Type::Ptr(pointer) = btf.resolve_chained_type(&typedef).ok()? else { return None };
     let Type::FuncProto(prototype) = btf.resolve_chained_type(&pointer).ok()? else { return None };
     Some(prototype.parameters.len())
+}
+
+/// The enumerators of `enum ty` whose names start with `prefix`, by value, without the prefix.
+fn enum_names(btf: &Btf, ty: &str, prefix: &str) -> BTreeMap<u32, String> {
+    let Ok(types) = btf.resolve_types_by_name(ty) else { return BTreeMap::new() };
+    types
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Enum(enumeration) => Some(
+                enumeration
+                    .members
+                    .iter()
+                    .filter_map(|member| {
+                        let name = btf.resolve_name(member).ok()?;
+                        Some((member.val(), name.strip_prefix(prefix)?.to_string()))
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// The value of enumerator `name` in `enum ty`.

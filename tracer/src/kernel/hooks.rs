@@ -48,7 +48,7 @@ const fn tracepoint(category: &'static str, name: &'static str, btf_program: &'s
     Hook { name, kind, attach: Attach::Tracepoint { category, btf_program }, required }
 }
 
-pub const HOOKS: [Hook; 8] = [
+pub const HOOKS: [Hook; 9] = [
     tracepoint("sock", "inet_sock_set_state", "btf_set_state", EventKind::StateChange, true),
     tracepoint("tcp", "tcp_send_reset", "btf_send_reset", EventKind::ResetSent, false),
     tracepoint("tcp", "tcp_receive_reset", "btf_recv_reset", EventKind::ResetReceived, false),
@@ -62,6 +62,13 @@ pub const HOOKS: [Hook; 8] = [
         name: "tcp_probe",
         kind: EventKind::Segment,
         attach: Attach::BtfOnly { category: "tcp", btf_program: "btf_tcp_probe" },
+        required: false,
+    },
+    // TCP packets this host dropped, with the kernel's reason.
+    Hook {
+        name: "kfree_skb",
+        kind: EventKind::Drop,
+        attach: Attach::BtfOnly { category: "skb", btf_program: "btf_kfree_skb" },
         required: false,
     },
 ];
@@ -114,7 +121,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 15);
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl Probes {
             wakeup_bytes: u64::from(ring_buffer_bytes / WAKEUP_FRACTION),
             batching: u32::from(options.batching),
             reset_reason_arg: u32::from(resolved.reset_reason_in_args),
+            drop_reason_arg: u32::from(!resolved.drop_reasons.is_empty()),
             ..KernelConfig::NONE
         };
         let mut modes = Modes {
@@ -251,6 +252,11 @@ impl Probes {
         // Optional, BTF only: the segments whose TTL tells who sent a reset.
         for hook in HOOKS.iter() {
             let Attach::BtfOnly { btf_program, .. } = hook.attach else { continue };
+            if hook.kind == EventKind::Drop && config.drop_reason_arg == 0 {
+                eprintln!("tracer: note: drop reasons are unavailable on this kernel (Linux ≥ 5.17): this host's drops are not seen");
+                modes.hooks.push((hook.name.to_string(), "unavailable"));
+                continue;
+            }
             let attached = match (&btf, use_btf) {
                 (Some(btf), true) => match attach_btf(&mut ebpf, btf_program, hook.name, btf) {
                     Ok(()) => true,
@@ -266,7 +272,8 @@ impl Probes {
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
         let kernel_log = KernelLog::start(&mut ebpf, options.kernel_log)?;
-        Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, Decoder::new(reason_names)))
+        let decoder = Decoder::new(reason_names).with_drop_reasons(resolved.drop_reasons);
+        Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, decoder))
     }
 
     /// Sends every CPU's waiting batch to the ring buffer. Returns true when all of them went (a

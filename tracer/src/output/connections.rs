@@ -105,6 +105,13 @@ pub struct ConnectionLine {
     /// RSTs our kernel refused on this connection (out of window, or a challenge ACK).
     #[serde(skip_serializing_if = "is_zero")]
     pub refused_rsts: u32,
+    /// Packets of the connection this host's kernel dropped: from the peer, to it, and why.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_in: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_out: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_reasons: Vec<String>,
     /// SYN sent or received → ESTABLISHED. Absent when the connection predates the tracer or
     /// never got there.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,7 +182,12 @@ fn errno_name(errno: u16) -> String {
 }
 
 impl ConnectionLine {
-    pub fn new(ended: &Ended, clock: &Clock, reason_name: impl Fn(u32) -> Option<String>) -> ConnectionLine {
+    pub fn new(
+        ended: &Ended,
+        clock: &Clock,
+        reason_name: impl Fn(u32) -> Option<String>,
+        drop_reason: impl Fn(u32) -> String,
+    ) -> ConnectionLine {
         let connection: &Connection = &ended.connection;
         // A lingering timewait socket's end, where the tracer followed one, is the connection's.
         let end_ns = connection.ending.map_or(connection.state_since_ns, |ending| ending.resolved_ns.unwrap_or(ending.at_ns));
@@ -203,6 +215,9 @@ impl ConnectionLine {
             rst_hops,
             peer_hops,
             refused_rsts: connection.refused_resets,
+            dropped_in: connection.drops.incoming,
+            dropped_out: connection.drops.outgoing,
+            drop_reasons: connection.drops.reasons.iter().map(|(reason, count)| format!("{} ×{count}", drop_reason(*reason))).collect(),
             ts: clock.format(end_ns),
             netns: connection.socket.netns,
             pid: connection.process.map(|process| process.tgid),
@@ -279,6 +294,9 @@ impl ConnectionLine {
                 _ => {}
             }
         }
+        if self.dropped_in + self.dropped_out > 0 {
+            let _ = write!(line, " dropped-here {}/{} {}", self.dropped_in, self.dropped_out, self.drop_reasons.join(","));
+        }
         if self.refused_rsts > 0 {
             let _ = write!(line, " refused-rst {}", self.refused_rsts);
         }
@@ -335,6 +353,9 @@ mod tests {
             rst_hops: Some(0),
             peer_hops: Some(1),
             refused_rsts: 0,
+            dropped_in: 0,
+            dropped_out: 0,
+            drop_reasons: Vec::new(),
             handshake_ms: Some(0.25),
             established_ms: Some(183_000.0),
             closing_ms: None,

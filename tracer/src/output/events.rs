@@ -17,6 +17,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::TimeWaitEnter => "timewait_enter",
         EventKind::TimeWaitSyn => "timewait_syn",
         EventKind::Segment => "segment",
+        EventKind::Drop => "dropped",
     }
 }
 
@@ -46,6 +47,11 @@ struct EventJson<'a> {
     segment: Option<crate::decode::Segment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hops: Option<u8>,
+    /// For `dropped`: the kernel's drop reason, and whether the packet was coming in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drop_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incoming: Option<bool>,
     pid: Option<u32>,
     tgid: Option<u32>,
     comm: Option<String>,
@@ -67,6 +73,8 @@ pub fn json(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
         tw_status: event.tw_status,
         segment: event.segment,
         hops: event.segment.map(|segment| segment.hops()),
+        drop_reason: event.drop.map(|drop| decoder.drop_reasons().get(&drop.reason).map_or("?", String::as_str)),
+        incoming: event.drop.map(|drop| drop.incoming),
         pid: event.process.map(|process| process.pid),
         tgid: event.process.map(|process| process.tgid),
         comm: event.process.map(|process| process.comm.to_string()),
@@ -92,7 +100,14 @@ pub fn human(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
             segment.window,
             segment.length
         ),
-        (None, None) => String::new(),
+        (None, None) => match event.drop {
+            Some(drop) => format!(
+                "  {} {}",
+                decoder.drop_reasons().get(&drop.reason).map_or("?", String::as_str),
+                if drop.incoming { "coming in" } else { "going out" }
+            ),
+            None => String::new(),
+        },
     };
     let process = match event.process {
         Some(process) => format!("pid {} {}", process.tgid, process.comm),

@@ -60,6 +60,7 @@ pub struct Metrics {
     resets: Family<Labels, Counter>,
     reset_origins: Family<Labels, Counter>,
     resets_refused: Counter,
+    drops: Family<Labels, Counter>,
     syn_retransmits: Family<Labels, Counter>,
     connect_failures: Family<Labels, Counter>,
     findings: Family<Labels, Gauge>,
@@ -102,6 +103,7 @@ impl Metrics {
             resets: Family::default(),
             reset_origins: Family::default(),
             resets_refused: Counter::default(),
+            drops: Family::default(),
             syn_retransmits: Family::default(),
             connect_failures: Family::default(),
             findings: Family::default(),
@@ -133,6 +135,7 @@ impl Metrics {
             "RSTs our kernel refused (out of window, or answered with a challenge ACK)",
             metrics.resets_refused.clone(),
         );
+        registry.register("drops", "TCP packets this host's kernel dropped, by reason and direction", metrics.drops.clone());
         registry.register("syn_retransmits", "SYN (client) and SYN-ACK (server) retransmits", metrics.syn_retransmits.clone());
         registry.register("connect_failures", "Failed connects by error type and our role", metrics.connect_failures.clone());
         registry.register("findings", "Findings in the last summary, by kind", metrics.findings.clone());
@@ -258,6 +261,10 @@ impl Metrics {
             }
             Observation::ResetRefused { .. } => {
                 self.resets_refused.inc();
+            }
+            Observation::Dropped { reason, incoming, .. } => {
+                let direction = if *incoming { "in" } else { "out" };
+                self.drops.get_or_create(&labels(&[("reason", &reason.to_lowercase()), ("direction", direction)])).inc();
             }
             Observation::PortReuse { .. } => {}
         }

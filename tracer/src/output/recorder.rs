@@ -161,7 +161,10 @@ impl FlightRecorder {
         // In time order, newest last; if the cap cuts, it cuts the oldest.
         let reason_name = |code| decoder.reason_name(code).map(str::to_string);
         let mut timed: Vec<(u64, String)> = events.iter().map(|event| (event.timestamp_ns, events::json(event, clock, decoder))).collect();
-        timed.extend(connections.iter().map(|ended| (end_ns(&ended.connection), ConnectionLine::new(ended, clock, reason_name).json())));
+        let drop_reason = |code| decoder.drop_reasons().get(&code).cloned().unwrap_or_else(|| format!("reason {code}"));
+        timed.extend(
+            connections.iter().map(|ended| (end_ns(&ended.connection), ConnectionLine::new(ended, clock, reason_name, drop_reason).json())),
+        );
         timed.extend(links.iter().map(|change| (change.at_ns, events::link_json(change, clock))));
         timed.sort_by_key(|(at, _)| *at);
         let lines: Vec<String> = timed.into_iter().map(|(_, line)| line).collect();

@@ -102,8 +102,8 @@ impl Timeline {
             Observation::ResetSent { .. } => self.current.rst_sent += 1,
             Observation::ResetReceived { .. } => self.current.rst_received += 1,
             Observation::SynRetransmit { .. } | Observation::SynAckRetransmit { .. } => self.current.syn_retransmits += 1,
-            // Refused resets and resets from the path show as findings, marked where they began.
-            Observation::Ended(_) | Observation::PortReuse { .. } | Observation::ResetRefused { .. } => {}
+            // Refused resets, resets from the path and drops show as findings, marked where they began.
+            Observation::Ended(_) | Observation::PortReuse { .. } | Observation::ResetRefused { .. } | Observation::Dropped { .. } => {}
         }
     }
 

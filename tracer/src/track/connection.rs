@@ -28,13 +28,15 @@ pub enum CloseClass {
     Refused,
     ConnectTimeout,
     Aborted,
+    /// It died silent while this host dropped the peer's packets: this host's doing.
+    DroppedHere,
     /// The tracer could not see how it ended (a timewait socket it could not follow); the
     /// detail says what it last saw. Never a guess.
     Unresolved,
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 9] = [
+    pub const ALL: [CloseClass; 10] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
         CloseClass::ResetByPath,
@@ -43,6 +45,7 @@ impl CloseClass {
         CloseClass::Refused,
         CloseClass::ConnectTimeout,
         CloseClass::Aborted,
+        CloseClass::DroppedHere,
         CloseClass::Unresolved,
     ];
 
@@ -56,6 +59,7 @@ impl CloseClass {
             CloseClass::Refused => "refused",
             CloseClass::ConnectTimeout => "connect_timeout",
             CloseClass::Aborted => "aborted",
+            CloseClass::DroppedHere => "dropped_here",
             CloseClass::Unresolved => "unresolved",
         }
     }
@@ -179,6 +183,8 @@ pub struct Connection {
     pub reset_taken: bool,
     /// RSTs the kernel refused.
     pub refused_resets: u32,
+    /// This host's drops of the connection's packets.
+    pub drops: super::Drops,
 }
 
 impl Connection {
@@ -253,6 +259,14 @@ pub enum Observation {
         process: Option<Process>,
         at_ns: u64,
     },
+    /// This host's kernel dropped a TCP packet of this tuple, with its reason's name.
+    Dropped {
+        tuple: Tuple,
+        role: Role,
+        reason: String,
+        incoming: bool,
+        at_ns: u64,
+    },
     /// A RST reached one of our sockets and the kernel refused it (out of window, or in window
     /// but not exact: a challenge ACK). What a blind injector or a confused middlebox leaves.
     ResetRefused {
@@ -287,6 +301,7 @@ impl Observation {
             | Observation::ResetSent { at_ns, .. }
             | Observation::ResetReceived { at_ns, .. }
             | Observation::ResetRefused { at_ns, .. }
+            | Observation::Dropped { at_ns, .. }
             | Observation::PortReuse { at_ns, .. } => *at_ns,
         }
     }

@@ -34,6 +34,7 @@ impl Script {
             process: None,
             totals: None,
             segment: None,
+            drop: None,
         }
     }
 

@@ -7,9 +7,11 @@
 //!
 //! The parts: [`connection`] (what is known of one socket), the state machine here, [`time_wait`]
 //! (TIME_WAIT and FIN_WAIT2 timewait sockets, which outlive their socket), [`classify`] (the verdict
-//! on a connection that ended), and [`reorder`] (timestamp order before any of it).
+//! on a connection that ended), [`provenance`] (who sent a RST), [`drops`] (what this host
+//! dropped), and [`reorder`] (timestamp order before any of it).
 mod classify;
 mod connection;
+mod drops;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod provenance;
@@ -26,6 +28,7 @@ pub use self::{
     connection::{
         CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple, Unresolved,
     },
+    drops::Drops,
     provenance::describe as describe_rst_origin,
 };
 use crate::{
@@ -118,6 +121,8 @@ pub struct Tracker {
     /// The TTL each peer address's packets arrived with lately, by namespace: the reference for a
     /// RST on a connection that has no packet of the peer yet.
     peer_ttls: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
+    /// The kernel's drop reasons by value (`enum skb_drop_reason`).
+    drop_reason_names: BTreeMap<u32, String>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -133,6 +138,7 @@ impl Tracker {
             lingering: FastMap::default(),
             gone: VecDeque::new(),
             peer_ttls: FastMap::default(),
+            drop_reason_names: BTreeMap::new(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -223,6 +229,7 @@ impl Tracker {
             }
             EventKind::TimeWaitSyn => self.syn_on_time_wait(event, out),
             EventKind::Segment => self.segment(event, out),
+            EventKind::Drop => self.dropped(event, out),
         }
     }
 
@@ -388,6 +395,7 @@ impl Tracker {
             reset_segment: None,
             reset_taken: false,
             refused_resets: 0,
+            drops: drops::Drops::default(),
         }
     }
 
@@ -459,7 +467,12 @@ impl Tracker {
             return;
         }
         self.last_reset_refused(&mut connection, ending.at_ns, out);
-        let verdict = self.classify(&connection, ending);
+        let mut verdict = self.classify(&connection, ending);
+        // Silence that this host's own drops explain is not the peer's.
+        if matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout) && connection.drops.incoming > 0 {
+            verdict.class = CloseClass::DroppedHere;
+            verdict.detail = format!("{}; the peer was not silent ({})", self.describe_drops(&connection), verdict.detail).into();
+        }
         out.push(Observation::Ended(Box::new(Ended {
             connection,
             class: verdict.class,

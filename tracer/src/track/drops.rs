@@ -1,0 +1,108 @@
+//! What this host dropped: TCP packets its kernel freed as drops (`kfree_skb`, with the
+//! kernel's reason), tied to their connection when the packet had a socket. A connection that
+//! died silent while this host was dropping its peer's packets did not die of the peer's
+//! silence: its verdict says so.
+use std::collections::BTreeMap;
+
+use super::{Connection, Observation, Tracker, Tuple};
+use crate::decode::Event;
+
+/// Most distinct reasons kept per connection (the rest count under the last).
+const REASONS_PER_CONNECTION: usize = 4;
+
+/// Drops of one connection's packets, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Packets from the peer this host dropped, and packets to it.
+    pub incoming: u32,
+    pub outgoing: u32,
+    /// (reason, count), the first reasons seen.
+    pub reasons: Vec<(u32, u32)>,
+}
+
+impl Drops {
+    fn add(&mut self, reason: u32, incoming: bool) {
+        if incoming {
+            self.incoming += 1;
+        } else {
+            self.outgoing += 1;
+        }
+        let full = self.reasons.len() >= REASONS_PER_CONNECTION;
+        match self.reasons.iter().position(|(known, _)| *known == reason) {
+            Some(index) => self.reasons[index].1 += 1,
+            None if !full => self.reasons.push((reason, 1)),
+            None => {
+                if let Some((_, count)) = self.reasons.last_mut() {
+                    *count += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Tracker {
+    /// The names of the kernel's drop reasons, for the verdicts' sentences.
+    pub fn with_drop_reasons(self, drop_reason_names: BTreeMap<u32, String>) -> Tracker {
+        Tracker { drop_reason_names, ..self }
+    }
+
+    pub fn drop_reason_name(&self, reason: u32) -> String {
+        self.drop_reason_names.get(&reason).cloned().unwrap_or_else(|| format!("reason {reason}"))
+    }
+
+    pub(super) fn dropped(&mut self, event: &Event, out: &mut Vec<Observation>) {
+        let Some(drop) = event.drop else { return };
+        let owner = self.connections.get_mut(&event.socket).map(|connection| {
+            connection.drops.add(drop.reason, drop.incoming);
+            connection.role
+        });
+        out.push(Observation::Dropped {
+            tuple: Tuple::of(event),
+            role: owner.unwrap_or_else(|| self.socketless_role(event)),
+            reason: self.drop_reason_name(drop.reason),
+            incoming: drop.incoming,
+            at_ns: event.timestamp_ns,
+        });
+    }
+
+    /// "6 packet(s) from the peer: NETFILTER_DROP ×6".
+    pub(super) fn describe_drops(&self, connection: &Connection) -> String {
+        let reasons: Vec<String> =
+            connection.drops.reasons.iter().map(|(reason, count)| format!("{} ×{count}", self.drop_reason_name(*reason))).collect();
+        format!("this host dropped {} packet(s) from the peer {}: {}", connection.drops.incoming, connection.remote, reasons.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::{Dropped, TcpState::*},
+        track::{fixtures::*, CloseClass, TrackerConfig},
+    };
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_connection_that_timed_out_while_this_host_dropped_its_peer_s_packets_was_dropped_here() {
+        let s = Script::new(0xb1, "10.0.0.2:80", "10.0.1.1:40000");
+        let names: BTreeMap<u32, String> = [(12, "NETFILTER_DROP".to_string())].into();
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons()).with_drop_reasons(names);
+        let mut out = Vec::new();
+        let drop = |at| Event { drop: Some(Dropped { reason: 12, incoming: true }), ..s.retransmit(Established, at) };
+        let mut events = vec![s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1)];
+        for i in 0..6 {
+            events.push(s.retransmit(Established, 2 * S + i));
+            events.push(Event { kind: tracer_common::EventKind::Drop, ..drop(2 * S + i + 1) });
+        }
+        events.push(s.state(Established, Close, 20 * S));
+        for event in &events {
+            tracker.observe(event, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        let dropped = out.iter().filter(|o| matches!(o, Observation::Dropped { incoming: true, .. })).count();
+        let ended = out.iter().find_map(|o| if let Observation::Ended(e) = o { Some(e) } else { None }).unwrap();
+        assert_eq!((dropped, ended.class), (6, CloseClass::DroppedHere));
+        assert!(ended.detail.contains("this host dropped 6 packet(s) from the peer 10.0.1.1:40000: NETFILTER_DROP ×6"), "{}", ended.detail);
+    }
+}
