@@ -206,9 +206,10 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP_BYTE: u8 = 6;
 
-/// `kfree_skb(skb, location, reason, …)`: a packet this host's kernel dropped, with why. Only TCP
-/// packets are sent: tied to their socket when the packet had one (an early-demuxed segment for
-/// a connection), else with the packet's own addresses.
+/// `kfree_skb(skb, location, reason, …)`: a packet this host's kernel dropped, with why. Only
+/// TCP packets dropped for a reason that means a loss are sent (`drop_reasons_wanted`): tied to
+/// their socket when the packet had one (an early-demuxed segment for a connection), else with
+/// the packet's own addresses.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn btf_kfree_skb(ctx: BtfTracePointContext) -> u32 {
     // The branch is pruned, and the program not attached, where the prototype has no reason.
@@ -217,6 +218,10 @@ pub fn btf_kfree_skb(ctx: BtfTracePointContext) -> u32 {
     }
     let skb: *const u8 = ctx.arg(0);
     let reason: u32 = ctx.arg(2);
+    let wanted = &config().drop_reasons_wanted;
+    if reason >= 256 || wanted[(reason / 64) as usize] & (1 << (reason % 64)) == 0 {
+        return 0;
+    }
     let offsets = &config().offsets;
     if skb.is_null() {
         return 0;

@@ -93,6 +93,11 @@ fn transfer(seconds: f64) -> Result<f64> {
 /// on this load); a Markdown section.
 pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<String> {
     let _pair = Pair::create()?;
+    // Throughput with bpf_stats off (its clock reads on every run are a cost of their own);
+    // then one traced round with it on, for the hook's run time.
+    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let stats = |on: bool| Command::new("sysctl").args(["-qw", &format!("kernel.bpf_stats_enabled={}", u8::from(on))]).status();
+    let _ = stats(false);
     let mut untraced = Vec::new();
     let (mut traced, mut classic) = (crate::bench::TracedRuns::default(), crate::bench::TracedRuns::default());
     for _ in 0..rounds {
@@ -100,16 +105,20 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
         traced.round(tracer, &[], || transfer(seconds))?;
         classic.round(tracer, &["--hook-mode", "tracepoint"], || transfer(seconds))?;
     }
+    let _ = stats(true);
+    let mut costed = crate::bench::TracedRuns::default();
+    costed.round(tracer, &[], || transfer(seconds))?;
+    let _ = stats(stats_before.trim() == "1");
     let base = crate::bench::median(&mut untraced);
     let (with_probe, without_probe) = (crate::bench::median(&mut traced.rates), crate::bench::median(&mut classic.rates));
-    let (time, runs) = traced.program("btf_tcp_probe");
+    let (time, runs) = costed.program("btf_tcp_probe");
     Ok(format!(
-        "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection)\n\n\
+        "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection, bpf_stats off)\n\n\
          | run | MB/s (median) | of untraced |\n|---|---|---|\n\
          | untraced | {:.0} | 1 |\n\
          | tracer (tp_btf: `tcp_probe` on every received segment) | {:.0} | **{:.3}** |\n\
          | tracer `--hook-mode tracepoint` (no `tcp_probe`) | {:.0} | {:.3} |\n\n\
-         tcp_probe: {runs} runs, {:.0} ns per run (one per received segment, after GRO)\n\n",
+         tcp_probe (one more traced round, bpf_stats on): {runs} runs, {:.0} ns per run (one per received segment, after GRO)\n\n",
         base / 1e6,
         with_probe / 1e6,
         with_probe / base,

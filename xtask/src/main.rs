@@ -107,10 +107,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             if bulk_only {
-                let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=1"]).status();
-                let report = bulk_bench::run(&tracer, 9, 5.0);
-                let _ = Command::new("sysctl").args(["-qw", "kernel.bpf_stats_enabled=0"]).status();
-                println!("{}", report?);
+                println!("{}", bulk_bench::run(&tracer, 9, 5.0)?);
                 return Ok(());
             }
             bench::run(bench::Options { quick, tracer })?;

@@ -340,6 +340,10 @@ pub struct KernelConfig {
     pub reset_reason_arg: u32,
     /// 1: the `tp_btf` `kfree_skb` passes the drop reason as its third argument (Linux ≥ 5.17).
     pub drop_reason_arg: u32,
+    /// The drop reasons (bit `reason`, below 256) that mean this host lost a packet: a firewall,
+    /// a full queue, memory, a bad checksum. Others (a RST consumed, old data, no socket for a
+    /// stray segment) are TCP doing its work, and are not sent.
+    pub drop_reasons_wanted: [u64; 4],
 }
 
 impl KernelConfig {
@@ -351,6 +355,7 @@ impl KernelConfig {
         batching: 0,
         reset_reason_arg: 0,
         drop_reason_arg: 0,
+        drop_reasons_wanted: [0; 4],
     };
 }
 

@@ -162,6 +162,7 @@ impl Probes {
             batching: u32::from(options.batching),
             reset_reason_arg: u32::from(resolved.reset_reason_in_args),
             drop_reason_arg: u32::from(!resolved.drop_reasons.is_empty()),
+            drop_reasons_wanted: crate::track::losses(&resolved.drop_reasons),
             ..KernelConfig::NONE
         };
         let mut modes = Modes {

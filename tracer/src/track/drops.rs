@@ -7,6 +7,52 @@ use std::collections::BTreeMap;
 use super::{Connection, Observation, Tracker, Tuple};
 use crate::decode::Event;
 
+/// The kernel's drop reasons that mean this host lost a packet (its firewall, a full queue or
+/// buffer, memory, a bad checksum, a filter): what can starve a connection. The others (a RST
+/// consumed, old or out-of-window data, a segment for no socket) are TCP doing its work.
+const LOSSES: &[&str] = &[
+    "NETFILTER_DROP",
+    "SOCKET_FILTER",
+    "SOCKET_RCVBUFF",
+    "SOCKET_BACKLOG",
+    "PROTO_MEM",
+    "NOMEM",
+    "PFMEMALLOC",
+    "TCP_CSUM",
+    "IP_CSUM",
+    "SKB_CSUM",
+    "IP_INHDR",
+    "IP_RPFILTER",
+    "TCP_ZEROWINDOW",
+    "TCP_OFO_DROP",
+    "TCP_LISTEN_OVERFLOW",
+    "TCP_MINTTL",
+    "XFRM_POLICY",
+    "BPF_CGROUP_EGRESS",
+    "SECURITY_HOOK",
+    "CPU_BACKLOG",
+    "QDISC_DROP",
+    "QDISC_OVERLIMIT",
+    "QDISC_CONGESTED",
+    "FULL_RING",
+    "XDP",
+    "TC_INGRESS",
+    "TC_EGRESS",
+    "NEIGH_FAILED",
+    "NEIGH_QUEUEFULL",
+];
+
+/// [`LOSSES`] as the kernel's bitmap of reason values (`KernelConfig::drop_reasons_wanted`).
+pub fn losses(names: &BTreeMap<u32, String>) -> [u64; 4] {
+    let mut bits = [0u64; 4];
+    for (value, name) in names {
+        if *value < 256 && LOSSES.contains(&name.as_str()) {
+            bits[(*value / 64) as usize] |= 1 << (*value % 64);
+        }
+    }
+    bits
+}
+
 /// Most distinct reasons kept per connection (the rest count under the last).
 const REASONS_PER_CONNECTION: usize = 4;
 
@@ -76,6 +122,16 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_reasons_that_mean_a_loss_are_asked_of_the_kernel() {
+        let names: BTreeMap<u32, String> =
+            [(12, "NETFILTER_DROP"), (45, "TCP_RESET"), (3, "NO_SOCKET"), (71, "CPU_BACKLOG"), (300, "NOMEM")]
+                .into_iter()
+                .map(|(value, name)| (value, name.to_string()))
+                .collect();
+        assert_eq!(losses(&names), [1 << 12, 1 << (71 - 64), 0, 0], "a value past 255 is not asked for");
+    }
     use crate::{
         decode::{Dropped, TcpState::*},
         track::{fixtures::*, CloseClass, TrackerConfig},

@@ -28,7 +28,7 @@ pub use self::{
     connection::{
         CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple, Unresolved,
     },
-    drops::Drops,
+    drops::{losses, Drops},
     provenance::describe as describe_rst_origin,
 };
 use crate::{
