@@ -1,5 +1,5 @@
 //! The sentence an operator reads for each finding, from the interval's tally.
-use super::{FindingKind, Owner, PeerKey, Tally, NS_PER_S};
+use super::{FindingKind, Owner, PeerKey, SynCause, Tally, NS_PER_S};
 use crate::kernel::sock_diag::NamespaceSettings;
 
 fn seconds(ns: u64) -> u64 {
@@ -77,7 +77,15 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             if n > 0 && tally.labels.contains_key("SYN-ACK") {
                 parts.push(format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive"));
             } else if n > 0 {
-                parts.push(format!("{n} SYN retransmit(s): the peer did not answer our SYN"));
+                parts.push(match tally.syn_cause {
+                    Some(SynCause::BareAck) => format!(
+                        "{n} SYN retransmit(s): the server answered our SYN with a bare ACK for an older connection on the same 4-tuple and we reset it (see port_reuse_in_time_wait)"
+                    ),
+                    Some(SynCause::AcceptQueueFull) => format!(
+                        "{n} SYN retransmit(s): our own listener's accept queue is full and its kernel drops SYNs (see accept_queue_full)"
+                    ),
+                    None => format!("{n} SYN retransmit(s): the peer did not answer our SYN"),
+                });
             }
             let failed = tally.refused + tally.timed_out;
             if failed > 0 {

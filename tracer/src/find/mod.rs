@@ -28,6 +28,16 @@ use crate::{
 
 const NS_PER_S: u64 = 1_000_000_000;
 
+/// Why our SYNs were retransmitted, where the evidence names someone other than a silent peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SynCause {
+    /// The server answered with a bare ACK for an older connection on the same 4-tuple, and we
+    /// reset it (`port_reuse_in_time_wait`).
+    BareAck,
+    /// The service is ours, in this namespace, and its accept queue is full (`accept_queue_full`).
+    AcceptQueueFull,
+}
+
 /// Per (kind, peer) facts gathered during one interval.
 #[derive(Clone, Debug, Default)]
 struct Tally {
@@ -49,6 +59,10 @@ struct Tally {
     first_ns: Option<u64>,
     /// Resets reached the storm threshold this interval (reset kinds are reported only then).
     storm: bool,
+    /// Our SYNs answered with a bare ACK for an older connection (port reuse, client side).
+    bare_acks: u64,
+    /// Why our SYNs went unanswered, when another finding of the interval knows.
+    syn_cause: Option<SynCause>,
     /// A listener's backlog (`accept_queue_full`).
     backlog: u64,
     /// Connection attempts its namespace's kernel dropped for full accept queues this interval.
@@ -307,6 +321,7 @@ impl Findings {
                 let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(tally) = self.tally(FindingKind::PortReuseInTimeWait, key) {
                     tally.count += 1;
+                    tally.bare_acks += u64::from(*role == Role::Client && !accepted);
                     tally.began(started);
                     let into = time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
                     tally.example = Some(match (role, accepted) {
@@ -352,6 +367,7 @@ impl Findings {
         self.find_full_accept_queues(context);
         self.find_time_wait_buildup(now_ns, tracker, settings, context.filter);
         self.name_owners(context.owners);
+        self.explain_syn_retransmits();
 
         let mut findings = Vec::new();
         let now = context.now_ns;
@@ -576,6 +592,29 @@ impl Findings {
                     tally.owner = owner;
                     tally.inode = inodes.get(&tuple).copied().filter(|inode| *inode != 0);
                 }
+            }
+        }
+    }
+
+    /// A SYN retransmit finding says who did not answer: what the port-reuse or accept-queue
+    /// findings of the same interval show, rather than "the peer did not answer".
+    fn explain_syn_retransmits(&mut self) {
+        let bare_acks: FastSet<PeerKey> = self
+            .tallies
+            .iter()
+            .filter(|((kind, _), tally)| *kind == FindingKind::PortReuseInTimeWait && tally.bare_acks > 0)
+            .map(|((_, key), _)| *key)
+            .collect();
+        let full_queues: FastSet<(u32, Endpoint)> =
+            self.tallies.keys().filter(|(kind, _)| *kind == FindingKind::AcceptQueueFull).map(|(_, key)| (key.netns, key.local)).collect();
+        for ((kind, key), tally) in self.tallies.iter_mut() {
+            if *kind != FindingKind::SynRetransmit {
+                continue;
+            }
+            if bare_acks.contains(key) {
+                tally.syn_cause = Some(SynCause::BareAck);
+            } else if full_queues.contains(&(key.netns, key.remote)) {
+                tally.syn_cause = Some(SynCause::AcceptQueueFull);
             }
         }
     }
@@ -939,6 +978,27 @@ mod tests {
             assert!(!reported.is_empty(), "the storm is a finding (interval {interval})");
             assert!(reported.iter().sum::<u64>() <= 10 + interval / (2 * S), "the trickle alone never was: {reported:?}");
         }
+    }
+
+    #[test]
+    fn a_syn_retransmitted_because_the_server_held_the_tuple_says_so_and_points_at_port_reuse() {
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+        let c = Script::new(0xa1, "10.0.0.1:40000", "10.0.0.2:80");
+        let events = [
+            c.syscall(Close, SynSent, S),
+            c.reset_sent(SynSent, Some(2), S + 10), // our RST to the server's bare ACK
+            c.retransmit(SynSent, 2 * S),
+            c.state(SynSent, Established, 2 * S + 5),
+        ];
+        let reused = picture(&mut findings, &mut tracker, &events, 3 * S, &Filter::default());
+        let retransmit = reused.findings.iter().find(|f| f.kind == FindingKind::SynRetransmit).expect("a syn_retransmit finding");
+        assert!(retransmit.detail.contains("bare ACK for an older connection") && retransmit.detail.contains("port_reuse_in_time_wait"));
+        assert!(!retransmit.detail.contains("did not answer"), "{}", retransmit.detail);
+        // Without the bare ACK it is the peer that did not answer.
+        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), self::tracker());
+        let silent = [c.syscall(Close, SynSent, S), c.retransmit(SynSent, 2 * S)];
+        let unanswered = picture(&mut findings, &mut tracker, &silent, 3 * S, &Filter::default());
+        assert!(unanswered.findings[0].detail.contains("the peer did not answer our SYN"), "{}", unanswered.findings[0].detail);
     }
 
     #[test]
