@@ -463,3 +463,54 @@ fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_pee
     std::fs::remove_file(&summaries).unwrap();
     drop(client);
 }
+
+#[test]
+fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let summaries = std::env::temp_dir().join(format!("tracer-refused-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&summaries);
+    let tracer = summary_tracer(&["--netns", &link.server.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
+    let probed = tracer.stderr.lock().unwrap().contains("tcp_probe=tp_btf");
+    let mut client = link.connect(server).unwrap();
+    let (mut accepted, client_addr) = listener.accept().unwrap();
+    client.write_all(b"hello").unwrap();
+    accepted.read_exact(&mut [0; 5]).unwrap();
+    // In the window but not where the server expects: RFC 5961 says answer with a challenge ACK.
+    let expected = expected_sequence(&accepted);
+    // Challenge ACKs sent, and those skipped by the per-socket rate limit (one per 500 ms).
+    let challenges = || tcp_ext(&link.server, "TCPChallengeACK") + tcp_ext(&link.server, "TCPACKSkippedChallenge");
+    let before = challenges();
+    let (std::net::SocketAddr::V4(from), std::net::SocketAddr::V4(to)) = (client_addr, server) else { panic!("IPv4") };
+    for offset in [1000, 2000] {
+        link.client.run(move || forge_reset(from, to, expected.wrapping_add(offset)));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let challenged = challenges() - before;
+    assert!(challenged >= 1, "the kernel answered the forged resets with challenge ACKs");
+    // The connection lives on; it ends gracefully, with the refused resets in its line.
+    drop(client);
+    assert_eq!(accepted.read(&mut [0; 1]).unwrap(), 0);
+    drop(accepted);
+    let line = tracer.wait_for("the server's line", |line| line["remote"] == client_addr.to_string() && line["close"].is_string());
+    tracer.stop();
+    let refused = |line: &Value| line["refused_rsts"].as_u64().unwrap_or(0);
+    if probed {
+        assert_eq!((line["close"].as_str(), refused(&line)), (Some("graceful"), challenged), "as nstat counted: {line}");
+        let written = std::fs::read_to_string(&summaries).unwrap();
+        let counted: u64 = written
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
+            .filter(|finding| finding["kind"] == "rst_refused")
+            .map(|finding| finding["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, challenged, "the rst_refused findings count them too");
+    } else {
+        eprintln!("tcp_probe is unavailable here: refused resets are not seen");
+        assert_eq!(refused(&line), 0);
+    }
+    std::fs::remove_file(&summaries).unwrap();
+}

@@ -411,3 +411,82 @@ fn state_changes(lines: &[Value]) -> impl Iterator<Item = &Value> {
 pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     expected.iter().map(|(old, new)| (old.to_string(), new.to_string())).collect()
 }
+
+/// The next sequence number the socket expects from its peer (`rcv_nxt`), through TCP_REPAIR
+/// (CAP_NET_ADMIN): what an injector would have to guess.
+pub fn expected_sequence(stream: &TcpStream) -> u32 {
+    const TCP_REPAIR: i32 = 19;
+    const TCP_REPAIR_QUEUE: i32 = 20;
+    const TCP_QUEUE_SEQ: i32 = 21;
+    const TCP_RECV_QUEUE: i32 = 1;
+    set_option(stream, libc::IPPROTO_TCP, TCP_REPAIR, 1 as libc::c_int);
+    set_option(stream, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
+    let mut sequence = 0u32;
+    let mut length = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: a u32 out-parameter of the size given.
+    let rc =
+        unsafe { libc::getsockopt(stream.as_raw_fd(), libc::IPPROTO_TCP, TCP_QUEUE_SEQ, (&mut sequence as *mut u32).cast(), &mut length) };
+    assert_eq!(rc, 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
+    set_option(stream, libc::IPPROTO_TCP, TCP_REPAIR, 0 as libc::c_int);
+    sequence
+}
+
+/// Sends one IPv4 TCP RST from `from` to `to` with sequence number `sequence`, through a raw
+/// socket of the calling thread's namespace: a blind injector's packet.
+pub fn forge_reset(from: std::net::SocketAddrV4, to: std::net::SocketAddrV4, sequence: u32) {
+    let mut packet = [0u8; 40];
+    packet[0] = 0x45; // IPv4, 20-byte header; the kernel fills the length, ID and checksum
+    packet[8] = 64;
+    packet[9] = libc::IPPROTO_TCP as u8;
+    packet[12..16].copy_from_slice(&from.ip().octets());
+    packet[16..20].copy_from_slice(&to.ip().octets());
+    let tcp = &mut packet[20..];
+    tcp[0..2].copy_from_slice(&from.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&to.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&sequence.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x04; // RST
+                    // The TCP checksum over the pseudo-header and the header.
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| bytes.chunks(2).for_each(|pair| sum += u32::from(u16::from_be_bytes([pair[0], pair[1]])));
+    add(&from.ip().octets());
+    add(&to.ip().octets());
+    add(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
+    add(tcp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    // SAFETY: plain socket calls on a descriptor we own; the buffers are the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let target = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
+            sin_zero: [0; 8],
+        };
+        let sent = libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&target as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        libc::close(fd);
+        assert_eq!(sent, packet.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A `TcpExt` counter of the namespace (its /proc/net/netstat), e.g. `TCPChallengeACK`.
+pub fn tcp_ext(netns: &Netns, counter: &'static str) -> u64 {
+    netns.run(move || {
+        let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+        let mut lines = text.lines().filter(|line| line.starts_with("TcpExt:"));
+        let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+        let index = names.split_whitespace().position(|name| name == counter).expect("a TcpExt counter");
+        values.split_whitespace().nth(index).unwrap().parse().unwrap()
+    })
+}
