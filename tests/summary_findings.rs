@@ -393,6 +393,10 @@ fn resets_through_a_router(ipv6: bool) {
         assert_eq!(fields(&control), ("reset_by_peer".into(), "peer".into(), 1.into(), 1.into()), "{control}");
         assert_eq!(fields(&forged), ("reset_by_path".into(), "path".into(), 0.into(), 1.into()), "{forged}");
         assert!(forged["detail"].as_str().unwrap().contains("by the path, not the peer"), "{forged}");
+        // The evidence beside the verdict: the two TTLs, and the forged RST carries no data.
+        let evidence =
+            |line: &Value| (line["rst_segment"]["ttl"].clone(), line["peer_segment"]["ttl"].clone(), line["rst_segment"]["length"].clone());
+        assert_eq!(evidence(&forged), (64.into(), 63.into(), 0.into()), "{forged}");
     } else {
         eprintln!("tcp_probe is unavailable here (no tp_btf): resets are the peer's, unchecked");
         for line in [&control, &forged] {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    decode::TcpState,
+    decode::{Segment, TcpState},
     kernel::clock::Clock,
     track::{CloseClass, Connection, Ended, FirstFin, Role, RstFrom, KEEPALIVE_TIMEOUT_REASON},
 };
@@ -102,6 +102,13 @@ pub struct ConnectionLine {
     pub rst_hops: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_hops: Option<u8>,
+    /// The RST's own headers next to the peer's first data segment's: TTL, IPv4 ID, window and
+    /// length (evidence a reader can weigh: a forged RST often has another ID sequence, a zero
+    /// window, or data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rst_segment: Option<Segment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_segment: Option<Segment>,
     /// RSTs our kernel refused on this connection (out of window, or a challenge ACK).
     #[serde(skip_serializing_if = "is_zero")]
     pub refused_rsts: u32,
@@ -214,6 +221,8 @@ impl ConnectionLine {
             rst_from,
             rst_hops,
             peer_hops,
+            rst_segment: connection.reset_segment.filter(|_| connection.reset_taken),
+            peer_segment: connection.peer_reference.filter(|_| connection.reset_taken),
             refused_rsts: connection.refused_resets,
             dropped_in: connection.drops.incoming,
             dropped_out: connection.drops.outgoing,
@@ -352,6 +361,8 @@ mod tests {
             rst_from: Some("path"),
             rst_hops: Some(0),
             peer_hops: Some(1),
+            rst_segment: None,
+            peer_segment: None,
             refused_rsts: 0,
             dropped_in: 0,
             dropped_out: 0,
