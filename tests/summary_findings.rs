@@ -518,3 +518,94 @@ fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
     }
     std::fs::remove_file(&summaries).unwrap();
 }
+
+#[test]
+fn a_router_that_forgets_idle_flows_is_found_with_its_idle_timeout() {
+    require_root();
+    let routed = Routed::router();
+    // The middlebox: only flows its conntrack knows pass, new ones only with a SYN, and an
+    // established flow is forgotten after 3 s of silence.
+    routed.nat.nft(
+        "table inet middlebox { chain forward_flows { type filter hook forward priority 0; policy drop; \
+         ct state established,related accept; tcp flags syn ct state new accept; }; }",
+    );
+    routed.nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"]);
+    routed.nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_established=3"]);
+    let server_ip = routed.server_ip;
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 0)).unwrap());
+    let server = listener.local_addr().unwrap();
+    let echo = thread::spawn(move || {
+        for stream in listener.incoming().take(6) {
+            let mut stream = stream.unwrap();
+            thread::spawn(move || {
+                let mut buffer = [0; 64];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 || stream.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let summaries = std::env::temp_dir().join(format!("tracer-idle-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&summaries);
+    let tracer = summary_tracer(&["--netns", &routed.client.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
+    let clocks = tracer.stderr.lock().unwrap().contains("idle gaps: yes");
+    // Three connections pause 1.5 s (under the timeout), three pause 6 s (past it), then talk.
+    let clients: Vec<_> = [1.5, 1.5, 1.5, 6.0, 6.0, 6.0]
+        .into_iter()
+        .map(|pause| {
+            let client = routed.client.run(move || TcpStream::connect(server).unwrap());
+            set_option(&client, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 2000 as libc::c_uint);
+            let local = client.local_addr().unwrap();
+            let talker = thread::spawn(move || {
+                let mut client = client;
+                client.write_all(b"hello").unwrap();
+                client.read_exact(&mut [0; 5]).unwrap();
+                thread::sleep(Duration::from_secs_f64(pause));
+                let answered = client.write_all(b"again").is_ok() && client.read_exact(&mut [0; 5]).is_ok();
+                (pause, answered)
+            });
+            (local, talker)
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for (local, talker) in clients {
+        let (pause, answered) = talker.join().unwrap();
+        outcomes.push((local, pause, answered));
+    }
+    assert!(
+        outcomes.iter().all(|(_, pause, answered)| *answered == (*pause < 3.0)),
+        "the middlebox forgot the long pauses only: {outcomes:?}"
+    );
+    if !clocks {
+        eprintln!("the socket clocks are not readable here (no tp_btf or no /proc/timer_list): no idle estimate");
+        tracer.stop();
+        return;
+    }
+    let lines = tracer.stop();
+    let written = std::fs::read_to_string(&summaries).unwrap();
+    std::fs::remove_file(&summaries).unwrap();
+    let found = written
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
+        .find(|finding| finding["kind"] == "idle_timeout" && finding["remote"] == server.to_string())
+        .expect("an idle_timeout finding");
+    let detail = found["detail"].as_str().unwrap();
+    // "… idle ≥ 6.0 s died silently (3 of 3); idle ≤ 1.5 s lived (3 of 3): … after 1.5–6.0 s …"
+    let bounds: Vec<f64> = detail
+        .split("after ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s;").next())
+        .map(|range| range.split('–').map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_default();
+    assert!(bounds.len() == 2 && bounds[0] <= 3.0 && bounds[1] >= 3.0, "the interval holds the 3 s timeout: {found}");
+    assert!(detail.contains("(3 of 3)"), "{found}");
+    for (local, pause, _) in outcomes.iter().filter(|(_, pause, _)| *pause > 3.0) {
+        let line = lines.iter().find(|line| line["local"] == local.to_string()).expect("the dead connection's line");
+        assert_eq!(line["close"], "peer_silent", "{line}");
+        assert!(line["idle_before_ms"].as_f64().is_some_and(|ms| ms >= pause * 1000.0 - 100.0), "idle for {pause} s: {line}");
+    }
+    drop(echo);
+}

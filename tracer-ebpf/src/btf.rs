@@ -7,15 +7,17 @@
 //! member of the right size refuses the program, and the loader falls back to `classic`.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
-        generated::bpf_skc_to_tcp_sock,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::bpf_get_current_task_btf,
+        generated::{bpf_jiffies64, bpf_skc_to_tcp_sock},
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
     EbpfContext,
 };
 use tracer_common::{
-    EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT,
+    EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN,
+    FLAG_PROCESS_CONTEXT,
 };
 
 use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4, AF_INET6};
@@ -113,7 +115,39 @@ pub fn btf_recv_reset(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
-    socket_hook(&ctx, EventKind::Retransmit)
+    let socket: *const u8 = ctx.arg(0);
+    let offsets = &config().offsets;
+    emit(|event| {
+        if !socket_event(event, EventKind::Retransmit, socket, offsets) {
+            return false;
+        }
+        add_unbound_port(event, socket, offsets);
+        if !keep(event) {
+            return false;
+        }
+        // SAFETY: as in `add_socket_stats`.
+        unsafe {
+            let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+            if !tcp.is_null() {
+                add_idle_clocks(event, tcp, offsets);
+            }
+        }
+        finish(&ctx, event, offsets);
+        true
+    });
+    0
+}
+
+/// The socket's last receive and send times and now, in jiffies: how long it had been idle.
+///
+/// # Safety
+/// `tcp` is a `tcp_sock` pointer from `bpf_skc_to_tcp_sock`.
+#[inline(always)]
+unsafe fn add_idle_clocks(event: &mut WireEvent, tcp: *const u8, offsets: &KernelOffsets) {
+    let (received, sent) = (load::<u32>(tcp, offsets.tcp_rcv_tstamp), load::<u32>(tcp, offsets.tcp_lsndtime));
+    event.bytes_acked = u64::from(bpf_jiffies64() as u32);
+    event.bytes_received = u64::from(received) << 32 | u64::from(sent);
+    event.flags |= FLAG_IDLE_CLOCKS;
 }
 
 /// `tcp_retransmit_synack(listener, request)`: the addresses are the request's (it starts with a
@@ -140,9 +174,10 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
 const TCP_FLAG_RST: u8 = 0x04;
 
 /// `tcp_probe(sk, skb)`: every segment at the top of the established receive path, before the
-/// kernel acts on it. Sent: every RST, and the peer's first segment with data (its reference: the
-/// TTL the peer's own packets carry), at most one per connection. Everything else leaves after
-/// a few loads, so a bulk transfer pays little per packet.
+/// kernel acts on it. Sent: every RST; the peer's first segment with data (its reference: the
+/// TTL the peer's own packets carry), at most one per connection; and a data segment after an
+/// idle gap (`idle_gap_jiffies` without an ACK: the connection lived through it). Everything else
+/// leaves after a few loads, so a bulk transfer pays little per packet.
 #[btf_tracepoint(function = "tcp_probe")]
 pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
     let socket: *const u8 = ctx.arg(0);
@@ -150,16 +185,22 @@ pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
     let offsets = &config().offsets;
     // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offset is inside its `cb`.
     let flags = unsafe { load::<u8>(skb, offsets.skb_tcp_flags) };
+    // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null.
+    let tcp = unsafe { bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const() };
+    if tcp.is_null() {
+        return 0;
+    }
     if flags & TCP_FLAG_RST == 0 {
-        // SAFETY: the offsets are inside `skb->cb`; `bpf_skc_to_tcp_sock` returns a `tcp_sock`
-        // pointer or null, and the offset is its member.
-        let first_data = unsafe {
+        // SAFETY: the offsets are inside `skb->cb` and `tcp_sock`.
+        let (first_data, after_gap) = unsafe {
             let carries_data = load::<u32>(skb, offsets.skb_tcp_end_seq) != load::<u32>(skb, offsets.skb_tcp_seq);
-            let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
             // Counted before the segment is processed: 1 while the first one with data is here.
-            carries_data && !tcp.is_null() && load::<u32>(tcp, offsets.tcp_data_segs_in) == 1
+            let first = carries_data && load::<u32>(tcp, offsets.tcp_data_segs_in) == 1;
+            let gap = config().idle_gap_jiffies;
+            let quiet = (bpf_jiffies64() as u32).wrapping_sub(load::<u32>(tcp, offsets.tcp_rcv_tstamp));
+            (first, carries_data && gap != 0 && quiet >= gap)
         };
-        if !first_data {
+        if !first_data && !after_gap {
             return 0;
         }
     }
@@ -171,6 +212,8 @@ pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
             missed(KernelMiss::Packet);
             return false;
         }
+        // SAFETY: `tcp` was checked above.
+        unsafe { add_idle_clocks(event, tcp, offsets) };
         // Softirq or a socket's backlog: no process to name.
         // SAFETY: a helper without arguments.
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
@@ -196,7 +239,7 @@ fn segment_facts(event: &mut WireEvent, skb: *const u8, flags: u8, offsets: &Ker
         event.reason = u32::from(ttl);
         event.error = id;
         event.total_retrans = u32::from(u16::from_be_bytes(window));
-        event.bytes_acked = u64::from(end_seq.wrapping_sub(seq));
+        event.tgid = end_seq.wrapping_sub(seq);
         event.old_state = flags;
     }
     Some(())

@@ -7,7 +7,9 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::{EventKind, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, WIRE_VERSION};
+use tracer_common::{
+    EventKind, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -141,6 +143,31 @@ pub struct Event {
     pub segment: Option<Segment>,
     /// For a packet this host dropped (`kfree_skb`).
     pub drop: Option<Dropped>,
+    /// For a retransmission or a segment from the peer: the socket's clocks, in jiffies.
+    pub idle: Option<IdleClocks>,
+}
+
+/// A socket's clocks when an event fired, in jiffies (32 bits, wrapping): now, the last ACK it
+/// received, the last data it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct IdleClocks {
+    pub now: u32,
+    pub last_received: u32,
+    pub last_sent: u32,
+}
+
+impl IdleClocks {
+    /// How long the connection had been idle before its latest transmission, in jiffies: when we
+    /// sent after the last receive, from that receive to our send (the send the peer must answer);
+    /// else from the last activity to now (the peer spoke first).
+    pub fn idle_jiffies(&self) -> u32 {
+        let sent_since = self.last_sent.wrapping_sub(self.last_received) as i32;
+        if sent_since > 0 {
+            sent_since as u32
+        } else {
+            self.now.wrapping_sub(self.last_received)
+        }
+    }
 }
 
 /// A TCP packet this host's kernel dropped.
@@ -277,19 +304,24 @@ impl Decoder {
             reset_reason: (kind == EventKind::ResetSent && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
             tw_status: (kind == EventKind::TimeWaitSyn && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
             process: (wire.flags & FLAG_PROCESS_CONTEXT != 0).then_some(Process { pid: wire.pid, tgid: wire.tgid, comm: Comm(wire.comm) }),
-            totals: (wire.flags & FLAG_HAS_SOCKET_STATS != 0).then_some(SocketTotals {
+            totals: (wire.flags & FLAG_HAS_SOCKET_STATS != 0 && kind == EventKind::StateChange).then_some(SocketTotals {
                 bytes_sent: wire.bytes_acked,
                 bytes_received: wire.bytes_received,
                 retransmits: wire.total_retrans,
                 error: wire.error,
                 peer_fin: wire.flags & FLAG_PEER_FIN != 0,
             }),
+            idle: (wire.flags & FLAG_IDLE_CLOCKS != 0).then_some(IdleClocks {
+                now: wire.bytes_acked as u32,
+                last_received: (wire.bytes_received >> 32) as u32,
+                last_sent: wire.bytes_received as u32,
+            }),
             drop: (kind == EventKind::Drop).then_some(Dropped { reason: wire.reason, incoming: wire.old_state == 1 }),
             segment: (kind == EventKind::Segment).then_some(Segment {
                 ttl: wire.reason as u8,
                 ip_id: wire.error,
                 window: wire.total_retrans as u16,
-                length: wire.bytes_acked as u32,
+                length: wire.tgid,
                 flags: wire.old_state,
             }),
         })

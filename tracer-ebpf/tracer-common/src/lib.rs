@@ -33,8 +33,9 @@ pub enum EventKind {
     /// `tcp:tcp_probe` (BTF only): a segment reached an established socket, sent when it is a RST
     /// or the peer's first segment with data (the reference for what the peer's own packets carry).
     /// `reason` holds the IP TTL (IPv6: hop limit), `error` the IPv4 ID, `total_retrans` the TCP
-    /// window, `bytes_acked` the sequence space it takes (payload, + 1 for a SYN or FIN), and
-    /// `old_state` the TCP flag byte.
+    /// window, `tgid` the sequence space it takes (payload, + 1 for a SYN or FIN; there is no
+    /// process in softirq), and `old_state` the TCP flag byte. Also sent for a data segment after
+    /// an idle gap. With [`FLAG_IDLE_CLOCKS`].
     Segment = 8,
     /// `skb:kfree_skb` (BTF only, Linux ≥ 5.17 for the reason): this host's kernel dropped a TCP
     /// packet. `reason` is its `skb_drop_reason`; the socket's fields when the packet had one
@@ -72,6 +73,10 @@ pub const FLAG_HAS_SOCKET_STATS: u8 = 4;
 /// [`WireEvent::flags`], with [`FLAG_HAS_SOCKET_STATS`]: the socket had taken in the peer's FIN
 /// (`SOCK_DONE`), which `bytes_received` then counts as one byte.
 pub const FLAG_PEER_FIN: u8 = 8;
+/// [`WireEvent::flags`], for `Retransmit` and `Segment`: the socket's clocks, in jiffies (low 32
+/// bits): `bytes_acked` holds now, `bytes_received` the last ACK received (high half) and the last
+/// data sent (low half). How long the connection had been idle.
+pub const FLAG_IDLE_CLOCKS: u8 = 16;
 
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
 /// the first four bytes); ports in host order; `local`/`remote` are from this host's point of view.
@@ -229,6 +234,10 @@ pub struct KernelOffsets {
     pub skb_tcp_end_seq: u16,
     /// `struct tcp_sock.data_segs_in`: segments with data received so far.
     pub tcp_data_segs_in: u16,
+    /// `struct tcp_sock.rcv_tstamp` and `lsndtime` (jiffies): the last ACK received, the last
+    /// data sent.
+    pub tcp_rcv_tstamp: u16,
+    pub tcp_lsndtime: u16,
     /// `struct sk_buff.protocol` (network order) and `struct sk_buff.sk`.
     pub skb_protocol: u16,
     pub skb_sk: u16,
@@ -270,6 +279,8 @@ impl KernelOffsets {
         skb_tcp_seq: ABSENT,
         skb_tcp_end_seq: ABSENT,
         tcp_data_segs_in: ABSENT,
+        tcp_rcv_tstamp: ABSENT,
+        tcp_lsndtime: ABSENT,
         skb_protocol: ABSENT,
         skb_sk: ABSENT,
         thread_size: 0,
@@ -344,6 +355,9 @@ pub struct KernelConfig {
     /// a full queue, memory, a bad checksum. Others (a RST consumed, old data, no socket for a
     /// stray segment) are TCP doing its work, and are not sent.
     pub drop_reasons_wanted: [u64; 4],
+    /// `tcp_probe` also sends a data segment that arrives after this many jiffies without one
+    /// (a connection that lived through an idle gap); 0: never.
+    pub idle_gap_jiffies: u32,
 }
 
 impl KernelConfig {
@@ -356,6 +370,7 @@ impl KernelConfig {
         reset_reason_arg: 0,
         drop_reason_arg: 0,
         drop_reasons_wanted: [0; 4],
+        idle_gap_jiffies: 0,
     };
 }
 

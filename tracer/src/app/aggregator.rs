@@ -180,6 +180,7 @@ impl Aggregator {
                 // Linux ≥ 6.10 gives reset reasons, and from then also traces resets sent from
                 // timewait sockets.
                 time_wait_resets_traced: probes.modes.reset_reasons,
+                hz: probes.modes.hz,
                 time_wait_status: probes.modes.exact_time_wait,
                 ..TrackerConfig::default()
             },

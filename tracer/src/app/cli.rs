@@ -13,10 +13,11 @@ use crate::{
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
 /// Every --interval the tracer prints the socket states, how connections ended (graceful,
-/// reset_by_peer, reset_by_us, peer_silent, refused, connect_timeout, aborted, unresolved), the
-/// peers in most trouble and the findings: close_wait_stuck, accept_queue_full, peer_silent,
-/// port_reuse_in_time_wait, time_wait_buildup, fin_unanswered, syn_retransmit, rst_from_peer,
-/// rst_to_peer.
+/// reset_by_peer, reset_by_path, reset_by_us, peer_silent, dropped_here, refused,
+/// connect_timeout, aborted, unresolved), the peers in most trouble and the findings:
+/// close_wait_stuck, accept_queue_full, peer_silent, port_reuse_in_time_wait, time_wait_buildup,
+/// fin_unanswered, syn_retransmit, rst_from_path, rst_refused, dropped_here, idle_timeout,
+/// rst_from_peer, rst_to_peer.
 ///
 /// Needs root (or CAP_BPF + CAP_PERFMON; CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE and
 /// CAP_DAC_READ_SEARCH for socket snapshots), Linux ≥ 5.8 with BTF. Stops on SIGINT/SIGTERM or

@@ -105,6 +105,7 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
         FindingKind::DroppedHere if n > 0 => {
             format!("this host's kernel dropped {n} packet(s) between us and {}: {}", key.remote, labels(tally))
         }
+        FindingKind::IdleTimeout if n > 0 => tally.example.clone().unwrap_or_default(),
         FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),
         FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
         _ => return None,

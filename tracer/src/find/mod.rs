@@ -9,6 +9,7 @@
 //! The parts: [`model`] (what consumers see), the aggregation here, [`describe`] (the sentences).
 //! Pure: the snapshot, the namespaces' settings and the owners of sockets come in a [`Context`].
 mod describe;
+mod idle;
 mod model;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -143,6 +144,8 @@ pub struct Findings {
     /// The latest resets per (direction, peer), at most `rst_threshold` of them, within
     /// [`RST_WINDOW_NS`]: whether they make a storm.
     recent_resets: FastMap<(FindingKind, PeerKey), VecDeque<u64>>,
+    /// Idle gaps of each peer's connections that died and lived (kept across intervals).
+    idle: FastMap<PeerKey, idle::IdleEvidence>,
     /// Handshake times of the interval in µs, by peer.
     handshakes: FastMap<PeerKey, Vec<u32>>,
     /// Peers or findings dropped because a table was full.
@@ -160,6 +163,7 @@ impl Findings {
             untracked: FastMap::default(),
             reported: FastSet::default(),
             recent_resets: FastMap::default(),
+            idle: FastMap::default(),
             handshakes: FastMap::default(),
             evicted: 0,
         }
@@ -217,6 +221,14 @@ impl Findings {
                     }
                 }
                 let owner = connection.process.map(Owner::from);
+                let reset = matches!(ended.class, CloseClass::ResetByPeer | CloseClass::ResetByPath);
+                if let Some(gap) = connection.idle_before_ns.filter(|gap| *gap >= crate::track::IDLE_GAP_NS) {
+                    if reset || ended.class == CloseClass::PeerSilent {
+                        if let Some(evidence) = self.idle_evidence(key) {
+                            evidence.died(gap, reset);
+                        }
+                    }
+                }
                 if let Some(origin @ crate::track::RstFrom::Path { .. }) = ended.rst_from {
                     if let Some(tally) = self.tally(FindingKind::RstFromPath, key) {
                         tally.count += 1;
@@ -311,6 +323,11 @@ impl Findings {
                     *tally.labels.entry(format!("{reason} {direction}")).or_default() += 1;
                 }
             }
+            Observation::IdleSurvived { tuple, role, gap_ns, .. } => {
+                if let Some(evidence) = self.idle_evidence(PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote)) {
+                    evidence.lived(*gap_ns);
+                }
+            }
             Observation::ResetRefused { tuple, role, .. } => {
                 if let Some(tally) = self.tally(FindingKind::RstRefused, PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote)) {
                     tally.count += 1;
@@ -368,6 +385,7 @@ impl Findings {
         self.find_time_wait_buildup(now_ns, tracker, settings, context.filter);
         self.name_owners(context.owners);
         self.explain_syn_retransmits();
+        self.find_idle_timeouts();
 
         let mut findings = Vec::new();
         let now = context.now_ns;
@@ -596,6 +614,34 @@ impl Findings {
         }
     }
 
+    fn idle_evidence(&mut self, key: PeerKey) -> Option<&mut idle::IdleEvidence> {
+        if !self.idle.contains_key(&key) && self.idle.len() >= self.config.max_peers {
+            self.evicted += 1;
+            return None;
+        }
+        Some(self.idle.entry(key).or_default())
+    }
+
+    /// Peers whose deaths this interval fall past an idle gap their survivors stay under.
+    fn find_idle_timeouts(&mut self) {
+        let mut found = Vec::new();
+        for (key, evidence) in &mut self.idle {
+            let (deaths, resets) = (std::mem::take(&mut evidence.new_deaths), std::mem::take(&mut evidence.new_resets));
+            if deaths == 0 {
+                continue;
+            }
+            if let Some(estimate) = evidence.estimate() {
+                found.push((*key, deaths, idle::describe(&key.remote.to_string(), &estimate, resets > 0)));
+            }
+        }
+        for (key, deaths, detail) in found {
+            if let Some(tally) = self.tally(FindingKind::IdleTimeout, key) {
+                tally.count += deaths;
+                tally.example = Some(detail);
+            }
+        }
+    }
+
     /// A SYN retransmit finding says who did not answer: what the port-reuse or accept-queue
     /// findings of the same interval show, rather than "the peer did not answer".
     fn explain_syn_retransmits(&mut self) {
@@ -714,7 +760,8 @@ pub fn in_scope(observation: &Observation, filter: &Filter) -> bool {
         Observation::SynAckRetransmit { tuple, .. }
         | Observation::PortReuse { tuple, .. }
         | Observation::ResetRefused { tuple, .. }
-        | Observation::Dropped { tuple, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, None),
+        | Observation::Dropped { tuple, .. }
+        | Observation::IdleSurvived { tuple, .. } => filter.matches(tuple.netns, tuple.local, tuple.remote, None),
     }
 }
 

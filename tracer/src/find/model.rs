@@ -26,12 +26,15 @@ pub enum FindingKind {
     RstRefused,
     /// Packets of a peer this host's kernel dropped (firewall, backlog, memory, checksum, …).
     DroppedHere,
+    /// Connections to a peer die past an idle gap that others stay under: a device in the path
+    /// forgets idle flows.
+    IdleTimeout,
     RstFromPeer,
     RstToPeer,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 12] = [
+    pub const ALL: [FindingKind; 13] = [
         FindingKind::CloseWaitStuck,
         FindingKind::AcceptQueueFull,
         FindingKind::PeerSilent,
@@ -42,6 +45,7 @@ impl FindingKind {
         FindingKind::RstFromPath,
         FindingKind::RstRefused,
         FindingKind::DroppedHere,
+        FindingKind::IdleTimeout,
         FindingKind::RstFromPeer,
         FindingKind::RstToPeer,
     ];
@@ -58,6 +62,7 @@ impl FindingKind {
             FindingKind::RstFromPath => "rst_from_path",
             FindingKind::RstRefused => "rst_refused",
             FindingKind::DroppedHere => "dropped_here",
+            FindingKind::IdleTimeout => "idle_timeout",
             FindingKind::RstFromPeer => "rst_from_peer",
             FindingKind::RstToPeer => "rst_to_peer",
         }

@@ -92,6 +92,8 @@ fn resolve_in(btf: &Btf) -> Resolved {
         skb_tcp_seq: ABSENT,
         skb_tcp_end_seq: ABSENT,
         tcp_data_segs_in: find("tcp_sock.data_segs_in", "tcp_sock", "data_segs_in"),
+        tcp_rcv_tstamp: find("tcp_sock.rcv_tstamp", "tcp_sock", "rcv_tstamp"),
+        tcp_lsndtime: find("tcp_sock.lsndtime", "tcp_sock", "lsndtime"),
         skb_protocol: find("sk_buff.protocol", "sk_buff", "protocol"),
         skb_sk: find("sk_buff.sk", "sk_buff", "sk"),
         thread_size: thread_size(),

@@ -63,6 +63,8 @@ pub struct Modes {
     /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
     /// are seen exactly, with the `tcp_tw_status` values to read them.
     pub exact_time_wait: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
+    /// The kernel's tick rate, which the socket clocks count in (`None`: idle gaps unknown).
+    pub hz: Option<u32>,
     /// `--kernel-log`: which of the programs' log records are printed.
     pub kernel_log: KernelLogLevel,
 }
@@ -72,12 +74,13 @@ impl Modes {
         let hooks: Vec<String> = self.hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
         let yes_no = |known: bool| if known { "yes" } else { "unknown" };
         format!(
-            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}; kernel log: {}",
+            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}; idle gaps: {}; kernel log: {}",
             hooks.join(" "),
             if self.batched { "per-CPU" } else { "off" },
             yes_no(self.namespaces),
             yes_no(self.process_context),
             if self.reset_reasons { "yes" } else { "not on this kernel" },
+            self.hz.map_or("unknown (no /proc/timer_list)".to_string(), |hz| format!("yes ({hz} Hz)")),
             self.kernel_log.name(),
         )
     }
@@ -155,6 +158,7 @@ impl Probes {
         if !resolved.missing.is_empty() {
             eprintln!("tracer: note: not in this kernel's BTF, so what needs it is off: {}", resolved.missing.join(", "));
         }
+        let hz = crate::kernel::clock::kernel_hz();
         let mut config = KernelConfig {
             offsets: resolved.offsets,
             filter: options.filter,
@@ -163,9 +167,12 @@ impl Probes {
             reset_reason_arg: u32::from(resolved.reset_reason_in_args),
             drop_reason_arg: u32::from(!resolved.drop_reasons.is_empty()),
             drop_reasons_wanted: crate::track::losses(&resolved.drop_reasons),
+            // A connection that lived through a second or more of silence says so.
+            idle_gap_jiffies: hz.unwrap_or(0),
             ..KernelConfig::NONE
         };
         let mut modes = Modes {
+            hz,
             kernel_log: options.kernel_log,
             namespaces: resolved.namespaces_known(),
             process_context: resolved.process_context_known(),

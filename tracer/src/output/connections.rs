@@ -109,6 +109,10 @@ pub struct ConnectionLine {
     pub rst_segment: Option<Segment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_segment: Option<Segment>,
+    /// For an end by silence or by a RST: how long the connection had been idle before the
+    /// transmission that went unanswered (or before the RST), where the socket's clocks were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_before_ms: Option<f64>,
     /// RSTs our kernel refused on this connection (out of window, or a challenge ACK).
     #[serde(skip_serializing_if = "is_zero")]
     pub refused_rsts: u32,
@@ -223,6 +227,15 @@ impl ConnectionLine {
             peer_hops,
             rst_segment: connection.reset_segment.filter(|_| connection.reset_taken),
             peer_segment: connection.peer_reference.filter(|_| connection.reset_taken),
+            idle_before_ms: connection
+                .idle_before_ns
+                .filter(|_| {
+                    matches!(
+                        ended.class,
+                        CloseClass::PeerSilent | CloseClass::ResetByPeer | CloseClass::ResetByPath | CloseClass::DroppedHere
+                    )
+                })
+                .map(|ns| (ns as f64 / 1e3).round() / 1e3),
             refused_rsts: connection.refused_resets,
             dropped_in: connection.drops.incoming,
             dropped_out: connection.drops.outgoing,
@@ -363,6 +376,7 @@ mod tests {
             peer_hops: Some(1),
             rst_segment: None,
             peer_segment: None,
+            idle_before_ms: None,
             refused_rsts: 0,
             dropped_in: 0,
             dropped_out: 0,

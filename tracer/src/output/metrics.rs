@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -29,6 +29,9 @@ use crate::{
 };
 
 type Labels = Vec<(String, String)>;
+
+/// Buckets of `idle_before_death_seconds`: around the idle timeouts devices use (seconds to an hour).
+const IDLE_BUCKETS_S: [f64; 8] = [1.0, 5.0, 30.0, 60.0, 240.0, 350.0, 900.0, 3600.0];
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
@@ -61,6 +64,7 @@ pub struct Metrics {
     reset_origins: Family<Labels, Counter>,
     resets_refused: Counter,
     drops: Family<Labels, Counter>,
+    idle_before_death: Histogram,
     syn_retransmits: Family<Labels, Counter>,
     connect_failures: Family<Labels, Counter>,
     findings: Family<Labels, Gauge>,
@@ -104,6 +108,7 @@ impl Metrics {
             reset_origins: Family::default(),
             resets_refused: Counter::default(),
             drops: Family::default(),
+            idle_before_death: Histogram::new(IDLE_BUCKETS_S),
             syn_retransmits: Family::default(),
             connect_failures: Family::default(),
             findings: Family::default(),
@@ -134,6 +139,11 @@ impl Metrics {
             "resets_refused",
             "RSTs our kernel refused (out of window, or answered with a challenge ACK)",
             metrics.resets_refused.clone(),
+        );
+        registry.register(
+            "idle_before_death_seconds",
+            "How long connections had been idle before they died silent or were reset (the socket's clocks, tp_btf)",
+            metrics.idle_before_death.clone(),
         );
         registry.register("drops", "TCP packets this host's kernel dropped, by reason and direction", metrics.drops.clone());
         registry.register("syn_retransmits", "SYN (client) and SYN-ACK (server) retransmits", metrics.syn_retransmits.clone());
@@ -224,6 +234,10 @@ impl Metrics {
         match observation {
             Observation::Ended(ended) => {
                 self.closes.get_or_create(&labels(&[("class", ended.class.name())])).inc();
+                let died = matches!(ended.class, CloseClass::PeerSilent | CloseClass::ResetByPeer | CloseClass::ResetByPath);
+                if let Some(idle_ns) = ended.connection.idle_before_ns.filter(|_| died) {
+                    self.idle_before_death.observe(idle_ns as f64 / 1e9);
+                }
                 if let Some(origin) = ended.rst_from {
                     let origin = match origin {
                         RstFrom::Peer { .. } => "peer",
@@ -266,7 +280,7 @@ impl Metrics {
                 let direction = if *incoming { "in" } else { "out" };
                 self.drops.get_or_create(&labels(&[("reason", &reason.to_lowercase()), ("direction", direction)])).inc();
             }
-            Observation::PortReuse { .. } => {}
+            Observation::PortReuse { .. } | Observation::IdleSurvived { .. } => {}
         }
     }
 

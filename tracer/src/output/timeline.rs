@@ -103,7 +103,11 @@ impl Timeline {
             Observation::ResetReceived { .. } => self.current.rst_received += 1,
             Observation::SynRetransmit { .. } | Observation::SynAckRetransmit { .. } => self.current.syn_retransmits += 1,
             // Refused resets, resets from the path and drops show as findings, marked where they began.
-            Observation::Ended(_) | Observation::PortReuse { .. } | Observation::ResetRefused { .. } | Observation::Dropped { .. } => {}
+            Observation::Ended(_)
+            | Observation::PortReuse { .. }
+            | Observation::ResetRefused { .. }
+            | Observation::Dropped { .. }
+            | Observation::IdleSurvived { .. } => {}
         }
     }
 

@@ -185,6 +185,9 @@ pub struct Connection {
     pub refused_resets: u32,
     /// This host's drops of the connection's packets.
     pub drops: super::Drops,
+    /// How long it had been idle before the transmission that went unanswered (its first
+    /// retransmission), or before the RST that ended it; where the socket's clocks were read.
+    pub idle_before_ns: Option<u64>,
 }
 
 impl Connection {
@@ -259,6 +262,14 @@ pub enum Observation {
         process: Option<Process>,
         at_ns: u64,
     },
+    /// A segment from the peer arrived after an idle gap (a second or more without one): the
+    /// connection lived through it.
+    IdleSurvived {
+        tuple: Tuple,
+        role: Role,
+        gap_ns: u64,
+        at_ns: u64,
+    },
     /// This host's kernel dropped a TCP packet of this tuple, with its reason's name.
     Dropped {
         tuple: Tuple,
@@ -302,6 +313,7 @@ impl Observation {
             | Observation::ResetReceived { at_ns, .. }
             | Observation::ResetRefused { at_ns, .. }
             | Observation::Dropped { at_ns, .. }
+            | Observation::IdleSurvived { at_ns, .. }
             | Observation::PortReuse { at_ns, .. } => *at_ns,
         }
     }

@@ -35,6 +35,7 @@ impl Script {
             totals: None,
             segment: None,
             drop: None,
+            idle: None,
         }
     }
 

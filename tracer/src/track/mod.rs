@@ -63,7 +63,12 @@ pub struct TrackerConfig {
     /// `tcp_send_reset` also fires without a full socket): a lingering socket that vanished early
     /// without one was reset by the peer.
     pub time_wait_resets_traced: bool,
+    /// The kernel's tick rate: socket clocks (idle gaps) are in jiffies. `None`: gaps unknown.
+    pub hz: Option<u32>,
 }
+
+/// The shortest idle gap worth remembering (the kernel sends a survivor's segment after a second).
+pub const IDLE_GAP_NS: u64 = 1_000_000_000;
 
 /// How often lingering FIN_WAIT2 timewait sockets are looked up: fixed, so that their verdicts
 /// never depend on `--interval`.
@@ -89,6 +94,7 @@ impl Default for TrackerConfig {
             time_wait_status: None,
             probes: false,
             time_wait_resets_traced: false,
+            hz: None,
         }
     }
 }
@@ -199,6 +205,7 @@ impl Tracker {
                 });
             }
             EventKind::Retransmit => {
+                let idle_ns = self.idle_ns(event);
                 let connection = self.connections.get_mut(&event.socket);
                 let process = connection.as_ref().and_then(|connection| connection.process);
                 if let Some(connection) = connection {
@@ -208,6 +215,10 @@ impl Tracker {
                         connection.retransmits += 1;
                         connection.retransmits_in_state += 1;
                         connection.first_retransmit_ns.get_or_insert(event.timestamp_ns);
+                        if connection.retransmits_in_state == 1 {
+                            // The first unanswered transmission of this series: how idle it had been.
+                            connection.idle_before_ns = idle_ns;
+                        }
                     }
                 }
                 if event.state == Some(TcpState::SynSent) {
@@ -396,6 +407,7 @@ impl Tracker {
             reset_taken: false,
             refused_resets: 0,
             drops: drops::Drops::default(),
+            idle_before_ns: None,
         }
     }
 
@@ -405,6 +417,12 @@ impl Tracker {
         } else {
             guess_role(self.config.ephemeral_ports, event.local, event.remote)
         }
+    }
+
+    /// How long the event's socket had been idle (from its clocks), where the tick rate is known.
+    fn idle_ns(&self, event: &Event) -> Option<u64> {
+        let (clocks, hz) = (event.idle?, self.config.hz?);
+        Some(u64::from(clocks.idle_jiffies()) * 1_000_000_000 / u64::from(hz))
     }
 
     /// Evicts the stalest of a sample of connections when the table is full.
@@ -1057,5 +1075,44 @@ mod tests {
         assert_eq!(tracker.stats.joined_mid_life, 1);
         let verdict = ended(&out)[0];
         assert_eq!((verdict.connection.role, verdict.connection.opened_ns, verdict.class), (Role::Client, None, CloseClass::Graceful));
+    }
+
+    #[test]
+    fn the_socket_clocks_say_how_long_a_connection_was_idle_before_it_died_and_which_gaps_others_lived_through() {
+        use crate::decode::IdleClocks;
+        let config = TrackerConfig { hz: Some(250), ..TrackerConfig::default() };
+        let c = client();
+        // Last ACK at jiffy 1000, our data after 6 s of silence (jiffy 2500), retransmitted later.
+        let clocks = IdleClocks { now: 2600, last_received: 1000, last_sent: 2500 };
+        let (_, out) = run(
+            config,
+            &[
+                c.syscall(Close, SynSent, S),
+                c.state(SynSent, Established, S + 1),
+                Event { idle: Some(clocks), ..c.retransmit(Established, 10 * S) },
+                c.retransmit(Established, 11 * S),
+                c.state(Established, Close, 20 * S),
+            ],
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.connection.idle_before_ns), (CloseClass::PeerSilent, Some(6 * S)));
+        // The peer's data 2 s after the last ACK, with nothing sent meanwhile: a gap lived through.
+        let other = Script::new(0xa2, "10.0.0.1:40001", "10.0.0.2:80");
+        let quiet = IdleClocks { now: 1500, last_received: 1000, last_sent: 900 };
+        let (_, out) = run(
+            config,
+            &[
+                other.syscall(Close, SynSent, S),
+                other.state(SynSent, Established, S + 1),
+                Event { idle: Some(quiet), ..other.segment(64, false, 3 * S) },
+            ],
+        );
+        assert!(out.iter().any(|o| matches!(o, Observation::IdleSurvived { gap_ns, .. } if *gap_ns == 2 * S)), "{out:?}");
+        // Without the tick rate, no gap is claimed.
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[other.syscall(Close, SynSent, S), Event { idle: Some(quiet), ..other.segment(64, false, 3 * S) }],
+        );
+        assert!(!out.iter().any(|o| matches!(o, Observation::IdleSurvived { .. })));
     }
 }

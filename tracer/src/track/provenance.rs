@@ -19,11 +19,17 @@ impl Tracker {
     /// see whether the kernel takes it.
     pub(super) fn segment(&mut self, event: &Event, out: &mut Vec<Observation>) {
         let Some(segment) = event.segment else { return };
+        let idle_ns = self.idle_ns(event);
         if !segment.is_reset() {
             self.remember_peer_ttl(event.socket.netns, event.remote.ip(), segment.ttl, event.timestamp_ns);
         }
         let Some(connection) = self.connections.get_mut(&event.socket) else { return };
+        if let Some(gap_ns) = idle_ns.filter(|gap| !segment.is_reset() && *gap >= super::IDLE_GAP_NS) {
+            let (tuple, role) = (Tuple::of(event), connection.role);
+            out.push(Observation::IdleSurvived { tuple, role, gap_ns, at_ns: event.timestamp_ns });
+        }
         if segment.is_reset() {
+            connection.idle_before_ns = idle_ns;
             let refused_before = connection.reset_segment.is_some() && !connection.reset_taken;
             connection.reset_segment = Some(segment);
             connection.reset_taken = false;
