@@ -138,13 +138,28 @@ pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// When the peer was last heard from, in jiffies: the later of its last ACK (counted only while
+/// we had data in flight) and its last data.
+///
+/// # Safety
+/// `tcp` is a `tcp_sock` pointer from `bpf_skc_to_tcp_sock`.
+#[inline(always)]
+unsafe fn last_heard(tcp: *const u8, offsets: &KernelOffsets) -> u32 {
+    let (ack, data) = (load::<u32>(tcp, offsets.tcp_rcv_tstamp), load::<u32>(tcp, offsets.tcp_lrcvtime));
+    if (data.wrapping_sub(ack) as i32) > 0 {
+        data
+    } else {
+        ack
+    }
+}
+
 /// The socket's last receive and send times and now, in jiffies: how long it had been idle.
 ///
 /// # Safety
 /// `tcp` is a `tcp_sock` pointer from `bpf_skc_to_tcp_sock`.
 #[inline(always)]
 unsafe fn add_idle_clocks(event: &mut WireEvent, tcp: *const u8, offsets: &KernelOffsets) {
-    let (received, sent) = (load::<u32>(tcp, offsets.tcp_rcv_tstamp), load::<u32>(tcp, offsets.tcp_lsndtime));
+    let (received, sent) = (last_heard(tcp, offsets), load::<u32>(tcp, offsets.tcp_lsndtime));
     event.bytes_acked = u64::from(bpf_jiffies64() as u32);
     event.bytes_received = u64::from(received) << 32 | u64::from(sent);
     event.flags |= FLAG_IDLE_CLOCKS;
@@ -197,7 +212,7 @@ pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
             // Counted before the segment is processed: 1 while the first one with data is here.
             let first = carries_data && load::<u32>(tcp, offsets.tcp_data_segs_in) == 1;
             let gap = config().idle_gap_jiffies;
-            let quiet = (bpf_jiffies64() as u32).wrapping_sub(load::<u32>(tcp, offsets.tcp_rcv_tstamp));
+            let quiet = (bpf_jiffies64() as u32).wrapping_sub(last_heard(tcp, offsets));
             (first, carries_data && gap != 0 && quiet >= gap)
         };
         if !first_data && !after_gap {

@@ -74,8 +74,9 @@ pub const FLAG_HAS_SOCKET_STATS: u8 = 4;
 /// (`SOCK_DONE`), which `bytes_received` then counts as one byte.
 pub const FLAG_PEER_FIN: u8 = 8;
 /// [`WireEvent::flags`], for `Retransmit` and `Segment`: the socket's clocks, in jiffies (low 32
-/// bits): `bytes_acked` holds now, `bytes_received` the last ACK received (high half) and the last
-/// data sent (low half). How long the connection had been idle.
+/// bits): `bytes_acked` holds now, `bytes_received` the last time anything came from the peer
+/// (high half: the later of its last ACK and its last data) and the last data sent (low half).
+/// How long the connection had been idle.
 pub const FLAG_IDLE_CLOCKS: u8 = 16;
 
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
@@ -234,9 +235,11 @@ pub struct KernelOffsets {
     pub skb_tcp_end_seq: u16,
     /// `struct tcp_sock.data_segs_in`: segments with data received so far.
     pub tcp_data_segs_in: u16,
-    /// `struct tcp_sock.rcv_tstamp` and `lsndtime` (jiffies): the last ACK received, the last
-    /// data sent.
+    /// `struct tcp_sock.rcv_tstamp`, `inet_connection_sock.icsk_ack.lrcvtime` and
+    /// `tcp_sock.lsndtime` (jiffies): the last ACK received while data was in flight, the last
+    /// data received, the last data sent.
     pub tcp_rcv_tstamp: u16,
+    pub tcp_lrcvtime: u16,
     pub tcp_lsndtime: u16,
     /// `struct sk_buff.protocol` (network order) and `struct sk_buff.sk`.
     pub skb_protocol: u16,
@@ -280,6 +283,7 @@ impl KernelOffsets {
         skb_tcp_end_seq: ABSENT,
         tcp_data_segs_in: ABSENT,
         tcp_rcv_tstamp: ABSENT,
+        tcp_lrcvtime: ABSENT,
         tcp_lsndtime: ABSENT,
         skb_protocol: ABSENT,
         skb_sk: ABSENT,

@@ -93,6 +93,7 @@ fn resolve_in(btf: &Btf) -> Resolved {
         skb_tcp_end_seq: ABSENT,
         tcp_data_segs_in: find("tcp_sock.data_segs_in", "tcp_sock", "data_segs_in"),
         tcp_rcv_tstamp: find("tcp_sock.rcv_tstamp", "tcp_sock", "rcv_tstamp"),
+        tcp_lrcvtime: find("inet_connection_sock.icsk_ack.lrcvtime", "tcp_sock", "inet_conn.icsk_ack.lrcvtime"),
         tcp_lsndtime: find("tcp_sock.lsndtime", "tcp_sock", "lsndtime"),
         skb_protocol: find("sk_buff.protocol", "sk_buff", "protocol"),
         skb_sk: find("sk_buff.sk", "sk_buff", "sk"),
