@@ -357,7 +357,8 @@ fn refused_in_namespace(cpu: usize, length: Duration) -> Result<f64> {
     })
 }
 
-pub fn run(options: Options) -> Result<()> {
+/// The churn, saturation and snapshot sections of the report (the caller adds the bulk transfer).
+pub fn run(options: &Options) -> Result<String> {
     let (rounds, seconds, saturated_seconds) = if options.quick { (2, 2.0, 5.0) } else { (5, 5.0, 30.0) };
     let _namespace = Namespace::create()?;
     let mut report = String::new();
@@ -413,9 +414,6 @@ pub fn run(options: Options) -> Result<()> {
         bail!("the tracer lost {lost} events at a modest rate: {}", last["events"]);
     }
 
-    // The per-packet hook, on a bulk transfer.
-    report += &crate::bulk_bench::run(&options.tracer, rounds, seconds)?;
-
     // 2. Every core saturated, default ring buffer: churn, then refused connects (more firings).
     report += &format!(
         "## Every core saturated ({saturated_seconds} s each, default ring buffer, summary mode)\n\n| load | hook firings/s offered | seen | lost | skipped (nested) |\n|---|---|---|---|---|\n"
@@ -431,7 +429,5 @@ pub fn run(options: Options) -> Result<()> {
     report += &crate::snapshot_bench::run(&options.tracer, options.quick)?;
 
     // 4. The userspace pipeline.
-    report += "\n## Aggregator (criterion, one core): see `cargo bench --bench aggregator`\n";
-    println!("{report}");
-    Ok(())
+    Ok(report)
 }

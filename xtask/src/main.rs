@@ -110,7 +110,13 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", bulk_bench::run(&tracer, 9, 5.0)?);
                 return Ok(());
             }
-            bench::run(bench::Options { quick, tracer })?;
+            let options = bench::Options { quick, tracer };
+            let mut report = bench::run(&options)?;
+            // The per-packet hook, on a bulk transfer.
+            let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
+            report += &bulk_bench::run(&options.tracer, rounds, seconds)?;
+            report += "\n## Aggregator (criterion, one core): see `cargo bench --bench aggregator`\n";
+            println!("{report}");
             if !quick {
                 run_checked(Command::new(toolchain::cargo()).current_dir(workspace_root()).args(["bench", "--package", "tracer"]))?;
             }
