@@ -33,8 +33,8 @@ const SUITES: [&str; 2] = ["kernel_events", "summary_findings"];
 
 /// What the tests need of the kernel beyond the tracer: veth pairs, sock_diag for TCP (the
 /// snapshots; a booted system loads it on demand through modprobe, which the guest lacks), and
-/// nftables rules that drop, reset and NAT (their dependencies are added).
-const MODULES: [&str; 6] = ["veth", "tcp_diag", "nf_tables", "nft_reject_inet", "nft_chain_nat", "nft_nat"];
+/// nftables rules that drop, reset, NAT and match conntrack state (their dependencies are added).
+const MODULES: [&str; 7] = ["veth", "tcp_diag", "nf_tables", "nft_reject_inet", "nft_chain_nat", "nft_nat", "nft_ct"];
 
 fn vm_dir() -> PathBuf {
     workspace_root().join("target/vm")
