@@ -522,13 +522,25 @@ fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
 #[test]
 fn a_router_that_forgets_idle_flows_is_found_with_its_idle_timeout() {
     require_root();
+    forgetful_router(false);
+}
+
+#[test]
+fn a_router_that_resets_forgotten_flows_is_found_too_and_its_resets_are_the_paths() {
+    require_root();
+    forgetful_router(true);
+}
+
+/// A middlebox that knows only flows its conntrack tracks (new ones only with a SYN) and forgets
+/// an established one after 3 s of silence; what it does with the rest: drop it, or (`resets`)
+/// answer it with a RST in the other end's name.
+fn forgetful_router(resets: bool) {
     let routed = Routed::router();
-    // The middlebox: only flows its conntrack knows pass, new ones only with a SYN, and an
-    // established flow is forgotten after 3 s of silence.
-    routed.nat.nft(
-        "table inet middlebox { chain forward_flows { type filter hook forward priority 0; policy drop; \
-         ct state established,related accept; tcp flags syn ct state new accept; }; }",
-    );
+    let rest = if resets { "meta l4proto tcp reject with tcp reset;" } else { "" };
+    routed.nat.nft(&format!(
+        "table inet middlebox {{ chain forward_flows {{ type filter hook forward priority 0; policy drop; \
+         ct state established,related accept; tcp flags syn ct state new accept; {rest} }}; }}"
+    ));
     routed.nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"]);
     routed.nat.exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_established=3"]);
     let server_ip = routed.server_ip;
@@ -547,7 +559,7 @@ fn a_router_that_forgets_idle_flows_is_found_with_its_idle_timeout() {
             });
         }
     });
-    let summaries = std::env::temp_dir().join(format!("tracer-idle-{}.jsonl", std::process::id()));
+    let summaries = std::env::temp_dir().join(format!("tracer-idle-{}-{resets}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&summaries);
     let tracer = summary_tracer(&["--netns", &routed.client.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
     let clocks = tracer.stderr.lock().unwrap().contains("idle gaps: yes");
@@ -602,9 +614,11 @@ fn a_router_that_forgets_idle_flows_is_found_with_its_idle_timeout() {
         .unwrap_or_default();
     assert!(bounds.len() == 2 && bounds[0] <= 3.0 && bounds[1] >= 3.0, "the interval holds the 3 s timeout: {found}");
     assert!(detail.contains("(3 of 3)"), "{found}");
+    assert_eq!(detail.contains("died or were reset"), resets, "{found}");
     for (local, pause, _) in outcomes.iter().filter(|(_, pause, _)| *pause > 3.0) {
         let line = lines.iter().find(|line| line["local"] == local.to_string()).expect("the dead connection's line");
-        assert_eq!(line["close"], "peer_silent", "{line}");
+        // Its RST came from the router, one hop closer than the server.
+        assert_eq!(line["close"], if resets { "reset_by_path" } else { "peer_silent" }, "{line}");
         assert!(line["idle_before_ms"].as_f64().is_some_and(|ms| ms >= pause * 1000.0 - 100.0), "idle for {pause} s: {line}");
     }
     drop(echo);

@@ -80,7 +80,7 @@ impl Modes {
             yes_no(self.namespaces),
             yes_no(self.process_context),
             if self.reset_reasons { "yes" } else { "not on this kernel" },
-            self.hz.map_or("unknown (no /proc/timer_list)".to_string(), |hz| format!("yes ({hz} Hz)")),
+            self.hz.map_or("unknown (needs tp_btf and /proc/timer_list)".to_string(), |hz| format!("yes ({hz} Hz)")),
             self.kernel_log.name(),
         )
     }
@@ -281,6 +281,10 @@ impl Probes {
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
         let kernel_log = KernelLog::start(&mut ebpf, options.kernel_log)?;
         let decoder = Decoder::new(reason_names).with_drop_reasons(resolved.drop_reasons);
+        // Idle gaps need the socket's clocks at a retransmission: the tp_btf program reads them.
+        if !modes.hooks.iter().any(|(hook, mode)| hook == "tcp_retransmit_skb" && *mode == "tp_btf") {
+            modes.hz = None;
+        }
         Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, decoder))
     }
 
