@@ -345,18 +345,50 @@ fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
     drop((clients, listener));
 }
 
+/// A tracer printing connection lines for one namespace, its summaries going to a JSON file:
+/// what the tests of the path verdicts read.
+struct Logged {
+    tracer: Tracer,
+    summaries: std::path::PathBuf,
+}
+
+impl Logged {
+    fn start(netns: &Netns, name: &str) -> Logged {
+        let summaries = std::env::temp_dir().join(format!("tracer-{name}-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&summaries);
+        let tracer = summary_tracer(&["--netns", &netns.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
+        Logged { tracer, summaries }
+    }
+
+    /// Whether the mode line says `what` (`tcp_probe=tp_btf`, `idle gaps: yes`, …).
+    fn has(&self, what: &str) -> bool {
+        self.tracer.stderr.lock().unwrap().contains(what)
+    }
+
+    /// Stops the tracer: its stdout lines, and every finding of `kind` in the summaries it wrote.
+    fn stop(self, kind: &str) -> (Vec<Value>, Vec<Value>) {
+        let lines = self.tracer.stop();
+        let written = std::fs::read_to_string(&self.summaries).unwrap();
+        std::fs::remove_file(&self.summaries).unwrap();
+        let findings = written
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
+            .filter(|finding| finding["kind"] == kind)
+            .collect();
+        (lines, findings)
+    }
+}
+
 /// The server's connection lines and summaries while a router between it and the client resets
 /// one connection in the client's name, and the client aborts another itself.
 fn resets_through_a_router(ipv6: bool) {
-    use std::os::unix::fs::PermissionsExt as _;
     let routed = Routed::router();
     let (client_ip, server_ip) = if ipv6 { (routed.client_ip6, routed.server_ip6) } else { (routed.client_ip, routed.server_ip) };
     let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 0)).unwrap());
     let server = listener.local_addr().unwrap();
-    let summaries = std::env::temp_dir().join(format!("tracer-path-{}-{ipv6}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&summaries);
-    let tracer = summary_tracer(&["--netns", &routed.server.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
-    let by_path = tracer.stderr.lock().unwrap().contains("tcp_probe=tp_btf");
+    let logged = Logged::start(&routed.server, &format!("path-{ipv6}"));
+    let (tracer, by_path) = (&logged.tracer, logged.has("tcp_probe=tp_btf"));
     let connect = || {
         let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
         let (mut accepted, _) = listener.accept().unwrap();
@@ -403,19 +435,13 @@ fn resets_through_a_router(ipv6: bool) {
             assert_eq!((line["close"].as_str(), line["rst_from"].as_str()), (Some("reset_by_peer"), None), "{line}");
         }
     }
-    tracer.stop();
-    let written: Vec<Value> =
-        std::fs::read_to_string(&summaries).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-    assert_eq!(std::fs::metadata(&summaries).unwrap().permissions().mode() & 0o777, 0o600);
-    let findings: Vec<&Value> = written.iter().flat_map(|s| s["findings"].as_array().into_iter().flatten()).collect();
-    let from_path: Vec<&&Value> = findings.iter().filter(|f| f["kind"] == "rst_from_path").collect();
+    let (_, from_path) = logged.stop("rst_from_path");
     if by_path {
-        assert_eq!(from_path.len(), 1, "one forged reset, one finding: {findings:?}");
+        assert_eq!(from_path.len(), 1, "one forged reset, one finding: {from_path:?}");
         assert_eq!((from_path[0]["remote"].clone(), from_path[0]["count"].clone()), (endpoint_any(client_ip).into(), 1.into()));
     } else {
         assert!(from_path.is_empty());
     }
-    std::fs::remove_file(&summaries).unwrap();
     drop(client);
 }
 
@@ -432,10 +458,8 @@ fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_pee
     let link = Link::new();
     let listener = link.listen(link.server_ip);
     let server = listener.local_addr().unwrap();
-    let summaries = std::env::temp_dir().join(format!("tracer-drops-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&summaries);
-    let tracer = summary_tracer(&["--netns", &link.server.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
-    let drops_seen = tracer.stderr.lock().unwrap().contains("kfree_skb=tp_btf");
+    let logged = Logged::start(&link.server, "drops");
+    let (tracer, drops_seen) = (&logged.tracer, logged.has("kfree_skb=tp_btf"));
     let client = link.connect(server).unwrap();
     let (mut accepted, client_addr) = listener.accept().unwrap();
     set_option(&accepted, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
@@ -453,18 +477,11 @@ fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_pee
         eprintln!("kfree_skb with drop reasons is unavailable here: the end reads as the peer's silence");
         assert_eq!(line["close"], "peer_silent", "{line}");
     }
-    tracer.stop();
-    let written = std::fs::read_to_string(&summaries).unwrap();
-    let dropped = written
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
-        .find(|finding| finding["kind"] == "dropped_here");
+    let (_, dropped) = logged.stop("dropped_here");
     if drops_seen {
-        let finding = dropped.expect("a dropped_here finding");
+        let finding = dropped.first().expect("a dropped_here finding");
         assert!(finding["detail"].as_str().unwrap().contains("NETFILTER_DROP from the peer"), "{finding}");
     }
-    std::fs::remove_file(&summaries).unwrap();
     drop(client);
 }
 
@@ -474,10 +491,8 @@ fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
     let link = Link::new();
     let listener = link.listen(link.server_ip);
     let server = listener.local_addr().unwrap();
-    let summaries = std::env::temp_dir().join(format!("tracer-refused-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&summaries);
-    let tracer = summary_tracer(&["--netns", &link.server.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
-    let probed = tracer.stderr.lock().unwrap().contains("tcp_probe=tp_btf");
+    let logged = Logged::start(&link.server, "refused");
+    let (tracer, probed) = (&logged.tracer, logged.has("tcp_probe=tp_btf"));
     let mut client = link.connect(server).unwrap();
     let (mut accepted, client_addr) = listener.accept().unwrap();
     client.write_all(b"hello").unwrap();
@@ -499,24 +514,16 @@ fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
     assert_eq!(accepted.read(&mut [0; 1]).unwrap(), 0);
     drop(accepted);
     let line = tracer.wait_for("the server's line", |line| line["remote"] == client_addr.to_string() && line["close"].is_string());
-    tracer.stop();
+    let (_, findings) = logged.stop("rst_refused");
     let refused = |line: &Value| line["refused_rsts"].as_u64().unwrap_or(0);
     if probed {
         assert_eq!((line["close"].as_str(), refused(&line)), (Some("graceful"), challenged), "as nstat counted: {line}");
-        let written = std::fs::read_to_string(&summaries).unwrap();
-        let counted: u64 = written
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap())
-            .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
-            .filter(|finding| finding["kind"] == "rst_refused")
-            .map(|finding| finding["count"].as_u64().unwrap())
-            .sum();
+        let counted: u64 = findings.iter().map(|finding| finding["count"].as_u64().unwrap()).sum();
         assert_eq!(counted, challenged, "the rst_refused findings count them too");
     } else {
         eprintln!("tcp_probe is unavailable here: refused resets are not seen");
         assert_eq!(refused(&line), 0);
     }
-    std::fs::remove_file(&summaries).unwrap();
 }
 
 #[test]
@@ -559,10 +566,8 @@ fn forgetful_router(resets: bool) {
             });
         }
     });
-    let summaries = std::env::temp_dir().join(format!("tracer-idle-{}-{resets}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&summaries);
-    let tracer = summary_tracer(&["--netns", &routed.client.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
-    let clocks = tracer.stderr.lock().unwrap().contains("idle gaps: yes");
+    let logged = Logged::start(&routed.client, &format!("idle-{resets}"));
+    let clocks = logged.has("idle gaps: yes");
     // Three connections pause 1.5 s (under the timeout), three pause 6 s (past it), then talk.
     let clients: Vec<_> = [1.5, 1.5, 1.5, 6.0, 6.0, 6.0]
         .into_iter()
@@ -590,20 +595,12 @@ fn forgetful_router(resets: bool) {
         outcomes.iter().all(|(_, pause, answered)| *answered == (*pause < 3.0)),
         "the middlebox forgot the long pauses only: {outcomes:?}"
     );
+    let (lines, findings) = logged.stop("idle_timeout");
     if !clocks {
         eprintln!("the socket clocks are not readable here (no tp_btf or no /proc/timer_list): no idle estimate");
-        tracer.stop();
         return;
     }
-    let lines = tracer.stop();
-    let written = std::fs::read_to_string(&summaries).unwrap();
-    std::fs::remove_file(&summaries).unwrap();
-    let found = written
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .flat_map(|summary| summary["findings"].as_array().cloned().unwrap_or_default())
-        .find(|finding| finding["kind"] == "idle_timeout" && finding["remote"] == server.to_string())
-        .expect("an idle_timeout finding");
+    let found = findings.into_iter().find(|finding| finding["remote"] == server.to_string()).expect("an idle_timeout finding");
     let detail = found["detail"].as_str().unwrap();
     // "… idle ≥ 6.0 s died silently (3 of 3); idle ≤ 1.5 s lived (3 of 3): … after 1.5–6.0 s …"
     let bounds: Vec<f64> = detail
