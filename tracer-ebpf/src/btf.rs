@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN,
-    FLAG_PROCESS_CONTEXT,
+    FLAG_PROCESS_CONTEXT, TCP_FLAG_RST,
 };
 
 use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4, AF_INET6};
@@ -110,21 +110,12 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn btf_recv_reset(ctx: BtfTracePointContext) -> u32 {
-    socket_hook(&ctx, EventKind::ResetReceived)
+    socket_hook(&ctx, EventKind::ResetReceived, |_, _, _| {})
 }
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
-    let socket: *const u8 = ctx.arg(0);
-    let offsets = &config().offsets;
-    emit(|event| {
-        if !socket_event(event, EventKind::Retransmit, socket, offsets) {
-            return false;
-        }
-        add_unbound_port(event, socket, offsets);
-        if !keep(event) {
-            return false;
-        }
+    socket_hook(&ctx, EventKind::Retransmit, |event, socket, offsets| {
         // SAFETY: as in `add_socket_stats`.
         unsafe {
             let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
@@ -132,10 +123,7 @@ pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
                 add_idle_clocks(event, tcp, offsets);
             }
         }
-        finish(&ctx, event, offsets);
-        true
-    });
-    0
+    })
 }
 
 /// When the peer was last heard from, in jiffies: the later of its last ACK (counted only while
@@ -186,8 +174,6 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-const TCP_FLAG_RST: u8 = 0x04;
-
 /// `tcp_probe(sk, skb)`: every segment at the top of the established receive path, before the
 /// kernel acts on it. Sent: every RST; the peer's first segment with data (its reference: the
 /// TTL the peer's own packets carry), at most one per connection; and a data segment after an
@@ -198,24 +184,29 @@ pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
     let socket: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
-    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offset is inside its `cb`.
-    let flags = unsafe { load::<u8>(skb, offsets.skb_tcp_flags) };
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are inside its `cb`.
+    let (flags, carries_data) = unsafe {
+        (load::<u8>(skb, offsets.skb_tcp_flags), load::<u32>(skb, offsets.skb_tcp_end_seq) != load::<u32>(skb, offsets.skb_tcp_seq))
+    };
+    let reset = flags & TCP_FLAG_RST != 0;
+    // A pure ACK that is no RST (all a bulk sender receives) leaves here.
+    if !reset && !carries_data {
+        return 0;
+    }
     // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null.
     let tcp = unsafe { bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const() };
     if tcp.is_null() {
         return 0;
     }
-    if flags & TCP_FLAG_RST == 0 {
-        // SAFETY: the offsets are inside `skb->cb` and `tcp_sock`.
-        let (first_data, after_gap) = unsafe {
-            let carries_data = load::<u32>(skb, offsets.skb_tcp_end_seq) != load::<u32>(skb, offsets.skb_tcp_seq);
+    if !reset {
+        // SAFETY: the offsets are `tcp_sock` members.
+        let wanted = unsafe {
             // Counted before the segment is processed: 1 while the first one with data is here.
-            let first = carries_data && load::<u32>(tcp, offsets.tcp_data_segs_in) == 1;
+            let first = load::<u32>(tcp, offsets.tcp_data_segs_in) == 1;
             let gap = config().idle_gap_jiffies;
-            let quiet = (bpf_jiffies64() as u32).wrapping_sub(last_heard(tcp, offsets));
-            (first, carries_data && gap != 0 && quiet >= gap)
+            first || (gap != 0 && (bpf_jiffies64() as u32).wrapping_sub(last_heard(tcp, offsets)) >= gap)
         };
-        if !first_data && !after_gap {
+        if !wanted {
             return 0;
         }
     }
@@ -262,7 +253,6 @@ fn segment_facts(event: &mut WireEvent, skb: *const u8, flags: u8, offsets: &Ker
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
-const IPPROTO_TCP_BYTE: u8 = 6;
 
 /// `kfree_skb(skb, location, reason, …)`: a packet this host's kernel dropped, with why. Only
 /// TCP packets dropped for a reason that means a loss are sent (`drop_reasons_wanted`): tied to
@@ -310,9 +300,9 @@ fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets
     unsafe {
         let head = load::<u64>(skb, offsets.skb_head);
         let network = head + u64::from(load::<u16>(skb, offsets.skb_network_header));
-        let version = bpf_probe_read_kernel(network as *const u8).ok()? >> 4;
-        let protocol_at = if version == 6 { 6 } else { 9 };
-        if bpf_probe_read_kernel((network + protocol_at) as *const u8).ok()? != IPPROTO_TCP_BYTE {
+        let ip = bpf_probe_read_kernel(network as *const [u8; 10]).ok()?;
+        let protocol = if ip[0] >> 4 == 6 { ip[6] } else { ip[9] };
+        if u16::from(protocol) != IPPROTO_TCP {
             return Some(false);
         }
         let socket = load::<*const u8>(skb, offsets.skb_sk);
@@ -336,8 +326,10 @@ fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets
     Some(true)
 }
 
+/// A hook whose first argument is the socket: its facts, what `add` reads beside them for a
+/// record the filter keeps, and the time and process.
 #[inline(always)]
-fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
+fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind, add: impl FnOnce(&mut WireEvent, *const u8, &KernelOffsets)) -> u32 {
     let socket: *const u8 = ctx.arg(0);
     let offsets = &config().offsets;
     emit(|event| {
@@ -348,6 +340,7 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind) -> u32 {
         if !keep(event) {
             return false;
         }
+        add(event, socket, offsets);
         finish(ctx, event, offsets);
         true
     });

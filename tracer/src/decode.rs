@@ -8,7 +8,8 @@ use std::{
 
 use serde::Serialize;
 use tracer_common::{
-    EventKind, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+    EventKind, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, TCP_FLAG_RST,
+    WIRE_VERSION,
 };
 
 const AF_INET: u8 = 2;
@@ -194,12 +195,11 @@ pub struct Segment {
 }
 
 impl Segment {
-    const RST: u8 = 0x04;
     /// Initial TTLs senders use: old Windows, Linux and macOS, Windows, network devices.
     const INITIAL_TTLS: [u8; 4] = [32, 64, 128, 255];
 
     pub fn is_reset(&self) -> bool {
-        self.flags & Segment::RST != 0
+        self.flags & TCP_FLAG_RST != 0
     }
 
     /// Routers between its sender and us: the nearest initial TTL at or above what arrived, less

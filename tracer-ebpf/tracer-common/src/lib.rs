@@ -10,6 +10,9 @@
 /// Version of [`WireEvent`]; carried in every record.
 pub const WIRE_VERSION: u8 = 2;
 
+/// The RST bit of the TCP flag byte (`Segment` records carry the byte).
+pub const TCP_FLAG_RST: u8 = 0x04;
+
 /// Which kernel hook produced a record.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
