@@ -265,6 +265,11 @@ impl Decoder {
         &self.drop_reasons
     }
 
+    /// A drop reason's name, or its number where this kernel's BTF had none.
+    pub fn drop_reason_name(&self, reason: u32) -> String {
+        drop_reason_name(&self.drop_reasons, reason)
+    }
+
     pub fn reason_names(&self) -> &BTreeMap<u32, String> {
         &self.reason_names
     }
@@ -326,6 +331,11 @@ impl Decoder {
             }),
         })
     }
+}
+
+/// A drop reason's name in `names`, or its number.
+pub fn drop_reason_name(names: &BTreeMap<u32, String>, reason: u32) -> String {
+    names.get(&reason).cloned().unwrap_or_else(|| format!("reason {reason}"))
 }
 
 /// Builds the two addresses; without a family (Linux < 6.1 resets) IPv4 arrives v4-mapped.

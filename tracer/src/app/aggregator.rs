@@ -312,8 +312,7 @@ impl Aggregator {
                 let line = ConnectionLine::new(&ended, clock, reason_name, |code| tracker.drop_reason_name(code));
                 let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| Bytes::from(line.json()));
                 let shown = if outputs.stdout.json { json.clone().expect("made for stdout") } else { line.human().into() };
-                let end_ns = ended.connection.ending.map_or(0, |ending| ending.resolved_ns.unwrap_or(ending.at_ns));
-                lines.push(end_ns, (shown, json.filter(|_| outputs.json_file.is_some())));
+                lines.push(ended.connection.end_ns(), (shown, json.filter(|_| outputs.json_file.is_some())));
             }
             if let Some(recorder) = recorder.as_mut() {
                 recorder.push_connection(ended);
@@ -325,7 +324,8 @@ impl Aggregator {
     /// the interval, so their verdicts never depend on it), while the snapshots are not away.
     pub fn look_up_lingering(&mut self) {
         let Some(snapshots) = &self.snapshots else { return };
-        self.pipeline.look_up_lingering(MAX_LOOKUPS, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
+        self.pipeline
+            .look_up_lingering(MAX_LOOKUPS, clock::monotonic_ns, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
         self.report_observations();
     }
 

@@ -5,7 +5,7 @@ use crate::{
     decode::{Event, TcpState},
     filter::{Admission, Filter},
     find::{self, Context, Findings, Picture},
-    kernel::{clock, sock_diag::Snapshot},
+    kernel::sock_diag::Snapshot,
     track::{reorder::Reorder, Observation, Tracker, Tuple},
 };
 
@@ -90,14 +90,20 @@ impl Pipeline {
     }
 
     /// Looks up the lingering FIN_WAIT2 timewait sockets that are due, with `look_up` (their
-    /// state, `None` when gone, an error when the namespace cannot be asked), at most `limit`.
-    pub fn look_up_lingering(&mut self, limit: usize, mut look_up: impl FnMut(&Tuple) -> anyhow::Result<Option<TcpState>>) {
-        for tuple in self.tracker.lingering_due(clock::monotonic_ns(), limit) {
-            let before = clock::monotonic_ns();
+    /// state, `None` when gone, an error when the namespace cannot be asked), at most `limit`;
+    /// `now` reads the caller's clock around each lookup.
+    pub fn look_up_lingering(
+        &mut self,
+        limit: usize,
+        now: impl Fn() -> u64,
+        mut look_up: impl FnMut(&Tuple) -> anyhow::Result<Option<TcpState>>,
+    ) {
+        for tuple in self.tracker.lingering_due(now(), limit) {
+            let before = now();
             match look_up(&tuple) {
                 // Found: it existed at the lookup's start; gone: by its end.
                 Ok(Some(state)) => self.tracker.probed(&tuple, before, Some(state), &mut self.observations),
-                Ok(None) => self.tracker.probed(&tuple, clock::monotonic_ns(), None, &mut self.observations),
+                Ok(None) => self.tracker.probed(&tuple, now(), None, &mut self.observations),
                 Err(_) => self.tracker.lookup_failed(&tuple, before),
             }
         }

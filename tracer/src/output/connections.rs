@@ -200,8 +200,7 @@ impl ConnectionLine {
         drop_reason: impl Fn(u32) -> String,
     ) -> ConnectionLine {
         let connection: &Connection = &ended.connection;
-        // A lingering timewait socket's end, where the tracer followed one, is the connection's.
-        let end_ns = connection.ending.map_or(connection.state_since_ns, |ending| ending.resolved_ns.unwrap_or(ending.at_ns));
+        let end_ns = connection.end_ns();
         let totals = connection.totals;
         let rst = match (connection.reset_sent, connection.reset_received) {
             (Some(_), _) => Some("sent"),

@@ -14,16 +14,12 @@ use crate::{
     decode::{Decoder, Event},
     find::{Endpoint, Finding, FindingKind, PeerKey},
     kernel::{clock::Clock, links::LinkChange},
-    track::{Connection, Ended},
+    track::Ended,
     FastMap,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
 /// When a connection ended (or last changed, if it has not).
-fn end_ns(connection: &Connection) -> u64 {
-    connection.ending.map_or(connection.state_since_ns, |ending| ending.at_ns)
-}
-
 /// A finding for the same peer is recorded again only after this long.
 const RECORD_AGAIN_AFTER_NS: u64 = 60 * NS_PER_S;
 
@@ -78,8 +74,8 @@ impl FlightRecorder {
     }
 
     pub fn push_connection(&mut self, ended: Box<Ended>) {
-        let horizon = end_ns(&ended.connection).saturating_sub(self.config.window_ns);
-        while self.connections.front().is_some_and(|oldest| end_ns(&oldest.connection) < horizon) {
+        let horizon = ended.connection.end_ns().saturating_sub(self.config.window_ns);
+        while self.connections.front().is_some_and(|oldest| oldest.connection.end_ns() < horizon) {
             self.connections.pop_front();
         }
         if self.connections.len() >= self.config.max_events {
@@ -161,9 +157,9 @@ impl FlightRecorder {
         // In time order, newest last; if the cap cuts, it cuts the oldest.
         let reason_name = |code| decoder.reason_name(code).map(str::to_string);
         let mut timed: Vec<(u64, String)> = events.iter().map(|event| (event.timestamp_ns, events::json(event, clock, decoder))).collect();
-        let drop_reason = |code| decoder.drop_reasons().get(&code).cloned().unwrap_or_else(|| format!("reason {code}"));
+        let drop_reason = |code| decoder.drop_reason_name(code);
         timed.extend(
-            connections.iter().map(|ended| (end_ns(&ended.connection), ConnectionLine::new(ended, clock, reason_name, drop_reason).json())),
+            connections.iter().map(|ended| (ended.connection.end_ns(), ConnectionLine::new(ended, clock, reason_name, drop_reason).json())),
         );
         timed.extend(links.iter().map(|change| (change.at_ns, events::link_json(change, clock))));
         timed.sort_by_key(|(at, _)| *at);

@@ -191,6 +191,12 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// When it ended: where a timewait socket it lingered in was followed, that socket's end;
+    /// else its CLOSE (its last state change while it has not ended).
+    pub fn end_ns(&self) -> u64 {
+        self.ending.map_or(self.state_since_ns, |ending| ending.resolved_ns.unwrap_or(ending.at_ns))
+    }
+
     pub(super) fn first_fin(&mut self, side: FirstFin, at_ns: u64) {
         self.first_fin.get_or_insert(side);
         self.first_fin_ns.get_or_insert(at_ns);

@@ -93,7 +93,7 @@ impl Tracker {
     }
 
     pub fn drop_reason_name(&self, reason: u32) -> String {
-        self.drop_reason_names.get(&reason).cloned().unwrap_or_else(|| format!("reason {reason}"))
+        crate::decode::drop_reason_name(&self.drop_reason_names, reason)
     }
 
     pub(super) fn dropped(&mut self, event: &Event, out: &mut Vec<Observation>) {
