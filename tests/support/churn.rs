@@ -2,7 +2,7 @@
 //! for a number of connections or a length of time. Shared by the flood test and `cargo xtask
 //! bench` (which includes this file), so both measure the same load.
 use std::{
-    io::Read,
+    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -21,8 +21,9 @@ pub enum Amount {
     Paced(u64, Duration),
 }
 
-/// Runs `amount` of connect → accept → server close → client close cycles against a listener
-/// on `ip` (port chosen by the kernel), the server closing first as busy HTTP servers do.
+/// Runs `amount` of connect → accept → the server writes one byte and closes → the client
+/// reads it and closes, against a listener on `ip` (port chosen by the kernel): the server
+/// closes first as busy HTTP servers do, and the client receives data as real clients do.
 /// Returns how many connections completed.
 pub fn churn(ip: std::net::IpAddr, amount: Amount) -> u64 {
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind the churn listener");
@@ -35,7 +36,9 @@ pub fn churn(ip: std::net::IpAddr, amount: Amount) -> u64 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                drop(stream);
+                if let Ok(mut stream) = stream {
+                    let _ = stream.write_all(&[1]);
+                }
             }
         })
     };
@@ -52,7 +55,7 @@ pub fn churn(ip: std::net::IpAddr, amount: Amount) -> u64 {
             _ => {}
         }
         let Ok(mut stream) = TcpStream::connect(server) else { continue };
-        let _ = stream.read(&mut [0; 1]); // wait for the server's FIN
+        let _ = stream.read(&mut [0; 1]); // the server's byte
         done += 1;
     }
     stop.store(true, Ordering::Relaxed);

@@ -95,22 +95,22 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
     let _pair = Pair::create()?;
     // Throughput with bpf_stats off (its clock reads on every run are a cost of their own);
     // then one traced round with it on, for the hook's run time.
-    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
-    let stats = |on: bool| Command::new("sysctl").args(["-qw", &format!("kernel.bpf_stats_enabled={}", u8::from(on))]).status();
-    let _ = stats(false);
+    let stats = crate::measure::BpfStats::set(false);
     let mut untraced = Vec::new();
-    let (mut traced, mut classic) = (crate::bench::TracedRuns::default(), crate::bench::TracedRuns::default());
+    let (mut traced, mut classic) = (crate::measure::TracedRuns::default(), crate::measure::TracedRuns::default());
     for _ in 0..rounds {
         untraced.push(transfer(seconds)?);
         traced.round(tracer, &[], || transfer(seconds))?;
         classic.round(tracer, &["--hook-mode", "tracepoint"], || transfer(seconds))?;
     }
-    let _ = stats(true);
-    let mut costed = crate::bench::TracedRuns::default();
-    costed.round(tracer, &[], || transfer(seconds))?;
-    let _ = stats(stats_before.trim() == "1");
-    let base = crate::bench::median(&mut untraced);
-    let (with_probe, without_probe) = (crate::bench::median(&mut traced.rates), crate::bench::median(&mut classic.rates));
+    drop(stats);
+    let mut costed = crate::measure::TracedRuns::default();
+    {
+        let _stats = crate::measure::BpfStats::set(true);
+        costed.round(tracer, &[], || transfer(seconds))?;
+    }
+    let base = crate::measure::median(&untraced);
+    let (with_probe, without_probe) = (crate::measure::median(&traced.rates), crate::measure::median(&classic.rates));
     let (time, runs) = costed.program("btf_tcp_probe");
     Ok(format!(
         "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection, bpf_stats off)\n\n\

@@ -1,8 +1,11 @@
 //! `cargo xtask`: everything that is not a plain `cargo build`: the BPF toolchain, the kernel
 //! object, running the tracer with the privileges it needs, and the root-only test suite.
+mod accounting;
 mod bench;
 mod bulk_bench;
 mod lint;
+mod load;
+mod measure;
 mod snapshot_bench;
 mod toolchain;
 mod vm;
@@ -50,6 +53,9 @@ enum Task {
         /// Only the bulk-transfer section (the per-packet hook), nine rounds of 5 s.
         #[arg(long, conflicts_with = "snapshots_only")]
         bulk_only: bool,
+        /// Only the churn sections: every CPU busy, pinned, and where the difference goes.
+        #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only"])]
+        churn_only: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -97,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only } => {
+        Task::Bench { quick, snapshots_only, bulk_only, churn_only } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
@@ -111,7 +117,12 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let options = bench::Options { quick, tracer };
-            let mut report = bench::run(&options)?;
+            if churn_only {
+                println!("{}", bench::churn(&options)?);
+                return Ok(());
+            }
+            let mut report = bench::churn(&options)?;
+            report += &bench::load_limits(&options)?;
             // The per-packet hook, on a bulk transfer.
             let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
             report += &bulk_bench::run(&options.tracer, rounds, seconds)?;

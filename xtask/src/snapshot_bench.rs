@@ -160,7 +160,7 @@ impl Tracer {
     }
 
     fn cpu_ns(&self) -> u64 {
-        crate::bench::cpu_ns(self.child.id())
+        crate::measure::cpu_ns(self.child.id())
     }
 }
 
