@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN,
-    FLAG_PROCESS_CONTEXT, TCP_FLAG_RST,
+    FLAG_PROCESS_CONTEXT, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
 use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4, AF_INET6};
@@ -185,11 +185,15 @@ pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
     let skb: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
     // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are inside its `cb`.
-    let (flags, carries_data) = unsafe {
-        (load::<u8>(skb, offsets.skb_tcp_flags), load::<u32>(skb, offsets.skb_tcp_end_seq) != load::<u32>(skb, offsets.skb_tcp_seq))
+    let (flags, sequence_space) = unsafe {
+        let flags = load::<u8>(skb, offsets.skb_tcp_flags);
+        (flags, load::<u32>(skb, offsets.skb_tcp_end_seq).wrapping_sub(load::<u32>(skb, offsets.skb_tcp_seq)))
     };
     let reset = flags & TCP_FLAG_RST != 0;
-    // A pure ACK that is no RST (all a bulk sender receives) leaves here.
+    // A FIN takes a sequence number of its own.
+    let carries_data = sequence_space > u32::from(flags & TCP_FLAG_FIN);
+    // A segment with no data that is no RST (a pure ACK, all a bulk sender receives; a bare
+    // FIN, a closing connection's) leaves here.
     if !reset && !carries_data {
         return 0;
     }

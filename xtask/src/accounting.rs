@@ -84,10 +84,16 @@ fn part_of(pid: u32, frames: &[(u64, &str)], tracer: Option<u32>, load: u32) -> 
     }
 }
 
+/// Samples per part, and per leaf function within the tracer's process.
+#[derive(Default, Debug, PartialEq)]
+struct Samples {
+    parts: BTreeMap<Part, u64>,
+    tracer_leaves: BTreeMap<String, u64>,
+}
+
 /// Counts samples per part in `perf script -F pid,ip,sym` output (a header line per sample,
 /// then its stack, one frame per line, then a blank line).
-fn count_parts(script: &str, tracer: Option<u32>, load: u32) -> BTreeMap<Part, u64> {
-    let mut parts = BTreeMap::new();
+fn count_parts(script: &str, tracer: Option<u32>, load: u32, samples: &mut Samples) {
     for sample in script.split("\n\n") {
         let mut lines = sample.lines();
         let Some(pid) = lines.next().and_then(|header| header.split_whitespace().next()?.parse::<u32>().ok()) else { continue };
@@ -97,9 +103,13 @@ fn count_parts(script: &str, tracer: Option<u32>, load: u32) -> BTreeMap<Part, u
                 Some((u64::from_str_radix(address, 16).ok()?, symbol.trim()))
             })
             .collect();
-        *parts.entry(part_of(pid, &frames, tracer, load)).or_default() += 1;
+        let part = part_of(pid, &frames, tracer, load);
+        *samples.parts.entry(part).or_default() += 1;
+        if part == Part::TracerProcess {
+            let leaf = frames.first().map_or("[unknown]", |(_, symbol)| symbol);
+            *samples.tracer_leaves.entry(leaf.to_string()).or_default() += 1;
+        }
     }
-    parts
 }
 
 /// The kernel's machine-wide counters: CPU time by kind (/proc/stat, in ticks), context
@@ -141,6 +151,16 @@ impl Counters {
         Ok(counters)
     }
 
+    fn add(&mut self, other: &Counters) {
+        for (kind, ticks) in &other.cpu_ticks {
+            *self.cpu_ticks.entry(kind).or_default() += ticks;
+        }
+        self.context_switches += other.context_switches;
+        for (name, count) in &other.interrupts {
+            *self.interrupts.entry(name.clone()).or_default() += count;
+        }
+    }
+
     fn since(&self, before: &Counters) -> Counters {
         let minus = |now: u64, then: Option<&u64>| now.saturating_sub(then.copied().unwrap_or(0));
         Counters {
@@ -151,69 +171,83 @@ impl Counters {
     }
 }
 
-/// One profiled round: samples per part, the connections made, the counters' deltas.
-struct Round {
-    parts: BTreeMap<Part, u64>,
-    rate: f64,
+/// Profiled rounds of one kind, summed: samples, connections made, time, the counters' deltas.
+#[derive(Default)]
+struct Rounds {
+    samples: Samples,
+    connections: f64,
     seconds: f64,
     counters: Counters,
 }
 
-impl Round {
+impl Rounds {
+    fn rate(&self) -> f64 {
+        self.connections / self.seconds
+    }
+
     /// CPU ns per connection that part `part` took: its share of all samples × CPUs / rate.
     fn ns_per_connection(&self, part: Part) -> f64 {
-        let total: u64 = self.parts.values().sum();
-        self.parts.get(&part).copied().unwrap_or(0) as f64 / total.max(1) as f64 * load::cpus() as f64 / self.rate * 1e9
+        self.share(self.samples.parts.get(&part).copied().unwrap_or(0))
+    }
+
+    fn share(&self, samples: u64) -> f64 {
+        let total: u64 = self.samples.parts.values().sum();
+        samples as f64 / total.max(1) as f64 * load::cpus() as f64 / self.rate() * 1e9
     }
 
     fn per_thousand_connections(&self, count: u64) -> f64 {
-        count as f64 / (self.rate * self.seconds) * 1000.0
+        count as f64 / self.connections * 1000.0
     }
-}
 
-/// Churns on every CPU for `seconds` under `perf record -a -g`, traced by `tracer` or not.
-fn profile_round(tracer: Option<&Path>, seconds: f64) -> Result<Round> {
-    let data = std::env::temp_dir().join(format!("tracer-bench-{}.perf", std::process::id()));
-    let traced = tracer.map(|tracer| Traced::start(tracer, &[])).transpose()?;
-    let before = Counters::read()?;
-    let mut perf = Command::new("perf")
-        .args(["record", "-a", "-g", "-F", &SAMPLES_PER_SECOND.to_string(), "-o"])
-        .arg(&data)
-        .args(["--", "sleep", &seconds.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("perf (apt: linux-perf) is needed for the accounting")?;
-    let rate = load::churn_rate(load::Spread::EveryCpu, seconds)?;
-    if !perf.wait()?.success() {
-        bail!("perf record failed (kernel.perf_event_paranoid, or no permission to sample)");
+    /// Churns on every CPU for `seconds` under `perf record -a -g`, traced by `tracer` or not.
+    fn add_round(&mut self, tracer: Option<&Path>, seconds: f64) -> Result<()> {
+        let data = std::env::temp_dir().join(format!("tracer-bench-{}.perf", std::process::id()));
+        let traced = tracer.map(|tracer| Traced::start(tracer, &[])).transpose()?;
+        let before = Counters::read()?;
+        let mut perf = Command::new("perf")
+            .args(["record", "-a", "-g", "-F", &SAMPLES_PER_SECOND.to_string(), "-o"])
+            .arg(&data)
+            .args(["--", "sleep", &seconds.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("perf (apt: linux-perf) is needed for the accounting")?;
+        let rate = load::churn_rate(load::Spread::EveryCpu, seconds)?;
+        if !perf.wait()?.success() {
+            bail!("perf record failed (kernel.perf_event_paranoid, or no permission to sample)");
+        }
+        self.counters.add(&Counters::read()?.since(&before));
+        // Symbolised while the tracer still runs: its programs' names come from /proc/kallsyms.
+        let script = Command::new("perf").args(["script", "-F", "pid,ip,sym", "-i"]).arg(&data).stderr(Stdio::null()).output()?;
+        let _ = std::fs::remove_file(&data);
+        let tracer_pid = traced.as_ref().map(Traced::pid);
+        if let Some(traced) = traced {
+            traced.stop()?;
+        }
+        count_parts(&String::from_utf8_lossy(&script.stdout), tracer_pid, std::process::id(), &mut self.samples);
+        self.connections += rate * seconds;
+        self.seconds += seconds;
+        Ok(())
     }
-    let counters = Counters::read()?.since(&before);
-    // Symbolised while the tracer still runs: its programs' names come from /proc/kallsyms.
-    let script = Command::new("perf").args(["script", "-F", "pid,ip,sym", "-i"]).arg(&data).stderr(Stdio::null()).output()?;
-    let _ = std::fs::remove_file(&data);
-    let tracer_pid = traced.as_ref().map(Traced::pid);
-    if let Some(traced) = traced {
-        traced.stop()?;
-    }
-    let parts = count_parts(&String::from_utf8_lossy(&script.stdout), tracer_pid, std::process::id());
-    Ok(Round { parts, rate, seconds, counters })
 }
 
 /// The accounting section: CPU per connection by part, untraced against traced (summary mode),
 /// and the kernel's counters per thousand connections.
-pub fn run(tracer: &Path, seconds: f64) -> Result<String> {
-    let untraced = profile_round(None, seconds)?;
-    let traced = profile_round(Some(tracer), seconds)?;
+pub fn run(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
+    let (mut untraced, mut traced) = (Rounds::default(), Rounds::default());
+    for _ in 0..rounds {
+        untraced.add_round(None, seconds)?;
+        traced.add_round(Some(tracer), seconds)?;
+    }
     let mut report = format!(
         "## Where the lost throughput goes (every CPU busy, summary mode, bpf_stats off)\n\n\
-         Command: `cargo xtask bench` (this section: `perf record -a -g -F {SAMPLES_PER_SECOND}` on every CPU during one \
-         untraced and one traced round of {seconds} s; each sample is charged to the first part its stack matches).\n\n\
-         untraced {:.0} conn/s, traced {:.0} conn/s: **{:.3}** of untraced in these two rounds.\n\n\
+         Command: `cargo xtask bench` (this section: `perf record -a -g -F {SAMPLES_PER_SECOND}` on every CPU during {rounds} \
+         interleaved untraced and traced rounds of {seconds} s; each sample is charged to the first part its stack matches).\n\n\
+         untraced {:.0} conn/s, traced {:.0} conn/s: **{:.3}** of untraced in these rounds.\n\n\
          | part | untraced ns per connection | traced ns per connection | difference |\n|---|---|---|---|\n",
-        untraced.rate,
-        traced.rate,
-        traced.rate / untraced.rate
+        untraced.rate(),
+        traced.rate(),
+        traced.rate() / untraced.rate()
     );
     let (mut sum_untraced, mut sum_traced) = (0.0, 0.0);
     for part in [
@@ -246,7 +280,7 @@ pub fn run(tracer: &Path, seconds: f64) -> Result<String> {
         traced.per_thousand_connections(traced.counters.context_switches)
     );
     for kind in CPU_KINDS {
-        let ticks = |round: &Round| round.per_thousand_connections(round.counters.cpu_ticks.get(kind).copied().unwrap_or(0));
+        let ticks = |round: &Rounds| round.per_thousand_connections(round.counters.cpu_ticks.get(kind).copied().unwrap_or(0));
         if ticks(&untraced) + ticks(&traced) > 0.0 {
             report += &format!("| CPU ticks: {kind} | {:.2} | {:.2} |\n", ticks(&untraced), ticks(&traced));
         }
@@ -257,6 +291,13 @@ pub fn run(tracer: &Path, seconds: f64) -> Result<String> {
         if before.max(after) >= 0.5 {
             report += &format!("| interrupts: {name} | {before:.1} | {after:.1} |\n");
         }
+    }
+    let mut leaves: Vec<_> = traced.samples.tracer_leaves.iter().collect();
+    leaves.sort_by(|a, b| b.1.cmp(a.1));
+    report += "\nThe tracer's process, by the function each sample was in (the ten largest):\n\n\
+               | function | ns per connection |\n|---|---|\n";
+    for (function, samples) in leaves.into_iter().take(10) {
+        report += &format!("| `{function}` | {:.0} |\n", traced.share(*samples));
     }
     Ok(report + "\n")
 }
@@ -276,7 +317,8 @@ mod tests {
 
     #[test]
     fn each_sample_goes_to_the_first_part_its_stack_matches() {
-        let parts = count_parts(SCRIPT, Some(7), 42);
+        let mut samples = Samples::default();
+        count_parts(SCRIPT, Some(7), 42, &mut samples);
         let expected = [
             (Part::HookPrograms, 1),
             (Part::FlushProgram, 1),
@@ -287,6 +329,7 @@ mod tests {
             (Part::LoadUser, 1),
             (Part::Idle, 1),
         ];
-        assert_eq!(parts, expected.into_iter().collect());
+        assert_eq!(samples.parts, expected.into_iter().collect());
+        assert_eq!(samples.tracer_leaves, [("tracer::decode".to_string(), 1)].into_iter().collect());
     }
 }

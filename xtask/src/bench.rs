@@ -78,21 +78,51 @@ fn spread_of(ratios: &[f64]) -> String {
     format!("**{:.3}** ({low:.3}–{high:.3})", median(ratios))
 }
 
-/// Churns on every core at once for `seconds` (bpf_stats on, to count firings). Returns hook
-/// firings offered per second and the final summary's events.
-fn saturate(tracer: &Path, seconds: f64, refused: bool) -> Result<(f64, Value)> {
+/// The load of a saturation run.
+#[derive(Clone, Copy, PartialEq)]
+enum Saturation {
+    Churn,
+    Refused,
+    /// Churn, with the tracer's process stopped 95 ms of every 100 (SIGSTOP/SIGCONT): a reader
+    /// that cannot keep up, as one reader thread would be on a host with many more cores.
+    StarvedReader,
+}
+
+/// Runs `load` on every core at once for `seconds` (bpf_stats on, to count firings). Returns
+/// the load's rate, hook firings offered per second and the final summary's events.
+fn saturate(tracer: &Path, seconds: f64, load: Saturation) -> Result<(f64, f64, Value)> {
     let traced = Traced::start(tracer, &[])?;
     let before = ProgramStats::read()?;
     let started = Instant::now();
-    if refused {
-        load::refused_rate(Spread::EveryCpu, Duration::from_secs_f64(seconds))?;
-    } else {
-        load::churn_rate(Spread::EveryCpu, seconds)?;
-    }
+    let rate = match load {
+        Saturation::Refused => load::refused_rate(Spread::EveryCpu, Duration::from_secs_f64(seconds))?,
+        Saturation::Churn => load::churn_rate(Spread::EveryCpu, seconds)?,
+        Saturation::StarvedReader => {
+            let pid = traced.pid() as i32;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let starver = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(pid, libc::SIGSTOP) };
+                        std::thread::sleep(Duration::from_millis(95));
+                        // SAFETY: as above.
+                        unsafe { libc::kill(pid, libc::SIGCONT) };
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            };
+            let rate = load::churn_rate(Spread::EveryCpu, seconds);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            starver.join().map_err(|_| anyhow::anyhow!("the starving thread panicked"))?;
+            rate?
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let firings = ProgramStats::read()?.since(&before).firings();
     let last = traced.stop()?;
-    Ok((firings as f64 / elapsed, last["events"].clone()))
+    Ok((rate, firings as f64 / elapsed, last["events"].clone()))
 }
 
 /// The churn sections of the report: every CPU busy, pinned, and where the difference goes.
@@ -149,7 +179,7 @@ pub fn churn(options: &Options) -> Result<String> {
             spread_of(&ratios)
         );
     }
-    let (firings, _) = costed[0].kernel_ns_per_firing();
+    let (_, firings) = costed[0].kernel_ns_per_firing();
     report += &format!("\n{}\n\nsummary mode, per program ({firings} hook firings):\n\n{}\n", costed[0].hooks(), costed[0].program_table());
     report += &format!("start-up (launch → all programs attached): median {:.0} ms\n\n", median(&busy.startups_ms));
 
@@ -163,7 +193,7 @@ pub fn churn(options: &Options) -> Result<String> {
     );
 
     // 3. Where the difference goes.
-    report += &crate::accounting::run(tracer, seconds)?;
+    report += &crate::accounting::run(tracer, rounds.min(3), seconds)?;
     Ok(report)
 }
 
@@ -187,14 +217,25 @@ pub fn load_limits(options: &Options) -> Result<String> {
     }
 
     // 4. Every core saturated, default ring buffer: churn, then refused connects (more firings).
+    let untraced = load::churn_rate(Spread::EveryCpu, saturated_seconds)?;
     report += &format!(
-        "## Every core saturated ({saturated_seconds} s each, default ring buffer, summary mode)\n\n| load | hook firings/s offered | seen | lost | skipped (nested) |\n|---|---|---|---|---|\n"
+        "## Every core saturated ({saturated_seconds} s each, default ring buffer, summary mode)\n\n\
+         untraced churn on every core just before: {untraced:.0} conn/s\n\n\
+         | load | load's rate (of untraced churn) | hook firings/s offered | seen | lost | skipped (nested) |\n|---|---|---|---|---|---|\n"
     );
     {
         let _stats = BpfStats::set(true);
-        for (load, refused) in [("churn on every core", false), ("refused connects on every core", true)] {
-            let (offered, events) = saturate(tracer, saturated_seconds, refused)?;
-            report += &format!("| {load} | {offered:.0} | {} | {} | {} |\n", events["seen"], events["lost"], events["skipped"]);
+        for (name, load) in [
+            ("churn on every core", Saturation::Churn),
+            ("refused connects on every core", Saturation::Refused),
+            ("churn on every core, the reader starved (tracer stopped 95 ms of every 100)", Saturation::StarvedReader),
+        ] {
+            let (rate, offered, events) = saturate(tracer, saturated_seconds, load)?;
+            let of_untraced = if load == Saturation::Refused { "attempts".to_string() } else { format!("{:.3}", rate / untraced) };
+            report += &format!(
+                "| {name} | {rate:.0} ({of_untraced}) | {offered:.0} | {} | {} | {} |\n",
+                events["seen"], events["lost"], events["skipped"]
+            );
         }
     }
 

@@ -12,6 +12,8 @@ pub const WIRE_VERSION: u8 = 2;
 
 /// The RST bit of the TCP flag byte (`Segment` records carry the byte).
 pub const TCP_FLAG_RST: u8 = 0x04;
+/// The FIN bit: it takes a sequence number but carries no data.
+pub const TCP_FLAG_FIN: u8 = 0x01;
 
 /// Which kernel hook produced a record.
 #[repr(u8)]

@@ -130,7 +130,7 @@ pub enum Unresolved {
 /// A connection whose full socket is gone but whose timewait socket may still be in FIN_WAIT2.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lingering {
-    pub connection: Connection,
+    pub connection: Box<Connection>,
     /// When a lookup last found it in FIN_WAIT2 (or fentry saw it handed over in FIN_WAIT2).
     pub last_in_fin_wait2_ns: Option<u64>,
     /// When a lookup first found it gone (decided once every event before then has arrived).
@@ -206,7 +206,7 @@ impl Connection {
 /// A connection that ended, with the verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ended {
-    pub connection: Connection,
+    pub connection: Box<Connection>,
     pub class: CloseClass,
     /// Fixed text for the common verdicts (no allocation per connection), formatted for the rest.
     pub detail: Cow<'static, str>,

@@ -111,7 +111,8 @@ pub struct TrackerStats {
 pub struct Tracker {
     config: TrackerConfig,
     reason_names: BTreeMap<u32, String>,
-    connections: FastMap<SocketId, Connection>,
+    /// Boxed: an entry moves in and out of the table, into a lingering record and a verdict, as one pointer.
+    connections: FastMap<SocketId, Box<Connection>>,
     /// TIME_WAIT sockets (seen entering it, or reported by a snapshot) → when they entered it.
     time_wait: FastMap<Tuple, u64>,
     /// Orphans that left FIN_WAIT2 for a timewait socket, until a lookup or an event says what
@@ -156,7 +157,7 @@ impl Tracker {
     }
 
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
-        self.connections.values().filter(|connection| connection.ending.is_none())
+        self.connections.values().map(|connection| &**connection).filter(|connection| connection.ending.is_none())
     }
 
     /// Feeds one event (in timestamp order); appends what it reveals to `out`.
@@ -268,7 +269,7 @@ impl Tracker {
             if role != Role::Client && self.service_ports.len() < MAX_SERVICE_PORTS {
                 self.service_ports.insert((event.socket.netns, event.local.port()));
             }
-            self.connections.insert(event.socket, self.new_connection(event, role, Some(at)));
+            self.connections.insert(event.socket, Box::new(self.new_connection(event, role, Some(at))));
         }
         if !self.connections.contains_key(&event.socket) {
             if new == TcpState::Close {
@@ -277,7 +278,7 @@ impl Tracker {
             self.stats.joined_mid_life += 1;
             let role = self.guess_role(event);
             self.make_room(out);
-            self.connections.insert(event.socket, self.new_connection(event, role, None));
+            self.connections.insert(event.socket, Box::new(self.new_connection(event, role, None)));
         }
         let connection = self.connections.get_mut(&event.socket).expect("inserted above");
         if at < connection.state_since_ns {
@@ -476,7 +477,7 @@ impl Tracker {
         }
     }
 
-    fn finish(&mut self, mut connection: Connection, out: &mut Vec<Observation>) {
+    fn finish(&mut self, mut connection: Box<Connection>, out: &mut Vec<Observation>) {
         let Some(ending) = connection.ending else {
             self.stats.evicted_connections += 1;
             return;
