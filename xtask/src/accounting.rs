@@ -234,6 +234,9 @@ impl Rounds {
 /// The accounting section: CPU per connection by part, untraced against traced (summary mode),
 /// and the kernel's counters per thousand connections.
 pub fn run(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
+    if crate::toolchain::which("perf").is_none() {
+        return Ok("## Where the lost throughput goes\n\nnot measured: perf is not installed (apt install linux-perf)\n\n".to_string());
+    }
     let (mut untraced, mut traced) = (Rounds::default(), Rounds::default());
     for _ in 0..rounds {
         untraced.add_round(None, seconds)?;

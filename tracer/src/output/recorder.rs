@@ -36,7 +36,7 @@ pub struct FlightRecorder {
     config: RecorderConfig,
     events: VecDeque<Event>,
     /// Ended connections, oldest first, bounded like the events.
-    connections: VecDeque<Box<Ended>>,
+    connections: VecDeque<Ended>,
     /// Link changes, oldest first, bounded like the events: a record holds its namespace's.
     links: VecDeque<LinkChange>,
     last_recorded: FastMap<(FindingKind, PeerKey), u64>,
@@ -73,7 +73,7 @@ impl FlightRecorder {
         self.events.push_back(event);
     }
 
-    pub fn push_connection(&mut self, ended: Box<Ended>) {
+    pub fn push_connection(&mut self, ended: Ended) {
         let horizon = ended.connection.end_ns().saturating_sub(self.config.window_ns);
         while self.connections.front().is_some_and(|oldest| oldest.connection.end_ns() < horizon) {
             self.connections.pop_front();
@@ -116,7 +116,6 @@ impl FlightRecorder {
             let connections: Vec<&Ended> = self
                 .connections
                 .iter()
-                .map(|ended| &**ended)
                 .filter(|ended| {
                     let connection = &ended.connection;
                     connection.socket.netns == peer.netns

@@ -242,7 +242,7 @@ pub struct Tuple {
 /// Everything the findings layer needs to know, in event order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    Ended(Box<Ended>),
+    Ended(Ended),
     /// We retransmitted a SYN: the server has not answered.
     SynRetransmit {
         tuple: Tuple,

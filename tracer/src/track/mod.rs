@@ -492,14 +492,14 @@ impl Tracker {
             verdict.class = CloseClass::DroppedHere;
             verdict.detail = format!("{}; the peer was not silent ({})", self.describe_drops(&connection), verdict.detail).into();
         }
-        out.push(Observation::Ended(Box::new(Ended {
+        out.push(Observation::Ended(Ended {
             connection,
             class: verdict.class,
             detail: verdict.detail,
             time_wait: verdict.time_wait,
             fin_wait2_expired: verdict.fin_wait2_expired,
             rst_from: verdict.rst_from,
-        })));
+        }));
     }
 }
 
@@ -523,7 +523,7 @@ mod tests {
     fn ended(out: &[Observation]) -> Vec<&Ended> {
         out.iter()
             .filter_map(|observation| match observation {
-                Observation::Ended(ended) => Some(&**ended),
+                Observation::Ended(ended) => Some(ended),
                 _ => None,
             })
             .collect()

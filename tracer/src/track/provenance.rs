@@ -114,7 +114,7 @@ mod tests {
         }
         tracker.settle(u64::MAX, &mut out);
         let refused = out.iter().filter(|o| matches!(o, Observation::ResetRefused { .. })).count();
-        let ended = out.into_iter().filter_map(|o| if let Observation::Ended(e) = o { Some(*e) } else { None }).collect();
+        let ended = out.into_iter().filter_map(|o| if let Observation::Ended(e) = o { Some(e) } else { None }).collect();
         (ended, refused)
     }
 
