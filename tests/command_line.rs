@@ -64,6 +64,25 @@ fn values_that_would_trace_nothing_or_flag_everything_are_refused_with_the_reaso
 }
 
 #[test]
+fn seconds_and_counts_it_cannot_honour_are_refused_before_anything_is_attached() {
+    for (args, range) in [
+        (&["--interval", "1e-10"][..], "give 0.1 to 86400 seconds"),
+        (&["--interval", "1e20"], "give 0.1 to 86400 seconds"),
+        (&["--duration", "1e20"], "give 0.1 to 31536000 seconds"),
+        (&["--stuck-after", "1e30"], "give 0.1 to 31536000 seconds"),
+        (&["--record-window", "NaN"], "give 0.1 to 86400 seconds"),
+        (&["--max-connections", "0"], "at least 1"),
+        (&["--record-max-events", "99999999999"], "the most it takes"),
+        (&["--ring-buffer-size", "2147483648"], "from 4096 to 1073741824 bytes"),
+    ] {
+        let output = tracer(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let line = one_line_error(&output);
+        assert!(line.contains(args[0]) && line.contains(range), "{args:?}: {line}");
+    }
+}
+
+#[test]
 fn a_reader_that_goes_away_ends_the_tracer_quietly() {
     use std::io::{BufRead, BufReader};
     // tracer --events | head -1

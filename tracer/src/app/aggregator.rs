@@ -437,6 +437,7 @@ impl Aggregator {
         health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.pipeline.findings.evicted + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;
         health.recorder_overflowed = self.recorder.as_ref().map_or(0, |recorder| recorder.overflowed);
+        health.held_dropped = self.pipeline.dropped_while_held();
         if let Some(metrics) = &mut self.outputs.metrics {
             metrics.publish(&picture, health, self.modes.snapshot_round);
         }

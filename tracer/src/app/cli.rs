@@ -46,7 +46,7 @@ pub struct Cli {
     pub json: bool,
 
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = seconds_between(0.1, YEAR))]
     pub duration: Option<Duration>,
 
     /// Kernel → userspace ring buffer size in bytes (a power of two; 112 bytes per event, 16 MiB
@@ -55,22 +55,22 @@ pub struct Cli {
     pub ring_buffer_size: u32,
 
     /// Seconds between summaries.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds_between(0.1, DAY))]
     pub interval: Duration,
 
     /// A socket in CLOSE_WAIT or FIN_WAIT2 longer than this is reported as stuck.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds_between(0.1, YEAR))]
     pub stuck_after: Duration,
 
     /// TIME_WAIT sockets per peer that count as a buildup [default: half the namespace's
     /// ephemeral port range, from net.ipv4.ip_local_port_range].
-    #[arg(long, value_name = "COUNT", value_parser = parse_count)]
+    #[arg(long, value_name = "COUNT", value_parser = count_between::<u64>(1, 1 << 32))]
     pub time_wait_threshold: Option<u64>,
 
     /// RSTs between us and one peer within 10 s that make a storm, and a finding
     /// (rst_from_peer, rst_to_peer). Fewer are still counted in the peer table, the connection
     /// log and the metrics: a health check that closes with RST is not a storm.
-    #[arg(long, value_name = "COUNT", default_value_t = 10, value_parser = parse_count)]
+    #[arg(long, value_name = "COUNT", default_value_t = 10, value_parser = count_between::<u64>(1, 1 << 32))]
     pub rst_threshold: u64,
 
     /// Only connections with this local port (repeatable, or comma-separated).
@@ -124,15 +124,15 @@ pub struct Cli {
     pub timeline: Option<std::path::PathBuf>,
 
     /// How far back the timeline goes.
-    #[arg(long, value_name = "SECS", default_value = "21600", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "21600", value_parser = seconds_between(1.0, 30.0 * DAY))]
     pub timeline_window: Duration,
 
     /// Size at which --json-out rotates to PATH.1 … PATH.N.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = count_between::<u64>(4096, 1 << 40))]
     pub json_out_max_bytes: u64,
 
     /// Rotated --json-out files kept.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = count_between::<u32>(1, 1000))]
     pub json_out_keep: u32,
 
     /// Flight recorder: when a finding fires, write that peer's recent events to a file here
@@ -141,19 +141,19 @@ pub struct Cli {
     pub record_dir: Option<std::path::PathBuf>,
 
     /// Seconds of events the flight recorder keeps.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds_between(0.1, DAY))]
     pub record_window: Duration,
 
     /// Most events the flight recorder keeps in memory.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count_between::<usize>(1, 10_000_000))]
     pub record_max_events: usize,
 
     /// Largest flight record file; the oldest events of a record are cut first.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = count_between::<u64>(4096, 1 << 32))]
     pub record_max_bytes: u64,
 
     /// Flight records kept in --record-dir; the oldest are removed.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = count_between::<usize>(1, 100_000))]
     pub record_max_files: usize,
 
     /// Where tracefs is mounted (tracepoint layouts are read from its events/*/format files).
@@ -161,7 +161,7 @@ pub struct Cli {
     pub tracefs: std::path::PathBuf,
 
     /// Most connections followed at once; beyond it the stalest are evicted (and counted).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = count_between::<usize>(1, 10_000_000))]
     pub max_connections: usize,
 
     /// How the TCP hooks attach: `auto` takes BTF tracepoints (tp_btf, direct loads from the
@@ -241,27 +241,44 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
     }
 }
 
-/// A count of at least one (zero would make every path a buildup, every reset a storm).
-fn parse_count(text: &str) -> Result<u64, String> {
-    match text.parse::<u64>() {
-        Ok(0) => Err("give a count of at least 1".to_string()),
-        Ok(count) => Ok(count),
-        Err(_) => Err(format!("`{text}` is not a count")),
+/// A count from `min` to `max` (`min` is at least 1 where zero would make every path a buildup,
+/// every reset a storm, or a cap that holds nothing).
+fn count_between<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        let count = text.parse::<u64>().map_err(|_| format!("`{text}` is not a count"))?;
+        if count < min {
+            return Err(format!("give a count of at least {min}"));
+        }
+        if count > max {
+            return Err(format!("`{text}` is more than {max}, the most it takes"));
+        }
+        T::try_from(count).map_err(|_| format!("`{text}` is more than this machine takes"))
     }
 }
 
 fn parse_ring_buffer_size(text: &str) -> Result<u32, String> {
     let bytes: u32 = text.parse().map_err(|_| format!("`{text}` is not a number of bytes"))?;
-    if !bytes.is_power_of_two() || bytes < 4096 {
-        return Err(format!("`{text}` must be a power of two of at least 4096 bytes"));
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!("`{text}` must be a power of two from 4096 to 1073741824 bytes"));
     }
     Ok(bytes)
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if !(seconds > 0.0 && seconds.is_finite()) {
-        return Err(format!("`{text}` must be a positive number of seconds"));
+const DAY: f64 = 86_400.0;
+const YEAR: f64 = 365.0 * DAY;
+
+/// A number of seconds from `min` to `max`: shorter would make a timer fire without pause,
+/// longer a deadline past the clock's range.
+fn seconds_between(min: f64, max: f64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        let seconds: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+        // NaN is in no range.
+        if !(min..=max).contains(&seconds) {
+            return Err(format!("`{text}` is out of range: give {min} to {max} seconds"));
+        }
+        Ok(Duration::from_secs_f64(seconds))
     }
-    Ok(Duration::from_secs_f64(seconds))
 }

@@ -25,6 +25,11 @@ impl Pipeline {
     }
 
     /// Takes in one event; `false` when `--netns` leaves it out.
+    /// Events the reorder stage had no room for (it holds everything while a snapshot is taken).
+    pub fn dropped_while_held(&self) -> u64 {
+        self.reorder.dropped
+    }
+
     pub fn push(&mut self, event: Event) -> bool {
         if self.filter.netns.is_some_and(|netns| netns != event.socket.netns) {
             return false;

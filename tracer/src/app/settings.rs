@@ -123,4 +123,90 @@ mod tests {
         assert!(error.to_string().contains("power of two"), "{error}");
         assert_eq!(settings(&["--ring-buffer-size", "16384"]).kernel.ring_buffer_bytes, 16384);
     }
+
+    /// Every option that takes a value, with what it may be once accepted.
+    const VALUED: [(&str, Accepted); 14] = [
+        ("--duration", Accepted::Seconds(0.1, 365.0 * 86_400.0)),
+        ("--interval", Accepted::Seconds(0.1, 86_400.0)),
+        ("--stuck-after", Accepted::Seconds(0.1, 365.0 * 86_400.0)),
+        ("--timeline-window", Accepted::Seconds(1.0, 30.0 * 86_400.0)),
+        ("--record-window", Accepted::Seconds(0.1, 86_400.0)),
+        ("--ring-buffer-size", Accepted::Count(4096, 1 << 30)),
+        ("--time-wait-threshold", Accepted::Count(1, 1 << 32)),
+        ("--rst-threshold", Accepted::Count(1, 1 << 32)),
+        ("--json-out-max-bytes", Accepted::Count(4096, 1 << 40)),
+        ("--json-out-keep", Accepted::Count(1, 1000)),
+        ("--record-max-events", Accepted::Count(1, 10_000_000)),
+        ("--record-max-bytes", Accepted::Count(4096, 1 << 32)),
+        ("--record-max-files", Accepted::Count(1, 100_000)),
+        ("--max-connections", Accepted::Count(1, 10_000_000)),
+    ];
+
+    #[derive(Clone, Copy)]
+    enum Accepted {
+        Seconds(f64, f64),
+        Count(u64, u64),
+    }
+
+    /// The value the command line gave `flag`, as the text it would print back.
+    fn given(cli: &Cli, flag: &str) -> f64 {
+        match flag {
+            "--duration" => cli.duration.map_or(0.0, |duration| duration.as_secs_f64()),
+            "--interval" => cli.interval.as_secs_f64(),
+            "--stuck-after" => cli.stuck_after.as_secs_f64(),
+            "--timeline-window" => cli.timeline_window.as_secs_f64(),
+            "--record-window" => cli.record_window.as_secs_f64(),
+            "--ring-buffer-size" => f64::from(cli.ring_buffer_size),
+            "--time-wait-threshold" => cli.time_wait_threshold.unwrap_or(0) as f64,
+            "--rst-threshold" => cli.rst_threshold as f64,
+            "--json-out-max-bytes" => cli.json_out_max_bytes as f64,
+            "--json-out-keep" => f64::from(cli.json_out_keep),
+            "--record-max-events" => cli.record_max_events as f64,
+            "--record-max-bytes" => cli.record_max_bytes as f64,
+            "--record-max-files" => cli.record_max_files as f64,
+            "--max-connections" => cli.max_connections as f64,
+            _ => unreachable!("{flag}"),
+        }
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Numbers an operator (or a typo) might give: tiny, huge, negative, not numbers at all.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<f64>().prop_map(|number| number.to_string()),
+                (-40i32..40).prop_map(|exponent| format!("1e{exponent}")),
+                any::<u64>().prop_map(|number| number.to_string()),
+                (0u64..70_000).prop_map(|number| number.to_string()),
+                Just("NaN".to_string()),
+                Just("inf".to_string()),
+                Just("-0".to_string()),
+                "\\PC{0,12}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_value_of_any_option_is_refused_or_honoured_never_a_panic(which in 0..VALUED.len(), text in value()) {
+                let (flag, accepted) = VALUED[which];
+                let Ok(cli) = Cli::try_parse_from(["tracer", flag, &text]) else { return Ok(()) };
+                // What the run does with each value first: settings, timers and deadlines.
+                let settings = Settings::new(&cli).expect("settings from an accepted command line");
+                if let Some(summary) = &settings.summary {
+                    let _ = tokio::time::Instant::now() + summary.interval;
+                }
+                if let Some(duration) = cli.duration {
+                    let _ = std::time::Instant::now() + duration;
+                }
+                let value = given(&cli, flag);
+                match accepted {
+                    Accepted::Seconds(min, max) => prop_assert!((min..=max).contains(&value), "{flag} {text} gave {value}"),
+                    Accepted::Count(min, max) => prop_assert!((min as f64..=max as f64).contains(&value), "{flag} {text} gave {value}"),
+                }
+            }
+        }
+    }
 }

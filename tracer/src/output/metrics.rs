@@ -161,7 +161,7 @@ impl Metrics {
         );
         registry.register(
             "events",
-            "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped, recorder_overflowed)",
+            "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped, recorder_overflowed, held_dropped)",
             metrics.health.clone(),
         );
         registry.register(
@@ -211,7 +211,7 @@ impl Metrics {
         for origin in ["peer", "path", "unknown"] {
             self.reset_origins.get_or_create(&labels(&[("origin", origin)])).inc_by(0);
         }
-        for what in ["seen", "lost", "skipped", "unreadable", "evicted", "decode_errors", "output_dropped", "recorder_overflowed"] {
+        for (what, _) in Health::default().counters() {
             self.health.get_or_create(&labels(&[("what", what)])).inc_by(0);
         }
         for (what, _) in crate::kernel::probes::KernelMisses::default().iter() {
@@ -321,16 +321,7 @@ impl Metrics {
             self.peer_trouble.get_or_create(&labels(&[("remote", &peer.remote)])).set(peer.trouble() as i64);
         }
         let previous = std::mem::replace(&mut self.reported, health);
-        for (what, now, before) in [
-            ("seen", health.seen, previous.seen),
-            ("lost", health.lost, previous.lost),
-            ("skipped", health.skipped, previous.skipped),
-            ("unreadable", health.unreadable, previous.unreadable),
-            ("evicted", health.evicted, previous.evicted),
-            ("decode_errors", health.decode_errors, previous.decode_errors),
-            ("output_dropped", health.output_dropped, previous.output_dropped),
-            ("recorder_overflowed", health.recorder_overflowed, previous.recorder_overflowed),
-        ] {
+        for ((what, now), (_, before)) in health.counters().into_iter().zip(previous.counters()) {
             self.health.get_or_create(&labels(&[("what", what)])).inc_by(now.saturating_sub(before));
         }
         for ((what, now), (_, before)) in health.kernel_misses.iter().zip(previous.kernel_misses.iter()) {

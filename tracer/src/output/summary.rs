@@ -29,6 +29,26 @@ pub struct Health {
     /// Events and connections the flight recorder pushed out by its count cap before their
     /// window passed (`--record-max-events`): missing from the records written since.
     pub recorder_overflowed: u64,
+    /// Events dropped because the reorder stage was full while a socket snapshot was taken (it
+    /// holds every event meanwhile, up to its cap).
+    pub held_dropped: u64,
+}
+
+impl Health {
+    /// The counters of events and lines that did not make it, by name (metrics `what`).
+    pub fn counters(&self) -> [(&'static str, u64); 9] {
+        [
+            ("seen", self.seen),
+            ("lost", self.lost),
+            ("skipped", self.skipped),
+            ("unreadable", self.unreadable),
+            ("evicted", self.evicted),
+            ("decode_errors", self.decode_errors),
+            ("output_dropped", self.output_dropped),
+            ("recorder_overflowed", self.recorder_overflowed),
+            ("held_dropped", self.held_dropped),
+        ]
+    }
 }
 
 /// Which sources fed this summary, said in every header.
@@ -162,6 +182,13 @@ impl<'a> Summary<'a> {
             let misses: Vec<String> =
                 health.kernel_misses.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{} {n}", what.name())).collect();
             let _ = writeln!(out, "kernel: {} (--kernel-log warn shows each)", misses.join(", "));
+        }
+        if health.held_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "reorder: {} events dropped while socket snapshots ran (the held events reached their cap; the snapshots are slow: see the sources line)",
+                health.held_dropped
+            );
         }
         if health.recorder_overflowed > 0 {
             let _ = writeln!(

@@ -8,7 +8,9 @@ use crate::decode::Event;
 /// How long an event is held for stragglers from other CPUs, past the moment everything before it
 /// is known to have been sent (see `app::Horizon`).
 pub const WINDOW_NS: u64 = 10_000_000;
-/// Past this many held events everything is released (bounded memory under any burst).
+/// Past this many held events everything is released (bounded memory under any burst); while
+/// nothing may be released (a socket snapshot is being taken), newcomers past it are dropped
+/// and counted.
 const MAX_HELD: usize = 1 << 20;
 
 /// Held events stay where they arrived; only their keys (timestamp, arrival number) are sorted.
@@ -24,10 +26,16 @@ pub struct Reorder {
     /// (timestamp, arrival number) of every held event: sorted up to `sorted`, then newcomers.
     order: VecDeque<(u64, u64)>,
     sorted: usize,
+    /// Events dropped because the stage was full.
+    pub dropped: u64,
 }
 
 impl Reorder {
     pub fn push(&mut self, event: Event) {
+        if self.slots.len() >= MAX_HELD {
+            self.dropped += 1;
+            return;
+        }
         self.order.push_back((event.timestamp_ns, self.first_slot + self.slots.len() as u64));
         self.slots.push_back(Some(event));
     }
@@ -42,7 +50,7 @@ impl Reorder {
             // Keys are unique (arrival numbers), so an unstable sort keeps arrival order.
             order[from..].sort_unstable();
         }
-        let ready = if self.slots.len() > MAX_HELD { order.len() } else { order.partition_point(|(at, _)| *at < horizon_ns) };
+        let ready = if self.slots.len() >= MAX_HELD { order.len() } else { order.partition_point(|(at, _)| *at < horizon_ns) };
         for &(_, arrival) in &order[..ready] {
             let slot = &mut self.slots[(arrival - self.first_slot) as usize];
             if let Some(event) = slot {
@@ -103,5 +111,18 @@ mod tests {
         reorder.push(script.state(TcpState::SynSent, TcpState::Established, 2 * ms));
         reorder.release(u64::MAX, |event| out.push(event.timestamp_ns / ms));
         assert_eq!(out, [1, 3, 5, 2, 6, 7, 8, 9, 10], "2 ms came after its time had been released: it goes out next");
+    }
+
+    #[test]
+    fn a_full_stage_that_cannot_release_drops_newcomers_and_counts_them() {
+        let script = Script::new(1, "10.0.0.1:1000", "10.0.0.2:80");
+        let mut reorder = Reorder::default();
+        for at in 0..MAX_HELD as u64 + 5 {
+            reorder.push(script.state(TcpState::SynSent, TcpState::Established, at));
+        }
+        assert_eq!((reorder.held(), reorder.dropped), (MAX_HELD, 5));
+        let mut released = 0;
+        reorder.release(0, |_| released += 1);
+        assert_eq!((released, reorder.held()), (MAX_HELD, 0), "at the cap everything goes, whatever the horizon");
     }
 }
