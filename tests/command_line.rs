@@ -1,6 +1,10 @@
 //! What an operator sees when the command line or the privileges are wrong: one line naming the
 //! problem and how to fix it, a non-zero exit, and no probe left attached.
+mod support;
+
 use std::process::{Command, Output};
+
+use support::require_root;
 
 fn tracer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tracer")).args(args).output().expect("tracer runs")
@@ -130,11 +134,45 @@ fn a_malformed_network_or_port_is_one_line_and_exit_2() {
     }
 }
 
+/// Runs the tracer under `perf stat`, counting its bpf() system calls: a command refused
+/// before attaching makes none (no program loaded, no map created, nothing to leave behind).
+fn tracer_counting_bpf_calls(args: &[&str]) -> (Output, u64) {
+    let stats = std::env::temp_dir().join(format!("tracer-bpf-calls-{}-{}", std::process::id(), args.join("_").replace('/', "_")));
+    let output = Command::new("perf")
+        .args(["stat", "-x,", "-e", "syscalls:sys_enter_bpf", "-o"])
+        .arg(&stats)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(args)
+        .output()
+        .expect("perf (apt: linux-perf) runs");
+    let counted = std::fs::read_to_string(&stats).unwrap_or_default();
+    let _ = std::fs::remove_file(&stats);
+    let calls = counted
+        .lines()
+        .find(|line| line.contains("sys_enter_bpf"))
+        .and_then(|line| line.split(',').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("perf counted no bpf() calls: {counted:?} {output:?}"));
+    (output, calls)
+}
+
 #[test]
-fn an_unknown_namespace_is_refused_before_attaching() {
-    let output = tracer(&["--netns", "/run/netns/does-not-exist"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(one_line_error(&output).contains("no such namespace"));
+fn a_command_refused_at_run_time_attaches_nothing() {
+    require_root();
+    for (args, reason) in [
+        (&["--netns", "/run/netns/does-not-exist"][..], "no such namespace"),
+        (&["--netns", "12345"], "no network namespace has that inode"),
+        (&["--tracefs", "/nonexistent"], "is tracefs mounted there?"),
+        (&["--metrics-addr", "192.0.2.1:9464"], "cannot listen on 192.0.2.1:9464"),
+    ] {
+        let (output, bpf_calls) = tracer_counting_bpf_calls(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        assert!(one_line_error(&output).contains(reason), "{args:?}: {output:?}");
+        assert_eq!(bpf_calls, 0, "{args:?}: refused, yet it made bpf() calls");
+    }
+    // The control: the same count for a run that attaches.
+    let (output, bpf_calls) = tracer_counting_bpf_calls(&["--duration", "0.5"]);
+    assert!(output.status.success() && bpf_calls > 0, "{bpf_calls} bpf() calls: {output:?}");
 }
 
 #[test]

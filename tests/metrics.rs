@@ -47,8 +47,9 @@ impl Prometheus {
         Prometheus { child, port, dir }
     }
 
-    /// The value of an instant query's single series, once it exists.
-    fn query(&self, promql: &str) -> Option<f64> {
+    /// The value of an instant query's single series: `None` while Prometheus is not up or the
+    /// series does not exist yet, an error when Prometheus refuses the query (a bad expression).
+    fn query(&self, promql: &str) -> Result<Option<f64>, String> {
         let encoded: String =
             promql
                 .bytes()
@@ -60,18 +61,29 @@ impl Prometheus {
                     }
                 })
                 .collect();
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(stream, "GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return Ok(None) };
         let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
-        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        if write!(stream, "GET /api/v1/query?query={encoded} HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err()
+            || stream.read_to_string(&mut response).is_err()
+        {
+            return Ok(None); // still starting
+        }
+        let (head, body) = response.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP response: {response:?}"))?;
+        let status = head.lines().next().unwrap_or_default();
+        let body: Value = serde_json::from_str(body).map_err(|error| format!("{status}: not JSON ({error}): {body}"))?;
+        if !status.contains(" 200 ") || body["status"] != "success" {
+            return Err(format!("{status}: {}", body["error"]));
+        }
+        match body["data"]["result"][0]["value"][1].as_str() {
+            None => Ok(None),
+            Some(value) => value.parse().map(Some).map_err(|_| format!("not a number: {value}")),
+        }
     }
 
     fn wait_for(&self, promql: &str, accept: impl Fn(f64) -> bool) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
-            let value = self.query(promql);
+            let value = self.query(promql).unwrap_or_else(|error| panic!("Prometheus refused {promql}: {error}"));
             if let Some(value) = value.filter(|value| accept(*value)) {
                 return value;
             }
@@ -121,7 +133,7 @@ fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
     prometheus.wait_for(r#"tcp_tracer_events_total{what="lost"}"#, |v| v == 0.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="seen"}"#, |v| v > 0.0);
     // Only the client namespace is watched (--netns): the server's resets are not counted.
-    assert_eq!(prometheus.query(r#"tcp_tracer_resets_total{direction="sent"}"#), None);
+    assert_eq!(prometheus.query(r#"tcp_tracer_resets_total{direction="sent"}"#), Ok(None));
     let addresses = Command::new("ss").args(["-ltnH", &format!("sport = :{metrics_port}")]).output().unwrap();
     let listening = String::from_utf8_lossy(&addresses.stdout);
     assert!(listening.contains(&format!("127.0.0.1:{metrics_port}")), "loopback only: {listening}");

