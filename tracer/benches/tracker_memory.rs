@@ -9,11 +9,10 @@ use tracer::{
     app::pipeline::Pipeline,
     decode::Decoder,
     filter::Filter,
-    find::{Context, Findings, FindingsConfig},
+    find::{Context, Findings, FindingsConfig, Owners},
     kernel::{clock::Clock, sock_diag::NamespaceSettings},
     output::timeline::{Page, Timeline},
     track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
-    FastMap,
 };
 
 fn rss_kib(field: &str) -> u64 {
@@ -28,7 +27,7 @@ fn main() {
     let mut pipeline = Pipeline::new(Filter::default(), tracker, Findings::new(FindingsConfig::default()));
     let filter = Filter::default();
     let settings = |_| NamespaceSettings::DEFAULT;
-    let nobody = |_: &_| FastMap::default();
+    let nobody = Owners::default();
     // The timeline keeps six hours of intervals whatever the churn: it must not grow either.
     let (clock, mut timeline) = (Clock::now(), Timeline::new(None, Page::default(), std::time::Duration::from_secs(6 * 3600)));
     let spacing = 10_000; // a new connection every 10 µs of kernel time: 100 000/s

@@ -10,7 +10,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{pipeline::Pipeline, settings::SummarySettings, EXIT_PATIENCE};
+use super::{owners::OwnerCache, pipeline::Pipeline, settings::SummarySettings, EXIT_PATIENCE};
 use crate::{
     decode::{Decoder, Event},
     filter::Filter,
@@ -19,7 +19,7 @@ use crate::{
         clock::{self, Clock},
         links::{LinkChange, LinkWhat, Links},
         probes::Probes,
-        sock_diag::{self, NamespaceSettings, Snapshot, Snapshots},
+        sock_diag::{NamespaceSettings, Snapshot, Snapshots},
     },
     output::{
         connections::{ConnectionLine, InOrder, Printed, Selection},
@@ -129,6 +129,7 @@ pub struct Aggregator {
     snapshots: Option<Snapshots>,
     /// The summary waiting for its snapshot.
     pending: Option<Pending>,
+    owners: OwnerCache,
     /// `--connections`: a line per ended connection on stdout instead of the summaries...
     connections: Option<Selection>,
     /// ... printed in the order the connections ended.
@@ -208,6 +209,7 @@ impl Aggregator {
             pipeline: Pipeline::new(filter, tracker, findings),
             snapshots,
             pending: None,
+            owners: OwnerCache::default(),
             connections: settings.connections,
             connection_lines: InOrder::default(),
             seen_while_away: FastSet::default(),
@@ -351,13 +353,16 @@ impl Aggregator {
         match self.snapshots.take() {
             Some(mut snapshots) if !last => {
                 self.pending = Some(Pending { health, now_ns });
+                let known = self.owners.known();
                 return Ok(Some(tokio::task::spawn_blocking(move || {
-                    let snapshot = snapshots.take(everything);
+                    let mut snapshot = snapshots.take(everything);
+                    snapshot.resolve_owners(&known);
                     (snapshots, snapshot)
                 })));
             }
             Some(mut snapshots) => {
-                let snapshot = snapshots.take(everything);
+                let mut snapshot = snapshots.take(everything);
+                snapshot.resolve_owners(&self.owners.known());
                 self.snapshots = Some(snapshots);
                 self.conclude(health, now_ns, true, Some(snapshot))?;
             }
@@ -377,7 +382,10 @@ impl Aggregator {
         self.conclude(health, now_ns, false, Some(snapshot))
     }
 
-    fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, snapshot: Option<Snapshot>) -> Result<()> {
+    fn conclude(&mut self, mut health: Health, now_ns: u64, last: bool, mut snapshot: Option<Snapshot>) -> Result<()> {
+        if let Some(snapshot) = &mut snapshot {
+            self.owners.update(snapshot);
+        }
         if let (Some(snapshots), Some(snapshot)) = (&self.snapshots, &snapshot) {
             self.pipeline.apply_snapshot(now_ns, snapshot);
             for netns in &snapshot.released {
@@ -418,7 +426,7 @@ impl Aggregator {
             snapshot: snapshot.as_ref(),
             settings: &settings,
             filter: &filter,
-            owners: &sock_diag::owners,
+            owners: &self.owners.named,
             links: &recent,
         };
         let mut picture = self.pipeline.conclude(&context);

@@ -5,6 +5,7 @@
 mod aggregator;
 pub mod cli;
 mod event_printer;
+mod owners;
 pub mod pipeline;
 pub mod settings;
 

@@ -132,7 +132,6 @@ mod tests {
             fixtures::{reasons, Script},
             TrackerConfig,
         },
-        FastMap, FastSet,
     };
 
     const S: u64 = 1_000_000_000;
@@ -150,7 +149,7 @@ mod tests {
         }
         pipeline.advance(5 * S, |_, _| {});
         pipeline.report(|_, _, _| {});
-        let (settings, nobody) = (|_: u32| NamespaceSettings::DEFAULT, |_: &FastSet<u32>| -> Owners { FastMap::default() });
+        let (settings, nobody) = (|_: u32| NamespaceSettings::DEFAULT, Owners::default());
         let filter = pipeline.filter.clone();
         pipeline.conclude(&Context { now_ns: 5 * S, snapshot: None, settings: &settings, filter: &filter, owners: &nobody, links: &[] })
     }

@@ -124,13 +124,12 @@ pub struct Context<'a> {
     pub settings: &'a dyn Fn(u32) -> NamespaceSettings,
     pub filter: &'a Filter,
     /// Names the processes that hold socket inodes: pid and comm (from /proc in the tracer).
-    pub owners: &'a dyn Fn(&FastSet<u32>) -> Owners,
+    pub owners: &'a Owners,
     /// Recent link changes, oldest first: a finding that began shortly after one says so.
     pub links: &'a [LinkChange],
 }
 
-/// Socket inode → (pid, comm) of the process holding it.
-pub type Owners = FastMap<u32, (u32, String)>;
+pub use crate::kernel::sock_diag::Owners;
 
 pub struct Findings {
     config: FindingsConfig,
@@ -725,12 +724,7 @@ impl Findings {
 
     /// Names the owners of stuck sockets whose process no event revealed (server-side sockets
     /// only ever change state in softirq until the application calls close()).
-    fn name_owners(&mut self, owners: &dyn Fn(&FastSet<u32>) -> Owners) {
-        let wanted: FastSet<u32> = self.tallies.values().filter(|t| t.owner.is_none()).filter_map(|t| t.inode).take(64).collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let owners = owners(&wanted);
+    fn name_owners(&mut self, owners: &Owners) {
         for tally in self.tallies.values_mut().filter(|t| t.owner.is_none()) {
             if let Some((pid, comm)) = tally.inode.and_then(|inode| owners.get(&inode)) {
                 tally.owner = Some(Owner { pid: *pid, comm: comm.clone() });
@@ -800,7 +794,7 @@ mod tests {
     }
 
     fn conclude(findings: &mut Findings, tracker: &Tracker, now_ns: u64, filter: &Filter) -> Picture {
-        let nobody = |_: &FastSet<u32>| FastMap::default();
+        let nobody = Owners::default();
         findings.conclude(&Context { now_ns, snapshot: None, settings: &settings, filter, owners: &nobody, links: &[] }, tracker)
     }
 
@@ -846,7 +840,7 @@ mod tests {
             for observation in &out {
                 findings.observe(observation, |_| None);
             }
-            let nobody = |_: &FastSet<u32>| FastMap::default();
+            let nobody = Owners::default();
             let context =
                 Context { now_ns: 41 * S, snapshot: None, settings: &settings, filter: &Filter::default(), owners: &nobody, links };
             let picture = findings.conclude(&context, &tracker);
