@@ -127,8 +127,10 @@ fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
     prometheus.wait_for(r#"tcp_tracer_state_transitions_total{from="syn_sent",to="established"}"#, |v| v == 2.0);
     // The mode the tracer announced (tp_btf where the kernel allows it) is the one exported.
     let announced = tracer.stderr.lock().unwrap().clone();
-    let mode = announced.split("inet_sock_set_state=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a hook mode");
-    assert!(["tp_btf", "tracepoint"].contains(&mode), "{announced}");
+    let mode = tracer::kernel::hooks::Announced::parse(&announced)
+        .and_then(|announced| announced.mode("inet_sock_set_state").map(str::to_string))
+        .expect("a hook mode");
+    assert!(["tp_btf", "tracepoint"].contains(&mode.as_str()), "{announced}");
     prometheus.wait_for(&format!(r#"tcp_tracer_hook_mode{{hook="inet_sock_set_state",mode="{mode}"}}"#), |v| v == 1.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="lost"}"#, |v| v == 0.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="seen"}"#, |v| v > 0.0);

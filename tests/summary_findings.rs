@@ -320,6 +320,7 @@ fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
     let link = Link::new();
     let listener = link.listen(link.server_ip);
     // A second listen() on a listening socket sets its backlog: one, as in the report.
+    // SAFETY: listen on a descriptor the listener owns.
     assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
     let server = listener.local_addr().unwrap();
     let port = server.port().to_string();

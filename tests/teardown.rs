@@ -27,9 +27,8 @@ fn our_programs() -> Vec<u64> {
 /// What a tracer announced: (hooks attached, whether the flush program is loaded).
 fn announced(tracer: &Tracer) -> (usize, bool) {
     let stderr = tracer.stderr.lock().unwrap().clone();
-    let hooks = stderr.split("hooks: ").nth(1).and_then(|rest| rest.split(';').next()).expect("a hooks list");
-    let attached = hooks.split_whitespace().filter(|hook| !hook.ends_with("=unavailable")).count();
-    (attached, stderr.contains("batches: per-CPU"))
+    let announced = tracer::kernel::hooks::Announced::parse(&stderr).expect("a hooks list");
+    (announced.attached(), announced.batched)
 }
 
 /// Links (perf links for classic tracepoints, tracing links for BTF ones) pointing at any of `programs`.

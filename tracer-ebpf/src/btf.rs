@@ -16,14 +16,13 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    EventKind, KernelMiss, KernelOffsets, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN,
-    FLAG_PROCESS_CONTEXT, TCP_FLAG_FIN, TCP_FLAG_RST,
+    tcp_state, EventKind, KernelMiss, KernelOffsets, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS,
+    FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
-use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4, AF_INET6};
+use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4};
 
-const IPPROTO_TCP: u16 = 6;
-const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE: i32 = tcp_state::CLOSE as i32;
 
 /// A direct load of a `T` at `base + offset`.
 ///
@@ -32,7 +31,8 @@ const TCP_CLOSE: i32 = 7;
 /// verifier refuses the program otherwise.
 #[inline(always)]
 unsafe fn load<T: Copy>(base: *const u8, offset: u16) -> T {
-    core::ptr::read(base.add(offset as usize).cast::<T>())
+    // SAFETY: the caller's contract: a member of type `T` at that offset of a kernel object.
+    unsafe { core::ptr::read(base.add(offset as usize).cast::<T>()) }
 }
 
 /// Sixteen bytes at `base + offset` as two word loads and two word stores (a byte array copy
@@ -44,8 +44,11 @@ unsafe fn load<T: Copy>(base: *const u8, offset: u16) -> T {
 #[inline(always)]
 unsafe fn load16(dst: &mut [u8; 16], base: *const u8, offset: u16) {
     let words = dst.as_mut_ptr().cast::<u64>();
-    core::ptr::write(words, load::<u64>(base, offset));
-    core::ptr::write(words.add(1), load::<u64>(base, offset + 8));
+    // SAFETY: the caller's contract: 16 readable bytes at `base + offset`, and `dst` two aligned words.
+    unsafe {
+        core::ptr::write(words, load::<u64>(base, offset));
+        core::ptr::write(words.add(1), load::<u64>(base, offset + 8));
+    }
 }
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -55,7 +58,7 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     let new_state: i32 = ctx.arg(2);
     let offsets = &config().offsets;
     // SAFETY: `socket` is the tracepoint's trusted `struct sock *`, never null here.
-    if unsafe { load::<u16>(socket, offsets.sock_protocol) } != IPPROTO_TCP {
+    if unsafe { load::<u16>(socket, offsets.sock_protocol) } != u16::from(IPPROTO_TCP) {
         return 0;
     }
     emit(|event| {
@@ -133,7 +136,8 @@ pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
 /// `tcp` is a `tcp_sock` pointer from `bpf_skc_to_tcp_sock`.
 #[inline(always)]
 unsafe fn last_heard(tcp: *const u8, offsets: &KernelOffsets) -> u32 {
-    let (ack, data) = (load::<u32>(tcp, offsets.tcp_rcv_tstamp), load::<u32>(tcp, offsets.tcp_lrcvtime));
+    // SAFETY: the caller's contract; both offsets are `tcp_sock` members.
+    let (ack, data) = unsafe { (load::<u32>(tcp, offsets.tcp_rcv_tstamp), load::<u32>(tcp, offsets.tcp_lrcvtime)) };
     if (data.wrapping_sub(ack) as i32) > 0 {
         data
     } else {
@@ -147,8 +151,10 @@ unsafe fn last_heard(tcp: *const u8, offsets: &KernelOffsets) -> u32 {
 /// `tcp` is a `tcp_sock` pointer from `bpf_skc_to_tcp_sock`.
 #[inline(always)]
 unsafe fn add_idle_clocks(event: &mut WireEvent, tcp: *const u8, offsets: &KernelOffsets) {
-    let (received, sent) = (last_heard(tcp, offsets), load::<u32>(tcp, offsets.tcp_lsndtime));
-    event.bytes_acked = u64::from(bpf_jiffies64() as u32);
+    // SAFETY: the caller's contract; the offset is a `tcp_sock` member.
+    let (received, sent) = unsafe { (last_heard(tcp, offsets), load::<u32>(tcp, offsets.tcp_lsndtime)) };
+    // SAFETY: a helper without arguments.
+    event.bytes_acked = u64::from(unsafe { bpf_jiffies64() } as u32);
     event.bytes_received = u64::from(received) << 32 | u64::from(sent);
     event.flags |= FLAG_IDLE_CLOCKS;
 }
@@ -306,7 +312,7 @@ fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets
         let network = head + u64::from(load::<u16>(skb, offsets.skb_network_header));
         let ip = bpf_probe_read_kernel(network as *const [u8; 10]).ok()?;
         let protocol = if ip[0] >> 4 == 6 { ip[6] } else { ip[9] };
-        if u16::from(protocol) != IPPROTO_TCP {
+        if protocol != IPPROTO_TCP {
             return Some(false);
         }
         let socket = load::<*const u8>(skb, offsets.skb_sk);
@@ -461,7 +467,7 @@ fn packet_addresses(event: &mut WireEvent, kind: EventKind, skb: *const u8, offs
             event.remote_addr = bpf_probe_read_kernel((network + 8) as *const [u8; 16]).ok()?;
             event.local_addr = bpf_probe_read_kernel((network + 24) as *const [u8; 16]).ok()?;
         } else {
-            event.family = crate::AF_INET;
+            event.family = AF_INET;
             let addresses = bpf_probe_read_kernel((network + 12) as *const [u32; 2]).ok()?;
             put_ipv4(&mut event.remote_addr, addresses[0]);
             put_ipv4(&mut event.local_addr, addresses[1]);

@@ -10,11 +10,11 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use tracer_common::{EventKind, HookLayout, KernelMiss, KernelOffsets, WireEvent, ABSENT, FLAG_HAS_REASON, RECORD_MAX};
+use tracer_common::{
+    EventKind, HookLayout, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, IPPROTO_TCP, RECORD_MAX,
+};
 
-use crate::{add_process, clear, config, emit, keep, missed, own_context, AF_INET, AF_INET6};
-
-const IPPROTO_TCP: u16 = 6;
+use crate::{add_process, clear, config, emit, keep, missed, own_context};
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -78,7 +78,7 @@ fn record_event(ctx: &TracePointContext, kind: EventKind) -> u32 {
         return missed(KernelMiss::Record);
     }
     if let Some(protocol) = record.field::<u16>(layout.protocol) {
-        if protocol != IPPROTO_TCP {
+        if protocol != u16::from(IPPROTO_TCP) {
             return 0;
         }
     }

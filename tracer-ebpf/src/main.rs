@@ -29,8 +29,7 @@ use tracer_common::{
     FILTER_NETWORKS, FILTER_PORTS, FLAG_PROCESS_CONTEXT,
 };
 
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+use tracer_common::{AF_INET, AF_INET6};
 const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Filled in by the loader before the programs are verified (frozen `.rodata`: the verifier
@@ -232,24 +231,28 @@ fn claim(spare: *mut WireEvent) -> (*mut WireEvent, *mut Batch) {
 #[inline(always)]
 unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
     if batch.is_null() {
-        if keep && EVENTS.output::<WireEvent>(&*event, wakeup_flags()).is_err() {
+        // SAFETY: the caller's contract: `event` is the record it built in `spare`.
+        if keep && EVENTS.output::<WireEvent>(unsafe { &*event }, wakeup_flags()).is_err() {
             count(COUNTER_RESERVE_FAILED, 1);
         }
         return;
     }
-    if keep {
-        let mut len = core::ptr::read_volatile(&(*batch).len) as usize + 1;
-        if len >= BATCH_RECORDS {
-            flush(batch, BATCH_RECORDS);
-            len = 0;
+    // SAFETY: the caller's contract: `batch` is this CPU's batch, which it marked busy.
+    unsafe {
+        if keep {
+            let mut len = core::ptr::read_volatile(&(*batch).len) as usize + 1;
+            if len >= BATCH_RECORDS {
+                flush(batch, BATCH_RECORDS);
+                len = 0;
+            }
+            core::ptr::write_volatile(&mut (*batch).len, len as u32);
+            // Userspace only needs to know whether a batch waits: tell it on the first record.
+            if len <= 1 {
+                set_counter(COUNTER_PENDING, len as u64);
+            }
         }
-        core::ptr::write_volatile(&mut (*batch).len, len as u32);
-        // Userspace only needs to know whether a batch waits: tell it on the first record.
-        if len <= 1 {
-            set_counter(COUNTER_PENDING, len as u64);
-        }
+        core::ptr::write_volatile(&mut (*batch).busy, 0);
     }
-    core::ptr::write_volatile(&mut (*batch).busy, 0);
 }
 
 /// Overwrites a record with a fresh one of `kind` about `socket`, every other fact zero. Word
@@ -275,7 +278,8 @@ unsafe fn flush(batch: *mut Batch, len: usize) {
     if len == 0 || len > BATCH_RECORDS {
         return;
     }
-    let records = &(&(*batch).records)[..len];
+    // SAFETY: the caller's contract: this CPU's batch, busy, `len` records of it written.
+    let records = unsafe { &(&(*batch).records)[..len] };
     if EVENTS.output::<[WireEvent]>(records, wakeup_flags()).is_err() {
         count(COUNTER_RESERVE_FAILED, len as u64);
     }

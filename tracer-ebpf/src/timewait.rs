@@ -6,11 +6,11 @@ use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use tracer_common::{EventKind, KernelMiss, FLAG_HAS_REASON, RECORD_MAX};
+use tracer_common::{tcp_state, EventKind, KernelMiss, AF_INET6, FLAG_HAS_REASON, RECORD_MAX};
 
 use crate::{
     classic::{copy4, kernel, Record},
-    clear, config, emit, keep, missed, AF_INET6,
+    clear, config, emit, keep, missed,
 };
 
 /// fentry `tcp_time_wait(sk, state, timeo)`: the full socket becomes a timewait socket in
@@ -31,13 +31,12 @@ pub fn tcp_timewait_state_process(ctx: FExitContext) -> u32 {
     const TCP_FLAGS_BYTE: u16 = 13;
     const FIN: u8 = 0x01;
     const SYN: u8 = 0x02;
-    const TCP_TIME_WAIT: u8 = 6;
     let flags = kernel::<u8>(header, TCP_FLAGS_BYTE).unwrap_or(0);
     if flags & SYN != 0 {
         let Ok(status) = ctx.ret::<u32>() else { return missed(KernelMiss::ReturnValue) };
         emit_for_socket(EventKind::TimeWaitSyn, ctx.arg(0), 0, Some(status))
     } else if flags & FIN != 0 {
-        emit_for_socket(EventKind::TimeWaitEnter, ctx.arg(0), TCP_TIME_WAIT, None)
+        emit_for_socket(EventKind::TimeWaitEnter, ctx.arg(0), tcp_state::TIME_WAIT, None)
     } else {
         0
     }

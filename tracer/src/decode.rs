@@ -8,30 +8,37 @@ use std::{
 
 use serde::Serialize;
 use tracer_common::{
-    EventKind, WireEvent, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, TCP_FLAG_RST,
-    WIRE_VERSION,
+    tcp_state, EventKind, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN,
+    FLAG_PROCESS_CONTEXT, TCP_FLAG_RST, WIRE_VERSION,
 };
 
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
-
-/// TCP states, numbered as in the kernel's `include/net/tcp_states.h`.
+/// TCP states, numbered as the kernel numbers them (`tracer_common::tcp_state`).
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TcpState {
-    Established = 1,
-    SynSent,
-    SynRecv,
-    FinWait1,
-    FinWait2,
-    TimeWait,
-    Close,
-    CloseWait,
-    LastAck,
-    Listen,
-    Closing,
-    NewSynRecv,
+    Established = tcp_state::ESTABLISHED,
+    SynSent = tcp_state::SYN_SENT,
+    SynRecv = tcp_state::SYN_RECV,
+    FinWait1 = tcp_state::FIN_WAIT1,
+    FinWait2 = tcp_state::FIN_WAIT2,
+    TimeWait = tcp_state::TIME_WAIT,
+    Close = tcp_state::CLOSE,
+    CloseWait = tcp_state::CLOSE_WAIT,
+    LastAck = tcp_state::LAST_ACK,
+    Listen = tcp_state::LISTEN,
+    Closing = tcp_state::CLOSING,
+    NewSynRecv = tcp_state::NEW_SYN_RECV,
 }
+
+// `from_kernel` indexes `ALL` by the kernel's number.
+const _: () = {
+    let mut index = 0;
+    while index < TcpState::ALL.len() {
+        assert!(TcpState::ALL[index] as usize == index + 1);
+        index += 1;
+    }
+};
 
 impl TcpState {
     pub const ALL: [TcpState; 12] = [
@@ -87,6 +94,12 @@ pub struct SocketId {
 /// A task name as the kernel keeps it: up to 16 bytes, NUL-padded. Kept inline (no allocation).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Comm([u8; 16]);
+
+impl From<[u8; 16]> for Comm {
+    fn from(bytes: [u8; 16]) -> Comm {
+        Comm(bytes)
+    }
+}
 
 impl Comm {
     pub fn as_str(&self) -> std::borrow::Cow<'_, str> {

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use tracer::kernel::hooks::Announced;
 
 use crate::{run_checked, toolchain::which, workspace_root};
 
@@ -446,28 +447,27 @@ fn outcome(kernel: &str, console: &str, elapsed: Duration) -> Outcome {
     }
     // The marker may share a line with the firmware's last words.
     let modes = console.lines().find_map(|line| line.split("VMTEST-MODES ").nth(1)).unwrap_or("?").trim().to_string();
-    let announced = console.lines().find_map(|line| line.split("VMTEST-TRACER ").nth(1)).unwrap_or_default();
-    let words = |keep: &dyn Fn(&str) -> bool| {
-        let found: Vec<&str> = announced.split([' ', ';']).filter(|word| keep(word)).collect();
-        if found.is_empty() {
+    let announced = console.lines().find_map(|line| line.split_once("VMTEST-TRACER ").and_then(|(_, line)| Announced::parse(line)));
+    type HookMode = (String, String);
+    let (timewait, tcp): (Vec<&HookMode>, Vec<&HookMode>) =
+        announced.iter().flat_map(|announced| &announced.hooks).partition(|(hook, _)| hook.starts_with("tcp_time"));
+    let named = |hooks: &[&HookMode]| {
+        let pairs: Vec<String> = hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
+        if pairs.is_empty() {
             "?".to_string()
         } else {
-            found.join(" ")
+            pairs.join(" ")
         }
     };
-    let timewait_hooks = words(&|word| word.starts_with("tcp_time"));
-    // The five TCP hooks share a mode on every kernel tested; name each when they do not.
-    let mut tcp_modes: Vec<&str> = announced
-        .split([' ', ';'])
-        .filter(|word| word.contains('=') && !word.starts_with("tcp_time"))
-        .filter_map(|word| word.split('=').nth(1))
-        .collect();
+    // The TCP hooks share a mode on every kernel tested; name each when they do not.
+    let mut tcp_modes: Vec<&str> = tcp.iter().map(|(_, mode)| mode.as_str()).collect();
+    tcp_modes.sort_unstable();
     tcp_modes.dedup();
-    let tcp_hooks = match tcp_modes.as_slice() {
-        [] => "?".to_string(),
-        [mode] => format!("all {mode}, batches {}", if announced.contains("batches: per-CPU") { "per-CPU" } else { "off" }),
-        _ => words(&|word| word.contains('=') && !word.starts_with("tcp_time")),
+    let tcp_hooks = match (tcp_modes.as_slice(), &announced) {
+        ([mode], Some(announced)) => format!("all {mode}, batches {}", if announced.batched { "per-CPU" } else { "off" }),
+        _ => named(&tcp),
     };
+    let timewait_hooks = named(&timewait);
     let ended = console.lines().any(|line| line.contains("VMTEST-END"));
     let tail: Vec<&str> = console.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
     let failing: Vec<String> = statuses

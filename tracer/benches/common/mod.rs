@@ -2,17 +2,10 @@
 //! short connections between many clients and one service, both ends traced.
 #![allow(dead_code)] // each bench uses part of it
 
-use tracer_common::{EventKind, WireEvent, FLAG_PROCESS_CONTEXT, WIRE_VERSION};
-
-const ESTABLISHED: u8 = 1;
-const SYN_SENT: u8 = 2;
-const SYN_RECV: u8 = 3;
-const FIN_WAIT1: u8 = 4;
-const FIN_WAIT2: u8 = 5;
-const CLOSE: u8 = 7;
-const CLOSE_WAIT: u8 = 8;
-const LAST_ACK: u8 = 9;
-const LISTEN: u8 = 10;
+use tracer_common::{
+    tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, SYN_RECV, SYN_SENT},
+    EventKind, WireEvent, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+};
 
 #[expect(clippy::too_many_arguments, reason = "one argument per wire field a generated record varies")]
 fn record(

@@ -109,7 +109,7 @@ pub struct Cli {
 
     /// Serve Prometheus metrics on this address (PORT or :PORT binds 127.0.0.1; give an IP to
     /// bind elsewhere). Summary mode only.
-    #[arg(long, value_name = "ADDR", value_parser = crate::output::metrics::parse_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Also append the JSON lines (summaries; with --events, events) to this file, created
@@ -280,5 +280,39 @@ fn seconds_between(min: f64, max: f64) -> impl Fn(&str) -> Result<Duration, Stri
             return Err(format!("`{text}` is out of range: give {min} to {max} seconds"));
         }
         Ok(Duration::from_secs_f64(seconds))
+    }
+}
+
+/// Where `--metrics-addr` listens: a bare port (or `:port`) means loopback; a host name is
+/// resolved (its first address).
+fn parse_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    if !text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
+        return Err(format!("`{text}` is not PORT, :PORT, IP:PORT or HOST:PORT"));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|error| format!("cannot resolve `{text}`: {error}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_binds_loopback_and_an_address_is_taken_as_given() {
+        assert_eq!(parse_addr("9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(parse_addr(":9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(parse_addr("0.0.0.0:9464").unwrap(), "0.0.0.0:9464".parse().unwrap());
+        assert!(parse_addr("localhost").unwrap_err().contains("PORT"));
+        let named = parse_addr("localhost:9464").unwrap();
+        assert!(named.ip().is_loopback() && named.port() == 9464, "{named}");
     }
 }

@@ -105,6 +105,37 @@ pub fn program_named(shown: &str) -> Option<(&'static str, bool)> {
     programs().find(|(name, _)| *name == shown || (shown.len() == 15 && name.starts_with(shown)))
 }
 
+/// The "attached" line read back: the one parser of what `probes::Modes::describe` writes, for the VM
+/// harness and the tests (which must not each split the human line their own way).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// Each hook with its mode, in the order announced.
+    pub hooks: Vec<(String, String)>,
+    pub batched: bool,
+}
+
+impl Announced {
+    /// `None` when `text` holds no hooks list.
+    pub fn parse(text: &str) -> Option<Announced> {
+        let (hooks, rest) = text.split("hooks: ").nth(1)?.split_once(';')?;
+        let hooks = hooks
+            .split_whitespace()
+            .map(|pair| pair.split_once('=').map(|(hook, mode)| (hook.to_string(), mode.to_string())))
+            .collect::<Option<Vec<_>>>()?;
+        let batched = rest.lines().next().unwrap_or_default().split(';').any(|part| part.trim() == "batches: per-CPU");
+        Some(Announced { hooks, batched })
+    }
+
+    pub fn mode(&self, hook: &str) -> Option<&str> {
+        self.hooks.iter().find(|(name, _)| name == hook).map(|(_, mode)| mode.as_str())
+    }
+
+    /// Hooks attached (in any mode).
+    pub fn attached(&self) -> usize {
+        self.hooks.iter().filter(|(_, mode)| mode != "unavailable").count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -441,6 +441,26 @@ mod tests {
     /// A program renamed on one side would leave its hook unattached, or attached only in its
     /// classic form, with nothing said: the table and the object must name the same programs.
     #[test]
+    fn the_attached_line_reads_back_as_it_was_written() {
+        let modes = Modes {
+            hooks: vec![("inet_sock_set_state".into(), "tp_btf"), ("tcp_time_wait".into(), "unavailable"), ("tcp_probe".into(), "tp_btf")],
+            batched: true,
+            ..Modes::default()
+        };
+        let line = format!("tracer: attached; {}\nsomething else", modes.describe());
+        let announced = hooks::Announced::parse(&line).expect("a hooks list");
+        assert_eq!(announced.hooks.len(), 3);
+        assert_eq!(
+            (announced.mode("inet_sock_set_state"), announced.mode("tcp_time_wait"), announced.mode("nope")),
+            (Some("tp_btf"), Some("unavailable"), None)
+        );
+        assert_eq!((announced.attached(), announced.batched), (2, true));
+        let unbatched = Modes { batched: false, ..modes };
+        assert!(!hooks::Announced::parse(&unbatched.describe()).unwrap().batched);
+        assert_eq!(hooks::Announced::parse("tracer: error: no hooks"), None);
+    }
+
+    #[test]
     #[cfg_attr(not(embedded_ebpf), ignore = "no kernel object embedded: `cargo xtask build-ebpf` first")]
     fn the_hook_table_names_exactly_the_programs_of_the_embedded_object() {
         let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded kernel object parses");

@@ -37,25 +37,6 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
 }
 
-/// Where `--metrics-addr` listens: a bare port (or `:port`) means loopback; a host name is
-/// resolved (its first address).
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    let port_only = text.strip_prefix(':').unwrap_or(text);
-    if let Ok(port) = port_only.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    if let Ok(address) = text.parse() {
-        return Ok(address);
-    }
-    if !text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()) {
-        return Err(format!("`{text}` is not PORT, :PORT, IP:PORT or HOST:PORT"));
-    }
-    std::net::ToSocketAddrs::to_socket_addrs(text)
-        .map_err(|error| format!("cannot resolve `{text}`: {error}"))?
-        .next()
-        .ok_or_else(|| format!("`{text}` resolves to no address"))
-}
-
 pub struct Metrics {
     sockets: Family<Labels, Gauge>,
     transitions: Family<Labels, Counter>,
@@ -370,16 +351,6 @@ fn answer(server: tiny_http::Server, registry: Arc<Registry>, page: Page) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_bare_port_binds_loopback_and_an_address_is_taken_as_given() {
-        assert_eq!(parse_addr("9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
-        assert_eq!(parse_addr(":9464").unwrap(), "127.0.0.1:9464".parse().unwrap());
-        assert_eq!(parse_addr("0.0.0.0:9464").unwrap(), "0.0.0.0:9464".parse().unwrap());
-        assert!(parse_addr("localhost").unwrap_err().contains("PORT"));
-        let named = parse_addr("localhost:9464").unwrap();
-        assert!(named.ip().is_loopback() && named.port() == 9464, "{named}");
-    }
 
     /// The names of the series every family of the tracer exports (with one sample each).
     fn exported_series() -> std::collections::BTreeSet<String> {

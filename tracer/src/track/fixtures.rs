@@ -77,7 +77,7 @@ impl Script {
 pub fn process() -> Process {
     let mut comm = [0u8; 16];
     comm[..4].copy_from_slice(b"curl");
-    Process { pid: 4242, tgid: 4242, comm: unsafe { std::mem::transmute::<[u8; 16], Comm>(comm) } }
+    Process { pid: 4242, tgid: 4242, comm: Comm::from(comm) }
 }
 
 pub fn reasons() -> BTreeMap<u32, String> {
