@@ -1,0 +1,235 @@
+//! What an event is, once decoded: the typed facts of one kernel record (states, the socket, the
+//! process, and the parts only some kinds carry). Every layer above the decoder reads these.
+use std::{fmt, net::SocketAddr};
+
+use serde::Serialize;
+use tracer_common::{tcp_state, EventKind, TCP_FLAG_RST};
+
+/// TCP states, numbered as the kernel numbers them (`tracer_common::tcp_state`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TcpState {
+    Established = tcp_state::ESTABLISHED,
+    SynSent = tcp_state::SYN_SENT,
+    SynRecv = tcp_state::SYN_RECV,
+    FinWait1 = tcp_state::FIN_WAIT1,
+    FinWait2 = tcp_state::FIN_WAIT2,
+    TimeWait = tcp_state::TIME_WAIT,
+    Close = tcp_state::CLOSE,
+    CloseWait = tcp_state::CLOSE_WAIT,
+    LastAck = tcp_state::LAST_ACK,
+    Listen = tcp_state::LISTEN,
+    Closing = tcp_state::CLOSING,
+    NewSynRecv = tcp_state::NEW_SYN_RECV,
+}
+
+// `from_kernel` indexes `ALL` by the kernel's number.
+const _: () = {
+    let mut index = 0;
+    while index < TcpState::ALL.len() {
+        assert!(TcpState::ALL[index] as usize == index + 1);
+        index += 1;
+    }
+};
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    pub fn from_kernel(raw: u8) -> Option<TcpState> {
+        Self::ALL.get(usize::from(raw).checked_sub(1)?).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+            TcpState::NewSynRecv => "NEW_SYN_RECV",
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A socket for as long as it lives: its kernel address within its network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId {
+    pub netns: u32,
+    pub address: u64,
+}
+
+/// A task name as the kernel keeps it: up to 16 bytes, NUL-padded. Kept inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comm([u8; 16]);
+
+impl From<[u8; 16]> for Comm {
+    fn from(bytes: [u8; 16]) -> Comm {
+        Comm(bytes)
+    }
+}
+
+impl Comm {
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|byte| *byte == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.as_str())
+    }
+}
+
+/// The process an event ran for; only known in process context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: Comm,
+}
+
+/// One decoded event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub timestamp_ns: u64,
+    pub socket: SocketId,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Only for state changes.
+    pub old_state: Option<TcpState>,
+    /// The new state for state changes; the socket's state for resets and retransmits.
+    pub state: Option<TcpState>,
+    /// The kernel's `sk_rst_reason` for resets we sent (Linux ≥ 6.10).
+    pub reset_reason: Option<u32>,
+    /// For a SYN that hit a timewait socket: the `tcp_tw_status` returned.
+    pub tw_status: Option<u32>,
+    pub process: Option<Process>,
+    /// For a state change into CLOSE, where the kernel program could read them (tp_btf).
+    pub totals: Option<SocketTotals>,
+    /// For a segment the peer sent (`tcp_probe`): what its headers said.
+    pub segment: Option<Segment>,
+    /// For a packet this host dropped (`kfree_skb`).
+    pub drop: Option<Dropped>,
+    /// For a retransmission or a segment from the peer: the socket's clocks, in jiffies.
+    pub idle: Option<IdleClocks>,
+}
+
+/// A socket's clocks when an event fired, in jiffies (32 bits, wrapping): now, the last ACK it
+/// received, the last data it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct IdleClocks {
+    pub now: u32,
+    pub last_received: u32,
+    pub last_sent: u32,
+}
+
+impl IdleClocks {
+    /// How long the connection had been idle before its latest transmission, in jiffies: when we
+    /// sent after the last receive, from that receive to our send (the send the peer must answer);
+    /// else from the last activity to now (the peer spoke first).
+    pub fn idle_jiffies(&self) -> u32 {
+        let sent_since = self.last_sent.wrapping_sub(self.last_received) as i32;
+        if sent_since > 0 {
+            sent_since as u32
+        } else {
+            self.now.wrapping_sub(self.last_received)
+        }
+    }
+}
+
+/// A TCP packet this host's kernel dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Dropped {
+    /// `enum skb_drop_reason`.
+    pub reason: u32,
+    /// It was coming in from the peer (else going out to it).
+    pub incoming: bool,
+}
+
+/// What a received segment's headers say of whoever sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// IP TTL (IPv6: hop limit) as it arrived.
+    pub ttl: u8,
+    /// IPv4 identification (0 for IPv6).
+    pub ip_id: u16,
+    pub window: u16,
+    /// Sequence space it takes: payload bytes, + 1 for a SYN or FIN.
+    pub length: u32,
+    /// The TCP flag byte.
+    pub flags: u8,
+}
+
+impl Segment {
+    /// Initial TTLs senders use: old Windows, Linux and macOS, Windows, network devices.
+    const INITIAL_TTLS: [u8; 4] = [32, 64, 128, 255];
+
+    pub fn is_reset(&self) -> bool {
+        self.flags & TCP_FLAG_RST != 0
+    }
+
+    /// Routers between its sender and us: the nearest initial TTL at or above what arrived, less
+    /// what arrived. A sender with another initial TTL, or a device that rewrites it, reads wrong.
+    pub fn hops(&self) -> u8 {
+        self.initial_ttl() - self.ttl
+    }
+
+    /// The TTL its sender most likely started from.
+    pub fn initial_ttl(&self) -> u8 {
+        Segment::INITIAL_TTLS.into_iter().find(|initial| *initial >= self.ttl).unwrap_or(255)
+    }
+}
+
+/// A socket's counters at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SocketTotals {
+    /// Bytes we sent that the peer acknowledged.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Segments retransmitted over the connection's life.
+    pub retransmits: u32,
+    /// The socket's pending error (an errno, 0 for none).
+    pub error: u16,
+    /// The socket took in the peer's FIN (counted in `bytes_received` as one byte).
+    pub peer_fin: bool,
+}
