@@ -7,6 +7,8 @@
 //! between the two. With too little evidence, or evidence that contradicts itself, there is none.
 use std::collections::VecDeque;
 
+use super::{FindingKind, Findings, IdleThreshold, PeerKey};
+
 /// Gaps kept per peer, each kind (the latest).
 const SAMPLES: usize = 64;
 /// At least this many deaths and survivors before an estimate is made.
@@ -104,6 +106,37 @@ pub fn describe(peer: &str, estimate: &Estimate, resets: bool) -> String {
         estimate.lived_at_or_under,
         estimate.lived
     )
+}
+
+impl Findings {
+    pub(super) fn idle_evidence(&mut self, key: PeerKey) -> Option<&mut IdleEvidence> {
+        if !self.idle.contains_key(&key) && self.idle.len() >= self.config.max_peers {
+            self.evicted += 1;
+            return None;
+        }
+        Some(self.idle.entry(key).or_default())
+    }
+
+    /// Peers whose deaths this interval fall past an idle gap their survivors stay under.
+    pub(super) fn find_idle_timeouts(&mut self) {
+        let mut found = Vec::new();
+        for (key, evidence) in &mut self.idle {
+            let (deaths, resets) = (std::mem::take(&mut evidence.new_deaths), std::mem::take(&mut evidence.new_resets));
+            if deaths == 0 {
+                continue;
+            }
+            if let Some(estimate) = evidence.estimate() {
+                found.push((*key, deaths, describe(&key.remote.to_string(), &estimate, resets > 0), estimate));
+            }
+        }
+        for (key, deaths, detail, estimate) in found {
+            if let Some(tally) = self.tally(FindingKind::IdleTimeout, key) {
+                tally.count += deaths;
+                tally.example = Some(detail);
+                tally.idle_threshold = Some(IdleThreshold::of(&estimate));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use tracer_common::EventKind;
 
+use super::{Ended, Observation, Tracker, TrackerConfig};
 use crate::decode::{Comm, Event, Process, Segment, SocketId, SocketTotals, TcpState};
 
 pub const NETNS: u32 = 4026531840;
@@ -92,4 +93,33 @@ pub fn reasons() -> BTreeMap<u32, String> {
     .into_iter()
     .map(|(code, name)| (code, name.to_string()))
     .collect()
+}
+
+/// Feeds `events` to a fresh tracker and settles everything.
+pub fn run(config: TrackerConfig, events: &[Event]) -> (Tracker, Vec<Observation>) {
+    let mut tracker = Tracker::new(config, reasons());
+    let mut out = Vec::new();
+    for event in events {
+        tracker.observe(event, &mut out);
+    }
+    tracker.settle(u64::MAX, &mut out);
+    (tracker, out)
+}
+
+/// The connections that ended, in order.
+pub fn ended(out: &[Observation]) -> Vec<&Ended> {
+    out.iter()
+        .filter_map(|observation| match observation {
+            Observation::Ended(ended) => Some(ended),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn client() -> Script {
+    Script::new(0xa1, "10.0.0.1:40000", "10.0.0.2:80")
+}
+
+pub fn server() -> Script {
+    Script::new(0xb1, "10.0.0.2:80", "10.0.0.1:40000")
 }

@@ -218,3 +218,232 @@ impl Tracker {
         }
     }
 }
+
+/// TIME_WAIT and lingering FIN_WAIT2 timewait sockets: what fentry/fexit say exactly, and what
+/// lookups by 4-tuple decide, at any interval.
+#[cfg(test)]
+mod tests {
+    use super::super::{fixtures::*, *};
+    use TcpState::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// Our connect() and close(), and the peer's ACK of our FIN; then `rest`.
+    fn our_fin_acknowledged(c: &Script, rest: impl IntoIterator<Item = Event>) -> Vec<Event> {
+        let mut events = vec![
+            c.syscall(Close, SynSent, S),
+            c.state(SynSent, Established, S + 1),
+            c.syscall(Established, FinWait1, 2 * S),
+            c.state(FinWait1, FinWait2, 2 * S + 1),
+        ];
+        events.extend(rest);
+        events
+    }
+
+    fn time_wait_event(script: &Script, kind: EventKind, state: Option<TcpState>, status: Option<u32>, at: u64) -> Event {
+        Event { kind, tw_status: status, ..script.state(Close, Close, at) }.with_state(state)
+    }
+
+    impl Event {
+        fn with_state(mut self, state: Option<TcpState>) -> Event {
+            (self.old_state, self.state) = (None, state);
+            self
+        }
+    }
+
+    fn exact() -> TrackerConfig {
+        TrackerConfig {
+            probes: true,
+            time_wait_status: Some(crate::kernel::btf_offsets::TimeWaitStatus { syn: 3, ack: 2 }),
+            ..TrackerConfig::default()
+        }
+    }
+
+    #[test]
+    fn with_fentry_a_fin_wait2_close_into_time_wait_is_graceful_without_a_snapshot() {
+        let c = client();
+        let (tracker, out) = run(
+            exact(),
+            &our_fin_acknowledged(
+                &c,
+                [time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 2 * S + 2), c.state(FinWait2, Close, 2 * S + 3)],
+            ),
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+        assert_eq!(tracker.lingering().count(), 0);
+    }
+
+    #[test]
+    fn with_fentry_alone_an_orphan_whose_peer_never_sent_its_fin_is_unresolved_between_expiry_and_reset() {
+        let c = client();
+        let mut tracker = Tracker::new(TrackerConfig { probes: false, ..exact() }, reasons());
+        let mut out = Vec::new();
+        for event in our_fin_acknowledged(
+            &c,
+            [time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2), c.state(FinWait2, Close, 2 * S + 3)],
+        ) {
+            tracker.observe(&event, &mut out);
+        }
+        assert_eq!(tracker.lingering().filter(|l| l.seen_in_fin_wait2()).count(), 1);
+        tracker.expire(200 * S, &mut out);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.fin_wait2_expired), (CloseClass::Unresolved, false));
+        assert!(verdict.detail.contains("tcp_fin_timeout or a RST"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn with_fexit_a_late_fin_on_the_fin_wait2_timewait_socket_makes_it_graceful() {
+        let c = client();
+        let (tracker, out) = run(
+            TrackerConfig { probes: false, ..exact() },
+            &our_fin_acknowledged(
+                &c,
+                [
+                    time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2),
+                    c.state(FinWait2, Close, 2 * S + 3),
+                    // Later the peer's FIN reaches the timewait socket (another address).
+                    Event {
+                        socket: SocketId { netns: NETNS, address: 0xdead },
+                        ..time_wait_event(&c, EventKind::TimeWaitEnter, Some(TimeWait), None, 5 * S)
+                    },
+                ],
+            ),
+        );
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+        assert_eq!(tracker.time_wait(6 * S).count(), 1);
+    }
+
+    #[test]
+    fn with_fexit_a_syn_answered_by_a_timewait_ack_is_port_reuse_not_accepted() {
+        let s = server();
+        let (_, out) = run(
+            exact(),
+            &[
+                time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(2), S),
+                time_wait_event(&s, EventKind::TimeWaitSyn, None, Some(3), 2 * S),
+            ],
+        );
+        let verdicts: Vec<bool> = out
+            .iter()
+            .filter_map(|o| match o {
+                Observation::PortReuse { accepted, role: Role::Server, .. } => Some(*accepted),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(verdicts, [false, true]);
+    }
+
+    fn probed_config() -> TrackerConfig {
+        TrackerConfig { probes: true, time_wait_resets_traced: true, ..TrackerConfig::default() }
+    }
+
+    /// Our FIN acknowledged at 2 s, the orphan handed over in FIN_WAIT2; then the tracker sees
+    /// `lookups` (second, state) and, at each summary second in `dumps`, a dump showing `dumped`.
+    fn after_our_fin(config: TrackerConfig, lookups: &[(u64, Option<TcpState>)], dumps: &[(u64, &[TcpState])]) -> Vec<Observation> {
+        let c = client();
+        let mut tracker = Tracker::new(config, reasons());
+        let mut out = Vec::new();
+        for event in our_fin_acknowledged(&c, [c.closed(FinWait2, false, 2 * S + 2)]) {
+            tracker.observe(&event, &mut out);
+        }
+        let tuple = Tuple { netns: NETNS, local: c.local, remote: c.remote };
+        enum Seen<'a> {
+            Lookup(Option<TcpState>),
+            Dump(&'a [TcpState]),
+        }
+        let mut moments: Vec<(u64, Seen)> = lookups.iter().map(|(at, state)| (*at, Seen::Lookup(*state))).collect();
+        moments.extend(dumps.iter().map(|(at, states)| (*at, Seen::Dump(states))));
+        moments.sort_by_key(|moment| moment.0);
+        for (at, seen) in moments {
+            match seen {
+                Seen::Lookup(state) => tracker.probed(&tuple, at * S, state, &mut out),
+                Seen::Dump(states) => tracker.reconcile(NETNS, at * S, states.iter().map(|state| (c.local, c.remote, *state)), &mut out),
+            }
+            tracker.settle(at * S, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        out
+    }
+
+    /// Lookups every second from 3 s; gone from `gone_at` on.
+    fn lookups_until_gone(gone_at: u64) -> Vec<(u64, Option<TcpState>)> {
+        (3..=gone_at).map(|second| (second, (second < gone_at).then_some(FinWait2))).collect()
+    }
+
+    #[test]
+    fn a_peer_reset_after_our_fin_reads_the_same_whatever_the_summary_interval() {
+        // The peer resets the orphan at 7.8 s. A 2 s interval's dumps saw it in FIN_WAIT2, then
+        // not; a 10 s interval's first dump came after the reset. Both used to guess (expired,
+        // graceful); the lookups, at a fixed cadence, decide instead.
+        let lookups = lookups_until_gone(8);
+        let every_2s: Vec<(u64, &[TcpState])> = vec![(4, &[FinWait2]), (6, &[FinWait2]), (8, &[]), (10, &[])];
+        let every_10s: Vec<(u64, &[TcpState])> = vec![(10, &[])];
+        for dumps in [every_2s, every_10s] {
+            let out = after_our_fin(probed_config(), &lookups, &dumps);
+            let verdict = ended(&out)[0];
+            assert_eq!(verdict.class, CloseClass::ResetByPeer, "{}", verdict.detail);
+            assert!(verdict.detail.contains("between 5.0 s and 6.0 s after our FIN"), "{}", verdict.detail);
+        }
+    }
+
+    #[test]
+    fn where_the_kernel_hides_resets_from_timewait_sockets_an_early_end_is_unresolved() {
+        let config = TrackerConfig { time_wait_resets_traced: false, ..probed_config() };
+        let verdict = ended(&after_our_fin(config, &lookups_until_gone(8), &[]))[0].clone();
+        assert_eq!(verdict.class, CloseClass::Unresolved);
+        assert!(verdict.detail.contains("the peer's, or ours"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn an_orphan_still_in_fin_wait2_at_its_tcp_fin_timeout_expired_unanswered() {
+        // Handed over at 2 s; tcp_fin_timeout 60 s: seen at 62 s, gone at 63 s.
+        let verdict = ended(&after_our_fin(probed_config(), &lookups_until_gone(63), &[]))[0].clone();
+        assert_eq!((verdict.class, verdict.fin_wait2_expired, verdict.time_wait), (CloseClass::PeerSilent, true, false));
+    }
+
+    #[test]
+    fn an_orphan_gone_across_its_deadline_with_no_lookup_near_it_is_unresolved() {
+        let lookups = [(5, Some(FinWait2)), (70, None)];
+        let verdict = ended(&after_our_fin(probed_config(), &lookups, &[]))[0].clone();
+        assert_eq!(verdict.class, CloseClass::Unresolved);
+        assert!(verdict.detail.contains("tcp_fin_timeout or a RST"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn an_orphan_found_in_time_wait_got_the_peers_fin_late() {
+        let out = after_our_fin(probed_config(), &[(3, Some(FinWait2)), (4, Some(TimeWait))], &[]);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
+    }
+
+    #[test]
+    fn a_reset_from_the_timewait_socket_is_ours_even_when_the_lookup_came_first() {
+        // The lookup at 5 s finds it gone; our reset at 4.9 s reaches the tracker after it (the
+        // reorder stage held it): the verdict waits for the events before the lookup.
+        let c = client();
+        let mut tracker = Tracker::new(probed_config(), reasons());
+        let mut out = Vec::new();
+        for event in our_fin_acknowledged(&c, [c.closed(FinWait2, false, 2 * S + 2)]) {
+            tracker.observe(&event, &mut out);
+        }
+        tracker.probed(&Tuple { netns: NETNS, local: c.local, remote: c.remote }, 5 * S, None, &mut out);
+        tracker.settle(5 * S, &mut out);
+        assert!(ended(&out).is_empty(), "undecided until the events before the lookup are in");
+        let socketless = Event { socket: SocketId { netns: NETNS, address: 0x7777 }, ..c.reset_sent(TimeWait, Some(16), 5 * S - 100) };
+        tracker.observe(&socketless, &mut out);
+        tracker.settle(u64::MAX, &mut out);
+        let verdict = ended(&out)[0];
+        assert_eq!(verdict.class, CloseClass::ResetByUs);
+        assert!(verdict.detail.contains("TCP_TIMEWAIT_SOCKET"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn without_lookups_or_fentry_an_orphan_in_fin_wait2_is_unresolved_at_once() {
+        let c = client();
+        let (tracker, out) = run(TrackerConfig::default(), &our_fin_acknowledged(&c, [c.closed(FinWait2, false, 2 * S + 2)]));
+        assert_eq!(ended(&out)[0].class, CloseClass::Unresolved);
+        assert_eq!((tracker.lingering().count(), tracker.time_wait(3 * S).count()), (0, 0));
+    }
+}
