@@ -1,0 +1,161 @@
+//! The `tp_btf` hooks that read packets: `tcp_probe` (the segments an established socket
+//! receives: RSTs and the peer's reference segments, with their TTL) and `kfree_skb` (the TCP
+//! packets this host dropped, with the kernel's reason). Both fire per packet, so both leave
+//! after a few loads unless the packet is one of the few the tracer wants.
+use super::*;
+
+/// `tcp_probe(sk, skb)`: every segment at the top of the established receive path, before the
+/// kernel acts on it. Sent: every RST; the peer's first segment with data (its reference: the
+/// TTL the peer's own packets carry), at most one per connection; and a data segment after an
+/// idle gap (`idle_gap_jiffies` without an ACK: the connection lived through it). Everything else
+/// leaves after a few loads, so a bulk transfer pays little per packet.
+#[btf_tracepoint(function = "tcp_probe")]
+pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
+    let socket: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
+    let offsets = &config().offsets;
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are inside its `cb`.
+    let (flags, sequence_space) = unsafe {
+        let flags = load::<u8>(skb, offsets.skb_tcp_flags);
+        (flags, load::<u32>(skb, offsets.skb_tcp_end_seq).wrapping_sub(load::<u32>(skb, offsets.skb_tcp_seq)))
+    };
+    let reset = flags & TCP_FLAG_RST != 0;
+    // A FIN takes a sequence number of its own.
+    let carries_data = sequence_space > u32::from(flags & TCP_FLAG_FIN);
+    // A segment with no data that is no RST (a pure ACK, all a bulk sender receives; a bare
+    // FIN, a closing connection's) leaves here.
+    if !reset && !carries_data {
+        return 0;
+    }
+    // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null.
+    let tcp = unsafe { bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const() };
+    if tcp.is_null() {
+        return 0;
+    }
+    if !reset {
+        // SAFETY: the offsets are `tcp_sock` members.
+        let wanted = unsafe {
+            // Counted before the segment is processed: 1 while the first one with data is here.
+            let first = load::<u32>(tcp, offsets.tcp_data_segs_in) == 1;
+            let gap = config().idle_gap_jiffies;
+            first || (gap != 0 && (bpf_jiffies64() as u32).wrapping_sub(last_heard(tcp, offsets)) >= gap)
+        };
+        if !wanted {
+            return 0;
+        }
+    }
+    emit(|event| {
+        if !socket_event(event, EventKind::Segment, socket, offsets) || !keep(event) {
+            return false;
+        }
+        if segment_facts(event, skb, flags, offsets).is_none() {
+            missed(KernelMiss::Packet);
+            return false;
+        }
+        // SAFETY: `tcp` was checked above.
+        unsafe { add_idle_clocks(event, tcp, offsets) };
+        // Softirq or a socket's backlog: no process to name.
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+    0
+}
+
+/// What the segment's headers say of its sender: TTL (hop limit), IPv4 ID, window, and its
+/// sequence space.
+#[inline(always)]
+fn segment_facts(event: &mut WireEvent, skb: *const u8, flags: u8, offsets: &KernelOffsets) -> Option<()> {
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *` and the offsets its members; the
+    // header bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address.
+    unsafe {
+        let head = load::<u64>(skb, offsets.skb_head);
+        let network = head + u64::from(load::<u16>(skb, offsets.skb_network_header));
+        let transport = head + u64::from(load::<u16>(skb, offsets.skb_transport_header));
+        let ip = bpf_probe_read_kernel(network as *const [u8; 12]).ok()?;
+        let (ttl, id) = if ip[0] >> 4 == 6 { (ip[7], 0) } else { (ip[8], u16::from_be_bytes([ip[4], ip[5]])) };
+        let window = bpf_probe_read_kernel((transport + 14) as *const [u8; 2]).ok()?;
+        let (seq, end_seq) = (load::<u32>(skb, offsets.skb_tcp_seq), load::<u32>(skb, offsets.skb_tcp_end_seq));
+        event.reason = u32::from(ttl);
+        event.error = id;
+        event.total_retrans = u32::from(u16::from_be_bytes(window));
+        event.tgid = end_seq.wrapping_sub(seq);
+        event.old_state = flags;
+    }
+    Some(())
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+/// `kfree_skb(skb, location, reason, …)`: a packet this host's kernel dropped, with why. Only
+/// TCP packets dropped for a reason that means a loss are sent (`drop_reasons_wanted`): tied to
+/// their socket when the packet had one (an early-demuxed segment for a connection), else with
+/// the packet's own addresses.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn btf_kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    // The branch is pruned, and the program not attached, where the prototype has no reason.
+    if config().drop_reason_arg == 0 {
+        return 0;
+    }
+    let skb: *const u8 = ctx.arg(0);
+    let reason: u32 = ctx.arg(2);
+    let wanted = &config().drop_reasons_wanted;
+    if reason >= 256 || wanted[(reason / 64) as usize] & (1 << (reason % 64)) == 0 {
+        return 0;
+    }
+    let offsets = &config().offsets;
+    if skb.is_null() {
+        return 0;
+    }
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offset is its member.
+    let protocol = u16::from_be(unsafe { load::<u16>(skb, offsets.skb_protocol) });
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return 0;
+    }
+    emit(|event| {
+        if dropped_packet(event, skb, offsets) != Some(true) || !keep(event) {
+            return false;
+        }
+        event.reason = reason;
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+    0
+}
+
+/// Fills `event` for a dropped packet: `Some(false)` when it is not TCP, `None` when it cannot
+/// be read (counted).
+#[inline(always)]
+fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets) -> Option<bool> {
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *` and the offsets its members; header
+    // bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address.
+    unsafe {
+        let head = load::<u64>(skb, offsets.skb_head);
+        let network = head + u64::from(load::<u16>(skb, offsets.skb_network_header));
+        let ip = bpf_probe_read_kernel(network as *const [u8; 10]).ok()?;
+        let protocol = if ip[0] >> 4 == 6 { ip[6] } else { ip[9] };
+        if protocol != IPPROTO_TCP {
+            return Some(false);
+        }
+        let socket = load::<*const u8>(skb, offsets.skb_sk);
+        if socket.is_null() {
+            if packet_addresses(event, EventKind::Drop, skb, offsets).is_none() {
+                missed(KernelMiss::Packet);
+                return None;
+            }
+            event.old_state = 1;
+            return Some(true);
+        }
+        // (`skb->sk` is an RCU pointer: loads only, no socket helper.)
+        if !socket_event(event, EventKind::Drop, socket, offsets) {
+            return None;
+        }
+        // Coming in when its source port is the peer's.
+        let transport = head + u64::from(load::<u16>(skb, offsets.skb_transport_header));
+        let source = u16::from_be(bpf_probe_read_kernel(transport as *const u16).ok()?);
+        event.old_state = u8::from(source == event.remote_port);
+    }
+    Some(true)
+}
