@@ -10,7 +10,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::{load, measure::Traced};
 
@@ -200,7 +200,8 @@ impl Rounds {
     }
 
     /// Churns on every CPU for `seconds` under `perf record -a -g`, traced by `tracer` or not.
-    fn add_round(&mut self, tracer: Option<&Path>, seconds: f64) -> Result<()> {
+    /// `Ok(false)`: perf could not sample here (the round is not counted).
+    fn add_round(&mut self, tracer: Option<&Path>, seconds: f64) -> Result<bool> {
         let data = std::env::temp_dir().join(format!("tracer-bench-{}.perf", std::process::id()));
         let traced = tracer.map(|tracer| Traced::start(tracer, &[])).transpose()?;
         let before = Counters::read()?;
@@ -214,7 +215,10 @@ impl Rounds {
             .context("perf (apt: linux-perf) is needed for the accounting")?;
         let rate = load::churn_rate(load::Spread::EveryCpu, seconds)?;
         if !perf.wait()?.success() {
-            bail!("perf record failed (kernel.perf_event_paranoid, or no permission to sample)");
+            if let Some(traced) = traced {
+                traced.stop()?;
+            }
+            return Ok(false);
         }
         self.counters.add(&Counters::read()?.since(&before));
         // Symbolised while the tracer still runs: its programs' names come from /proc/kallsyms.
@@ -227,7 +231,7 @@ impl Rounds {
         count_parts(&String::from_utf8_lossy(&script.stdout), tracer_pid, std::process::id(), &mut self.samples);
         self.connections += rate * seconds;
         self.seconds += seconds;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -239,8 +243,11 @@ pub fn run(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
     }
     let (mut untraced, mut traced) = (Rounds::default(), Rounds::default());
     for _ in 0..rounds {
-        untraced.add_round(None, seconds)?;
-        traced.add_round(Some(tracer), seconds)?;
+        // A machine where perf cannot sample gets no accounting, not a failed benchmark (its
+        // gates are crashes and losses; a tracer that crashes here still fails it).
+        if !untraced.add_round(None, seconds)? || !traced.add_round(Some(tracer), seconds)? {
+            return Ok("## Where the lost throughput goes\n\nnot measured: perf record failed (kernel.perf_event_paranoid, or no permission to sample)\n\n".to_string());
+        }
     }
     let mut report = format!(
         "## Where the lost throughput goes (every CPU busy, summary mode, bpf_stats off)\n\n\
