@@ -1,16 +1,14 @@
 //! The cost of the per-packet hook (`tcp_probe`) where it hurts most: one long connection
 //! moving bulk data through a veth pair, throughput untraced against traced, interleaved rounds.
 use std::{
-    fs::File,
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 const NETNS_A: &str = "tracer-bulk-a";
 const NETNS_B: &str = "tracer-bulk-b";
@@ -45,21 +43,11 @@ impl Drop for Pair {
     }
 }
 
-/// Runs `work` on a thread inside namespace `name`.
-fn inside<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> Result<thread::JoinHandle<Result<T>>> {
-    let file = File::open(format!("/run/netns/{name}"))?;
-    Ok(thread::spawn(move || {
-        // SAFETY: setns affects only this thread; the descriptor is ours.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
-        Ok(work())
-    }))
-}
-
 /// Bytes per second one connection moves from A to B in `seconds`.
 fn transfer(seconds: f64) -> Result<f64> {
-    let listener = inside(NETNS_B, || TcpListener::bind("10.254.0.2:0"))?.join().map_err(|_| anyhow::anyhow!("bind panicked"))???;
+    let listener = crate::load::inside(NETNS_B, None, || TcpListener::bind("10.254.0.2:0"))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("bind panicked"))???;
     let server: SocketAddr = listener.local_addr()?;
     let receiver = thread::spawn(move || -> std::io::Result<u64> {
         let (mut stream, _) = listener.accept()?;
@@ -72,7 +60,7 @@ fn transfer(seconds: f64) -> Result<f64> {
             }
         }
     });
-    let sender = inside(NETNS_A, move || -> std::io::Result<f64> {
+    let sender = crate::load::inside(NETNS_A, None, move || -> std::io::Result<f64> {
         let mut stream = TcpStream::connect(server)?;
         let chunk = vec![7u8; 1 << 20];
         let started = Instant::now();

@@ -97,7 +97,7 @@ fn on_spread(spread: Spread, load: impl Fn() -> f64 + Send + Sync + Clone + 'sta
         Spread::EveryCpu => (cpus(), None),
         Spread::Pinned(cpu) => (1, Some(cpu)),
     };
-    let threads: Vec<_> = (0..copies).map(|_| in_namespace(pin, load.clone())).collect::<Result<_>>()?;
+    let threads: Vec<_> = (0..copies).map(|_| inside(NETNS, pin, load.clone())).collect::<Result<_>>()?;
     let mut total = 0.0;
     for thread in threads {
         total += thread.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
@@ -105,11 +105,15 @@ fn on_spread(spread: Spread, load: impl Fn() -> f64 + Send + Sync + Clone + 'sta
     Ok(total)
 }
 
-/// Starts `load` on a thread inside the benchmark's namespace (its server threads inherit it),
-/// pinned to `pin` if given.
-fn in_namespace(pin: Option<usize>, load: impl FnOnce() -> f64 + Send + 'static) -> Result<thread::JoinHandle<Result<f64>>> {
-    let file = File::open(format!("/run/netns/{NETNS}"))?;
-    Ok(thread::spawn(move || -> Result<f64> {
+/// Starts `work` on a thread inside network namespace `netns` (/run/netns), pinned to `pin` if
+/// given; the threads it starts inherit both. Every benchmark enters its namespaces this way.
+pub fn inside<T: Send + 'static>(
+    netns: &str,
+    pin: Option<usize>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<thread::JoinHandle<Result<T>>> {
+    let file = File::open(format!("/run/netns/{netns}"))?;
+    Ok(thread::spawn(move || -> Result<T> {
         // SAFETY: setns/sched_setaffinity affect only this thread; the arguments are valid.
         unsafe {
             if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
@@ -121,6 +125,6 @@ fn in_namespace(pin: Option<usize>, load: impl FnOnce() -> f64 + Send + 'static)
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
             }
         }
-        Ok(load())
+        Ok(work())
     }))
 }

@@ -39,16 +39,7 @@ impl Namespaces {
 
     /// Runs `work` on a thread inside namespace `name`.
     fn run<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let file = File::open(format!("/run/netns/{name}"))?;
-        thread::spawn(move || -> Result<T> {
-            // SAFETY: setns affects only this thread; the descriptor is valid.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            Ok(work())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("a namespace thread panicked"))?
+        crate::load::inside(name, None, work)?.join().map_err(|_| anyhow::anyhow!("a namespace thread panicked"))?
     }
 }
 

@@ -24,6 +24,9 @@ impl OwnerCache {
     pub fn update(&mut self, snapshot: &mut Snapshot) {
         self.named.extend(std::mem::take(&mut snapshot.owners));
         self.unowned.extend(snapshot.unowned.drain(..));
+        if self.named.is_empty() && self.unowned.is_empty() {
+            return; // nothing to forget: no set of every socket's inode (TIME_WAIT included)
+        }
         let present = snapshot.inodes();
         self.named.retain(|inode, _| present.contains(inode));
         self.unowned.retain(|inode| present.contains(inode));
