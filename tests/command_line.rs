@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use support::require_root;
 
 fn tracer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tracer")).args(args).output().expect("tracer runs")
+    Command::new(support::tracer_binary()).args(args).output().expect("tracer runs")
 }
 
 fn one_line_error(output: &Output) -> String {
@@ -90,7 +90,7 @@ fn seconds_and_counts_it_cannot_honour_are_refused_before_anything_is_attached()
 fn a_reader_that_goes_away_ends_the_tracer_quietly() {
     use std::io::{BufRead, BufReader};
     // tracer --events | head -1
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+    let mut child = std::process::Command::new(support::tracer_binary())
         .args(["--events", "--duration", "60"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -143,7 +143,7 @@ fn bpf_calls_of(args: &[&str]) -> u64 {
         .args(["stat", "-x,", "-e", "syscalls:sys_enter_bpf", "-o"])
         .arg(&stats)
         .arg("--")
-        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .arg(support::tracer_binary())
         .args(args)
         .output()
         .expect("perf (apt: linux-perf) runs");
@@ -179,7 +179,8 @@ fn a_command_refused_at_run_time_attaches_nothing() {
 fn without_privileges_the_error_names_the_capabilities() {
     // setpriv drops to nobody with no capabilities at all.
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", env!("CARGO_BIN_EXE_tracer")])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(support::tracer_binary())
         .output()
         .expect("setpriv (util-linux) runs");
     assert_eq!(output.status.code(), Some(1), "{output:?}");

@@ -51,7 +51,7 @@ fn a_renamed_field_stops_the_tracer_with_its_name_and_attaches_nothing() {
     let format = root.join("events/sock/inet_sock_set_state/format");
     let text = fs::read_to_string(&format).unwrap().replace(" skaddr;", " sk_pointer;");
     fs::write(&format, text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tracer")).args(["--tracefs", root.to_str().unwrap()]).output().unwrap();
+    let output = Command::new(support::tracer_binary()).args(["--tracefs", root.to_str().unwrap()]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -80,7 +80,7 @@ fn a_reader_that_stops_reading_does_not_stall_the_tracer_and_drops_are_counted()
     require_root();
     let link = Link::new();
     let netns = link.client.path();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+    let mut child = Command::new(support::tracer_binary())
         .args(["--events", "--json", "--netns", &netns])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

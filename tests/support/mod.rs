@@ -5,6 +5,7 @@
 //! namespaces are used. Needs root (run through `cargo xtask test`).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod artifacts;
 pub mod churn;
 
 use std::{
@@ -24,6 +25,12 @@ use std::{
 use serde_json::Value;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// The tracer under test: this build's, or the one `TRACER_BINARY` names (the VM runs the
+/// binary from the .deb, unchanged, on every kernel).
+pub fn tracer_binary() -> std::path::PathBuf {
+    std::env::var_os("TRACER_BINARY").map_or_else(|| env!("CARGO_BIN_EXE_tracer").into(), Into::into)
+}
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -267,7 +274,7 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `tracer ARGS --json` and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        let mut child = Command::new(tracer_binary())
             .args(args)
             .arg("--json")
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 mod accounting;
 mod bench;
 mod bulk_bench;
+mod dist;
 mod lint;
 mod load;
 mod measure;
@@ -70,6 +71,9 @@ enum Task {
     },
     /// Shell completions (bash, zsh, fish) and a man page for `tracer`, in target/assets/.
     Completions,
+    /// What a server without a toolchain installs, in target/dist/: the .deb, a tarball for
+    /// other distributions and a container image built FROM scratch (saved as an archive).
+    Dist,
     /// The full-size flood: 1 000 000 connections plus a SYN flood against a running tracer.
     Flood {
         #[arg(long, default_value_t = 1_000_000)]
@@ -133,7 +137,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Task::Completions => completions(),
+        Task::Completions => {
+            for written in dist::assets(&workspace_root().join("target/assets"))? {
+                eprintln!("xtask: {}", written.display());
+            }
+            Ok(())
+        }
+        Task::Dist => dist::build().map(drop),
         Task::Lint => lint::run(),
         Task::VmTest { kernels } => {
             if !is_root() {
@@ -142,7 +152,23 @@ fn run(cli: Cli) -> Result<()> {
             vm::test(&kernels)
         }
         Task::VmShell { kernel } => vm::shell(&kernel),
-        Task::Test { args } => cargo_test_as_root(["test".into(), "--workspace".into()].into_iter().chain(args), &[]),
+        Task::Test { args } => {
+            if !is_root() {
+                bail!("the kernel tests load eBPF programs and install the package in a fresh Debian root: run as root");
+            }
+            // The install and image tests use what an operator gets: the artifacts of `dist`.
+            let artifacts = dist::build()?;
+            let path = |path: &Path| path.display().to_string();
+            let env = [
+                ("TRACER_DEB", path(&artifacts.package.deb)),
+                ("TRACER_TARBALL", path(&artifacts.tarball)),
+                ("TRACER_IMAGE_CONTEXT", path(&artifacts.image_context)),
+                ("TRACER_IMAGE_ARCHIVE", path(&artifacts.image_archive)),
+                ("TRACER_IMAGE_TAG", artifacts.image_tag),
+                ("TRACER_DEBIAN_MIRROR", toolchain::mirror()?),
+            ];
+            cargo_test_as_root(["test".into(), "--workspace".into()].into_iter().chain(args), &env)
+        }
         Task::Flood { connections } => cargo_test_as_root(
             ["test", "--release", "--package", "tracer", "--test", "flood", "--", "--nocapture"].map(OsString::from),
             &[("FLOOD_CONNECTIONS", connections.to_string())],
@@ -160,22 +186,6 @@ fn cargo_test_as_root(cargo_args: impl IntoIterator<Item = OsString>, env: &[(&s
     command.current_dir(workspace_root()).args(cargo_args).env("TRACER_EBPF_OBJECT", &object);
     command.envs(env.iter().map(|(key, value)| (key, value)));
     run_checked(&mut command)
-}
-
-fn completions() -> Result<()> {
-    use clap::CommandFactory;
-    let out = workspace_root().join("target/assets");
-    std::fs::create_dir_all(&out)?;
-    let mut command = tracer::app::cli::Cli::command();
-    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
-        let path = clap_complete::generate_to(shell, &mut command, "tracer", &out)?;
-        eprintln!("xtask: {}", path.display());
-    }
-    let page = out.join("tracer.1");
-    let mut file = std::fs::File::create(&page)?;
-    clap_mangen::Man::new(command).render(&mut file)?;
-    eprintln!("xtask: {} (man -l {})", page.display(), page.display());
-    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

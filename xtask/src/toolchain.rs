@@ -5,6 +5,7 @@
 //! cargo through `RUSTC=/usr/bin/rustc`), or rustup's nightly with `rust-src` and `-Z build-std`.
 //! Installing is idempotent: when the pieces are there, nothing runs.
 use std::{
+    fs,
     path::{Path, PathBuf},
     process::Command,
     time::Instant,
@@ -79,10 +80,45 @@ pub fn ensure() -> Result<Route> {
     Ok(route)
 }
 
+/// The main archive's URI, read from the machine's own apt configuration.
+pub fn mirror() -> Result<String> {
+    let mut text = String::new();
+    for path in ["/etc/apt/sources.list"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().map(|entry| entry.path()))
+    {
+        text += &fs::read_to_string(path).unwrap_or_default();
+        text.push('\n');
+    }
+    let uri = text
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("URIs:").map(str::trim).or_else(|| line.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().next()))
+        })
+        .find(|uri| !uri.contains("security") && uri.contains("debian"))
+        .context("no Debian archive found in /etc/apt sources")?;
+    Ok(uri.to_string())
+}
+
+/// Installs, through apt, the packages of the `(program, package)` pairs whose program is missing:
+/// the tools the VM tests and the packaging drive.
+pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = tools.iter().filter(|(program, _)| which(program).is_none()).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("apt-get install {}", missing.join(" ")), || {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend_from_slice(&missing);
+        sudo_apt(&args)
+    })
+}
+
 fn step(what: &str, action: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("xtask: → {what}");
     let started = Instant::now();
-    action().with_context(|| format!("installing the BPF toolchain failed at: {what}"))?;
+    action().with_context(|| format!("installing failed at: {what}"))?;
     eprintln!("xtask: ✓ {what} ({:.1?})", started.elapsed());
     Ok(())
 }

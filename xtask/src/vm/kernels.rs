@@ -11,28 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{vm_dir, KERNELS};
-use crate::run_checked;
-
-/// The main archive's URI, read from the machine's own apt configuration.
-fn mirror() -> Result<String> {
-    let mut text = String::new();
-    for path in ["/etc/apt/sources.list"]
-        .into_iter()
-        .map(PathBuf::from)
-        .chain(fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().map(|entry| entry.path()))
-    {
-        text += &fs::read_to_string(path).unwrap_or_default();
-        text.push('\n');
-    }
-    let uri = text
-        .lines()
-        .filter_map(|line| {
-            line.strip_prefix("URIs:").map(str::trim).or_else(|| line.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().next()))
-        })
-        .find(|uri| !uri.contains("security") && uri.contains("debian"))
-        .context("no Debian archive found in /etc/apt sources")?;
-    Ok(uri.to_string())
-}
+use crate::{run_checked, toolchain::mirror};
 
 /// apt options that point at a private sources list for `suite` (one not configured here).
 fn private_apt(suite: &str) -> Result<Vec<String>> {

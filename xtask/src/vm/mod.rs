@@ -21,7 +21,7 @@ use self::{
     initramfs::{initramfs, INIT_PRELUDE},
     kernels::kernel,
 };
-use crate::{run_checked, toolchain::which, workspace_root};
+use crate::{toolchain::ensure_tools, workspace_root};
 
 mod initramfs;
 mod kernels;
@@ -33,6 +33,8 @@ const KERNELS: &[(&str, &str, &str)] = &[
     ("6.12", "bookworm-security", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$"),
     ("7.3", "trixie-backports", r"^linux-binary-7\.3\.[0-9]+\+deb13-amd64$"),
 ];
+/// What booting a guest needs on the host: (program, Debian package).
+const VM_TOOLS: [(&str, &str); 2] = [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static")];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The test binaries the guest runs, in order.
@@ -71,19 +73,6 @@ fn test_binaries() -> Result<(Vec<PathBuf>, PathBuf)> {
     Ok((executables, workspace_root().join("target/debug/tracer")))
 }
 
-fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static")]
-        .into_iter()
-        .filter(|(tool, _)| which(tool).is_none())
-        .map(|(_, package)| package)
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("xtask: installing {}", missing.join(" "));
-        run_checked(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
-    }
-    Ok(())
-}
-
 fn qemu(vmlinux: &Path, initrd: &Path) -> Command {
     let mut command = Command::new("qemu-system-x86_64");
     command
@@ -110,7 +99,7 @@ struct Outcome {
 }
 
 pub fn test(kernels: &[String]) -> Result<()> {
-    ensure_tools()?;
+    ensure_tools(&VM_TOOLS)?;
     let (test_binaries, tracer) = test_binaries()?;
     let mut outcomes = Vec::new();
     for version in kernels {
@@ -240,7 +229,7 @@ fn run_with_timeout(mut command: Command, limit: Duration) -> Result<String> {
 }
 
 pub fn shell(version: &str) -> Result<()> {
-    ensure_tools()?;
+    ensure_tools(&VM_TOOLS)?;
     let (test_binaries, tracer) = test_binaries()?;
     let (vmlinux, modules, package) = kernel(version)?;
     let initrd = vm_dir().join(format!("{package}.shell.initrd.gz"));
