@@ -3,7 +3,7 @@
 //! `cargo bench --bench tracker_memory [-- CONNECTIONS]`; prints RSS every tenth of the run.
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracer::{
     app::pipeline::Pipeline,
@@ -29,7 +29,7 @@ fn main() {
     let settings = |_| NamespaceSettings::DEFAULT;
     let nobody = Owners::default();
     // The timeline keeps six hours of intervals whatever the churn: it must not grow either.
-    let (clock, mut timeline) = (Clock::now(), Timeline::new(None, Page::default(), std::time::Duration::from_secs(6 * 3600)));
+    let (clock, mut timeline) = (Clock::now(), Timeline::new(None, Page::default(), Duration::from_secs(6 * 3600)));
     let spacing = 10_000; // a new connection every 10 µs of kernel time: 100 000/s
     let started = Instant::now();
     let mut events = 0u64;
@@ -58,7 +58,7 @@ fn main() {
                 owners: &nobody,
                 links: &[],
             });
-            timeline.summary(at, &picture, 0, &clock);
+            timeline.summary(at, Duration::from_secs(10), &picture, 0, &clock);
             std::hint::black_box(timeline.render(&clock, at));
         }
         if (n + 1) % (connections / 10).max(1) == 0 {

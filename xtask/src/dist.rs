@@ -294,7 +294,7 @@ fn tarball(package: &Package) -> Result<PathBuf> {
 }
 
 /// The libraries the dynamic loader maps for `binary` (the loader itself included), by path.
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     let output = Command::new("ldd").arg(binary).output().context("ldd")?;
     if !output.status.success() {
         bail!("ldd {} failed: {}", binary.display(), String::from_utf8_lossy(&output.stderr));

@@ -450,7 +450,7 @@ impl Aggregator {
             metrics.publish(&picture, health, self.modes.snapshot_round);
         }
         if let Some(timeline) = &mut self.outputs.timeline {
-            timeline.summary(now_ns, &picture, health.lost + health.skipped, &self.clock);
+            timeline.summary(now_ns, self.interval_started.elapsed(), &picture, health.lost + health.skipped, &self.clock);
             if let Err(error) = timeline.publish(&self.clock, now_ns) {
                 eprintln!("tracer: warning: {error:#}");
             }

@@ -35,16 +35,22 @@ const MAX_MARKERS: usize = 2000;
 /// The page as last rendered, shared with the metrics server, which serves it at `/`.
 pub type Page = Arc<Mutex<Bytes>>;
 
-/// One interval.
+/// One interval: its counts belong to the span from `s` to `t`.
 #[derive(Clone, Debug, Default, Serialize)]
 struct Point {
+    /// Wall-clock milliseconds since the epoch, at the start of the interval.
+    s: i64,
     /// Wall-clock milliseconds since the epoch, at the end of the interval.
     t: i64,
     states: BTreeMap<&'static str, u64>,
     closes: BTreeMap<&'static str, u64>,
     rst_sent: u64,
     rst_received: u64,
+    /// RSTs our kernel refused (out of window, or answered with a challenge ACK).
+    rst_refused: u64,
     syn_retransmits: u64,
+    /// Packets of traced connections this host's kernel dropped.
+    dropped_here: u64,
     /// Events lost or skipped in the kernel during the interval.
     lost: u64,
 }
@@ -104,13 +110,12 @@ impl Timeline {
         match observation {
             Observation::ResetSent { .. } => self.current.rst_sent += 1,
             Observation::ResetReceived { .. } => self.current.rst_received += 1,
+            Observation::ResetRefused { .. } => self.current.rst_refused += 1,
             Observation::SynRetransmit { .. } | Observation::SynAckRetransmit { .. } => self.current.syn_retransmits += 1,
-            // Refused resets, resets from the path and drops show as findings, marked where they began.
-            Observation::Ended(_)
-            | Observation::PortReuse { .. }
-            | Observation::ResetRefused { .. }
-            | Observation::Dropped { .. }
-            | Observation::IdleSurvived { .. } => {}
+            Observation::Dropped { .. } => self.current.dropped_here += 1,
+            // Connection ends are counted from the picture (closes by class); port reuse and
+            // idle gaps show as findings, marked where they began.
+            Observation::Ended(_) | Observation::PortReuse { .. } | Observation::IdleSurvived { .. } => {}
         }
     }
 
@@ -126,11 +131,12 @@ impl Timeline {
         self.mark(millis(clock, change.at_ns), "link", format!("{} {}", change.ifname, change.what.name()), detail);
     }
 
-    /// Closes the interval that ends at `now_ns`: a point, and a marker for each finding that
-    /// was not in the previous summary, placed where its trouble began.
-    pub fn summary(&mut self, now_ns: u64, picture: &Picture, lost_so_far: u64, clock: &Clock) {
+    /// Closes the interval of length `interval` that ends at `now_ns`: a point, and a marker for
+    /// each finding that was not in the previous summary, placed where its trouble began.
+    pub fn summary(&mut self, now_ns: u64, interval: Duration, picture: &Picture, lost_so_far: u64, clock: &Clock) {
         let mut point = std::mem::take(&mut self.current);
         point.t = millis(clock, now_ns);
+        point.s = point.t - interval.as_millis() as i64;
         point.states = picture.states.clone();
         point.closes = picture.closes.clone();
         point.lost = lost_so_far.saturating_sub(std::mem::replace(&mut self.lost_before, lost_so_far));
@@ -251,7 +257,7 @@ mod tests {
             Picture { findings: vec![finding], ..Picture::default() }
         };
         for (at, picture) in [(10, estimate(1.5, 13.0)), (20, estimate(1.5, 13.0)), (30, estimate(4.0, 6.2)), (40, Picture::default())] {
-            timeline.summary(at * s, &picture, 0, &clock);
+            timeline.summary(at * s, Duration::from_secs(10), &picture, 0, &clock);
         }
         let thresholds: Vec<&str> = timeline.markers.iter().filter(|m| m.kind == "threshold").map(|m| m.label.as_str()).collect();
         assert_eq!(thresholds, ["idle timeout 10.0.0.7:*: 1.5–13.0 s", "idle timeout 10.0.0.7:*: 4.0–6.2 s"]);
@@ -273,8 +279,8 @@ mod tests {
         };
         timeline.link(&change, &clock);
         let picture = Picture { findings: vec![finding(FindingKind::RstFromPeer, 102 * s)], ..Picture::default() };
-        timeline.summary(110 * s, &picture, 4, &clock);
-        timeline.summary(120 * s, &picture, 4, &clock);
+        timeline.summary(110 * s, Duration::from_secs(10), &picture, 4, &clock);
+        timeline.summary(120 * s, Duration::from_secs(10), &picture, 4, &clock);
         assert_eq!(timeline.markers.len(), 2, "the finding once, however many summaries hold it");
         let (link, reset) = (&timeline.markers[0], &timeline.markers[1]);
         assert_eq!((link.kind, link.label.as_str()), ("link", "eth1 down"));
@@ -282,7 +288,7 @@ mod tests {
         assert_eq!(reset.t - link.t, 2000, "RSTs began 2 s after eth1 went down");
         assert_eq!((timeline.points[0].lost, timeline.points[1].lost), (4, 0), "lost per interval");
         for n in 0..(MAX_POINTS as u64 + 10) {
-            timeline.summary(130 * s + n, &Picture::default(), 4, &clock);
+            timeline.summary(130 * s + n, Duration::from_nanos(1), &Picture::default(), 4, &clock);
         }
         assert_eq!(timeline.points.len(), MAX_POINTS);
         let html = timeline.render(&clock, 200 * s);

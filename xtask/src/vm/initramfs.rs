@@ -10,20 +10,31 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{MODULES, SUITES};
-use crate::toolchain::which;
+use crate::{dist::shared_libraries, toolchain::which};
 
-/// Copies `binary` (stripped) and the shared libraries it needs into the initramfs tree.
-fn install(root: &Path, binary: &Path, at: &Path) -> Result<()> {
+/// Where the guest has the tracer: where the .deb installs it (`TRACER_BINARY` for the tests).
+pub(super) const GUEST_TRACER: &str = "/usr/sbin/tracer";
+
+/// How a binary goes into the initramfs.
+#[derive(Clone, Copy, PartialEq)]
+enum Copy {
+    /// Stripped: the test binaries, whose debug information only costs boot time.
+    Stripped,
+    /// Byte for byte: the tracer from the .deb, which is what the run claims to test.
+    Unchanged,
+}
+
+/// Copies `binary` and the shared libraries it needs into the initramfs tree.
+fn install(root: &Path, binary: &Path, at: &Path, copy: Copy) -> Result<()> {
     let target = root.join(at.strip_prefix("/").unwrap_or(at));
     fs::create_dir_all(target.parent().unwrap())?;
-    if !Command::new("strip").arg("-o").arg(&target).arg(binary).status()?.success() {
+    if copy == Copy::Unchanged || !Command::new("strip").arg("-o").arg(&target).arg(binary).status()?.success() {
         fs::copy(binary, &target)?;
     }
-    let ldd = Command::new("ldd").arg(binary).output()?;
-    for library in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|word| word.starts_with('/')) {
-        let destination = root.join(library.trim_start_matches('/'));
+    for library in shared_libraries(binary)? {
+        let destination = root.join(library.strip_prefix("/")?);
         fs::create_dir_all(destination.parent().unwrap())?;
-        fs::copy(library, &destination)?;
+        fs::copy(&library, &destination)?;
     }
     Ok(())
 }
@@ -129,8 +140,6 @@ fn add_modules(modules: &Path, root: &Path, wanted: &[&str]) -> Result<Vec<Strin
 pub(super) fn initramfs(modules: &Path, test_binaries: &[PathBuf], tracer: &Path, init: &str, out: &Path) -> Result<()> {
     let root = out.with_extension("d");
     let _ = fs::remove_dir_all(&root);
-    // No tmpfs over /tmp: the tracer may live under it (a checkout in /tmp), at the same path
-    // as on the host; the initramfs itself is writable.
     for dir in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "lib/modules"] {
         fs::create_dir_all(root.join(dir))?;
     }
@@ -139,12 +148,13 @@ pub(super) fn initramfs(modules: &Path, test_binaries: &[PathBuf], tracer: &Path
     for applet in ["sh", "mount", "poweroff", "echo", "cat", "insmod", "mkdir", "ls", "test", "[", "grep", "uname", "setsid", "sysctl"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
-    install(&root, tracer, tracer)?;
+    install(&root, tracer, Path::new(GUEST_TRACER), Copy::Unchanged)?;
     for (suite, binary) in SUITES.iter().zip(test_binaries) {
-        install(&root, binary, &Path::new("/").join(suite))?;
+        install(&root, binary, &Path::new("/").join(suite), Copy::Stripped)?;
     }
     for (tool, package) in [("ip", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")] {
-        install(&root, &which(tool).with_context(|| format!("{tool} (apt: {package}) is needed"))?, &Path::new("/sbin").join(tool))?;
+        let binary = which(tool).with_context(|| format!("{tool} (apt: {package}) is needed"))?;
+        install(&root, &binary, &Path::new("/sbin").join(tool), Copy::Stripped)?;
     }
     let loads: String = add_modules(modules, &root, &MODULES)?.iter().map(|file| format!("insmod /lib/modules/{file}\n")).collect();
     let init_path = root.join("init");
@@ -162,7 +172,7 @@ pub(super) fn initramfs(modules: &Path, test_binaries: &[PathBuf], tracer: &Path
 }
 
 pub(super) const INIT_PRELUDE: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin TRACER_BINARY=/usr/sbin/tracer
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs run /run; mkdir -p /run/netns
 LOAD_MODULES

@@ -3,7 +3,7 @@
 //! Kernel packages come from the Debian archive apt already uses (for suites the machine does
 //! not list, a private sources list on the same mirror), are extracted without installing, and
 //! cached by package version under target/vm/. Each kernel boots an initramfs holding busybox,
-//! the tracer, the test binaries (the kernel tests and the summary tests), `ip`, `ss`, `nft` and
+//! the tracer from the .deb (byte for byte, at /usr/sbin/tracer), the test binaries (the kernel tests and the summary tests), `ip`, `ss`, `nft` and
 //! the veth and netfilter modules (with their dependencies, read from each module's own
 //! `depends=`); results come back over the serial console between markers. A panic, a hang or a
 //! missing end marker fails the run.
@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use tracer::kernel::hooks::Announced;
 
 use self::{
-    initramfs::{initramfs, INIT_PRELUDE},
+    initramfs::{initramfs, GUEST_TRACER, INIT_PRELUDE},
     kernels::kernel,
 };
 use crate::{toolchain::ensure_tools, workspace_root};
@@ -49,7 +49,8 @@ fn vm_dir() -> PathBuf {
     workspace_root().join("target/vm")
 }
 
-/// Builds what the guest runs: the test binaries of [`SUITES`] (with the eBPF object) and the tracer.
+/// Builds what the guest runs: the test binaries of [`SUITES`] (with the eBPF object) and the
+/// tracer from the .deb.
 fn test_binaries() -> Result<(Vec<PathBuf>, PathBuf)> {
     let object = crate::build_ebpf()?;
     let mut command = Command::new(crate::toolchain::cargo());
@@ -70,7 +71,20 @@ fn test_binaries() -> Result<(Vec<PathBuf>, PathBuf)> {
                 .with_context(|| format!("cargo did not report the {suite} test binary"))
         })
         .collect::<Result<_>>()?;
-    Ok((executables, workspace_root().join("target/debug/tracer")))
+    Ok((executables, tracer_from_package()?))
+}
+
+/// The tracer as the .deb ships it, extracted from the package: one binary for every kernel.
+fn tracer_from_package() -> Result<PathBuf> {
+    let package = crate::dist::package()?;
+    let extracted = vm_dir().join("package");
+    let _ = fs::remove_dir_all(&extracted);
+    let status = Command::new("dpkg-deb").arg("-x").arg(&package.deb).arg(&extracted).status()?;
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed", package.deb.display());
+    }
+    eprintln!("xtask: the guests run {}'s {GUEST_TRACER}", package.deb.display());
+    Ok(extracted.join(GUEST_TRACER.trim_start_matches('/')))
 }
 
 fn qemu(vmlinux: &Path, initrd: &Path) -> Command {
@@ -107,8 +121,7 @@ pub fn test(kernels: &[String]) -> Result<()> {
         let (vmlinux, modules, package) = kernel(version)?;
         let initrd = vm_dir().join(format!("{package}.initrd.gz"));
         let init = format!(
-            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({} --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n{}echo VMTEST-END\npoweroff -f\n",
-            tracer.display(),
+            "{INIT_PRELUDE}echo \"VMTEST-TRACER $({GUEST_TRACER} --duration 0.2 2>&1 >/dev/null | grep attached)\"\necho VMTEST-BOOTED\n{}echo VMTEST-END\npoweroff -f\n",
             SUITES.map(|suite| format!("/{suite} --test-threads=1 2>&1\necho \"VMTEST-RC {suite} $?\"\n")).concat()
         );
         initramfs(&modules, &test_binaries, &tracer, &init, &initrd)?;
@@ -233,7 +246,7 @@ pub fn shell(version: &str) -> Result<()> {
     let (test_binaries, tracer) = test_binaries()?;
     let (vmlinux, modules, package) = kernel(version)?;
     let initrd = vm_dir().join(format!("{package}.shell.initrd.gz"));
-    let init = format!("{INIT_PRELUDE}echo \"tracer: {}; tests: /kernel_events /summary_findings; exit the shell to power off\"\nsetsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'\npoweroff -f\n", tracer.display());
+    let init = format!("{INIT_PRELUDE}echo \"tracer: {GUEST_TRACER} (from the .deb); tests: /kernel_events /summary_findings; exit the shell to power off\"\nsetsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'\npoweroff -f\n");
     initramfs(&modules, &test_binaries, &tracer, &init, &initrd)?;
     let status = qemu(&vmlinux, &initrd).status()?;
     if !status.success() {
