@@ -360,3 +360,32 @@ fn lintian(deb: &Path) -> Result<()> {
     eprintln!("xtask: lintian: no errors, {} warning(s)", report.lines().filter(|line| line.starts_with("W:")).count());
     Ok(())
 }
+
+/// BENCHMARKS.md's "Artifacts" section: what each artifact weighs, and how long the packaged
+/// binary takes from exec to "attached" (BTF parsed, programs loaded and attached), `runs` times.
+pub fn report(artifacts: &Artifacts, runs: usize) -> Result<String> {
+    let mib = |path: &Path| -> Result<String> { Ok(format!("{:.1} MiB", fs::metadata(path)?.len() as f64 / (1 << 20) as f64)) };
+    let binary = artifacts.package.tree.join("usr/sbin/tracer");
+    let mut report = String::from("\n## Artifacts (`cargo xtask bench --dist-only`)\n\n| artifact | size |\n|---|---|\n");
+    for (name, path) in [
+        ("the binary, stripped, as packaged (usr/sbin/tracer)", binary.clone()),
+        ("the binary as built (target/release/tracer, with line tables)", workspace_root().join("target/release/tracer")),
+        ("the .deb", artifacts.package.deb.clone()),
+        ("the tarball", artifacts.tarball.clone()),
+        ("the image archive (docker-archive: binary + libc, libgcc_s, ld.so)", artifacts.image_archive.clone()),
+    ] {
+        report += &format!("| {name} | {} |\n", mib(&path)?);
+    }
+    let mut startups = Vec::new();
+    for _ in 0..runs {
+        let traced = crate::measure::Traced::start(&binary, &[])?;
+        startups.push(traced.startup.as_secs_f64() * 1e3);
+        traced.stop()?;
+    }
+    let (low, high) = startups.iter().fold((f64::MAX, 0f64), |(low, high), ms| (low.min(*ms), high.max(*ms)));
+    report += &format!(
+        "\nStart-up of the packaged binary, exec to \"attached\" (default options), {runs} runs: median {:.0} ms (min {low:.0}, max {high:.0}).\n",
+        crate::measure::median(&startups)
+    );
+    Ok(report)
+}

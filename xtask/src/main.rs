@@ -57,6 +57,9 @@ enum Task {
         /// Only the churn sections: every CPU busy, pinned, and where the difference goes.
         #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only"])]
         churn_only: bool,
+        /// Only the artifacts: sizes of the package, tarball and image, start-up to "attached".
+        #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only"])]
+        dist_only: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -107,9 +110,13 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only, churn_only } => {
+        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
+            }
+            if dist_only {
+                println!("{}", dist::report(&dist::build()?, 10)?);
+                return Ok(());
             }
             let tracer = build_all()?;
             if snapshots_only {
@@ -131,6 +138,9 @@ fn run(cli: Cli) -> Result<()> {
             let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
             report += &bulk_bench::run(&options.tracer, rounds, seconds)?;
             report += "\n## Aggregator (criterion, one core): see `cargo bench --bench aggregator`\n";
+            if !quick {
+                report += &dist::report(&dist::build()?, 10)?;
+            }
             println!("{report}");
             if !quick {
                 run_checked(Command::new(toolchain::cargo()).current_dir(workspace_root()).args(["bench", "--package", "tracer"]))?;
