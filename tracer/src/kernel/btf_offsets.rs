@@ -47,7 +47,10 @@ pub fn resolve() -> Result<Resolved> {
     if !Path::new(VMLINUX_BTF).exists() {
         anyhow::bail!("{VMLINUX_BTF} is missing: this kernel was built without BTF (CONFIG_DEBUG_INFO_BTF), which the tracer needs");
     }
-    let btf = Btf::from_file(VMLINUX_BTF).with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+    // Read whole, then parsed from memory: btf-rs seeks for every type, and on sysfs each seek
+    // is a system call (126 000 of them, most of the start-up time, before this).
+    let bytes = std::fs::read(VMLINUX_BTF).with_context(|| format!("cannot read {VMLINUX_BTF}"))?;
+    let btf = Btf::from_bytes(&bytes).with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
     Ok(resolve_in(&btf))
 }
 
