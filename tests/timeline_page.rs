@@ -19,30 +19,16 @@ use tracer::{
         links::{LinkChange, LinkWhat},
     },
     output::timeline::{Page, Timeline},
-    track::{Observation, Role, Tuple},
+    track::{fixtures, Observation, Role, Tuple},
 };
 
 const MINUTE_NS: u64 = 60_000_000_000;
 const INTERVALS: u64 = 6 * 60;
 
 fn reset_finding(at_ns: u64, count: u64) -> Finding {
-    let (local, remote) = ("10.0.0.1:8080".parse().unwrap(), "10.0.0.7:40000".parse().unwrap());
-    Finding {
-        kind: FindingKind::RstFromPeer,
-        local: "10.0.0.1:8080".into(),
-        remote: "10.0.0.7:*".into(),
-        count,
-        total: count,
-        detail: format!("{count} RST(s) from the peer 10.0.0.7:* to us (10.0.0.1:8080)"),
-        netns: 1,
-        netns_name: None,
-        process: None,
-        record: None,
-        near_link: None,
-        idle_threshold: None,
-        began_ns: Some(at_ns),
-        key: PeerKey::new(Role::Server, 1, local, remote),
-    }
+    let key = PeerKey::new(Role::Server, 1, "10.0.0.1:8080".parse().unwrap(), "10.0.0.7:40000".parse().unwrap());
+    let detail = format!("{count} RST(s) from the peer 10.0.0.7:* to us (10.0.0.1:8080)");
+    Finding { count, total: count, detail, began_ns: Some(at_ns), ..fixtures::finding(FindingKind::RstFromPeer, key) }
 }
 
 /// Six hours of a server's life: a daily-looking load, a link flap every 90 minutes with an RST

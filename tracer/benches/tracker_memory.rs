@@ -1,6 +1,7 @@
 //! Peak memory of the userspace pipeline over 10 million short connections (100 million
 //! events): the RSS must stay flat, because every table is bounded.
 //! `cargo bench --bench tracker_memory [-- CONNECTIONS]`; prints RSS every tenth of the run.
+#[path = "../analysis/benches/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

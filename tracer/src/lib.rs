@@ -5,15 +5,14 @@
 //! connection lines, summaries, metrics, flight records). [`app`] runs that path: the command
 //! line, the event loop and the one [`app::pipeline`] the benchmarks share; [`filter`] is what the
 //! operator asked to see, applied along the way.
+//!
+//! The model (`tracer-model`: events, sockets, link changes as plain data) and the analysis
+//! (`tracer-analysis`: decode, track, find, filter and the pipeline, pure logic) are crates of
+//! their own below this one, so neither can reach back into aya, netlink, tokio or the outputs;
+//! they are re-exported here under their old paths.
 pub mod app;
-pub mod decode;
-pub mod filter;
-pub mod find;
 pub mod kernel;
 pub mod output;
-pub mod track;
 
-/// Hash tables keyed by sockets and addresses, on the hot path of every event: foldhash is several
-/// times faster than SipHash and still seeded per process, so peers cannot aim for collisions.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub use tracer_analysis::{decode, filter, find, track};
+pub use tracer_model::{FastMap, FastSet};

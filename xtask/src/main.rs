@@ -137,13 +137,19 @@ fn run(cli: Cli) -> Result<()> {
             // The per-packet hook, on a bulk transfer.
             let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
             report += &bulk_bench::run(&options.tracer, rounds, seconds)?;
-            report += "\n## Aggregator (criterion, one core): see `cargo bench --bench aggregator`\n";
+            report += "\n## Aggregator (criterion, one core): see `cargo bench -p tracer-analysis --bench aggregator`\n";
             if !quick {
                 report += &dist::report(&dist::build()?, 10)?;
             }
             println!("{report}");
             if !quick {
-                run_checked(Command::new(toolchain::cargo()).current_dir(workspace_root()).args(["bench", "--package", "tracer"]))?;
+                run_checked(Command::new(toolchain::cargo()).current_dir(workspace_root()).args([
+                    "bench",
+                    "--package",
+                    "tracer-analysis",
+                    "--package",
+                    "tracer",
+                ]))?;
             }
             Ok(())
         }

@@ -356,13 +356,13 @@ impl Aggregator {
                 let known = self.owners.known();
                 return Ok(Some(tokio::task::spawn_blocking(move || {
                     let mut snapshot = snapshots.take(everything);
-                    snapshot.resolve_owners(&known);
+                    crate::kernel::sock_diag::resolve_owners(&mut snapshot, &known);
                     (snapshots, snapshot)
                 })));
             }
             Some(mut snapshots) => {
                 let mut snapshot = snapshots.take(everything);
-                snapshot.resolve_owners(&self.owners.known());
+                crate::kernel::sock_diag::resolve_owners(&mut snapshot, &self.owners.known());
                 self.snapshots = Some(snapshots);
                 self.conclude(health, now_ns, true, Some(snapshot))?;
             }

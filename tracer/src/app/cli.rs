@@ -5,10 +5,7 @@ use anyhow::Result;
 use clap::Parser;
 use ipnet::IpNet;
 
-use crate::{
-    filter::{self, Filter},
-    kernel::kernel_log::KernelLogLevel,
-};
+use crate::{filter::Filter, kernel::kernel_log::KernelLogLevel};
 
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
@@ -214,7 +211,7 @@ impl Cli {
             networks: self.networks.clone(),
             ipv4_only: self.ipv4_only,
             ipv6_only: self.ipv6_only,
-            netns: self.netns.as_deref().map(filter::parse_netns).transpose()?,
+            netns: self.netns.as_deref().map(crate::kernel::netns::parse).transpose()?,
             pid: self.pid,
         })
     }

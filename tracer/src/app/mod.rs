@@ -6,7 +6,7 @@ mod aggregator;
 pub mod cli;
 mod event_printer;
 mod owners;
-pub mod pipeline;
+pub use tracer_analysis::pipeline;
 pub mod settings;
 
 use std::{io, time::Duration};

@@ -1,6 +1,6 @@
 //! Who holds the sockets the findings name. Looking it up walks `/proc/*/fd`, which on a host
 //! with many processes takes long enough to stall the event loop (and fill the ring buffer):
-//! it runs on the snapshot's blocking thread ([`Snapshot::resolve_owners`]), and this cache
+//! it runs on the snapshot's blocking thread ([`crate::kernel::sock_diag::resolve_owners`]), and this cache
 //! keeps each answer while the socket lasts, so each inode is looked up once.
 use crate::{
     kernel::sock_diag::{Owners, Snapshot},

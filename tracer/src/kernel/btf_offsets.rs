@@ -12,14 +12,7 @@ use tracer_common::{KernelOffsets, ABSENT};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// The `tcp_tw_status` values that answer a SYN hitting a timewait socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct TimeWaitStatus {
-    /// The SYN was accepted: a new connection replaces the timewait socket.
-    pub syn: u32,
-    /// The SYN was answered with a bare ACK: the connection attempt stalls.
-    pub ack: u32,
-}
+pub use tracer_model::sockets::TimeWaitStatus;
 
 /// What the BTF lookup gave, with the names of what could not be found.
 pub struct Resolved {

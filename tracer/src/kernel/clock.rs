@@ -54,10 +54,7 @@ fn snap_hz(jiffies: u64, ns: u64) -> Option<u32> {
     [100u32, 250, 300, 1000].into_iter().find(|hz| (measured - f64::from(*hz)).abs() <= f64::from(*hz) * 0.1)
 }
 
-/// A span in nanoseconds as seconds rounded to a tenth, as people read it (negative stays negative).
-pub fn tenths_of_seconds(ns: i128) -> f64 {
-    (ns as f64 / 1e8).round() / 10.0
-}
+pub use tracer_model::tenths_of_seconds;
 
 #[cfg(test)]
 mod tests {

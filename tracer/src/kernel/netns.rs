@@ -78,6 +78,24 @@ pub fn name(path: &Path) -> Option<String> {
     Some(format!("pid {pid} ({}), cgroup {cgroup}", comm.trim()))
 }
 
+/// `--netns` takes an inode number or a path such as /run/netns/blue or /proc/PID/ns/net; an
+/// inode must be a network namespace that exists (else nothing would be traced, and nothing said).
+pub fn parse(text: &str) -> Result<u32> {
+    if let Ok(inode) = text.parse::<u32>() {
+        if !live().contains(&inode) {
+            bail!(
+                "--netns {inode}: no network namespace has that inode (`readlink /proc/PID/ns/net` shows a process's; or give /run/netns/NAME)"
+            );
+        }
+        return Ok(inode);
+    }
+    if !text.starts_with('/') {
+        bail!("--netns `{text}`: give a namespace inode number or a path such as /run/netns/NAME");
+    }
+    let metadata = std::fs::metadata(Path::new(text)).with_context(|| format!("--netns {text}: no such namespace file"))?;
+    Ok(metadata.ino() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +115,15 @@ mod tests {
         assert!(live().contains(&own));
         assert!(find(own).is_some());
         assert_eq!(inside(own, move |_| Ok(own)).unwrap(), Some(own));
+    }
+
+    #[test]
+    fn netns_is_an_inode_or_a_path() {
+        let own = own().unwrap();
+        assert_eq!(parse(&own.to_string()).unwrap(), own);
+        assert!(parse("12345").unwrap_err().to_string().contains("no network namespace has that inode"));
+        assert!(parse("/proc/self/ns/net").unwrap() > 0);
+        assert!(parse("blue").unwrap_err().to_string().contains("/run/netns/NAME"));
+        assert!(parse("/nonexistent/ns").is_err());
     }
 }

@@ -199,22 +199,7 @@ mod tests {
     use crate::track::fixtures::Script;
 
     fn finding(kind: FindingKind, local: &str, remote: &str, key: PeerKey) -> Finding {
-        Finding {
-            kind,
-            local: local.into(),
-            remote: remote.into(),
-            count: 1,
-            total: 1,
-            detail: String::new(),
-            netns: key.netns,
-            netns_name: None,
-            process: None,
-            key,
-            record: None,
-            near_link: None,
-            idle_threshold: None,
-            began_ns: None,
-        }
+        Finding { local: local.into(), remote: remote.into(), ..crate::track::fixtures::finding(kind, key) }
     }
 
     #[test]

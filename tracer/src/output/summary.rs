@@ -313,26 +313,17 @@ mod tests {
     use crate::{
         find::{LinkRow, PeerKey},
         kernel::links::LinkWhat,
-        track::Role,
+        track::{fixtures, Role},
     };
 
     fn finding(kind: FindingKind, port: u16, count: u64) -> Finding {
-        let (local, remote) = (format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+        let key = PeerKey::new(Role::Server, 1, format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());
         Finding {
-            kind,
-            local: format!("10.0.0.1:{port}"),
             remote: "10.0.0.2:80".into(),
             count,
             total: count,
             detail: format!("{count} RST(s) sent"),
-            netns: 1,
-            netns_name: None,
-            process: None,
-            record: None,
-            near_link: None,
-            idle_threshold: None,
-            began_ns: None,
-            key: PeerKey::new(Role::Server, 1, local, remote),
+            ..fixtures::finding(kind, key)
         }
     }
 

@@ -223,27 +223,13 @@ mod tests {
     use crate::{
         find::{Finding, Picture},
         kernel::links::LinkWhat,
-        track::Role,
+        track::{fixtures, Role},
     };
 
     fn finding(kind: FindingKind, began_ns: u64) -> Finding {
-        let (local, remote) = ("10.0.0.1:8080".parse().unwrap(), "10.0.0.7:40000".parse().unwrap());
-        Finding {
-            kind,
-            local: "10.0.0.1:8080".into(),
-            remote: "10.0.0.7:*".into(),
-            count: 3,
-            total: 3,
-            detail: "3 RST(s) received from the peer </script>".into(),
-            netns: 1,
-            netns_name: None,
-            process: None,
-            record: None,
-            near_link: None,
-            idle_threshold: None,
-            began_ns: Some(began_ns),
-            key: PeerKey::new(Role::Server, 1, local, remote),
-        }
+        let key = PeerKey::new(Role::Server, 1, "10.0.0.1:8080".parse().unwrap(), "10.0.0.7:40000".parse().unwrap());
+        let detail = "3 RST(s) received from the peer </script>".into();
+        Finding { count: 3, total: 3, detail, began_ns: Some(began_ns), ..fixtures::finding(kind, key) }
     }
 
     #[test]

@@ -19,74 +19,29 @@
 //! interval, fewer namespaces are dumped per round, the least recently dumped first, the others'
 //! last results carried over and said so.
 use std::{
-    collections::{BTreeMap, BTreeSet},
     fs,
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use netlink_sys::Socket;
+pub use tracer_model::sockets::{NamespaceSettings, RoundCost, Snapshot, SocketRecord, WANTED_STATES};
 
 mod netlink;
 mod owners;
 
 use self::netlink::{dump, open_socket};
-pub use self::owners::Owners;
+pub use self::owners::{resolve_owners, Owners};
 use super::netns;
-use crate::{decode::TcpState, FastMap};
+use crate::FastMap;
 
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
 const MAX_NAMESPACES: usize = 256;
 
-/// The states the findings read from a snapshot (stuck sockets, TIME_WAIT populations, the fate
-/// of orphaned FIN_WAIT2 sockets, and listeners with their accept queues); the others are counted
-/// from events.
-pub const WANTED_STATES: [TcpState; 4] = [TcpState::TimeWait, TcpState::FinWait2, TcpState::CloseWait, TcpState::Listen];
-
 /// The dumps may take a tenth of the summary interval (a tenth of a core, on the blocking thread)
 /// before they are spread over rounds.
 const BUDGET_SHARE: u32 = 10;
-
-/// One socket as sock_diag reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketRecord {
-    pub state: TcpState,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub inode: u32,
-    /// For a listener: connections waiting in its accept queue, and its backlog.
-    pub accept_queue: Option<(u32, u32)>,
-}
-
-/// Per-namespace settings that shape the findings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NamespaceSettings {
-    pub ephemeral_ports: (u16, u16),
-    pub fin_timeout_s: u64,
-}
-
-impl NamespaceSettings {
-    /// Linux's defaults (`ip_local_port_range` 32768 60999, `tcp_fin_timeout` 60): what a
-    /// namespace whose settings cannot be read is taken to have.
-    pub const DEFAULT: NamespaceSettings = NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 };
-
-    pub fn ephemeral_port_count(&self) -> u64 {
-        u64::from(self.ephemeral_ports.1.saturating_sub(self.ephemeral_ports.0)) + 1
-    }
-
-    fn read() -> NamespaceSettings {
-        let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-        let mut ports = range.split_whitespace().filter_map(|port| port.parse().ok());
-        let fin_timeout = fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap_or_default();
-        let default = NamespaceSettings::DEFAULT;
-        NamespaceSettings {
-            ephemeral_ports: (ports.next().unwrap_or(default.ephemeral_ports.0), ports.next().unwrap_or(default.ephemeral_ports.1)),
-            fin_timeout_s: fin_timeout.trim().parse().unwrap_or(default.fin_timeout_s),
-        }
-    }
-}
 
 struct Namespace {
     socket: Socket,
@@ -103,46 +58,6 @@ struct Namespace {
     last: Option<Arc<Vec<SocketRecord>>>,
     /// The round of its last dump, for round-robin when over budget.
     dumped_round: u64,
-}
-
-/// What one round of snapshots found, by namespace inode.
-#[derive(Default, Debug)]
-pub struct Snapshot {
-    /// Sockets in [`WANTED_STATES`] of every covered namespace that has any: dumped this round,
-    /// or carried over from an earlier one (see `fresh`). Idle namespaces with none are absent.
-    pub sockets: BTreeMap<u32, Arc<Vec<SocketRecord>>>,
-    /// The namespaces dumped this round; only these say anything about what ended since.
-    pub fresh: BTreeSet<u32>,
-    /// Namespaces whose dump failed this round, with why.
-    pub failed: BTreeMap<u32, String>,
-    /// Namespaces let go this round because they are gone.
-    pub released: Vec<u32>,
-    /// Connection attempts each namespace's kernel dropped since its last round because an
-    /// accept queue was full (`TcpExt ListenOverflows`; only namespaces with drops).
-    pub listen_overflows: BTreeMap<u32, u64>,
-    pub round: RoundCost,
-    /// Who holds the sockets a finding may name (see [`Snapshot::resolve_owners`]).
-    pub owners: Owners,
-    /// Inodes looked up this round that no process holds (an orphan, or closed meanwhile).
-    pub unowned: Vec<u32>,
-}
-
-/// What a round of dumps cost, for the header, JSON and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RoundCost {
-    /// Namespaces covered.
-    pub namespaces: usize,
-    pub dumped: usize,
-    /// Idle namespaces whose last dump held nothing wanted: nothing to ask.
-    pub idle: usize,
-    /// Due but left for a later round (over budget); their last results stand in.
-    pub carried: usize,
-    /// Sockets the kernel returned.
-    pub sockets: usize,
-    pub micros: u64,
-    /// At most this many namespaces per round, while over budget.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_round: Option<usize>,
 }
 
 pub struct Snapshots {
@@ -203,7 +118,7 @@ impl Snapshots {
     }
 
     pub fn own_settings(&self) -> NamespaceSettings {
-        self.settings(self.own_netns).unwrap_or_else(NamespaceSettings::read)
+        self.settings(self.own_netns).unwrap_or_else(read_settings)
     }
 
     /// Makes sure `netns` (seen in an event) is covered from the next round on, and marks it
@@ -335,6 +250,18 @@ impl Snapshots {
     }
 }
 
+/// This namespace's settings (the calling thread's), Linux's defaults for what cannot be read.
+fn read_settings() -> NamespaceSettings {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut ports = range.split_whitespace().filter_map(|port| port.parse().ok());
+    let fin_timeout = fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap_or_default();
+    let default = NamespaceSettings::DEFAULT;
+    NamespaceSettings {
+        ephemeral_ports: (ports.next().unwrap_or(default.ephemeral_ports.0), ports.next().unwrap_or(default.ephemeral_ports.1)),
+        fin_timeout_s: fin_timeout.trim().parse().unwrap_or(default.fin_timeout_s),
+    }
+}
+
 impl Namespace {
     fn new(socket: Socket, name: Option<String>) -> Namespace {
         let mut netstat = fs::File::open("/proc/thread-self/net/netstat").ok();
@@ -342,7 +269,7 @@ impl Namespace {
             socket,
             listen_overflows: netstat.as_mut().and_then(listen_overflows),
             netstat,
-            settings: NamespaceSettings::read(),
+            settings: read_settings(),
             name,
             active: true,
             last: None,

@@ -5,38 +5,30 @@ use std::fs;
 use super::Snapshot;
 use crate::{decode::TcpState, FastMap, FastSet};
 
-/// Socket inode → (pid, comm) of the process holding it.
-pub type Owners = FastMap<u32, (u32, String)>;
+pub use tracer_model::sockets::Owners;
 
 /// Most socket owners looked up in one round: each lookup is a walk of `/proc/*/fd`.
 const MAX_OWNER_LOOKUPS: usize = 256;
 
-impl Snapshot {
-    /// Finds the processes holding the sockets a finding may name (CLOSE_WAIT and FIN_WAIT2
-    /// sockets, listeners with connections waiting), but for the inodes in `known`. It walks
-    /// `/proc`, so it runs with the dump on its blocking thread, never on the event loop.
-    pub fn resolve_owners(&mut self, known: &FastSet<u32>) {
-        let wanted: FastSet<u32> = self
-            .sockets
-            .values()
-            .flat_map(|sockets| sockets.iter())
-            .filter(|socket| match socket.state {
-                TcpState::CloseWait | TcpState::FinWait2 => true,
-                TcpState::Listen => socket.accept_queue.is_some_and(|(waiting, _)| waiting > 0),
-                _ => false,
-            })
-            .map(|socket| socket.inode)
-            .filter(|inode| *inode != 0 && !known.contains(inode))
-            .take(MAX_OWNER_LOOKUPS)
-            .collect();
-        self.owners = owners(&wanted);
-        self.unowned = wanted.into_iter().filter(|inode| !self.owners.contains_key(inode)).collect();
-    }
-
-    /// Every socket inode the snapshot holds (dumped or carried over).
-    pub fn inodes(&self) -> FastSet<u32> {
-        self.sockets.values().flat_map(|sockets| sockets.iter().map(|socket| socket.inode)).collect()
-    }
+/// Finds the processes holding the sockets a finding may name (CLOSE_WAIT and FIN_WAIT2
+/// sockets, listeners with connections waiting), but for the inodes in `known`. It walks
+/// `/proc`, so it runs with the dump on its blocking thread, never on the event loop.
+pub fn resolve_owners(snapshot: &mut Snapshot, known: &FastSet<u32>) {
+    let wanted: FastSet<u32> = snapshot
+        .sockets
+        .values()
+        .flat_map(|sockets| sockets.iter())
+        .filter(|socket| match socket.state {
+            TcpState::CloseWait | TcpState::FinWait2 => true,
+            TcpState::Listen => socket.accept_queue.is_some_and(|(waiting, _)| waiting > 0),
+            _ => false,
+        })
+        .map(|socket| socket.inode)
+        .filter(|inode| *inode != 0 && !known.contains(inode))
+        .take(MAX_OWNER_LOOKUPS)
+        .collect();
+    snapshot.owners = owners(&wanted);
+    snapshot.unowned = wanted.into_iter().filter(|inode| !snapshot.owners.contains_key(inode)).collect();
 }
 
 /// The processes holding these socket inodes (a /proc scan).
@@ -68,7 +60,8 @@ fn owners(inodes: &FastSet<u32>) -> Owners {
 mod tests {
     use std::sync::Arc;
 
-    use super::{super::SocketRecord, *};
+    use super::*;
+    use crate::kernel::sock_diag::SocketRecord;
 
     #[test]
     fn the_owner_of_a_socket_is_found_once_and_what_is_known_is_not_looked_up_again() {
@@ -94,11 +87,11 @@ mod tests {
         snapshot
             .sockets
             .insert(1, Arc::new(vec![record(TcpState::CloseWait, inode), record(TcpState::TimeWait, 0), record(TcpState::FinWait2, 1)]));
-        snapshot.resolve_owners(&FastSet::default());
+        resolve_owners(&mut snapshot, &FastSet::default());
         let comm = fs::read_to_string("/proc/self/comm").unwrap_or_default();
         assert_eq!(snapshot.owners.get(&inode), Some(&(std::process::id(), comm.trim().to_string())));
         assert_eq!(snapshot.unowned, [1], "a FIN_WAIT2 orphan is held by nobody: remembered as such");
-        snapshot.resolve_owners(&[inode, 1].into_iter().collect());
+        resolve_owners(&mut snapshot, &[inode, 1].into_iter().collect());
         assert!(snapshot.owners.is_empty() && snapshot.unowned.is_empty(), "known inodes are not looked up again");
     }
 }

@@ -1,6 +1,6 @@
 //! The sentence an operator reads for each finding, from the interval's tally.
 use super::{FindingKind, Owner, PeerKey, SynCause, Tally, NS_PER_S};
-use crate::kernel::sock_diag::NamespaceSettings;
+use tracer_model::sockets::NamespaceSettings;
 
 fn seconds(ns: u64) -> u64 {
     ns / NS_PER_S

@@ -8,7 +8,9 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{decode::Process, kernel::links::LinkWhat, track::Role};
+use tracer_model::links::LinkWhat;
+
+use crate::{decode::Process, track::Role};
 
 /// Finding kinds, most serious first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

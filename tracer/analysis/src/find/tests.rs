@@ -46,7 +46,7 @@ fn link_down(netns: u32, at_ns: u64) -> LinkChange {
         netns,
         ifindex: 2,
         ifname: "veth0".into(),
-        what: crate::kernel::links::LinkWhat::Down,
+        what: tracer_model::links::LinkWhat::Down,
         operstate: "lowerlayerdown",
         carrier: false,
     }

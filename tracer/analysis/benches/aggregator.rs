@@ -3,11 +3,11 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tracer::{
-    app::pipeline::Pipeline,
+use tracer_analysis::{
     decode::Decoder,
     filter::Filter,
     find::{Findings, FindingsConfig},
+    pipeline::Pipeline,
     track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
 };
 

@@ -241,20 +241,13 @@ mod tests {
     }
 
     fn time_wait_event(script: &Script, kind: EventKind, state: Option<TcpState>, status: Option<u32>, at: u64) -> Event {
-        Event { kind, tw_status: status, ..script.state(Close, Close, at) }.with_state(state)
-    }
-
-    impl Event {
-        fn with_state(mut self, state: Option<TcpState>) -> Event {
-            (self.old_state, self.state) = (None, state);
-            self
-        }
+        Event { kind, tw_status: status, old_state: None, state, ..script.state(Close, Close, at) }
     }
 
     fn exact() -> TrackerConfig {
         TrackerConfig {
             probes: true,
-            time_wait_status: Some(crate::kernel::btf_offsets::TimeWaitStatus { syn: 3, ack: 2 }),
+            time_wait_status: Some(tracer_model::sockets::TimeWaitStatus { syn: 3, ack: 2 }),
             ..TrackerConfig::default()
         }
     }

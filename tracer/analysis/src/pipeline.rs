@@ -1,11 +1,12 @@
 //! The pure part of summary mode, shared by the event loop and the benchmarks: decoded events →
 //! timestamp order → tracker → observations → findings, and at each interval's end the snapshot's
 //! corrections and the picture. No I/O, no clock: time comes from the events and the caller.
+use tracer_model::sockets::Snapshot;
+
 use crate::{
     decode::{Event, TcpState},
     filter::{Admission, Filter},
     find::{self, Context, Findings, Picture},
-    kernel::sock_diag::Snapshot,
     track::{reorder::Reorder, Observation, Tracker, Tuple},
 };
 
@@ -123,11 +124,12 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
+    use tracer_model::sockets::NamespaceSettings;
+
     use super::*;
     use crate::{
         decode::TcpState::*,
         find::{FindingsConfig, Owners},
-        kernel::sock_diag::NamespaceSettings,
         track::{
             fixtures::{reasons, Script},
             TrackerConfig,

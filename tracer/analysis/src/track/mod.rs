@@ -13,8 +13,8 @@ mod classify;
 mod config;
 mod connection;
 mod drops;
-#[cfg(test)]
-pub(crate) mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 mod provenance;
 pub mod reorder;
 mod time_wait;

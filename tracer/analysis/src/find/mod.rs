@@ -17,14 +17,15 @@ mod states;
 use std::collections::{BTreeMap, VecDeque};
 
 pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, IdleThreshold, LinkRow, NearLink, Owner, PeerKey, PeerRow, Picture};
+use tracer_model::{
+    links::LinkChange,
+    sockets::{NamespaceSettings, Snapshot, WANTED_STATES},
+    tenths_of_seconds,
+};
+
 use crate::{
     decode::TcpState,
     filter::Filter,
-    kernel::{
-        clock,
-        links::LinkChange,
-        sock_diag::{self, NamespaceSettings, Snapshot},
-    },
     track::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
     FastMap, FastSet,
 };
@@ -91,7 +92,7 @@ const HANDSHAKE_SAMPLES: usize = 1024;
 const HANDSHAKE_ROWS: usize = 5;
 
 pub use self::context::{Context, FindingsConfig, RST_WINDOW_NS};
-pub use crate::kernel::sock_diag::Owners;
+pub use tracer_model::sockets::Owners;
 
 pub struct Findings {
     config: FindingsConfig,
@@ -422,7 +423,7 @@ impl Findings {
         let closes = std::mem::take(&mut self.closes).into_iter().map(|(class, n)| (class.name(), n)).collect();
         let handshakes = self.slowest_handshakes();
         let states_exact = match context.snapshot {
-            Some(_) => sock_diag::WANTED_STATES.iter().map(|state| state.name()).collect(),
+            Some(_) => WANTED_STATES.iter().map(|state| state.name()).collect(),
             None => Vec::new(),
         };
         Picture { states, states_exact, closes, peers, findings, handshakes, links: Vec::new() }
@@ -461,7 +462,7 @@ fn near_link(links: &[LinkChange], netns: u32, began_ns: u64) -> Option<NearLink
         .filter(|change| change.netns == netns && change.what.is_loss())
         .filter(|change| (-(LINK_AFTER_NS as i128)..=LINK_BEFORE_NS as i128).contains(&offset(change)))
         .min_by_key(|change| offset(change).abs())
-        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: clock::tenths_of_seconds(offset(change)) })
+        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: tenths_of_seconds(offset(change)) })
 }
 
 /// Whether the operator's filters let an observation through.

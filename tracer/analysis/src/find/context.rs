@@ -1,13 +1,12 @@
 //! What the findings are told: the operator's thresholds ([`FindingsConfig`]) and, at each
 //! interval's end, what is known besides the tracker ([`Context`]).
-use super::{Owners, NS_PER_S};
-use crate::{
-    filter::Filter,
-    kernel::{
-        links::LinkChange,
-        sock_diag::{NamespaceSettings, Snapshot},
-    },
+use tracer_model::{
+    links::LinkChange,
+    sockets::{NamespaceSettings, Snapshot},
 };
+
+use super::{Owners, NS_PER_S};
+use crate::filter::Filter;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FindingsConfig {

@@ -4,7 +4,7 @@
 use super::*;
 
 impl Findings {
-    /// Sockets by state: those in [`sock_diag::WANTED_STATES`] from the snapshot when there is one
+    /// Sockets by state: those in [`WANTED_STATES`] from the snapshot when there is one
     /// (exact, and including sockets older than the tracer), the others from tracked connections.
     pub(super) fn count_states(
         &self,
@@ -14,7 +14,7 @@ impl Findings {
         filter: &Filter,
     ) -> BTreeMap<&'static str, u64> {
         let mut states = BTreeMap::new();
-        let from_snapshot = |state: &TcpState| snapshot.is_some() && sock_diag::WANTED_STATES.contains(state);
+        let from_snapshot = |state: &TcpState| snapshot.is_some() && WANTED_STATES.contains(state);
         if let Some(snapshot) = snapshot {
             for (netns, sockets) in &snapshot.sockets {
                 for socket in sockets.iter().filter(|s| filter.matches_socket(*netns, s.local, s.remote)) {

@@ -1,12 +1,11 @@
 //! Turns ring-buffer bytes into typed [`Event`]s. The buffer is never trusted: a short record,
 //! another wire version or an unknown kind is counted in [`DecodeStats`] and skipped.
-mod event;
 
-pub use self::event::{Comm, Dropped, Event, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
+pub use tracer_model::event::{Comm, Dropped, Event, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
 
 use serde::Serialize;
 use tracer_common::{

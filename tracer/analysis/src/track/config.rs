@@ -1,7 +1,7 @@
 //! What the tracker is told about the host before any event: its caps, the namespace's FIN
 //! timeout and port range, and which kernel facts it can count on.
 use super::TIME_WAIT_NS;
-use crate::kernel::sock_diag::NamespaceSettings;
+use tracer_model::sockets::NamespaceSettings;
 
 #[derive(Clone, Copy, Debug)]
 pub struct TrackerConfig {
@@ -12,7 +12,7 @@ pub struct TrackerConfig {
     /// The default ephemeral range, to guess the role of sockets that predate the tracer.
     pub ephemeral_ports: (u16, u16),
     /// The `tcp_tw_status` values, when the fexit hook on `tcp_timewait_state_process` runs.
-    pub time_wait_status: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
+    pub time_wait_status: Option<tracer_model::sockets::TimeWaitStatus>,
     /// Timewait sockets left in FIN_WAIT2 are looked up every [`LINGER_PROBE_NS`] (socket
     /// snapshots are on): their end is then known from what they became, whatever the interval.
     pub probes: bool,

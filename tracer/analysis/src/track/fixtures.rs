@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, net::SocketAddr};
 use tracer_common::EventKind;
 
 use super::{Ended, Observation, Tracker, TrackerConfig};
-use crate::decode::{Comm, Event, Process, Segment, SocketId, SocketTotals, TcpState};
+use crate::{
+    decode::{Comm, Event, Process, Segment, SocketId, SocketTotals, TcpState},
+    find::{Finding, FindingKind, PeerKey},
+};
 
 pub const NETNS: u32 = 4026531840;
 
@@ -122,4 +125,25 @@ pub fn client() -> Script {
 
 pub fn server() -> Script {
     Script::new(0xb1, "10.0.0.2:80", "10.0.0.1:40000")
+}
+
+/// A finding of `kind` between the ends of `key` (shown as the key shows them), counted once,
+/// nothing optional filled in: a test sets what it looks at with `..finding(kind, key)`.
+pub fn finding(kind: FindingKind, key: PeerKey) -> Finding {
+    Finding {
+        kind,
+        local: key.local.to_string(),
+        remote: key.remote.to_string(),
+        count: 1,
+        total: 1,
+        detail: String::new(),
+        netns: key.netns,
+        netns_name: None,
+        process: None,
+        record: None,
+        near_link: None,
+        idle_threshold: None,
+        began_ns: None,
+        key,
+    }
 }

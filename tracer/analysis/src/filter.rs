@@ -1,11 +1,10 @@
 //! What the operator asked to look at (`-L`, `-D`, `--addr`, `-4/-6`, `--netns`, `--pid`),
 //! applied to connections before anything is aggregated.
-use std::{net::SocketAddr, os::unix::fs::MetadataExt, path::Path};
+use std::net::SocketAddr;
 
-use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 
-use tracer_common::{KernelFilter, KernelNetwork, FILTER_NETWORKS, FILTER_PORTS};
+use tracer_common::{KernelFilter, KernelNetwork, AF_INET, AF_INET6, FILTER_NETWORKS, FILTER_PORTS};
 
 use crate::{
     decode::{Event, Process, SocketId},
@@ -120,8 +119,8 @@ impl Filter {
         let mut kernel = KernelFilter::NONE;
         kernel.netns = self.netns.unwrap_or(0);
         kernel.family = match (self.ipv4_only, self.ipv6_only) {
-            (true, false) => libc::AF_INET as u8,
-            (false, true) => libc::AF_INET6 as u8,
+            (true, false) => AF_INET,
+            (false, true) => AF_INET6,
             _ => 0,
         };
         let ports = |wanted: &[u16], into: &mut [u16; FILTER_PORTS]| {
@@ -152,32 +151,14 @@ fn kernel_network(network: &IpNet) -> KernelNetwork {
             let mut mask = [0u8; 16];
             address[..4].copy_from_slice(&net.network().octets());
             mask[..4].copy_from_slice(&net.netmask().octets());
-            (libc::AF_INET as u32, address, mask)
+            (u32::from(AF_INET), address, mask)
         }
-        IpNet::V6(net) => (libc::AF_INET6 as u32, net.network().octets(), net.netmask().octets()),
+        IpNet::V6(net) => (u32::from(AF_INET6), net.network().octets(), net.netmask().octets()),
     };
     let words = |bytes: [u8; 16]| {
         [u64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")), u64::from_ne_bytes(bytes[8..].try_into().expect("8 bytes"))]
     };
     KernelNetwork { network: words(address), mask: words(mask), family, _pad: 0 }
-}
-
-/// `--netns` takes an inode number or a path such as /run/netns/blue or /proc/PID/ns/net; an
-/// inode must be a network namespace that exists (else nothing would be traced, and nothing said).
-pub fn parse_netns(text: &str) -> Result<u32> {
-    if let Ok(inode) = text.parse::<u32>() {
-        if !crate::kernel::netns::live().contains(&inode) {
-            bail!(
-                "--netns {inode}: no network namespace has that inode (`readlink /proc/PID/ns/net` shows a process's; or give /run/netns/NAME)"
-            );
-        }
-        return Ok(inode);
-    }
-    if !text.starts_with('/') {
-        bail!("--netns `{text}`: give a namespace inode number or a path such as /run/netns/NAME");
-    }
-    let metadata = std::fs::metadata(Path::new(text)).with_context(|| format!("--netns {text}: no such namespace file"))?;
-    Ok(metadata.ino() as u32)
 }
 
 #[cfg(test)]
@@ -199,17 +180,17 @@ mod tests {
             ..Filter::default()
         };
         let kernel = filter.kernel();
-        assert_eq!((kernel.netns, kernel.family), (4026531840, libc::AF_INET6 as u8));
+        assert_eq!((kernel.netns, kernel.family), (4026531840, AF_INET6));
         assert_eq!((kernel.local_port_count, &kernel.local_ports[..2]), (2, &[443, 8443][..]));
         assert_eq!(kernel.remote_port_count, 0, "nine ports do not fit: userspace alone filters them");
         assert_eq!(kernel.network_count, 2);
         let v4 = kernel.networks[0];
         let bytes = |words: [u64; 2]| [words[0].to_ne_bytes(), words[1].to_ne_bytes()].concat();
-        assert_eq!(v4.family, libc::AF_INET as u32);
+        assert_eq!(v4.family, u32::from(AF_INET));
         assert_eq!(&bytes(v4.network)[..5], &[10, 1, 0, 0, 0], "the host bits are cleared, IPv4 in the first four bytes");
         assert_eq!(&bytes(v4.mask)[..5], &[255, 255, 0, 0, 0]);
         let v6 = kernel.networks[1];
-        assert_eq!((v6.family, bytes(v6.network)[0], bytes(v6.mask)[0], bytes(v6.mask)[1]), (libc::AF_INET6 as u32, 0xfd, 0xff, 0));
+        assert_eq!((v6.family, bytes(v6.network)[0], bytes(v6.mask)[0], bytes(v6.mask)[1]), (u32::from(AF_INET6), 0xfd, 0xff, 0));
         assert_eq!(Filter::default().kernel(), KernelFilter::NONE, "no filter: the kernel keeps everything");
     }
 
@@ -278,15 +259,5 @@ mod tests {
         let mut local = script.local;
         local.set_port(0);
         crate::track::fixtures::Script { socket: script.socket, local, remote: script.remote }
-    }
-
-    #[test]
-    fn netns_is_an_inode_or_a_path() {
-        let own = crate::kernel::netns::own().unwrap();
-        assert_eq!(parse_netns(&own.to_string()).unwrap(), own);
-        assert!(parse_netns("12345").unwrap_err().to_string().contains("no network namespace has that inode"));
-        assert!(parse_netns("/proc/self/ns/net").unwrap() > 0);
-        assert!(parse_netns("blue").unwrap_err().to_string().contains("/run/netns/NAME"));
-        assert!(parse_netns("/nonexistent/ns").is_err());
     }
 }
