@@ -6,13 +6,15 @@
 //! line, the event loop and the one [`app::pipeline`] the benchmarks share; [`filter`] is what the
 //! operator asked to see, applied along the way.
 //!
-//! The model (`tracer-model`: events, sockets, link changes as plain data) and the analysis
-//! (`tracer-analysis`: decode, track, find, filter and the pipeline, pure logic) are crates of
-//! their own below this one, so neither can reach back into aya, netlink, tokio or the outputs;
-//! they are re-exported here under their old paths.
+//! Each layer is a crate of its own under `tracer/`, so that none can import the one above it:
+//! `tracer-model` (events, sockets, link changes, health counters, the clock: plain data),
+//! `tracer-analysis` (decode, track, find, filter, the pipeline: pure logic over the model),
+//! `tracer-sources` (everything that talks to the kernel) and `tracer-outputs` (everything the
+//! tracer writes), which do not know each other; this crate is the binary that wires them (`app`),
+//! and re-exports them under the paths the tests and xtask use.
 pub mod app;
-pub mod kernel;
-pub mod output;
 
 pub use tracer_analysis::{decode, filter, find, track};
 pub use tracer_model::{FastMap, FastSet};
+pub use tracer_outputs as output;
+pub use tracer_sources as kernel;

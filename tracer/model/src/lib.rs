@@ -2,7 +2,9 @@
 //! sockets, link changes) as plain data, with no I/O and no kernel interface. The sources fill it,
 //! the analysis reads it; keeping it in its own crate keeps the analysis from reaching back into
 //! aya, netlink or tokio.
+pub mod clock;
 pub mod event;
+pub mod health;
 pub mod links;
 pub mod sockets;
 

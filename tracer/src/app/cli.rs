@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::Parser;
 use ipnet::IpNet;
 
+pub use crate::kernel::hooks::HookMode;
 use crate::{filter::Filter, kernel::kernel_log::KernelLogLevel};
 
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
@@ -193,14 +194,6 @@ const SUMMARY_ONLY: [&str; 15] = [
     "record_max_files",
     "max_connections",
 ];
-
-/// `--hook-mode`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HookMode {
-    Auto,
-    TpBtf,
-    Tracepoint,
-}
 
 impl Cli {
     /// The filters, checked before anything is attached.

@@ -34,7 +34,7 @@ mod owners;
 use self::netlink::{dump, open_socket};
 pub use self::owners::{resolve_owners, Owners};
 use super::netns;
-use crate::FastMap;
+use tracer_model::FastMap;
 
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
 const MAX_NAMESPACES: usize = 256;

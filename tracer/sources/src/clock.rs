@@ -1,36 +1,8 @@
-//! Kernel timestamps are CLOCK_MONOTONIC nanoseconds; operators read wall-clock time. The offset
-//! between the two is taken once at start-up.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! The kernel's clocks: the conversion from its CLOCK_MONOTONIC timestamps to wall-clock time
+//! (in the model, which every output uses), and its tick rate, read from /proc.
+use std::time::Duration;
 
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    /// CLOCK_REALTIME − CLOCK_MONOTONIC, in nanoseconds.
-    realtime_minus_monotonic: i128,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let realtime = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
-        Clock { realtime_minus_monotonic: realtime - i128::from(monotonic_ns()) }
-    }
-
-    pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
-        let nanos = (i128::from(monotonic_ns) + self.realtime_minus_monotonic).max(0);
-        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
-    }
-
-    /// RFC 3339 with microseconds, UTC.
-    pub fn format(&self, monotonic_ns: u64) -> String {
-        humantime::format_rfc3339_micros(self.wall(monotonic_ns)).to_string()
-    }
-}
-
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
+pub use tracer_model::clock::{monotonic_ns, Clock};
 
 /// The kernel's tick rate (CONFIG_HZ), which socket clocks count in: two readings of
 /// /proc/timer_list (root only) 100 ms apart, snapped to the rates kernels are built with.

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use crate::find::{Finding, FindingKind, Picture};
+use tracer_analysis::find::{Finding, FindingKind, Picture};
 
 /// The tracer's own health for the interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -20,7 +20,7 @@ pub struct Health {
     /// socket of an unexpected family: the sum of `kernel_misses` whose event was not sent.
     pub unreadable: u64,
     /// The kernel programs' rare paths, each counted (`--kernel-log` shows them as they happen).
-    pub kernel_misses: crate::kernel::probes::KernelMisses,
+    pub kernel_misses: tracer_model::health::KernelMisses,
     pub decode_errors: u64,
     pub evicted: u64,
     pub joined_mid_life: u64,
@@ -59,7 +59,7 @@ pub struct SourceModes {
     pub snapshot: String,
     /// What the last round of socket dumps cost.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_round: Option<crate::kernel::sock_diag::RoundCost>,
+    pub snapshot_round: Option<tracer_model::sockets::RoundCost>,
     /// Where TIME_WAIT counts come from.
     pub time_wait: &'static str,
 }
@@ -79,13 +79,13 @@ pub struct Summary<'a> {
     /// The states counted over every socket; the others count tracked connections only.
     pub states_exact: &'a [&'static str],
     pub closes: &'a BTreeMap<&'static str, u64>,
-    pub peers: &'a [crate::find::PeerRow],
+    pub peers: &'a [tracer_analysis::find::PeerRow],
     /// The slowest handshakes of the interval (p50/p99 per peer).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub handshakes: &'a [crate::find::HandshakeRow],
+    pub handshakes: &'a [tracer_analysis::find::HandshakeRow],
     /// Link changes of the interval.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub links: &'a [crate::find::LinkRow],
+    pub links: &'a [tracer_analysis::find::LinkRow],
     /// At most [`JSON_FINDINGS_PER_KIND`] of each kind, most serious first.
     pub findings: Vec<&'a Finding>,
     /// What was left out of `findings`, per kind.
@@ -310,11 +310,11 @@ fn join_counts(counts: &BTreeMap<&'static str, u64>, empty: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
+    use tracer_analysis::{
         find::{LinkRow, PeerKey},
-        kernel::links::LinkWhat,
         track::{fixtures, Role},
     };
+    use tracer_model::links::LinkWhat;
 
     fn finding(kind: FindingKind, port: u16, count: u64) -> Finding {
         let key = PeerKey::new(Role::Server, 1, format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());
@@ -353,7 +353,7 @@ mod tests {
             states: [("ESTABLISHED", 3), ("CLOSE_WAIT", 1)].into_iter().collect(),
             states_exact: vec!["CLOSE_WAIT", "LISTEN"],
             closes: [("graceful", 7), ("reset_by_peer", 2)].into_iter().collect(),
-            peers: vec![crate::find::PeerRow {
+            peers: vec![tracer_analysis::find::PeerRow {
                 local: "10.0.0.1:8080".into(),
                 remote: "10.0.0.2:*".into(),
                 ended: 9,
@@ -361,7 +361,7 @@ mod tests {
                 stuck: 1,
                 ..Default::default()
             }],
-            handshakes: vec![crate::find::HandshakeRow {
+            handshakes: vec![tracer_analysis::find::HandshakeRow {
                 local: "10.0.0.1:*".into(),
                 remote: "10.0.0.3:443".into(),
                 netns: 1,

@@ -9,14 +9,13 @@ use std::{collections::VecDeque, fs, io::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{connections::ConnectionLine, events, files};
-use crate::{
+use crate::{connections::ConnectionLine, events, files};
+use tracer_analysis::{
     decode::{Decoder, Event},
     find::{Endpoint, Finding, FindingKind, PeerKey},
-    kernel::{clock::Clock, links::LinkChange},
     track::Ended,
-    FastMap,
 };
+use tracer_model::{clock::Clock, links::LinkChange, FastMap};
 
 const NS_PER_S: u64 = 1_000_000_000;
 /// When a connection ended (or last changed, if it has not).
@@ -195,11 +194,11 @@ impl FlightRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::TcpState::*;
-    use crate::track::fixtures::Script;
+    use tracer_analysis::decode::TcpState::*;
+    use tracer_analysis::track::fixtures::Script;
 
     fn finding(kind: FindingKind, local: &str, remote: &str, key: PeerKey) -> Finding {
-        Finding { local: local.into(), remote: remote.into(), ..crate::track::fixtures::finding(kind, key) }
+        Finding { local: local.into(), remote: remote.into(), ..tracer_analysis::track::fixtures::finding(kind, key) }
     }
 
     #[test]
@@ -214,7 +213,7 @@ mod tests {
         recorder.push(peer.state(SynRecv, Established, 20 * NS_PER_S));
         recorder.push(other.state(Listen, SynRecv, 20 * NS_PER_S));
         recorder.push(peer.reset_received(21 * NS_PER_S));
-        let key = PeerKey::new(crate::track::Role::Server, peer.socket.netns, peer.local, peer.remote);
+        let key = PeerKey::new(tracer_analysis::track::Role::Server, peer.socket.netns, peer.local, peer.remote);
         let mut findings = vec![finding(FindingKind::RstFromPeer, "10.0.0.2:80", "10.0.0.1:*", key)];
         let problems = recorder.record(&mut findings, 21 * NS_PER_S, &Clock::now(), &Decoder::default());
         assert!(problems.is_empty(), "{problems:?}");
@@ -239,7 +238,10 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let config = RecorderConfig { dir: dir.clone(), window_ns: 10 * NS_PER_S, max_events: 1000, max_file_bytes: 1 << 20, max_files: 2 };
         let mut recorder = FlightRecorder::new(config).unwrap();
-        let mut tracker = crate::track::Tracker::new(crate::track::TrackerConfig::default(), crate::track::fixtures::reasons());
+        let mut tracker = tracer_analysis::track::Tracker::new(
+            tracer_analysis::track::TrackerConfig::default(),
+            tracer_analysis::track::fixtures::reasons(),
+        );
         let peer = Script::new(1, "10.0.0.2:80", "10.0.0.1:40000");
         let events = [
             peer.state(Listen, SynRecv, NS_PER_S),
@@ -255,11 +257,11 @@ mod tests {
         tracker.settle(u64::MAX, &mut out);
         recorder.push(peer.state(Listen, SynRecv, 4 * NS_PER_S)); // a later event for the same peer
         for observation in out {
-            if let crate::track::Observation::Ended(ended) = observation {
+            if let tracer_analysis::track::Observation::Ended(ended) = observation {
                 recorder.push_connection(ended);
             }
         }
-        let key = PeerKey::new(crate::track::Role::Server, peer.socket.netns, peer.local, peer.remote);
+        let key = PeerKey::new(tracer_analysis::track::Role::Server, peer.socket.netns, peer.local, peer.remote);
         let mut findings = vec![finding(FindingKind::RstFromPeer, "10.0.0.2:80", "10.0.0.1:*", key)];
         recorder.record(&mut findings, 5 * NS_PER_S, &Clock::now(), &Decoder::default());
         let text = fs::read_to_string(findings[0].record.as_ref().expect("recorded")).unwrap();

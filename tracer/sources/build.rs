@@ -9,7 +9,7 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let object = env::var_os("TRACER_EBPF_OBJECT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("../tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf"));
+        .unwrap_or_else(|| manifest.join("../../tracer-ebpf/target/bpfel-unknown-none/release/tracer-ebpf"));
     println!("cargo::rerun-if-changed={}", object.display());
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("tracer.bpf.o");
     if fs::copy(&object, &out).is_ok() {

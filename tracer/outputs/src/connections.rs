@@ -8,11 +8,11 @@ use bytes::Bytes;
 
 use serde::Serialize;
 
-use crate::{
+use tracer_analysis::{
     decode::{Segment, TcpState},
-    kernel::clock::Clock,
     track::{CloseClass, Connection, Ended, FirstFin, Role, RstFrom, KEEPALIVE_TIMEOUT_REASON},
 };
+use tracer_model::clock::Clock;
 
 /// How long a connection line waits before it is printed, so that lines come out in the order
 /// the connections ended: a verdict is known at most this long after its end (a lingering

@@ -1,13 +1,13 @@
 //! Everything that talks to the kernel: the privileges to do it, the layouts read from tracefs
 //! and BTF, the probes and their ring buffer, the kernel's clock, network namespaces, the
 //! sock_diag snapshots and the links' state (rtnetlink).
-pub(crate) mod btf_offsets;
+pub mod btf_offsets;
 pub mod clock;
 pub mod hooks;
-pub(crate) mod kernel_log;
+pub mod kernel_log;
 pub mod links;
-pub(crate) mod netns;
-pub(crate) mod privileges;
-pub(crate) mod probes;
+pub mod netns;
+pub mod privileges;
+pub mod probes;
 pub mod sock_diag;
-pub(crate) mod tracefs;
+pub mod tracefs;

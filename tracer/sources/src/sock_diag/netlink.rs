@@ -12,7 +12,7 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
 
 use super::{Snapshots, SocketRecord, WANTED_STATES};
-use crate::decode::TcpState;
+use tracer_model::event::TcpState;
 
 pub(super) fn open_socket() -> Result<Socket> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;

@@ -2,10 +2,8 @@
 use serde::Serialize;
 use tracer_common::EventKind;
 
-use crate::{
-    decode::{Decoder, Event},
-    kernel::{clock::Clock, links::LinkChange},
-};
+use tracer_analysis::decode::{Decoder, Event};
+use tracer_model::{clock::Clock, links::LinkChange};
 
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {
@@ -44,7 +42,7 @@ struct EventJson<'a> {
     /// For `segment`: what its headers said (TTL, IPv4 ID, window, length, flags) and the hops
     /// its TTL implies.
     #[serde(skip_serializing_if = "Option::is_none")]
-    segment: Option<crate::decode::Segment>,
+    segment: Option<tracer_analysis::decode::Segment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hops: Option<u8>,
     /// For `dropped`: the kernel's drop reason, and whether the packet was coming in.
@@ -126,7 +124,7 @@ pub fn human(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
     )
 }
 
-fn name_or_unknown(state: Option<crate::decode::TcpState>) -> &'static str {
+fn name_or_unknown(state: Option<tracer_analysis::decode::TcpState>) -> &'static str {
     state.map_or("?", |state| state.name())
 }
 

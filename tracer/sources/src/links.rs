@@ -25,7 +25,7 @@ use netlink_packet_route::{
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr as NetlinkAddr};
 
 use super::{clock, netns};
-use crate::{FastMap, FastSet};
+use tracer_model::{FastMap, FastSet};
 
 /// `RTMGRP_LINK`: the multicast group of link notifications.
 const RTMGRP_LINK: u32 = 1;

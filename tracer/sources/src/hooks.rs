@@ -163,3 +163,11 @@ mod tests {
         assert_eq!(program_named("some_other_prog"), None);
     }
 }
+
+/// `--hook-mode`: how the TCP hooks attach.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookMode {
+    Auto,
+    TpBtf,
+    Tracepoint,
+}

@@ -19,15 +19,13 @@ use aya::{
 };
 use tracer_common::{EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED};
 
+use tracer_analysis::{decode::Decoder, track::losses};
+
 use crate::{
-    app::cli::HookMode,
-    decode::Decoder,
-    kernel::btf_offsets,
-    kernel::{
-        hooks::{self, Attach, FLUSH_PROGRAM, HOOKS},
-        kernel_log::{self, KernelLog, KernelLogLevel},
-        tracefs::{self, Format},
-    },
+    btf_offsets,
+    hooks::{self, Attach, HookMode, FLUSH_PROGRAM, HOOKS},
+    kernel_log::{self, KernelLog, KernelLogLevel},
+    tracefs::{self, Format},
 };
 
 /// The reader is woken once 1/WAKEUP_FRACTION of the ring buffer is filled.
@@ -62,7 +60,7 @@ pub struct Modes {
     pub batched: bool,
     /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
     /// are seen exactly, with the `tcp_tw_status` values to read them.
-    pub exact_time_wait: Option<crate::kernel::btf_offsets::TimeWaitStatus>,
+    pub exact_time_wait: Option<btf_offsets::TimeWaitStatus>,
     /// The kernel's tick rate, which the socket clocks count in (`None`: idle gaps unknown).
     pub hz: Option<u32>,
     /// `--kernel-log`: which of the programs' log records are printed.
@@ -98,42 +96,7 @@ pub struct KernelLoss {
     pub misses: KernelMisses,
 }
 
-/// The kernel programs' rare paths so far, by [`KernelMiss`] (in JSON, by name).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelMisses([u64; KernelMiss::ALL.len()]);
-
-impl KernelMisses {
-    pub fn iter(&self) -> impl Iterator<Item = (KernelMiss, u64)> + '_ {
-        KernelMiss::ALL.into_iter().zip(self.0)
-    }
-
-    /// Events the kernel programs could not send.
-    pub fn not_sent(&self) -> u64 {
-        self.iter().filter(|(what, _)| !what.event_sent()).map(|(_, count)| count).sum()
-    }
-
-    pub fn any(&self) -> bool {
-        self.0.iter().any(|count| *count > 0)
-    }
-}
-
-impl FromIterator<(KernelMiss, u64)> for KernelMisses {
-    fn from_iter<I: IntoIterator<Item = (KernelMiss, u64)>>(counts: I) -> KernelMisses {
-        let mut misses = KernelMisses::default();
-        for (what, count) in counts {
-            if let Some(index) = KernelMiss::ALL.iter().position(|known| *known == what) {
-                misses.0[index] += count;
-            }
-        }
-        misses
-    }
-}
-
-impl serde::Serialize for KernelMisses {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter().map(|(what, count)| (what.name(), count)))
-    }
-}
+pub use tracer_model::health::KernelMisses;
 
 pub struct Probes {
     // Keeps programs and links alive; dropped last.
@@ -147,7 +110,7 @@ pub struct Probes {
 impl Probes {
     /// Attaches the programs; returns them with their ring buffer and a decoder for this kernel.
     pub fn attach(options: AttachOptions<'_>) -> Result<(Probes, RingBuf<MapData>, Decoder)> {
-        crate::kernel::privileges::check()?;
+        crate::privileges::check()?;
         if EBPF_OBJECT.is_empty() {
             bail!("this tracer binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
@@ -158,7 +121,7 @@ impl Probes {
         if !resolved.missing.is_empty() {
             eprintln!("tracer: note: not in this kernel's BTF, so what needs it is off: {}", resolved.missing.join(", "));
         }
-        let hz = crate::kernel::clock::kernel_hz();
+        let hz = crate::clock::kernel_hz();
         let mut config = KernelConfig {
             offsets: resolved.offsets,
             filter: options.filter,
@@ -166,7 +129,7 @@ impl Probes {
             batching: u32::from(options.batching),
             reset_reason_arg: u32::from(resolved.reset_reason_in_args),
             drop_reason_arg: u32::from(!resolved.drop_reasons.is_empty()),
-            drop_reasons_wanted: crate::track::losses(&resolved.drop_reasons),
+            drop_reasons_wanted: losses(&resolved.drop_reasons),
             // A connection that lived through a second or more of silence says so.
             idle_gap_jiffies: hz.unwrap_or(0),
             ..KernelConfig::NONE

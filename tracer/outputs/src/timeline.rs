@@ -17,13 +17,12 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::files;
-use crate::{
+use crate::files;
+use tracer_analysis::{
     find::{FindingKind, IdleThreshold, PeerKey, Picture},
-    kernel::{clock::Clock, links::LinkChange},
     track::Observation,
-    FastMap, FastSet,
 };
+use tracer_model::{clock::Clock, links::LinkChange, FastMap, FastSet};
 
 /// The page's template: styles, markup and the script that draws it; `/*DATA*/` becomes the data.
 const TEMPLATE: &str = include_str!("timeline.html");
@@ -220,11 +219,11 @@ fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
+    use tracer_analysis::{
         find::{Finding, Picture},
-        kernel::links::LinkWhat,
         track::{fixtures, Role},
     };
+    use tracer_model::links::LinkWhat;
 
     fn finding(kind: FindingKind, began_ns: u64) -> Finding {
         let key = PeerKey::new(Role::Server, 1, "10.0.0.1:8080".parse().unwrap(), "10.0.0.7:40000".parse().unwrap());

@@ -3,7 +3,7 @@
 use std::fs;
 
 use super::Snapshot;
-use crate::{decode::TcpState, FastMap, FastSet};
+use tracer_model::{event::TcpState, FastMap, FastSet};
 
 pub use tracer_model::sockets::Owners;
 
@@ -61,7 +61,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::kernel::sock_diag::SocketRecord;
+    use crate::sock_diag::SocketRecord;
 
     #[test]
     fn the_owner_of_a_socket_is_found_once_and_what_is_known_is_not_looked_up_again() {

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::FastSet;
+use tracer_model::FastSet;
 
 /// The tracer's own namespace.
 pub fn own() -> Option<u32> {

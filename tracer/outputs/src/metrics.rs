@@ -16,16 +16,17 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{
+use tracer_analysis::{
     decode::TcpState,
     find::{FindingKind, Picture},
-    kernel::{links::LinkWhat, sock_diag::RoundCost},
-    output::{
-        exposition::{self, Format},
-        summary::Health,
-        timeline::Page,
-    },
     track::{CloseClass, Observation, Role, RstFrom},
+};
+use tracer_model::{health::KernelMisses, links::LinkWhat, sockets::RoundCost};
+
+use crate::{
+    exposition::{self, Format},
+    summary::Health,
+    timeline::Page,
 };
 
 type Labels = Vec<(String, String)>;
@@ -79,7 +80,7 @@ impl Metrics {
     /// Every family, registered under the `tcp_tracer_` prefix.
     fn new(hooks: &[(String, &'static str)]) -> (Metrics, Registry) {
         let mut root = Registry::default();
-        root.register_collector(Box::new(super::process_metrics::ProcessMetrics::default()));
+        root.register_collector(Box::new(crate::process_metrics::ProcessMetrics::default()));
         let registry = root.sub_registry_with_prefix("tcp_tracer");
         let metrics = Metrics {
             sockets: Family::default(),
@@ -195,7 +196,7 @@ impl Metrics {
         for (what, _) in Health::default().counters() {
             self.health.get_or_create(&labels(&[("what", what)])).inc_by(0);
         }
-        for (what, _) in crate::kernel::probes::KernelMisses::default().iter() {
+        for (what, _) in KernelMisses::default().iter() {
             self.kernel_misses.get_or_create(&labels(&[("what", what.name())])).inc_by(0);
         }
         for what in LinkWhat::ALL {
