@@ -12,6 +12,16 @@ use anyhow::{bail, Context, Result};
 use super::{MODULES, SUITES};
 use crate::{dist::shared_libraries, toolchain::which};
 
+/// The host's tools the suites drive, copied in with their libraries: (program, Debian package).
+pub(super) const GUEST_TOOLS: [(&str, &str); 6] = [
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("nft", "nftables"),
+    ("bpftool", "bpftool"),
+    ("setpriv", "util-linux"),
+    ("perf", "linux-perf"),
+];
+
 /// Where the guest has the tracer: where the .deb installs it (`TRACER_BINARY` for the tests).
 pub(super) const GUEST_TRACER: &str = "/usr/sbin/tracer";
 
@@ -152,7 +162,7 @@ pub(super) fn initramfs(modules: &Path, test_binaries: &[PathBuf], tracer: &Path
     for (suite, binary) in SUITES.iter().zip(test_binaries) {
         install(&root, binary, &Path::new("/").join(suite), Copy::Stripped)?;
     }
-    for (tool, package) in [("ip", "iproute2"), ("ss", "iproute2"), ("nft", "nftables")] {
+    for (tool, package) in GUEST_TOOLS {
         let binary = which(tool).with_context(|| format!("{tool} (apt: {package}) is needed"))?;
         install(&root, &binary, &Path::new("/sbin").join(tool), Copy::Stripped)?;
     }
