@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use tracer_analysis::{
     decode::{Segment, TcpState},
-    track::{CloseClass, Connection, Ended, FirstFin, Role, RstFrom, KEEPALIVE_TIMEOUT_REASON},
+    track::{CloseClass, Connection, Ended, FirstFin, Role, RstFrom},
 };
 use tracer_model::clock::Clock;
 
@@ -210,7 +210,9 @@ impl ConnectionLine {
         let rst_reason = connection.reset_sent.and_then(|reset| reset.reason).and_then(reason_name);
         let silent_cause = (ended.class == CloseClass::PeerSilent).then(|| match connection.ending.map(|ending| ending.from) {
             _ if ended.fin_wait2_expired => "fin_wait2_expiry",
-            _ if rst_reason.as_deref() == Some(KEEPALIVE_TIMEOUT_REASON) => "keepalive",
+            // A silent peer's connection that we reset: the keepalive timer gave up (with its
+            // reason from 6.10; before, known by the socket's ETIMEDOUT).
+            _ if connection.reset_sent.is_some() => "keepalive",
             Some(TcpState::FinWait1 | TcpState::LastAck) => "fin_unanswered",
             _ => "retransmissions",
         });

@@ -8,11 +8,13 @@ use crate::decode::TcpState;
 
 /// The kernel's reset reasons (`enum sk_rst_reason`, names read from tracefs at run time) that
 /// decide a verdict, in one place: a reset for a keepalive timeout means the peer went silent...
-pub const KEEPALIVE_TIMEOUT_REASON: &str = "TCP_KEEPALIVE_TIMEOUT";
+const KEEPALIVE_TIMEOUT_REASON: &str = "TCP_KEEPALIVE_TIMEOUT";
 /// ... and these mean our application aborted the connection (closed with unread data,
 /// SO_LINGER 0, disconnect).
 const APPLICATION_ABORT_REASONS: &[&str] =
     &["TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER", "TCP_ABORT_ON_DATA", "TCP_STATE", "TCP_DISCONNECT_WITH_DATA"];
+/// Linux's ETIMEDOUT (x86-64, arm64): the socket error a keepalive or user timeout leaves.
+const ETIMEDOUT: u16 = 110;
 
 impl Tracker {
     pub(super) fn classify(&self, connection: &Connection, ending: Ending) -> Verdict {
@@ -48,6 +50,12 @@ impl Tracker {
                     Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
                 }
                 None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
+                // Kernels before 6.10 give no reason; the keepalive timer (or TCP_USER_TIMEOUT)
+                // that resets a connection whose peer stopped answering leaves ETIMEDOUT behind.
+                None if connection.totals.is_some_and(|totals| totals.error == ETIMEDOUT) => Verdict::of(
+                    CloseClass::PeerSilent,
+                    "keepalive or user timeout: the peer stopped answering (we sent RST; the socket's error was ETIMEDOUT)",
+                ),
                 reason => Verdict::of(
                     CloseClass::ResetByUs,
                     format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel")),

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tracer_common::EventKind;
 
 pub use self::{
-    classify::{guess_role, KEEPALIVE_TIMEOUT_REASON},
+    classify::guess_role,
     config::{TrackerConfig, IDLE_GAP_NS, LINGER_PROBE_NS},
     connection::{
         CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple, Unresolved,

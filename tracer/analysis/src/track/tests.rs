@@ -1,6 +1,9 @@
 //! The state machine's cases, each from a synthetic event sequence.
 use super::*;
-use crate::{decode::Process, track::fixtures::*};
+use crate::{
+    decode::{Process, SocketTotals},
+    track::fixtures::*,
+};
 
 const S: u64 = 1_000_000_000;
 
@@ -166,6 +169,27 @@ fn keepalive_reset_means_the_peer_went_silent() {
         ],
     );
     assert_eq!(ended(&out)[0].class, CloseClass::PeerSilent);
+}
+
+/// Before 6.10 the kernel gives no reset reason: the socket's ETIMEDOUT at its close says the
+/// keepalive timer reset it, while a reset that leaves no such error stays ours.
+#[test]
+fn keepalive_reset_without_a_reason_is_known_by_the_sockets_timeout_error() {
+    let s = server();
+    let keepalive = |error| {
+        let close = s.closed(Established, false, 90 * S);
+        let close = Event { totals: close.totals.map(|totals| SocketTotals { error, ..totals }), ..close };
+        let (_, out) = run(
+            TrackerConfig::default(),
+            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_sent(Established, None, 90 * S), close],
+        );
+        let verdict = ended(&out)[0];
+        (verdict.class, verdict.detail.to_string())
+    };
+    let (class, detail) = keepalive(110);
+    assert_eq!(class, CloseClass::PeerSilent, "{detail}");
+    assert!(detail.contains("ETIMEDOUT"), "{detail}");
+    assert_eq!(keepalive(0).0, CloseClass::ResetByUs, "no timeout error: a reset of ours, reason unknown");
 }
 
 #[test]
