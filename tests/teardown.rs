@@ -31,11 +31,17 @@ fn announced(tracer: &Tracer) -> (usize, bool) {
     (announced.attached(), announced.batched)
 }
 
-/// Links (perf links for classic tracepoints, tracing links for BTF ones) pointing at any of `programs`.
+/// How many of `programs` are attached: by a link (tracing links for BTF hooks; perf links for
+/// classic tracepoints from 5.15) or, on kernels without perf links, by a perf event holding
+/// the program (`bpftool perf`). A program counts once however it is seen.
 fn links_to(programs: &[u64]) -> usize {
-    let output = Command::new("bpftool").args(["-j", "link", "show"]).output().unwrap();
-    let links: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    links.iter().filter(|link| link["prog_id"].as_u64().is_some_and(|id| programs.contains(&id))).count()
+    let mut attached = std::collections::BTreeSet::new();
+    for what in ["link", "perf"] {
+        let output = Command::new("bpftool").args(["-j", what, "show"]).output().unwrap();
+        let entries: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        attached.extend(entries.iter().filter_map(|entry| entry["prog_id"].as_u64()).filter(|id| programs.contains(id)));
+    }
+    attached.len()
 }
 
 fn wait_until_gone(how: &str, programs: &[u64]) {

@@ -42,6 +42,8 @@ impl Tracker {
         }
         if let Some(reset) = connection.reset_sent {
             let reason = reset.reason.and_then(|code| self.reason_name(code));
+            // The socket's error at its close, where the hooks could read the socket (tp_btf).
+            let error = connection.totals.map(|totals| totals.error);
             return match reason {
                 Some(KEEPALIVE_TIMEOUT_REASON) => {
                     Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
@@ -49,16 +51,25 @@ impl Tracker {
                 Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
                     Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
                 }
-                None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
-                // Kernels before 6.10 give no reason; the keepalive timer (or TCP_USER_TIMEOUT)
-                // that resets a connection whose peer stopped answering leaves ETIMEDOUT behind.
-                None if connection.totals.is_some_and(|totals| totals.error == ETIMEDOUT) => Verdict::of(
+                // Kernels before 6.10 give no reason. The keepalive timer (or TCP_USER_TIMEOUT)
+                // that resets a connection whose peer stopped answering leaves ETIMEDOUT behind,
+                // which no abort does; it may run in the application's context (deferred to
+                // release_sock), so this comes before the process check.
+                None if error == Some(ETIMEDOUT) => Verdict::of(
                     CloseClass::PeerSilent,
                     "keepalive or user timeout: the peer stopped answering (we sent RST; the socket's error was ETIMEDOUT)",
                 ),
+                None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
+                None if error.is_none() => Verdict::of(
+                    CloseClass::Unresolved,
+                    format!(
+                        "we reset it in {from}; this kernel gives neither the reset's reason nor, with these hooks, the socket's \
+                         error: a keepalive timeout (the peer silent) or a reset of our stack"
+                    ),
+                ),
                 reason => Verdict::of(
                     CloseClass::ResetByUs,
-                    format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel")),
+                    format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel; no timeout error")),
                 ),
             };
         }

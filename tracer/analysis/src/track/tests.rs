@@ -172,24 +172,31 @@ fn keepalive_reset_means_the_peer_went_silent() {
 }
 
 /// Before 6.10 the kernel gives no reset reason: the socket's ETIMEDOUT at its close says the
-/// keepalive timer reset it, while a reset that leaves no such error stays ours.
+/// keepalive timer reset it, even when it ran in the application's context; a reset that leaves
+/// no such error stays ours; where the hooks could not read the socket, it is unresolved.
 #[test]
 fn keepalive_reset_without_a_reason_is_known_by_the_sockets_timeout_error() {
     let s = server();
-    let keepalive = |error| {
+    let verdict = |error: Option<u16>, in_process: bool| {
         let close = s.closed(Established, false, 90 * S);
-        let close = Event { totals: close.totals.map(|totals| SocketTotals { error, ..totals }), ..close };
-        let (_, out) = run(
-            TrackerConfig::default(),
-            &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_sent(Established, None, 90 * S), close],
-        );
-        let verdict = ended(&out)[0];
-        (verdict.class, verdict.detail.to_string())
+        let totals = error.and_then(|error| close.totals.map(|totals| SocketTotals { error, ..totals }));
+        let reset = s.reset_sent(Established, None, 90 * S);
+        let reset = if in_process { Event { process: Some(process()), ..reset } } else { reset };
+        let events = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), reset, Event { totals, ..close }];
+        let (_, out) = run(TrackerConfig::default(), &events);
+        let ended = ended(&out)[0];
+        (ended.class, ended.detail.to_string())
     };
-    let (class, detail) = keepalive(110);
-    assert_eq!(class, CloseClass::PeerSilent, "{detail}");
-    assert!(detail.contains("ETIMEDOUT"), "{detail}");
-    assert_eq!(keepalive(0).0, CloseClass::ResetByUs, "no timeout error: a reset of ours, reason unknown");
+    for in_process in [false, true] {
+        let (class, detail) = verdict(Some(110), in_process);
+        assert_eq!(class, CloseClass::PeerSilent, "{detail}");
+        assert!(detail.contains("ETIMEDOUT"), "{detail}");
+    }
+    assert_eq!(verdict(Some(0), false).0, CloseClass::ResetByUs, "no timeout error: a reset of our stack");
+    assert_eq!(verdict(Some(0), true).0, CloseClass::Aborted, "no timeout error, in the application's context: an abort");
+    let (class, detail) = verdict(None, false);
+    assert_eq!(class, CloseClass::Unresolved, "neither reason nor error: no guess");
+    assert!(detail.contains("keepalive timeout") && detail.contains("reset of our stack"), "{detail}");
 }
 
 #[test]
