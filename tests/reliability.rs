@@ -119,11 +119,14 @@ fn a_reader_that_stops_reading_does_not_stall_the_tracer_and_drops_are_counted()
     let last: serde_json::Value = serde_json::from_str(output.lines().last().unwrap()).unwrap();
     let events = &last["events"];
     assert_eq!(events["lost"], 0, "the ring buffer kept being drained: {last}");
-    assert!(events["seen"].as_u64().unwrap() >= 2000 * 5, "{last}");
+    // Firings the kernel itself skips (a program already running on that CPU: a softirq landing
+    // mid-run, which emulated guests see) are counted too, never silently gone.
+    let skipped = events["skipped"].as_u64().unwrap();
+    assert!(events["seen"].as_u64().unwrap() + skipped >= 2000 * 5, "{last}");
     let dropped = events["output_dropped"].as_u64().unwrap();
     assert!(dropped > 0, "the stalled pipe cost lines: {last}");
     let shown = output.lines().count() as u64 - 1;
-    assert!(shown + dropped >= 2000 * 5, "every client event is shown or counted: {shown} + {dropped}");
+    assert!(shown + dropped + skipped >= 2000 * 5, "every client event is shown or counted: {shown} + {dropped} + {skipped}");
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("output lines dropped"), "{rest}");
