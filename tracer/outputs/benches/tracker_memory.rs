@@ -1,20 +1,21 @@
 //! Peak memory of the userspace pipeline over 10 million short connections (100 million
 //! events): the RSS must stay flat, because every table is bounded.
-//! `cargo bench --bench tracker_memory [-- CONNECTIONS]`; prints RSS every tenth of the run.
-#[path = "../analysis/benches/common/mod.rs"]
+//! `cargo bench -p tracer-outputs --bench tracker_memory [-- CONNECTIONS]`; prints RSS every
+//! tenth of the run. It links the analysis and the outputs it measures, nothing of the sources.
+#[path = "../../analysis/benches/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use tracer::{
-    app::pipeline::Pipeline,
+use tracer_analysis::{
     decode::Decoder,
     filter::Filter,
     find::{Context, Findings, FindingsConfig, Owners},
-    kernel::{clock::Clock, sock_diag::NamespaceSettings},
-    output::timeline::{Page, Timeline},
+    pipeline::Pipeline,
     track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
 };
+use tracer_model::{clock::Clock, sockets::NamespaceSettings};
+use tracer_outputs::timeline::{Page, Timeline};
 
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
