@@ -229,6 +229,11 @@ fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
     let expected =
         if reads_sockets(&tracer) { (Some("peer_silent"), Some("keepalive"), Some("ETIMEDOUT")) } else { (Some("unresolved"), None, None) };
     assert_eq!((kept_alive["close"].as_str(), kept_alive["silent_cause"].as_str(), kept_alive["error"].as_str()), expected, "{kept_alive}");
+    // Its first probe went out TCP_KEEPIDLE (1 s) after the peer was last heard, unanswered: the
+    // idle gap before it died, read from the socket with the RST (BTF hooks, the tick rate known).
+    let gaps_known = tracer.stderr.lock().unwrap().contains("idle gaps: yes");
+    let expected_gap = (reads_sockets(&tracer) && gaps_known).then_some(1000.0);
+    assert_eq!(kept_alive["idle_before_ms"].as_f64(), expected_gap, "{kept_alive}");
     if kernel_at_least(6, 10) {
         assert_eq!(kept_alive["rst_reason"].as_str(), Some("TCP_KEEPALIVE_TIMEOUT"), "{kept_alive}");
     } else {

@@ -16,8 +16,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    tcp_state, EventKind, KernelMiss, KernelOffsets, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS,
-    FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, TCP_FLAG_FIN, TCP_FLAG_RST,
+    tcp_state, EventKind, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS,
+    FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
 use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4};
@@ -95,6 +95,7 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
         } else {
             socket_event(event, EventKind::ResetSent, socket, offsets) && {
                 add_unbound_port(event, socket, offsets);
+                add_keepalive_clocks(event, socket, offsets);
                 true
             }
         };
@@ -159,6 +160,25 @@ unsafe fn add_idle_clocks(event: &mut WireEvent, tcp: *const u8, offsets: &Kerne
     event.bytes_acked = u64::from(unsafe { bpf_jiffies64() } as u32);
     event.bytes_received = u64::from(received) << 32 | u64::from(sent);
     event.flags |= FLAG_IDLE_CLOCKS;
+}
+
+/// For a reset from a full socket (the keepalive timer's among them): its clocks and its
+/// keepalive time, which say how long it was idle before the first probe went unanswered.
+#[inline(always)]
+fn add_keepalive_clocks(event: &mut WireEvent, socket: *const u8, offsets: &KernelOffsets) {
+    // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offsets are its
+    // members (the keepalive time's only when the BTF had it).
+    unsafe {
+        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        if tcp.is_null() {
+            return;
+        }
+        add_idle_clocks(event, tcp, offsets);
+        if offsets.tcp_keepalive_time != ABSENT {
+            event.total_retrans = load::<u32>(tcp, offsets.tcp_keepalive_time);
+            event.flags |= FLAG_KEEPALIVE_TIME;
+        }
+    }
 }
 
 /// `tcp_retransmit_synack(listener, request)`: the addresses are the request's (it starts with a

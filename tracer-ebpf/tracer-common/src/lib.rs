@@ -105,6 +105,10 @@ pub const FLAG_PEER_FIN: u8 = 8;
 /// (high half: the later of its last ACK and its last data) and the last data sent (low half).
 /// How long the connection had been idle.
 pub const FLAG_IDLE_CLOCKS: u8 = 16;
+/// [`WireEvent::flags`], for `ResetSent` from a full socket: `total_retrans` holds its
+/// `keepalive_time` (jiffies; 0 for the namespace's default). With [`FLAG_IDLE_CLOCKS`], what a
+/// keepalive death needs: how long the connection was idle before its first unanswered probe.
+pub const FLAG_KEEPALIVE_TIME: u8 = 32;
 
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
 /// the first four bytes); ports in host order; `local`/`remote` are from this host's point of view.
@@ -273,7 +277,10 @@ pub struct KernelOffsets {
     pub skb_sk: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
-    pub _pad1: u32,
+    /// `struct tcp_sock.keepalive_time` (jiffies; 0: the namespace's `tcp_keepalive_time`): the
+    /// idle time after which the keepalive timer sends its first probe.
+    pub tcp_keepalive_time: u16,
+    pub _pad1: u16,
 }
 
 impl KernelOffsets {
@@ -315,6 +322,7 @@ impl KernelOffsets {
         skb_protocol: ABSENT,
         skb_sk: ABSENT,
         thread_size: 0,
+        tcp_keepalive_time: ABSENT,
         _pad1: 0,
     };
 }

@@ -9,8 +9,8 @@ pub use tracer_model::event::{Comm, Dropped, Event, IdleClocks, Process, Segment
 
 use serde::Serialize;
 use tracer_common::{
-    EventKind, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT,
-    WIRE_VERSION,
+    EventKind, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN,
+    FLAG_PROCESS_CONTEXT, WIRE_VERSION,
 };
 
 /// Records that could not be decoded, by cause.
@@ -110,6 +110,7 @@ impl Decoder {
                 last_received: (wire.bytes_received >> 32) as u32,
                 last_sent: wire.bytes_received as u32,
             }),
+            keepalive_jiffies: (kind == EventKind::ResetSent && wire.flags & FLAG_KEEPALIVE_TIME != 0).then_some(wire.total_retrans),
             drop: (kind == EventKind::Drop).then_some(Dropped { reason: wire.reason, incoming: wire.old_state == 1 }),
             segment: (kind == EventKind::Segment).then_some(Segment {
                 ttl: wire.reason as u8,

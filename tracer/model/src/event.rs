@@ -150,8 +150,12 @@ pub struct Event {
     pub segment: Option<Segment>,
     /// For a packet this host dropped (`kfree_skb`).
     pub drop: Option<Dropped>,
-    /// For a retransmission or a segment from the peer: the socket's clocks, in jiffies.
+    /// For a retransmission, a segment from the peer or a reset we sent: the socket's clocks, in
+    /// jiffies.
     pub idle: Option<IdleClocks>,
+    /// For a reset we sent from a full socket: its keepalive time in jiffies (`TCP_KEEPIDLE`; 0
+    /// when it uses the namespace's `tcp_keepalive_time`).
+    pub keepalive_jiffies: Option<u32>,
 }
 
 /// A socket's clocks when an event fired, in jiffies (32 bits, wrapping): now, the last ACK it

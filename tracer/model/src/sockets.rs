@@ -42,12 +42,14 @@ pub struct SocketRecord {
 pub struct NamespaceSettings {
     pub ephemeral_ports: (u16, u16),
     pub fin_timeout_s: u64,
+    /// `net.ipv4.tcp_keepalive_time`.
+    pub keepalive_time_s: u64,
 }
 
 impl NamespaceSettings {
-    /// Linux's defaults (`ip_local_port_range` 32768 60999, `tcp_fin_timeout` 60): what a
-    /// namespace whose settings cannot be read is taken to have.
-    pub const DEFAULT: NamespaceSettings = NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60 };
+    /// Linux's defaults (`ip_local_port_range` 32768 60999, `tcp_fin_timeout` 60,
+    /// `tcp_keepalive_time` 7200): what a namespace whose settings cannot be read is taken to have.
+    pub const DEFAULT: NamespaceSettings = NamespaceSettings { ephemeral_ports: (32768, 60999), fin_timeout_s: 60, keepalive_time_s: 7200 };
 
     pub fn ephemeral_port_count(&self) -> u64 {
         u64::from(self.ephemeral_ports.1.saturating_sub(self.ephemeral_ports.0)) + 1

@@ -94,6 +94,7 @@ fn resolve_in(btf: &Btf) -> Resolved {
         skb_protocol: find("sk_buff.protocol", "sk_buff", "protocol"),
         skb_sk: find("sk_buff.sk", "sk_buff", "sk"),
         thread_size: thread_size(),
+        tcp_keepalive_time: find("tcp_sock.keepalive_time", "tcp_sock", "keepalive_time"),
         _pad1: 0,
     };
     let mut offsets = offsets;

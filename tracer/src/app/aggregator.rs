@@ -176,6 +176,7 @@ impl Aggregator {
             TrackerConfig {
                 max_connections: settings.max_connections,
                 fin_timeout_ns: own.fin_timeout_s * 1_000_000_000,
+                keepalive_time_ns: own.keepalive_time_s * 1_000_000_000,
                 ephemeral_ports,
                 probes: snapshots.is_some(),
                 // Linux ≥ 6.10 gives reset reasons, and from then also traces resets sent from

@@ -45,9 +45,10 @@ impl Tracker {
             // The socket's error at its close, where the hooks could read the socket (tp_btf).
             let error = connection.totals.map(|totals| totals.error);
             return match reason {
-                Some(KEEPALIVE_TIMEOUT_REASON) => {
-                    Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
-                }
+                Some(KEEPALIVE_TIMEOUT_REASON) => Verdict {
+                    keepalive: true,
+                    ..Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
+                },
                 Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
                     Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
                 }
@@ -55,10 +56,13 @@ impl Tracker {
                 // that resets a connection whose peer stopped answering leaves ETIMEDOUT behind,
                 // which no abort does; it may run in the application's context (deferred to
                 // release_sock), so this comes before the process check.
-                None if error == Some(ETIMEDOUT) => Verdict::of(
-                    CloseClass::PeerSilent,
-                    "keepalive or user timeout: the peer stopped answering (we sent RST; the socket's error was ETIMEDOUT)",
-                ),
+                None if error == Some(ETIMEDOUT) => Verdict {
+                    keepalive: true,
+                    ..Verdict::of(
+                        CloseClass::PeerSilent,
+                        "keepalive or user timeout: the peer stopped answering (we sent RST; the socket's error was ETIMEDOUT)",
+                    )
+                },
                 None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
                 None if error.is_none() => Verdict::of(
                     CloseClass::Unresolved,
@@ -159,11 +163,13 @@ pub(super) struct Verdict {
     pub time_wait: bool,
     pub fin_wait2_expired: bool,
     pub rst_from: Option<RstFrom>,
+    /// The keepalive timer ended it: the peer did not answer its probes.
+    pub keepalive: bool,
 }
 
 impl Verdict {
     fn of(class: CloseClass, detail: impl Into<Cow<'static, str>>) -> Verdict {
-        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false, rst_from: None }
+        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false, rst_from: None, keepalive: false }
     }
 }
 

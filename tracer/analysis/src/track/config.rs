@@ -9,6 +9,8 @@ pub struct TrackerConfig {
     pub max_time_wait: usize,
     /// `net.ipv4.tcp_fin_timeout`: how long an orphaned FIN_WAIT2 lives.
     pub fin_timeout_ns: u64,
+    /// `net.ipv4.tcp_keepalive_time`: the keepalive time of sockets that set none of their own.
+    pub keepalive_time_ns: u64,
     /// The default ephemeral range, to guess the role of sockets that predate the tracer.
     pub ephemeral_ports: (u16, u16),
     /// The `tcp_tw_status` values, when the fexit hook on `tcp_timewait_state_process` runs.
@@ -47,6 +49,7 @@ impl Default for TrackerConfig {
             max_connections: 100_000,
             max_time_wait: 131_072,
             fin_timeout_ns: NamespaceSettings::DEFAULT.fin_timeout_s * 1_000_000_000,
+            keepalive_time_ns: NamespaceSettings::DEFAULT.keepalive_time_s * 1_000_000_000,
             ephemeral_ports: NamespaceSettings::DEFAULT.ephemeral_ports,
             time_wait_status: None,
             probes: false,

@@ -186,8 +186,12 @@ pub struct Connection {
     /// This host's drops of the connection's packets.
     pub drops: super::Drops,
     /// How long it had been idle before the transmission that went unanswered (its first
-    /// retransmission), or before the RST that ended it; where the socket's clocks were read.
+    /// retransmission, or for a keepalive death its first probe), or before the RST that ended
+    /// it; where the socket's clocks were read.
     pub idle_before_ns: Option<u64>,
+    /// Its keepalive time (`TCP_KEEPIDLE`, or the namespace's default), read with a RST we sent:
+    /// if the keepalive timer sent it, the idle time before the first unanswered probe.
+    pub keepalive_idle_ns: Option<u64>,
 }
 
 impl Connection {

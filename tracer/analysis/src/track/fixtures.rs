@@ -40,6 +40,7 @@ impl Script {
             segment: None,
             drop: None,
             idle: None,
+            keepalive_jiffies: None,
         }
     }
 

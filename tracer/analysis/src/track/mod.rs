@@ -117,8 +117,10 @@ impl Tracker {
                     // A timewait socket left in FIN_WAIT2 answered the peer's late data or SYN.
                     self.reset_from_lingering(event, out);
                 }
+                let keepalive_idle_ns = self.keepalive_idle_ns(event);
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     connection.reset_sent = Some(ResetSent { reason: event.reset_reason, by_application: event.process.is_some() });
+                    connection.keepalive_idle_ns = keepalive_idle_ns;
                     (connection.role, connection.process)
                 });
                 if event.state == Some(TcpState::SynSent) && owner.is_some_and(|(role, _)| role == Role::Client) {
@@ -357,6 +359,7 @@ impl Tracker {
             refused_resets: 0,
             drops: drops::Drops::default(),
             idle_before_ns: None,
+            keepalive_idle_ns: None,
         }
     }
 
@@ -369,6 +372,15 @@ impl Tracker {
     }
 
     /// How long the event's socket had been idle (from its clocks), where the tick rate is known.
+    /// The keepalive time a reset's socket had: its own (`TCP_KEEPIDLE`, in jiffies), or where it
+    /// has none (0) the namespace's default.
+    fn keepalive_idle_ns(&self, event: &Event) -> Option<u64> {
+        match event.keepalive_jiffies? {
+            0 => Some(self.config.keepalive_time_ns),
+            jiffies => Some(u64::from(jiffies) * 1_000_000_000 / u64::from(self.config.hz?)),
+        }
+    }
+
     fn idle_ns(&self, event: &Event) -> Option<u64> {
         let (clocks, hz) = (event.idle?, self.config.hz?);
         Some(u64::from(clocks.idle_jiffies()) * 1_000_000_000 / u64::from(hz))
@@ -435,6 +447,10 @@ impl Tracker {
         }
         self.last_reset_refused(&mut connection, ending.at_ns, out);
         let mut verdict = self.classify(&connection, ending);
+        if verdict.keepalive && connection.idle_before_ns.is_none() {
+            // Nothing in flight went unanswered before: the first keepalive probe did.
+            connection.idle_before_ns = connection.keepalive_idle_ns;
+        }
         // Silence that this host's own drops explain is not the peer's.
         if matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout) && connection.drops.incoming > 0 {
             verdict.class = CloseClass::DroppedHere;

@@ -1,7 +1,7 @@
 //! The state machine's cases, each from a synthetic event sequence.
 use super::*;
 use crate::{
-    decode::{Process, SocketTotals},
+    decode::{IdleClocks, Process, SocketTotals},
     track::fixtures::*,
 };
 
@@ -197,6 +197,33 @@ fn keepalive_reset_without_a_reason_is_known_by_the_sockets_timeout_error() {
     let (class, detail) = verdict(None, false);
     assert_eq!(class, CloseClass::Unresolved, "neither reason nor error: no guess");
     assert!(detail.contains("keepalive timeout") && detail.contains("reset of our stack"), "{detail}");
+}
+
+/// A keepalive death's idle gap is the keepalive time: the first probe went out that long after
+/// the peer was last heard, and went unanswered. The socket's own `TCP_KEEPIDLE` (in jiffies) or,
+/// where it set none, the namespace's default; data in flight that went unanswered first keeps
+/// its own gap, and a reset that is not the keepalive timer's gives none.
+#[test]
+fn a_keepalive_death_was_idle_for_the_keepalive_time_before_its_first_unanswered_probe() {
+    let s = server();
+    let config = TrackerConfig { hz: Some(250), keepalive_time_ns: 45 * S, ..TrackerConfig::default() };
+    let idle_before = |keepalive_jiffies: Option<u32>, reason: Option<u32>, retransmit: bool| {
+        let mut events = vec![s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1)];
+        if retransmit {
+            let clocks = IdleClocks { now: 2_000, last_received: 1_000, last_sent: 1_500 };
+            events.push(Event { idle: Some(clocks), ..s.retransmit(Established, 20 * S) });
+        }
+        events.push(Event { keepalive_jiffies, ..s.reset_sent(Established, reason, 90 * S) });
+        events.push(s.state(Established, Close, 90 * S));
+        let (_, out) = run(config, &events);
+        let ended = ended(&out)[0];
+        (ended.class, ended.connection.idle_before_ns)
+    };
+    assert_eq!(idle_before(Some(250), Some(15), false), (CloseClass::PeerSilent, Some(S)), "TCP_KEEPIDLE 1 s at 250 Hz");
+    assert_eq!(idle_before(Some(0), Some(15), false), (CloseClass::PeerSilent, Some(45 * S)), "the namespace's default");
+    assert_eq!(idle_before(None, Some(15), false), (CloseClass::PeerSilent, None), "not read: no guess");
+    assert_eq!(idle_before(Some(250), Some(15), true), (CloseClass::PeerSilent, Some(2 * S)), "the retransmission's own gap");
+    assert_eq!(idle_before(Some(250), Some(2), false), (CloseClass::ResetByUs, None), "not the keepalive timer's reset");
 }
 
 #[test]

@@ -254,11 +254,15 @@ impl Snapshots {
 fn read_settings() -> NamespaceSettings {
     let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let mut ports = range.split_whitespace().filter_map(|port| port.parse().ok());
-    let fin_timeout = fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout").unwrap_or_default();
+    let seconds = |name: &str, default: u64| {
+        let text = fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default();
+        text.trim().parse().unwrap_or(default)
+    };
     let default = NamespaceSettings::DEFAULT;
     NamespaceSettings {
         ephemeral_ports: (ports.next().unwrap_or(default.ephemeral_ports.0), ports.next().unwrap_or(default.ephemeral_ports.1)),
-        fin_timeout_s: fin_timeout.trim().parse().unwrap_or(default.fin_timeout_s),
+        fin_timeout_s: seconds("tcp_fin_timeout", default.fin_timeout_s),
+        keepalive_time_s: seconds("tcp_keepalive_time", default.keepalive_time_s),
     }
 }
 
