@@ -64,9 +64,7 @@ const SOCKET_COUNTERS: [&str; 3] = ["bytes_sent", "bytes_received", "error"];
 
 /// Whether `tracer` attached the state hook as a BTF tracepoint, and so reads sockets.
 fn reads_sockets(tracer: &Tracer) -> bool {
-    let said = tracer.stderr.lock().unwrap().clone();
-    let announced = tracer::kernel::hooks::Announced::parse(&said).expect("the attached line");
-    announced.hooks.iter().any(|(hook, mode)| hook == "inet_sock_set_state" && mode == "tp_btf")
+    tracer.announced().mode("inet_sock_set_state") == Some("tp_btf")
 }
 
 /// Asserts the named fields of a line (`Value::Null`: absent), all at once so a failure shows

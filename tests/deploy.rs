@@ -5,15 +5,15 @@ mod support;
 use std::{
     collections::BTreeSet,
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::BufReader,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use clap::Parser;
-use support::artifacts::{artifact, said, untar, Root};
+use support::artifacts::{artifact, said, stdout_of, untar, Root};
 use tracer::app::cli::Cli;
 use yaml_rust2::YamlLoader;
 
@@ -120,11 +120,10 @@ impl Strace {
 
     /// Reads the tracer's stderr until it says it attached (strace slows start-up a lot).
     fn wait_attached(&mut self) {
-        let stderr = self.child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let said: Vec<String> = lines.by_ref().map_while(Result::ok).take_while(|line| !line.starts_with("tracer: attached")).collect();
-        assert!(self.child.try_wait().unwrap().is_none(), "the tracer ended before attaching: {said:?}");
-        std::thread::spawn(move || lines.for_each(drop));
+        let mut stderr = BufReader::new(self.child.stderr.take().unwrap());
+        let said = support::until_attached(&mut stderr);
+        assert!(self.child.try_wait().unwrap().is_none(), "the tracer ended right after attaching: {said}");
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     }
 
     fn syscalls(mut self) -> BTreeSet<String> {
@@ -143,18 +142,16 @@ impl Strace {
     }
 }
 
+/// A scrape of the traced tracer's metrics, once its server answers.
 fn scrape(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut stream = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => break stream,
+    let answer = loop {
+        match support::http_get(port, "/metrics", None) {
+            Ok(answer) => break answer,
             Err(error) if Instant::now() > deadline => panic!("metrics on port {port}: {error}"),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
@@ -246,11 +243,7 @@ fn the_image_is_built_from_scratch_and_its_filesystem_runs_the_tracer() {
     assert_eq!(container["image"].as_str(), Some(tag.as_str()), "the DaemonSet runs the image dist builds");
     assert!(container["command"].is_badvalue(), "the DaemonSet runs the image's entrypoint with its args");
 
-    let podman = |args: &[&str]| {
-        let output = Command::new("podman").args(args).output().expect("podman runs (apt install podman)");
-        assert!(output.status.success(), "podman {args:?}: {}", said(&output));
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    };
+    let podman = |args: &[&str]| stdout_of(Command::new("podman").args(args)).trim().to_string();
     let test_tag = format!("localhost/tcp-tracer-test:{}", std::process::id());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let containerfile = root.join("deploy/Containerfile");

@@ -11,7 +11,7 @@ use std::{
     process::Command,
 };
 
-use support::artifacts::{artifact, said, Root};
+use support::artifacts::{artifact, said, stdout_of, Root};
 
 /// Paths of the regular files and symlinks an archive listing (`tar -tv` style) names.
 fn listed_files(listing: &str) -> BTreeSet<String> {
@@ -23,22 +23,16 @@ fn listed_files(listing: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn output_of(command: &mut Command) -> String {
-    let output = command.output().expect("runs");
-    assert!(output.status.success(), "{command:?}: {}", said(&output));
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
 /// The same package under a higher version, as the next release would be.
 fn next_release(deb: &Path, into: &Path) -> PathBuf {
     let tree = into.join("next");
-    output_of(Command::new("dpkg-deb").arg("-R").arg(deb).arg(&tree));
+    stdout_of(Command::new("dpkg-deb").arg("-R").arg(deb).arg(&tree));
     let control = tree.join("DEBIAN/control");
     let text = fs::read_to_string(&control).unwrap();
     let version = text.lines().find_map(|line| line.strip_prefix("Version: ")).unwrap().to_string();
     fs::write(&control, text.replace(&format!("Version: {version}"), &format!("Version: {version}+next1"))).unwrap();
     let next = into.join("tracer_next_amd64.deb");
-    output_of(Command::new("dpkg-deb").args(["--root-owner-group", "-b"]).arg(&tree).arg(&next));
+    stdout_of(Command::new("dpkg-deb").args(["--root-owner-group", "-b"]).arg(&tree).arg(&next));
     next
 }
 
@@ -100,9 +94,9 @@ fn the_package_installs_on_a_fresh_debian_12_runs_upgrades_and_removes_its_files
 fn the_tarball_holds_the_packages_files_and_an_install_note() {
     let deb = artifact("TRACER_DEB");
     let tarball = artifact("TRACER_TARBALL");
-    let in_deb = listed_files(&output_of(Command::new("dpkg-deb").args(["-c", &deb])));
+    let in_deb = listed_files(&stdout_of(Command::new("dpkg-deb").args(["-c", &deb])));
     let top = Path::new(&tarball).file_name().unwrap().to_string_lossy().trim_end_matches(".tar.gz").to_string();
-    let in_tarball: BTreeSet<String> = listed_files(&output_of(Command::new("tar").args(["-tvzf", &tarball])))
+    let in_tarball: BTreeSet<String> = listed_files(&stdout_of(Command::new("tar").args(["-tvzf", &tarball])))
         .into_iter()
         .map(|path| path.strip_prefix(&format!("{top}/")).unwrap_or_else(|| panic!("{path} outside {top}/")).to_string())
         .collect();

@@ -8,7 +8,6 @@ use std::{
     fs,
     io::Write,
     path::Path,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -96,24 +95,7 @@ fn a_veth_taken_down_under_traffic_is_a_link_event_a_summary_line_and_the_cause_
 /// rendered DOM: the series and markers of the scenario are drawn, and the script ran without an
 /// error. A screenshot is kept in target/test-artifacts/ (and is the README's picture).
 fn the_timeline_shows_it_in_a_browser(page: &Path, device: &str) {
-    let url = format!("file://{}", page.display());
-    let browser = |args: &[&str]| {
-        let output = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--virtual-time-budget=5000",
-                "--enable-logging=stderr",
-            ])
-            .args(args)
-            .arg(&url)
-            .output()
-            .expect("chromium (apt: chromium) runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        output
-    };
+    let browser = |args: &[&str]| chromium(page, args);
     let rendered = browser(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&rendered.stdout);
     let console = String::from_utf8_lossy(&rendered.stderr);

@@ -126,11 +126,9 @@ fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
     prometheus.wait_for(r#"tcp_tracer_connections_closed_total{class="graceful"}"#, |v| v == 2.0);
     prometheus.wait_for(r#"tcp_tracer_state_transitions_total{from="syn_sent",to="established"}"#, |v| v == 2.0);
     // The mode the tracer announced (tp_btf where the kernel allows it) is the one exported.
-    let announced = tracer.stderr.lock().unwrap().clone();
-    let mode = tracer::kernel::hooks::Announced::parse(&announced)
-        .and_then(|announced| announced.mode("inet_sock_set_state").map(str::to_string))
-        .expect("a hook mode");
-    assert!(["tp_btf", "tracepoint"].contains(&mode.as_str()), "{announced}");
+    let announced = tracer.announced();
+    let mode = announced.mode("inet_sock_set_state").expect("a hook mode").to_string();
+    assert!(["tp_btf", "tracepoint"].contains(&mode.as_str()), "{announced:?}");
     prometheus.wait_for(&format!(r#"tcp_tracer_hook_mode{{hook="inet_sock_set_state",mode="{mode}"}}"#), |v| v == 1.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="lost"}"#, |v| v == 0.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="seen"}"#, |v| v > 0.0);
@@ -148,11 +146,7 @@ fn scrape(port: u16, accept: Option<&str>) -> (String, String) {
 }
 
 fn get(port: u16, path: &str, accept: Option<&str>) -> (String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let accept = accept.map(|accept| format!("Accept: {accept}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = http_get(port, path, accept).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     let content_type = head.lines().find_map(|line| line.strip_prefix("Content-Type: ")).expect("a Content-Type").to_string();
     (content_type, body.to_string())

@@ -4,7 +4,7 @@ mod support;
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read},
+    io::{BufReader, Read},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -87,11 +87,7 @@ fn a_reader_that_stops_reading_does_not_stall_the_tracer_and_drops_are_counted()
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    // Notes may come first (a kernel that refused tp_btf for one hook says so).
-    let mut said = String::new();
-    while !said.lines().last().is_some_and(|line| line.starts_with("tracer: attached")) {
-        assert!(stderr.read_line(&mut said).unwrap() > 0 && said.lines().all(|line| !line.contains("error")), "{said}");
-    }
+    until_attached(&mut stderr);
 
     // Nobody reads stdout while ~20 000 event lines (several MB of JSON) are produced.
     let listener = link.listen(link.server_ip);

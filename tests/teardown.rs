@@ -26,8 +26,7 @@ fn our_programs() -> Vec<u64> {
 
 /// What a tracer announced: (hooks attached, whether the flush program is loaded).
 fn announced(tracer: &Tracer) -> (usize, bool) {
-    let stderr = tracer.stderr.lock().unwrap().clone();
-    let announced = tracer::kernel::hooks::Announced::parse(&stderr).expect("a hooks list");
+    let announced = tracer.announced();
     (announced.attached(), announced.batched)
 }
 

@@ -4,14 +4,16 @@
 //! series of a chart has its own colour (none a marker's), the y axes carry ticks, and the counts a
 //! chart shows add up to what was observed. The screenshot is kept in target/test-artifacts/
 //! (docs/timeline-6h.png is a copy). Needs `chromium`, not root.
+mod support;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     path::Path,
-    process::Command,
     time::Duration,
 };
 
+use support::chromium;
 use tracer::{
     find::{Finding, FindingKind, PeerKey, Picture},
     kernel::{
@@ -80,17 +82,6 @@ fn six_hours() -> (String, u64) {
         timeline.summary(now_ns, Duration::from_secs(60), &picture, u64::from(minute == 200) * 12, &clock);
     }
     (timeline.render(&clock, start_ns + (INTERVALS + 1) * MINUTE_NS), received)
-}
-
-fn chromium(page: &Path, args: &[&str]) -> std::process::Output {
-    let output = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000", "--enable-logging=stderr"])
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium (apt: chromium) runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    output
 }
 
 /// The value of `name="…"` in a tag.

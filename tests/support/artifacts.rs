@@ -71,6 +71,13 @@ impl Drop for Root {
     }
 }
 
+/// What `command` printed on stdout; a command that fails (or cannot start) fails the test.
+pub fn stdout_of(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(output.status.success(), "{command:?}: {}", said(&output));
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
 /// A command's exit status, stdout and stderr, for an assertion message.
 pub fn said(output: &Output) -> String {
     format!("{}\nstdout: {}\nstderr: {}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))

@@ -26,6 +26,42 @@ use serde_json::Value;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
+/// Reads a starting tracer's stderr up to its "attached" line (notes may come first: a kernel
+/// that refused tp_btf for one hook says so); returns what it said. An error, or an end before
+/// attaching, fails the test.
+pub fn until_attached(stderr: &mut impl BufRead) -> String {
+    let mut said = String::new();
+    while !said.lines().last().is_some_and(|line| line.starts_with("tracer: attached")) {
+        assert!(stderr.read_line(&mut said).unwrap() > 0 && said.lines().all(|line| !line.contains("error")), "{said}");
+    }
+    said
+}
+
+/// Loads `page` in headless Chromium (Debian's `chromium`) with `args` (`--dump-dom`,
+/// `--screenshot=…`), its console on stderr; a browser that fails fails the test.
+pub fn chromium(page: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let output = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000", "--enable-logging=stderr"])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium (apt: chromium) runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// `GET path` from a server on loopback (HTTP/1.0, with an optional `Accept`): the whole
+/// response, head and body.
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let accept = accept.map(|accept| format!("Accept: {accept}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
 /// The tracer under test: this build's, or the one `TRACER_BINARY` names (the VM runs the
 /// binary from the .deb, unchanged, on every kernel).
 pub fn tracer_binary() -> std::path::PathBuf {
@@ -309,6 +345,12 @@ impl Tracer {
             panic!("tracer did not attach ({status:?}): {}", tracer.stderr.lock().unwrap());
         }
         tracer
+    }
+
+    /// What it said when it attached: each hook's mode, batches.
+    pub fn announced(&self) -> tracer::kernel::hooks::Announced {
+        let said = self.stderr.lock().unwrap().clone();
+        tracer::kernel::hooks::Announced::parse(&said).unwrap_or_else(|| panic!("no attached line: {said}"))
     }
 
     /// Waits (up to 10 s) until some output line satisfies `predicate`.

@@ -61,7 +61,7 @@ pub fn build() -> Result<Artifacts> {
     let (image_context, image_archive, image_tag) = image(&package)?;
     lintian(&package.deb)?;
     for artifact in [&package.deb, &tarball, &image_archive] {
-        eprintln!("xtask: {} ({:.1} MiB)", artifact.display(), fs::metadata(artifact)?.len() as f64 / (1 << 20) as f64);
+        eprintln!("xtask: {} ({})", artifact.display(), mib(artifact)?);
     }
     eprintln!("xtask: image {image_tag} (podman load -i {})", image_archive.display());
     Ok(Artifacts { package, tarball, image_context, image_archive, image_tag })
@@ -144,6 +144,11 @@ fn normalize_permissions(root: &Path, executables: &[PathBuf]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A file's size as the report and the build's summary give it.
+fn mib(path: &Path) -> Result<String> {
+    Ok(format!("{:.1} MiB", fs::metadata(path)?.len() as f64 / (1 << 20) as f64))
 }
 
 fn gzip(from: &Path, to: &Path) -> Result<()> {
@@ -364,7 +369,6 @@ fn lintian(deb: &Path) -> Result<()> {
 /// BENCHMARKS.md's "Artifacts" section: what each artifact weighs, and how long the packaged
 /// binary takes from exec to "attached" (BTF parsed, programs loaded and attached), `runs` times.
 pub fn report(artifacts: &Artifacts, runs: usize) -> Result<String> {
-    let mib = |path: &Path| -> Result<String> { Ok(format!("{:.1} MiB", fs::metadata(path)?.len() as f64 / (1 << 20) as f64)) };
     let binary = artifacts.package.tree.join("usr/sbin/tracer");
     let mut report = String::from("\n## Artifacts (`cargo xtask bench --dist-only`)\n\n| artifact | size |\n|---|---|\n");
     for (name, path) in [

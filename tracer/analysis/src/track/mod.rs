@@ -377,13 +377,17 @@ impl Tracker {
     fn keepalive_idle_ns(&self, event: &Event) -> Option<u64> {
         match event.keepalive_jiffies? {
             0 => Some(self.config.keepalive_time_ns),
-            jiffies => Some(u64::from(jiffies) * 1_000_000_000 / u64::from(self.config.hz?)),
+            jiffies => self.jiffies_ns(jiffies),
         }
     }
 
     fn idle_ns(&self, event: &Event) -> Option<u64> {
-        let (clocks, hz) = (event.idle?, self.config.hz?);
-        Some(u64::from(clocks.idle_jiffies()) * 1_000_000_000 / u64::from(hz))
+        self.jiffies_ns(event.idle?.idle_jiffies())
+    }
+
+    /// A span of socket clock in nanoseconds, where the kernel's tick rate is known.
+    fn jiffies_ns(&self, jiffies: u32) -> Option<u64> {
+        Some(u64::from(jiffies) * 1_000_000_000 / u64::from(self.config.hz?))
     }
 
     /// Evicts the stalest of a sample of connections when the table is full.
