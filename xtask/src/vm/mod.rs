@@ -81,6 +81,8 @@ fn tracer_from_package() -> Result<PathBuf> {
     let package = crate::dist::package()?;
     let extracted = vm_dir().join("package");
     let _ = fs::remove_dir_all(&extracted);
+    // A clean clone has no target/vm yet: the kernels are fetched after the binaries are built.
+    fs::create_dir_all(&extracted)?;
     let status = Command::new("dpkg-deb").arg("-x").arg(&package.deb).arg(&extracted).status()?;
     if !status.success() {
         bail!("dpkg-deb -x {} failed", package.deb.display());
