@@ -5,6 +5,8 @@
 //! into a stalled `less`, a wedged log shipper) never blocks the ring-buffer consumer: when the
 //! queue is full the line is dropped and counted, and the count is printed. Lines travel as
 //! [`Bytes`]: a JSON line for stdout and for `--json-out` is made once and shared, not copied.
+//! Lines that are due together (a drain's connection lines) travel as one chunk, so the writer
+//! wakes once for them, not once a line.
 pub mod connections;
 pub mod events;
 pub mod exposition;
@@ -18,8 +20,8 @@ pub mod timeline;
 use std::{
     io::Write,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender},
         Arc,
     },
     thread,
@@ -28,11 +30,19 @@ use std::{
 
 use bytes::Bytes;
 
-/// Lines waiting for the writer before new ones are dropped.
-const QUEUE_LINES: usize = 4096;
+/// Bytes of lines waiting for the writer before new ones are dropped: a second of connection
+/// lines at the rate one reader thread makes them (lines come in bursts: the verdicts that wait
+/// for a lookup of lingering sockets arrive together), in bounded memory.
+const QUEUE_BYTES: usize = 32 << 20;
+
+/// Lines that travel to the writer as one chunk, at most.
+const CHUNK_LINES: usize = 1024;
 
 pub struct Sink {
+    /// Chunks of lines, joined by newlines.
     queue: Option<SyncSender<Bytes>>,
+    /// Bytes queued and not yet written: the bound is on bytes, whatever the chunks.
+    waiting: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     /// Notified once the reader is gone (EPIPE): like any Unix filter, the tracer then stops.
     closed: Arc<tokio::sync::Notify>,
@@ -44,7 +54,9 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(out: impl Write + Send + 'static, json: bool) -> Sink {
-        let (queue, lines) = sync_channel::<Bytes>(QUEUE_LINES);
+        let (queue, lines) = sync_channel::<Bytes>(QUEUE_BYTES / 64);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let written = waiting.clone();
         let (finished, done) = sync_channel(1);
         let closed = Arc::new(tokio::sync::Notify::new());
         let is_closed = Arc::new(AtomicBool::new(false));
@@ -61,20 +73,21 @@ impl Sink {
                 let mut out = std::io::BufWriter::new(out);
                 loop {
                     // Flush whenever the queue runs dry, so a reader sees lines promptly.
-                    let line = match lines.try_recv() {
-                        Ok(line) => line,
+                    let chunk = match lines.try_recv() {
+                        Ok(chunk) => chunk,
                         Err(_) => {
                             if let Err(error) = out.flush() {
                                 reader_gone(error);
                                 break;
                             }
                             match lines.recv() {
-                                Ok(line) => line,
+                                Ok(chunk) => chunk,
                                 Err(_) => break,
                             }
                         }
                     };
-                    if let Err(error) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
+                    written.fetch_sub(chunk.len(), Ordering::Relaxed);
+                    if let Err(error) = out.write_all(&chunk).and_then(|()| out.write_all(b"\n")) {
                         reader_gone(error); // stdout closed (EPIPE): nothing more can be shown
                         break;
                     }
@@ -83,7 +96,7 @@ impl Sink {
                 let _ = finished.send(());
             })
             .expect("spawning the output thread");
-        Sink { queue: Some(queue), dropped: Arc::new(AtomicU64::new(0)), closed, is_closed, done, writer: Some(writer), json }
+        Sink { queue: Some(queue), waiting, dropped: Arc::new(AtomicU64::new(0)), closed, is_closed, done, writer: Some(writer), json }
     }
 
     /// Completes once the reader has gone away (`tracer --events | head -1`).
@@ -99,33 +112,61 @@ impl Sink {
 
     /// Queues a line; never blocks. A full queue drops the line and counts it.
     pub fn line(&mut self, line: impl Into<Bytes>) {
-        let Some(queue) = &self.queue else { return };
-        match queue.try_send(line.into()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.send(line.into(), 1, None);
     }
 
     /// Queues a line that matters more than the others (the closing line), waiting up to
     /// `patience` for room before dropping it.
     pub fn line_patiently(&mut self, line: impl Into<Bytes>, patience: Duration) {
+        self.send(line.into(), 1, Some(std::time::Instant::now() + patience));
+    }
+
+    /// Queues lines that are due together, in chunks of [`CHUNK_LINES`]; never blocks. A full
+    /// queue drops them and counts them.
+    pub fn lines(&mut self, lines: &[Bytes]) {
+        self.send_chunks(lines, None);
+    }
+
+    /// As [`Sink::lines`], waiting up to `patience` in all for room (the lines still waiting at exit).
+    pub fn lines_patiently(&mut self, lines: &[Bytes], patience: Duration) {
+        self.send_chunks(lines, Some(std::time::Instant::now() + patience));
+    }
+
+    fn send_chunks(&mut self, lines: &[Bytes], deadline: Option<std::time::Instant>) {
+        for chunk in lines.chunks(CHUNK_LINES) {
+            let joined = match chunk {
+                [line] => line.clone(),
+                _ => {
+                    let mut joined = Vec::with_capacity(chunk.iter().map(|line| line.len() + 1).sum());
+                    for (index, line) in chunk.iter().enumerate() {
+                        if index > 0 {
+                            joined.push(b'\n');
+                        }
+                        joined.extend_from_slice(line);
+                    }
+                    joined.into()
+                }
+            };
+            self.send(joined, chunk.len(), deadline);
+        }
+    }
+
+    /// Queues `count` lines joined by newlines (the writer ends the chunk with one). Without a
+    /// deadline, or once it passed, a queue without room drops them and counts them.
+    fn send(&mut self, chunk: Bytes, count: usize, deadline: Option<std::time::Instant>) {
         let Some(queue) = &self.queue else { return };
-        let mut line = line.into();
-        let deadline = std::time::Instant::now() + patience;
+        let bytes = chunk.len();
         loop {
-            match queue.try_send(line) {
-                Ok(()) => return,
-                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
-                    line = back;
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+            let queued = self.waiting.fetch_add(bytes, Ordering::Relaxed);
+            if queued + bytes <= QUEUE_BYTES.max(bytes) && queue.try_send(chunk.clone()).is_ok() {
+                return;
             }
+            self.waiting.fetch_sub(bytes, Ordering::Relaxed);
+            if !deadline.is_some_and(|deadline| std::time::Instant::now() < deadline) {
+                self.dropped.fetch_add(count as u64, Ordering::Relaxed);
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -180,19 +221,26 @@ mod tests {
         let closed = gate.lock().unwrap();
         let mut sink = Sink::new(Stalled { gate: gate.clone(), written: written.clone() }, false);
         let started = std::time::Instant::now();
-        for i in 0..(QUEUE_LINES * 3) {
-            sink.line(format!("line {i}"));
+        // Lines of 1 KiB: the queue holds `fits` of them.
+        let fits = QUEUE_BYTES / 1024;
+        let line = |name: String| Bytes::from(format!("{name:<1024}"));
+        for i in 0..fits {
+            sink.line(line(format!("line {i}")));
+        }
+        // Chunks count as their lines, whether they fit or are dropped.
+        for chunk in 0..(fits * 2 / 64) {
+            sink.lines(&(0..64).map(|i| line(format!("chunk {chunk} line {i}"))).collect::<Vec<_>>());
         }
         assert!(started.elapsed() < Duration::from_secs(5), "queuing never blocks");
         let dropped = sink.dropped();
-        // The queue holds QUEUE_LINES, the writer's buffer a few hundred more; the rest is dropped.
-        assert!(dropped >= QUEUE_LINES as u64, "{dropped}");
+        // The queue holds `fits`, the writer's buffer a few more; the rest is dropped.
+        assert!(dropped >= fits as u64, "{dropped}");
         assert!(!sink.finish(Duration::from_millis(50)), "gives up waiting on a stalled reader");
         drop(closed);
         assert!(sink.finish(Duration::from_secs(5)), "drains once the reader is back");
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         let shown = text.lines().count() as u64;
-        assert_eq!(shown + dropped, (QUEUE_LINES * 3) as u64, "every line is either shown or counted");
+        assert_eq!(shown + dropped, (fits * 3) as u64, "every line is either shown or counted");
     }
 
     /// A pipe whose reader is gone.
@@ -221,9 +269,12 @@ mod tests {
     fn lines_arrive_in_order_and_finish_waits_for_them() {
         let written = Arc::new(Mutex::new(Vec::new()));
         let mut sink = Sink::new(Stalled { gate: Arc::new(Mutex::new(())), written: written.clone() }, true);
-        for i in 0..100 {
+        for i in 0..50 {
             sink.line(i.to_string());
         }
+        let chunk: Vec<Bytes> = (50..100).map(|i| Bytes::from(i.to_string())).collect();
+        sink.lines(&chunk[..1]);
+        sink.lines(&chunk[1..]);
         assert!(sink.finish(Duration::from_secs(5)));
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().map(|l| l.parse::<u32>().unwrap()).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());

@@ -288,11 +288,16 @@ impl Aggregator {
 
     /// Prints the connection lines whose time has come (all of them at `u64::MAX`).
     fn print_connection_lines(&mut self, horizon_ns: u64) {
-        for (shown, json) in self.connection_lines.due(horizon_ns) {
-            if let (Some(file), Some(json)) = (self.outputs.json_file.as_mut(), json) {
-                file.line(json);
+        let (shown, json): (Vec<Bytes>, Vec<Option<Bytes>>) = self.connection_lines.due(horizon_ns).into_iter().unzip();
+        let json: Vec<Bytes> = json.into_iter().flatten().collect();
+        // At exit every line still waiting comes at once: wait for room rather than drop them.
+        let last = horizon_ns == u64::MAX;
+        for (sink, lines) in [(self.outputs.json_file.as_mut(), json), (Some(&mut self.outputs.stdout), shown)] {
+            match sink {
+                Some(sink) if last => sink.lines_patiently(&lines, EXIT_PATIENCE),
+                Some(sink) => sink.lines(&lines),
+                None => {}
             }
-            self.outputs.stdout.line(shown);
         }
     }
 
