@@ -14,7 +14,7 @@ use tracer_common::{
     EventKind, HookLayout, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, IPPROTO_TCP, RECORD_MAX,
 };
 
-use crate::{add_process, clear, config, emit, keep, missed, own_context};
+use crate::{add_process, clear, config, emit, folded, keep, missed, own_context};
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -82,11 +82,15 @@ fn record_event(ctx: &TracePointContext, kind: EventKind) -> u32 {
             return 0;
         }
     }
+    let new_state = record.field::<i32>(layout.new_state).unwrap_or(0);
+    if kind == EventKind::StateChange && folded(new_state) {
+        return 0;
+    }
     let offsets = &config().offsets;
     emit(|event| {
         clear(event, kind, record.field(layout.socket).unwrap_or(0));
         event.old_state = record.field::<i32>(layout.old_state).unwrap_or(0) as u8;
-        event.new_state = record.field::<i32>(layout.new_state).unwrap_or(0) as u8;
+        event.new_state = new_state as u8;
         event.local_port = record.field(layout.local_port).unwrap_or(0);
         event.remote_port = record.field(layout.remote_port).unwrap_or(0);
         read_addresses(&record, layout, event);

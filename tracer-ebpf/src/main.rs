@@ -166,6 +166,13 @@ fn address_wanted(event: &WireEvent, filter: &KernelFilter) -> bool {
     false
 }
 
+/// Whether a state change into `new_state` is folded into the socket's next one (see
+/// `KernelConfig::fold_child_births`).
+#[inline(always)]
+fn folded(new_state: i32) -> bool {
+    config().fold_child_births != 0 && new_state == i32::from(tracer_common::tcp_state::SYN_RECV)
+}
+
 /// Fills in who caused the event when it ran in a user task's own context.
 #[inline(always)]
 fn add_process(event: &mut WireEvent) {

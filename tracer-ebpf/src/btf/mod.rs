@@ -20,7 +20,7 @@ use tracer_common::{
     FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
-use crate::{address_of, clear, config, emit, keep, missed, own_context, put_ipv4};
+use crate::{address_of, clear, config, emit, folded, keep, missed, own_context, put_ipv4};
 
 mod packets;
 
@@ -60,7 +60,7 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     let new_state: i32 = ctx.arg(2);
     let offsets = &config().offsets;
     // SAFETY: `socket` is the tracepoint's trusted `struct sock *`, never null here.
-    if unsafe { load::<u16>(socket, offsets.sock_protocol) } != u16::from(IPPROTO_TCP) {
+    if unsafe { load::<u16>(socket, offsets.sock_protocol) } != u16::from(IPPROTO_TCP) || folded(new_state) {
         return 0;
     }
     emit(|event| {

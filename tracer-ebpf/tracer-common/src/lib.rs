@@ -397,6 +397,11 @@ pub struct KernelConfig {
     /// `tcp_probe` also sends a data segment that arrives after this many jiffies without one
     /// (a connection that lived through an idle gap); 0: never.
     pub idle_gap_jiffies: u32,
+    /// 1: a server socket's birth into SYN_RECV is not sent. The kernel makes the child socket
+    /// and moves it to ESTABLISHED in the same softirq, so the aggregator learns the birth from
+    /// the next change (old state SYN_RECV), one record fewer per accepted connection; 0 for
+    /// `--events`, which prints every change.
+    pub fold_child_births: u32,
 }
 
 impl KernelConfig {
@@ -410,6 +415,7 @@ impl KernelConfig {
         drop_reason_arg: 0,
         drop_reasons_wanted: [0; 4],
         idle_gap_jiffies: 0,
+        fold_child_births: 0,
     };
 }
 

@@ -208,7 +208,12 @@ impl Metrics {
         self.link_changes.get_or_create(&labels(&[("what", what.name())])).inc();
     }
 
+    /// One state change the tracer was sent. The kernel program folds a server socket's birth
+    /// (LISTEN → SYN_RECV) into the socket's next change, so that change counts it too.
     pub fn state_change(&mut self, old: TcpState, new: TcpState) {
+        if old == TcpState::SynRecv {
+            self.pending_transitions[TcpState::Listen as usize][TcpState::SynRecv as usize] += 1;
+        }
         self.pending_transitions[old as usize][new as usize] += 1;
     }
 
@@ -377,6 +382,17 @@ mod tests {
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         text.lines().filter(|line| !line.starts_with('#')).filter_map(|line| line.split(['{', ' ']).next()).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_server_socket_leaving_syn_recv_counts_the_birth_the_kernel_folded_into_it() {
+        let (mut metrics, _) = Metrics::new(&[]);
+        metrics.state_change(TcpState::SynRecv, TcpState::Established);
+        metrics.state_change(TcpState::Established, TcpState::FinWait1);
+        let count = |from: TcpState, to: TcpState| metrics.pending_transitions[from as usize][to as usize];
+        assert_eq!(count(TcpState::Listen, TcpState::SynRecv), 1);
+        assert_eq!(count(TcpState::SynRecv, TcpState::Established), 1);
+        assert_eq!(count(TcpState::Established, TcpState::FinWait1), 1);
     }
 
     #[test]

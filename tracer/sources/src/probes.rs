@@ -43,6 +43,9 @@ pub struct AttachOptions<'a> {
     /// Collect records per CPU and send them in batches (summary mode). `--events` sends each
     /// record at once, so lines appear live and in order.
     pub batching: bool,
+    /// Send every state change, a server socket's birth into SYN_RECV included (`--events`);
+    /// otherwise that birth is learnt from the socket's next change (`KernelConfig::fold_child_births`).
+    pub every_state_change: bool,
     pub filter: KernelFilter,
     pub kernel_log: KernelLogLevel,
 }
@@ -132,6 +135,7 @@ impl Probes {
             drop_reasons_wanted: losses(&resolved.drop_reasons),
             // A connection that lived through a second or more of silence says so.
             idle_gap_jiffies: hz.unwrap_or(0),
+            fold_child_births: u32::from(!options.every_state_change),
             ..KernelConfig::NONE
         };
         let mut modes = Modes {

@@ -73,6 +73,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         tracefs_root: &settings.kernel.tracefs,
         hook_mode: settings.kernel.hook_mode,
         batching: summary.is_some(),
+        every_state_change: summary.is_none(),
         filter: settings.filter.kernel(),
         kernel_log: settings.kernel.kernel_log,
     })?;

@@ -85,6 +85,31 @@ fn server_whose_peer_closes_first_records_the_peers_fin_and_ends_graceful() {
 }
 
 #[test]
+fn a_server_socket_whose_birth_the_kernel_folded_is_born_at_its_first_change_with_the_same_verdict() {
+    let s = server();
+    let life = |birth: &[Event]| {
+        let mut events = birth.to_vec();
+        events.extend([
+            s.state(Established, CloseWait, 2 * S),
+            s.syscall(CloseWait, LastAck, 2 * S + 50),
+            s.state(LastAck, Close, 2 * S + 60),
+        ]);
+        let (tracker, out) = run(TrackerConfig::default(), &events);
+        let verdict = ended(&out)[0].clone();
+        (tracker.stats.joined_mid_life, verdict)
+    };
+    let (joined, told) = life(&[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S)]);
+    let (joined_folded, folded) = life(&[s.state(SynRecv, Established, S)]);
+    assert_eq!((joined, joined_folded), (0, 0), "a birth, not a socket met mid-life");
+    assert_eq!((folded.class, folded.connection.role, folded.connection.first_fin), (told.class, Role::Server, Some(FirstFin::Peer)));
+    assert_eq!((folded.connection.opened_ns, folded.connection.established_ns), (Some(S), Some(S)));
+    assert_eq!(folded.connection.process, told.connection.process);
+    // A socket already followed in SYN_RECV is not born again when it leaves it.
+    let (tracker, _) = run(TrackerConfig::default(), &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 10)]);
+    assert_eq!(tracker.stats.tracked, 1);
+}
+
+#[test]
 fn simultaneous_close_is_both() {
     let c = client();
     let (_, out) = run(
