@@ -66,7 +66,8 @@ fn a_connection_and_syn_flood_is_counted_bounded_and_survived() {
     let health = &last["events"];
     let seen = health["seen"].as_u64().unwrap();
     let lost = health["lost"].as_u64().unwrap();
-    assert!(seen + lost >= connections * 10, "every event was either seen or counted lost: {health}");
+    // Nine state changes per connection (the server's birth into SYN_RECV is folded into its next).
+    assert!(seen + lost >= connections * 9, "every event was either seen or counted lost: {health}");
     assert!(lost > 0, "a 16 KiB ring buffer cannot hold this flood, and the loss is shown: {health}");
     assert!(health["evicted"].as_u64().unwrap() > 0, "500 SYN_SENT sockets exceed --max-connections 300: {health}");
 

@@ -203,9 +203,7 @@ impl Tracker {
             (TcpState::Listen, TcpState::SynRecv) | (TcpState::NewSynRecv, TcpState::SynRecv) => Some(Role::Server),
             // The kernel program folds a server socket's birth into its next change (it leaves
             // SYN_RECV in the softirq that made it): the first we hear of it is that change.
-            (TcpState::SynRecv, _) if self.connections.get(&event.socket).is_none_or(|known| known.ending.is_some()) => {
-                Some(Role::Server)
-            }
+            (TcpState::SynRecv, _) if self.connections.get(&event.socket).is_none_or(|known| known.ending.is_some()) => Some(Role::Server),
             (TcpState::Close, TcpState::Listen) => Some(Role::Listener),
             _ => None,
         };
