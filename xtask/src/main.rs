@@ -4,6 +4,7 @@ mod accounting;
 mod bench;
 mod bulk_bench;
 mod dist;
+mod kernel_parts;
 mod lint;
 mod load;
 mod measure;
@@ -60,6 +61,9 @@ enum Task {
         /// Only the artifacts: sizes of the package, tarball and image, start-up to "attached".
         #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only"])]
         dist_only: bool,
+        /// Only where a state hook's time goes: the hook built cut short at each part, measured.
+        #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only", "dist_only"])]
+        kernel_parts: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -110,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only } => {
+        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
@@ -119,6 +123,11 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let tracer = build_all()?;
+            let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
+            if kernel_parts {
+                println!("{}", kernel_parts::run(&tracer, rounds, 2.0)?);
+                return Ok(());
+            }
             if snapshots_only {
                 println!("{}", snapshot_bench::run(&tracer, quick)?);
                 return Ok(());
@@ -135,10 +144,10 @@ fn run(cli: Cli) -> Result<()> {
             let mut report = bench::churn(&options)?;
             report += &bench::load_limits(&options)?;
             // The per-packet hook, on a bulk transfer.
-            let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
             report += &bulk_bench::run(&options.tracer, rounds, seconds)?;
             report += "\n## Aggregator (criterion, one core): see `cargo bench -p tracer-analysis --bench aggregator`\n";
             if !quick {
+                report += &kernel_parts::run(&options.tracer, rounds, 2.0)?;
                 report += &dist::report(&dist::build()?, 10)?;
             }
             println!("{report}");
@@ -210,6 +219,12 @@ fn workspace_root() -> PathBuf {
 
 /// Builds the kernel object and returns its path.
 fn build_ebpf() -> Result<PathBuf> {
+    build_ebpf_cut(None)
+}
+
+/// Builds the kernel programs, or with `cut` the state hook cut short at that part (the
+/// `cost_cut` cfg, into a target directory of its own) for `bench --kernel-parts`.
+fn build_ebpf_cut(cut: Option<&str>) -> Result<PathBuf> {
     let route = toolchain::ensure()?;
     let crate_dir = workspace_root().join("tracer-ebpf");
     let linker = toolchain::find_bpf_linker().context("bpf-linker disappeared")?;
@@ -221,7 +236,7 @@ fn build_ebpf() -> Result<PathBuf> {
     command
         .current_dir(&crate_dir)
         .env("PATH", path)
-        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .env("RUSTFLAGS", cut.map_or_else(String::new, |cut| format!("--cfg cost_cut=\"{cut}\" ")) + "-C debuginfo=2 -C link-arg=--btf")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
     match route {
         toolchain::Route::DebianRustc => {
@@ -232,21 +247,30 @@ fn build_ebpf() -> Result<PathBuf> {
         }
     }
     command.args(["--locked", "--release", "--target", "bpfel-unknown-none"]);
+    let target = match cut {
+        Some(cut) => crate_dir.join("target/cost-cuts").join(cut),
+        None => crate_dir.join("target"),
+    };
+    command.arg("--target-dir").arg(&target);
     let started = Instant::now();
     run_checked(&mut command).context("building the eBPF programs failed")?;
-    let object = crate_dir.join("target/bpfel-unknown-none/release/tracer-ebpf");
+    let object = target.join("bpfel-unknown-none/release/tracer-ebpf");
     eprintln!("xtask: eBPF object {} ({:.1?}, {})", object.display(), started.elapsed(), route.describe());
     Ok(object)
 }
 
 /// Builds the kernel object, then `tracer` (which embeds it); returns the binary's path.
 fn build_all() -> Result<PathBuf> {
-    let object = build_ebpf()?;
+    build_with(&build_ebpf()?)
+}
+
+/// Builds `tracer` (release) around the kernel object at `object`.
+fn build_with(object: &Path) -> Result<PathBuf> {
     run_checked(
         Command::new(toolchain::cargo())
             .current_dir(workspace_root())
             .args(["build", "--release", "--package", "tracer"])
-            .env("TRACER_EBPF_OBJECT", &object),
+            .env("TRACER_EBPF_OBJECT", object),
     )?;
     Ok(workspace_root().join("target/release/tracer"))
 }

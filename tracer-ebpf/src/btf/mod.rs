@@ -17,7 +17,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     tcp_state, EventKind, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS,
-    FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, TCP_FLAG_FIN, TCP_FLAG_RST,
+    FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, PACKET_CLOCK_TICKS, TCP_FLAG_FIN,
+    TCP_FLAG_RST,
 };
 
 use crate::{address_of, clear, config, emit, folded, keep, missed, own_context, put_ipv4};
@@ -63,6 +64,10 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
     if unsafe { load::<u16>(socket, offsets.sock_protocol) } != u16::from(IPPROTO_TCP) || folded(new_state) {
         return 0;
     }
+    // The cuts `cargo xtask bench --kernel-parts` measures (never in a normal build): the hook alone.
+    if cfg!(cost_cut = "hook") {
+        return 0;
+    }
     emit(|event| {
         if !socket_event(event, EventKind::StateChange, socket, offsets) {
             return false;
@@ -78,7 +83,10 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
         if new_state == TCP_CLOSE {
             add_socket_stats(event, socket, offsets);
         }
-        finish(&ctx, event, offsets);
+        if cfg!(cost_cut = "record") {
+            return true; // the record without its time and process
+        }
+        finish(&ctx, event, offsets, socket);
         true
     });
     0
@@ -108,7 +116,7 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
             event.reason = ctx.arg::<u32>(2);
             event.flags |= FLAG_HAS_REASON;
         }
-        finish(&ctx, event, offsets);
+        finish(&ctx, event, offsets, core::ptr::null());
         true
     });
     0
@@ -196,7 +204,7 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
         if !keep(event) {
             return false;
         }
-        finish(&ctx, event, offsets);
+        finish(&ctx, event, offsets, core::ptr::null());
         true
     });
     0
@@ -217,7 +225,7 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind, add: impl FnOnce(&mu
             return false;
         }
         add(event, socket, offsets);
-        finish(ctx, event, offsets);
+        finish(ctx, event, offsets, core::ptr::null());
         true
     });
     0
@@ -228,26 +236,63 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind, add: impl FnOnce(&mu
 /// The context is the tracepoint's argument array, which the kernel builds on the stack it is
 /// running on (the task's, or the per-CPU interrupt stack): its address says where the hook ran.
 /// (The program's own frame does not: newer kernels give BPF programs a private stack.)
+///
+/// `clock_socket` (or null) is a socket whose state changes: in softirq its packet clock may give
+/// the time (see [`packet_time`]).
 #[inline(always)]
-fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOffsets) {
-    // SAFETY: a helper without arguments.
-    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOffsets, clock_socket: *const u8) {
     // SAFETY: a helper without arguments; it returns the current task, a trusted BTF pointer.
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
-    if task.is_null() {
+    let in_task = if task.is_null() {
         missed(KernelMiss::Task);
+        false
     } else {
         // SAFETY: `flags` and `stack` are members of the loaded `task_struct` type.
         let (flags, stack) = unsafe { (load::<u32>(task, offsets.task_flags), load::<u64>(task, offsets.task_stack)) };
-        if own_context(address_of(event.kind, ctx.as_ptr()), stack, flags) {
-            let pid_tgid = bpf_get_current_pid_tgid();
-            event.tgid = (pid_tgid >> 32) as u32;
-            event.pid = pid_tgid as u32;
-            // Two direct loads; the helper that copies the name costs several times more.
-            // SAFETY: `comm` is a 16-byte member of the loaded `task_struct` type.
-            unsafe { load16(&mut event.comm, task, offsets.task_comm) };
-            event.flags |= FLAG_PROCESS_CONTEXT;
+        own_context(address_of(event.kind, ctx.as_ptr()), stack, flags)
+    };
+    event.timestamp_ns = match packet_time(clock_socket, in_task, offsets) {
+        Some(time) => time,
+        // SAFETY: a helper without arguments.
+        None => unsafe { bpf_ktime_get_ns() },
+    };
+    if cfg!(cost_cut = "clock") {
+        return; // the record, its context and time, without the process
+    }
+    if in_task {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        event.tgid = (pid_tgid >> 32) as u32;
+        event.pid = pid_tgid as u32;
+        // Two direct loads; the helper that copies the name costs several times more.
+        // SAFETY: `comm` is a 16-byte member of the loaded `task_struct` type.
+        unsafe { load16(&mut event.comm, task, offsets.task_comm) };
+        event.flags |= FLAG_PROCESS_CONTEXT;
+    }
+}
+
+/// The time a state change in softirq happened, from its socket: TCP takes the clock
+/// (`tcp_mstamp_refresh`, into `tcp_clock_cache`) as it begins processing each packet, and in
+/// softirq a packet is what changes a socket's state; a timer does too, but a timer fires long
+/// after the socket's last packet, so a cache more than a few ticks old (by the jiffies) is not
+/// used. Reading the cache costs a few loads where the clock costs tens of nanoseconds. `None`:
+/// read the clock (in a task's context, where a system call may act long after the last packet;
+/// or where the kernel lacks the cache).
+#[inline(always)]
+fn packet_time(socket: *const u8, in_task: bool, offsets: &KernelOffsets) -> Option<u64> {
+    let tick_ns = u64::from(config().packet_clock_tick_ns);
+    if in_task || tick_ns == 0 || socket.is_null() {
+        return None;
+    }
+    // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offset is its
+    // member; `bpf_jiffies64` is a helper without arguments.
+    unsafe {
+        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        if tcp.is_null() {
+            return None;
         }
+        let cached = load::<u64>(tcp, offsets.tcp_clock_cache);
+        let about_now = bpf_jiffies64().wrapping_mul(tick_ns).wrapping_add(config().jiffies_base_ns);
+        ((about_now.wrapping_sub(cached) as i64) <= (PACKET_CLOCK_TICKS * tick_ns) as i64).then_some(cached)
     }
 }
 

@@ -280,7 +280,9 @@ pub struct KernelOffsets {
     /// `struct tcp_sock.keepalive_time` (jiffies; 0: the namespace's `tcp_keepalive_time`): the
     /// idle time after which the keepalive timer sends its first probe.
     pub tcp_keepalive_time: u16,
-    pub _pad1: u16,
+    /// `struct tcp_sock.tcp_clock_cache`: the monotonic time (ns) TCP took when it began
+    /// processing the latest packet of the socket (`tcp_mstamp_refresh`).
+    pub tcp_clock_cache: u16,
 }
 
 impl KernelOffsets {
@@ -323,7 +325,7 @@ impl KernelOffsets {
         skb_sk: ABSENT,
         thread_size: 0,
         tcp_keepalive_time: ABSENT,
-        _pad1: 0,
+        tcp_clock_cache: ABSENT,
     };
 }
 
@@ -402,7 +404,21 @@ pub struct KernelConfig {
     /// the next change (old state SYN_RECV), one record fewer per accepted connection; 0 for
     /// `--events`, which prints every change.
     pub fold_child_births: u32,
+    /// CLOCK_MONOTONIC less `jiffies_64` ticks, in nanoseconds (wrapping): with it, jiffies say
+    /// what time it is to within a tick or two, for [`KernelConfig::packet_clock_tick_ns`].
+    pub jiffies_base_ns: u64,
+    /// Nanoseconds of one kernel tick, when a state change in softirq may take its time from
+    /// the socket's `tcp_clock_cache` (see `KernelOffsets::tcp_clock_cache`) instead of reading
+    /// the clock: the cache is used when it is no more than [`PACKET_CLOCK_TICKS`] ticks old
+    /// by the jiffies; 0: always the clock.
+    pub packet_clock_tick_ns: u32,
+    pub _pad: u32,
 }
+
+/// How many ticks old the socket's packet clock may be and still give a state change its time:
+/// the jiffies tell the time only to within a tick or two, and the timers that change states in
+/// softirq fire hundreds of milliseconds after the socket's last packet at the earliest.
+pub const PACKET_CLOCK_TICKS: u64 = 3;
 
 impl KernelConfig {
     pub const NONE: KernelConfig = KernelConfig {
@@ -416,6 +432,9 @@ impl KernelConfig {
         drop_reasons_wanted: [0; 4],
         idle_gap_jiffies: 0,
         fold_child_births: 0,
+        jiffies_base_ns: 0,
+        packet_clock_tick_ns: 0,
+        _pad: 0,
     };
 }
 

@@ -269,7 +269,10 @@ impl ConnectionLine {
     }
 
     pub fn json(&self) -> String {
-        serde_json::to_string(self).expect("plain data always serializes")
+        // Sized for a whole line at once: growing from serde_json's default reallocates twice.
+        let mut line = Vec::with_capacity(640);
+        serde_json::to_writer(&mut line, self).expect("plain data always serializes");
+        String::from_utf8(line).expect("serde_json writes UTF-8")
     }
 
     /// One line, its fixed columns within 120 for IPv4 endpoints: time, role, endpoints, close

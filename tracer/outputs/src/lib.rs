@@ -162,7 +162,7 @@ impl Sink {
                 return;
             }
             self.waiting.fetch_sub(bytes, Ordering::Relaxed);
-            if !deadline.is_some_and(|deadline| std::time::Instant::now() < deadline) {
+            if deadline.is_none_or(|deadline| std::time::Instant::now() >= deadline) {
                 self.dropped.fetch_add(count as u64, Ordering::Relaxed);
                 return;
             }

@@ -95,7 +95,7 @@ fn resolve_in(btf: &Btf) -> Resolved {
         skb_sk: find("sk_buff.sk", "sk_buff", "sk"),
         thread_size: thread_size(),
         tcp_keepalive_time: find("tcp_sock.keepalive_time", "tcp_sock", "keepalive_time"),
-        _pad1: 0,
+        tcp_clock_cache: find("tcp_sock.tcp_clock_cache", "tcp_sock", "tcp_clock_cache"),
     };
     let mut offsets = offsets;
     // TCP_SKB_CB(skb) is `skb->cb` seen as a `struct tcp_skb_cb`.

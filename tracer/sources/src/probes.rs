@@ -66,6 +66,9 @@ pub struct Modes {
     pub exact_time_wait: Option<btf_offsets::TimeWaitStatus>,
     /// The kernel's tick rate, which the socket clocks count in (`None`: idle gaps unknown).
     pub hz: Option<u32>,
+    /// A state change in softirq takes its time from the socket's packet clock (the time TCP
+    /// took for the packet that caused it) instead of reading the clock again.
+    pub packet_clock: bool,
     /// `--kernel-log`: which of the programs' log records are printed.
     pub kernel_log: KernelLogLevel,
 }
@@ -75,13 +78,14 @@ impl Modes {
         let hooks: Vec<String> = self.hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
         let yes_no = |known: bool| if known { "yes" } else { "unknown" };
         format!(
-            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}; idle gaps: {}; kernel log: {}",
+            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}; idle gaps: {}; softirq times: {}; kernel log: {}",
             hooks.join(" "),
             if self.batched { "per-CPU" } else { "off" },
             yes_no(self.namespaces),
             yes_no(self.process_context),
             if self.reset_reasons { "yes" } else { "not on this kernel" },
             self.hz.map_or("unknown (needs tp_btf and /proc/timer_list)".to_string(), |hz| format!("yes ({hz} Hz)")),
+            if self.packet_clock { "the packet's" } else { "the clock's" },
             self.kernel_log.name(),
         )
     }
@@ -124,7 +128,8 @@ impl Probes {
         if !resolved.missing.is_empty() {
             eprintln!("tracer: note: not in this kernel's BTF, so what needs it is off: {}", resolved.missing.join(", "));
         }
-        let hz = crate::clock::kernel_hz();
+        let ticks = crate::clock::kernel_ticks();
+        let hz = ticks.map(|ticks| ticks.hz);
         let mut config = KernelConfig {
             offsets: resolved.offsets,
             filter: options.filter,
@@ -136,6 +141,11 @@ impl Probes {
             // A connection that lived through a second or more of silence says so.
             idle_gap_jiffies: hz.unwrap_or(0),
             fold_child_births: u32::from(!options.every_state_change),
+            jiffies_base_ns: ticks.map_or(0, |ticks| ticks.jiffies_base_ns),
+            packet_clock_tick_ns: match hz {
+                Some(hz) if resolved.offsets.tcp_clock_cache != ABSENT => 1_000_000_000 / hz,
+                _ => 0,
+            },
             ..KernelConfig::NONE
         };
         let mut modes = Modes {
@@ -252,6 +262,8 @@ impl Probes {
         if !modes.hooks.iter().any(|(hook, mode)| hook == "tcp_retransmit_skb" && *mode == "tp_btf") {
             modes.hz = None;
         }
+        modes.packet_clock =
+            config.packet_clock_tick_ns != 0 && modes.hooks.iter().any(|(hook, mode)| hook == "inet_sock_set_state" && *mode == "tp_btf");
         Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, decoder))
     }
 

@@ -1,0 +1,79 @@
+//! `cargo xtask bench --kernel-parts`: where a state hook's nanoseconds go. The state hook is
+//! built four ways, each cut short at one more part (the `cost_cut` cfg of the kernel crate:
+//! the hook alone; the record built in its batch; its context and time; its process), and each way runs the
+//! same churn with bpf_stats on, in interleaved rounds. Each part costs the difference between two
+//! neighbouring ways. The hook alone is what bpf_stats charges for a program that does nothing:
+//! its own two clock reads, the program's entry and exit.
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::{
+    load::{self, Spread},
+    measure::{median, BpfStats, TracedRuns},
+};
+
+/// The ways, each one part more than the one before: (cfg value or the whole program, what it adds).
+const WAYS: [(Option<&str>, &str); 4] = [
+    (Some("hook"), "the hook alone: bpf_stats' own clock reads, the program's entry and exit, the protocol check"),
+    (Some("record"), "the record: cleared and filled in its CPU's batch (socket, addresses, namespace), the filter"),
+    (
+        Some("clock"),
+        "its context and time: the task, whether the hook ran on its stack, then the packet's time in softirq (else `bpf_ktime_get_ns`)",
+    ),
+    (None, "its process, in a task's context: pid and name"),
+];
+
+/// Builds a tracer binary per way (the last is `tracer`, the normal build); returns their paths.
+fn binaries(tracer: &Path) -> Result<Vec<PathBuf>> {
+    let directory = crate::workspace_root().join("target/cost-cuts");
+    std::fs::create_dir_all(&directory)?;
+    let mut paths = Vec::new();
+    for (cut, _) in WAYS {
+        let Some(cut) = cut else {
+            paths.push(tracer.to_path_buf());
+            continue;
+        };
+        let built = crate::build_with(&crate::build_ebpf_cut(Some(cut))?)?;
+        let path = directory.join(format!("tracer-{cut}"));
+        std::fs::copy(&built, &path)?;
+        paths.push(path);
+    }
+    // Put the normal build back where every other command expects it.
+    crate::build_all()?;
+    Ok(paths)
+}
+
+pub fn run(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
+    let binaries = binaries(tracer)?;
+    let _namespace = load::Namespace::create()?;
+    let _stats = BpfStats::set(true);
+    let mut runs: Vec<TracedRuns> = WAYS.iter().map(|_| TracedRuns::default()).collect();
+    let mut per_run: Vec<Vec<f64>> = WAYS.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for ((binary, runs), per_run) in binaries.iter().zip(&mut runs).zip(&mut per_run) {
+            let before = runs.program("btf_set_state");
+            runs.round(binary, &[], || load::churn_rate(Spread::EveryCpu, seconds))?;
+            let after = runs.program("btf_set_state");
+            per_run.push((after.0 - before.0) as f64 / (after.1 - before.1).max(1) as f64);
+        }
+    }
+    let medians: Vec<f64> = per_run.iter().map(|ns| median(ns)).collect();
+    let mut report = format!(
+        "## Where a state hook's time goes (`btf_set_state`, bpf_stats on)\n\n\
+         Command: `cargo xtask bench --kernel-parts`: the hook built {} ways, each cut short one part later \
+         (`--cfg cost_cut`), {rounds} interleaved rounds of {seconds} s of churn on every CPU each; ns per run, median of the rounds.\n\n\
+         | part | ns per run, median (each round) | the way measured, ns per run |\n|---|---|---|\n",
+        WAYS.len()
+    );
+    for (index, ((_, part), ns)) in WAYS.iter().zip(&per_run).enumerate() {
+        let previous = if index == 0 { 0.0 } else { medians[index - 1] };
+        let rounds: Vec<String> = ns.iter().map(|ns| format!("{ns:.0}")).collect();
+        report += &format!("| {part} | **{:.0}** ({}) | {:.0} |\n", medians[index] - previous, rounds.join(", "), medians[index]);
+    }
+    report += &format!(
+        "\nA state record costs ≈ {:.0} ns beyond the hook alone, whose own time is mostly bpf_stats' two clock reads.\n\n",
+        medians[WAYS.len() - 1] - medians[0]
+    );
+    Ok(report)
+}
