@@ -116,7 +116,7 @@ pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
             event.reason = ctx.arg::<u32>(2);
             event.flags |= FLAG_HAS_REASON;
         }
-        finish(&ctx, event, offsets, core::ptr::null());
+        finish(&ctx, event, offsets, socket);
         true
     });
     0
@@ -225,7 +225,7 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind, add: impl FnOnce(&mu
             return false;
         }
         add(event, socket, offsets);
-        finish(ctx, event, offsets, core::ptr::null());
+        finish(ctx, event, offsets, socket);
         true
     });
     0
@@ -237,8 +237,9 @@ fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind, add: impl FnOnce(&mu
 /// running on (the task's, or the per-CPU interrupt stack): its address says where the hook ran.
 /// (The program's own frame does not: newer kernels give BPF programs a private stack.)
 ///
-/// `clock_socket` (or null) is a socket whose state changes: in softirq its packet clock may give
-/// the time (see [`packet_time`]).
+/// `clock_socket` (or null) is the event's socket: in softirq its packet clock may give the time
+/// (see [`packet_time`]). Every event of a socket's packet takes the same clock, so a reset that
+/// closes a socket keeps its place before the close (equal times keep the order they arrived in).
 #[inline(always)]
 fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOffsets, clock_socket: *const u8) {
     // SAFETY: a helper without arguments; it returns the current task, a trusted BTF pointer.

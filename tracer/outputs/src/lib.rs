@@ -30,10 +30,11 @@ use std::{
 
 use bytes::Bytes;
 
-/// Bytes of lines waiting for the writer before new ones are dropped: a second of connection
-/// lines at the rate one reader thread makes them (lines come in bursts: the verdicts that wait
-/// for a lookup of lingering sockets arrive together), in bounded memory.
-const QUEUE_BYTES: usize = 32 << 20;
+/// Bytes of lines waiting for the writer before new ones are dropped: room for a burst of
+/// connection lines (the verdicts that wait for a lookup of lingering sockets come out together,
+/// a second's worth at once: about 40 000 lines at the rate one reader thread makes them, while
+/// the writer drains), in bounded memory.
+const QUEUE_BYTES: usize = 8 << 20;
 
 /// Lines that travel to the writer as one chunk, at most.
 const CHUNK_LINES: usize = 1024;
