@@ -44,6 +44,8 @@ pub struct Sink {
     queue: Option<SyncSender<Bytes>>,
     /// Bytes queued and not yet written: the bound is on bytes, whatever the chunks.
     waiting: Arc<AtomicUsize>,
+    /// Bytes the writer got out so far: patience lasts while this moves.
+    progress: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     /// Notified once the reader is gone (EPIPE): like any Unix filter, the tracer then stops.
     closed: Arc<tokio::sync::Notify>,
@@ -58,6 +60,8 @@ impl Sink {
         let (queue, lines) = sync_channel::<Bytes>(QUEUE_BYTES / 64);
         let waiting = Arc::new(AtomicUsize::new(0));
         let written = waiting.clone();
+        let progress = Arc::new(AtomicU64::new(0));
+        let out = Counted { inner: out, written: progress.clone() };
         let (finished, done) = sync_channel(1);
         let closed = Arc::new(tokio::sync::Notify::new());
         let is_closed = Arc::new(AtomicBool::new(false));
@@ -97,7 +101,7 @@ impl Sink {
                 let _ = finished.send(());
             })
             .expect("spawning the output thread");
-        Sink { queue: Some(queue), waiting, dropped: Arc::new(AtomicU64::new(0)), closed, is_closed, done, writer: Some(writer), json }
+        Sink { queue: Some(queue), waiting, progress, dropped: Arc::new(AtomicU64::new(0)), closed, is_closed, done, writer: Some(writer), json }
     }
 
     /// Completes once the reader has gone away (`tracer --events | head -1`).
@@ -116,10 +120,10 @@ impl Sink {
         self.send(line.into(), 1, None);
     }
 
-    /// Queues a line that matters more than the others (the closing line), waiting up to
-    /// `patience` for room before dropping it.
+    /// Queues a line that matters more than the others (the closing line), waiting for room
+    /// while the writer gets lines out, and dropping it once nothing moved for `patience`.
     pub fn line_patiently(&mut self, line: impl Into<Bytes>, patience: Duration) {
-        self.send(line.into(), 1, Some(std::time::Instant::now() + patience));
+        self.send(line.into(), 1, Some(patience));
     }
 
     /// Queues lines that are due together, in chunks of [`CHUNK_LINES`]; never blocks. A full
@@ -128,12 +132,13 @@ impl Sink {
         self.send_chunks(lines, None);
     }
 
-    /// As [`Sink::lines`], waiting up to `patience` in all for room (the lines still waiting at exit).
+    /// As [`Sink::lines`], waiting for room as [`Sink::line_patiently`] does (the lines still
+    /// waiting at exit); once one chunk gives up, the rest are dropped at once.
     pub fn lines_patiently(&mut self, lines: &[Bytes], patience: Duration) {
-        self.send_chunks(lines, Some(std::time::Instant::now() + patience));
+        self.send_chunks(lines, Some(patience));
     }
 
-    fn send_chunks(&mut self, lines: &[Bytes], deadline: Option<std::time::Instant>) {
+    fn send_chunks(&mut self, lines: &[Bytes], mut patience: Option<Duration>) {
         for chunk in lines.chunks(CHUNK_LINES) {
             let joined = match chunk {
                 [line] => line.clone(),
@@ -148,24 +153,28 @@ impl Sink {
                     joined.into()
                 }
             };
-            self.send(joined, chunk.len(), deadline);
+            if !self.send(joined, chunk.len(), patience) {
+                patience = None;
+            }
         }
     }
 
-    /// Queues `count` lines joined by newlines (the writer ends the chunk with one). Without a
-    /// deadline, or once it passed, a queue without room drops them and counts them.
-    fn send(&mut self, chunk: Bytes, count: usize, deadline: Option<std::time::Instant>) {
-        let Some(queue) = &self.queue else { return };
+    /// Queues `count` lines joined by newlines (the writer ends the chunk with one). Without
+    /// patience, or once the writer got nothing out for that long, a queue without room drops
+    /// them and counts them. False when they were dropped.
+    fn send(&mut self, chunk: Bytes, count: usize, patience: Option<Duration>) -> bool {
+        let Some(queue) = &self.queue else { return false };
         let bytes = chunk.len();
+        let mut stalled = Stall::new(&self.progress);
         loop {
             let queued = self.waiting.fetch_add(bytes, Ordering::Relaxed);
             if queued + bytes <= QUEUE_BYTES.max(bytes) && queue.try_send(chunk.clone()).is_ok() {
-                return;
+                return true;
             }
             self.waiting.fetch_sub(bytes, Ordering::Relaxed);
-            if deadline.is_none_or(|deadline| std::time::Instant::now() >= deadline) {
+            if patience.is_none_or(|patience| stalled.for_at_least(&self.progress, patience)) {
                 self.dropped.fetch_add(count as u64, Ordering::Relaxed);
-                return;
+                return false;
             }
             thread::sleep(Duration::from_millis(5));
         }
@@ -176,19 +185,63 @@ impl Sink {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Lets the writer drain what is queued, waiting at most `patience`: a reader that never
-    /// reads again must not keep the tracer from exiting.
+    /// Lets the writer drain what is queued, for as long as it gets lines out: a reader that
+    /// never reads again (nothing written for `patience`) must not keep the tracer from exiting,
+    /// but a slow one gets every line, and never half of one.
     pub fn finish(&mut self, patience: Duration) -> bool {
         self.queue.take();
-        match self.done.recv_timeout(patience) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                if let Some(writer) = self.writer.take() {
-                    let _ = writer.join();
+        let mut stalled = Stall::new(&self.progress);
+        loop {
+            match self.done.recv_timeout(Duration::from_millis(50)) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(writer) = self.writer.take() {
+                        let _ = writer.join();
+                    }
+                    return true;
                 }
-                true
+                Err(RecvTimeoutError::Timeout) if stalled.for_at_least(&self.progress, patience) => return false,
+                Err(RecvTimeoutError::Timeout) => {}
             }
-            Err(RecvTimeoutError::Timeout) => false,
         }
+    }
+}
+
+/// Since when the writer's progress has not moved.
+struct Stall {
+    seen: u64,
+    since: std::time::Instant,
+}
+
+impl Stall {
+    fn new(progress: &AtomicU64) -> Stall {
+        Stall { seen: progress.load(Ordering::Relaxed), since: std::time::Instant::now() }
+    }
+
+    /// Whether nothing was written for `patience` (any progress starts the wait again).
+    fn for_at_least(&mut self, progress: &AtomicU64, patience: Duration) -> bool {
+        let now = progress.load(Ordering::Relaxed);
+        if now != self.seen {
+            *self = Stall { seen: now, since: std::time::Instant::now() };
+        }
+        self.since.elapsed() >= patience
+    }
+}
+
+/// The output, counting the bytes it took.
+struct Counted<W> {
+    inner: W,
+    written: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.written.fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -242,6 +295,36 @@ mod tests {
         let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         let shown = text.lines().count() as u64;
         assert_eq!(shown + dropped, (fits * 3) as u64, "every line is either shown or counted");
+    }
+
+    /// A reader that keeps reading, slowly: 4 KiB every 2 ms.
+    struct Slow(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Slow {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            thread::sleep(Duration::from_millis(2));
+            let taken = bytes.len().min(4096);
+            self.0.lock().unwrap().extend_from_slice(&bytes[..taken]);
+            Ok(taken)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_reader_gets_every_line_whole_however_long_it_takes_past_the_patience() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let mut sink = Sink::new(Slow(written.clone()), false);
+        // 2 MiB: about a second of this reader, ten times the patience.
+        let lines: Vec<Bytes> = (0..8192).map(|i| Bytes::from(format!("{i:0>255}"))).collect();
+        let patience = Duration::from_millis(100);
+        sink.lines_patiently(&lines, patience);
+        assert!(sink.finish(patience), "the writer kept getting lines out");
+        assert_eq!(sink.dropped(), 0);
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let numbers: Vec<usize> = text.lines().map(|line| line.parse().unwrap()).collect();
+        assert_eq!(numbers, (0..8192).collect::<Vec<_>>(), "every line, whole and in order");
     }
 
     /// A pipe whose reader is gone.
