@@ -341,16 +341,18 @@ fn a_peer_reset_after_our_fin_reads_the_same_at_any_summary_interval() {
 #[test]
 fn a_burst_of_connections_gets_every_line_even_when_the_tracer_stops_right_after_it() {
     // Lines wait 3 s for their verdicts, so at exit a burst's lines all come out at once: they
-    // must wait for the writer, not overflow its queue.
+    // must wait for the writer, not overflow its queue (which held 4 096 lines before). 5 000
+    // connections are 50 000 records: the ring buffer holds them all even where the reader gets
+    // no CPU during the burst (a one-CPU emulated guest).
     require_root();
     let link = Link::new();
     let tracer = connection_log(&link, "all", &["--interval", "60"]);
     let ip = link.server_ip;
-    let done = link.server.run(move || churn::churn(ip, churn::Amount::Connections(20_000)));
+    let done = link.server.run(move || churn::churn(ip, churn::Amount::Connections(5_000)));
     let lines = tracer.stop();
     let connection_lines = lines.iter().filter(|line| line["close"].is_string()).count() as u64;
     let last = lines.last().unwrap();
-    assert_eq!(last["events"]["output_dropped"], 0, "{last}");
+    assert_eq!((&last["events"]["lost"], &last["events"]["output_dropped"]), (&0.into(), &0.into()), "{last}");
     // The churn's last connect only wakes its acceptor: one connection more than it counts.
     assert_eq!(connection_lines, 2 * (done + 1), "a line for each end of each of the {done} connections and the wake-up");
 }
