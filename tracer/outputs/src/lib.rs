@@ -101,7 +101,17 @@ impl Sink {
                 let _ = finished.send(());
             })
             .expect("spawning the output thread");
-        Sink { queue: Some(queue), waiting, progress, dropped: Arc::new(AtomicU64::new(0)), closed, is_closed, done, writer: Some(writer), json }
+        Sink {
+            queue: Some(queue),
+            waiting,
+            progress,
+            dropped: Arc::new(AtomicU64::new(0)),
+            closed,
+            is_closed,
+            done,
+            writer: Some(writer),
+            json,
+        }
     }
 
     /// Completes once the reader has gone away (`tracer --events | head -1`).
