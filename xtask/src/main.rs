@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             let tracer = build_all()?;
             let (rounds, seconds) = if quick { (2, 2.0) } else { (5, 5.0) };
             if kernel_parts {
-                println!("{}", kernel_parts::run(&tracer, rounds, 2.0)?);
+                println!("{}", kernel_parts::run(&tracer, rounds + 2, 2.0)?);
                 return Ok(());
             }
             if snapshots_only {
@@ -147,7 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             report += &bulk_bench::run(&options.tracer, rounds, seconds)?;
             report += "\n## Aggregator (criterion, one core): see `cargo bench -p tracer-analysis --bench aggregator`\n";
             if !quick {
-                report += &kernel_parts::run(&options.tracer, rounds, 2.0)?;
+                report += &kernel_parts::run(&options.tracer, rounds + 2, 2.0)?;
                 report += &dist::report(&dist::build()?, 10)?;
             }
             println!("{report}");
