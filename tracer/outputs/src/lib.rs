@@ -7,6 +7,7 @@
 //! [`Bytes`]: a JSON line for stdout and for `--json-out` is made once and shared, not copied.
 //! Lines that are due together (a drain's connection lines) travel as one chunk, so the writer
 //! wakes once for them, not once a line.
+mod columns;
 pub mod connections;
 pub mod events;
 pub mod exposition;
