@@ -70,7 +70,8 @@ pub fn run(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
     for (index, ((_, part), ns)) in WAYS.iter().zip(&per_run).enumerate() {
         let previous = if index == 0 { 0.0 } else { least[index - 1] };
         let rounds: Vec<String> = ns.iter().map(|ns| format!("{ns:.0}")).collect();
-        report += &format!("| {part} | **{:.0}** | {:.0} ({:.0}; {}) |\n", least[index] - previous, least[index], median(ns), rounds.join(", "));
+        report +=
+            &format!("| {part} | **{:.0}** | {:.0} ({:.0}; {}) |\n", least[index] - previous, least[index], median(ns), rounds.join(", "));
     }
     report += &format!(
         "\nA state record costs ≈ {:.0} ns beyond the hook alone, whose own time is mostly bpf_stats' two clock reads.\n\n",
