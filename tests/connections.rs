@@ -349,6 +349,9 @@ fn a_burst_of_connections_gets_every_line_even_when_the_tracer_stops_right_after
     let tracer = connection_log(&link, "all", &["--interval", "60"]);
     let ip = link.server_ip;
     let done = link.server.run(move || churn::churn(ip, churn::Amount::Connections(5_000)));
+    // Let the last closes complete (an emulated guest takes a moment to exchange the FINs):
+    // their lines still wait out their 3 s, so all of them are due at exit.
+    std::thread::sleep(Duration::from_secs(1));
     let lines = tracer.stop();
     let connection_lines = lines.iter().filter(|line| line["close"].is_string()).count() as u64;
     let last = lines.last().unwrap();
