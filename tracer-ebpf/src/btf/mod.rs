@@ -132,7 +132,7 @@ pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
     socket_hook(&ctx, EventKind::Retransmit, |event, socket, offsets| {
         // SAFETY: as in `add_socket_stats`.
         unsafe {
-            let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+            let tcp = tcp_sock(socket);
             if !tcp.is_null() {
                 add_idle_clocks(event, tcp, offsets);
             }
@@ -177,7 +177,7 @@ fn add_keepalive_clocks(event: &mut WireEvent, socket: *const u8, offsets: &Kern
     // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offsets are its
     // members (the keepalive time's only when the BTF had it).
     unsafe {
-        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        let tcp = tcp_sock(socket);
         if tcp.is_null() {
             return;
         }
@@ -287,7 +287,7 @@ fn packet_time(socket: *const u8, in_task: bool, offsets: &KernelOffsets) -> Opt
     // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offset is its
     // member; `bpf_jiffies64` is a helper without arguments.
     unsafe {
-        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        let tcp = tcp_sock(socket);
         if tcp.is_null() {
             return None;
         }
@@ -328,6 +328,14 @@ fn socket_event(event: &mut WireEvent, kind: EventKind, socket: *const u8, offse
     true
 }
 
+/// The socket as a `tcp_sock` (a BTF-typed pointer whose members load directly), or null when
+/// it is not a full TCP socket.
+#[inline(always)]
+fn tcp_sock(socket: *const u8) -> *const u8 {
+    // SAFETY: the helper checks the socket's type itself and returns a `tcp_sock` pointer or null.
+    unsafe { bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const() }
+}
+
 /// A socket already unbound (a reset sent after it closed, a socket that just handed over to its
 /// timewait socket) has `skc_num` cleared; the port the connection used stays in `inet_sport`.
 #[inline(always)]
@@ -337,7 +345,7 @@ fn add_unbound_port(event: &mut WireEvent, socket: *const u8, offsets: &KernelOf
     }
     // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offset is its member.
     unsafe {
-        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        let tcp = tcp_sock(socket);
         if !tcp.is_null() {
             event.local_port = u16::from_be(load::<u16>(tcp, offsets.tcp_inet_sport));
         }
@@ -400,7 +408,7 @@ fn packet_addresses(event: &mut WireEvent, kind: EventKind, skb: *const u8, offs
 fn add_socket_stats(event: &mut WireEvent, socket: *const u8, offsets: &KernelOffsets) {
     // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null; the offsets are its members.
     unsafe {
-        let tcp = bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const();
+        let tcp = tcp_sock(socket);
         if tcp.is_null() {
             return;
         }

@@ -27,8 +27,7 @@ pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
     if !reset && !carries_data {
         return 0;
     }
-    // SAFETY: `bpf_skc_to_tcp_sock` returns a `tcp_sock` pointer or null.
-    let tcp = unsafe { bpf_skc_to_tcp_sock(socket.cast_mut().cast()).cast::<u8>().cast_const() };
+    let tcp = tcp_sock(socket);
     if tcp.is_null() {
         return 0;
     }
