@@ -70,6 +70,9 @@ enum Task {
         /// Kernels to test (repeatable): 5.10, 6.1, 6.12, 7.3.
         #[arg(long = "kernel", default_values = ["5.10", "6.1", "6.12", "7.3"])]
         kernels: Vec<String>,
+        /// Only the tests whose names contain this (as `cargo test <filter>`), in every suite.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// A shell in a VM running that kernel, with the tracer and the kernel tests inside.
     VmShell {
@@ -170,11 +173,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Dist => dist::build().map(drop),
         Task::Lint => lint::run(),
-        Task::VmTest { kernels } => {
+        Task::VmTest { kernels, filter } => {
             if !is_root() {
                 bail!("the VM tests download kernel packages with apt: run as root");
             }
-            vm::test(&kernels)
+            vm::test(&kernels, filter.as_deref())
         }
         Task::VmShell { kernel } => vm::shell(&kernel),
         Task::Test { args } => {

@@ -7,7 +7,7 @@ use crate::{
     decode::{Event, TcpState},
     filter::{Admission, Filter},
     find::{self, Context, Findings, Picture},
-    track::{reorder::Reorder, Observation, Tracker, Tuple},
+    track::{reorder::Reorder, Observation, Tracker, Tuple, LINGER_PROBE_NS},
 };
 
 pub struct Pipeline {
@@ -97,14 +97,17 @@ impl Pipeline {
 
     /// Looks up the lingering FIN_WAIT2 timewait sockets that are due, with `look_up` (their
     /// state, `None` when gone, an error when the namespace cannot be asked), at most `limit`;
-    /// `now` reads the caller's clock around each lookup.
+    /// `now` reads the caller's clock around each lookup. `last`: the tracer stops, so every one
+    /// is due (those still waiting are then given up by [`Pipeline::stop_following`]).
     pub fn look_up_lingering(
         &mut self,
         limit: usize,
+        last: bool,
         now: impl Fn() -> u64,
         mut look_up: impl FnMut(&Tuple) -> anyhow::Result<Option<TcpState>>,
     ) {
-        for tuple in self.tracker.lingering_due(now(), limit) {
+        let min_age_ns = if last { 0 } else { LINGER_PROBE_NS / 2 };
+        for tuple in self.tracker.lingering_due(now(), min_age_ns, limit) {
             let before = now();
             match look_up(&tuple) {
                 // Found: it existed at the lookup's start; gone: by its end.
@@ -113,6 +116,12 @@ impl Pipeline {
                 Err(_) => self.tracker.lookup_failed(&tuple, before),
             }
         }
+    }
+
+    /// The tracer stops, every event in: the lingering sockets still waiting for their peer's
+    /// FIN end unresolved, so that none is left without a verdict.
+    pub fn stop_following(&mut self, now_ns: u64) {
+        self.tracker.stop_following(now_ns, &mut self.observations);
     }
 
     /// Closes the interval: everything observed must have been reported first.

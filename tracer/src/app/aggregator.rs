@@ -52,6 +52,8 @@ const MAX_SEEN_WHILE_AWAY: usize = 1024;
 /// Lingering sockets looked up at most per second (a lookup is a hash lookup in the kernel, some
 /// microseconds); past it the least recently checked go first.
 const MAX_LOOKUPS: usize = 256;
+/// Lingering sockets looked up once more at exit, at most (tens of milliseconds).
+const MAX_EXIT_LOOKUPS: usize = 4096;
 
 /// How long link changes are remembered to explain findings (a silent peer's connection may end
 /// by timeout many minutes after the link that took it down).
@@ -331,9 +333,13 @@ impl Aggregator {
     /// Looks up the lingering FIN_WAIT2 timewait sockets (every second, whatever
     /// the interval, so their verdicts never depend on it), while the snapshots are not away.
     pub fn look_up_lingering(&mut self) {
+        self.look_up(MAX_LOOKUPS, false);
+    }
+
+    fn look_up(&mut self, limit: usize, last: bool) {
         let Some(snapshots) = &self.snapshots else { return };
         self.pipeline
-            .look_up_lingering(MAX_LOOKUPS, clock::monotonic_ns, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
+            .look_up_lingering(limit, last, clock::monotonic_ns, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
         self.report_observations();
     }
 
@@ -350,8 +356,16 @@ impl Aggregator {
         let last = horizon_ns.is_none();
         // The next event marks its namespace active for the coming round.
         self.last_netns = 0;
+        if last {
+            // One last look at the sockets still waiting for their peer's FIN (the events are all
+            // in); those found gone are settled by the advance below, the rest given up.
+            self.look_up(MAX_EXIT_LOOKUPS, true);
+        }
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
         self.advance(horizon_ns.unwrap_or(u64::MAX));
+        if last {
+            self.pipeline.stop_following(now_ns);
+        }
         self.pipeline.expire(now_ns);
         // Lost events may have hidden a namespace's activity.
         let missed = health.lost + health.skipped;

@@ -149,6 +149,14 @@ impl Tracker {
                     since_fin(gone_ns)
                 ),
             ),
+            Some(Lingered::Unresolved(Unresolved::StillInFinWait2 { last_ns, stopped_ns })) => Verdict::of(
+                CloseClass::Unresolved,
+                format!(
+                    "our FIN was acknowledged; the tracer stopped {} after it, while the timewait socket waited in FIN_WAIT2 for the peer's FIN{}",
+                    since_fin(stopped_ns),
+                    last_ns.map_or(String::new(), |last_ns| format!(" (last seen there {} after our FIN)", since_fin(last_ns)))
+                ),
+            ),
             Some(Lingered::Unresolved(Unresolved::NotFollowed)) | None => Verdict::of(
                 CloseClass::Unresolved,
                 "our FIN was acknowledged; the kernel's timewait socket took over in FIN_WAIT2 and could not be followed (snapshots off or its namespace unreachable)",

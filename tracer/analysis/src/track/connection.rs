@@ -122,6 +122,9 @@ pub enum Unresolved {
     /// Last seen in FIN_WAIT2 at `last_ns`, gone by `gone_ns`: its `tcp_fin_timeout` falls between,
     /// so expiry and a reset cannot be told apart.
     ExpiryOrReset { last_ns: Option<u64>, gone_ns: u64 },
+    /// Still in FIN_WAIT2 (last seen so at `last_ns`) when the tracer stopped at `stopped_ns`: the
+    /// peer's FIN had not come, and nothing says whether it would have.
+    StillInFinWait2 { last_ns: Option<u64>, stopped_ns: u64 },
     /// Nothing could follow it: no socket lookups (`--no-snapshot`) and no fentry hooks, or its
     /// namespace could not be reached.
     NotFollowed,

@@ -96,13 +96,13 @@ impl Tracker {
         }
     }
 
-    /// Lingering timewait sockets due for a lookup at `now_ns` (none for [`LINGER_PROBE_NS`]),
-    /// the longest unchecked first, at most `limit`.
-    pub fn lingering_due(&self, now_ns: u64, limit: usize) -> Vec<Tuple> {
+    /// Lingering timewait sockets due for a lookup at `now_ns` (none looked up less than
+    /// `min_age_ns` before), the longest unchecked first, at most `limit`.
+    pub fn lingering_due(&self, now_ns: u64, min_age_ns: u64, limit: usize) -> Vec<Tuple> {
         let mut due: Vec<(u64, Tuple)> = self
             .lingering
             .iter()
-            .filter(|(_, lingering)| lingering.gone_ns.is_none() && now_ns.saturating_sub(lingering.probed_ns) >= LINGER_PROBE_NS / 2)
+            .filter(|(_, lingering)| lingering.gone_ns.is_none() && now_ns.saturating_sub(lingering.probed_ns) >= min_age_ns)
             .map(|(tuple, lingering)| (lingering.probed_ns, *tuple))
             .collect();
         due.sort_unstable();
@@ -194,6 +194,17 @@ impl Tracker {
         self.finish(lingering.connection, out);
     }
 
+    /// The tracer stops: the lingering sockets nothing resolved (their last lookup, or fexit,
+    /// still saw them in FIN_WAIT2) end unresolved at `now_ns`, so that each gets its verdict.
+    pub fn stop_following(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        let waiting: Vec<Tuple> = self.lingering.keys().copied().collect();
+        for tuple in waiting {
+            let lingering = self.lingering.remove(&tuple).expect("just listed");
+            let outcome = Unresolved::StillInFinWait2 { last_ns: lingering.last_in_fin_wait2_ns, stopped_ns: now_ns };
+            self.resolve(lingering, Lingered::Unresolved(outcome), now_ns, out);
+        }
+    }
+
     /// Forgets TIME_WAIT sockets that have expired, and gives up on lingering FIN_WAIT2 ones
     /// nothing resolved. Once per summary.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
@@ -283,6 +294,26 @@ mod tests {
         let verdict = ended(&out)[0];
         assert_eq!((verdict.class, verdict.fin_wait2_expired), (CloseClass::Unresolved, false));
         assert!(verdict.detail.contains("tcp_fin_timeout or a RST"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_socket_still_waiting_in_fin_wait2_when_the_tracer_stops_gets_an_unresolved_verdict() {
+        let c = client();
+        let mut tracker = Tracker::new(exact(), reasons());
+        let mut out = Vec::new();
+        for event in our_fin_acknowledged(
+            &c,
+            [time_wait_event(&c, EventKind::TimeWaitEnter, Some(FinWait2), None, 2 * S + 2), c.state(FinWait2, Close, 2 * S + 3)],
+        ) {
+            tracker.observe(&event, &mut out);
+        }
+        tracker.settle(u64::MAX, &mut out);
+        assert!(ended(&out).is_empty(), "waiting for the peer's FIN: no verdict yet");
+        tracker.stop_following(4 * S, &mut out);
+        let verdict = ended(&out)[0];
+        assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Unresolved, false));
+        assert!(verdict.detail.contains("the tracer stopped 2.0 s after it"), "{}", verdict.detail);
+        assert_eq!(tracker.lingering().count(), 0);
     }
 
     #[test]
