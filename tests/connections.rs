@@ -374,16 +374,20 @@ fn a_burst_of_connections_gets_every_line_even_when_the_tracer_stops_right_after
     let ends: Vec<&Value> = lines.iter().filter(|line| line["close"].is_string()).collect();
     let last = lines.last().unwrap();
     assert_eq!((&last["events"]["lost"], &last["events"]["output_dropped"]), (&0.into(), &0.into()), "{last}");
+    // A hook firing the kernel skipped (the same program already running on that CPU: in a
+    // one-CPU guest a softirq interrupts it now and then) may be a close, and so a missing line;
+    // each is counted in the final line, and nothing else may go missing.
+    let skipped = last["events"]["skipped"].as_u64().expect("skipped is counted");
     // Every end has its mate: the other end of the same connection, addresses swapped.
     let address = |end: &Value, side: &str| end[side].as_str().unwrap_or_default().to_string();
     let tuples: std::collections::HashSet<(String, String)> =
         ends.iter().map(|end| (address(end, "local"), address(end, "remote"))).collect();
     let alone: Vec<&&Value> = ends.iter().filter(|end| !tuples.contains(&(address(end, "remote"), address(end, "local")))).collect();
-    assert!(alone.is_empty(), "{} ends without their mate's line: {alone:?}\nfinal: {last}", alone.len());
+    assert!(alone.len() as u64 <= skipped, "{} ends without their mate's line: {alone:?}\nfinal: {last}", alone.len());
     // The churn's last connect only wakes its acceptor: one connection more than it counts.
     assert!(
-        (2 * done..=2 * (done + 1)).contains(&(ends.len() as u64)),
-        "{} lines: one for each end of each of the {done} connections, and the wake-up's",
+        (2 * done - skipped.min(2 * done)..=2 * (done + 1)).contains(&(ends.len() as u64)),
+        "{} lines: one for each end of each of the {done} connections, and the wake-up's, less what was skipped\nfinal: {last}",
         ends.len()
     );
 }
