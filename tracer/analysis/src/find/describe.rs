@@ -60,7 +60,7 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
         FindingKind::PeerSilent if n > 0 => format!("{n} connection(s) ended with no FIN or RST from the peer: {}", labels(tally)),
         FindingKind::PortReuseInTimeWait if n > 0 => format!(
             "{n} new connection(s) reused a 4-tuple still in TIME_WAIT (e.g. {}): something (NAT, L4 balancer) recycles ports faster than TIME_WAIT expires",
-            tally.example.as_deref().unwrap_or("?")
+            tally.reuse_example.map_or("?".to_string(), |example| example.describe())
         ),
         FindingKind::TimeWaitBuildup if n > 0 => {
             let range = settings(key.netns);

@@ -42,6 +42,33 @@ enum SynCause {
     AcceptQueueFull,
 }
 
+/// A port reuse, as the finding's example.
+#[derive(Clone, Copy, Debug)]
+struct PortReuseExample {
+    tuple: Tuple,
+    role: Role,
+    time_wait_age_ns: Option<u64>,
+    accepted: bool,
+}
+
+impl PortReuseExample {
+    fn describe(&self) -> String {
+        let tuple = &self.tuple;
+        let into = self.time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
+        match (self.role, self.accepted) {
+            (_, true) => format!("{} ↔ {} was{into} TIME_WAIT; the SYN was accepted", tuple.local, tuple.remote),
+            (Role::Client, false) => format!(
+                "our SYN {} → {} was answered with a bare ACK: the server still holds the 4-tuple; we reset it and retransmit the SYN",
+                tuple.local, tuple.remote
+            ),
+            (_, false) => format!(
+                "a SYN from {} hit {} ↔ {}{into} TIME_WAIT and was answered with a bare ACK: the client must reset and retransmit its SYN",
+                tuple.remote, tuple.local, tuple.remote
+            ),
+        }
+    }
+}
+
 /// Per (kind, peer) facts gathered during one interval.
 #[derive(Clone, Debug, Default)]
 struct Tally {
@@ -56,6 +83,8 @@ struct Tally {
     ages_ns: Vec<u64>,
     labels: BTreeMap<String, u64>,
     example: Option<String>,
+    /// The interval's latest port reuse (`port_reuse_in_time_wait`), worded when shown.
+    reuse_example: Option<PortReuseExample>,
     owner: Option<Owner>,
     /// Inode of a stuck socket whose owner is not known yet (resolved through /proc).
     inode: Option<u32>,
@@ -304,18 +333,9 @@ impl Findings {
                     tally.count += 1;
                     tally.bare_acks += u64::from(*role == Role::Client && !accepted);
                     tally.began(started);
-                    let into = time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
-                    tally.example = Some(match (role, accepted) {
-                        (_, true) => format!("{} ↔ {} was{into} TIME_WAIT; the SYN was accepted", tuple.local, tuple.remote),
-                        (Role::Client, false) => format!(
-                            "our SYN {} → {} was answered with a bare ACK: the server still holds the 4-tuple; we reset it and retransmit the SYN",
-                            tuple.local, tuple.remote
-                        ),
-                        (_, false) => format!(
-                            "a SYN from {} hit {} ↔ {}{into} TIME_WAIT and was answered with a bare ACK: the client must reset and retransmit its SYN",
-                            tuple.remote, tuple.local, tuple.remote
-                        ),
-                    });
+                    // Worded only if the finding is shown: behind a NAT every connection may reuse a port.
+                    tally.reuse_example =
+                        Some(PortReuseExample { tuple: *tuple, role: *role, time_wait_age_ns: *time_wait_age_ns, accepted: *accepted });
                 }
             }
         }
