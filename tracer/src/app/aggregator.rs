@@ -1,23 +1,26 @@
 //! Summary mode around the [`Pipeline`]: where its events come from and its results go (connection
 //! lines, metrics, flight records, the summary on stdout and in --json-out), and the socket
 //! snapshot taken on a blocking thread while the event loop keeps draining the ring buffer.
-use std::{
-    collections::VecDeque,
-    io::{self, IsTerminal},
-};
+use std::io::{self, IsTerminal};
 
 use anyhow::Result;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{owners::OwnerCache, pipeline::Pipeline, settings::SummarySettings, EXIT_PATIENCE};
+use super::{
+    link_log::{LinkLog, LINK_MEMORY_NS},
+    owners::OwnerCache,
+    pipeline::Pipeline,
+    settings::SummarySettings,
+    EXIT_PATIENCE,
+};
 use crate::{
     decode::{Decoder, Event},
     filter::Filter,
-    find::{Context, Findings, FindingsConfig, LinkRow},
+    find::{Context, Findings, FindingsConfig},
     kernel::{
         clock::{self, Clock},
-        links::{LinkChange, LinkWhat, Links},
+        links::{LinkChange, Links},
         probes::Probes,
         sock_diag::{NamespaceSettings, Snapshot, Snapshots},
     },
@@ -30,7 +33,7 @@ use crate::{
         Sink,
     },
     track::{Observation, Tracker, TrackerConfig},
-    FastMap, FastSet,
+    FastSet,
 };
 
 /// Where summaries go.
@@ -54,64 +57,6 @@ const MAX_SEEN_WHILE_AWAY: usize = 1024;
 const MAX_LOOKUPS: usize = 256;
 /// Lingering sockets looked up once more at exit, at most (tens of milliseconds).
 const MAX_EXIT_LOOKUPS: usize = 4096;
-
-/// How long link changes are remembered to explain findings (a silent peer's connection may end
-/// by timeout many minutes after the link that took it down).
-const LINK_MEMORY_NS: u64 = 15 * 60 * 1_000_000_000;
-/// Link changes remembered at most, and shown per summary at most.
-const MAX_LINK_CHANGES: usize = 1024;
-
-/// Link changes: the watcher, this interval's rows, the recent ones, and when each link went down.
-struct LinkLog {
-    watcher: Links,
-    interval: Vec<LinkRow>,
-    recent: VecDeque<LinkChange>,
-    down_since: FastMap<(u32, u32), u64>,
-    /// Rows left out of a summary because it had [`MAX_LINK_CHANGES`] already.
-    dropped: u64,
-}
-
-impl LinkLog {
-    fn new(watcher: Links) -> LinkLog {
-        LinkLog { watcher, interval: Vec::new(), recent: VecDeque::new(), down_since: FastMap::default(), dropped: 0 }
-    }
-
-    fn push(&mut self, change: LinkChange, clock: &Clock) {
-        let link = (change.netns, change.ifindex);
-        let down_for_s = if change.what.is_loss() {
-            self.down_since.entry(link).or_insert(change.at_ns);
-            None
-        } else if matches!(change.what, LinkWhat::Up | LinkWhat::CarrierUp) {
-            self.down_since.remove(&link).map(|since| clock::tenths_of_seconds(i128::from(change.at_ns.saturating_sub(since))))
-        } else {
-            None
-        };
-        if self.interval.len() < MAX_LINK_CHANGES {
-            self.interval.push(LinkRow {
-                ts: clock.format(change.at_ns),
-                netns: change.netns,
-                ifname: change.ifname.clone(),
-                what: change.what,
-                down_for_s,
-            });
-        } else {
-            self.dropped += 1;
-        }
-        if self.recent.len() >= MAX_LINK_CHANGES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(change);
-    }
-
-    fn forget_before(&mut self, oldest_ns: u64) {
-        while self.recent.front().is_some_and(|change| change.at_ns < oldest_ns) {
-            self.recent.pop_front();
-        }
-        if self.down_since.len() > MAX_LINK_CHANGES {
-            self.down_since.retain(|_, since| *since >= oldest_ns);
-        }
-    }
-}
 
 /// What a summary started before its snapshot was taken.
 struct Pending {

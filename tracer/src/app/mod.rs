@@ -5,6 +5,7 @@
 mod aggregator;
 pub mod cli;
 mod event_printer;
+mod link_log;
 mod owners;
 pub use tracer_analysis::pipeline;
 pub mod settings;

@@ -1,5 +1,6 @@
 //! The sentence an operator reads for each finding, from the interval's tally.
-use super::{FindingKind, Owner, PeerKey, SynCause, Tally, NS_PER_S};
+use super::{FindingKind, Owner, PeerKey, PortReuseExample, SynCause, Tally, NS_PER_S};
+use crate::track::Role;
 use tracer_model::sockets::NamespaceSettings;
 
 fn seconds(ns: u64) -> u64 {
@@ -110,4 +111,22 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
         FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
         _ => return None,
     })
+}
+
+impl PortReuseExample {
+    fn describe(&self) -> String {
+        let tuple = &self.tuple;
+        let into = self.time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
+        match (self.role, self.accepted) {
+            (_, true) => format!("{} ↔ {} was{into} TIME_WAIT; the SYN was accepted", tuple.local, tuple.remote),
+            (Role::Client, false) => format!(
+                "our SYN {} → {} was answered with a bare ACK: the server still holds the 4-tuple; we reset it and retransmit the SYN",
+                tuple.local, tuple.remote
+            ),
+            (_, false) => format!(
+                "a SYN from {} hit {} ↔ {}{into} TIME_WAIT and was answered with a bare ACK: the client must reset and retransmit its SYN",
+                tuple.remote, tuple.local, tuple.remote
+            ),
+        }
+    }
 }

@@ -51,24 +51,6 @@ struct PortReuseExample {
     accepted: bool,
 }
 
-impl PortReuseExample {
-    fn describe(&self) -> String {
-        let tuple = &self.tuple;
-        let into = self.time_wait_age_ns.map_or(" in".to_string(), |age| format!(" {:.1}s into", age as f64 / NS_PER_S as f64));
-        match (self.role, self.accepted) {
-            (_, true) => format!("{} ↔ {} was{into} TIME_WAIT; the SYN was accepted", tuple.local, tuple.remote),
-            (Role::Client, false) => format!(
-                "our SYN {} → {} was answered with a bare ACK: the server still holds the 4-tuple; we reset it and retransmit the SYN",
-                tuple.local, tuple.remote
-            ),
-            (_, false) => format!(
-                "a SYN from {} hit {} ↔ {}{into} TIME_WAIT and was answered with a bare ACK: the client must reset and retransmit its SYN",
-                tuple.remote, tuple.local, tuple.remote
-            ),
-        }
-    }
-}
-
 /// Per (kind, peer) facts gathered during one interval.
 #[derive(Clone, Debug, Default)]
 struct Tally {
