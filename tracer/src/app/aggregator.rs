@@ -367,9 +367,10 @@ impl Aggregator {
                     0 => String::new(),
                     carried => format!(", over budget: {carried} carried over"),
                 },
-                match snapshots.unreachable() + snapshot.failed.len() {
-                    0 => String::new(),
-                    missing => format!(", {missing} unreachable"),
+                match (snapshots.unreachable() + snapshot.failed.len(), snapshots.why_unreachable()) {
+                    (0, _) => String::new(),
+                    (missing, Some((netns, why))) => format!(", {missing} unreachable (netns {netns}: {why})"),
+                    (missing, None) => format!(", {missing} unreachable"),
                 },
                 match snapshots.released() {
                     0 => String::new(),

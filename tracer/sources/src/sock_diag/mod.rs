@@ -38,6 +38,10 @@ use tracer_model::FastMap;
 
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
 const MAX_NAMESPACES: usize = 256;
+/// Namespaces remembered as not entered, at most (a reason string each).
+const MAX_UNREACHABLE: usize = 1024;
+/// Namespaces not entered that each round tries again (each try looks through /proc).
+const RETRIES_PER_ROUND: usize = 16;
 
 /// The dumps may take a tenth of the summary interval (a tenth of a core, on the blocking thread)
 /// before they are spread over rounds.
@@ -62,8 +66,8 @@ struct Namespace {
 
 pub struct Snapshots {
     namespaces: FastMap<u32, Namespace>,
-    /// Namespaces we could not enter this round, with why (retried when they appear in events
-    /// after it; forgotten each round, so deleted namespaces do not pile up here either).
+    /// Namespaces we could not enter, with why: tried again a few each round (their events may
+    /// never come back to ask), and forgotten once gone. At most [`MAX_UNREACHABLE`].
     unreachable: FastMap<u32, String>,
     own_netns: u32,
     /// Namespaces let go because they were gone.
@@ -102,6 +106,11 @@ impl Snapshots {
         self.unreachable.len()
     }
 
+    /// One namespace not entered, and why.
+    pub fn why_unreachable(&self) -> Option<(u32, &str)> {
+        self.unreachable.iter().next().map(|(netns, why)| (*netns, why.as_str()))
+    }
+
     /// Namespaces let go since the start because they were gone.
     pub fn released(&self) -> u64 {
         self.released
@@ -131,17 +140,21 @@ impl Snapshots {
         if netns == 0 || self.unreachable.contains_key(&netns) {
             return;
         }
-        if self.namespaces.len() >= MAX_NAMESPACES {
-            self.unreachable.insert(netns, format!("more than {MAX_NAMESPACES} namespaces"));
-            return;
-        }
-        match enter(netns) {
-            Ok(namespace) => {
-                self.namespaces.insert(netns, namespace);
+        let why = if self.namespaces.len() >= MAX_NAMESPACES {
+            format!("more than {MAX_NAMESPACES} namespaces")
+        } else {
+            match enter(netns) {
+                Ok(Some(namespace)) => {
+                    self.namespaces.insert(netns, namespace);
+                    return;
+                }
+                // Gone already (it lived for a connection or two): nothing is left to cover.
+                Ok(None) => return,
+                Err(error) => format!("{error:#}"),
             }
-            Err(error) => {
-                self.unreachable.insert(netns, format!("{error:#}"));
-            }
+        };
+        if self.unreachable.len() < MAX_UNREACHABLE {
+            self.unreachable.insert(netns, why);
         }
     }
 
@@ -151,7 +164,11 @@ impl Snapshots {
     pub fn take(&mut self, everything: bool) -> Snapshot {
         let started = Instant::now();
         self.round += 1;
-        self.unreachable.clear();
+        let retry: Vec<u32> = self.unreachable.keys().take(RETRIES_PER_ROUND).copied().collect();
+        for netns in retry {
+            self.unreachable.remove(&netns);
+            self.learn(netns);
+        }
         let mut snapshot = Snapshot { released: self.release_gone(), ..Snapshot::default() };
         // A full accept queue may drop every SYN without an event in its namespace: the counter
         // makes it due.
@@ -347,8 +364,9 @@ fn netstat_field(text: &str, group: &str, field: &str) -> Option<u64> {
 }
 
 /// Opens a sock_diag socket inside `netns` and names the namespace.
-fn enter(netns: u32) -> Result<Namespace> {
-    netns::inside(netns, |name| Ok(Namespace::new(open_socket()?, name)))?.context("no process or /run/netns entry is in it any more")
+/// A socket in `netns`; `None` when the namespace is gone.
+fn enter(netns: u32) -> Result<Option<Namespace>> {
+    netns::inside(netns, |name| Ok(Namespace::new(open_socket()?, name)))
 }
 
 #[cfg(test)]
