@@ -301,14 +301,14 @@ impl Aggregator {
         let last = horizon_ns.is_none();
         // The next event marks its namespace active for the coming round.
         self.last_netns = 0;
-        if last {
-            // One last look at the sockets still waiting for their peer's FIN (the events are all
-            // in); those found gone are settled by the advance below, the rest given up.
-            self.look_up(MAX_EXIT_LOOKUPS, true);
-        }
         // Events first: a snapshot must not date a socket's TIME_WAIT before the events that led to it.
         self.advance(horizon_ns.unwrap_or(u64::MAX));
         if last {
+            // Every event is in: one last look at the sockets still waiting for their peer's FIN
+            // (the last ones to close included); those found gone are settled at once, as nothing
+            // more can arrive, and the rest are given up.
+            self.look_up(MAX_EXIT_LOOKUPS, true);
+            self.advance(u64::MAX);
             self.pipeline.stop_following(now_ns);
         }
         self.pipeline.expire(now_ns);

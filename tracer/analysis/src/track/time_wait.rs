@@ -197,9 +197,7 @@ impl Tracker {
     /// The tracer stops: the lingering sockets nothing resolved (their last lookup, or fexit,
     /// still saw them in FIN_WAIT2) end unresolved at `now_ns`, so that each gets its verdict.
     pub fn stop_following(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
-        let waiting: Vec<Tuple> = self.lingering.keys().copied().collect();
-        for tuple in waiting {
-            let lingering = self.lingering.remove(&tuple).expect("just listed");
+        for (_, lingering) in std::mem::take(&mut self.lingering) {
             let outcome = Unresolved::StillInFinWait2 { last_ns: lingering.last_in_fin_wait2_ns, stopped_ns: now_ns };
             self.resolve(lingering, Lingered::Unresolved(outcome), now_ns, out);
         }
