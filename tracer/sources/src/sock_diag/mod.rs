@@ -66,9 +66,10 @@ struct Namespace {
 
 pub struct Snapshots {
     namespaces: FastMap<u32, Namespace>,
-    /// Namespaces we could not enter, with why: tried again a few each round (their events may
-    /// never come back to ask), and forgotten once gone. At most [`MAX_UNREACHABLE`].
-    unreachable: FastMap<u32, String>,
+    /// Namespaces we could not enter: why, and the round of the last try. Each is tried again at
+    /// most once a round: on its next event, or among the least recently tried few when a round
+    /// starts (its events may never come back). Forgotten once gone; at most [`MAX_UNREACHABLE`].
+    unreachable: FastMap<u32, (String, u64)>,
     own_netns: u32,
     /// Namespaces let go because they were gone.
     released: u64,
@@ -108,7 +109,7 @@ impl Snapshots {
 
     /// One namespace not entered, and why.
     pub fn why_unreachable(&self) -> Option<(u32, &str)> {
-        self.unreachable.iter().next().map(|(netns, why)| (*netns, why.as_str()))
+        self.unreachable.iter().next().map(|(netns, (why, _))| (*netns, why.as_str()))
     }
 
     /// Namespaces let go since the start because they were gone.
@@ -137,7 +138,7 @@ impl Snapshots {
             namespace.active = true;
             return;
         }
-        if netns == 0 || self.unreachable.contains_key(&netns) {
+        if netns == 0 || self.unreachable.get(&netns).is_some_and(|(_, tried)| *tried == self.round) {
             return;
         }
         let why = if self.namespaces.len() >= MAX_NAMESPACES {
@@ -145,16 +146,20 @@ impl Snapshots {
         } else {
             match enter(netns) {
                 Ok(Some(namespace)) => {
+                    self.unreachable.remove(&netns);
                     self.namespaces.insert(netns, namespace);
                     return;
                 }
                 // Gone already (it lived for a connection or two): nothing is left to cover.
-                Ok(None) => return,
+                Ok(None) => {
+                    self.unreachable.remove(&netns);
+                    return;
+                }
                 Err(error) => format!("{error:#}"),
             }
         };
-        if self.unreachable.len() < MAX_UNREACHABLE {
-            self.unreachable.insert(netns, why);
+        if self.unreachable.len() < MAX_UNREACHABLE || self.unreachable.contains_key(&netns) {
+            self.unreachable.insert(netns, (why, self.round));
         }
     }
 
@@ -164,9 +169,9 @@ impl Snapshots {
     pub fn take(&mut self, everything: bool) -> Snapshot {
         let started = Instant::now();
         self.round += 1;
-        let retry: Vec<u32> = self.unreachable.keys().take(RETRIES_PER_ROUND).copied().collect();
-        for netns in retry {
-            self.unreachable.remove(&netns);
+        let mut retry: Vec<(u64, u32)> = self.unreachable.iter().map(|(netns, (_, tried))| (*tried, *netns)).collect();
+        retry.sort_unstable();
+        for (_, netns) in retry.into_iter().take(RETRIES_PER_ROUND) {
             self.learn(netns);
         }
         let mut snapshot = Snapshot { released: self.release_gone(), ..Snapshot::default() };
