@@ -25,7 +25,7 @@ fn pipeline(c: &mut Criterion) {
             for batch in records.chunks(512) {
                 for record in batch {
                     if let Some(event) = decoder.decode(record) {
-                        pipeline.push(event);
+                        pipeline.push(&event);
                     }
                 }
                 pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_, _| {});

@@ -31,7 +31,7 @@ impl Pipeline {
     }
 
     /// Takes in one event; `false` when `--netns` leaves it out.
-    pub fn push(&mut self, event: Event) -> bool {
+    pub fn push(&mut self, event: &Event) -> bool {
         if self.filter.netns.is_some_and(|netns| netns != event.socket.netns) {
             return false;
         }
@@ -156,7 +156,7 @@ mod tests {
         for event in
             [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(2 * S), s.state(Established, Close, 2 * S)]
         {
-            pipeline.push(event);
+            pipeline.push(&event);
         }
         pipeline.advance(5 * S, |_, _| {});
         pipeline.report(|_, _, _| {});

@@ -40,7 +40,7 @@ fn main() {
         let at = 1_000_000_000 + n * spacing;
         for record in common::connection(n, at, 50) {
             if let Some(event) = decoder.decode(&common::bytes(&record)) {
-                pipeline.push(event);
+                pipeline.push(&event);
                 events += 1;
             }
         }

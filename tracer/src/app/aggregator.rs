@@ -172,7 +172,7 @@ impl Aggregator {
         })
     }
 
-    pub fn event(&mut self, event: Event) {
+    pub fn event(&mut self, event: &Event) {
         if !self.pipeline.push(event) {
             return;
         }
@@ -193,7 +193,7 @@ impl Aggregator {
             }
         }
         if let Some(recorder) = &mut self.recorder {
-            recorder.push(event);
+            recorder.push(*event);
         }
     }
 

@@ -239,7 +239,7 @@ fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Cons
         for chunk in record.chunks(WireEvent::SIZE) {
             events += 1;
             if let Some(event) = decoder.decode(chunk) {
-                consumer.event(event, decoder);
+                consumer.event(&event, decoder);
             }
         }
     }
@@ -262,9 +262,9 @@ impl Consumer {
         }
     }
 
-    fn event(&mut self, event: Event, decoder: &Decoder) {
+    fn event(&mut self, event: &Event, decoder: &Decoder) {
         match self {
-            Consumer::Events(printer) => printer.event(&event, decoder),
+            Consumer::Events(printer) => printer.event(event, decoder),
             Consumer::Summary(aggregator) => aggregator.event(event),
         }
     }

@@ -31,13 +31,13 @@ pub struct Reorder {
 }
 
 impl Reorder {
-    pub fn push(&mut self, event: Event) {
+    pub fn push(&mut self, event: &Event) {
         if self.slots.len() >= MAX_HELD {
             self.dropped += 1;
             return;
         }
         self.order.push_back((event.timestamp_ns, self.first_slot + self.slots.len() as u64));
-        self.slots.push_back(Some(event));
+        self.slots.push_back(Some(*event));
     }
 
     /// Hands every event older than `horizon_ns` to `take`, oldest first (arrival order among
@@ -82,7 +82,7 @@ mod tests {
         let mut reorder = Reorder::default();
         let ms = 1_000_000;
         for at in [5 * ms, 3 * ms, 40 * ms, 4 * ms, 38 * ms] {
-            reorder.push(script.state(TcpState::SynSent, TcpState::Established, at));
+            reorder.push(&script.state(TcpState::SynSent, TcpState::Established, at));
         }
         let mut out = Vec::new();
         reorder.release(45 * ms - WINDOW_NS, |event| out.push(*event));
@@ -100,15 +100,15 @@ mod tests {
         let ms = 1_000_000;
         let mut out = Vec::new();
         for at in [1, 6, 7, 9] {
-            reorder.push(script.state(TcpState::SynSent, TcpState::Established, at * ms));
+            reorder.push(&script.state(TcpState::SynSent, TcpState::Established, at * ms));
         }
         reorder.release(2 * ms, |event| out.push(event.timestamp_ns / ms));
         // Another CPU's batch arrives late, reaching back into the held run, itself unordered.
         for at in [8, 3, 10, 5] {
-            reorder.push(script.state(TcpState::SynSent, TcpState::Established, at * ms));
+            reorder.push(&script.state(TcpState::SynSent, TcpState::Established, at * ms));
         }
         reorder.release(6 * ms, |event| out.push(event.timestamp_ns / ms));
-        reorder.push(script.state(TcpState::SynSent, TcpState::Established, 2 * ms));
+        reorder.push(&script.state(TcpState::SynSent, TcpState::Established, 2 * ms));
         reorder.release(u64::MAX, |event| out.push(event.timestamp_ns / ms));
         assert_eq!(out, [1, 3, 5, 2, 6, 7, 8, 9, 10], "2 ms came after its time had been released: it goes out next");
     }
@@ -118,7 +118,7 @@ mod tests {
         let script = Script::new(1, "10.0.0.1:1000", "10.0.0.2:80");
         let mut reorder = Reorder::default();
         for at in 0..MAX_HELD as u64 + 5 {
-            reorder.push(script.state(TcpState::SynSent, TcpState::Established, at));
+            reorder.push(&script.state(TcpState::SynSent, TcpState::Established, at));
         }
         assert_eq!((reorder.held(), reorder.dropped), (MAX_HELD, 5));
         let mut released = 0;
