@@ -202,7 +202,8 @@ fn emit(build: impl FnOnce(&mut WireEvent) -> bool) {
     let mut spare = core::mem::MaybeUninit::<WireEvent>::uninit();
     let (event, batch) = claim(spare.as_mut_ptr());
     // SAFETY: `event` is this CPU's claimed batch slot or `spare`; `build` overwrites it whole.
-    let kept = build(unsafe { &mut *event });
+    // (`cargo xtask bench --kernel-parts` measures the programs' whole work with nothing sent.)
+    let kept = build(unsafe { &mut *event }) && !cfg!(cost_cut = "unsent");
     // SAFETY: as returned by `claim`.
     unsafe { release(event, batch, kept) };
 }

@@ -94,6 +94,9 @@ pub fn btf_set_state(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn btf_send_reset(ctx: BtfTracePointContext) -> u32 {
+    if cfg!(cost_cut = "hook") {
+        return 0; // `cargo xtask bench --kernel-parts`: every program stops at its entry
+    }
     let socket: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
@@ -193,6 +196,9 @@ fn add_keepalive_clocks(event: &mut WireEvent, socket: *const u8, offsets: &Kern
 /// `struct sock_common`, like a socket); the socket reported is the listener, as in `classic`.
 #[btf_tracepoint(function = "tcp_retransmit_synack")]
 pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
+    if cfg!(cost_cut = "hook") {
+        return 0; // `cargo xtask bench --kernel-parts`: every program stops at its entry
+    }
     let listener: *const u8 = ctx.arg(0);
     let request: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
@@ -214,6 +220,9 @@ pub fn btf_synack_retx(ctx: BtfTracePointContext) -> u32 {
 /// record the filter keeps, and the time and process.
 #[inline(always)]
 fn socket_hook(ctx: &BtfTracePointContext, kind: EventKind, add: impl FnOnce(&mut WireEvent, *const u8, &KernelOffsets)) -> u32 {
+    if cfg!(cost_cut = "hook") {
+        return 0; // `cargo xtask bench --kernel-parts`: every program stops at its entry
+    }
     let socket: *const u8 = ctx.arg(0);
     let offsets = &config().offsets;
     emit(|event| {

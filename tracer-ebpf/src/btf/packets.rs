@@ -11,6 +11,9 @@ use super::*;
 /// leaves after a few loads, so a bulk transfer pays little per packet.
 #[btf_tracepoint(function = "tcp_probe")]
 pub fn btf_tcp_probe(ctx: BtfTracePointContext) -> u32 {
+    if cfg!(cost_cut = "hook") {
+        return 0; // `cargo xtask bench --kernel-parts`: every program stops at its entry
+    }
     let socket: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let offsets = &config().offsets;
@@ -93,6 +96,9 @@ const ETH_P_IPV6: u16 = 0x86DD;
 /// the packet's own addresses.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn btf_kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    if cfg!(cost_cut = "hook") {
+        return 0; // `cargo xtask bench --kernel-parts`: every program stops at its entry
+    }
     // The branch is pruned, and the program not attached, where the prototype has no reason.
     if config().drop_reason_arg == 0 {
         return 0;
