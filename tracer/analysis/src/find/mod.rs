@@ -195,7 +195,8 @@ impl Findings {
                         _ => {}
                     }
                 }
-                let owner = connection.process.map(Owner::from);
+                // Named only where a finding takes it: most connections end in none.
+                let owner = || connection.process.map(Owner::from);
                 let reset = matches!(ended.class, CloseClass::ResetByPeer | CloseClass::ResetByPath);
                 if let Some(gap) = connection.idle_before_ns.filter(|gap| *gap >= crate::track::IDLE_GAP_NS) {
                     if reset || ended.class == CloseClass::PeerSilent {
@@ -209,7 +210,7 @@ impl Findings {
                         tally.count += 1;
                         tally.began(started);
                         tally.example = Some(crate::track::describe_rst_origin(origin));
-                        tally.owner = tally.owner.take().or(owner.clone());
+                        tally.owner = tally.owner.take().or_else(owner);
                     }
                 }
                 match ended.class {
@@ -218,7 +219,7 @@ impl Findings {
                             tally.count += 1;
                             tally.began(started);
                             *tally.labels.entry(ended.detail.to_string()).or_default() += 1;
-                            tally.owner = tally.owner.take().or(owner.clone());
+                            tally.owner = tally.owner.take().or_else(owner);
                         }
                         if ended.fin_wait2_expired {
                             if let Some(tally) = self.tally(FindingKind::FinUnanswered, key) {
@@ -234,7 +235,7 @@ impl Findings {
                             } else {
                                 tally.timed_out += 1;
                             }
-                            tally.owner = tally.owner.take().or(owner);
+                            tally.owner = tally.owner.take().or_else(owner);
                         }
                     }
                     _ => {}
