@@ -8,7 +8,10 @@ use tracer_analysis::{
     filter::Filter,
     find::{Findings, FindingsConfig},
     pipeline::Pipeline,
-    track::{reorder::WINDOW_NS, Tracker, TrackerConfig},
+    track::{
+        reorder::{Reorder, WINDOW_NS},
+        Tracker, TrackerConfig,
+    },
 };
 
 fn pipeline(c: &mut Criterion) {
@@ -39,11 +42,37 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// The reorder stage alone, on the same stream: the cost of putting the CPUs' interleaved
+/// batches back in timestamp order.
+fn reorder(c: &mut Criterion) {
+    let records = common::stream(20_000, 50_000);
+    let mut decoder = Decoder::default();
+    let events: Vec<_> = records.iter().filter_map(|record| decoder.decode(record)).collect();
+    let mut group = c.benchmark_group("reorder");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_with_input(BenchmarkId::new("push_release", events.len()), &events, |b, events| {
+        b.iter(|| {
+            let mut reorder = Reorder::default();
+            let mut released = 0_u64;
+            for batch in events.chunks(512) {
+                for event in batch {
+                    reorder.push(event);
+                }
+                let now = batch.last().map_or(0, |event| event.timestamp_ns);
+                reorder.release(now.saturating_sub(WINDOW_NS), |event| released += event.timestamp_ns & 1);
+            }
+            reorder.release(u64::MAX, |event| released += event.timestamp_ns & 1);
+            released
+        })
+    });
+    group.finish();
+}
+
 /// The timestamp of a batch's last record: the "now" of that batch.
 fn batch_time(batch: &[[u8; tracer_common::WireEvent::SIZE]]) -> u64 {
     let last = batch.last().unwrap();
     u64::from_ne_bytes(last[16..24].try_into().unwrap())
 }
 
-criterion_group!(benches, pipeline);
+criterion_group!(benches, pipeline, reorder);
 criterion_main!(benches);

@@ -88,9 +88,24 @@ pub fn bytes(event: &WireEvent) -> [u8; WireEvent::SIZE] {
     unsafe { std::mem::transmute::<WireEvent, [u8; WireEvent::SIZE]>(*event) }
 }
 
-/// `connections` connections starting every `spacing_ns`, flattened into ring-buffer records.
+/// CPUs the stream's connections are spread over.
+const CPUS: u64 = 2;
+
+/// `connections` connections starting every `spacing_ns`, flattened into ring-buffer records in
+/// the order the ring buffer hands them over: connections alternate between [`CPUS`] CPUs, each
+/// CPU's records go out in batches of `BATCH_RECORDS`, a batch when it is full, so the CPUs'
+/// batches interleave and overlap in time as they do on a busy host.
 pub fn stream(connections: u64, spacing_ns: u64) -> Vec<[u8; WireEvent::SIZE]> {
-    let mut records: Vec<WireEvent> = (0..connections).flat_map(|n| connection(n, 1_000_000_000 + n * spacing_ns, 50)).collect();
-    records.sort_by_key(|record| record.timestamp_ns);
-    records.iter().map(bytes).collect()
+    let mut records: Vec<(u64, WireEvent)> = (0..connections)
+        .flat_map(|n| connection(n, 1_000_000_000 + n * spacing_ns, 50).into_iter().map(move |record| (n % CPUS, record)))
+        .collect();
+    records.sort_by_key(|(_, record)| record.timestamp_ns);
+    let mut batches: Vec<Vec<WireEvent>> = (0..CPUS)
+        .flat_map(|cpu| {
+            let own: Vec<WireEvent> = records.iter().filter(|(on, _)| *on == cpu).map(|(_, record)| *record).collect();
+            own.chunks(tracer_common::BATCH_RECORDS).map(<[WireEvent]>::to_vec).collect::<Vec<_>>()
+        })
+        .collect();
+    batches.sort_by_key(|batch| batch.last().map(|record| record.timestamp_ns));
+    batches.iter().flatten().map(bytes).collect()
 }
