@@ -110,7 +110,7 @@ pub fn describe(peer: &str, estimate: &Estimate, resets: bool) -> String {
 
 impl Findings {
     pub(super) fn idle_evidence(&mut self, key: PeerKey) -> Option<&mut IdleEvidence> {
-        if !self.idle.contains_key(&key) && self.idle.len() >= self.config.max_peers {
+        if self.idle.len() >= self.config.max_peers && !self.idle.contains_key(&key) {
             self.evicted += 1;
             return None;
         }

@@ -145,7 +145,7 @@ impl Findings {
     }
 
     fn tally(&mut self, kind: FindingKind, key: PeerKey) -> Option<&mut Tally> {
-        if !self.tallies.contains_key(&(kind, key)) && self.tallies.len() >= self.config.max_peers {
+        if self.tallies.len() >= self.config.max_peers && !self.tallies.contains_key(&(kind, key)) {
             self.evicted += 1;
             return None;
         }
@@ -153,7 +153,7 @@ impl Findings {
     }
 
     fn peer(&mut self, key: PeerKey) -> Option<&mut PeerRow> {
-        if !self.peers.contains_key(&key) && self.peers.len() >= self.config.max_peers {
+        if self.peers.len() >= self.config.max_peers && !self.peers.contains_key(&key) {
             self.evicted += 1;
             return None;
         }
@@ -327,7 +327,7 @@ impl Findings {
     /// Remembers a reset at `at_ns`; whether the last [`RST_WINDOW_NS`] hold `rst_threshold` of them.
     fn reset_storm(&mut self, kind: FindingKind, key: PeerKey, at_ns: u64) -> bool {
         let threshold = self.config.rst_threshold.max(1) as usize;
-        if !self.recent_resets.contains_key(&(kind, key)) && self.recent_resets.len() >= self.config.max_peers {
+        if self.recent_resets.len() >= self.config.max_peers && !self.recent_resets.contains_key(&(kind, key)) {
             self.recent_resets.retain(|_, times| times.back().is_some_and(|last| last.saturating_add(RST_WINDOW_NS) > at_ns));
             if self.recent_resets.len() >= self.config.max_peers {
                 self.evicted += 1;
