@@ -267,7 +267,9 @@ impl Aggregator {
                 let line = ConnectionLine::new(&ended, clock, reason_name, |code| tracker.drop_reason_name(code));
                 let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| Bytes::from(line.json()));
                 let shown = if outputs.stdout.json { json.clone().expect("made for stdout") } else { line.human().into() };
-                lines.push(ended.connection.end_ns(), (shown, json.filter(|_| outputs.json_file.is_some())));
+                let json = json.filter(|_| outputs.json_file.is_some());
+                let size = shown.len() + json.as_ref().map_or(0, Bytes::len);
+                lines.push(ended.connection.end_ns(), (shown, json), size);
             }
             if let Some(recorder) = recorder.as_mut() {
                 recorder.push_connection(ended);
