@@ -12,6 +12,7 @@ pub mod connections;
 pub mod events;
 pub mod exposition;
 pub mod files;
+mod line_order;
 pub mod metrics;
 mod process_metrics;
 pub mod recorder;
