@@ -72,7 +72,7 @@ fn compare(tracer: &Path, spread: Spread, modes: &[Mode], rounds: usize, seconds
 }
 
 /// "median (min–max)" of per-round ratios.
-fn spread_of(ratios: &[f64]) -> String {
+pub(crate) fn spread_of(ratios: &[f64]) -> String {
     let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let high = ratios.iter().copied().fold(0.0, f64::max);
     format!("**{:.3}** ({low:.3}–{high:.3})", median(ratios))

@@ -125,10 +125,8 @@ fn throughput(layers: &[PathBuf], rounds: usize, seconds: f64) -> Result<String>
     let mut previous = 1.0;
     for ((_, what), runs) in LAYERS.iter().zip(&runs) {
         let ratios = runs.ratios(&untraced);
-        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = ratios.iter().copied().fold(0.0, f64::max);
         let ratio = median(&ratios);
-        report += &format!("| {what} | **{ratio:.3}** ({low:.3}–{high:.3}) | {:+.3} |\n", ratio - previous);
+        report += &format!("| {what} | {} | {:+.3} |\n", crate::bench::spread_of(&ratios), ratio - previous);
         previous = ratio;
     }
     report += "\nThe layers' medians come from different rounds, so their steps add up only roughly.\n\n";
