@@ -34,7 +34,6 @@ pub struct Reorder {
     runs: Vec<VecDeque<(u64, u64)>>,
     /// Emptied runs, kept for their allocations.
     spare: Vec<VecDeque<(u64, u64)>>,
-    held: usize,
     /// Events dropped because the stage was full.
     pub dropped: u64,
 }
@@ -50,7 +49,6 @@ impl Reorder {
     }
 
     fn place(&mut self, key: (u64, u64)) {
-        self.held += 1;
         let last = |run: &VecDeque<(u64, u64)>| *run.back().expect("runs are never empty");
         let fits = self.runs.iter().enumerate().filter(|(_, run)| last(run) <= key).max_by_key(|(_, run)| last(run));
         if let Some((index, _)) = fits {
@@ -86,7 +84,6 @@ impl Reorder {
             if run.is_empty() {
                 self.spare.push(self.runs.swap_remove(index));
             }
-            self.held -= 1;
             let slot = &mut self.slots[(arrival - self.first_slot) as usize];
             if let Some(event) = slot {
                 take(event);
@@ -100,7 +97,7 @@ impl Reorder {
     }
 
     pub fn held(&self) -> usize {
-        self.held
+        self.runs.iter().map(VecDeque::len).sum()
     }
 }
 
