@@ -268,7 +268,8 @@ impl Aggregator {
                 let json = (outputs.stdout.json || outputs.json_file.is_some()).then(|| Bytes::from(line.json()));
                 let shown = if outputs.stdout.json { json.clone().expect("made for stdout") } else { line.human().into() };
                 let json = json.filter(|_| outputs.json_file.is_some());
-                let size = shown.len() + json.as_ref().map_or(0, Bytes::len);
+                // With JSON on stdout both are one buffer: counted once.
+                let size = shown.len() + json.as_ref().filter(|_| !outputs.stdout.json).map_or(0, Bytes::len);
                 lines.push(ended.connection.end_ns(), (shown, json), size);
             }
             if let Some(recorder) = recorder.as_mut() {
