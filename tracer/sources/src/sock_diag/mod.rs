@@ -368,8 +368,7 @@ fn netstat_field(text: &str, group: &str, field: &str) -> Option<u64> {
     values.split_whitespace().nth(index)?.parse().ok()
 }
 
-/// Opens a sock_diag socket inside `netns` and names the namespace.
-/// A socket in `netns`; `None` when the namespace is gone.
+/// Opens a sock_diag socket inside `netns` and names the namespace; `None` when it is gone.
 fn enter(netns: u32) -> Result<Option<Namespace>> {
     netns::inside(netns, |name| Ok(Namespace::new(open_socket()?, name)))
 }
