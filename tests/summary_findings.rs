@@ -456,6 +456,13 @@ fn a_router_that_resets_in_the_clients_name_is_told_from_the_client_itself() {
 #[test]
 fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_peer() {
     require_root();
+    starved_by_this_hosts_firewall(true);
+    starved_by_this_hosts_firewall(false);
+}
+
+/// The server's own firewall drops everything the client sends (`incoming`), or everything the
+/// server sends it, once the connection is established; the server's socket times out.
+fn starved_by_this_hosts_firewall(incoming: bool) {
     let link = Link::new();
     let listener = link.listen(link.server_ip);
     let server = listener.local_addr().unwrap();
@@ -464,16 +471,22 @@ fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_pee
     let client = link.connect(server).unwrap();
     let (mut accepted, client_addr) = listener.accept().unwrap();
     set_option(&accepted, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
-    // The server's own firewall drops everything the client sends from now on.
     let client_ip = link.client_ip;
-    link.server.nft(&format!("table inet guard {{ chain input {{ type filter hook input priority 0; ip saddr {client_ip} drop; }}; }}"));
+    let (hook, match_client, way, words) = if incoming {
+        ("input", "saddr", "dropped_in", "the peer was not silent")
+    } else {
+        ("output", "daddr", "dropped_out", "our packets never left this host")
+    };
+    link.server.nft(&format!(
+        "table inet guard {{ chain {hook} {{ type filter hook {hook} priority 0; ip {match_client} {client_ip} drop; }}; }}"
+    ));
     accepted.write_all(b"are you there?").unwrap();
     let line = tracer.wait_for("the server's line", |line| line["remote"] == client_addr.to_string() && line["close"].is_string());
     if drops_seen {
         assert_eq!(line["close"], "dropped_here", "{line}");
         let detail = line["detail"].as_str().unwrap();
-        assert!(detail.contains("this host dropped") && detail.contains("NETFILTER_DROP"), "{line}");
-        assert!(line["dropped_in"].as_u64() >= Some(1), "{line}");
+        assert!(detail.contains("this host dropped") && detail.contains("NETFILTER_DROP") && detail.contains(words), "{line}");
+        assert!(line[way].as_u64() >= Some(1), "{line}");
     } else {
         eprintln!("kfree_skb with drop reasons is unavailable here: the end reads as the peer's silence");
         assert_eq!(line["close"], "peer_silent", "{line}");
@@ -481,7 +494,8 @@ fn a_connection_this_hosts_firewall_starved_was_dropped_here_not_by_a_silent_pee
     let (_, dropped) = logged.stop("dropped_here");
     if drops_seen {
         let finding = dropped.first().expect("a dropped_here finding");
-        assert!(finding["detail"].as_str().unwrap().contains("NETFILTER_DROP from the peer"), "{finding}");
+        let direction = if incoming { "NETFILTER_DROP from the peer" } else { "NETFILTER_DROP to the peer" };
+        assert!(finding["detail"].as_str().unwrap().contains(direction), "{finding}");
     }
     drop(client);
 }

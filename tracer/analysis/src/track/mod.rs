@@ -459,9 +459,12 @@ impl Tracker {
             connection.idle_before_ns = connection.keepalive_idle_ns;
         }
         // Silence that this host's own drops explain is not the peer's.
-        if matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout) && connection.drops.incoming > 0 {
+        if matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout)
+            && connection.drops.explain_silence(connection.first_retransmit_ns)
+        {
             verdict.class = CloseClass::DroppedHere;
-            verdict.detail = format!("{}; the peer was not silent ({})", self.describe_drops(&connection), verdict.detail).into();
+            let unheard = if connection.drops.incoming > 0 { "the peer was not silent" } else { "our packets never left this host" };
+            verdict.detail = format!("{}; {unheard} ({})", self.describe_drops(&connection), verdict.detail).into();
         }
         out.push(Observation::Ended(Ended {
             connection,
