@@ -355,9 +355,14 @@ struct Logged {
 
 impl Logged {
     fn start(netns: &Netns, name: &str) -> Logged {
+        Logged::start_filtered(&["--netns", &netns.path()], name)
+    }
+
+    /// With `filter` (the options that keep this test's traffic and no other test's).
+    fn start_filtered(filter: &[&str], name: &str) -> Logged {
         let summaries = std::env::temp_dir().join(format!("tracer-{name}-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&summaries);
-        let tracer = summary_tracer(&["--netns", &netns.path(), "--connections", "--json-out", summaries.to_str().unwrap()]);
+        let tracer = summary_tracer(&[filter, &["--connections", "--json-out", summaries.to_str().unwrap()]].concat());
         Logged { tracer, summaries }
     }
 
@@ -544,19 +549,29 @@ fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
 #[test]
 fn a_router_that_forgets_idle_flows_is_found_with_its_idle_timeout() {
     require_root();
-    forgetful_router(false);
+    forgetful_router(false, false);
 }
 
 #[test]
 fn a_router_that_resets_forgotten_flows_is_found_too_and_its_resets_are_the_paths() {
     require_root();
-    forgetful_router(true);
+    forgetful_router(true, false);
+}
+
+/// Traced whole (not only the client's namespace), the router is a namespace of this host: the
+/// packets it dropped where it held no socket are this host's drops, and its idle timeout is
+/// still found.
+#[test]
+fn a_router_namespace_of_this_host_that_forgets_idle_flows_is_this_hosts_drop() {
+    require_root();
+    forgetful_router(false, true);
 }
 
 /// A middlebox that knows only flows its conntrack tracks (new ones only with a SYN) and forgets
 /// an established one after 3 s of silence; what it does with the rest: drop it, or (`resets`)
-/// answer it with a RST in the other end's name.
-fn forgetful_router(resets: bool) {
+/// answer it with a RST in the other end's name. `whole_host`: the tracer follows every
+/// namespace (the router's too), filtered to the client's address only.
+fn forgetful_router(resets: bool, whole_host: bool) {
     let routed = Routed::router();
     let rest = if resets { "meta l4proto tcp reject with tcp reset;" } else { "" };
     routed.nat.nft(&format!(
@@ -581,8 +596,13 @@ fn forgetful_router(resets: bool) {
             });
         }
     });
-    let logged = Logged::start(&routed.client, &format!("idle-{resets}"));
-    let clocks = logged.has("idle gaps: yes");
+    let client_network = format!("{}/32", routed.client_ip);
+    let logged = if whole_host {
+        Logged::start_filtered(&["--addr", &client_network], "idle-host")
+    } else {
+        Logged::start(&routed.client, &format!("idle-{resets}"))
+    };
+    let (clocks, drops_seen) = (logged.has("idle gaps: yes"), logged.has("kfree_skb=tp_btf"));
     // Three connections pause 1.5 s (under the timeout), three pause 6 s (past it), then talk.
     let clients: Vec<_> = [1.5, 1.5, 1.5, 6.0, 6.0, 6.0]
         .into_iter()
@@ -627,10 +647,21 @@ fn forgetful_router(resets: bool) {
     assert!(bounds.len() == 2 && bounds[0] <= 3.0 && bounds[1] >= 3.0, "the interval holds the 3 s timeout: {found}");
     assert!(detail.contains("(3 of 3)"), "{found}");
     assert_eq!(detail.contains("died or were reset"), resets, "{found}");
+    let router = routed.nat.inode();
     for (local, pause, _) in outcomes.iter().filter(|(_, pause, _)| *pause > 3.0) {
         let line = lines.iter().find(|line| line["local"] == local.to_string()).expect("the dead connection's line");
         // Its RST came from the router, one hop closer than the server.
-        assert_eq!(line["close"], if resets { "reset_by_path" } else { "peer_silent" }, "{line}");
+        let close = match (resets, whole_host && drops_seen) {
+            (true, _) => "reset_by_path",
+            (false, true) => "dropped_here",
+            (false, false) => "peer_silent",
+        };
+        assert_eq!(line["close"], close, "{line}");
+        if close == "dropped_here" {
+            let detail = line["detail"].as_str().unwrap();
+            assert!(detail.contains(&format!("in netns {router}, which held no socket for them: NETFILTER_DROP")), "{line}");
+            assert!(line["dropped_out"].as_u64() >= Some(1), "the client's retransmissions: {line}");
+        }
         assert!(line["idle_before_ms"].as_f64().is_some_and(|ms| ms >= pause * 1000.0 - 100.0), "idle for {pause} s: {line}");
     }
     drop(echo);

@@ -71,6 +71,7 @@ fn six_hours() -> (String, u64) {
                 role: Role::Server,
                 reason: "NETFILTER_DROP".into(),
                 incoming: true,
+                socketless: false,
                 at_ns: now_ns - 1,
             });
         }

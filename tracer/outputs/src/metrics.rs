@@ -263,8 +263,12 @@ impl Metrics {
             Observation::ResetRefused { .. } => {
                 self.resets_refused.inc();
             }
-            Observation::Dropped { reason, incoming, .. } => {
-                let direction = if *incoming { "in" } else { "out" };
+            Observation::Dropped { reason, incoming, socketless, .. } => {
+                let direction = match (socketless, incoming) {
+                    (true, _) => "no_socket",
+                    (false, true) => "in",
+                    (false, false) => "out",
+                };
                 self.drops.get_or_create(&labels(&[("reason", &reason.to_lowercase()), ("direction", direction)])).inc();
             }
             Observation::PortReuse { .. } | Observation::IdleSurvived { .. } => {}

@@ -104,7 +104,7 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             key.remote
         ),
         FindingKind::DroppedHere if n > 0 => {
-            format!("this host's kernel dropped {n} packet(s) between us and {}: {}", key.remote, labels(tally))
+            format!("this host's kernel dropped {n} packet(s) between {} and {}: {}", key.local, key.remote, labels(tally))
         }
         FindingKind::IdleTimeout if n > 0 => tally.example.clone().unwrap_or_default(),
         FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),

@@ -199,7 +199,8 @@ impl Findings {
                 let owner = || connection.process.map(Owner::from);
                 let reset = matches!(ended.class, CloseClass::ResetByPeer | CloseClass::ResetByPath);
                 if let Some(gap) = connection.idle_before_ns.filter(|gap| *gap >= crate::track::IDLE_GAP_NS) {
-                    if reset || ended.class == CloseClass::PeerSilent {
+                    // A silence this host's drops explain is still a death after that gap.
+                    if reset || matches!(ended.class, CloseClass::PeerSilent | CloseClass::DroppedHere) {
                         if let Some(evidence) = self.idle_evidence(key) {
                             evidence.died(gap, reset);
                         }
@@ -290,13 +291,17 @@ impl Findings {
                     tally.began(started);
                 }
             }
-            Observation::Dropped { tuple, role, reason, incoming, .. } => {
+            Observation::Dropped { tuple, role, reason, incoming, socketless, .. } => {
                 let key = PeerKey::new(*role, tuple.netns, tuple.local, tuple.remote);
                 if let Some(tally) = self.tally(FindingKind::DroppedHere, key) {
                     tally.count += 1;
                     tally.began(started);
-                    let direction = if *incoming { "from the peer" } else { "to the peer" };
-                    *tally.labels.entry(format!("{reason} {direction}")).or_default() += 1;
+                    let way = match (socketless, incoming) {
+                        (true, _) => "where no socket held them",
+                        (false, true) => "from the peer",
+                        (false, false) => "to the peer",
+                    };
+                    *tally.labels.entry(format!("{reason} {way}")).or_default() += 1;
                 }
             }
             Observation::IdleSurvived { tuple, role, gap_ns, .. } => {

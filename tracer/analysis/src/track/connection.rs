@@ -283,12 +283,15 @@ pub enum Observation {
         gap_ns: u64,
         at_ns: u64,
     },
-    /// This host's kernel dropped a TCP packet of this tuple, with its reason's name.
+    /// This host's kernel dropped a TCP packet of this tuple, with its reason's name: one of the
+    /// socket's, either way, or (`socketless`) one no socket held where it was dropped (a
+    /// namespace forwarding it; a firewall before the socket lookup), sent to `tuple.local`.
     Dropped {
         tuple: Tuple,
         role: Role,
         reason: String,
         incoming: bool,
+        socketless: bool,
         at_ns: u64,
     },
     /// A RST reached one of our sockets and the kernel refused it (out of window, or in window

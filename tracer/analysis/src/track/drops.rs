@@ -1,10 +1,11 @@
 //! What this host dropped: TCP packets its kernel freed as drops (`kfree_skb`, with the
-//! kernel's reason), tied to their connection when the packet had a socket. A connection that
-//! died silent while this host was dropping its peer's packets did not die of the peer's
-//! silence: its verdict says so.
-use std::collections::BTreeMap;
+//! kernel's reason), tied to their connection when the packet had a socket, else remembered by
+//! its two endpoints (a namespace that forwards it has no socket for it). A connection that died
+//! silent while this host was dropping its packets did not die of the peer's silence: its
+//! verdict says so.
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use super::{Connection, Observation, Tracker, Tuple};
+use super::{classify::Verdict, CloseClass, Connection, Observation, Tracker, Tuple};
 use crate::decode::Event;
 
 /// The kernel's drop reasons that mean this host lost a packet (its firewall, a full queue or
@@ -56,6 +57,27 @@ pub fn losses(names: &BTreeMap<u32, String>) -> [u64; 4] {
 /// Most distinct reasons kept per connection (the rest count under the last).
 const REASONS_PER_CONNECTION: usize = 4;
 
+/// Most endpoint pairs whose socketless drops are remembered (≈ 130 bytes each).
+pub(super) const MAX_STRAY_PAIRS: usize = 16_384;
+
+/// Drops of packets that no socket held where the kernel dropped them (a namespace forwarding
+/// them; a firewall before the socket lookup), for one pair of endpoints, the lower first:
+/// `drops.incoming` counts the packets sent to the lower one. `netns` is where the last was dropped.
+#[derive(Clone, Debug, Default)]
+pub(super) struct StrayDrops {
+    netns: u32,
+    drops: Drops,
+}
+
+/// Two endpoints in order, and whether `to` is the lower: the key of [`StrayDrops`].
+fn pair(to: SocketAddr, from: SocketAddr) -> ((SocketAddr, SocketAddr), bool) {
+    if to <= from {
+        ((to, from), true)
+    } else {
+        ((from, to), false)
+    }
+}
+
 /// Drops of one connection's packets, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Drops {
@@ -84,15 +106,30 @@ impl Drops {
         } else {
             self.outgoing += 1;
         }
+        self.count_reason(reason, 1);
+    }
+
+    fn count_reason(&mut self, reason: u32, by: u32) {
         let full = self.reasons.len() >= REASONS_PER_CONNECTION;
         match self.reasons.iter().position(|(known, _)| *known == reason) {
-            Some(index) => self.reasons[index].1 += 1,
-            None if !full => self.reasons.push((reason, 1)),
+            Some(index) => self.reasons[index].1 += by,
+            None if !full => self.reasons.push((reason, by)),
             None => {
                 if let Some((_, count)) = self.reasons.last_mut() {
-                    *count += 1;
+                    *count += by;
                 }
             }
+        }
+    }
+
+    /// Adds `other`'s drops; `flipped` when its incoming ones were our outgoing ones.
+    fn absorb(&mut self, other: &Drops, flipped: bool) {
+        let (incoming, outgoing) = if flipped { (other.outgoing, other.incoming) } else { (other.incoming, other.outgoing) };
+        self.incoming += incoming;
+        self.outgoing += outgoing;
+        self.last_ns = self.last_ns.max(other.last_ns);
+        for (reason, count) in &other.reasons {
+            self.count_reason(*reason, *count);
         }
     }
 }
@@ -113,17 +150,62 @@ impl Tracker {
             connection.drops.add(drop.reason, drop.incoming, event.timestamp_ns);
             connection.role
         });
+        if owner.is_none() {
+            // A socketless drop's addresses are the packet's: `local` is where it was going.
+            self.remember_stray_drop(event.socket.netns, event.local, event.remote, drop.reason, event.timestamp_ns);
+        }
         out.push(Observation::Dropped {
             tuple: Tuple::of(event),
             role: owner.unwrap_or_else(|| self.socketless_role(event)),
             reason: self.drop_reason_name(drop.reason),
             incoming: drop.incoming,
+            socketless: owner.is_none(),
             at_ns: event.timestamp_ns,
         });
     }
 
-    /// "this host dropped 6 packet(s) from the peer 10.1.2.3:51000: NETFILTER_DROP ×6".
-    pub(super) fn describe_drops(&self, connection: &Connection) -> String {
+    fn remember_stray_drop(&mut self, netns: u32, to: SocketAddr, from: SocketAddr, reason: u32, at_ns: u64) {
+        let (key, to_lower) = pair(to, from);
+        if self.stray_drops.len() >= MAX_STRAY_PAIRS && !self.stray_drops.contains_key(&key) {
+            let oldest = self.stray_drops.iter().take(64).min_by_key(|(_, stray)| stray.drops.last_ns).map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.stray_drops.remove(&oldest);
+            }
+        }
+        let stray = self.stray_drops.entry(key).or_default();
+        stray.netns = netns;
+        stray.drops.add(reason, to_lower, at_ns);
+    }
+
+    /// Silence that this host's own drops explain is not the peer's: the connection's own drops
+    /// (its socket held the packets), else those of its endpoints' packets that no socket held
+    /// (a namespace forwarding them, or a firewall before the socket lookup), within its life.
+    pub(super) fn blame_drops(&self, connection: &mut Connection, verdict: &mut Verdict) {
+        if !matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout) {
+            return;
+        }
+        let mut place = String::new();
+        if !connection.drops.explain_silence(connection.first_retransmit_ns) {
+            let (key, local_is_lower) = pair(connection.local, connection.remote);
+            let Some(stray) = self.stray_drops.get(&key) else { return };
+            if !stray.drops.explain_silence(connection.first_retransmit_ns.or(connection.opened_ns)) {
+                return;
+            }
+            connection.drops.absorb(&stray.drops, !local_is_lower);
+            place = if stray.netns == connection.socket.netns {
+                " before they reached the socket".to_string()
+            } else {
+                format!(" in netns {}, which held no socket for them", stray.netns)
+            };
+        }
+        verdict.class = CloseClass::DroppedHere;
+        let unheard = if connection.drops.incoming > 0 { "the peer was not silent" } else { "our packets never left this host" };
+        verdict.detail = format!("{}; {unheard} ({})", self.describe_drops(connection, &place), verdict.detail).into();
+    }
+
+    /// "this host dropped 6 packet(s) from the peer 10.1.2.3:51000: NETFILTER_DROP ×6", with
+    /// `place` before the reasons.
+    fn describe_drops(&self, connection: &Connection, place: &str) -> String {
         let drops = &connection.drops;
         let reasons: Vec<String> =
             drops.reasons.iter().map(|(reason, count)| format!("{} ×{count}", self.drop_reason_name(*reason))).collect();
@@ -133,7 +215,7 @@ impl Tracker {
             (0, outgoing) => format!("{outgoing} packet(s) to the peer {remote}"),
             (incoming, outgoing) => format!("{incoming} packet(s) from the peer {remote} and {outgoing} to it"),
         };
-        format!("this host dropped {which}: {}", reasons.join(", "))
+        format!("this host dropped {which}{place}: {}", reasons.join(", "))
     }
 }
 
@@ -141,7 +223,7 @@ impl Tracker {
 mod tests {
     use super::*;
     use crate::{
-        decode::{Dropped, TcpState::*},
+        decode::{Dropped, SocketId, TcpState::*},
         track::{fixtures::*, CloseClass, Ended, TrackerConfig},
     };
 
@@ -157,19 +239,32 @@ mod tests {
         assert_eq!(losses(&names), [1 << 12, 1 << (71 - 64), 0, 0], "a value past 255 is not asked for");
     }
 
-    /// An accepted connection that times out at 20 s; `retransmits` and `drops` (when, and
-    /// whether the packet was the peer's) happen in between.
-    fn timed_out(retransmits: &[u64], drops: &[(u64, bool)]) -> (usize, Ended) {
-        let s = Script::new(0xb1, "10.0.0.2:80", "10.0.1.1:40000");
+    fn script() -> Script {
+        Script::new(0xb1, "10.0.0.2:80", "10.0.1.1:40000")
+    }
+
+    /// A drop of one of the connection's packets, tied to its socket: the peer's (`incoming`) or ours.
+    fn tied(at: u64, incoming: bool) -> Event {
+        Event { kind: tracer_common::EventKind::Drop, drop: Some(Dropped { reason: 12, incoming }), ..script().retransmit(Established, at) }
+    }
+
+    /// A drop of one of its packets where no socket held it, in namespace `netns`: the kernel
+    /// reports the packet's destination as `local`.
+    fn stray(netns: u32, at: u64, to_us: bool) -> Event {
+        let s = script();
+        let (local, remote) = if to_us { (s.local, s.remote) } else { (s.remote, s.local) };
+        Event { socket: SocketId { netns, address: 0 }, local, remote, ..tied(at, true) }
+    }
+
+    /// An accepted connection (opened at 1 s) that times out at 20 s; `retransmits` and `drops`
+    /// happen in between.
+    fn timed_out(retransmits: &[u64], drops: &[Event]) -> (usize, Ended) {
+        let s = script();
         let names: BTreeMap<u32, String> = [(12, "NETFILTER_DROP".to_string())].into();
         let mut tracker = Tracker::new(TrackerConfig::default(), reasons()).with_drop_reasons(names);
         let mut events = vec![s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1)];
         events.extend(retransmits.iter().map(|at| s.retransmit(Established, *at)));
-        events.extend(drops.iter().map(|(at, incoming)| Event {
-            kind: tracer_common::EventKind::Drop,
-            drop: Some(Dropped { reason: 12, incoming: *incoming }),
-            ..s.retransmit(Established, *at)
-        }));
+        events.extend_from_slice(drops);
         events.push(s.state(Established, Close, 20 * S));
         events.sort_by_key(|event| event.timestamp_ns);
         let mut out = Vec::new();
@@ -184,7 +279,7 @@ mod tests {
     #[test]
     fn a_connection_that_timed_out_while_this_host_dropped_its_peer_s_packets_was_dropped_here() {
         let retransmits: Vec<u64> = (0..6).map(|i| 2 * S + i).collect();
-        let drops: Vec<(u64, bool)> = (0..6).map(|i| (2 * S + i + 1, true)).collect();
+        let drops: Vec<Event> = (0..6).map(|i| tied(2 * S + i + 1, true)).collect();
         let (dropped, ended) = timed_out(&retransmits, &drops);
         assert_eq!((dropped, ended.class), (6, CloseClass::DroppedHere));
         assert!(ended.detail.contains("this host dropped 6 packet(s) from the peer 10.0.1.1:40000: NETFILTER_DROP ×6"), "{}", ended.detail);
@@ -195,7 +290,7 @@ mod tests {
     /// sent: the drops alone say why the peer never answered.
     #[test]
     fn a_connection_whose_own_packets_this_host_dropped_was_dropped_here() {
-        let drops: Vec<(u64, bool)> = (0..5).map(|i| (2 * S + i * S, false)).collect();
+        let drops: Vec<Event> = (0..5).map(|i| tied(2 * S + i * S, false)).collect();
         let (dropped, ended) = timed_out(&[], &drops);
         assert_eq!((dropped, ended.class), (5, CloseClass::DroppedHere));
         assert!(ended.detail.contains("this host dropped 5 packet(s) to the peer 10.0.1.1:40000: NETFILTER_DROP ×5"), "{}", ended.detail);
@@ -206,14 +301,48 @@ mod tests {
     /// the peer's.
     #[test]
     fn drops_that_stopped_before_the_silence_do_not_take_the_blame() {
-        let (dropped, ended) = timed_out(&[10 * S, 11 * S], &[(2 * S, true), (3 * S, false)]);
+        let (dropped, ended) = timed_out(&[10 * S, 11 * S], &[tied(2 * S, true), tied(3 * S, false)]);
         assert_eq!((dropped, ended.class), (2, CloseClass::PeerSilent), "{}", ended.detail);
-        let (_, ended) = timed_out(&[10 * S, 11 * S], &[(2 * S, true), (12 * S, false)]);
+        let (_, ended) = timed_out(&[10 * S, 11 * S], &[tied(2 * S, true), tied(12 * S, false)]);
         assert_eq!(ended.class, CloseClass::DroppedHere, "{}", ended.detail);
         assert!(
             ended.detail.contains("this host dropped 1 packet(s) from the peer 10.0.1.1:40000 and 1 to it: NETFILTER_DROP ×2"),
             "{}",
             ended.detail
         );
+    }
+
+    /// A namespace of this host that forwards the connection's packets (a router, a container
+    /// host's bridge) dropped them where it had no socket: the connection's silence is this
+    /// host's doing, and the verdict names the namespace.
+    #[test]
+    fn drops_in_another_namespace_that_forwards_the_connection_are_this_host_s() {
+        let router = NETNS + 7;
+        let drops = [stray(router, 3 * S, false), stray(router, 5 * S, false), stray(router, 6 * S, true)];
+        let (dropped, ended) = timed_out(&[4 * S], &drops);
+        assert_eq!((dropped, ended.class), (3, CloseClass::DroppedHere), "{}", ended.detail);
+        let expected = format!("this host dropped 1 packet(s) from the peer 10.0.1.1:40000 and 2 to it in netns {router}, which held no socket for them: NETFILTER_DROP ×3");
+        assert!(ended.detail.contains(&expected), "{}", ended.detail);
+        assert_eq!((ended.connection.drops.incoming, ended.connection.drops.outgoing), (1, 2), "the line's counts include them");
+        // In the socket's own namespace: dropped before the socket lookup (early demux off).
+        let (_, ended) = timed_out(&[4 * S], &[stray(NETNS, 5 * S, true)]);
+        assert!(
+            ended.detail.contains("from the peer 10.0.1.1:40000 before they reached the socket: NETFILTER_DROP ×1"),
+            "{}",
+            ended.detail
+        );
+    }
+
+    /// Drops of the same endpoints from before the connection opened (an earlier connection on
+    /// the same 4-tuple) or that stopped before its silence showed say nothing of it.
+    #[test]
+    fn socketless_drops_outside_the_connection_s_silence_do_not_take_the_blame() {
+        let router = NETNS + 7;
+        let (_, ended) = timed_out(&[], &[stray(router, S / 2, false)]);
+        assert_eq!(ended.class, CloseClass::PeerSilent, "{}", ended.detail);
+        let (_, ended) = timed_out(&[10 * S], &[stray(router, 3 * S, false)]);
+        assert_eq!(ended.class, CloseClass::PeerSilent, "{}", ended.detail);
+        let (_, ended) = timed_out(&[], &[stray(router, 3 * S, false)]);
+        assert_eq!(ended.class, CloseClass::DroppedHere, "no retransmission seen: its own were dropped ({})", ended.detail);
     }
 }

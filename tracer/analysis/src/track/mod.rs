@@ -78,6 +78,8 @@ pub struct Tracker {
     peer_ttls: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
     /// The kernel's drop reasons by value (`enum skb_drop_reason`).
     drop_reason_names: BTreeMap<u32, String>,
+    /// Drops of packets no socket held, by their endpoints; at most [`drops::MAX_STRAY_PAIRS`].
+    stray_drops: FastMap<(std::net::SocketAddr, std::net::SocketAddr), drops::StrayDrops>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -94,6 +96,7 @@ impl Tracker {
             gone: VecDeque::new(),
             peer_ttls: FastMap::default(),
             drop_reason_names: BTreeMap::new(),
+            stray_drops: FastMap::default(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -458,14 +461,7 @@ impl Tracker {
             // Nothing in flight went unanswered before: the first keepalive probe did.
             connection.idle_before_ns = connection.keepalive_idle_ns;
         }
-        // Silence that this host's own drops explain is not the peer's.
-        if matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout)
-            && connection.drops.explain_silence(connection.first_retransmit_ns)
-        {
-            verdict.class = CloseClass::DroppedHere;
-            let unheard = if connection.drops.incoming > 0 { "the peer was not silent" } else { "our packets never left this host" };
-            verdict.detail = format!("{}; {unheard} ({})", self.describe_drops(&connection), verdict.detail).into();
-        }
+        self.blame_drops(&mut connection, &mut verdict);
         out.push(Observation::Ended(Ended {
             connection,
             class: verdict.class,
