@@ -411,7 +411,11 @@ impl Aggregator {
             }
         }
         let stats = self.pipeline.tracker.stats;
-        health.evicted = stats.evicted_connections + stats.evicted_time_wait + self.pipeline.findings.evicted + self.links.dropped;
+        health.evicted = stats.evicted_connections
+            + stats.evicted_time_wait
+            + stats.evicted_drop_pairs
+            + self.pipeline.findings.evicted
+            + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;
         health.recorder_overflowed = self.recorder.as_ref().map_or(0, |recorder| recorder.overflowed);
         health.held_dropped = self.pipeline.dropped_while_held();

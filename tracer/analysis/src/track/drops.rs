@@ -170,6 +170,7 @@ impl Tracker {
             let oldest = self.stray_drops.iter().take(64).min_by_key(|(_, stray)| stray.drops.last_ns).map(|(key, _)| *key);
             if let Some(oldest) = oldest {
                 self.stray_drops.remove(&oldest);
+                self.stats.evicted_drop_pairs += 1;
             }
         }
         let stray = self.stray_drops.entry(key).or_default();
@@ -344,5 +345,18 @@ mod tests {
         assert_eq!(ended.class, CloseClass::PeerSilent, "{}", ended.detail);
         let (_, ended) = timed_out(&[], &[stray(router, 3 * S, false)]);
         assert_eq!(ended.class, CloseClass::DroppedHere, "no retransmission seen: its own were dropped ({})", ended.detail);
+    }
+
+    #[test]
+    fn socketless_drop_pairs_are_bounded_and_their_evictions_counted() {
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let mut out = Vec::new();
+        for i in 0..=MAX_STRAY_PAIRS as u64 {
+            let port = 1024 + (i % 60_000) as u16;
+            let host = (i / 60_000) as u8;
+            let event = Event { remote: SocketAddr::from(([10, 0, 9, host], port)), ..stray(NETNS, S + i, true) };
+            tracker.observe(&event, &mut out);
+        }
+        assert_eq!((tracker.stray_drops.len(), tracker.stats.evicted_drop_pairs), (MAX_STRAY_PAIRS, 1));
     }
 }

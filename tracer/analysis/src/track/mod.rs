@@ -52,6 +52,8 @@ pub struct TrackerStats {
     pub tracked: u64,
     pub evicted_connections: u64,
     pub evicted_time_wait: u64,
+    /// Endpoint pairs whose socketless drops were forgotten to make room.
+    pub evicted_drop_pairs: u64,
     /// Events about sockets first seen mid-life (they predate the tracer, or their birth was lost).
     pub joined_mid_life: u64,
 }
