@@ -505,6 +505,39 @@ fn starved_by_this_hosts_firewall(incoming: bool) {
     drop(client);
 }
 
+/// Both ends on this host, in their own namespaces: the server's firewall drops what the client
+/// sends once the connection is up, and the client's end, timing out, reads those drops at the
+/// server's socket as this host's.
+#[test]
+fn the_client_whose_packets_the_server_namespace_dropped_reads_it_as_this_hosts_drop() {
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let client_network = format!("{}/32", link.client_ip);
+    let logged = Logged::start_filtered(&["--addr", &client_network], "peer-socket-drops");
+    let (tracer, drops_seen) = (&logged.tracer, logged.has("kfree_skb=tp_btf"));
+    let mut client = link.connect(server).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    set_option(&client, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
+    let client_ip = link.client_ip;
+    link.server.nft(&format!("table inet guard {{ chain input {{ type filter hook input priority 0; ip saddr {client_ip} drop; }}; }}"));
+    client.write_all(b"are you there?").unwrap();
+    let local = client.local_addr().unwrap();
+    let line = tracer.wait_for("the client's line", |line| line["local"] == local.to_string() && line["close"].is_string());
+    if drops_seen {
+        assert_eq!(line["close"], "dropped_here", "{line}");
+        let detail = line["detail"].as_str().unwrap();
+        let at_peer = format!("to the peer {server} in netns {}, at the peer's socket: NETFILTER_DROP", link.server.inode());
+        assert!(detail.contains(&at_peer), "{line}");
+        assert!(line["dropped_out"].as_u64() >= Some(1), "{line}");
+    } else {
+        eprintln!("kfree_skb with drop reasons is unavailable here: the end reads as the peer's silence");
+        assert_eq!(line["close"], "peer_silent", "{line}");
+    }
+    logged.stop("dropped_here");
+}
+
 #[test]
 fn resets_the_kernel_refuses_are_counted_as_nstat_counts_its_challenges() {
     require_root();

@@ -57,19 +57,22 @@ pub fn losses(names: &BTreeMap<u32, String>) -> [u64; 4] {
 /// Most distinct reasons kept per connection (the rest count under the last).
 const REASONS_PER_CONNECTION: usize = 4;
 
-/// Most endpoint pairs whose socketless drops are remembered (≈ 130 bytes each).
-pub(super) const MAX_STRAY_PAIRS: usize = 16_384;
+/// Most endpoint pairs whose drops are remembered (≈ 130 bytes each).
+pub(super) const MAX_DROP_PAIRS: usize = 16_384;
 
-/// Drops of packets that no socket held where the kernel dropped them (a namespace forwarding
-/// them; a firewall before the socket lookup), for one pair of endpoints, the lower first:
-/// `drops.incoming` counts the packets sent to the lower one. `netns` is where the last was dropped.
+/// Drops of one pair of endpoints' packets, the lower endpoint first, wherever this host dropped
+/// them: `drops.incoming` counts the packets sent to the lower one. A connection's other end
+/// reads them here: the namespace that forwarded its packets, or the peer's own namespace on
+/// this host, dropped them. `netns` is where the last was dropped, `socketless` whether a socket
+/// held it there.
 #[derive(Clone, Debug, Default)]
-pub(super) struct StrayDrops {
+pub(super) struct PairDrops {
     netns: u32,
+    socketless: bool,
     drops: Drops,
 }
 
-/// Two endpoints in order, and whether `to` is the lower: the key of [`StrayDrops`].
+/// Two endpoints in order, and whether `to` is the lower: the key of [`PairDrops`].
 fn pair(to: SocketAddr, from: SocketAddr) -> ((SocketAddr, SocketAddr), bool) {
     if to <= from {
         ((to, from), true)
@@ -150,37 +153,39 @@ impl Tracker {
             connection.drops.add(drop.reason, drop.incoming, event.timestamp_ns);
             connection.role
         });
-        if owner.is_none() {
-            // A socketless drop's addresses are the packet's: `local` is where it was going.
-            self.remember_stray_drop(event.socket.netns, event.local, event.remote, drop.reason, event.timestamp_ns);
-        }
+        // A socketless drop's addresses are the packet's (`local` is where it was going, and it
+        // counts as incoming); a socket's are the socket's.
+        let socketless = event.socket.address == 0;
+        let (to, from) = if drop.incoming { (event.local, event.remote) } else { (event.remote, event.local) };
+        self.remember_pair_drop(event.socket.netns, socketless, to, from, drop.reason, event.timestamp_ns);
         out.push(Observation::Dropped {
             tuple: Tuple::of(event),
             role: owner.unwrap_or_else(|| self.socketless_role(event)),
             reason: self.drop_reason_name(drop.reason),
             incoming: drop.incoming,
-            socketless: owner.is_none(),
+            socketless,
             at_ns: event.timestamp_ns,
         });
     }
 
-    fn remember_stray_drop(&mut self, netns: u32, to: SocketAddr, from: SocketAddr, reason: u32, at_ns: u64) {
+    fn remember_pair_drop(&mut self, netns: u32, socketless: bool, to: SocketAddr, from: SocketAddr, reason: u32, at_ns: u64) {
         let (key, to_lower) = pair(to, from);
-        if self.stray_drops.len() >= MAX_STRAY_PAIRS && !self.stray_drops.contains_key(&key) {
-            let oldest = self.stray_drops.iter().take(64).min_by_key(|(_, stray)| stray.drops.last_ns).map(|(key, _)| *key);
+        if self.pair_drops.len() >= MAX_DROP_PAIRS && !self.pair_drops.contains_key(&key) {
+            let oldest = self.pair_drops.iter().take(64).min_by_key(|(_, pair)| pair.drops.last_ns).map(|(key, _)| *key);
             if let Some(oldest) = oldest {
-                self.stray_drops.remove(&oldest);
+                self.pair_drops.remove(&oldest);
                 self.stats.evicted_drop_pairs += 1;
             }
         }
-        let stray = self.stray_drops.entry(key).or_default();
-        stray.netns = netns;
-        stray.drops.add(reason, to_lower, at_ns);
+        let pair = self.pair_drops.entry(key).or_default();
+        (pair.netns, pair.socketless) = (netns, socketless);
+        pair.drops.add(reason, to_lower, at_ns);
     }
 
     /// Silence that this host's own drops explain is not the peer's: the connection's own drops
-    /// (its socket held the packets), else those of its endpoints' packets that no socket held
-    /// (a namespace forwarding them, or a firewall before the socket lookup), within its life.
+    /// (its socket held the packets), else those of its endpoints' packets elsewhere on this
+    /// host (where no socket held them: a namespace forwarding them, a firewall before the
+    /// socket lookup; or at the peer's socket, in its own namespace here), within its life.
     pub(super) fn blame_drops(&self, connection: &mut Connection, verdict: &mut Verdict) {
         if !matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout) {
             return;
@@ -188,15 +193,16 @@ impl Tracker {
         let mut place = String::new();
         if !connection.drops.explain_silence(connection.first_retransmit_ns) {
             let (key, local_is_lower) = pair(connection.local, connection.remote);
-            let Some(stray) = self.stray_drops.get(&key) else { return };
-            if !stray.drops.explain_silence(connection.first_retransmit_ns.or(connection.opened_ns)) {
+            let Some(elsewhere) = self.pair_drops.get(&key) else { return };
+            let ours = elsewhere.netns == connection.socket.netns && !elsewhere.socketless;
+            if ours || !elsewhere.drops.explain_silence(connection.first_retransmit_ns.or(connection.opened_ns)) {
                 return;
             }
-            connection.drops.absorb(&stray.drops, !local_is_lower);
-            place = if stray.netns == connection.socket.netns {
-                " before they reached the socket".to_string()
-            } else {
-                format!(" in netns {}, which held no socket for them", stray.netns)
+            connection.drops.absorb(&elsewhere.drops, !local_is_lower);
+            place = match (elsewhere.netns == connection.socket.netns, elsewhere.socketless) {
+                (true, _) => " before they reached the socket".to_string(),
+                (false, true) => format!(" in netns {}, which held no socket for them", elsewhere.netns),
+                (false, false) => format!(" in netns {}, at the peer's socket", elsewhere.netns),
             };
         }
         verdict.class = CloseClass::DroppedHere;
@@ -334,6 +340,22 @@ mod tests {
         );
     }
 
+    /// Its peer's socket is on this host too, in its own namespace, and that namespace's firewall
+    /// dropped what we sent it: the drop is tied to the peer's socket, and our end reads it.
+    #[test]
+    fn drops_at_the_peer_s_socket_in_another_namespace_of_this_host_are_this_host_s() {
+        let s = script();
+        let peer_netns = NETNS + 3;
+        let at_peer =
+            |at| Event { socket: SocketId { netns: peer_netns, address: 0xc2 }, local: s.remote, remote: s.local, ..tied(at, true) };
+        let (_, ended) = timed_out(&[4 * S], &[at_peer(4 * S + 1), at_peer(6 * S)]);
+        assert_eq!(ended.class, CloseClass::DroppedHere, "{}", ended.detail);
+        let expected = format!(
+            "this host dropped 2 packet(s) to the peer 10.0.1.1:40000 in netns {peer_netns}, at the peer's socket: NETFILTER_DROP ×2"
+        );
+        assert!(ended.detail.contains(&expected), "{}", ended.detail);
+    }
+
     /// Drops of the same endpoints from before the connection opened (an earlier connection on
     /// the same 4-tuple) or that stopped before its silence showed say nothing of it.
     #[test]
@@ -351,12 +373,12 @@ mod tests {
     fn socketless_drop_pairs_are_bounded_and_their_evictions_counted() {
         let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
         let mut out = Vec::new();
-        for i in 0..=MAX_STRAY_PAIRS as u64 {
+        for i in 0..=MAX_DROP_PAIRS as u64 {
             let port = 1024 + (i % 60_000) as u16;
             let host = (i / 60_000) as u8;
             let event = Event { remote: SocketAddr::from(([10, 0, 9, host], port)), ..stray(NETNS, S + i, true) };
             tracker.observe(&event, &mut out);
         }
-        assert_eq!((tracker.stray_drops.len(), tracker.stats.evicted_drop_pairs), (MAX_STRAY_PAIRS, 1));
+        assert_eq!((tracker.pair_drops.len(), tracker.stats.evicted_drop_pairs), (MAX_DROP_PAIRS, 1));
     }
 }

@@ -80,8 +80,9 @@ pub struct Tracker {
     peer_ttls: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
     /// The kernel's drop reasons by value (`enum skb_drop_reason`).
     drop_reason_names: BTreeMap<u32, String>,
-    /// Drops of packets no socket held, by their endpoints; at most [`drops::MAX_STRAY_PAIRS`].
-    stray_drops: FastMap<(std::net::SocketAddr, std::net::SocketAddr), drops::StrayDrops>,
+    /// Every drop, by its packet's two endpoints (for the other end of a connection on this
+    /// host, and for drops no socket held); at most [`drops::MAX_DROP_PAIRS`].
+    pair_drops: FastMap<(std::net::SocketAddr, std::net::SocketAddr), drops::PairDrops>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     pub stats: TrackerStats,
@@ -98,7 +99,7 @@ impl Tracker {
             gone: VecDeque::new(),
             peer_ttls: FastMap::default(),
             drop_reason_names: BTreeMap::new(),
-            stray_drops: FastMap::default(),
+            pair_drops: FastMap::default(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             stats: TrackerStats::default(),
