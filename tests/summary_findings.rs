@@ -451,6 +451,56 @@ fn resets_through_a_router(ipv6: bool) {
     drop(client);
 }
 
+/// A router that refuses connects to one port in the server's name (`reject with tcp reset` on
+/// the SYN), beside a closed port the server itself refuses: the RST reaches a socket in
+/// SYN_SENT, which `tcp_probe` never sees, and is judged as it arrived (`netif_receive_skb`)
+/// against the server's own packets on an earlier connection.
+fn refusals_through_a_router(ipv6: bool) {
+    let routed = Routed::router();
+    let server_ip = if ipv6 { routed.server_ip6 } else { routed.server_ip };
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 0)).unwrap());
+    let server = listener.local_addr().unwrap();
+    let (closed, blocked) = (SocketAddr::new(server_ip, 9), SocketAddr::new(server_ip, 8086));
+    routed.nat.nft(&format!(
+        "table inet appliance {{ chain forward {{ type filter hook forward priority 0; tcp dport {} tcp flags syn reject with tcp reset; }}; }}",
+        blocked.port()
+    ));
+    let logged = Logged::start(&routed.client, &format!("refusals-{ipv6}"));
+    let (tracer, arrivals) = (&logged.tracer, logged.has("netif_receive_skb=tp_btf") && logged.has("tcp_probe=tp_btf"));
+    // The server's own packets, for reference: one answered request.
+    let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
+    let (mut accepted, _) = listener.accept().unwrap();
+    accepted.write_all(b"hello").unwrap();
+    client.read_exact(&mut [0; 5]).unwrap();
+    let refused = |to: SocketAddr| {
+        let error = routed.client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_err());
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{to}");
+        tracer.wait_for(&format!("the line for {to}"), |line| line["remote"] == to.to_string() && line["close"].is_string())
+    };
+    let (by_server, by_router) = (refused(closed), refused(blocked));
+    let fields = |line: &Value| (line["close"].clone(), line["rst_from"].clone(), line["rst_hops"].clone());
+    if arrivals {
+        assert_eq!(fields(&by_server), ("refused".into(), "peer".into(), 1.into()), "{by_server}");
+        assert_eq!(fields(&by_router), ("refused".into(), "path".into(), 0.into()), "{by_router}");
+        assert!(by_router["detail"].as_str().unwrap().contains("by the path, not the peer"), "{by_router}");
+    } else {
+        eprintln!("netif_receive_skb or tcp_probe is unavailable here (no tp_btf): refusals are unchecked");
+        for line in [&by_server, &by_router] {
+            assert_eq!((line["close"].clone(), line["rst_from"].clone()), ("refused".into(), Value::Null), "{line}");
+        }
+    }
+    let (_, from_path) = logged.stop("rst_from_path");
+    assert_eq!(from_path.len(), usize::from(arrivals), "the router's refusal is a reset from the path: {from_path:?}");
+    drop((client, accepted));
+}
+
+#[test]
+fn a_router_that_refuses_connects_in_the_servers_name_is_told_from_the_server() {
+    require_root();
+    refusals_through_a_router(false);
+    refusals_through_a_router(true);
+}
+
 #[test]
 fn a_router_that_resets_in_the_clients_name_is_told_from_the_client_itself() {
     require_root();

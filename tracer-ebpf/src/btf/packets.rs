@@ -164,3 +164,99 @@ fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets
     }
     Some(true)
 }
+
+/// Bytes read from a received packet's network header: a 20-byte IPv4 header and a TCP header
+/// up to its window, or an IPv6 header and the same, in one read.
+const HEADERS: usize = 56;
+
+/// `netif_receive_skb(skb)`: every packet this host receives, before any firewall or socket.
+/// Sent: TCP RSTs only, with their TTL and addresses: `tcp_probe` sees a RST only where it
+/// reaches an established socket, not one answering our SYN or reaching a closing socket.
+/// Every other packet leaves after one read of its headers.
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
+    if cfg!(cost_cut = "hook") {
+        return 0; // `cargo xtask bench --kernel-parts`: every program stops at its entry
+    }
+    let skb: *const u8 = ctx.arg(0);
+    let offsets = &config().offsets;
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are its members. The
+    // header bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address.
+    let headers = unsafe {
+        let protocol = u16::from_be(load::<u16>(skb, offsets.skb_protocol));
+        if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+            return 0;
+        }
+        // Here `data` is where the network header starts (the link header was pulled).
+        match bpf_probe_read_kernel(load::<u64>(skb, offsets.skb_data) as *const [u8; HEADERS]) {
+            Ok(headers) => headers,
+            Err(_) => return 0,
+        }
+    };
+    // Constant offsets on each branch (the verifier of older kernels refuses a computed one).
+    match headers[0] {
+        0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_RST != 0 => reset_arrived::<20>(skb, &headers, offsets),
+        byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_RST != 0 => {
+            reset_arrived::<40>(skb, &headers, offsets)
+        }
+        _ => {}
+    }
+    0
+}
+
+/// Sends a received RST whose TCP header starts at `TCP` in `headers` (20: IPv4 without
+/// options; 40: IPv6).
+#[inline(always)]
+fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
+    let bytes = |at: usize| [headers[at], headers[at + 1]];
+    emit(|event| {
+        clear(event, EventKind::ResetArrived, 0);
+        let (ttl, id, length) = if TCP == 40 {
+            event.family = AF_INET6;
+            put_ipv6(&mut event.remote_addr, headers, 8);
+            put_ipv6(&mut event.local_addr, headers, 24);
+            (headers[7], 0, u16::from_be_bytes(bytes(4)))
+        } else {
+            event.family = AF_INET;
+            put_ipv4(&mut event.remote_addr, u32::from_ne_bytes([headers[12], headers[13], headers[14], headers[15]]));
+            put_ipv4(&mut event.local_addr, u32::from_ne_bytes([headers[16], headers[17], headers[18], headers[19]]));
+            (headers[8], u16::from_be_bytes(bytes(4)), u16::from_be_bytes(bytes(2)).saturating_sub(20))
+        };
+        event.remote_port = u16::from_be_bytes(bytes(TCP));
+        event.local_port = u16::from_be_bytes(bytes(TCP + 2));
+        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are `sk_buff`,
+        // `net_device` and `net` members.
+        unsafe {
+            let device = load::<*const u8>(skb, offsets.skb_dev);
+            if !device.is_null() {
+                let net = load::<*const u8>(device, offsets.device_net);
+                if !net.is_null() {
+                    event.netns = load::<u32>(net, offsets.net_inum);
+                }
+            }
+        }
+        if !keep(event) {
+            return false;
+        }
+        event.reason = u32::from(ttl);
+        event.error = id;
+        event.total_retrans = u32::from(u16::from_be_bytes(bytes(TCP + 14)));
+        // The payload: what the IP length holds beyond the TCP header.
+        event.tgid = u32::from(length.saturating_sub(u16::from(headers[TCP + 12] >> 4) * 4));
+        event.old_state = headers[TCP + 13];
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+}
+
+/// Copies the IPv6 address at byte `at` of `headers` into a 16-byte address field, as two words.
+#[inline(always)]
+fn put_ipv6(dst: &mut [u8; 16], headers: &[u8; HEADERS], at: usize) {
+    // SAFETY: `at` is 8 or 24, so the 16 bytes lie inside `headers`; `dst` is one of a
+    // `WireEvent`'s 16-byte fields, at an 8-byte aligned offset of an 8-byte aligned record.
+    unsafe {
+        let words = core::ptr::read_unaligned(headers.as_ptr().add(at).cast::<[u64; 2]>());
+        core::ptr::write(dst.as_mut_ptr().cast::<[u64; 2]>(), words);
+    }
+}

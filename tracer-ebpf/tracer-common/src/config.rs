@@ -122,9 +122,11 @@ pub struct KernelOffsets {
     pub tcp_rcv_tstamp: u16,
     pub tcp_lrcvtime: u16,
     pub tcp_lsndtime: u16,
-    /// `struct sk_buff.protocol` (network order) and `struct sk_buff.sk`.
+    /// `struct sk_buff.protocol` (network order), `struct sk_buff.sk`, and `struct sk_buff.data`
+    /// (where a received packet's network header starts when `netif_receive_skb` fires).
     pub skb_protocol: u16,
     pub skb_sk: u16,
+    pub skb_data: u16,
     /// Size of a task's kernel stack (THREAD_SIZE).
     pub thread_size: u32,
     /// `struct tcp_sock.keepalive_time` (jiffies; 0: the namespace's `tcp_keepalive_time`): the
@@ -173,6 +175,7 @@ impl KernelOffsets {
         tcp_lsndtime: ABSENT,
         skb_protocol: ABSENT,
         skb_sk: ABSENT,
+        skb_data: ABSENT,
         thread_size: 0,
         tcp_keepalive_time: ABSENT,
         tcp_clock_cache: ABSENT,

@@ -72,6 +72,12 @@ pub enum EventKind {
     /// (else `socket` is 0 and the addresses are the packet's, as received: `remote` its
     /// source); `old_state` is 1 when the packet was coming in from `remote`.
     Drop = 9,
+    /// `net:netif_receive_skb` (BTF only): a TCP RST arrived at this host, before any socket saw
+    /// it, for the RSTs `tcp_probe` never sees (those reaching a socket that is not established:
+    /// a refused connect, a closing socket). `socket` is 0; the addresses are the packet's, as
+    /// for a socketless [`EventKind::Drop`] (`remote` its source), `netns` its device's; the
+    /// segment's facts as for [`EventKind::Segment`].
+    ResetArrived = 10,
 }
 
 impl EventKind {
@@ -82,7 +88,7 @@ impl EventKind {
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::TRACEPOINTS
             .into_iter()
-            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn, EventKind::Segment, EventKind::Drop])
+            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn, EventKind::Segment, EventKind::Drop, EventKind::ResetArrived])
             .find(|kind| *kind as u8 == raw)
     }
 

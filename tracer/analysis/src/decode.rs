@@ -112,7 +112,7 @@ impl Decoder {
             }),
             keepalive_jiffies: (kind == EventKind::ResetSent && wire.flags & FLAG_KEEPALIVE_TIME != 0).then_some(wire.total_retrans),
             drop: (kind == EventKind::Drop).then_some(Dropped { reason: wire.reason, incoming: wire.old_state == 1 }),
-            segment: (kind == EventKind::Segment).then_some(Segment {
+            segment: matches!(kind, EventKind::Segment | EventKind::ResetArrived).then_some(Segment {
                 ttl: wire.reason as u8,
                 ip_id: wire.error,
                 window: wire.total_retrans as u16,

@@ -16,6 +16,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::TimeWaitSyn => "timewait_syn",
         EventKind::Segment => "segment",
         EventKind::Drop => "dropped",
+        EventKind::ResetArrived => "rst_arrived",
     }
 }
 

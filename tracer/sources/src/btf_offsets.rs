@@ -93,6 +93,7 @@ fn resolve_in(btf: &Btf) -> Resolved {
         tcp_lsndtime: find("tcp_sock.lsndtime", "tcp_sock", "lsndtime"),
         skb_protocol: find("sk_buff.protocol", "sk_buff", "protocol"),
         skb_sk: find("sk_buff.sk", "sk_buff", "sk"),
+        skb_data: find("sk_buff.data", "sk_buff", "data"),
         thread_size: thread_size(),
         tcp_keepalive_time: find("tcp_sock.keepalive_time", "tcp_sock", "keepalive_time"),
         tcp_clock_cache: find("tcp_sock.tcp_clock_cache", "tcp_sock", "tcp_clock_cache"),

@@ -48,7 +48,7 @@ const fn tracepoint(category: &'static str, name: &'static str, btf_program: &'s
     Hook { name, kind, attach: Attach::Tracepoint { category, btf_program }, required }
 }
 
-pub const HOOKS: [Hook; 9] = [
+pub const HOOKS: [Hook; 10] = [
     tracepoint("sock", "inet_sock_set_state", "btf_set_state", EventKind::StateChange, true),
     tracepoint("tcp", "tcp_send_reset", "btf_send_reset", EventKind::ResetSent, false),
     tracepoint("tcp", "tcp_receive_reset", "btf_recv_reset", EventKind::ResetReceived, false),
@@ -69,6 +69,13 @@ pub const HOOKS: [Hook; 9] = [
         name: "kfree_skb",
         kind: EventKind::Drop,
         attach: Attach::BtfOnly { category: "skb", btf_program: "btf_kfree_skb" },
+        required: false,
+    },
+    // RSTs as they arrive, for those no established socket's `tcp_probe` sees.
+    Hook {
+        name: "netif_receive_skb",
+        kind: EventKind::ResetArrived,
+        attach: Attach::BtfOnly { category: "net", btf_program: "btf_rx_reset" },
         required: false,
     },
 ];
@@ -152,7 +159,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 16);
     }
 
     #[test]

@@ -414,6 +414,7 @@ impl Aggregator {
         health.evicted = stats.evicted_connections
             + stats.evicted_time_wait
             + stats.evicted_drop_pairs
+            + stats.evicted_arrived_resets
             + self.pipeline.findings.evicted
             + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;

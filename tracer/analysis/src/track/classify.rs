@@ -24,10 +24,21 @@ impl Tracker {
             return self.after_our_fin(connection, ending);
         }
         if connection.reset_received {
-            if from == TcpState::SynSent {
-                return Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN");
-            }
             let origin = self.reset_origin(connection);
+            if from == TcpState::SynSent {
+                let verdict = match origin {
+                    Some(origin @ RstFrom::Path { .. }) => Verdict::of(
+                        CloseClass::Refused,
+                        format!("connection refused: RST in reply to our SYN, by the path, not the peer: {}", provenance::describe(origin)),
+                    ),
+                    Some(origin) => Verdict::of(
+                        CloseClass::Refused,
+                        format!("connection refused: RST in reply to our SYN; {}", provenance::describe(origin)),
+                    ),
+                    None => Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN"),
+                };
+                return Verdict { rst_from: origin, ..verdict };
+            }
             let verdict = match origin {
                 Some(origin @ RstFrom::Path { .. }) => Verdict::of(
                     CloseClass::ResetByPath,

@@ -74,6 +74,17 @@ impl Script {
         Event { segment: Some(segment), ..self.event(EventKind::Segment, None, Some(TcpState::Established), at) }
     }
 
+    /// A RST for this socket as `netif_receive_skb` reports it, on its way in: no socket yet,
+    /// the packet's addresses (which are the socket's tuple), its TTL.
+    pub fn reset_arrived(&self, ttl: u8, at: u64) -> Event {
+        let segment = Segment { ttl, ip_id: 0, window: 0, length: 0, flags: 0x14 };
+        Event {
+            socket: SocketId { netns: self.socket.netns, address: 0 },
+            segment: Some(segment),
+            ..self.event(EventKind::ResetArrived, None, None, at)
+        }
+    }
+
     pub fn retransmit(&self, state: TcpState, at: u64) -> Event {
         self.event(EventKind::Retransmit, None, Some(state), at)
     }

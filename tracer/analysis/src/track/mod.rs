@@ -54,6 +54,9 @@ pub struct TrackerStats {
     pub evicted_time_wait: u64,
     /// Endpoint pairs whose socketless drops were forgotten to make room.
     pub evicted_drop_pairs: u64,
+    /// Arrived RSTs forgotten to make room before any socket took them (none older than a
+    /// second is counted: a socket takes its RST within microseconds or never).
+    pub evicted_arrived_resets: u64,
     /// Events about sockets first seen mid-life (they predate the tracer, or their birth was lost).
     pub joined_mid_life: u64,
 }
@@ -78,6 +81,9 @@ pub struct Tracker {
     /// The TTL each peer address's packets arrived with lately, by namespace: the reference for a
     /// RST on a connection that has no packet of the peer yet.
     peer_ttls: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
+    /// RSTs as they arrived at this host (`netif_receive_skb`), by the tuple of the socket they
+    /// are for, until its `tcp_receive_reset` takes one; at most [`provenance::MAX_ARRIVED_RESETS`].
+    arrived_resets: FastMap<Tuple, (crate::decode::Segment, u64)>,
     /// The kernel's drop reasons by value (`enum skb_drop_reason`).
     drop_reason_names: BTreeMap<u32, String>,
     /// Every drop, by its packet's two endpoints (for the other end of a connection on this
@@ -98,6 +104,7 @@ impl Tracker {
             lingering: FastMap::default(),
             gone: VecDeque::new(),
             peer_ttls: FastMap::default(),
+            arrived_resets: FastMap::default(),
             drop_reason_names: BTreeMap::new(),
             pair_drops: FastMap::default(),
             service_ports: FastSet::default(),
@@ -149,7 +156,12 @@ impl Tracker {
                 });
             }
             EventKind::ResetReceived => {
+                // The RST as it arrived, for a socket `tcp_probe` does not see (not established).
+                let arrived = self.arrived_resets.remove(&Tuple::of(event)).map(|(segment, _)| segment);
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
+                    if connection.reset_segment.is_none() {
+                        connection.reset_segment = arrived;
+                    }
                     connection.reset_received = true;
                     connection.reset_taken = connection.reset_segment.is_some();
                     (connection.role, connection.process)
@@ -198,6 +210,7 @@ impl Tracker {
             EventKind::TimeWaitSyn => self.syn_on_time_wait(event, out),
             EventKind::Segment => self.segment(event, out),
             EventKind::Drop => self.dropped(event, out),
+            EventKind::ResetArrived => self.reset_arrived(event),
         }
     }
 

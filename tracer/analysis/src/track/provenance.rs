@@ -14,6 +14,14 @@ use crate::decode::{Event, Segment};
 /// Peer addresses whose TTL is remembered (a reference for connections without packets yet).
 const MAX_PEERS: usize = 65_536;
 
+/// Arrived RSTs remembered until a socket takes one (RSTs no socket takes: to a closed port,
+/// refused, forwarded through a namespace of this host).
+pub(super) const MAX_ARRIVED_RESETS: usize = 4_096;
+
+/// An arrived RST older than this was taken by no socket: a socket takes its RST in the same
+/// softirq, microseconds later.
+const ARRIVED_RESET_TTL_NS: u64 = 1_000_000_000;
+
 impl Tracker {
     /// A segment the peer sent (`tcp_probe`): its first ones are the reference; a RST waits to
     /// see whether the kernel takes it.
@@ -41,6 +49,24 @@ impl Tracker {
         } else {
             connection.peer_reference.get_or_insert(segment);
         }
+    }
+
+    /// A RST as it arrived at this host, kept for the socket it is for: a refused connect's, or a
+    /// closing socket's, which `tcp_probe` does not see.
+    pub(super) fn reset_arrived(&mut self, event: &Event) {
+        let Some(segment) = event.segment else { return };
+        let now = event.timestamp_ns;
+        if self.arrived_resets.len() >= MAX_ARRIVED_RESETS {
+            self.arrived_resets.retain(|_, (_, at)| now.saturating_sub(*at) < ARRIVED_RESET_TTL_NS);
+        }
+        if self.arrived_resets.len() >= MAX_ARRIVED_RESETS {
+            let oldest = self.arrived_resets.iter().take(64).min_by_key(|(_, (_, at))| *at).map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.arrived_resets.remove(&oldest);
+                self.stats.evicted_arrived_resets += 1;
+            }
+        }
+        self.arrived_resets.insert(Tuple::of(event), (segment, now));
     }
 
     /// A RST the connection saw last that the kernel never took is a refused one too.
@@ -174,5 +200,72 @@ mod tests {
         ]);
         assert_eq!((refused, ended[0].connection.refused_resets), (2, 2));
         assert_eq!(ended[0].rst_from, Some(RstFrom::NoReference { hops: 1 }), "the one it took");
+    }
+
+    /// A connect the server answered before (its data came with TTL 63), refused at 5 s by a RST
+    /// with `ttl` that only `netif_receive_skb` saw (the socket was in SYN_SENT).
+    fn refused_with(ttl: u8) -> Ended {
+        let (earlier, refused) = (Script::new(0xa1, "10.0.1.1:40001", "10.0.0.2:80"), Script::new(0xa2, "10.0.1.1:40002", "10.0.0.2:80"));
+        let events = [
+            earlier.syscall(Close, SynSent, S),
+            earlier.state(SynSent, Established, S + 1),
+            earlier.segment(63, false, S + 2),
+            refused.syscall(Close, SynSent, 5 * S),
+            refused.reset_arrived(ttl, 5 * S + 1),
+            refused.reset_received(5 * S + 2),
+            refused.state(SynSent, Close, 5 * S + 3),
+        ];
+        ended(&events).0.into_iter().find(|ended| ended.connection.socket == refused.socket).unwrap()
+    }
+
+    #[test]
+    fn a_refused_connect_is_judged_by_the_rst_as_it_arrived() {
+        let by_path = refused_with(64);
+        assert_eq!(
+            (by_path.class, by_path.rst_from),
+            (CloseClass::Refused, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }))
+        );
+        assert!(by_path.detail.contains("by the path, not the peer: a device 0 hop(s) from us"), "{}", by_path.detail);
+        let by_peer = refused_with(63);
+        assert_eq!((by_peer.class, by_peer.rst_from), (CloseClass::Refused, Some(RstFrom::Peer { hops: 1 })));
+        assert!(by_peer.detail.starts_with("connection refused: RST in reply to our SYN; its TTL matches"), "{}", by_peer.detail);
+    }
+
+    /// A closing socket's RST (FIN_WAIT1 here) reaches no `tcp_probe` either; one that arrived
+    /// for another tuple, or that `tcp_probe` also saw, changes nothing.
+    #[test]
+    fn a_closing_socket_s_reset_is_judged_by_the_rst_as_it_arrived() {
+        let s = Script::new(0xb1, "10.0.0.2:80", "10.0.1.1:40000");
+        let other = Script::new(0xb2, "10.0.0.2:80", "10.0.1.1:40009");
+        let (ended, _) = ended(&[
+            s.state(Listen, SynRecv, S),
+            s.state(SynRecv, Established, S + 1),
+            s.segment(63, false, S + 2),
+            s.syscall(Established, FinWait1, 2 * S),
+            other.reset_arrived(63, 3 * S),
+            s.reset_arrived(64, 3 * S + 1),
+            s.reset_received(3 * S + 2),
+            s.state(FinWait1, Close, 3 * S + 3),
+        ]);
+        assert_eq!(ended[0].rst_from, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }), "{}", ended[0].detail);
+        let seen_twice = reset_with(64, true);
+        assert_eq!(seen_twice.rst_from, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }));
+    }
+
+    #[test]
+    fn arrived_resets_no_socket_takes_are_bounded_and_expire_uncounted() {
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let mut out = Vec::new();
+        let arrive = |port: u16, at: u64| Script::new(0, "10.0.0.2:80", &format!("10.0.1.1:{port}")).reset_arrived(64, at);
+        for i in 0..MAX_ARRIVED_RESETS as u64 {
+            tracker.observe(&arrive(1024 + i as u16, S + i), &mut out);
+        }
+        // A second later the old ones have expired: room without evicting.
+        tracker.observe(&arrive(60_000, 3 * S), &mut out);
+        assert_eq!((tracker.arrived_resets.len(), tracker.stats.evicted_arrived_resets), (1, 0));
+        for i in 0..=MAX_ARRIVED_RESETS as u64 {
+            tracker.observe(&arrive(1024 + i as u16, 3 * S + i), &mut out);
+        }
+        assert_eq!((tracker.arrived_resets.len(), tracker.stats.evicted_arrived_resets), (MAX_ARRIVED_RESETS, 2));
     }
 }
