@@ -1,4 +1,4 @@
-//! The cost of the per-packet hook (`tcp_probe`) where it hurts most: one long connection
+//! The cost of the per-packet hooks (`tcp_probe`, `netif_receive_skb`) where it hurts most: one long connection
 //! moving bulk data through a veth pair, throughput untraced against traced, interleaved rounds.
 use std::{
     io::{Read, Write},
@@ -76,9 +76,9 @@ fn transfer(seconds: f64) -> Result<f64> {
     Ok(rate)
 }
 
-/// Interleaved rounds: untraced, traced (summary mode, `tcp_probe` on every received segment),
-/// and traced with `--hook-mode tracepoint` (no `tcp_probe`: what the rest of the tracer costs
-/// on this load); a Markdown section.
+/// Interleaved rounds: untraced, traced (summary mode, `tcp_probe` and `netif_receive_skb` on
+/// every received segment), and traced with `--hook-mode tracepoint` (neither: what the rest of
+/// the tracer costs on this load); a Markdown section.
 pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<String> {
     let _pair = Pair::create()?;
     // Throughput with bpf_stats off (its clock reads on every run are a cost of their own);
@@ -99,19 +99,23 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
     }
     let base = crate::measure::median(&untraced);
     let (with_probe, without_probe) = (crate::measure::median(&traced.rates), crate::measure::median(&classic.rates));
-    let (time, runs) = costed.program("btf_tcp_probe");
+    let per_packet = |program: &str| {
+        let (time, runs) = costed.program(program);
+        format!("{runs} runs, {:.0} ns per run", time as f64 / runs.max(1) as f64)
+    };
     Ok(format!(
         "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection, bpf_stats off)\n\n\
          | run | MB/s (median) | of untraced |\n|---|---|---|\n\
          | untraced | {:.0} | 1 |\n\
-         | tracer (tp_btf: `tcp_probe` on every received segment) | {:.0} | **{:.3}** |\n\
-         | tracer `--hook-mode tracepoint` (no `tcp_probe`) | {:.0} | {:.3} |\n\n\
-         tcp_probe (one more traced round, bpf_stats on): {runs} runs, {:.0} ns per run (one per received segment, after GRO)\n\n",
+         | tracer (tp_btf: `tcp_probe` and `netif_receive_skb` on every received segment) | {:.0} | **{:.3}** |\n\
+         | tracer `--hook-mode tracepoint` (neither) | {:.0} | {:.3} |\n\n\
+         One more traced round, bpf_stats on (one run per received segment, after GRO): tcp_probe {}; netif_receive_skb {}\n\n",
         base / 1e6,
         with_probe / 1e6,
         with_probe / base,
         without_probe / 1e6,
         without_probe / base,
-        time as f64 / runs.max(1) as f64
+        per_packet("btf_tcp_probe"),
+        per_packet("btf_rx_reset"),
     ))
 }
