@@ -34,9 +34,21 @@ struct Scene {
 
 impl Scene {
     fn new(selection: &str, extra: &[&str]) -> Scene {
+        Scene::traced(selection, extra, false)
+    }
+
+    /// With `client_only`, the tracer follows the client's namespace alone: the server's
+    /// firewall is then a device elsewhere, as when the tracer runs on the client's host (traced
+    /// too, this host's drops there would be the verdict).
+    fn traced(selection: &str, extra: &[&str], client_only: bool) -> Scene {
         require_root();
         let link = Link::new();
-        let tracer = connection_log(&link, selection, extra);
+        let client = link.client.path();
+        let mut args = extra.to_vec();
+        if client_only {
+            args.extend(["--netns", &client]);
+        }
+        let tracer = connection_log(&link, selection, &args);
         let listener = link.listen(link.server_ip);
         let server = listener.local_addr().unwrap();
         Scene { link, tracer, listener, server }
@@ -147,7 +159,8 @@ fn a_refused_connect_and_a_connect_timeout() {
     let link = Link::new();
     link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7780 drop; }; }");
     link.client.exec(&["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"]);
-    let tracer = connection_log(&link, "troubled", &[]);
+    // The client's namespace alone: the server's firewall is then a device elsewhere.
+    let tracer = connection_log(&link, "troubled", &["--netns", &link.client.path()]);
     // Bound first, so the test knows the local end of a connect that fails.
     let (refused_from, timeout_from) = (SocketAddr::new(link.client_ip, 45001), SocketAddr::new(link.client_ip, 45002));
     let closed = SocketAddr::new(link.server_ip, 7781);
@@ -190,7 +203,7 @@ fn a_refused_connect_and_a_connect_timeout() {
 
 #[test]
 fn a_peer_that_goes_silent_ends_by_retransmissions_or_by_keepalive() {
-    let Scene { link, tracer, listener, server } = Scene::new("troubled", &[]);
+    let Scene { link, tracer, listener, server } = Scene::traced("troubled", &[], true);
     let (sending, idle) = link.client.run(move || {
         let sending = TcpStream::connect(server).unwrap();
         set_option(&sending, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 1000 as libc::c_uint);
