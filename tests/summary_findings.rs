@@ -454,8 +454,9 @@ fn resets_through_a_router(ipv6: bool) {
 /// A router that refuses connects to one port in the server's name (`reject with tcp reset` on
 /// the SYN), beside a closed port the server itself refuses: the RST reaches a socket in
 /// SYN_SENT, which `tcp_probe` never sees, and is judged as it arrived (`netif_receive_skb`)
-/// against the server's own packets on an earlier connection.
-fn refusals_through_a_router(ipv6: bool) {
+/// against the server's own packets on an earlier connection. `skip_arrivals`: with that hook
+/// left off (`--skip-hook netif_receive_skb`), said in the header, and no refusal judged.
+fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
     let routed = Routed::router();
     let server_ip = if ipv6 { routed.server_ip6 } else { routed.server_ip };
     let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 0)).unwrap());
@@ -465,8 +466,14 @@ fn refusals_through_a_router(ipv6: bool) {
         "table inet appliance {{ chain forward {{ type filter hook forward priority 0; tcp dport {} tcp flags syn reject with tcp reset; }}; }}",
         blocked.port()
     ));
-    let logged = Logged::start(&routed.client, &format!("refusals-{ipv6}"));
+    let client_netns = routed.client.path();
+    let mut filter = vec!["--netns", &client_netns];
+    if skip_arrivals {
+        filter.extend(["--skip-hook", "netif_receive_skb"]);
+    }
+    let logged = Logged::start_filtered(&filter, &format!("refusals-{ipv6}-{skip_arrivals}"));
     let (tracer, arrivals) = (&logged.tracer, logged.has("netif_receive_skb=tp_btf") && logged.has("tcp_probe=tp_btf"));
+    assert_eq!(logged.has("netif_receive_skb=off"), skip_arrivals, "the header says the hook is off");
     // The server's own packets, for reference: one answered request.
     let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
     let (mut accepted, _) = listener.accept().unwrap();
@@ -484,7 +491,7 @@ fn refusals_through_a_router(ipv6: bool) {
         assert_eq!(fields(&by_router), ("refused".into(), "path".into(), 0.into()), "{by_router}");
         assert!(by_router["detail"].as_str().unwrap().contains("by the path, not the peer"), "{by_router}");
     } else {
-        eprintln!("netif_receive_skb or tcp_probe is unavailable here (no tp_btf): refusals are unchecked");
+        eprintln!("netif_receive_skb or tcp_probe is unavailable or off here: refusals are unchecked");
         for line in [&by_server, &by_router] {
             assert_eq!((line["close"].clone(), line["rst_from"].clone()), ("refused".into(), Value::Null), "{line}");
         }
@@ -497,8 +504,9 @@ fn refusals_through_a_router(ipv6: bool) {
 #[test]
 fn a_router_that_refuses_connects_in_the_servers_name_is_told_from_the_server() {
     require_root();
-    refusals_through_a_router(false);
-    refusals_through_a_router(true);
+    refusals_through_a_router(false, false);
+    refusals_through_a_router(true, false);
+    refusals_through_a_router(false, true);
 }
 
 #[test]

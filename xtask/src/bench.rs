@@ -32,8 +32,12 @@ struct Mode {
     args: &'static [&'static str],
 }
 
-const MODES: [Mode; 4] = [
+const MODES: [Mode; 5] = [
     Mode { title: "tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on)", args: &[] },
+    Mode {
+        title: "tracer, summary mode, `--skip-hook netif_receive_skb` (no RST seen on its way in: what that per-packet hook costs)",
+        args: &["--skip-hook", "netif_receive_skb"],
+    },
     Mode { title: "tracer `--connections` (a JSON line per ended connection)", args: &["--connections"] },
     Mode { title: "tracer `--events` (every event to userspace at once, no batches)", args: &["--events"] },
     Mode { title: "tracer `--hook-mode tracepoint` (the classic fallback, batches)", args: &["--hook-mode", "tracepoint"] },

@@ -86,9 +86,11 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
     let stats = crate::measure::BpfStats::set(false);
     let mut untraced = Vec::new();
     let (mut traced, mut classic) = (crate::measure::TracedRuns::default(), crate::measure::TracedRuns::default());
+    let mut no_arrivals = crate::measure::TracedRuns::default();
     for _ in 0..rounds {
         untraced.push(transfer(seconds)?);
         traced.round(tracer, &[], || transfer(seconds))?;
+        no_arrivals.round(tracer, &["--skip-hook", "netif_receive_skb"], || transfer(seconds))?;
         classic.round(tracer, &["--hook-mode", "tracepoint"], || transfer(seconds))?;
     }
     drop(stats);
@@ -99,6 +101,7 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
     }
     let base = crate::measure::median(&untraced);
     let (with_probe, without_probe) = (crate::measure::median(&traced.rates), crate::measure::median(&classic.rates));
+    let without_arrivals = crate::measure::median(&no_arrivals.rates);
     let per_packet = |program: &str| {
         let (time, runs) = costed.program(program);
         format!("{runs} runs, {:.0} ns per run", time as f64 / runs.max(1) as f64)
@@ -108,11 +111,14 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
          | run | MB/s (median) | of untraced |\n|---|---|---|\n\
          | untraced | {:.0} | 1 |\n\
          | tracer (tp_btf: `tcp_probe` and `netif_receive_skb` on every received segment) | {:.0} | **{:.3}** |\n\
+         | tracer `--skip-hook netif_receive_skb` (`tcp_probe` only) | {:.0} | {:.3} |\n\
          | tracer `--hook-mode tracepoint` (neither) | {:.0} | {:.3} |\n\n\
          One more traced round, bpf_stats on (one run per received segment, after GRO): tcp_probe {}; netif_receive_skb {}\n\n",
         base / 1e6,
         with_probe / 1e6,
         with_probe / base,
+        without_arrivals / 1e6,
+        without_arrivals / base,
         without_probe / 1e6,
         without_probe / base,
         per_packet("btf_tcp_probe"),

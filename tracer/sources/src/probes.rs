@@ -40,6 +40,8 @@ pub struct AttachOptions<'a> {
     pub ring_buffer_bytes: u32,
     pub tracefs_root: &'a Path,
     pub hook_mode: HookMode,
+    /// Optional hooks the operator left off (`--skip-hook`).
+    pub skip_hooks: &'a [&'static str],
     /// Collect records per CPU and send them in batches (summary mode). `--events` sends each
     /// record at once, so lines appear live and in order.
     pub batching: bool,
@@ -48,6 +50,17 @@ pub struct AttachOptions<'a> {
     pub every_state_change: bool,
     pub filter: KernelFilter,
     pub kernel_log: KernelLogLevel,
+}
+
+impl AttachOptions<'_> {
+    /// Whether the operator left `hook` off; then the header says so.
+    fn left_off(&self, hook: &hooks::Hook, modes: &mut Modes) -> bool {
+        let off = self.skip_hooks.contains(&hook.name);
+        if off {
+            modes.hooks.push((hook.name.to_string(), "off"));
+        }
+        off
+    }
 }
 
 /// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
@@ -192,6 +205,9 @@ impl Probes {
         let use_btf = options.hook_mode != HookMode::Tracepoint && btf_offsets_known;
         for (hook, category, btf_program) in hooks::tracepoints() {
             let name = hook.name;
+            if options.left_off(hook, &mut modes) {
+                continue;
+            }
             if !available.iter().any(|available| available.kind == hook.kind) {
                 modes.hooks.push((name.to_string(), "unavailable"));
                 continue;
@@ -227,6 +243,9 @@ impl Probes {
         let mut timewait_hooks = 0;
         let timewait = HOOKS.iter().filter(|hook| matches!(hook.attach, Attach::Fentry | Attach::Fexit));
         for hook in timewait.clone() {
+            if options.left_off(hook, &mut modes) {
+                continue;
+            }
             let attached = btf.as_ref().is_some_and(|btf| attach_tracing(&mut ebpf, hook.name, btf).is_ok());
             timewait_hooks += usize::from(attached);
             modes.hooks.push((hook.name.to_string(), if attached { hook.attach.mode() } else { "unavailable" }));
@@ -237,6 +256,9 @@ impl Probes {
         // Optional, BTF only: the segments whose TTL tells who sent a reset.
         for hook in HOOKS.iter() {
             let Attach::BtfOnly { btf_program, .. } = hook.attach else { continue };
+            if options.left_off(hook, &mut modes) {
+                continue;
+            }
             if hook.kind == EventKind::Drop && config.drop_reason_arg == 0 {
                 eprintln!("tracer: note: drop reasons are unavailable on this kernel (Linux ≥ 5.17): this host's drops are not seen");
                 modes.hooks.push((hook.name.to_string(), "unavailable"));

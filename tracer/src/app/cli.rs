@@ -168,6 +168,12 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = HookMode::Auto)]
     pub hook_mode: HookMode,
 
+    /// Leave an optional hook off (repeatable). `tcp_probe`, `kfree_skb` and `netif_receive_skb`
+    /// fire for every packet: on a host with a very high packet rate their cost may outweigh what
+    /// they tell (who sent a RST, this host's drops). The header then says `off`.
+    #[arg(long = "skip-hook", value_name = "HOOK", value_parser = optional_hook)]
+    pub skip_hooks: Vec<&'static str>,
+
     /// Print the kernel programs' rare paths as they happen (a socket, packet or task they could
     /// not read, a socket of an unexpected family) on stderr. Every summary counts them anyway;
     /// `off` costs nothing.
@@ -233,6 +239,19 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
 
 /// A count from `min` to `max` (`min` is at least 1 where zero would make every path a buildup,
 /// every reset a storm, or a cap that holds nothing).
+/// An optional hook's name, as the header lists it.
+fn optional_hook(name: &str) -> Result<&'static str, String> {
+    let hooks = &crate::kernel::hooks::HOOKS;
+    match hooks.iter().find(|hook| hook.name == name) {
+        Some(hook) if hook.required => Err(format!("{name} is required: the tracer cannot run without it")),
+        Some(hook) => Ok(hook.name),
+        None => {
+            let optional: Vec<&str> = hooks.iter().filter(|hook| !hook.required).map(|hook| hook.name).collect();
+            Err(format!("no hook is named `{name}`; the optional ones: {}", optional.join(", ")))
+        }
+    }
+}
+
 fn count_between<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
     min: u64,
     max: u64,

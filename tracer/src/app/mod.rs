@@ -73,6 +73,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         ring_buffer_bytes: settings.kernel.ring_buffer_bytes,
         tracefs_root: &settings.kernel.tracefs,
         hook_mode: settings.kernel.hook_mode,
+        skip_hooks: &settings.kernel.skip_hooks,
         batching: summary.is_some(),
         every_state_change: summary.is_none(),
         filter: settings.filter.kernel(),

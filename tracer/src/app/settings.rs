@@ -19,6 +19,7 @@ pub struct KernelSettings {
     pub ring_buffer_bytes: u32,
     pub tracefs: PathBuf,
     pub hook_mode: HookMode,
+    pub skip_hooks: Vec<&'static str>,
     pub kernel_log: KernelLogLevel,
 }
 
@@ -84,6 +85,7 @@ impl Settings {
                 ring_buffer_bytes: cli.ring_buffer_size,
                 tracefs: cli.tracefs.clone(),
                 hook_mode: cli.hook_mode,
+                skip_hooks: cli.skip_hooks.clone(),
                 kernel_log: cli.kernel_log,
             },
             json: cli.json,
@@ -114,6 +116,17 @@ mod tests {
         assert_eq!(summary.findings.stuck_after_ns, 5_000_000_000);
         assert_eq!(summary.recorder.map(|recorder| recorder.dir), Some(PathBuf::from("/tmp/r")));
         assert!(!summary.snapshots);
+    }
+
+    #[test]
+    fn only_optional_hooks_can_be_left_off_by_name() {
+        let skipped = settings(&["--skip-hook", "netif_receive_skb", "--skip-hook", "kfree_skb"]).kernel.skip_hooks;
+        assert_eq!(skipped, ["netif_receive_skb", "kfree_skb"]);
+        for (name, says) in [("inet_sock_set_state", "is required"), ("tcp_prob", "the optional ones: tcp_send_reset")] {
+            let error = Cli::try_parse_from(["tracer", "--skip-hook", name]).map(|_| ()).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(error.to_string().contains(says), "{error}");
+        }
     }
 
     #[test]
