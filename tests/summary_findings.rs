@@ -454,8 +454,9 @@ fn resets_through_a_router(ipv6: bool) {
 /// A router that refuses connects to one port in the server's name (`reject with tcp reset` on
 /// the SYN), beside a closed port the server itself refuses: the RST reaches a socket in
 /// SYN_SENT, which `tcp_probe` never sees, and is judged as it arrived (`netif_receive_skb`)
-/// against the server's own packets on an earlier connection. `skip_arrivals`: with that hook
-/// left off (`--skip-hook netif_receive_skb`), said in the header, and no refusal judged.
+/// against the server's own packets on an earlier connection. The hook waits on demand: the
+/// first such RST attaches it and goes unjudged. `skip_arrivals`: with the hook left off
+/// (`--skip-hook netif_receive_skb`), said in the header, and no refusal judged.
 fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
     let routed = Routed::router();
     let server_ip = if ipv6 { routed.server_ip6 } else { routed.server_ip };
@@ -472,7 +473,7 @@ fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
         filter.extend(["--skip-hook", "netif_receive_skb"]);
     }
     let logged = Logged::start_filtered(&filter, &format!("refusals-{ipv6}-{skip_arrivals}"));
-    let (tracer, arrivals) = (&logged.tracer, logged.has("netif_receive_skb=tp_btf") && logged.has("tcp_probe=tp_btf"));
+    let (tracer, arrivals) = (&logged.tracer, logged.has("netif_receive_skb=on-demand") && logged.has("tcp_probe=tp_btf"));
     assert_eq!(logged.has("netif_receive_skb=off"), skip_arrivals, "the header says the hook is off");
     // The server's own packets, for reference: one answered request.
     let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
@@ -484,6 +485,14 @@ fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{to}");
         tracer.wait_for(&format!("the line for {to}"), |line| line["remote"] == to.to_string() && line["close"].is_string())
     };
+    // The first refusal asks for the hook, which comes too late for it.
+    let first = refused(SocketAddr::new(server_ip, 10));
+    assert_eq!((first["close"].clone(), first["rst_from"].clone()), ("refused".into(), Value::Null), "{first}");
+    let attached = (0..100).any(|_| {
+        thread::sleep(Duration::from_millis(50));
+        logged.has("tracer: attached netif_receive_skb")
+    });
+    assert_eq!(attached, arrivals, "the hook is attached on demand where it is on demand");
     let (by_server, by_router) = (refused(closed), refused(blocked));
     let fields = |line: &Value| (line["close"].clone(), line["rst_from"].clone(), line["rst_hops"].clone());
     if arrivals {

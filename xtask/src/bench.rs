@@ -35,7 +35,7 @@ struct Mode {
 const MODES: [Mode; 5] = [
     Mode { title: "tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on)", args: &[] },
     Mode {
-        title: "tracer, summary mode, `--skip-hook netif_receive_skb` (no RST seen on its way in: what that per-packet hook costs)",
+        title: "tracer, summary mode, `--skip-hook netif_receive_skb` (never attached: the default attaches it at the first RST to a socket not established)",
         args: &["--skip-hook", "netif_receive_skb"],
     },
     Mode { title: "tracer `--connections` (a JSON line per ended connection)", args: &["--connections"] },

@@ -57,6 +57,7 @@ pub struct Metrics {
     link_changes: Family<Labels, Counter>,
     snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_namespaces: Family<Labels, Gauge>,
+    hook_modes: Family<Labels, Gauge>,
     /// Health totals already added to the counters.
     reported: Health,
     /// State transitions since the last summary, [old][new], counted without locks.
@@ -64,6 +65,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A hook attached on demand: its mode gauge moves from `was` to `now`.
+    pub fn hook_mode_changed(&self, hook: &str, was: &str, now: &str) {
+        self.hook_modes.remove(&labels(&[("hook", hook), ("mode", was)]));
+        self.hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", now)])).set(1);
+    }
+
     /// Starts serving on `server` (bound early with [`listen`], so a busy port is an error
     /// before anything is attached).
     /// `/` serves `page`, the timeline.
@@ -99,6 +106,7 @@ impl Metrics {
             health: Family::default(),
             kernel_misses: Family::default(),
             link_changes: Family::default(),
+            hook_modes: Family::default(),
             snapshot_seconds: Gauge::default(),
             snapshot_namespaces: Family::default(),
             reported: Health::default(),
@@ -165,10 +173,9 @@ impl Metrics {
             "Namespaces in the last round of sock_diag dumps: dumped, idle (nothing to ask), carried (over budget, last result reused)",
             metrics.snapshot_namespaces.clone(),
         );
-        let hook_modes = Family::<Labels, Gauge>::default();
-        registry.register("hook_mode", "1 for the mode of each kernel hook", hook_modes.clone());
+        registry.register("hook_mode", "1 for the mode of each kernel hook", metrics.hook_modes.clone());
         for (hook, mode) in hooks {
-            hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
+            metrics.hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
         }
         let build_info = Family::<Labels, Gauge>::default();
         registry.register("build_info", "1, labelled with the tracer's version", build_info.clone());

@@ -124,6 +124,8 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     cpus: Vec<u32>,
     kernel_log: Option<KernelLog>,
+    /// Hooks loaded but not attached until needed ([`hooks::Hook::on_demand`]): hook, program.
+    on_demand: Vec<(&'static str, &'static str)>,
     pub modes: Modes,
 }
 
@@ -254,6 +256,7 @@ impl Probes {
             modes.exact_time_wait = resolved.time_wait_status;
         }
         // Optional, BTF only: the segments whose TTL tells who sent a reset.
+        let mut on_demand = Vec::new();
         for hook in HOOKS.iter() {
             let Attach::BtfOnly { btf_program, .. } = hook.attach else { continue };
             if options.left_off(hook, &mut modes) {
@@ -265,7 +268,13 @@ impl Probes {
                 continue;
             }
             let attached = match (&btf, use_btf) {
-                (Some(btf), true) => match attach_btf(&mut ebpf, btf_program, hook.name, btf) {
+                (Some(btf), true) => match load_btf(&mut ebpf, btf_program, hook.name, btf).and_then(|program| {
+                    if hook.on_demand {
+                        Ok(())
+                    } else {
+                        program.attach().map(drop).map_err(Into::into)
+                    }
+                }) {
                     Ok(()) => true,
                     Err(error) => {
                         eprintln!("tracer: note: {} is unavailable; the kernel refused it: {}", hook.name, verifier_verdict(&error));
@@ -274,7 +283,15 @@ impl Probes {
                 },
                 _ => false,
             };
-            modes.hooks.push((hook.name.to_string(), if attached { "tp_btf" } else { "unavailable" }));
+            let mode = match (attached, hook.on_demand) {
+                (false, _) => "unavailable",
+                (true, false) => "tp_btf",
+                (true, true) => {
+                    on_demand.push((hook.name, btf_program));
+                    "on-demand"
+                }
+            };
+            modes.hooks.push((hook.name.to_string(), mode));
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
@@ -286,7 +303,40 @@ impl Probes {
         }
         modes.packet_clock =
             config.packet_clock_tick_ns != 0 && modes.hooks.iter().any(|(hook, mode)| hook == "inet_sock_set_state" && *mode == "tp_btf");
-        Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, decoder))
+        Ok((Probes { ebpf, counters, cpus, kernel_log, on_demand, modes }, events, decoder))
+    }
+
+    /// Attaches the hooks loaded on demand; returns the names of those it attached. A hook the
+    /// kernel refuses now is reported `unavailable` (and not tried again).
+    pub fn attach_on_demand(&mut self) -> Vec<&'static str> {
+        let mut attached = Vec::new();
+        for (hook, program) in std::mem::take(&mut self.on_demand) {
+            let result = self
+                .ebpf
+                .program_mut(program)
+                .with_context(|| format!("no program {program}"))
+                .and_then(|program| <&mut BtfTracePoint>::try_from(program).map_err(Into::into))
+                .and_then(|program| program.attach().map(drop).map_err(Into::into));
+            let mode = match result {
+                Ok(()) => {
+                    attached.push(hook);
+                    "tp_btf"
+                }
+                Err(error) => {
+                    eprintln!("tracer: note: {hook} is unavailable; attaching it failed: {error:#}");
+                    "unavailable"
+                }
+            };
+            if let Some(entry) = self.modes.hooks.iter_mut().find(|(name, _)| name == hook) {
+                entry.1 = mode;
+            }
+        }
+        attached
+    }
+
+    /// Whether a hook waits to be attached on demand.
+    pub fn on_demand_pending(&self) -> bool {
+        !self.on_demand.is_empty()
     }
 
     /// Sends every CPU's waiting batch to the ring buffer. Returns true when all of them went (a
@@ -390,10 +440,15 @@ fn prepare_flush(ebpf: &mut Ebpf, cpu: Option<u32>) -> Result<()> {
 }
 
 fn attach_btf(ebpf: &mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) -> Result<()> {
+    load_btf(ebpf, program_name, tracepoint, btf)?.attach()?;
+    Ok(())
+}
+
+/// Loads one BTF tracepoint program (the verifier's check), not attached.
+fn load_btf<'a>(ebpf: &'a mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) -> Result<&'a mut BtfTracePoint> {
     let program: &mut BtfTracePoint = ebpf.program_mut(program_name).with_context(|| format!("no program {program_name}"))?.try_into()?;
     program.load(tracepoint, btf).map_err(|error| anyhow::anyhow!("{error:#}"))?;
-    program.attach()?;
-    Ok(())
+    Ok(program)
 }
 
 /// Loads and attaches one fentry or fexit program by its kernel function's name.

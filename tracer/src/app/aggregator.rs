@@ -15,7 +15,7 @@ use super::{
     EXIT_PATIENCE,
 };
 use crate::{
-    decode::{Decoder, Event},
+    decode::{Decoder, Event, TcpState},
     filter::Filter,
     find::{Context, Findings, FindingsConfig},
     kernel::{
@@ -97,6 +97,8 @@ pub struct Aggregator {
     links: LinkLog,
     interval_started: Instant,
     colour: bool,
+    /// A RST reached a socket not established (see [`Aggregator::wants_reset_arrivals`]).
+    reset_unseen: bool,
 }
 
 impl Aggregator {
@@ -169,6 +171,7 @@ impl Aggregator {
             links: LinkLog::new(links),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
+            reset_unseen: false,
         })
     }
 
@@ -176,6 +179,7 @@ impl Aggregator {
         if !self.pipeline.push(event) {
             return;
         }
+        self.reset_unseen |= event.kind == tracer_common::EventKind::ResetReceived && event.state != Some(TcpState::Established);
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
@@ -276,6 +280,23 @@ impl Aggregator {
                 recorder.push_connection(ended);
             }
         });
+    }
+
+    /// Whether a RST reached a socket not established, which `tcp_probe` does not see: what the
+    /// on-demand `netif_receive_skb` hook is for. Known as the event arrives, before the reorder
+    /// stage holds it, so the hook is attached within a poll.
+    pub fn wants_reset_arrivals(&self) -> bool {
+        self.reset_unseen
+    }
+
+    /// Hooks attached on demand: the summaries' mode line and the metric follow.
+    pub fn hooks_attached(&mut self, attached: &[&str], modes: &crate::kernel::probes::Modes) {
+        self.modes.hooks = modes.describe();
+        if let Some(metrics) = &self.outputs.metrics {
+            for hook in attached {
+                metrics.hook_mode_changed(hook, "on-demand", "tp_btf");
+            }
+        }
     }
 
     /// Looks up the lingering FIN_WAIT2 timewait sockets (every second, whatever

@@ -125,7 +125,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut ticks = interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
-    let health = |seen: u64, decoder: &Decoder| {
+    let health = |probes: &Probes, seen: u64, decoder: &Decoder| {
         let loss = probes.loss();
         Health {
             seen,
@@ -158,10 +158,20 @@ pub async fn run(cli: Cli) -> Result<()> {
                     log.flush();
                 }
                 seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+                if probes.on_demand_pending() && consumer.wants_reset_arrivals() {
+                    let attached = probes.attach_on_demand();
+                    if !attached.is_empty() {
+                        eprintln!(
+                            "tracer: attached {}: a RST reached a socket whose packet no hook saw (a refused connect, a closing socket); from now on RSTs are judged as they arrive",
+                            attached.join(", ")
+                        );
+                    }
+                    consumer.hooks_attached(&attached, &probes.modes);
+                }
             }
             _ = lookups.tick(), if summary.is_some() => consumer.look_up_lingering(),
             _ = ticks.tick(), if summary.is_some() => {
-                if let Some(started) = consumer.tick(health(seen, &decoder), Some(horizon.now()))? {
+                if let Some(started) = consumer.tick(health(&probes, seen, &decoder), Some(horizon.now()))? {
                     dump = Some(started);
                 }
             }
@@ -182,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     // Whatever is still in the batches and the ring buffer belongs to this run.
     probes.flush();
     seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
-    consumer.tick(health(seen, &decoder), None)?;
+    consumer.tick(health(&probes, seen, &decoder), None)?;
     let (sink, json_file) = consumer.sinks();
     let dropped = sink.dropped();
     // A reader that went away (`| head -1`) needs no word about the lines it did not take.
@@ -267,6 +277,17 @@ impl Consumer {
         match self {
             Consumer::Events(printer) => printer.event(event, decoder),
             Consumer::Summary(aggregator) => aggregator.event(event),
+        }
+    }
+
+    /// Never with `--events`, which follows no connection.
+    fn wants_reset_arrivals(&self) -> bool {
+        matches!(self, Consumer::Summary(aggregator) if aggregator.wants_reset_arrivals())
+    }
+
+    fn hooks_attached(&mut self, attached: &[&str], modes: &crate::kernel::probes::Modes) {
+        if let Consumer::Summary(aggregator) = self {
+            aggregator.hooks_attached(attached, modes);
         }
     }
 
