@@ -30,17 +30,35 @@ pub struct Options {
 struct Mode {
     title: &'static str,
     args: &'static [&'static str],
+    /// Each round starts with a refused connect, which attaches the on-demand
+    /// `netif_receive_skb` hook: what the tracer costs once a refusal has been seen.
+    refuse_first: bool,
+}
+
+impl Mode {
+    const fn of(title: &'static str, args: &'static [&'static str]) -> Mode {
+        Mode { title, args, refuse_first: false }
+    }
+
+    /// One round of churn in this mode (the tracer already running): its rate.
+    fn churn(&self, spread: Spread, seconds: f64) -> Result<f64> {
+        if self.refuse_first {
+            refuse_once()?;
+        }
+        load::churn_rate(spread, seconds)
+    }
 }
 
 const MODES: [Mode; 5] = [
-    Mode { title: "tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on)", args: &[] },
+    Mode::of("tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on; `netif_receive_skb` on demand)", &[]),
     Mode {
-        title: "tracer, summary mode, `--skip-hook netif_receive_skb` (never attached: the default attaches it at the first RST to a socket not established)",
-        args: &["--skip-hook", "netif_receive_skb"],
+        title: "tracer, summary mode, after a refused connect (`netif_receive_skb` attached: what it costs)",
+        args: &[],
+        refuse_first: true,
     },
-    Mode { title: "tracer `--connections` (a JSON line per ended connection)", args: &["--connections"] },
-    Mode { title: "tracer `--events` (every event to userspace at once, no batches)", args: &["--events"] },
-    Mode { title: "tracer `--hook-mode tracepoint` (the classic fallback, batches)", args: &["--hook-mode", "tracepoint"] },
+    Mode::of("tracer `--connections` (a JSON line per ended connection)", &["--connections"]),
+    Mode::of("tracer `--events` (every event to userspace at once, no batches)", &["--events"]),
+    Mode::of("tracer `--hook-mode tracepoint` (the classic fallback, batches)", &["--hook-mode", "tracepoint"]),
 ];
 
 /// Interleaved rounds on one spread of the load: untraced, each mode, bpftrace.
@@ -62,7 +80,7 @@ fn compare(tracer: &Path, spread: Spread, modes: &[Mode], rounds: usize, seconds
     for _ in 0..rounds {
         comparison.untraced.push(load::churn_rate(spread, seconds)?);
         for (mode, runs) in modes.iter().zip(&mut comparison.modes) {
-            let startup = runs.round(tracer, mode.args, || load::churn_rate(spread, seconds))?;
+            let startup = runs.round(tracer, mode.args, || mode.churn(spread, seconds))?;
             comparison.startups_ms.push(startup.as_secs_f64() * 1000.0);
         }
         if with_bpftrace {
@@ -73,6 +91,15 @@ fn compare(tracer: &Path, spread: Spread, modes: &[Mode], rounds: usize, seconds
         }
     }
     Ok(comparison)
+}
+
+/// A refused connect (to port 9 on loopback, where nothing listens), then time for the tracer
+/// to attach the hook it asks for.
+pub(crate) fn refuse_once() -> Result<()> {
+    let refused = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 9));
+    anyhow::ensure!(refused.is_err(), "something listens on 127.0.0.1:9: the refused connect the bench needs did not happen");
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
 }
 
 /// "median (min–max)" of per-round ratios.
@@ -156,7 +183,7 @@ pub fn churn(options: &Options) -> Result<String> {
     {
         let _stats = BpfStats::set(true);
         for (mode, runs) in MODES.iter().zip(&mut costed) {
-            runs.round(tracer, mode.args, || load::churn_rate(Spread::EveryCpu, seconds))?;
+            runs.round(tracer, mode.args, || mode.churn(Spread::EveryCpu, seconds))?;
         }
     }
     for ((mode, runs), costed) in MODES.iter().zip(&busy.modes).zip(&costed) {
