@@ -77,7 +77,7 @@ pub const HOOKS: [Hook; 10] = [
         on_demand: false,
     },
     // RSTs as they arrive, for those no established socket's `tcp_probe` sees: attached at the
-    // first RST that reaches a socket unseen (it fires for every packet this host receives).
+    // first refused connect (it fires for every packet this host receives).
     Hook {
         name: "netif_receive_skb",
         kind: EventKind::ResetArrived,

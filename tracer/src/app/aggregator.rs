@@ -97,7 +97,7 @@ pub struct Aggregator {
     links: LinkLog,
     interval_started: Instant,
     colour: bool,
-    /// A RST reached a socket not established (see [`Aggregator::wants_reset_arrivals`]).
+    /// A RST refused a connect of ours (see [`Aggregator::wants_reset_arrivals`]).
     reset_unseen: bool,
 }
 
@@ -179,7 +179,7 @@ impl Aggregator {
         if !self.pipeline.push(event) {
             return;
         }
-        self.reset_unseen |= event.kind == tracer_common::EventKind::ResetReceived && event.state != Some(TcpState::Established);
+        self.reset_unseen |= event.kind == tracer_common::EventKind::ResetReceived && event.state == Some(TcpState::SynSent);
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
@@ -282,9 +282,11 @@ impl Aggregator {
         });
     }
 
-    /// Whether a RST reached a socket not established, which `tcp_probe` does not see: what the
-    /// on-demand `netif_receive_skb` hook is for. Known as the event arrives, before the reorder
-    /// stage holds it, so the hook is attached within a poll.
+    /// Whether a RST refused a connect of ours: its packet reached a socket in SYN_SENT, which
+    /// `tcp_probe` does not see, and who refused it is what the on-demand `netif_receive_skb`
+    /// hook tells. (RSTs to closing sockets, also unseen, are common on a busy host and rarely
+    /// the question: they do not ask for it, and are judged once it is attached.) Known as the
+    /// event arrives, before the reorder stage holds it, so the hook is attached within a poll.
     pub fn wants_reset_arrivals(&self) -> bool {
         self.reset_unseen
     }

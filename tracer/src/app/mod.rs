@@ -162,7 +162,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let attached = probes.attach_on_demand();
                     if !attached.is_empty() {
                         eprintln!(
-                            "tracer: attached {}: a RST reached a socket whose packet no hook saw (a refused connect, a closing socket); from now on RSTs are judged as they arrive",
+                            "tracer: attached {}: a connect of ours was refused with a RST whose packet no hook saw; from now on RSTs are judged as they arrive",
                             attached.join(", ")
                         );
                     }
