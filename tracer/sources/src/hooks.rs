@@ -146,7 +146,12 @@ impl Announced {
 
     /// Hooks attached (in any mode).
     pub fn attached(&self) -> usize {
-        self.hooks.iter().filter(|(_, mode)| mode != "unavailable").count()
+        self.hooks.iter().filter(|(_, mode)| !matches!(mode.as_str(), "unavailable" | "off" | "on-demand")).count()
+    }
+
+    /// Hooks whose program is loaded but not attached yet (`on-demand`).
+    pub fn waiting(&self) -> usize {
+        self.hooks.iter().filter(|(_, mode)| mode == "on-demand").count()
     }
 }
 

@@ -179,7 +179,9 @@ impl Aggregator {
         if !self.pipeline.push(event) {
             return;
         }
-        self.reset_unseen |= event.kind == tracer_common::EventKind::ResetReceived && event.state == Some(TcpState::SynSent);
+        // A kernel whose reset hook gives no state (5.10's classic tracepoint): any RST asks.
+        self.reset_unseen |=
+            event.kind == tracer_common::EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent);
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
