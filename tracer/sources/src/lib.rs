@@ -6,6 +6,7 @@ pub mod clock;
 pub mod hooks;
 pub mod kernel_log;
 pub mod links;
+pub mod modes;
 pub mod netns;
 pub mod privileges;
 pub mod probes;

@@ -21,6 +21,7 @@ use tracer_common::{EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOff
 
 use tracer_analysis::{decode::Decoder, track::losses};
 
+pub use crate::modes::Modes;
 use crate::{
     btf_offsets,
     hooks::{self, Attach, HookMode, FLUSH_PROGRAM, HOOKS},
@@ -60,47 +61,6 @@ impl AttachOptions<'_> {
             modes.hooks.push((hook.name.to_string(), "off"));
         }
         off
-    }
-}
-
-/// Which hooks and kernel facts this run has; printed so the operator knows what is covered.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Modes {
-    /// `inet_sock_set_state` and so on, each "tp_btf", "tracepoint", "fentry"/"fexit" or "unavailable".
-    pub hooks: Vec<(String, &'static str)>,
-    pub namespaces: bool,
-    pub process_context: bool,
-    /// Whether `tcp_send_reset` gives the kernel's reset reason (Linux ≥ 6.10).
-    pub reset_reasons: bool,
-    /// Records travel in per-CPU batches (one ring-buffer reservation for many events).
-    pub batched: bool,
-    /// The fentry/fexit timewait hooks are attached: TIME_WAIT entries and SYNs hitting them
-    /// are seen exactly, with the `tcp_tw_status` values to read them.
-    pub exact_time_wait: Option<btf_offsets::TimeWaitStatus>,
-    /// The kernel's tick rate, which the socket clocks count in (`None`: idle gaps unknown).
-    pub hz: Option<u32>,
-    /// A state change in softirq takes its time from the socket's packet clock (the time TCP
-    /// took for the packet that caused it) instead of reading the clock again.
-    pub packet_clock: bool,
-    /// `--kernel-log`: which of the programs' log records are printed.
-    pub kernel_log: KernelLogLevel,
-}
-
-impl Modes {
-    pub fn describe(&self) -> String {
-        let hooks: Vec<String> = self.hooks.iter().map(|(hook, mode)| format!("{hook}={mode}")).collect();
-        let yes_no = |known: bool| if known { "yes" } else { "unknown" };
-        format!(
-            "hooks: {}; batches: {}; netns: {}; pid in softirq filtered: {}; reset reasons: {}; idle gaps: {}; softirq times: {}; kernel log: {}",
-            hooks.join(" "),
-            if self.batched { "per-CPU" } else { "off" },
-            yes_no(self.namespaces),
-            yes_no(self.process_context),
-            if self.reset_reasons { "yes" } else { "not on this kernel" },
-            self.hz.map_or("unknown (needs tp_btf and /proc/timer_list)".to_string(), |hz| format!("yes ({hz} Hz)")),
-            if self.packet_clock { "the packet's" } else { "the clock's" },
-            self.kernel_log.name(),
-        )
     }
 }
 
@@ -496,26 +456,6 @@ mod tests {
 
     /// A program renamed on one side would leave its hook unattached, or attached only in its
     /// classic form, with nothing said: the table and the object must name the same programs.
-    #[test]
-    fn the_attached_line_reads_back_as_it_was_written() {
-        let modes = Modes {
-            hooks: vec![("inet_sock_set_state".into(), "tp_btf"), ("tcp_time_wait".into(), "unavailable"), ("tcp_probe".into(), "tp_btf")],
-            batched: true,
-            ..Modes::default()
-        };
-        let line = format!("tracer: attached; {}\nsomething else", modes.describe());
-        let announced = hooks::Announced::parse(&line).expect("a hooks list");
-        assert_eq!(announced.hooks.len(), 3);
-        assert_eq!(
-            (announced.mode("inet_sock_set_state"), announced.mode("tcp_time_wait"), announced.mode("nope")),
-            (Some("tp_btf"), Some("unavailable"), None)
-        );
-        assert_eq!((announced.attached(), announced.batched), (2, true));
-        let unbatched = Modes { batched: false, ..modes };
-        assert!(!hooks::Announced::parse(&unbatched.describe()).unwrap().batched);
-        assert_eq!(hooks::Announced::parse("tracer: error: no hooks"), None);
-    }
-
     #[test]
     #[cfg_attr(not(embedded_ebpf), ignore = "no kernel object embedded: `cargo xtask build-ebpf` first")]
     fn the_hook_table_names_exactly_the_programs_of_the_embedded_object() {
