@@ -170,12 +170,8 @@ impl Tracker {
 
     fn remember_pair_drop(&mut self, netns: u32, socketless: bool, to: SocketAddr, from: SocketAddr, reason: u32, at_ns: u64) {
         let (key, to_lower) = pair(to, from);
-        if self.pair_drops.len() >= MAX_DROP_PAIRS && !self.pair_drops.contains_key(&key) {
-            let oldest = self.pair_drops.iter().take(64).min_by_key(|(_, pair)| pair.drops.last_ns).map(|(key, _)| *key);
-            if let Some(oldest) = oldest {
-                self.pair_drops.remove(&oldest);
-                self.stats.evicted_drop_pairs += 1;
-            }
+        if super::bounded::make_room(&mut self.pair_drops, &key, MAX_DROP_PAIRS, |pair| pair.drops.last_ns) {
+            self.stats.evicted_drop_pairs += 1;
         }
         let pair = self.pair_drops.entry(key).or_default();
         (pair.netns, pair.socketless) = (netns, socketless);

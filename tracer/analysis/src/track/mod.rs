@@ -8,7 +8,9 @@
 //! The parts: [`config`] (what it is told of the host), [`connection`] (what is known of one socket), the state machine here, [`time_wait`]
 //! (TIME_WAIT and FIN_WAIT2 timewait sockets, which outlive their socket), [`classify`] (the verdict
 //! on a connection that ended), [`provenance`] (who sent a RST), [`drops`] (what this host
-//! dropped), and [`reorder`] (timestamp order before any of it).
+//! dropped), [`reorder`] (timestamp order before any of it), and [`bounded`] (how every table
+//! here stays within its bound).
+mod bounded;
 mod classify;
 mod config;
 mod connection;

@@ -55,18 +55,14 @@ impl Tracker {
     /// closing socket's, which `tcp_probe` does not see.
     pub(super) fn reset_arrived(&mut self, event: &Event) {
         let Some(segment) = event.segment else { return };
-        let now = event.timestamp_ns;
+        let (now, tuple) = (event.timestamp_ns, Tuple::of(event));
         if self.arrived_resets.len() >= MAX_ARRIVED_RESETS {
             self.arrived_resets.retain(|_, (_, at)| now.saturating_sub(*at) < ARRIVED_RESET_TTL_NS);
         }
-        if self.arrived_resets.len() >= MAX_ARRIVED_RESETS {
-            let oldest = self.arrived_resets.iter().take(64).min_by_key(|(_, (_, at))| *at).map(|(key, _)| *key);
-            if let Some(oldest) = oldest {
-                self.arrived_resets.remove(&oldest);
-                self.stats.evicted_arrived_resets += 1;
-            }
+        if super::bounded::make_room(&mut self.arrived_resets, &tuple, MAX_ARRIVED_RESETS, |(_, at)| *at) {
+            self.stats.evicted_arrived_resets += 1;
         }
-        self.arrived_resets.insert(Tuple::of(event), (segment, now));
+        self.arrived_resets.insert(tuple, (segment, now));
     }
 
     /// A RST the connection saw last that the kernel never took is a refused one too.
@@ -98,12 +94,7 @@ impl Tracker {
     }
 
     fn remember_peer_ttl(&mut self, netns: u32, peer: IpAddr, ttl: u8, at_ns: u64) {
-        if self.peer_ttls.len() >= MAX_PEERS && !self.peer_ttls.contains_key(&(netns, peer)) {
-            let oldest = self.peer_ttls.iter().take(64).min_by_key(|(_, (_, at))| *at).map(|(key, _)| *key);
-            if let Some(oldest) = oldest {
-                self.peer_ttls.remove(&oldest);
-            }
-        }
+        super::bounded::make_room(&mut self.peer_ttls, &(netns, peer), MAX_PEERS, |(_, at)| *at);
         self.peer_ttls.insert((netns, peer), (ttl, at_ns));
     }
 }

@@ -39,12 +39,8 @@ impl Tracker {
     }
 
     pub(super) fn remember_time_wait(&mut self, tuple: Tuple, since_ns: u64) {
-        if self.time_wait.len() >= self.config.max_time_wait && !self.time_wait.contains_key(&tuple) {
-            let oldest = self.time_wait.iter().take(64).min_by_key(|(_, since)| **since).map(|(tuple, _)| *tuple);
-            if let Some(oldest) = oldest {
-                self.time_wait.remove(&oldest);
-                self.stats.evicted_time_wait += 1;
-            }
+        if super::bounded::make_room(&mut self.time_wait, &tuple, self.config.max_time_wait, |since| *since) {
+            self.stats.evicted_time_wait += 1;
         }
         self.time_wait.insert(tuple, since_ns);
     }
