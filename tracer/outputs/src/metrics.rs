@@ -65,7 +65,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A hook attached on demand: its mode gauge moves from `was` to `now`.
+    /// A hook that changed mode after start (one attached on demand): its gauge moves from `was`
+    /// to `now`.
     pub fn hook_mode_changed(&self, hook: &str, was: &str, now: &str) {
         self.hook_modes.remove(&labels(&[("hook", hook), ("mode", was)]));
         self.hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", now)])).set(1);

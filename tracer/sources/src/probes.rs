@@ -228,13 +228,11 @@ impl Probes {
                 continue;
             }
             let attached = match (&btf, use_btf) {
-                (Some(btf), true) => match load_btf(&mut ebpf, btf_program, hook.name, btf).and_then(|program| {
-                    if hook.on_demand {
-                        Ok(())
-                    } else {
-                        program.attach().map(drop).map_err(Into::into)
-                    }
-                }) {
+                (Some(btf), true) => match if hook.on_demand {
+                    load_btf(&mut ebpf, btf_program, hook.name, btf).map(drop)
+                } else {
+                    attach_btf(&mut ebpf, btf_program, hook.name, btf)
+                } {
                     Ok(()) => true,
                     Err(error) => {
                         eprintln!("tracer: note: {} is unavailable; the kernel refused it: {}", hook.name, verifier_verdict(&error));
@@ -266,22 +264,13 @@ impl Probes {
         Ok((Probes { ebpf, counters, cpus, kernel_log, on_demand, modes }, events, decoder))
     }
 
-    /// Attaches the hooks loaded on demand; returns the names of those it attached. A hook the
-    /// kernel refuses now is reported `unavailable` (and not tried again).
-    pub fn attach_on_demand(&mut self) -> Vec<&'static str> {
-        let mut attached = Vec::new();
+    /// Attaches the hooks loaded on demand; returns each with its mode now: `tp_btf`, or
+    /// `unavailable` where the kernel refuses it now (not tried again).
+    pub fn attach_on_demand(&mut self) -> Vec<(&'static str, &'static str)> {
+        let mut changed = Vec::new();
         for (hook, program) in std::mem::take(&mut self.on_demand) {
-            let result = self
-                .ebpf
-                .program_mut(program)
-                .with_context(|| format!("no program {program}"))
-                .and_then(|program| <&mut BtfTracePoint>::try_from(program).map_err(Into::into))
-                .and_then(|program| program.attach().map(drop).map_err(Into::into));
-            let mode = match result {
-                Ok(()) => {
-                    attached.push(hook);
-                    "tp_btf"
-                }
+            let mode = match btf_program(&mut self.ebpf, program).and_then(|program| Ok(program.attach()?)) {
+                Ok(_) => "tp_btf",
                 Err(error) => {
                     eprintln!("tracer: note: {hook} is unavailable; attaching it failed: {error:#}");
                     "unavailable"
@@ -290,8 +279,9 @@ impl Probes {
             if let Some(entry) = self.modes.hooks.iter_mut().find(|(name, _)| name == hook) {
                 entry.1 = mode;
             }
+            changed.push((hook, mode));
         }
-        attached
+        changed
     }
 
     /// Whether a hook waits to be attached on demand.
@@ -406,9 +396,14 @@ fn attach_btf(ebpf: &mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) 
 
 /// Loads one BTF tracepoint program (the verifier's check), not attached.
 fn load_btf<'a>(ebpf: &'a mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) -> Result<&'a mut BtfTracePoint> {
-    let program: &mut BtfTracePoint = ebpf.program_mut(program_name).with_context(|| format!("no program {program_name}"))?.try_into()?;
+    let program = btf_program(ebpf, program_name)?;
     program.load(tracepoint, btf).map_err(|error| anyhow::anyhow!("{error:#}"))?;
     Ok(program)
+}
+
+/// The object's BTF tracepoint program of that name.
+fn btf_program<'a>(ebpf: &'a mut Ebpf, program_name: &str) -> Result<&'a mut BtfTracePoint> {
+    Ok(ebpf.program_mut(program_name).with_context(|| format!("no program {program_name}"))?.try_into()?)
 }
 
 /// Loads and attaches one fentry or fexit program by its kernel function's name.

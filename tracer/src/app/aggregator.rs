@@ -98,7 +98,7 @@ pub struct Aggregator {
     interval_started: Instant,
     colour: bool,
     /// A RST refused a connect of ours (see [`Aggregator::wants_reset_arrivals`]).
-    reset_unseen: bool,
+    connect_refused: bool,
 }
 
 impl Aggregator {
@@ -171,7 +171,7 @@ impl Aggregator {
             links: LinkLog::new(links),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
-            reset_unseen: false,
+            connect_refused: false,
         })
     }
 
@@ -180,7 +180,7 @@ impl Aggregator {
             return;
         }
         // A kernel whose reset hook gives no state (5.10's classic tracepoint): any RST asks.
-        self.reset_unseen |=
+        self.connect_refused |=
             event.kind == tracer_common::EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent);
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
@@ -290,15 +290,16 @@ impl Aggregator {
     /// the question: they do not ask for it, and are judged once it is attached.) Known as the
     /// event arrives, before the reorder stage holds it, so the hook is attached within a poll.
     pub fn wants_reset_arrivals(&self) -> bool {
-        self.reset_unseen
+        self.connect_refused
     }
 
-    /// Hooks attached on demand: the summaries' mode line and the metric follow.
-    pub fn hooks_attached(&mut self, attached: &[&str], modes: &crate::kernel::probes::Modes) {
+    /// Hooks that left `on-demand` (attached, or refused by the kernel): the summaries' mode
+    /// line and the metric follow.
+    pub fn hooks_changed(&mut self, changed: &[(&str, &'static str)], modes: &crate::kernel::probes::Modes) {
         self.modes.hooks = modes.describe();
         if let Some(metrics) = &self.outputs.metrics {
-            for hook in attached {
-                metrics.hook_mode_changed(hook, "on-demand", "tp_btf");
+            for (hook, mode) in changed {
+                metrics.hook_mode_changed(hook, "on-demand", mode);
             }
         }
     }

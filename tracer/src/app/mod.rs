@@ -159,14 +159,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
                 if probes.on_demand_pending() && consumer.wants_reset_arrivals() {
-                    let attached = probes.attach_on_demand();
+                    let changed = probes.attach_on_demand();
+                    let attached: Vec<&str> = changed.iter().filter(|(_, mode)| *mode == "tp_btf").map(|(hook, _)| *hook).collect();
                     if !attached.is_empty() {
                         eprintln!(
                             "tracer: attached {}: a connect of ours was refused with a RST whose packet no hook saw; from now on RSTs are judged as they arrive",
                             attached.join(", ")
                         );
                     }
-                    consumer.hooks_attached(&attached, &probes.modes);
+                    consumer.hooks_changed(&changed, &probes.modes);
                 }
             }
             _ = lookups.tick(), if summary.is_some() => consumer.look_up_lingering(),
@@ -285,9 +286,9 @@ impl Consumer {
         matches!(self, Consumer::Summary(aggregator) if aggregator.wants_reset_arrivals())
     }
 
-    fn hooks_attached(&mut self, attached: &[&str], modes: &crate::kernel::probes::Modes) {
+    fn hooks_changed(&mut self, changed: &[(&str, &'static str)], modes: &crate::kernel::probes::Modes) {
         if let Consumer::Summary(aggregator) = self {
-            aggregator.hooks_attached(attached, modes);
+            aggregator.hooks_changed(changed, modes);
         }
     }
 
