@@ -401,15 +401,30 @@ fn packet_addresses(event: &mut WireEvent, kind: EventKind, skb: *const u8, offs
             put_ipv4(&mut event.remote_addr, addresses[0]);
             put_ipv4(&mut event.local_addr, addresses[1]);
         }
-        let device = load::<*const u8>(skb, offsets.skb_dev);
-        if !device.is_null() {
-            let net = load::<*const u8>(device, offsets.device_net);
-            if !net.is_null() {
-                event.netns = load::<u32>(net, offsets.net_inum);
-            }
-        }
+        event.netns = device_netns(skb, offsets);
     }
     Some(())
+}
+
+/// The namespace of a packet's device (its `net`'s inode), 0 where it has none.
+///
+/// # Safety
+/// `skb` is a BTF-typed `struct sk_buff *`; the offsets are `sk_buff`, `net_device` and `net`
+/// members.
+#[inline(always)]
+unsafe fn device_netns(skb: *const u8, offsets: &KernelOffsets) -> u32 {
+    // SAFETY: the caller's contract; each pointer is checked before it is followed.
+    unsafe {
+        let device = load::<*const u8>(skb, offsets.skb_dev);
+        if device.is_null() {
+            return 0;
+        }
+        let net = load::<*const u8>(device, offsets.device_net);
+        if net.is_null() {
+            return 0;
+        }
+        load::<u32>(net, offsets.net_inum)
+    }
 }
 
 /// The counters a connection log needs, read once, when the socket closes.

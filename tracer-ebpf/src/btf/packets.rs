@@ -224,17 +224,8 @@ fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offs
         };
         event.remote_port = u16::from_be_bytes(bytes(TCP));
         event.local_port = u16::from_be_bytes(bytes(TCP + 2));
-        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are `sk_buff`,
-        // `net_device` and `net` members.
-        unsafe {
-            let device = load::<*const u8>(skb, offsets.skb_dev);
-            if !device.is_null() {
-                let net = load::<*const u8>(device, offsets.device_net);
-                if !net.is_null() {
-                    event.netns = load::<u32>(net, offsets.net_inum);
-                }
-            }
-        }
+        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
+        event.netns = unsafe { device_netns(skb, offsets) };
         if !keep(event) {
             return false;
         }
