@@ -441,6 +441,7 @@ impl Aggregator {
             + stats.evicted_time_wait
             + stats.evicted_drop_pairs
             + stats.evicted_arrived_resets
+            + stats.evicted_peer_ttls
             + self.pipeline.findings.evicted
             + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;

@@ -59,6 +59,8 @@ pub struct TrackerStats {
     /// Arrived RSTs forgotten to make room before any socket took them (none older than a
     /// second is counted: a socket takes its RST within microseconds or never).
     pub evicted_arrived_resets: u64,
+    /// Peers whose TTL reference was forgotten to make room (their next RST reads "no reference").
+    pub evicted_peer_ttls: u64,
     /// Events about sockets first seen mid-life (they predate the tracer, or their birth was lost).
     pub joined_mid_life: u64,
 }

@@ -94,7 +94,9 @@ impl Tracker {
     }
 
     fn remember_peer_ttl(&mut self, netns: u32, peer: IpAddr, ttl: u8, at_ns: u64) {
-        super::bounded::make_room(&mut self.peer_ttls, &(netns, peer), MAX_PEERS, |(_, at)| *at);
+        if super::bounded::make_room(&mut self.peer_ttls, &(netns, peer), MAX_PEERS, |(_, at)| *at) {
+            self.stats.evicted_peer_ttls += 1;
+        }
         self.peer_ttls.insert((netns, peer), (ttl, at_ns));
     }
 }
@@ -258,5 +260,20 @@ mod tests {
             tracker.observe(&arrive(1024 + i as u16, 3 * S + i), &mut out);
         }
         assert_eq!((tracker.arrived_resets.len(), tracker.stats.evicted_arrived_resets), (MAX_ARRIVED_RESETS, 2));
+    }
+
+    #[test]
+    fn peer_ttls_are_bounded_and_their_evictions_counted() {
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let peer = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..MAX_PEERS as u32 {
+            tracker.remember_peer_ttl(0, peer(i), 63, S + u64::from(i));
+        }
+        // A peer already known updates in place.
+        tracker.remember_peer_ttl(0, peer(7), 62, 2 * S);
+        assert_eq!((tracker.peer_ttls.len(), tracker.stats.evicted_peer_ttls), (MAX_PEERS, 0));
+        tracker.remember_peer_ttl(0, peer(MAX_PEERS as u32), 63, 2 * S);
+        assert_eq!((tracker.peer_ttls.len(), tracker.stats.evicted_peer_ttls), (MAX_PEERS, 1));
+        assert_eq!(tracker.peer_ttls[&(0, peer(7))].0, 62, "the freshest survives the sample");
     }
 }
