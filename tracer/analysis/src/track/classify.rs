@@ -25,6 +25,15 @@ impl Tracker {
         }
         if connection.reset_received {
             let origin = self.reset_origin(connection);
+            if connection.reset_event_lost && origin.is_none() {
+                return Verdict::of(
+                    CloseClass::Unresolved,
+                    format!(
+                        "a RST ended it in {from} (the socket's error says so) but its event was lost, and the RST itself was not \
+                         seen: the peer or a device in the path"
+                    ),
+                );
+            }
             if from == TcpState::SynSent {
                 let verdict = match origin {
                     Some(origin @ RstFrom::Path { .. }) => Verdict::of(
@@ -37,7 +46,7 @@ impl Tracker {
                     ),
                     None => Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN"),
                 };
-                return Verdict { rst_from: origin, ..verdict };
+                return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
             }
             let verdict = match origin {
                 Some(origin @ RstFrom::Path { .. }) => Verdict::of(
@@ -49,7 +58,7 @@ impl Tracker {
                 }
                 None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}")),
             };
-            return Verdict { rst_from: origin, ..verdict };
+            return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
         }
         if let Some(reset) = connection.reset_sent {
             let reason = reset.reason.and_then(|code| self.reason_name(code));
@@ -189,6 +198,14 @@ pub(super) struct Verdict {
 impl Verdict {
     fn of(class: CloseClass, detail: impl Into<Cow<'static, str>>) -> Verdict {
         Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false, rst_from: None, keepalive: false }
+    }
+
+    /// Says where the RST's taking is known from when its event was lost.
+    fn noting_lost_reset(mut self, connection: &Connection) -> Verdict {
+        if connection.reset_event_lost {
+            self.detail = format!("{} (its reset event was lost; the socket's error says the kernel took this RST)", self.detail).into();
+        }
+        self
     }
 }
 

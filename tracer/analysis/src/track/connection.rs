@@ -166,6 +166,9 @@ pub struct Connection {
     pub first_fin_ns: Option<u64>,
     pub reset_sent: Option<ResetSent>,
     pub reset_received: bool,
+    /// The RST was known only from the socket's error at its end: its `tcp_receive_reset`
+    /// event was lost (the summaries count it).
+    pub reset_event_lost: bool,
     pub retransmits: u32,
     pub syn_retransmits: u32,
     pub retransmits_in_state: u32,

@@ -371,6 +371,7 @@ impl Tracker {
             first_fin_ns: None,
             reset_sent: None,
             reset_received: false,
+            reset_event_lost: false,
             retransmits: 0,
             syn_retransmits: 0,
             retransmits_in_state: 0,
@@ -474,6 +475,9 @@ impl Tracker {
         };
         if connection.role == Role::Listener {
             return;
+        }
+        if ending.lingered.is_none() {
+            Tracker::reset_from_error(&mut connection);
         }
         self.last_reset_refused(&mut connection, ending.at_ns, out);
         let mut verdict = self.classify(&connection, ending);

@@ -18,6 +18,10 @@ const MAX_PEERS: usize = 65_536;
 /// refused, forwarded through a namespace of this host).
 pub(super) const MAX_ARRIVED_RESETS: usize = 4_096;
 
+/// The errors `tcp_reset` leaves on a socket (x86-64 and arm64 numbers): ECONNREFUSED, EPIPE,
+/// ECONNRESET.
+const RESET_ERRORS: [u16; 3] = [111, 32, 104];
+
 /// An arrived RST older than this was taken by no socket: a socket takes its RST in the same
 /// softirq, microseconds later.
 const ARRIVED_RESET_TTL_NS: u64 = 1_000_000_000;
@@ -63,6 +67,20 @@ impl Tracker {
             self.stats.evicted_arrived_resets += 1;
         }
         self.arrived_resets.insert(tuple, (segment, now));
+    }
+
+    /// The socket's error at its end says the kernel took a RST (`tcp_reset` sets ECONNRESET,
+    /// EPIPE in CLOSE_WAIT, ECONNREFUSED in SYN_SENT; no path of ours does without a RST of our
+    /// own) although no `tcp_receive_reset` event came: that event was lost. The last RST seen
+    /// arriving for the socket, if any, is the one it took.
+    pub(super) fn reset_from_error(connection: &mut Connection) {
+        let Some(totals) = connection.totals else { return };
+        if connection.reset_received || connection.reset_sent.is_some() || !RESET_ERRORS.contains(&totals.error) {
+            return;
+        }
+        connection.reset_received = true;
+        connection.reset_event_lost = true;
+        connection.reset_taken = connection.reset_segment.is_some();
     }
 
     /// A RST the connection saw last that the kernel never took is a refused one too.
@@ -275,5 +293,36 @@ mod tests {
         tracker.remember_peer_ttl(0, peer(MAX_PEERS as u32), 63, 2 * S);
         assert_eq!((tracker.peer_ttls.len(), tracker.stats.evicted_peer_ttls), (MAX_PEERS, 1));
         assert_eq!(tracker.peer_ttls[&(0, peer(7))].0, 62, "the freshest survives the sample");
+    }
+
+    /// A connection to a server one router away whose `tcp_receive_reset` event was lost, closed
+    /// with `error`; `rst_ttl`: the RST `tcp_probe` saw, if it saw one.
+    fn lost_reset(rst_ttl: Option<u8>, error: u16) -> (Ended, usize) {
+        let s = Script::new(0xc1, "10.0.1.1:40000", "10.0.0.2:80");
+        let mut events = vec![s.syscall(Close, SynSent, S), s.state(SynSent, Established, S + 1), s.segment(63, false, 2 * S)];
+        events.extend(rst_ttl.map(|ttl| s.segment(ttl, true, 3 * S)));
+        let mut close = s.closed(Established, false, 3 * S + 2);
+        close.totals.as_mut().unwrap().error = error;
+        events.push(close);
+        let (mut ended, refused) = ended(&events);
+        (ended.remove(0), refused)
+    }
+
+    #[test]
+    fn a_reset_whose_event_was_lost_is_read_from_the_sockets_error_never_as_silence() {
+        // The RST was seen and the socket's ECONNRESET says the kernel took it: judged as usual.
+        let (seen, refused) = lost_reset(Some(64), 104);
+        assert_eq!(
+            (seen.class, seen.rst_from, refused),
+            (CloseClass::ResetByPath, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }), 0)
+        );
+        assert!(seen.detail.contains("its reset event was lost"), "{}", seen.detail);
+        // Not seen either: a RST ended it, nobody can say whose.
+        let (unseen, _) = lost_reset(None, 104);
+        assert_eq!(unseen.class, CloseClass::Unresolved, "{}", unseen.detail);
+        assert!(unseen.detail.contains("a RST ended it in ESTABLISHED"), "{}", unseen.detail);
+        // Without a reset error the seen RST was refused, and the end is what it was.
+        let (timed_out, refused) = lost_reset(Some(64), 110);
+        assert_eq!((timed_out.class, refused), (CloseClass::PeerSilent, 1));
     }
 }
