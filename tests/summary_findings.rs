@@ -346,6 +346,31 @@ fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
     drop((clients, listener));
 }
 
+/// The usual way an operator meets it: the listener was wedged before the tracer started, and
+/// nothing new happens in its namespace (no connect, no state change: not one event), yet its
+/// namespace is looked at and its full queue named.
+#[test]
+fn a_listener_wedged_before_the_tracer_started_is_found_in_a_namespace_without_events() {
+    use std::os::fd::AsRawFd;
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    // SAFETY: listen on a descriptor the listener owns.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let server = listener.local_addr().unwrap();
+    // Two handshakes fill a backlog of one; nobody accepts them.
+    let waiting: Vec<TcpStream> = (0..2).map(|_| link.connect(server).expect("the queue takes two")).collect();
+    let port = server.port().to_string();
+    let tracer = summary_tracer(&["-L", &port]);
+    let full = tracer.wait_for_finding("accept_queue_full", |f| f["local"] == server.to_string());
+    let detail = full["detail"].as_str().unwrap();
+    assert!(detail.contains("2 connection(s) waiting, backlog 1") && detail.contains("not accepting"), "{full}");
+    assert_eq!(full["netns"], link.server.inode(), "{full}");
+    let lines = tracer.stop();
+    assert!(lines.iter().all(|line| line["interval_events"] == 0), "no event came from its namespace: {lines:?}");
+    drop((waiting, listener));
+}
+
 /// A tracer printing connection lines for one namespace, its summaries going to a JSON file:
 /// what the tests of the path verdicts read.
 struct Logged {

@@ -388,10 +388,14 @@ impl Aggregator {
             let round = snapshot.round;
             self.modes.snapshot_round = Some(round);
             self.modes.snapshot = format!(
-                "sock_diag ({} netns, {} dumped in {} ms{}{}{})",
+                "sock_diag ({} netns, {} dumped in {} ms{}{}{}{})",
                 snapshots.covered(),
                 round.dumped,
                 round.micros / 1000,
+                match snapshots.undiscovered() {
+                    0 => String::new(),
+                    quiet => format!(", {quiet} without events not covered (no room)"),
+                },
                 match round.carried {
                     0 => String::new(),
                     carried => format!(", over budget: {carried} carried over"),

@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     })?;
     let mut kernel_log = probes.take_kernel_log();
     // Snapshots open their own-namespace socket before the drop; later namespaces need CAP_SYS_ADMIN.
-    let snapshots = summary.filter(|summary| summary.snapshots).map(|summary| Snapshots::new(summary.interval));
+    let snapshots = summary.filter(|summary| summary.snapshots).map(|summary| Snapshots::new(summary.interval, settings.filter.netns));
     privileges::drop_after_attach(snapshots.as_ref().is_some_and(Result::is_ok), settings.enter_namespaces)
         .context("cannot drop capabilities after attaching")?;
     // Link changes: in the namespaces events come from (the tracer's own at least), or only

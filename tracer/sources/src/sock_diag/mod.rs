@@ -38,6 +38,12 @@ use tracer_model::FastMap;
 
 /// At most this many namespaces get a netlink socket; more are reported as not covered.
 const MAX_NAMESPACES: usize = 256;
+/// Namespaces found by looking (not by their events) fill at most this many of those sockets, so
+/// that quiet namespaces never crowd out the ones events come from.
+const MAX_DISCOVERED: usize = MAX_NAMESPACES * 3 / 4;
+/// Namespaces a round dumps before the pace of a dump is known (the first round may have found
+/// every namespace of the box at once).
+const FIRST_ROUND_DUMPS: usize = 16;
 /// Namespaces remembered as not entered, at most (a reason string each).
 const MAX_UNREACHABLE: usize = 1024;
 /// Namespaces not entered that each round tries again (each try looks through /proc).
@@ -73,6 +79,10 @@ pub struct Snapshots {
     own_netns: u32,
     /// Namespaces let go because they were gone.
     released: u64,
+    /// `--netns`: the one namespace in scope besides our own.
+    scope: Option<u32>,
+    /// Namespaces in scope left uncovered by the last look, for want of room.
+    undiscovered: usize,
     /// What the dumps of one round may take.
     budget: Duration,
     /// What one namespace's dump takes, smoothed over rounds (`None` before the first dump).
@@ -82,14 +92,16 @@ pub struct Snapshots {
 
 impl Snapshots {
     /// Starts with the tracer's own namespace; fails when sock_diag is unusable here at all. The
-    /// dumps of one round should take at most a tenth of `interval`.
-    pub fn new(interval: Duration) -> Result<Snapshots> {
+    /// dumps of one round should take at most a tenth of `interval`; `scope` is `--netns`.
+    pub fn new(interval: Duration, scope: Option<u32>) -> Result<Snapshots> {
         let own_netns = netns::own().context("cannot read /proc/self/ns/net")?;
         let mut snapshots = Snapshots {
             namespaces: FastMap::default(),
             unreachable: FastMap::default(),
             own_netns,
             released: 0,
+            scope,
+            undiscovered: 0,
             budget: interval / BUDGET_SHARE,
             cost_per_namespace: None,
             round: 0,
@@ -115,6 +127,37 @@ impl Snapshots {
     /// Namespaces let go since the start because they were gone.
     pub fn released(&self) -> u64 {
         self.released
+    }
+
+    /// Namespaces in scope that the last look left uncovered, for want of room.
+    pub fn undiscovered(&self) -> usize {
+        self.undiscovered
+    }
+
+    /// Covers the live namespaces in scope that no event came from. A listener whose accept
+    /// queue is full drops every SYN without an event, and a namespace whose events were lost
+    /// (or that went quiet before the tracer started) would otherwise never be looked at. Done
+    /// at the first round and after events were lost.
+    fn discover(&mut self) {
+        self.undiscovered = 0;
+        let scope = self.scope;
+        let mut quiet: Vec<u32> = netns::live()
+            .into_iter()
+            .filter(|netns| scope.is_none_or(|wanted| wanted == *netns))
+            .filter(|netns| !self.namespaces.contains_key(netns) && !self.unreachable.contains_key(netns))
+            .collect();
+        quiet.sort_unstable();
+        for netns in quiet {
+            if self.namespaces.len() >= MAX_DISCOVERED {
+                self.undiscovered += 1;
+                continue;
+            }
+            self.learn(netns);
+            // Due for its first dump all the same, after the namespaces events came from.
+            if let Some(namespace) = self.namespaces.get_mut(&netns) {
+                namespace.active = false;
+            }
+        }
     }
 
     pub fn settings(&self, netns: u32) -> Option<NamespaceSettings> {
@@ -175,6 +218,9 @@ impl Snapshots {
             self.learn(netns);
         }
         let mut snapshot = Snapshot { released: self.release_gone(), ..Snapshot::default() };
+        if self.round == 1 || everything {
+            self.discover();
+        }
         // A full accept queue may drop every SYN without an event in its namespace: the counter
         // makes it due.
         for (netns, namespace) in &mut self.namespaces {
@@ -244,12 +290,12 @@ impl Snapshots {
         snapshot
     }
 
-    /// How many namespaces fit in the budget at the measured pace (`None`: no measure yet). The
-    /// kernel walks every socket of the host for each namespace's dump, so the pace depends on
-    /// the whole box, and is learnt rather than assumed.
+    /// How many namespaces fit in the budget at the measured pace ([`FIRST_ROUND_DUMPS`] before
+    /// any measure). The kernel walks every socket of the host for each namespace's dump, so the
+    /// pace depends on the whole box, and is learnt rather than assumed.
     fn per_round(&self) -> Option<usize> {
-        let cost = self.cost_per_namespace?.as_nanos().max(1);
-        Some(((self.budget.as_nanos() / cost) as usize).max(1))
+        let Some(cost) = self.cost_per_namespace else { return Some(FIRST_ROUND_DUMPS) };
+        Some(((self.budget.as_nanos() / cost.as_nanos().max(1)) as usize).max(1))
     }
 
     /// Closes the sockets of namespaces that had no event this round and that nothing else refers
@@ -327,18 +373,18 @@ struct Plan {
 /// (`per_round`), the least recently dumped go first.
 fn plan(namespaces: impl Iterator<Item = Standing>, everything: bool, per_round: Option<usize>) -> Plan {
     let mut plan = Plan::default();
-    let mut due: Vec<(u64, u32)> = Vec::new();
+    let mut due: Vec<(u64, bool, u32)> = Vec::new();
     for standing in namespaces {
         if everything || standing.active || standing.wanted_at_last_dump.is_none_or(|wanted| wanted > 0) {
-            due.push((standing.dumped_round, standing.netns));
+            due.push((standing.dumped_round, !standing.active, standing.netns));
         } else {
             plan.idle += 1;
         }
     }
     due.sort_unstable();
     let now = due.len().min(per_round.unwrap_or(usize::MAX));
-    plan.carried = due.split_off(now).into_iter().map(|(_, netns)| netns).collect();
-    plan.dump = due.into_iter().map(|(_, netns)| netns).collect();
+    plan.carried = due.split_off(now).into_iter().map(|(_, _, netns)| netns).collect();
+    plan.dump = due.into_iter().map(|(_, _, netns)| netns).collect();
     plan
 }
 
@@ -382,8 +428,8 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(smoothed(None, ms(20)), ms(20));
         assert_eq!(smoothed(Some(ms(20)), ms(100)), ms(40));
-        let mut snapshots = Snapshots::new(Duration::from_secs(2)).unwrap();
-        assert_eq!(snapshots.per_round(), None, "no measure yet: no limit");
+        let mut snapshots = Snapshots::new(Duration::from_secs(2), None).unwrap();
+        assert_eq!(snapshots.per_round(), Some(FIRST_ROUND_DUMPS), "no measure yet");
         snapshots.cost_per_namespace = Some(ms(20));
         assert_eq!(snapshots.per_round(), Some(10), "200 ms of budget at 20 ms a namespace");
         snapshots.cost_per_namespace = Some(Duration::from_secs(5));
@@ -403,8 +449,11 @@ mod tests {
             .into_iter()
         };
         assert_eq!(plan(namespaces(), false, None), Plan { dump: vec![4, 3, 2], carried: vec![], idle: 1 });
-        assert_eq!(plan(namespaces(), true, None), Plan { dump: vec![4, 3, 1, 2], carried: vec![], idle: 0 });
+        assert_eq!(plan(namespaces(), true, None), Plan { dump: vec![4, 3, 2, 1], carried: vec![], idle: 0 });
         assert_eq!(plan(namespaces(), false, Some(2)), Plan { dump: vec![4, 3], carried: vec![2], idle: 1 });
+        // Never dumped, one found by its event and one by looking: the event's goes first.
+        let first = [standing(4, false, None, 0), standing(5, true, None, 0)].into_iter();
+        assert_eq!(plan(first, false, Some(1)), Plan { dump: vec![5], carried: vec![4], idle: 0 });
     }
 
     #[test]

@@ -271,7 +271,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let snapshots = Snapshots::new(Duration::from_secs(10)).unwrap();
+        let snapshots = Snapshots::new(Duration::from_secs(10), None).unwrap();
         let netns = snapshots.own_netns;
         let (local, remote) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
         assert_eq!(snapshots.look_up(netns, local, remote).unwrap(), Some(TcpState::Established));
