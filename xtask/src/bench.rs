@@ -49,8 +49,12 @@ impl Mode {
     }
 }
 
-const MODES: [Mode; 5] = [
+const MODES: [Mode; 6] = [
     Mode::of("tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on; `netif_receive_skb` on demand)", &[]),
+    Mode::of(
+        "tracer, summary mode without the packet hooks of RST provenance, drops and idle gaps (`--skip-hook tcp_probe --skip-hook kfree_skb --skip-hook netif_receive_skb`)",
+        &["--skip-hook", "tcp_probe", "--skip-hook", "kfree_skb", "--skip-hook", "netif_receive_skb"],
+    ),
     Mode {
         title: "tracer, summary mode, after a refused connect (`netif_receive_skb` attached: what it costs)",
         args: &[],
@@ -210,6 +214,9 @@ pub fn churn(options: &Options) -> Result<String> {
             spread_of(&ratios)
         );
     }
+    // Rounds are interleaved, so each round's pair saw the same moment of the machine.
+    let hooks_share: Vec<f64> = busy.modes[0].rates.iter().zip(&busy.modes[1].rates).map(|(with, without)| with / without).collect();
+    report += &format!("\nthe packet hooks' share: summary mode over the same without them, round by round: {}\n", spread_of(&hooks_share));
     let (_, firings) = costed[0].kernel_ns_per_firing();
     report += &format!("\n{}\n\nsummary mode, per program ({firings} hook firings):\n\n{}\n", costed[0].hooks(), costed[0].program_table());
     report += &format!("start-up (launch → all programs attached): median {:.0} ms\n\n", median(&busy.startups_ms));

@@ -116,6 +116,20 @@ impl Tracker {
             }
             TcpState::LastAck => Verdict::of(CloseClass::Graceful, "the peer closed first"),
             TcpState::FinWait1 => Verdict::of(CloseClass::PeerSilent, "our FIN was never acknowledged"),
+            // A timeout leaves its error on the socket (ETIMEDOUT, or the ICMP error the
+            // retransmissions met) before the CLOSE; none here, and no reset event came: a RST
+            // either way whose event was lost (counted).
+            TcpState::Established | TcpState::CloseWait | TcpState::SynRecv
+                if connection.totals.is_some_and(|totals| totals.error == 0) =>
+            {
+                Verdict::of(
+                    CloseClass::Unresolved,
+                    format!(
+                        "closed in {from} with no FIN and no timeout error on the socket: a RST (ours or the peer's) whose event \
+                         was lost"
+                    ),
+                )
+            }
             // No system call closes these without a FIN or a RST; a CLOSE in process context is a
             // timer deferred to release_sock(), not the application's choice.
             TcpState::Established | TcpState::CloseWait | TcpState::SynRecv => Verdict::of(

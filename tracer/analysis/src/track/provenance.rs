@@ -324,5 +324,10 @@ mod tests {
         // Without a reset error the seen RST was refused, and the end is what it was.
         let (timed_out, refused) = lost_reset(Some(64), 110);
         assert_eq!((timed_out.class, refused), (CloseClass::PeerSilent, 1));
+        // No error at all: no timeout closed it either (one leaves ETIMEDOUT), so a RST of either
+        // side did, whose event was lost.
+        let (no_error, _) = lost_reset(None, 0);
+        assert_eq!(no_error.class, CloseClass::Unresolved, "{}", no_error.detail);
+        assert!(no_error.detail.contains("no timeout error on the socket"), "{}", no_error.detail);
     }
 }
