@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod churn;
+pub mod forge;
 
 use std::{
     fs::File,

@@ -199,13 +199,32 @@ pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
         byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_RST != 0 => {
             reset_arrived::<40>(skb, &headers, offsets)
         }
+        // IPv4 with options (rare): the TCP header is read again, where the header length puts it.
+        0x46..=0x4f if headers[9] == IPPROTO_TCP => {
+            let _ = reset_after_options(skb, headers, offsets);
+        }
         _ => {}
     }
     0
 }
 
-/// Sends a received RST whose TCP header starts at `TCP` in `headers` (20: IPv4 without
-/// options; 40: IPv6).
+/// An IPv4 packet whose options push its TCP header past byte 20: reads that header where the
+/// IHL says, and when it is a RST, sends it as [`reset_arrived`] would with the header in place.
+#[inline(always)]
+fn reset_after_options(skb: *const u8, mut headers: [u8; HEADERS], offsets: &KernelOffsets) -> Option<()> {
+    let ip_header = u64::from(headers[0] & 0x0f) * 4;
+    // SAFETY: as in `btf_rx_reset`; the read fails cleanly on a bad address.
+    let tcp = unsafe { bpf_probe_read_kernel((load::<u64>(skb, offsets.skb_data) + ip_header) as *const [u8; 20]).ok()? };
+    if tcp[13] & TCP_FLAG_RST == 0 {
+        return None;
+    }
+    headers[20..40].copy_from_slice(&tcp);
+    reset_arrived::<20>(skb, &headers, offsets);
+    Some(())
+}
+
+/// Sends a received RST whose TCP header starts at `TCP` in `headers` (20: IPv4, its options
+/// cut out; 40: IPv6).
 #[inline(always)]
 fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
     let bytes = |at: usize| [headers[at], headers[at + 1]];
@@ -220,7 +239,7 @@ fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offs
             event.family = AF_INET;
             put_ipv4(&mut event.remote_addr, u32::from_ne_bytes([headers[12], headers[13], headers[14], headers[15]]));
             put_ipv4(&mut event.local_addr, u32::from_ne_bytes([headers[16], headers[17], headers[18], headers[19]]));
-            (headers[8], u16::from_be_bytes(bytes(4)), u16::from_be_bytes(bytes(2)).saturating_sub(20))
+            (headers[8], u16::from_be_bytes(bytes(4)), u16::from_be_bytes(bytes(2)).saturating_sub(u16::from(headers[0] & 0x0f) * 4))
         };
         event.remote_port = u16::from_be_bytes(bytes(TCP));
         event.local_port = u16::from_be_bytes(bytes(TCP + 2));
