@@ -476,9 +476,7 @@ impl Tracker {
         if connection.role == Role::Listener {
             return;
         }
-        if ending.lingered.is_none() {
-            Tracker::reset_from_error(&mut connection);
-        }
+        Tracker::reset_from_error(&mut connection);
         self.last_reset_refused(&mut connection, ending.at_ns, out);
         let mut verdict = self.classify(&connection, ending);
         if verdict.keepalive && connection.idle_before_ns.is_none() {

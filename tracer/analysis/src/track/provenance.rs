@@ -72,9 +72,11 @@ impl Tracker {
     /// The socket's error at its end says the kernel took a RST (`tcp_reset` sets ECONNRESET,
     /// EPIPE in CLOSE_WAIT, ECONNREFUSED in SYN_SENT; no path of ours does without a RST of our
     /// own) although no `tcp_receive_reset` event came: that event was lost. The last RST seen
-    /// arriving for the socket, if any, is the one it took.
+    /// arriving for the socket, if any, is the one it took. (Not after our FIN: the timewait
+    /// socket's end is judged by what followed it.)
     pub(super) fn reset_from_error(connection: &mut Connection) {
-        let Some(totals) = connection.totals else { return };
+        let before_our_fin = connection.ending.is_some_and(|ending| ending.lingered.is_none());
+        let Some(totals) = connection.totals.filter(|_| before_our_fin) else { return };
         if connection.reset_received || connection.reset_sent.is_some() || !RESET_ERRORS.contains(&totals.error) {
             return;
         }
