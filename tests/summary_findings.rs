@@ -547,6 +547,57 @@ fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
     drop((client, accepted));
 }
 
+/// A router that answers with ICMP instead of forwarding: host unreachable for one port's SYN,
+/// port unreachable for another's (what `iptables -j REJECT` sends by default), and host
+/// unreachable for an established connection's data once a rule appears. None of them is the
+/// peer's silence or its RST; where the hooks read the socket's error, the lines say so.
+#[test]
+fn icmp_errors_from_a_router_are_unreachable_or_refused_never_silence() {
+    require_root();
+    let routed = Routed::router();
+    let server_ip = routed.server_ip;
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 0)).unwrap());
+    let server = listener.local_addr().unwrap();
+    let (host_unreachable, port_unreachable) = (SocketAddr::new(server_ip, 7000), SocketAddr::new(server_ip, 7002));
+    routed.nat.nft(
+        "table ip icmp_rejects { chain forward { type filter hook forward priority 0; \
+         tcp dport 7000 reject with icmp type host-unreachable; tcp dport 7002 reject with icmp type port-unreachable; }; }",
+    );
+    let logged = Logged::start(&routed.client, "icmp");
+    let failed = |to: SocketAddr| routed.client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_err().kind());
+    assert_eq!(failed(host_unreachable), std::io::ErrorKind::HostUnreachable);
+    assert_eq!(failed(port_unreachable), std::io::ErrorKind::ConnectionRefused);
+    let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
+    set_option(&client, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 2000 as libc::c_uint);
+    let (mut accepted, _) = listener.accept().unwrap();
+    client.write_all(b"hello").unwrap();
+    accepted.read_exact(&mut [0; 5]).unwrap();
+    routed.nat.nft(&format!(
+        "table ip icmp_later {{ chain forward {{ type filter hook forward priority 0; tcp dport {} reject with icmp type host-unreachable; }}; }}",
+        server.port()
+    ));
+    client.write_all(b"again").unwrap();
+    let error = client.read(&mut [0; 5]).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::HostUnreachable, "the timeout keeps the ICMP error");
+    let (lines, _) = logged.stop("peer_silent");
+    let line = |to: SocketAddr| lines.iter().find(|line| line["remote"] == to.to_string()).cloned().expect("its line");
+    let (to_host, to_port, established) = (line(host_unreachable), line(port_unreachable), line(server));
+    if to_host["error"].is_null() {
+        eprintln!("the socket's error is not readable here (classic tracepoints): no ICMP verdicts");
+        return;
+    }
+    assert_eq!((to_host["close"].as_str(), to_host["error"].as_str()), (Some("unreachable"), Some("EHOSTUNREACH")), "{to_host}");
+    assert!(to_host["detail"].as_str().unwrap().contains("our SYN was answered with ICMP host unreachable"), "{to_host}");
+    assert_eq!(to_port["close"], "refused", "{to_port}");
+    assert!(to_port["detail"].as_str().unwrap().contains("ICMP port unreachable, not by a RST"), "{to_port}");
+    assert_eq!(established["close"], "unreachable", "{established}");
+    assert!(
+        established["detail"].as_str().unwrap().contains("our retransmissions were answered with ICMP host unreachable"),
+        "{established}"
+    );
+    drop(accepted);
+}
+
 #[test]
 fn a_router_that_refuses_connects_in_the_servers_name_is_told_from_the_server() {
     require_root();

@@ -161,6 +161,8 @@ fn errno_name(errno: u16) -> String {
         libc::EHOSTUNREACH => "EHOSTUNREACH",
         libc::ENETUNREACH => "ENETUNREACH",
         libc::EPROTO => "EPROTO",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::ENONET => "ENONET",
         _ => return format!("errno {errno}"),
     };
     name.to_string()

@@ -244,6 +244,7 @@ impl Metrics {
                 let error_type = match ended.class {
                     CloseClass::Refused => Some("refused"),
                     CloseClass::ConnectTimeout => Some("timed_out"),
+                    CloseClass::Unreachable if ended.connection.established_ns.is_none() => Some("unreachable"),
                     CloseClass::ResetByPeer if ended.connection.established_ns.is_none() => Some("reset"),
                     _ => None,
                 };

@@ -192,6 +192,7 @@ impl Findings {
                         CloseClass::Graceful => row.graceful += 1,
                         CloseClass::PeerSilent => row.peer_silent += 1,
                         CloseClass::Refused | CloseClass::ConnectTimeout => row.failed_connects += 1,
+                        CloseClass::Unreachable if connection.established_ns.is_none() => row.failed_connects += 1,
                         _ => {}
                     }
                 }

@@ -15,6 +15,22 @@ const APPLICATION_ABORT_REASONS: &[&str] =
     &["TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER", "TCP_ABORT_ON_DATA", "TCP_STATE", "TCP_DISCONNECT_WITH_DATA"];
 /// Linux's ETIMEDOUT (x86-64, arm64): the socket error a keepalive or user timeout leaves.
 const ETIMEDOUT: u16 = 110;
+/// What an ICMP port unreachable leaves on a connecting socket, as a RST does.
+const ECONNREFUSED: u16 = 111;
+/// The errors an ICMP destination unreachable leaves (x86-64, arm64 numbers), by the names a
+/// reader knows them: what a connect gets at once, or a timeout whose retransmissions met them.
+const ICMP_UNREACHABLE: [(u16, &str); 4] = [
+    (113, "host unreachable (EHOSTUNREACH)"),
+    (101, "network unreachable (ENETUNREACH)"),
+    (112, "host down (EHOSTDOWN)"),
+    (64, "host isolated (ENONET)"),
+];
+
+/// The ICMP error a socket ended with, if its error is one.
+fn icmp_unreachable(connection: &Connection) -> Option<&'static str> {
+    let error = connection.totals?.error;
+    ICMP_UNREACHABLE.iter().find(|(code, _)| *code == error).map(|(_, name)| *name)
+}
 
 impl Tracker {
     pub(super) fn classify(&self, connection: &Connection, ending: Ending) -> Verdict {
@@ -97,7 +113,35 @@ impl Tracker {
                 ),
             };
         }
+        // An ICMP error closes a connect at once, in whatever context the socket was; a timeout
+        // keeps the one its retransmissions met.
+        let unreachable = icmp_unreachable(connection);
+        let refused_by_icmp = connection.totals.is_some_and(|totals| totals.error == ECONNREFUSED);
         match from {
+            TcpState::SynSent if unreachable.is_some() => Verdict::of(
+                CloseClass::Unreachable,
+                format!(
+                    "our SYN was answered with ICMP {} ({} retransmits): a router on the path, or the peer's host, would not deliver it",
+                    unreachable.unwrap_or_default(),
+                    connection.syn_retransmits
+                ),
+            ),
+            TcpState::SynSent if refused_by_icmp => Verdict::of(
+                CloseClass::Refused,
+                "connection refused by ICMP port unreachable, not by a RST: a firewall on the path, or the peer's host, rejects with ICMP",
+            ),
+            TcpState::Established | TcpState::CloseWait | TcpState::SynRecv | TcpState::FinWait1 | TcpState::LastAck
+                if unreachable.is_some() =>
+            {
+                Verdict::of(
+                    CloseClass::Unreachable,
+                    format!(
+                        "timed out in {from}: our retransmissions were answered with ICMP {} ({retransmits} retransmits): a router on \
+                         the path, or the peer's host, would not deliver them",
+                        unreachable.unwrap_or_default()
+                    ),
+                )
+            }
             TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => {
                 Verdict::of(CloseClass::Aborted, "connect abandoned by the application")
             }

@@ -30,13 +30,16 @@ pub enum CloseClass {
     Aborted,
     /// It died silent while this host dropped the peer's packets: this host's doing.
     DroppedHere,
+    /// Our packets were answered with an ICMP unreachable error (the socket's error says which)
+    /// instead of the peer's: a router on the path, or the peer's host, would not deliver them.
+    Unreachable,
     /// The tracer could not see how it ended (a timewait socket it could not follow); the
     /// detail says what it last saw. Never a guess.
     Unresolved,
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 10] = [
+    pub const ALL: [CloseClass; 11] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
         CloseClass::ResetByPath,
@@ -46,6 +49,7 @@ impl CloseClass {
         CloseClass::ConnectTimeout,
         CloseClass::Aborted,
         CloseClass::DroppedHere,
+        CloseClass::Unreachable,
         CloseClass::Unresolved,
     ];
 
@@ -60,6 +64,7 @@ impl CloseClass {
             CloseClass::ConnectTimeout => "connect_timeout",
             CloseClass::Aborted => "aborted",
             CloseClass::DroppedHere => "dropped_here",
+            CloseClass::Unreachable => "unreachable",
             CloseClass::Unresolved => "unresolved",
         }
     }

@@ -183,7 +183,9 @@ impl Tracker {
     /// host (where no socket held them: a namespace forwarding them, a firewall before the
     /// socket lookup; or at the peer's socket, in its own namespace here), within its life.
     pub(super) fn blame_drops(&self, connection: &mut Connection, verdict: &mut Verdict) {
-        if !matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout) {
+        // (An ICMP unreachable this host sent itself, its neighbour unanswered, comes with the
+        // drop of the packet it could not send: that drop decides.)
+        if !matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout | CloseClass::Unreachable) {
             return;
         }
         let mut place = String::new();

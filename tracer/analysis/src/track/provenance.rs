@@ -18,9 +18,10 @@ const MAX_PEERS: usize = 65_536;
 /// refused, forwarded through a namespace of this host).
 pub(super) const MAX_ARRIVED_RESETS: usize = 4_096;
 
-/// The errors `tcp_reset` leaves on a socket (x86-64 and arm64 numbers): ECONNREFUSED, EPIPE,
-/// ECONNRESET.
-const RESET_ERRORS: [u16; 3] = [111, 32, 104];
+/// The errors `tcp_reset` leaves on an established or closing socket (x86-64 and arm64
+/// numbers): EPIPE, ECONNRESET. (A refused connect's ECONNREFUSED is also what an ICMP port
+/// unreachable leaves: not a RST's sign.)
+const RESET_ERRORS: [u16; 2] = [32, 104];
 
 /// An arrived RST older than this was taken by no socket: a socket takes its RST in the same
 /// softirq, microseconds later.
@@ -70,8 +71,7 @@ impl Tracker {
     }
 
     /// The socket's error at its end says the kernel took a RST (`tcp_reset` sets ECONNRESET,
-    /// EPIPE in CLOSE_WAIT, ECONNREFUSED in SYN_SENT; no path of ours does without a RST of our
-    /// own) although no `tcp_receive_reset` event came: that event was lost. The last RST seen
+    /// EPIPE in CLOSE_WAIT; no path of ours does without a RST of our own) although no `tcp_receive_reset` event came: that event was lost. The last RST seen
     /// arriving for the socket, if any, is the one it took. (Not after our FIN: the timewait
     /// socket's end is judged by what followed it.)
     pub(super) fn reset_from_error(connection: &mut Connection) {

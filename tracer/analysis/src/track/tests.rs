@@ -441,3 +441,35 @@ fn the_socket_clocks_say_how_long_a_connection_was_idle_before_it_died_and_which
         run(TrackerConfig::default(), &[other.syscall(Close, SynSent, S), Event { idle: Some(quiet), ..other.segment(64, false, 3 * S) }]);
     assert!(!out.iter().any(|o| matches!(o, Observation::IdleSurvived { .. })));
 }
+
+/// An ICMP error, not silence and not a RST: a connect ended by ICMP host unreachable at once,
+/// one refused by ICMP port unreachable (ECONNREFUSED without a RST), and an established
+/// connection whose retransmissions met host unreachable until it timed out.
+#[test]
+fn an_icmp_unreachable_is_the_paths_answer_not_the_peers_silence() {
+    let s = Script::new(0xd1, "10.0.1.1:40000", "10.0.0.2:80");
+    let verdict = |from: TcpState, error: u16, by_application: bool| {
+        let mut events = vec![s.syscall(Close, SynSent, S)];
+        if from != SynSent {
+            events.extend([s.state(SynSent, Established, S + 1), s.retransmit(Established, 2 * S), s.retransmit(Established, 3 * S)]);
+        }
+        let mut close = s.closed(from, false, 4 * S);
+        close.totals.as_mut().unwrap().error = error;
+        close.process = by_application.then(process);
+        let (_, out) = run(TrackerConfig::default(), &[events, vec![close]].concat());
+        let ended = ended(&out)[0];
+        (ended.class, ended.detail.to_string())
+    };
+    for by_application in [false, true] {
+        let (class, detail) = verdict(SynSent, 113, by_application);
+        assert_eq!(class, CloseClass::Unreachable, "{detail}");
+        assert!(detail.contains("our SYN was answered with ICMP host unreachable (EHOSTUNREACH)"), "{detail}");
+        let (class, detail) = verdict(SynSent, 111, by_application);
+        assert_eq!(class, CloseClass::Refused, "{detail}");
+        assert!(detail.contains("ICMP port unreachable, not by a RST"), "{detail}");
+    }
+    let (class, detail) = verdict(Established, 101, false);
+    assert_eq!(class, CloseClass::Unreachable, "{detail}");
+    assert!(detail.contains("our retransmissions were answered with ICMP network unreachable (ENETUNREACH)"), "{detail}");
+    assert_eq!(verdict(Established, 110, false).0, CloseClass::PeerSilent, "ETIMEDOUT alone: silence");
+}
