@@ -49,8 +49,7 @@ pub struct ConnectionLine {
     pub role: Role,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// The close class: graceful, reset_by_peer, reset_by_us, peer_silent, refused,
-    /// connect_timeout, aborted.
+    /// The close class ([`CloseClass::name`]: graceful, reset_by_peer, reset_by_path, …).
     pub close: &'static str,
     /// Why, in words (for silent ends: retransmission, keepalive or user timeout, FIN_WAIT2 expiry).
     pub detail: Cow<'static, str>,
