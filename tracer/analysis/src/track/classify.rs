@@ -130,8 +130,9 @@ impl Tracker {
                 CloseClass::Refused,
                 "connection refused by ICMP port unreachable, not by a RST: a firewall on the path, or the peer's host, rejects with ICMP",
             ),
+            // (Only after retransmissions: an error left from earlier, unread, does not end a close.)
             TcpState::Established | TcpState::CloseWait | TcpState::SynRecv | TcpState::FinWait1 | TcpState::LastAck
-                if unreachable.is_some() =>
+                if unreachable.is_some() && retransmits > 0 =>
             {
                 Verdict::of(
                     CloseClass::Unreachable,

@@ -472,4 +472,12 @@ fn an_icmp_unreachable_is_the_paths_answer_not_the_peers_silence() {
     assert_eq!(class, CloseClass::Unreachable, "{detail}");
     assert!(detail.contains("our retransmissions were answered with ICMP network unreachable (ENETUNREACH)"), "{detail}");
     assert_eq!(verdict(Established, 110, false).0, CloseClass::PeerSilent, "ETIMEDOUT alone: silence");
+    // An unread error from earlier on a close that retransmitted nothing is not the end's cause.
+    let mut events = vec![s.syscall(Close, SynSent, S), s.state(SynSent, Established, S + 1), s.state(Established, CloseWait, 2 * S)];
+    events.push(s.state(CloseWait, LastAck, 3 * S));
+    let mut close = s.closed(LastAck, true, 4 * S);
+    close.totals.as_mut().unwrap().error = 113;
+    events.push(close);
+    let (_, out) = run(TrackerConfig::default(), &events);
+    assert_eq!(ended(&out)[0].class, CloseClass::Graceful);
 }
