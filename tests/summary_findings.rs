@@ -560,8 +560,8 @@ fn icmp_errors_from_a_router_are_unreachable_or_refused_never_silence() {
     let server = listener.local_addr().unwrap();
     let (host_unreachable, port_unreachable) = (SocketAddr::new(server_ip, 7000), SocketAddr::new(server_ip, 7002));
     routed.nat.nft(
-        "table ip icmp_rejects { chain forward { type filter hook forward priority 0; \
-         tcp dport 7000 reject with icmp type host-unreachable; tcp dport 7002 reject with icmp type port-unreachable; }; }",
+        "table inet icmp_rejects { chain forward { type filter hook forward priority 0; \
+         tcp dport 7000 reject with icmpx type host-unreachable; tcp dport 7002 reject with icmpx type port-unreachable; }; }",
     );
     let logged = Logged::start(&routed.client, "icmp");
     let failed = |to: SocketAddr| routed.client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_err().kind());
@@ -573,7 +573,7 @@ fn icmp_errors_from_a_router_are_unreachable_or_refused_never_silence() {
     client.write_all(b"hello").unwrap();
     accepted.read_exact(&mut [0; 5]).unwrap();
     routed.nat.nft(&format!(
-        "table ip icmp_later {{ chain forward {{ type filter hook forward priority 0; tcp dport {} reject with icmp type host-unreachable; }}; }}",
+        "table inet icmp_later {{ chain forward {{ type filter hook forward priority 0; tcp dport {} reject with icmpx type host-unreachable; }}; }}",
         server.port()
     ));
     client.write_all(b"again").unwrap();
