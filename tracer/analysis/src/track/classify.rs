@@ -64,15 +64,26 @@ impl Tracker {
                 };
                 return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
             }
+            // A full socket still in FIN_WAIT2 (the ACK of our FIN came while our application held
+            // it) reads as the timewait socket's reset does: when, after our FIN.
+            let place = match connection.first_fin_ns.filter(|_| from == TcpState::FinWait2) {
+                Some(fin_ns) => {
+                    format!(
+                        "in {from}, {:.1} s after our FIN (acknowledged; its FIN never came)",
+                        ending.at_ns.saturating_sub(fin_ns) as f64 / 1e9
+                    )
+                }
+                None => format!("in {from}"),
+            };
             let verdict = match origin {
                 Some(origin @ RstFrom::Path { .. }) => Verdict::of(
                     CloseClass::ResetByPath,
-                    format!("reset in {from} by the path, not the peer: {}", provenance::describe(origin)),
+                    format!("reset {place} by the path, not the peer: {}", provenance::describe(origin)),
                 ),
                 Some(origin) => {
-                    Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}: {}", provenance::describe(origin)))
+                    Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}: {}", provenance::describe(origin)))
                 }
-                None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer in {from}")),
+                None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}")),
             };
             return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
         }

@@ -473,11 +473,28 @@ fn an_icmp_unreachable_is_the_paths_answer_not_the_peers_silence() {
     assert!(detail.contains("our retransmissions were answered with ICMP network unreachable (ENETUNREACH)"), "{detail}");
     assert_eq!(verdict(Established, 110, false).0, CloseClass::PeerSilent, "ETIMEDOUT alone: silence");
     // An unread error from earlier on a close that retransmitted nothing is not the end's cause.
-    let mut events = vec![s.syscall(Close, SynSent, S), s.state(SynSent, Established, S + 1), s.state(Established, CloseWait, 2 * S)];
-    events.push(s.state(CloseWait, LastAck, 3 * S));
     let mut close = s.closed(LastAck, true, 4 * S);
     close.totals.as_mut().unwrap().error = 113;
-    events.push(close);
-    let (_, out) = run(TrackerConfig::default(), &events);
+    let opened = [s.syscall(Close, SynSent, S), s.state(SynSent, Established, S + 1), s.state(Established, CloseWait, 2 * S)];
+    let (_, out) = run(TrackerConfig::default(), &[&opened[..], &[s.state(CloseWait, LastAck, 3 * S), close]].concat());
     assert_eq!(ended(&out)[0].class, CloseClass::Graceful);
+}
+
+/// The ACK of our FIN can come while our application still holds the socket: the full socket
+/// then waits in FIN_WAIT2 itself, and the peer's reset reaches it, not a timewait socket. Its
+/// line reads as the timewait socket's would: after our FIN.
+#[test]
+fn a_reset_in_fin_wait2_on_the_full_socket_is_told_after_our_fin() {
+    let c = Script::new(0xe1, "10.0.1.1:40000", "10.0.0.2:80");
+    let events = [
+        c.syscall(Close, SynSent, S),
+        c.state(SynSent, Established, S + 1),
+        c.syscall(Established, FinWait1, 2 * S),
+        c.syscall(FinWait1, FinWait2, 2 * S + 1),
+        c.reset_received(5 * S),
+        c.state(FinWait2, Close, 5 * S),
+    ];
+    let (_, out) = run(TrackerConfig::default(), &events);
+    let (class, detail) = (ended(&out)[0].class, &ended(&out)[0].detail);
+    assert!(class == CloseClass::ResetByPeer && detail.contains("in FIN_WAIT2, 3.0 s after our FIN"), "{detail}");
 }
