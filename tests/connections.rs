@@ -404,3 +404,25 @@ fn a_burst_of_connections_gets_every_line_even_when_the_tracer_stops_right_after
         ends.len()
     );
 }
+
+#[test]
+fn a_socket_destroyed_on_this_host_is_told_from_an_application_abort() {
+    // `ss -K` (sock_diag SOCK_DESTROY, what a CNI's socket cleanup also uses) kills the client's
+    // established socket: our kernel sends the RST, and the application asked for nothing.
+    let scene = Scene::new("all", &[]);
+    let (tracer, server) = (&scene.tracer, scene.server);
+    let (mut client, _accepted, client_addr) = scene.connect();
+    let (port, ip) = (server.port().to_string(), server.ip().to_string());
+    let killed = std::process::Command::new("ip")
+        .args(["netns", "exec", &scene.link.client.name, "ss", "-K", "dst", &ip, "dport", "=", &port])
+        .output()
+        .expect("ss runs");
+    assert!(killed.status.success(), "{killed:?}");
+    assert_eq!(client.read(&mut [0; 1]).unwrap_err().kind(), std::io::ErrorKind::ConnectionAborted);
+    let line = line_of(tracer, client_addr, server);
+    assert_eq!((line["close"].as_str(), line["rst"].as_str()), (Some("aborted"), Some("sent")), "{line}");
+    if !line["error"].is_null() {
+        assert!(line["detail"].as_str().unwrap().contains("destroyed on this host"), "{line}");
+    }
+    scene.tracer.stop();
+}

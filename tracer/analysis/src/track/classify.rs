@@ -17,6 +17,8 @@ const APPLICATION_ABORT_REASONS: &[&str] =
 const ETIMEDOUT: u16 = 110;
 /// What an ICMP port unreachable leaves on a connecting socket, as a RST does.
 const ECONNREFUSED: u16 = 111;
+/// What `tcp_abort` leaves: a process destroyed the socket through sock_diag (SOCK_DESTROY).
+const ECONNABORTED: u16 = 103;
 /// The errors an ICMP destination unreachable leaves (x86-64, arm64 numbers), by the names a
 /// reader knows them: what a connect gets at once, or a timeout whose retransmissions met them.
 const ICMP_UNREACHABLE: [(u16, &str); 4] = [
@@ -92,6 +94,12 @@ impl Tracker {
             // The socket's error at its close, where the hooks could read the socket (tp_btf).
             let error = connection.totals.map(|totals| totals.error);
             return match reason {
+                // Before any reason: the application did not ask for this one.
+                _ if error == Some(ECONNABORTED) => Verdict::of(
+                    CloseClass::Aborted,
+                    "destroyed on this host: a process killed the socket (SOCK_DESTROY, as `ss -K` or a CNI's socket cleanup \
+                     does; the socket's error is ECONNABORTED) and our kernel sent RST",
+                ),
                 Some(KEEPALIVE_TIMEOUT_REASON) => Verdict {
                     keepalive: true,
                     ..Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")

@@ -219,6 +219,7 @@ fn keepalive_reset_without_a_reason_is_known_by_the_sockets_timeout_error() {
     }
     assert_eq!(verdict(Some(0), false).0, CloseClass::ResetByUs, "no timeout error: a reset of our stack");
     assert_eq!(verdict(Some(0), true).0, CloseClass::Aborted, "no timeout error, in the application's context: an abort");
+    assert!(verdict(Some(103), true).1.contains("destroyed on this host"), "ECONNABORTED: `ss -K`, not the application");
     let (class, detail) = verdict(None, false);
     assert_eq!(class, CloseClass::Unresolved, "neither reason nor error: no guess");
     assert!(detail.contains("keepalive timeout") && detail.contains("reset of our stack"), "{detail}");
@@ -480,9 +481,8 @@ fn an_icmp_unreachable_is_the_paths_answer_not_the_peers_silence() {
     assert_eq!(ended(&out)[0].class, CloseClass::Graceful);
 }
 
-/// The ACK of our FIN can come while our application still holds the socket: the full socket
-/// then waits in FIN_WAIT2 itself, and the peer's reset reaches it, not a timewait socket. Its
-/// line reads as the timewait socket's would: after our FIN.
+/// The ACK of our FIN can come while our application holds the socket: the full socket then waits
+/// in FIN_WAIT2 and takes the peer's reset; its line reads as a timewait socket's: after our FIN.
 #[test]
 fn a_reset_in_fin_wait2_on_the_full_socket_is_told_after_our_fin() {
     let c = Script::new(0xe1, "10.0.1.1:40000", "10.0.0.2:80");
