@@ -313,16 +313,22 @@ fn a_local_port_filter_takes_outgoing_connections_whole_and_leaves_no_ghost() {
     }
 }
 
-#[test]
-fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
+/// A listener on the server's side whose backlog is one, as in the report, and its address.
+fn listen_with_a_backlog_of_one(link: &Link) -> (std::net::TcpListener, SocketAddr) {
     use std::os::fd::AsRawFd;
-    require_root();
-    let link = Link::new();
     let listener = link.listen(link.server_ip);
-    // A second listen() on a listening socket sets its backlog: one, as in the report.
+    // A second listen() on a listening socket sets its backlog.
     // SAFETY: listen on a descriptor the listener owns.
     assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
     let server = listener.local_addr().unwrap();
+    (listener, server)
+}
+
+#[test]
+fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
+    require_root();
+    let link = Link::new();
+    let (listener, server) = listen_with_a_backlog_of_one(&link);
     let port = server.port().to_string();
     let tracer = summary_tracer(&["-L", &port]);
     // Twenty concurrent connects; nobody calls accept(). Those the queue cannot take retransmit
@@ -351,13 +357,9 @@ fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
 /// namespace is looked at and its full queue named.
 #[test]
 fn a_listener_wedged_before_the_tracer_started_is_found_in_a_namespace_without_events() {
-    use std::os::fd::AsRawFd;
     require_root();
     let link = Link::new();
-    let listener = link.listen(link.server_ip);
-    // SAFETY: listen on a descriptor the listener owns.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
-    let server = listener.local_addr().unwrap();
+    let (listener, server) = listen_with_a_backlog_of_one(&link);
     // Two handshakes fill a backlog of one; nobody accepts them.
     let waiting: Vec<TcpStream> = (0..2).map(|_| link.connect(server).expect("the queue takes two")).collect();
     let port = server.port().to_string();
