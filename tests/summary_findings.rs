@@ -363,7 +363,9 @@ fn a_listener_wedged_before_the_tracer_started_is_found_in_a_namespace_without_e
     // Two handshakes fill a backlog of one; nobody accepts them.
     let waiting: Vec<TcpStream> = (0..2).map(|_| link.connect(server).expect("the queue takes two")).collect();
     let port = server.port().to_string();
-    let tracer = summary_tracer(&["-L", &port]);
+    // Its namespace only: other tests' connects elsewhere are then no event of this tracer's.
+    let namespace = link.server.path();
+    let tracer = summary_tracer(&["-L", &port, "--netns", &namespace]);
     let full = tracer.wait_for_finding("accept_queue_full", |f| f["local"] == server.to_string());
     let detail = full["detail"].as_str().unwrap();
     assert!(detail.contains("2 connection(s) waiting, backlog 1") && detail.contains("not accepting"), "{full}");
