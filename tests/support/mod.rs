@@ -383,7 +383,12 @@ impl Tracer {
             if let Some(found) = self.lines.lock().unwrap().iter().find(|line| predicate(line)) {
                 return found.clone();
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; output: {:#?}", self.lines.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; output: {:#?}\nstderr:\n{}",
+                self.lines.lock().unwrap(),
+                self.stderr.lock().unwrap()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     }

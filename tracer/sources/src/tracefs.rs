@@ -22,12 +22,15 @@ pub fn ensure_mounted(root: &Path) -> Result<()> {
     if root != Path::new(TRACEFS) {
         bail!("{} has no events/ directory: is tracefs mounted there?", root.display());
     }
-    let status = std::process::Command::new("mount")
+    let mount = std::process::Command::new("mount")
         .args(["-t", "tracefs", "nodev", TRACEFS])
-        .status()
+        .output()
         .context("tracefs is not mounted and `mount` could not be run")?;
-    if !status.success() || !Path::new(TRACEFS).join("events").is_dir() {
-        bail!("tracefs is not mounted at {TRACEFS}; mount it with `mount -t tracefs nodev {TRACEFS}`");
+    // Judged by the result, not by `mount`'s status: another tracer starting at the same moment
+    // may have mounted it first, and then ours fails with "already mounted".
+    if !Path::new(TRACEFS).join("events").is_dir() {
+        let said = String::from_utf8_lossy(&mount.stderr);
+        bail!("tracefs is not mounted at {TRACEFS} ({}); mount it with `mount -t tracefs nodev {TRACEFS}`", said.trim());
     }
     Ok(())
 }
