@@ -77,7 +77,8 @@ fn seconds_and_counts_it_cannot_honour_are_refused_before_anything_is_attached()
         (&["--record-window", "NaN"], "give 0.1 to 86400 seconds"),
         (&["--max-connections", "0"], "at least 1"),
         (&["--record-max-events", "99999999999"], "the most it takes"),
-        (&["--ring-buffer-size", "2147483648"], "from 4096 to 1073741824 bytes"),
+        (&["--ring-buffer-size", "2147483648"], "from 16384 to 1073741824 bytes"),
+        (&["--ring-buffer-size", "8192"], "holds two of the kernel's 64-event batches"),
     ] {
         let output = tracer(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");

@@ -95,11 +95,13 @@ impl Pipeline {
         }
     }
 
-    /// Looks up the lingering FIN_WAIT2 timewait sockets that are due, with `look_up` (their
-    /// state, `None` when gone, an error when the namespace cannot be asked), at most `limit`;
-    /// `now` reads the caller's clock around each lookup. `last`: the tracer stops, so every one
-    /// is due (those still waiting are then given up by [`Pipeline::stop_following`]).
-    pub fn look_up_lingering(
+    /// Looks up, with `look_up` (a socket's state, `None` when gone, an error when its namespace
+    /// cannot be asked), at most `limit` sockets: the lingering FIN_WAIT2 timewait sockets that
+    /// are due, then with what is left the quiet connections' (whose CLOSE may have been lost).
+    /// `now` reads the caller's clock around each lookup. `last`: the tracer stops, so every
+    /// lingering one is due (those still waiting are then given up by
+    /// [`Pipeline::stop_following`]).
+    pub fn look_up_sockets(
         &mut self,
         limit: usize,
         last: bool,
@@ -107,13 +109,25 @@ impl Pipeline {
         mut look_up: impl FnMut(&Tuple) -> anyhow::Result<Option<TcpState>>,
     ) {
         let min_age_ns = if last { 0 } else { LINGER_PROBE_NS / 2 };
-        for tuple in self.tracker.lingering_due(now(), min_age_ns, limit) {
+        let lingering = self.tracker.lingering_due(now(), min_age_ns, limit);
+        let spare = limit - lingering.len();
+        for tuple in lingering {
             let before = now();
             match look_up(&tuple) {
                 // Found: it existed at the lookup's start; gone: by its end.
                 Ok(Some(state)) => self.tracker.probed(&tuple, before, Some(state), &mut self.observations),
                 Ok(None) => self.tracker.probed(&tuple, now(), None, &mut self.observations),
                 Err(_) => self.tracker.lookup_failed(&tuple, before),
+            }
+        }
+        if last {
+            return;
+        }
+        for (socket, tuple) in self.tracker.quiet_due(now(), spare) {
+            match look_up(&tuple) {
+                // Dated to the lookup's end: whatever it found (gone, a successor), was so by then.
+                Ok(found) => self.tracker.quiet_checked(&socket, now(), found),
+                Err(_) => self.tracker.quiet_not_asked(&socket, now()),
             }
         }
     }

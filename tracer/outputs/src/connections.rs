@@ -197,6 +197,9 @@ impl ConnectionLine {
             Some(RstFrom::NoReference { hops }) => (Some("unknown"), Some(hops), None),
             None => (None, None, None),
         };
+        // Where its CLOSE event was lost, `end_ns` is the lookup that found it gone: only a
+        // bound, so the spans that end there are absent.
+        let known_end_ns = Some(end_ns).filter(|_| connection.ending.is_none_or(|ending| ending.close_lost.is_none()));
         ConnectionLine {
             rst_from,
             rst_hops,
@@ -232,9 +235,9 @@ impl ConnectionLine {
             handshake_ms: millis(connection.opened_ns, connection.established_ns),
             established_ms: connection
                 .established_ns
-                .and_then(|established| millis(Some(established), Some(connection.first_fin_ns.unwrap_or(end_ns)))),
-            closing_ms: millis(connection.first_fin_ns, Some(end_ns)),
-            duration_ms: millis(connection.opened_ns, Some(end_ns)),
+                .and_then(|established| millis(Some(established), connection.first_fin_ns.or(known_end_ns))),
+            closing_ms: millis(connection.first_fin_ns, known_end_ns),
+            duration_ms: millis(connection.opened_ns, known_end_ns),
             syn_retransmits: connection.syn_retransmits,
             retransmits: totals.map_or(connection.retransmits, |totals| totals.retransmits.saturating_sub(connection.syn_retransmits)),
             bytes_sent: totals.map(|totals| totals.bytes_sent.saturating_sub(sequence_bytes_acked(ended))),

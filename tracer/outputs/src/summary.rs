@@ -24,6 +24,8 @@ pub struct Health {
     pub decode_errors: u64,
     pub evicted: u64,
     pub joined_mid_life: u64,
+    /// Connections found gone whose CLOSE event never came (their lines read unresolved).
+    pub closes_unseen: u64,
     /// Output lines dropped because stdout was not being read.
     pub output_dropped: u64,
     /// Events and connections the flight recorder pushed out by its count cap before their
@@ -182,6 +184,13 @@ impl<'a> Summary<'a> {
             let misses: Vec<String> =
                 health.kernel_misses.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{} {n}", what.name())).collect();
             let _ = writeln!(out, "kernel: {} (--kernel-log warn shows each)", misses.join(", "));
+        }
+        if health.closes_unseen > 0 {
+            let _ = writeln!(
+                out,
+                "closes: {} connections found gone whose CLOSE event never came (lost or skipped): ended unresolved unless a RST said how",
+                health.closes_unseen
+            );
         }
         if health.held_dropped > 0 {
             let _ = writeln!(

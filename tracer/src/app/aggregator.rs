@@ -304,16 +304,16 @@ impl Aggregator {
         }
     }
 
-    /// Looks up the lingering FIN_WAIT2 timewait sockets (every second, whatever
-    /// the interval, so their verdicts never depend on it), while the snapshots are not away.
-    pub fn look_up_lingering(&mut self) {
+    /// Looks up the lingering FIN_WAIT2 timewait sockets and quiet connections (every second,
+    /// whatever the interval, so their verdicts never depend on it), while the snapshots are not
+    /// away.
+    pub fn look_up_sockets(&mut self) {
         self.look_up(MAX_LOOKUPS, false);
     }
 
     fn look_up(&mut self, limit: usize, last: bool) {
         let Some(snapshots) = &self.snapshots else { return };
-        self.pipeline
-            .look_up_lingering(limit, last, clock::monotonic_ns, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
+        self.pipeline.look_up_sockets(limit, last, clock::monotonic_ns, |tuple| snapshots.look_up(tuple.netns, tuple.local, tuple.remote));
         self.report_observations();
     }
 
@@ -449,6 +449,7 @@ impl Aggregator {
             + self.pipeline.findings.evicted
             + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;
+        health.closes_unseen = stats.closes_unseen;
         health.recorder_overflowed = self.recorder.as_ref().map_or(0, |recorder| recorder.overflowed);
         health.held_dropped = self.pipeline.dropped_while_held();
         if let Some(metrics) = &mut self.outputs.metrics {

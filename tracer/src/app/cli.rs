@@ -6,6 +6,8 @@ use clap::Parser;
 use ipnet::IpNet;
 
 pub use crate::kernel::hooks::HookMode;
+use tracer_common::{WireEvent, BATCH_RECORDS};
+
 use crate::{filter::Filter, kernel::kernel_log::KernelLogLevel};
 
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
@@ -48,7 +50,7 @@ pub struct Cli {
     pub duration: Option<Duration>,
 
     /// Kernel → userspace ring buffer size in bytes (a power of two; 112 bytes per event, 16 MiB
-    /// holds about 0.4 s of both cores of a 2-core box churning flat out).
+    /// holds about 0.4 s of both cores of a 2-core box churning flat out; at least 16 KiB).
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
 
@@ -268,10 +270,17 @@ fn count_between<T: TryFrom<u64> + Clone + Send + Sync + 'static>(
     }
 }
 
+/// A CPU's batch goes to the ring buffer as one record of up to [`BATCH_RECORDS`] events: a ring
+/// that cannot hold two full ones (4 KiB and 8 KiB cannot hold one) would lose nearly everything.
+const MIN_RING_BUFFER_BYTES: u32 = (2 * BATCH_RECORDS * WireEvent::SIZE + 16).next_power_of_two() as u32;
+
 fn parse_ring_buffer_size(text: &str) -> Result<u32, String> {
     let bytes: u32 = text.parse().map_err(|_| format!("`{text}` is not a number of bytes"))?;
-    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
-        return Err(format!("`{text}` must be a power of two from 4096 to 1073741824 bytes"));
+    if !bytes.is_power_of_two() || !(MIN_RING_BUFFER_BYTES..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "`{text}` must be a power of two from {MIN_RING_BUFFER_BYTES} to 1073741824 bytes (the least holds two of the kernel's \
+             {BATCH_RECORDS}-event batches)"
+        ));
     }
     Ok(bytes)
 }

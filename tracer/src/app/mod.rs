@@ -170,7 +170,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     consumer.hooks_changed(&changed, &probes.modes);
                 }
             }
-            _ = lookups.tick(), if summary.is_some() => consumer.look_up_lingering(),
+            _ = lookups.tick(), if summary.is_some() => consumer.look_up_sockets(),
             _ = ticks.tick(), if summary.is_some() => {
                 if let Some(started) = consumer.tick(health(&probes, seen, &decoder), Some(horizon.now()))? {
                     dump = Some(started);
@@ -292,9 +292,9 @@ impl Consumer {
         }
     }
 
-    fn look_up_lingering(&mut self) {
+    fn look_up_sockets(&mut self) {
         if let Consumer::Summary(aggregator) = self {
-            aggregator.look_up_lingering();
+            aggregator.look_up_sockets();
         }
     }
 

@@ -144,7 +144,7 @@ mod tests {
         ("--stuck-after", Accepted::Seconds(0.1, 365.0 * 86_400.0)),
         ("--timeline-window", Accepted::Seconds(1.0, 30.0 * 86_400.0)),
         ("--record-window", Accepted::Seconds(0.1, 86_400.0)),
-        ("--ring-buffer-size", Accepted::Count(4096, 1 << 30)),
+        ("--ring-buffer-size", Accepted::Count(16384, 1 << 30)),
         ("--time-wait-threshold", Accepted::Count(1, 1 << 32)),
         ("--rst-threshold", Accepted::Count(1, 1 << 32)),
         ("--json-out-max-bytes", Accepted::Count(4096, 1 << 40)),

@@ -3,7 +3,7 @@
 //! reset reason, retransmits, how long FIN_WAIT2 lasted).
 use std::{borrow::Cow, net::SocketAddr};
 
-use super::{provenance, CloseClass, Connection, Ending, Lingered, Role, RstFrom, Tracker, Unresolved};
+use super::{provenance, CloseClass, CloseLost, Connection, Ending, Lingered, Role, RstFrom, Tracker, Unresolved};
 use crate::decode::TcpState;
 
 /// The kernel's reset reasons (`enum sk_rst_reason`, names read from tracefs at run time) that
@@ -40,6 +40,28 @@ impl Tracker {
         let retransmits = connection.retransmits_in_state;
         if ending.lingered.is_some() {
             return self.after_our_fin(connection, ending);
+        }
+        match ending.close_lost {
+            _ if connection.reset_received || connection.reset_sent.is_some() => {}
+            Some(CloseLost::Gone) => {
+                return Verdict::of(
+                    CloseClass::Unresolved,
+                    format!(
+                        "its socket was found gone, last seen in {from}, but its CLOSE event never came (lost or skipped: see the \
+                         events line): how it ended is not known"
+                    ),
+                )
+            }
+            Some(CloseLost::InTimeWait) => {
+                return Verdict {
+                    time_wait: true,
+                    ..Verdict::of(
+                        CloseClass::Graceful,
+                        "its socket was found in TIME_WAIT, its CLOSE event lost: both FINs were exchanged, ours first or both at once",
+                    )
+                }
+            }
+            None => {}
         }
         if connection.reset_received {
             let origin = self.reset_origin(connection);

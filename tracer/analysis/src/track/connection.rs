@@ -96,6 +96,18 @@ pub struct Ending {
     pub lingered: Option<Lingered>,
     /// ... and when that was known to have happened: the connection's real end.
     pub resolved_ns: Option<u64>,
+    /// Its CLOSE event never came (lost or skipped), and a lookup found instead what this says;
+    /// `at_ns` is then that lookup. `None`: the CLOSE event came.
+    pub close_lost: Option<CloseLost>,
+}
+
+/// What a lookup found of a connection whose CLOSE event never came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseLost {
+    /// No socket on its 4-tuple (or only the listener a lookup falls back to).
+    Gone,
+    /// A TIME_WAIT socket on its 4-tuple: both FINs were exchanged, ours first or both at once.
+    InTimeWait,
 }
 
 /// What became of a timewait socket left in the FIN_WAIT2 substate (our FIN acknowledged, the
@@ -203,9 +215,47 @@ pub struct Connection {
     /// Its keepalive time (`TCP_KEEPIDLE`, or the namespace's default), read with a RST we sent:
     /// if the keepalive timer sent it, the idle time before the first unanswered probe.
     pub keepalive_idle_ns: Option<u64>,
+    /// When a lookup last found its socket still there (0: never looked up).
+    pub checked_ns: u64,
 }
 
 impl Connection {
+    /// What is known of a socket at its first event: its birth (`opened_ns`), or mid-life.
+    pub(super) fn new(event: &Event, role: Role, opened_ns: Option<u64>) -> Connection {
+        Connection {
+            socket: event.socket,
+            role,
+            local: event.local,
+            remote: event.remote,
+            state: event.old_state.unwrap_or(TcpState::Close),
+            state_since_ns: event.timestamp_ns,
+            previous_state_since_ns: event.timestamp_ns,
+            opened_ns,
+            established_ns: None,
+            first_fin: None,
+            first_fin_ns: None,
+            reset_sent: None,
+            reset_received: false,
+            reset_event_lost: false,
+            retransmits: 0,
+            syn_retransmits: 0,
+            retransmits_in_state: 0,
+            first_retransmit_ns: None,
+            process: None,
+            ending: None,
+            timewait_substate: None,
+            totals: None,
+            peer_reference: None,
+            reset_segment: None,
+            reset_taken: false,
+            refused_resets: 0,
+            drops: super::Drops::default(),
+            idle_before_ns: None,
+            keepalive_idle_ns: None,
+            checked_ns: 0,
+        }
+    }
+
     /// When it ended: where a timewait socket it lingered in was followed, that socket's end;
     /// else its CLOSE (its last state change while it has not ended).
     pub fn end_ns(&self) -> u64 {

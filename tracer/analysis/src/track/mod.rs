@@ -8,8 +8,8 @@
 //! The parts: [`config`] (what it is told of the host), [`connection`] (what is known of one socket), the state machine here, [`time_wait`]
 //! (TIME_WAIT and FIN_WAIT2 timewait sockets, which outlive their socket), [`classify`] (the verdict
 //! on a connection that ended), [`provenance`] (who sent a RST), [`drops`] (what this host
-//! dropped), [`reorder`] (timestamp order before any of it), and [`bounded`] (how every table
-//! here stays within its bound).
+//! dropped), [`vanished`] (connections whose CLOSE event never came), [`reorder`] (timestamp
+//! order before any of it), and [`bounded`] (how every table here stays within its bound).
 mod bounded;
 mod classify;
 mod config;
@@ -20,6 +20,7 @@ pub mod fixtures;
 mod provenance;
 pub mod reorder;
 mod time_wait;
+mod vanished;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -30,10 +31,12 @@ pub use self::{
     classify::guess_role,
     config::{TrackerConfig, IDLE_GAP_NS, LINGER_PROBE_NS},
     connection::{
-        CloseClass, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple, Unresolved,
+        CloseClass, CloseLost, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple,
+        Unresolved,
     },
     drops::{losses, Drops},
     provenance::describe as describe_rst_origin,
+    vanished::QUIET_NS,
 };
 use crate::{
     decode::{Event, SocketId, TcpState},
@@ -63,6 +66,8 @@ pub struct TrackerStats {
     pub evicted_peer_ttls: u64,
     /// Events about sockets first seen mid-life (they predate the tracer, or their birth was lost).
     pub joined_mid_life: u64,
+    /// Connections found gone whose CLOSE event never came (lost or skipped): ended unresolved.
+    pub closes_unseen: u64,
 }
 
 pub struct Tracker {
@@ -95,6 +100,8 @@ pub struct Tracker {
     pair_drops: FastMap<(std::net::SocketAddr, std::net::SocketAddr), drops::PairDrops>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
+    /// Quiet connections to look up, and those found gone (see [`vanished`]).
+    watch: vanished::Watch,
     pub stats: TrackerStats,
 }
 
@@ -113,6 +120,7 @@ impl Tracker {
             pair_drops: FastMap::default(),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
+            watch: vanished::Watch::default(),
             stats: TrackerStats::default(),
         }
     }
@@ -245,7 +253,7 @@ impl Tracker {
             if role != Role::Client && self.service_ports.len() < MAX_SERVICE_PORTS {
                 self.service_ports.insert((event.socket.netns, event.local.port()));
             }
-            self.connections.insert(event.socket, Box::new(self.new_connection(event, role, Some(at))));
+            self.connections.insert(event.socket, Box::new(Connection::new(event, role, Some(at))));
         }
         if !self.connections.contains_key(&event.socket) {
             if new == TcpState::Close {
@@ -254,7 +262,7 @@ impl Tracker {
             self.stats.joined_mid_life += 1;
             let role = self.guess_role(event);
             self.make_room(out);
-            self.connections.insert(event.socket, Box::new(self.new_connection(event, role, None)));
+            self.connections.insert(event.socket, Box::new(Connection::new(event, role, None)));
         }
         let connection = self.connections.get_mut(&event.socket).expect("inserted above");
         if at < connection.state_since_ns {
@@ -294,8 +302,14 @@ impl Tracker {
         let role = connection.role;
         if new == TcpState::Close {
             connection.totals = event.totals;
-            connection.ending =
-                Some(Ending { at_ns: at, from: old, by_application: event.process.is_some(), lingered: None, resolved_ns: None });
+            connection.ending = Some(Ending {
+                at_ns: at,
+                from: old,
+                by_application: event.process.is_some(),
+                lingered: None,
+                resolved_ns: None,
+                close_lost: None,
+            });
             let exact = connection.timewait_substate;
             // tcp_fin() marks the socket before tcp_time_wait() closes it (tp_btf reads the mark);
             // fentry on tcp_time_wait says the substate outright.
@@ -356,40 +370,6 @@ impl Tracker {
         }
     }
 
-    fn new_connection(&self, event: &Event, role: Role, opened_ns: Option<u64>) -> Connection {
-        Connection {
-            socket: event.socket,
-            role,
-            local: event.local,
-            remote: event.remote,
-            state: event.old_state.unwrap_or(TcpState::Close),
-            state_since_ns: event.timestamp_ns,
-            previous_state_since_ns: event.timestamp_ns,
-            opened_ns,
-            established_ns: None,
-            first_fin: None,
-            first_fin_ns: None,
-            reset_sent: None,
-            reset_received: false,
-            reset_event_lost: false,
-            retransmits: 0,
-            syn_retransmits: 0,
-            retransmits_in_state: 0,
-            first_retransmit_ns: None,
-            process: None,
-            ending: None,
-            timewait_substate: None,
-            totals: None,
-            peer_reference: None,
-            reset_segment: None,
-            reset_taken: false,
-            refused_resets: 0,
-            drops: drops::Drops::default(),
-            idle_before_ns: None,
-            keepalive_idle_ns: None,
-        }
-    }
-
     fn guess_role(&self, event: &Event) -> Role {
         if event.old_state == Some(TcpState::Listen) || event.state == Some(TcpState::Listen) {
             Role::Listener
@@ -442,6 +422,7 @@ impl Tracker {
     /// (all of them with `now_ns = u64::MAX`, at exit).
     pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
         self.settle_gone(now_ns, out);
+        self.settle_vanished(now_ns, out);
         while let Some(&(at_ns, socket)) = self.endings.front() {
             if at_ns.saturating_add(SETTLE_NS) > now_ns {
                 break;
