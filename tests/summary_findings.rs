@@ -484,7 +484,8 @@ fn resets_through_a_router(ipv6: bool) {
 /// the SYN), beside a closed port the server itself refuses: the RST reaches a socket in
 /// SYN_SENT, which `tcp_probe` never sees, and is judged as it arrived (`netif_receive_skb`)
 /// against the server's own packets on an earlier connection. The hook waits on demand: the
-/// first such RST attaches it and goes unjudged. `skip_arrivals`: with the hook left off
+/// first such RST attaches it and goes unjudged; `--rst-hook-linger` after the last refusal it
+/// is detached, and the next refusal attaches it again. `skip_arrivals`: with the hook left off
 /// (`--skip-hook netif_receive_skb`), said in the header, and no refusal judged.
 fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
     let routed = Routed::router();
@@ -497,7 +498,8 @@ fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
         blocked.port()
     ));
     let client_netns = routed.client.path();
-    let mut filter = vec!["--netns", &client_netns];
+    // Long enough to span the refusals below, short enough to see the hook detached after them.
+    let mut filter = vec!["--netns", &client_netns, "--rst-hook-linger", "5"];
     if skip_arrivals {
         filter.extend(["--skip-hook", "netif_receive_skb"]);
     }
@@ -538,6 +540,20 @@ fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
             assert!(forger.join().unwrap(), "the forger answered the SYN");
             assert_eq!(fields(&with_options), ("refused".into(), "path".into(), 0.into()), "{with_options}");
         }
+        // No refusal for --rst-hook-linger: the per-packet hook goes, and the next refusal
+        // brings it back (too late for that refusal's RST, as for the first).
+        let detached = (0..300).any(|_| {
+            thread::sleep(Duration::from_millis(50));
+            logged.has("tracer: detached netif_receive_skb")
+        });
+        assert!(detached, "{}", logged.tracer.stderr.lock().unwrap());
+        let after = refused(SocketAddr::new(server_ip, 11));
+        assert_eq!((after["close"].clone(), after["rst_from"].clone()), ("refused".into(), Value::Null), "{after}");
+        let attached_again = (0..100).any(|_| {
+            thread::sleep(Duration::from_millis(50));
+            logged.tracer.stderr.lock().unwrap().matches("tracer: attached netif_receive_skb").count() == 2
+        });
+        assert!(attached_again, "{}", logged.tracer.stderr.lock().unwrap());
     } else {
         eprintln!("netif_receive_skb or tcp_probe is unavailable or off here: refusals are unchecked");
         for line in [&by_server, &by_router] {

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
+    programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED};
@@ -86,6 +86,8 @@ pub struct Probes {
     kernel_log: Option<KernelLog>,
     /// Hooks loaded but not attached until needed ([`hooks::Hook::on_demand`]): hook, program.
     on_demand: Vec<(&'static str, &'static str)>,
+    /// Those attached since, with their links (detached when no longer needed).
+    attached_on_demand: Vec<(&'static str, &'static str, BtfTracePointLinkId)>,
     pub modes: Modes,
 }
 
@@ -261,7 +263,7 @@ impl Probes {
         }
         modes.packet_clock =
             config.packet_clock_tick_ns != 0 && modes.hooks.iter().any(|(hook, mode)| hook == "inet_sock_set_state" && *mode == "tp_btf");
-        Ok((Probes { ebpf, counters, cpus, kernel_log, on_demand, modes }, events, decoder))
+        Ok((Probes { ebpf, counters, cpus, kernel_log, on_demand, attached_on_demand: Vec::new(), modes }, events, decoder))
     }
 
     /// Attaches the hooks loaded on demand; returns each with its mode now: `tp_btf`, or
@@ -270,18 +272,46 @@ impl Probes {
         let mut changed = Vec::new();
         for (hook, program) in std::mem::take(&mut self.on_demand) {
             let mode = match btf_program(&mut self.ebpf, program).and_then(|program| Ok(program.attach()?)) {
-                Ok(_) => "tp_btf",
+                Ok(link) => {
+                    self.attached_on_demand.push((hook, program, link));
+                    "tp_btf"
+                }
                 Err(error) => {
                     eprintln!("tracer: note: {hook} is unavailable; attaching it failed: {error:#}");
                     "unavailable"
                 }
             };
-            if let Some(entry) = self.modes.hooks.iter_mut().find(|(name, _)| name == hook) {
-                entry.1 = mode;
-            }
-            changed.push((hook, mode));
+            changed.push(self.set_mode(hook, mode));
         }
         changed
+    }
+
+    /// Detaches the hooks attached on demand, back to waiting (still loaded); returns each with
+    /// its mode now: `on-demand`, or `tp_btf` where detaching failed (then it stays).
+    pub fn detach_on_demand(&mut self) -> Vec<(&'static str, &'static str)> {
+        let mut changed = Vec::new();
+        for (hook, program, link) in std::mem::take(&mut self.attached_on_demand) {
+            match btf_program(&mut self.ebpf, program).and_then(|program| Ok(program.detach(link)?)) {
+                Ok(()) => {
+                    self.on_demand.push((hook, program));
+                    changed.push(self.set_mode(hook, "on-demand"));
+                }
+                Err(error) => eprintln!("tracer: note: {hook} stays attached; detaching it failed: {error:#}"),
+            }
+        }
+        changed
+    }
+
+    /// Whether a hook attached on demand is attached now.
+    pub fn on_demand_attached(&self) -> bool {
+        !self.attached_on_demand.is_empty()
+    }
+
+    fn set_mode(&mut self, hook: &'static str, mode: &'static str) -> (&'static str, &'static str) {
+        if let Some(entry) = self.modes.hooks.iter_mut().find(|(name, _)| name == hook) {
+            entry.1 = mode;
+        }
+        (hook, mode)
     }
 
     /// Whether a hook waits to be attached on demand.

@@ -97,8 +97,10 @@ pub struct Aggregator {
     links: LinkLog,
     interval_started: Instant,
     colour: bool,
-    /// A RST refused a connect of ours (see [`Aggregator::wants_reset_arrivals`]).
-    connect_refused: bool,
+    /// When a RST last refused a connect of ours (see [`Aggregator::wants_reset_arrivals`]).
+    refused_at: Option<Instant>,
+    /// `--rst-hook-linger`.
+    rst_hook_linger: std::time::Duration,
 }
 
 impl Aggregator {
@@ -171,7 +173,8 @@ impl Aggregator {
             links: LinkLog::new(links),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
-            connect_refused: false,
+            refused_at: None,
+            rst_hook_linger: settings.rst_hook_linger,
         })
     }
 
@@ -180,8 +183,9 @@ impl Aggregator {
             return;
         }
         // A kernel whose reset hook gives no state (5.10's classic tracepoint): any RST asks.
-        self.connect_refused |=
-            event.kind == tracer_common::EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent);
+        if event.kind == tracer_common::EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent) {
+            self.refused_at = Some(Instant::now());
+        }
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
@@ -290,16 +294,26 @@ impl Aggregator {
     /// the question: they do not ask for it, and are judged once it is attached.) Known as the
     /// event arrives, before the reorder stage holds it, so the hook is attached within a poll.
     pub fn wants_reset_arrivals(&self) -> bool {
-        self.connect_refused
+        self.refused_at.is_some()
     }
 
-    /// Hooks that left `on-demand` (attached, or refused by the kernel): the summaries' mode
-    /// line and the metric follow.
-    pub fn hooks_changed(&mut self, changed: &[(&str, &'static str)], modes: &crate::kernel::probes::Modes) {
+    /// Whether the last refusal is `--rst-hook-linger` old: the hook may go (its cost is per
+    /// packet), and the next refusal asks for it again.
+    pub fn reset_arrivals_done(&mut self) -> bool {
+        let done = self.refused_at.is_some_and(|at| at.elapsed() >= self.rst_hook_linger);
+        if done {
+            self.refused_at = None;
+        }
+        done
+    }
+
+    /// Hooks that left mode `was` (`on-demand`: attached, or refused by the kernel; `tp_btf`:
+    /// detached): the summaries' mode line and the metric follow.
+    pub fn hooks_changed(&mut self, changed: &[(&str, &'static str)], was: &str, modes: &crate::kernel::probes::Modes) {
         self.modes.hooks = modes.describe();
         if let Some(metrics) = &self.outputs.metrics {
             for (hook, mode) in changed {
-                metrics.hook_mode_changed(hook, "on-demand", mode);
+                metrics.hook_mode_changed(hook, was, mode);
             }
         }
     }

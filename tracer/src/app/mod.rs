@@ -167,7 +167,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                             attached.join(", ")
                         );
                     }
-                    consumer.hooks_changed(&changed, &probes.modes);
+                    consumer.hooks_changed(&changed, "on-demand", &probes.modes);
+                } else if probes.on_demand_attached() && consumer.reset_arrivals_done() {
+                    let changed = probes.detach_on_demand();
+                    let detached: Vec<&str> = changed.iter().map(|(hook, _)| *hook).collect();
+                    if !detached.is_empty() {
+                        eprintln!(
+                            "tracer: detached {}: no connect of ours refused with a RST for --rst-hook-linger; the next refusal attaches it again",
+                            detached.join(", ")
+                        );
+                    }
+                    consumer.hooks_changed(&changed, "tp_btf", &probes.modes);
                 }
             }
             _ = lookups.tick(), if summary.is_some() => consumer.look_up_sockets(),
@@ -286,9 +296,16 @@ impl Consumer {
         matches!(self, Consumer::Summary(aggregator) if aggregator.wants_reset_arrivals())
     }
 
-    fn hooks_changed(&mut self, changed: &[(&str, &'static str)], modes: &crate::kernel::probes::Modes) {
+    fn reset_arrivals_done(&mut self) -> bool {
+        match self {
+            Consumer::Summary(aggregator) => aggregator.reset_arrivals_done(),
+            Consumer::Events(_) => false,
+        }
+    }
+
+    fn hooks_changed(&mut self, changed: &[(&str, &'static str)], was: &str, modes: &crate::kernel::probes::Modes) {
         if let Consumer::Summary(aggregator) = self {
-            aggregator.hooks_changed(changed, modes);
+            aggregator.hooks_changed(changed, was, modes);
         }
     }
 
