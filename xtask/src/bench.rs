@@ -160,6 +160,54 @@ fn saturate(tracer: &Path, seconds: f64, load: Saturation) -> Result<(f64, f64, 
     Ok((rate, firings as f64 / elapsed, last["events"].clone()))
 }
 
+/// What the packet hooks (RST provenance, drops, idle gaps) take from churn with every CPU
+/// busy: summary mode with them and without them, back to back in each round (their order
+/// alternating, so neither always runs on a warmer machine), and the ratio of the pair round by
+/// round; untraced alongside for scale. The criterion issues 20 and 21 set: at least 0.97.
+pub fn hooks_share(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
+    let _stats = BpfStats::set(false);
+    let (with, without) = (&MODES[0], &MODES[1]);
+    let (mut untraced, mut with_runs, mut without_runs) = (Vec::new(), TracedRuns::default(), TracedRuns::default());
+    for round in 0..rounds {
+        untraced.push(load::churn_rate(Spread::EveryCpu, seconds)?);
+        let mut pair = [(with, &mut with_runs), (without, &mut without_runs)];
+        if round % 2 == 1 {
+            pair.reverse();
+        }
+        for (mode, runs) in pair {
+            runs.round(tracer, mode.args, || mode.churn(Spread::EveryCpu, seconds))?;
+        }
+    }
+    let mut shares: Vec<f64> = with_runs.rates.iter().zip(&without_runs.rates).map(|(with, without)| with / without).collect();
+    shares.sort_by(f64::total_cmp);
+    let quartile = |q: usize| shares[(shares.len() - 1) * q / 4];
+    let (lost, _) = with_runs.lost_and_skipped();
+    Ok(format!(
+        "## The packet hooks' share of churn, every CPU busy
+
+load: {}; {rounds} rounds of {seconds} s, each: untraced, then summary mode          with and without `--skip-hook tcp_probe --skip-hook kfree_skb --skip-hook netif_receive_skb`, in alternating order
+
+         | run | conn/s (median) |
+|---|---|
+| untraced | {:.0} |
+| summary mode | {:.0} |
+| summary mode without the packet hooks | {:.0} |
+
+         with over without, round by round: median **{:.3}**, quartiles {:.3}–{:.3}, min–max {:.3}–{:.3}; {} of {rounds} rounds at 0.97 or          more; lost {lost}
+",
+        Spread::EveryCpu.describe(),
+        median(&untraced),
+        median(&with_runs.rates),
+        median(&without_runs.rates),
+        median(&shares),
+        quartile(1),
+        quartile(3),
+        shares[0],
+        shares[shares.len() - 1],
+        shares.iter().filter(|share| **share >= 0.97).count()
+    ))
+}
+
 /// The churn sections of the report: every CPU busy, pinned, and where the difference goes.
 pub fn churn(options: &Options) -> Result<String> {
     let (rounds, seconds) = if options.quick { (2, 2.0) } else { (5, 5.0) };

@@ -64,6 +64,9 @@ enum Task {
         /// Only where a state hook's time goes: the hook built cut short at each part, measured.
         #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only", "dist_only"])]
         kernel_parts: bool,
+        /// Only the packet hooks' share of churn: with and without them, twelve paired rounds.
+        #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only", "dist_only", "kernel_parts"])]
+        hooks_share: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -117,7 +120,7 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts } => {
+        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts, hooks_share } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
@@ -133,6 +136,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             if snapshots_only {
                 println!("{}", snapshot_bench::run(&tracer, quick)?);
+                return Ok(());
+            }
+            if hooks_share {
+                println!("{}", bench::hooks_share(&tracer, if quick { 2 } else { 12 }, seconds)?);
                 return Ok(());
             }
             if bulk_only {
