@@ -165,6 +165,7 @@ fn saturate(tracer: &Path, seconds: f64, load: Saturation) -> Result<(f64, f64, 
 /// alternating, so neither always runs on a warmer machine), and the ratio of the pair round by
 /// round; untraced alongside for scale. The criterion issues 20 and 21 set: at least 0.97.
 pub fn hooks_share(tracer: &Path, rounds: usize, seconds: f64) -> Result<String> {
+    let _namespace = load::Namespace::create()?;
     let _stats = BpfStats::set(false);
     let (with, without) = (&MODES[0], &MODES[1]);
     let (mut untraced, mut with_runs, mut without_runs) = (Vec::new(), TracedRuns::default(), TracedRuns::default());
@@ -183,18 +184,11 @@ pub fn hooks_share(tracer: &Path, rounds: usize, seconds: f64) -> Result<String>
     let quartile = |q: usize| shares[(shares.len() - 1) * q / 4];
     let (lost, _) = with_runs.lost_and_skipped();
     Ok(format!(
-        "## The packet hooks' share of churn, every CPU busy
-
-load: {}; {rounds} rounds of {seconds} s, each: untraced, then summary mode          with and without `--skip-hook tcp_probe --skip-hook kfree_skb --skip-hook netif_receive_skb`, in alternating order
-
-         | run | conn/s (median) |
-|---|---|
-| untraced | {:.0} |
-| summary mode | {:.0} |
-| summary mode without the packet hooks | {:.0} |
-
-         with over without, round by round: median **{:.3}**, quartiles {:.3}–{:.3}, min–max {:.3}–{:.3}; {} of {rounds} rounds at 0.97 or          more; lost {lost}
-",
+        "## The packet hooks' share of churn, every CPU busy\n\nload: {}; {rounds} rounds of {seconds} s, each: untraced, then summary \
+         mode with and without `--skip-hook tcp_probe --skip-hook kfree_skb --skip-hook netif_receive_skb`, in alternating order\n\n\
+         | run | conn/s (median) |\n|---|---|\n| untraced | {:.0} |\n| summary mode | {:.0} |\n| summary mode without the packet hooks | {:.0} |\n\n\
+         with over without, round by round: median **{:.3}**, quartiles {:.3}–{:.3}, min–max {:.3}–{:.3}; {} of {rounds} rounds at 0.97 or \
+         more; lost {lost}\n",
         Spread::EveryCpu.describe(),
         median(&untraced),
         median(&with_runs.rates),

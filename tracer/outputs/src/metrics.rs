@@ -152,7 +152,7 @@ impl Metrics {
         );
         registry.register(
             "events",
-            "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped, recorder_overflowed, held_dropped)",
+            "The tracer's own event accounting (seen, lost, skipped, unreadable, evicted, decode_errors, output_dropped, recorder_overflowed, held_dropped, closes_unseen)",
             metrics.health.clone(),
         );
         registry.register(

@@ -38,7 +38,7 @@ pub struct Health {
 
 impl Health {
     /// The counters of events and lines that did not make it, by name (metrics `what`).
-    pub fn counters(&self) -> [(&'static str, u64); 9] {
+    pub fn counters(&self) -> [(&'static str, u64); 10] {
         [
             ("seen", self.seen),
             ("lost", self.lost),
@@ -49,6 +49,7 @@ impl Health {
             ("output_dropped", self.output_dropped),
             ("recorder_overflowed", self.recorder_overflowed),
             ("held_dropped", self.held_dropped),
+            ("closes_unseen", self.closes_unseen),
         ]
     }
 }
