@@ -11,11 +11,12 @@ use super::{
     link_log::{LinkLog, LINK_MEMORY_NS},
     owners::OwnerCache,
     pipeline::Pipeline,
+    rst_hook::RstHookDemand,
     settings::SummarySettings,
     EXIT_PATIENCE,
 };
 use crate::{
-    decode::{Decoder, Event, TcpState},
+    decode::{Decoder, Event},
     filter::Filter,
     find::{Context, Findings, FindingsConfig},
     kernel::{
@@ -97,10 +98,8 @@ pub struct Aggregator {
     links: LinkLog,
     interval_started: Instant,
     colour: bool,
-    /// When a RST last refused a connect of ours (see [`Aggregator::wants_reset_arrivals`]).
-    refused_at: Option<Instant>,
-    /// `--rst-hook-linger`.
-    rst_hook_linger: std::time::Duration,
+    /// Whether the per-packet RST hook is wanted now.
+    pub rst_hook: RstHookDemand,
 }
 
 impl Aggregator {
@@ -173,8 +172,7 @@ impl Aggregator {
             links: LinkLog::new(links),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
-            refused_at: None,
-            rst_hook_linger: settings.rst_hook_linger,
+            rst_hook: RstHookDemand::new(settings.rst_hook_linger),
         })
     }
 
@@ -183,9 +181,7 @@ impl Aggregator {
             return;
         }
         // A kernel whose reset hook gives no state (5.10's classic tracepoint): any RST asks.
-        if event.kind == tracer_common::EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent) {
-            self.refused_at = Some(Instant::now());
-        }
+        self.rst_hook.saw(event, std::time::Instant::now());
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
@@ -286,25 +282,6 @@ impl Aggregator {
                 recorder.push_connection(ended);
             }
         });
-    }
-
-    /// Whether a RST refused a connect of ours: its packet reached a socket in SYN_SENT, which
-    /// `tcp_probe` does not see, and who refused it is what the on-demand `netif_receive_skb`
-    /// hook tells. (RSTs to closing sockets, also unseen, are common on a busy host and rarely
-    /// the question: they do not ask for it, and are judged once it is attached.) Known as the
-    /// event arrives, before the reorder stage holds it, so the hook is attached within a poll.
-    pub fn wants_reset_arrivals(&self) -> bool {
-        self.refused_at.is_some()
-    }
-
-    /// Whether the last refusal is `--rst-hook-linger` old: the hook may go (its cost is per
-    /// packet), and the next refusal asks for it again.
-    pub fn reset_arrivals_done(&mut self) -> bool {
-        let done = self.refused_at.is_some_and(|at| at.elapsed() >= self.rst_hook_linger);
-        if done {
-            self.refused_at = None;
-        }
-        done
     }
 
     /// Hooks that left mode `was` (`on-demand`: attached, or refused by the kernel; `tp_btf`:

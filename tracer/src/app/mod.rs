@@ -7,6 +7,7 @@ pub mod cli;
 mod event_printer;
 mod link_log;
 mod owners;
+mod rst_hook;
 pub use tracer_analysis::pipeline;
 pub mod settings;
 
@@ -293,12 +294,12 @@ impl Consumer {
 
     /// Never with `--events`, which follows no connection.
     fn wants_reset_arrivals(&self) -> bool {
-        matches!(self, Consumer::Summary(aggregator) if aggregator.wants_reset_arrivals())
+        matches!(self, Consumer::Summary(aggregator) if aggregator.rst_hook.wanted())
     }
 
     fn reset_arrivals_done(&mut self) -> bool {
         match self {
-            Consumer::Summary(aggregator) => aggregator.reset_arrivals_done(),
+            Consumer::Summary(aggregator) => aggregator.rst_hook.done(std::time::Instant::now()),
             Consumer::Events(_) => false,
         }
     }
