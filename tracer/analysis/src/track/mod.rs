@@ -191,6 +191,10 @@ impl Tracker {
                 let process = connection.as_ref().and_then(|connection| connection.process);
                 if let Some(connection) = connection {
                     if event.state == Some(TcpState::SynSent) {
+                        // Its SYN_SENT event came before connect() chose the local port.
+                        if event.local.port() != 0 {
+                            connection.local = event.local;
+                        }
                         connection.syn_retransmits += 1;
                     } else {
                         connection.retransmits += 1;

@@ -114,7 +114,7 @@ impl Tracker {
 mod tests {
     use super::{super::fixtures::*, *};
     use crate::{
-        decode::TcpState::*,
+        decode::{Event, TcpState::*},
         track::{CloseClass, TrackerConfig},
     };
 
@@ -123,7 +123,7 @@ mod tests {
     /// A client connection established at 1 s; the tracker fed `events` after it, and a lookup
     /// every second from 2 s to 10 s that finds its socket established until `gone_at`, then
     /// `found`. Returns the tracker and every observation.
-    fn looked_up(events: &[crate::decode::Event], gone_at: u64, found: Option<TcpState>) -> (Tracker, Vec<Observation>) {
+    fn looked_up(events: &[Event], gone_at: u64, found: Option<TcpState>) -> (Tracker, Vec<Observation>) {
         let c = client();
         let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
         let mut out = Vec::new();
@@ -217,5 +217,21 @@ mod tests {
         assert_eq!((verdict.class, verdict.time_wait), (CloseClass::Graceful, true));
         assert!(verdict.detail.contains("found in TIME_WAIT"), "{}", verdict.detail);
         assert_eq!(tracker.stats.closes_unseen, 1);
+    }
+
+    #[test]
+    fn a_connect_whose_close_was_lost_is_looked_up_once_a_syn_retransmit_named_its_port() {
+        let c = client();
+        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
+        let mut out = Vec::new();
+        // connect() sets SYN_SENT before it picks the local port.
+        tracker.observe(&Event { local: "10.0.0.1:0".parse().unwrap(), ..c.syscall(Close, SynSent, S) }, &mut out);
+        assert!(tracker.quiet_due(6 * S, 16).is_empty(), "no 4-tuple to look up yet");
+        tracker.observe(&c.retransmit(SynSent, 7 * S), &mut out);
+        let due = tracker.quiet_due(12 * S, 16);
+        assert_eq!(due.iter().map(|(_, tuple)| tuple.local.port()).collect::<Vec<_>>(), [40000]);
+        tracker.quiet_checked(&due[0].0, 12 * S, None);
+        tracker.settle(13 * S, &mut out);
+        assert_eq!(ended(&out).iter().map(|verdict| verdict.class).collect::<Vec<_>>(), [CloseClass::Unresolved]);
     }
 }
