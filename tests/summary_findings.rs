@@ -570,7 +570,8 @@ fn refusals_through_a_router(ipv6: bool, skip_arrivals: bool) {
 /// A router that answers with ICMP instead of forwarding: host unreachable for one port's SYN,
 /// port unreachable for another's (what `iptables -j REJECT` sends by default), and host
 /// unreachable for an established connection's data once a rule appears. None of them is the
-/// peer's silence or its RST; where the hooks read the socket's error, the lines say so.
+/// peer's silence or its RST; where the hooks read the socket's error, the lines say so. The
+/// first error attaches the per-packet hook; the errors after it name the router that sent them.
 #[test]
 fn icmp_errors_from_a_router_are_unreachable_or_refused_never_silence() {
     require_root();
@@ -586,6 +587,12 @@ fn icmp_errors_from_a_router_are_unreachable_or_refused_never_silence() {
     let logged = Logged::start(&routed.client, "icmp");
     let failed = |to: SocketAddr| routed.client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_err().kind());
     assert_eq!(failed(host_unreachable), std::io::ErrorKind::HostUnreachable);
+    // That ICMP error asks for the per-packet hook (where the socket's error is readable): the
+    // errors after it are read as they arrive, and name their sender.
+    let senders_named = (0..100).any(|_| {
+        thread::sleep(Duration::from_millis(50));
+        logged.has("tracer: attached netif_receive_skb")
+    });
     assert_eq!(failed(port_unreachable), std::io::ErrorKind::ConnectionRefused);
     let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
     set_option(&client, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 2000 as libc::c_uint);
@@ -615,6 +622,16 @@ fn icmp_errors_from_a_router_are_unreachable_or_refused_never_silence() {
         established["detail"].as_str().unwrap().contains("our retransmissions were answered with ICMP host unreachable"),
         "{established}"
     );
+    // The first error attached the hook, too late for itself.
+    assert!(to_host["icmp_from"].is_null(), "{to_host}");
+    let router = routed.router_ip.to_string();
+    let expected = if senders_named { (Some(router.as_str()), Some(0)) } else { (None, None) };
+    for line in [&to_port, &established] {
+        assert_eq!((line["icmp_from"].as_str(), line["icmp_hops"].as_u64()), expected, "{line}");
+        if senders_named {
+            assert!(line["detail"].as_str().unwrap().contains(&format!("sent by {router}, 0 hop(s) away: a device on the path")), "{line}");
+        }
+    }
     drop(accepted);
 }
 

@@ -238,6 +238,8 @@ pub struct Routed {
     pub server: Netns,
     pub client_ip: IpAddr,
     pub client_ip6: IpAddr,
+    /// The router's address on the client's side (where its ICMP errors to the client come from).
+    pub router_ip: IpAddr,
     pub nat_ip: IpAddr,
     pub server_ip: IpAddr,
     pub server_ip6: IpAddr,
@@ -279,6 +281,7 @@ impl Routed {
             server,
             client_ip: inside(1).parse().unwrap(),
             client_ip6: inside6(1).parse().unwrap(),
+            router_ip: inside(2).parse().unwrap(),
             nat_ip: outside(2).parse().unwrap(),
             server_ip: outside(1).parse().unwrap(),
             server_ip6: outside6(1).parse().unwrap(),

@@ -170,9 +170,10 @@ fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets
 const HEADERS: usize = 56;
 
 /// `netif_receive_skb(skb)`: every packet this host receives, before any firewall or socket.
-/// Sent: TCP RSTs only, with their TTL and addresses: `tcp_probe` sees a RST only where it
-/// reaches an established socket, not one answering our SYN or reaching a closing socket.
-/// Every other packet leaves after one read of its headers.
+/// Sent: TCP RSTs, with their TTL and addresses (`tcp_probe` sees a RST only where it reaches an
+/// established socket, not one answering our SYN or reaching a closing socket), and ICMP
+/// destination unreachable errors about a TCP segment, with their sender. Every other packet
+/// leaves after one read of its headers.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
     if cfg!(cost_cut = "hook") {
@@ -203,9 +204,79 @@ pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
         0x46..=0x4f if headers[9] == IPPROTO_TCP => {
             let _ = reset_after_options(skb, headers, offsets);
         }
+        // ICMP destination unreachable quoting a TCP segment's headers (an inner IPv4 header
+        // without options: the TCP ports end at byte 52 of the 56 read).
+        0x45 if headers[9] == IPPROTO_ICMP && headers[20] == ICMP_DEST_UNREACH && headers[28] == 0x45 && headers[37] == IPPROTO_TCP => {
+            icmp_arrived_v4(skb, &headers, offsets)
+        }
+        byte if byte >> 4 == 6 && headers[6] == IPPROTO_ICMPV6 && headers[40] == ICMPV6_DEST_UNREACH => {
+            let _ = icmp_arrived_v6(skb, &headers, offsets);
+        }
         _ => {}
     }
     0
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+
+/// Sends an IPv4 ICMP destination unreachable about a TCP segment of ours: the segment's
+/// addresses and ports as we sent them (ours first), and who sent the error.
+#[inline(always)]
+fn icmp_arrived_v4(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
+    let address = |at: usize| u32::from_ne_bytes([headers[at], headers[at + 1], headers[at + 2], headers[at + 3]]);
+    emit(|event| {
+        clear(event, EventKind::IcmpArrived, 0);
+        event.family = AF_INET;
+        put_ipv4(&mut event.local_addr, address(28 + 12));
+        put_ipv4(&mut event.remote_addr, address(28 + 16));
+        event.local_port = u16::from_be_bytes([headers[48], headers[49]]);
+        event.remote_port = u16::from_be_bytes([headers[50], headers[51]]);
+        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
+        event.netns = unsafe { device_netns(skb, offsets) };
+        if !keep(event) {
+            return false;
+        }
+        put_ipv4(&mut event.comm, address(12));
+        event.reason = u32::from(headers[8]);
+        (event.old_state, event.new_state) = (headers[20], headers[21]);
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+}
+
+/// The same for ICMPv6: the quoted IPv6 header and TCP ports lie past the first read, so they
+/// are read again (48 bytes from the quoted header on).
+#[inline(always)]
+fn icmp_arrived_v6(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) -> Option<()> {
+    // SAFETY: as in `btf_rx_reset`; the read fails cleanly on a bad address.
+    let quoted = unsafe { bpf_probe_read_kernel((load::<u64>(skb, offsets.skb_data) + 48) as *const [u8; 48]).ok()? };
+    if quoted[6] != IPPROTO_TCP {
+        return None;
+    }
+    emit(|event| {
+        clear(event, EventKind::IcmpArrived, 0);
+        event.family = AF_INET6;
+        put_ipv6(&mut event.local_addr, &quoted, 8);
+        put_ipv6(&mut event.remote_addr, &quoted, 24);
+        event.local_port = u16::from_be_bytes([quoted[40], quoted[41]]);
+        event.remote_port = u16::from_be_bytes([quoted[42], quoted[43]]);
+        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
+        event.netns = unsafe { device_netns(skb, offsets) };
+        if !keep(event) {
+            return false;
+        }
+        put_ipv6(&mut event.comm, headers, 8);
+        event.reason = u32::from(headers[7]);
+        (event.old_state, event.new_state) = (headers[40], headers[41]);
+        // SAFETY: a helper without arguments.
+        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+        true
+    });
+    Some(())
 }
 
 /// An IPv4 packet whose options push its TCP header past byte 20: reads that header where the
@@ -260,11 +331,12 @@ fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offs
     });
 }
 
-/// Copies the IPv6 address at byte `at` of `headers` into a 16-byte address field, as two words.
+/// Copies the IPv6 address at byte `at` of `headers` into a 16-byte field, as two words.
 #[inline(always)]
-fn put_ipv6(dst: &mut [u8; 16], headers: &[u8; HEADERS], at: usize) {
-    // SAFETY: `at` is 8 or 24, so the 16 bytes lie inside `headers`; `dst` is one of a
-    // `WireEvent`'s 16-byte fields, at an 8-byte aligned offset of an 8-byte aligned record.
+fn put_ipv6<const N: usize>(dst: &mut [u8; 16], headers: &[u8; N], at: usize) {
+    // SAFETY: `at` is 8 or 24 and `N` at least 48, so the 16 bytes lie inside `headers`; `dst`
+    // is one of a `WireEvent`'s 16-byte fields, at an 8-byte aligned offset of an 8-byte
+    // aligned record.
     unsafe {
         let words = core::ptr::read_unaligned(headers.as_ptr().add(at).cast::<[u64; 2]>());
         core::ptr::write(dst.as_mut_ptr().cast::<[u64; 2]>(), words);

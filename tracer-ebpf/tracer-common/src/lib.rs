@@ -78,6 +78,12 @@ pub enum EventKind {
     /// for a socketless [`EventKind::Drop`] (`remote` its source), `netns` its device's; the
     /// segment's facts as for [`EventKind::Segment`].
     ResetArrived = 10,
+    /// `net:netif_receive_skb` (BTF only): an ICMP destination unreachable (ICMPv6: type 1)
+    /// about a TCP segment of ours arrived. `socket` is 0; `local`/`remote` are the quoted
+    /// segment's source and destination (ours, the peer's); `comm` holds the ICMP's sender (4
+    /// bytes for IPv4, 16 for IPv6: the router or host that would not deliver it), `reason` its
+    /// TTL (hop limit), `old_state` the ICMP type and `new_state` its code; `netns` the device's.
+    IcmpArrived = 11,
 }
 
 impl EventKind {
@@ -88,7 +94,14 @@ impl EventKind {
     pub fn from_u8(raw: u8) -> Option<Self> {
         Self::TRACEPOINTS
             .into_iter()
-            .chain([EventKind::TimeWaitEnter, EventKind::TimeWaitSyn, EventKind::Segment, EventKind::Drop, EventKind::ResetArrived])
+            .chain([
+                EventKind::TimeWaitEnter,
+                EventKind::TimeWaitSyn,
+                EventKind::Segment,
+                EventKind::Drop,
+                EventKind::ResetArrived,
+                EventKind::IcmpArrived,
+            ])
             .find(|kind| *kind as u8 == raw)
     }
 

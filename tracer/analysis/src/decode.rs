@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
-pub use tracer_model::event::{Comm, Dropped, Event, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
+pub use tracer_model::event::{Comm, Dropped, Event, IcmpError, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
 
 use serde::Serialize;
 use tracer_common::{
@@ -112,6 +112,15 @@ impl Decoder {
             }),
             keepalive_jiffies: (kind == EventKind::ResetSent && wire.flags & FLAG_KEEPALIVE_TIME != 0).then_some(wire.total_retrans),
             drop: (kind == EventKind::Drop).then_some(Dropped { reason: wire.reason, incoming: wire.old_state == 1 }),
+            icmp: (kind == EventKind::IcmpArrived).then(|| IcmpError {
+                sender: match wire.family {
+                    AF_INET6 => IpAddr::V6(Ipv6Addr::from(wire.comm)),
+                    _ => IpAddr::V4(Ipv4Addr::new(wire.comm[0], wire.comm[1], wire.comm[2], wire.comm[3])),
+                },
+                icmp_type: wire.old_state,
+                code: wire.new_state,
+                ttl: wire.reason as u8,
+            }),
             segment: matches!(kind, EventKind::Segment | EventKind::ResetArrived).then_some(Segment {
                 ttl: wire.reason as u8,
                 ip_id: wire.error,

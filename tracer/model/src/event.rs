@@ -156,6 +156,43 @@ pub struct Event {
     /// For a reset we sent from a full socket: its keepalive time in jiffies (`TCP_KEEPIDLE`; 0
     /// when it uses the namespace's `tcp_keepalive_time`).
     pub keepalive_jiffies: Option<u32>,
+    /// For an ICMP destination unreachable about a segment of ours: who sent it, and what.
+    pub icmp: Option<IcmpError>,
+}
+
+/// An ICMP (ICMPv6) destination unreachable that arrived about a TCP segment of ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct IcmpError {
+    /// The router or host that sent it.
+    pub sender: std::net::IpAddr,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Its TTL (hop limit) as it arrived: how far away its sender is.
+    pub ttl: u8,
+}
+
+impl IcmpError {
+    /// Port unreachable (ICMP code 3, ICMPv6 code 4): the peer's host, or a firewall speaking for
+    /// it, refused the port.
+    pub fn port_unreachable(&self) -> bool {
+        self.code == if self.sender.is_ipv6() { 4 } else { 3 }
+    }
+
+    /// What it said, by the name a reader knows.
+    pub fn name(&self) -> &'static str {
+        match (self.sender.is_ipv6(), self.code) {
+            (false, 0) | (true, 0) => "network unreachable",
+            (false, 1) | (true, 3) => "host unreachable",
+            (false, 3) | (true, 4) => "port unreachable",
+            (false, 9 | 10 | 13) | (true, 1) => "administratively prohibited",
+            _ => "destination unreachable",
+        }
+    }
+
+    /// Routers between its sender and us, as [`Segment::hops`] reads a TTL.
+    pub fn hops(&self) -> u8 {
+        Segment { ttl: self.ttl, ip_id: 0, window: 0, length: 0, flags: 0 }.hops()
+    }
 }
 
 /// A socket's clocks when an event fired, in jiffies (32 bits, wrapping): now, the last ACK it

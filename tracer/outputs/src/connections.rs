@@ -70,6 +70,12 @@ pub struct ConnectionLine {
     /// absent where the RST itself was not seen (Linux without tp_btf, or a socket not established).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rst_from: Option<&'static str>,
+    /// Who sent the ICMP unreachable error it met (a router on the path, or the peer's host),
+    /// and how many routers away: where its packet was seen (`netif_receive_skb` attached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_from: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_hops: Option<u8>,
     /// Routers the RST crossed, and the peer's own packets (from their TTLs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rst_hops: Option<u8>,
@@ -201,6 +207,8 @@ impl ConnectionLine {
         // bound, so the spans that end there are absent.
         let known_end_ns = Some(end_ns).filter(|_| connection.ending.is_none_or(|ending| ending.close_lost.is_none()));
         ConnectionLine {
+            icmp_from: connection.icmp.map(|icmp| icmp.sender),
+            icmp_hops: connection.icmp.map(|icmp| icmp.hops()),
             rst_from,
             rst_hops,
             peer_hops,
@@ -356,6 +364,8 @@ mod tests {
             first_fin: None,
             rst: Some("received"),
             rst_reason: None,
+            icmp_from: None,
+            icmp_hops: None,
             rst_from: Some("path"),
             rst_hops: Some(0),
             peer_hops: Some(1),

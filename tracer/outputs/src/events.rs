@@ -17,6 +17,7 @@ pub fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Segment => "segment",
         EventKind::Drop => "dropped",
         EventKind::ResetArrived => "rst_arrived",
+        EventKind::IcmpArrived => "icmp_arrived",
     }
 }
 
@@ -51,6 +52,9 @@ struct EventJson<'a> {
     drop_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     incoming: Option<bool>,
+    /// For `icmp_arrived`: who sent it, its type, code and TTL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp: Option<tracer_analysis::decode::IcmpError>,
     pid: Option<u32>,
     tgid: Option<u32>,
     comm: Option<String>,
@@ -71,7 +75,8 @@ pub fn json(event: &Event, clock: &Clock, decoder: &Decoder) -> String {
         reason_code: event.reset_reason,
         tw_status: event.tw_status,
         segment: event.segment,
-        hops: event.segment.map(|segment| segment.hops()),
+        hops: event.segment.map(|segment| segment.hops()).or(event.icmp.map(|icmp| icmp.hops())),
+        icmp: event.icmp,
         drop_reason: event.drop.map(|drop| decoder.drop_reasons().get(&drop.reason).map_or("?", String::as_str)),
         incoming: event.drop.map(|drop| drop.incoming),
         pid: event.process.map(|process| process.pid),

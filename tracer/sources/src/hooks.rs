@@ -76,8 +76,9 @@ pub const HOOKS: [Hook; 10] = [
         required: false,
         on_demand: false,
     },
-    // RSTs as they arrive, for those no established socket's `tcp_probe` sees: attached at the
-    // first refused connect (it fires for every packet this host receives).
+    // RSTs as they arrive, for those no established socket's `tcp_probe` sees, and ICMP
+    // unreachable errors with their sender: attached at the first refused connect or ICMP error
+    // (it fires for every packet this host receives).
     Hook {
         name: "netif_receive_skb",
         kind: EventKind::ResetArrived,

@@ -437,6 +437,7 @@ impl Aggregator {
             + stats.evicted_drop_pairs
             + stats.evicted_arrived_resets
             + stats.evicted_peer_ttls
+            + stats.evicted_arrived_icmp
             + self.pipeline.findings.evicted
             + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;

@@ -176,9 +176,9 @@ pub struct Cli {
     #[arg(long = "skip-hook", value_name = "HOOK", value_parser = optional_hook)]
     pub skip_hooks: Vec<&'static str>,
 
-    /// How long `netif_receive_skb`, attached when a connect of ours is refused with a RST, stays
-    /// attached after the last such refusal. It fires for every packet received: detached, the
-    /// next refusal attaches it again (too late to judge that refusal's RST). Summary mode only.
+    /// How long `netif_receive_skb`, attached when a connect of ours is refused (or an ICMP error
+    /// ends a connection), stays attached after the last. It fires for every packet received:
+    /// detached, the next attaches it again (too late to judge that one). Summary mode only.
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = seconds_between(1.0, DAY))]
     pub rst_hook_linger: Duration,
 

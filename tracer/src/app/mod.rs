@@ -164,7 +164,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let attached: Vec<&str> = changed.iter().filter(|(_, mode)| *mode == "tp_btf").map(|(hook, _)| *hook).collect();
                     if !attached.is_empty() {
                         eprintln!(
-                            "tracer: attached {}: a connect of ours was refused with a RST whose packet no hook saw; from now on RSTs are judged as they arrive",
+                            "tracer: attached {}: a connect of ours was refused, or an ICMP error ended a connection, and no hook saw its packet; from now on RSTs and ICMP errors are judged as they arrive",
                             attached.join(", ")
                         );
                     }
@@ -174,7 +174,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let detached: Vec<&str> = changed.iter().map(|(hook, _)| *hook).collect();
                     if !detached.is_empty() {
                         eprintln!(
-                            "tracer: detached {}: no connect of ours refused with a RST for --rst-hook-linger; the next refusal attaches it again",
+                            "tracer: detached {}: no connect of ours refused, nor connection ended by an ICMP error, for --rst-hook-linger; the next attaches it again",
                             detached.join(", ")
                         );
                     }

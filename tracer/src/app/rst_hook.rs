@@ -1,13 +1,19 @@
-//! When the per-packet RST hook (`netif_receive_skb`, loaded on demand) is worth its cost: from
-//! a connect of ours refused with a RST, whose packet no other hook sees, until
-//! `--rst-hook-linger` after the last such refusal. Kept apart from the hook itself so that the
-//! event loop asks one question each poll: attach, detach, or leave it.
+//! When the per-packet hook (`netif_receive_skb`, loaded on demand) is worth its cost: from a
+//! connect of ours refused with a RST, or a connection ended by an ICMP error, whose packets no
+//! other hook sees (who sent them is the question), until `--rst-hook-linger` after the last.
+//! Kept apart from the hook itself so that the event loop asks one question each poll: attach,
+//! detach, or leave it.
 use std::time::{Duration, Instant};
 
-use crate::decode::{Event, TcpState};
+use tracer_common::EventKind;
+
+use crate::{
+    decode::{Event, TcpState},
+    track::left_by_icmp,
+};
 
 pub struct RstHookDemand {
-    /// When a RST last refused a connect of ours.
+    /// When a RST last refused a connect of ours, or an ICMP error last ended a connection.
     refused_at: Option<Instant>,
     linger: Duration,
 }
@@ -18,10 +24,17 @@ impl RstHookDemand {
     }
 
     /// Notes a refusal: a RST received in SYN_SENT (or, where the kernel's reset hook gives no
-    /// state, as 5.10's classic tracepoint, any RST received). Known as the event arrives,
-    /// before the reorder stage holds it, so the hook is attached within a poll.
+    /// state, as 5.10's classic tracepoint, any RST received); a close with the error an ICMP
+    /// error leaves (where the hooks read the socket); or a connect its application closed
+    /// before it completed (an ICMP error that arrived while connect() held the socket is a soft
+    /// error, which the application reads and clears before closing). Known as the event
+    /// arrives, before the reorder stage holds it, so the hook is attached within a poll.
     pub fn saw(&mut self, event: &Event, now: Instant) {
-        if event.kind == tracer_common::EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent) {
+        let refused = event.kind == EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent);
+        let closing = event.kind == EventKind::StateChange && event.state == Some(TcpState::Close);
+        let icmp = closing && event.totals.is_some_and(|totals| left_by_icmp(totals.error));
+        let connect_abandoned = closing && event.old_state == Some(TcpState::SynSent) && event.process.is_some();
+        if refused || icmp || connect_abandoned {
             self.refused_at = Some(now);
         }
     }
@@ -73,5 +86,22 @@ mod tests {
         let mut demand = RstHookDemand::new(Duration::from_secs(600));
         demand.saw(&Script::new(1, "10.0.0.1:40000", "10.0.0.2:80").reset_received(1), Instant::now());
         assert!(demand.wanted());
+    }
+
+    #[test]
+    fn a_close_with_an_icmp_error_asks_and_one_with_another_error_does_not() {
+        let script = Script::new(1, "10.0.0.1:40000", "10.0.0.2:80");
+        let closed = |error| Event {
+            totals: Some(crate::decode::SocketTotals { bytes_sent: 0, bytes_received: 0, retransmits: 0, error, peer_fin: false }),
+            ..script.state(SynSent, Close, 1)
+        };
+        let mut demand = RstHookDemand::new(Duration::from_secs(600));
+        demand.saw(&closed(110), Instant::now());
+        assert!(!demand.wanted(), "ETIMEDOUT is no ICMP error");
+        demand.saw(&closed(113), Instant::now());
+        assert!(demand.wanted(), "EHOSTUNREACH");
+        let mut demand = RstHookDemand::new(Duration::from_secs(600));
+        demand.saw(&Event { process: Some(tracer_analysis::track::fixtures::process()), ..closed(0) }, Instant::now());
+        assert!(demand.wanted(), "a connect its application closed: its ICMP error may have been read and cleared");
     }
 }

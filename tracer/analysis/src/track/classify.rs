@@ -28,6 +28,24 @@ const ICMP_UNREACHABLE: [(u16, &str); 4] = [
     (64, "host isolated (ENONET)"),
 ];
 
+/// Whether a socket's error at its end is one an ICMP error leaves (unreachable, or a connect
+/// refused by ICMP port unreachable, which a RST leaves too).
+pub fn left_by_icmp(error: u16) -> bool {
+    error == ECONNREFUSED || ICMP_UNREACHABLE.iter().any(|(code, _)| *code == error)
+}
+
+/// Who sent the ICMP error a connection met, where its packet was seen (`netif_receive_skb`
+/// attached); else `otherwise`.
+fn icmp_sender(connection: &Connection, otherwise: &str) -> String {
+    match connection.icmp {
+        Some(icmp) if icmp.sender == connection.remote.ip() => {
+            format!("sent by the peer's host itself ({}, {} hop(s) away)", icmp.sender, icmp.hops())
+        }
+        Some(icmp) => format!("sent by {}, {} hop(s) away: a device on the path, not the peer", icmp.sender, icmp.hops()),
+        None => otherwise.to_string(),
+    }
+}
+
 /// The ICMP error a socket ended with, if its error is one.
 fn icmp_unreachable(connection: &Connection) -> Option<&'static str> {
     let error = connection.totals?.error;
@@ -156,20 +174,28 @@ impl Tracker {
         }
         // An ICMP error closes a connect at once, in whatever context the socket was; a timeout
         // keeps the one its retransmissions met.
-        let unreachable = icmp_unreachable(connection);
-        let refused_by_icmp = connection.totals.is_some_and(|totals| totals.error == ECONNREFUSED);
+        // The socket's error says so, or the ICMP error's own packet, seen arriving: an
+        // application that read the error (SO_ERROR clears it) before closing leaves none.
+        let arrived = connection.icmp;
+        let unreachable = icmp_unreachable(connection).or(arrived.filter(|icmp| !icmp.port_unreachable()).map(|icmp| icmp.name()));
+        let refused_by_icmp =
+            connection.totals.is_some_and(|totals| totals.error == ECONNREFUSED) || arrived.is_some_and(|icmp| icmp.port_unreachable());
         match from {
             TcpState::SynSent if unreachable.is_some() => Verdict::of(
                 CloseClass::Unreachable,
                 format!(
-                    "our SYN was answered with ICMP {} ({} retransmits): a router on the path, or the peer's host, would not deliver it",
+                    "our SYN was answered with ICMP {} ({} retransmits), {}",
                     unreachable.unwrap_or_default(),
-                    connection.syn_retransmits
+                    connection.syn_retransmits,
+                    icmp_sender(connection, "by a router on the path, or the peer's host: one would not deliver it")
                 ),
             ),
             TcpState::SynSent if refused_by_icmp => Verdict::of(
                 CloseClass::Refused,
-                "connection refused by ICMP port unreachable, not by a RST: a firewall on the path, or the peer's host, rejects with ICMP",
+                format!(
+                    "connection refused by ICMP port unreachable, not by a RST, {}",
+                    icmp_sender(connection, "from a firewall on the path, or the peer's host: one rejects with ICMP")
+                ),
             ),
             // (Only after retransmissions: an error left from earlier, unread, does not end a close.)
             TcpState::Established | TcpState::CloseWait | TcpState::SynRecv | TcpState::FinWait1 | TcpState::LastAck
@@ -178,15 +204,17 @@ impl Tracker {
                 Verdict::of(
                     CloseClass::Unreachable,
                     format!(
-                        "timed out in {from}: our retransmissions were answered with ICMP {} ({retransmits} retransmits): a router on \
-                         the path, or the peer's host, would not deliver them",
-                        unreachable.unwrap_or_default()
+                        "timed out in {from}: our retransmissions were answered with ICMP {} ({retransmits} retransmits), {}",
+                        unreachable.unwrap_or_default(),
+                        icmp_sender(connection, "by a router on the path, or the peer's host: one would not deliver them")
                     ),
                 )
             }
-            TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => {
-                Verdict::of(CloseClass::Aborted, "connect abandoned by the application")
-            }
+            TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => Verdict::of(
+                CloseClass::Aborted,
+                "connect abandoned by the application before any SYN retransmit (it may have read an ICMP error that arrived \
+                 while connect() held the socket, which leaves none at its close)",
+            ),
             TcpState::SynSent if ending.by_application => {
                 Verdict::of(CloseClass::ConnectTimeout, format!("application gave up after {} SYN retransmits", connection.syn_retransmits))
             }

@@ -4,7 +4,7 @@ use std::{borrow::Cow, net::SocketAddr};
 
 use serde::Serialize;
 
-use crate::decode::{Event, Process, Segment, SocketId, SocketTotals, TcpState};
+use crate::decode::{Event, IcmpError, Process, Segment, SocketId, SocketTotals, TcpState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,6 +217,8 @@ pub struct Connection {
     pub keepalive_idle_ns: Option<u64>,
     /// When a lookup last found its socket still there (0: never looked up).
     pub checked_ns: u64,
+    /// The ICMP unreachable error that arrived for it, handed over at its end.
+    pub icmp: Option<IcmpError>,
 }
 
 impl Connection {
@@ -253,6 +255,7 @@ impl Connection {
             idle_before_ns: None,
             keepalive_idle_ns: None,
             checked_ns: 0,
+            icmp: None,
         }
     }
 

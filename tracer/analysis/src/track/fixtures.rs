@@ -6,7 +6,7 @@ use tracer_common::EventKind;
 
 use super::{Ended, Observation, Tracker, TrackerConfig};
 use crate::{
-    decode::{Comm, Event, Process, Segment, SocketId, SocketTotals, TcpState},
+    decode::{Comm, Event, IcmpError, Process, Segment, SocketId, SocketTotals, TcpState},
     find::{Finding, FindingKind, PeerKey},
 };
 
@@ -41,6 +41,7 @@ impl Script {
             drop: None,
             idle: None,
             keepalive_jiffies: None,
+            icmp: None,
         }
     }
 
@@ -82,6 +83,17 @@ impl Script {
             socket: SocketId { netns: self.socket.netns, address: 0 },
             segment: Some(segment),
             ..self.event(EventKind::ResetArrived, None, None, at)
+        }
+    }
+
+    /// An ICMP host unreachable about this socket's segments, from `sender`, as
+    /// `netif_receive_skb` reports it: no socket, the quoted segment's tuple (the socket's).
+    pub fn icmp_arrived(&self, sender: &str, ttl: u8, at: u64) -> Event {
+        let icmp = IcmpError { sender: sender.parse().expect("an IP address"), icmp_type: 3, code: 1, ttl };
+        Event {
+            socket: SocketId { netns: self.socket.netns, address: 0 },
+            icmp: Some(icmp),
+            ..self.event(EventKind::IcmpArrived, None, None, at)
         }
     }
 

@@ -17,6 +17,7 @@ mod connection;
 mod drops;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+mod icmp;
 mod provenance;
 pub mod reorder;
 mod time_wait;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use tracer_common::EventKind;
 
 pub use self::{
-    classify::guess_role,
+    classify::{guess_role, left_by_icmp},
     config::{TrackerConfig, IDLE_GAP_NS, LINGER_PROBE_NS},
     connection::{
         CloseClass, CloseLost, Connection, Ended, Ending, FirstFin, Lingered, Lingering, Observation, ResetSent, Role, RstFrom, Tuple,
@@ -64,6 +65,8 @@ pub struct TrackerStats {
     pub evicted_arrived_resets: u64,
     /// Peers whose TTL reference was forgotten to make room (their next RST reads "no reference").
     pub evicted_peer_ttls: u64,
+    /// ICMP errors forgotten to make room before their connection ended.
+    pub evicted_arrived_icmp: u64,
     /// Events about sockets first seen mid-life (they predate the tracer, or their birth was lost).
     pub joined_mid_life: u64,
     /// Connections found gone whose CLOSE event never came (lost or skipped): ended unresolved.
@@ -93,6 +96,9 @@ pub struct Tracker {
     /// RSTs as they arrived at this host (`netif_receive_skb`), by the tuple of the socket they
     /// are for, until its `tcp_receive_reset` takes one; at most [`provenance::MAX_ARRIVED_RESETS`].
     arrived_resets: FastMap<Tuple, (crate::decode::Segment, u64)>,
+    /// ICMP unreachable errors as they arrived, by the tuple of the connection they answered,
+    /// until it ends; at most [`icmp::MAX_ARRIVED_ICMP`].
+    arrived_icmp: FastMap<Tuple, (crate::decode::IcmpError, u64)>,
     /// The kernel's drop reasons by value (`enum skb_drop_reason`).
     drop_reason_names: BTreeMap<u32, String>,
     /// Every drop, by its packet's two endpoints (for the other end of a connection on this
@@ -116,6 +122,7 @@ impl Tracker {
             gone: VecDeque::new(),
             peer_ttls: FastMap::default(),
             arrived_resets: FastMap::default(),
+            arrived_icmp: FastMap::default(),
             drop_reason_names: BTreeMap::new(),
             pair_drops: FastMap::default(),
             service_ports: FastSet::default(),
@@ -227,6 +234,7 @@ impl Tracker {
             EventKind::Segment => self.segment(event, out),
             EventKind::Drop => self.dropped(event, out),
             EventKind::ResetArrived => self.reset_arrived(event),
+            EventKind::IcmpArrived => self.icmp_arrived(event),
         }
     }
 
@@ -462,6 +470,7 @@ impl Tracker {
             return;
         }
         Tracker::reset_from_error(&mut connection);
+        self.take_icmp(&mut connection);
         self.last_reset_refused(&mut connection, ending.at_ns, out);
         let mut verdict = self.classify(&connection, ending);
         if verdict.keepalive && connection.idle_before_ns.is_none() {
