@@ -191,7 +191,7 @@ impl IcmpError {
 
     /// Routers between its sender and us, as [`Segment::hops`] reads a TTL.
     pub fn hops(&self) -> u8 {
-        Segment { ttl: self.ttl, ip_id: 0, window: 0, length: 0, flags: 0 }.hops()
+        Segment::hops_from(self.ttl)
     }
 }
 
@@ -252,12 +252,21 @@ impl Segment {
     /// Routers between its sender and us: the nearest initial TTL at or above what arrived, less
     /// what arrived. A sender with another initial TTL, or a device that rewrites it, reads wrong.
     pub fn hops(&self) -> u8 {
-        self.initial_ttl() - self.ttl
+        Segment::hops_from(self.ttl)
+    }
+
+    /// The same for any packet that arrived with `ttl` (an ICMP error's, say).
+    pub fn hops_from(ttl: u8) -> u8 {
+        Segment::initial_ttl_of(ttl) - ttl
     }
 
     /// The TTL its sender most likely started from.
     pub fn initial_ttl(&self) -> u8 {
-        Segment::INITIAL_TTLS.into_iter().find(|initial| *initial >= self.ttl).unwrap_or(255)
+        Segment::initial_ttl_of(self.ttl)
+    }
+
+    fn initial_ttl_of(ttl: u8) -> u8 {
+        Segment::INITIAL_TTLS.into_iter().find(|initial| *initial >= ttl).unwrap_or(255)
     }
 }
 

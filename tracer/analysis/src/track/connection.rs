@@ -222,6 +222,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Its namespace and addresses: what a lookup, a timewait socket or a packet names it by.
+    pub fn tuple(&self) -> Tuple {
+        Tuple { netns: self.socket.netns, local: self.local, remote: self.remote }
+    }
+
     /// What is known of a socket at its first event: its birth (`opened_ns`), or mid-life.
     pub(super) fn new(event: &Event, role: Role, opened_ns: Option<u64>) -> Connection {
         Connection {

@@ -25,9 +25,8 @@ impl Tracker {
         if self.arrived_icmp.is_empty() {
             return;
         }
-        let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
         let last_state_ns = connection.previous_state_since_ns;
-        connection.icmp = self.arrived_icmp.remove(&tuple).filter(|(_, at)| *at >= last_state_ns).map(|(icmp, _)| icmp);
+        connection.icmp = self.arrived_icmp.remove(&connection.tuple()).filter(|(_, at)| *at >= last_state_ns).map(|(icmp, _)| icmp);
     }
 }
 

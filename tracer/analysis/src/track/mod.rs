@@ -310,7 +310,7 @@ impl Tracker {
         connection.state = new;
         connection.previous_state_since_ns = connection.state_since_ns;
         connection.state_since_ns = at;
-        let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
+        let tuple = connection.tuple();
         let role = connection.role;
         if new == TcpState::Close {
             connection.totals = event.totals;

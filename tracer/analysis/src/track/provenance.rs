@@ -90,7 +90,7 @@ impl Tracker {
         if connection.reset_segment.is_some() && !connection.reset_taken {
             connection.reset_segment = None;
             connection.refused_resets += 1;
-            let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
+            let tuple = connection.tuple();
             out.push(Observation::ResetRefused { tuple, role: connection.role, at_ns });
         }
     }

@@ -60,8 +60,7 @@ impl Tracker {
     }
 
     pub(super) fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {
-        let tuple =
-            Tuple { netns: lingering.connection.socket.netns, local: lingering.connection.local, remote: lingering.connection.remote };
+        let tuple = lingering.connection.tuple();
         if self.lingering.len() >= self.config.max_time_wait && !self.lingering.contains_key(&tuple) {
             let oldest = self.lingering.iter().take(64).min_by_key(|(_, l)| l.connection.state_since_ns).map(|(tuple, _)| *tuple);
             if let Some(oldest) = oldest.and_then(|oldest| self.lingering.remove(&oldest)) {

@@ -53,7 +53,7 @@ impl Tracker {
         while due.len() < limit {
             let Some(socket) = self.watch.listed.pop_front() else { break };
             if let Some(connection) = self.connections.get(&socket).filter(|connection| is_quiet(connection, now_ns)) {
-                due.push((socket, Tuple { netns: socket.netns, local: connection.local, remote: connection.remote }));
+                due.push((socket, connection.tuple()));
             }
         }
         due
@@ -125,11 +125,8 @@ mod tests {
     /// `found`. Returns the tracker and every observation.
     fn looked_up(events: &[Event], gone_at: u64, found: Option<TcpState>) -> (Tracker, Vec<Observation>) {
         let c = client();
-        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
-        let mut out = Vec::new();
-        for event in [c.syscall(Close, SynSent, S), c.state(SynSent, Established, S + 1)].iter().chain(events) {
-            tracker.observe(event, &mut out);
-        }
+        let (mut tracker, mut out) =
+            run(TrackerConfig::default(), &[&[c.syscall(Close, SynSent, S), c.state(SynSent, Established, S + 1)], events].concat());
         for second in 2..=10 {
             let now = second * S;
             tracker.settle(now, &mut out);
@@ -158,9 +155,7 @@ mod tests {
     #[test]
     fn a_socket_found_there_is_looked_up_again_only_after_another_quiet_spell() {
         let c = client();
-        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
-        let mut out = Vec::new();
-        tracker.observe(&c.state(SynSent, Established, S), &mut out);
+        let (mut tracker, mut out) = run(TrackerConfig::default(), &[c.state(SynSent, Established, S)]);
         assert!(tracker.quiet_due(4 * S, 16).is_empty(), "no scan before 5 s");
         let due = tracker.quiet_due(6 * S, 16);
         assert_eq!(due.len(), 1);
@@ -175,9 +170,7 @@ mod tests {
     #[test]
     fn a_close_that_arrives_after_the_lookup_found_the_socket_gone_decides_as_usual() {
         let c = client();
-        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
-        let mut out = Vec::new();
-        tracker.observe(&c.state(SynSent, Established, S), &mut out);
+        let (mut tracker, mut out) = run(TrackerConfig::default(), &[c.state(SynSent, Established, S)]);
         let (socket, _) = tracker.quiet_due(6 * S, 16)[0];
         tracker.quiet_checked(&socket, 6 * S, None);
         // Its events, from before the lookup, reach the tracker after it.
@@ -222,10 +215,9 @@ mod tests {
     #[test]
     fn a_connect_whose_close_was_lost_is_looked_up_once_a_syn_retransmit_named_its_port() {
         let c = client();
-        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
-        let mut out = Vec::new();
         // connect() sets SYN_SENT before it picks the local port.
-        tracker.observe(&Event { local: "10.0.0.1:0".parse().unwrap(), ..c.syscall(Close, SynSent, S) }, &mut out);
+        let (mut tracker, mut out) =
+            run(TrackerConfig::default(), &[Event { local: "10.0.0.1:0".parse().unwrap(), ..c.syscall(Close, SynSent, S) }]);
         assert!(tracker.quiet_due(6 * S, 16).is_empty(), "no 4-tuple to look up yet");
         tracker.observe(&c.retransmit(SynSent, 7 * S), &mut out);
         let due = tracker.quiet_due(12 * S, 16);
