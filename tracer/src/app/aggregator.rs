@@ -181,7 +181,7 @@ impl Aggregator {
             return;
         }
         // A kernel whose reset hook gives no state (5.10's classic tracepoint): any RST asks.
-        self.rst_hook.saw(event, std::time::Instant::now());
+        self.rst_hook.saw(event, std::time::Instant::now);
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
