@@ -32,6 +32,8 @@ pub struct Reorder {
     /// (timestamp, arrival number) of every held event, in runs that are each in order and never
     /// empty.
     runs: Vec<VecDeque<(u64, u64)>>,
+    /// The run the last key joined: the next key most likely follows it.
+    last_run: usize,
     /// Emptied runs, kept for their allocations.
     spare: Vec<VecDeque<(u64, u64)>>,
     /// Events dropped because the stage was full.
@@ -49,13 +51,20 @@ impl Reorder {
     }
 
     fn place(&mut self, key: (u64, u64)) {
+        // Most keys follow the one before them (the same CPU's batch): that key's run takes them.
+        if let Some(run) = self.runs.get_mut(self.last_run).filter(|run| run.back().is_some_and(|last| *last <= key)) {
+            run.push_back(key);
+            return;
+        }
         let last = |run: &VecDeque<(u64, u64)>| *run.back().expect("runs are never empty");
         let fits = self.runs.iter().enumerate().filter(|(_, run)| last(run) <= key).max_by_key(|(_, run)| last(run));
         if let Some((index, _)) = fits {
             self.runs[index].push_back(key);
+            self.last_run = index;
         } else if self.runs.len() < MAX_RUNS {
             let mut run = self.spare.pop().unwrap_or_default();
             run.push_back(key);
+            self.last_run = self.runs.len();
             self.runs.push(run);
         } else {
             // Every run ends later than this key (many stragglers): it goes inside the first.
@@ -69,31 +78,43 @@ impl Reorder {
     /// a full stage.
     pub fn release(&mut self, horizon_ns: u64, mut take: impl FnMut(&Event)) {
         let everything = self.slots.len() >= MAX_HELD;
-        while let Some((index, &(at, arrival))) = self
-            .runs
-            .iter()
-            .enumerate()
-            .map(|(index, run)| (index, run.front().expect("runs are never empty")))
-            .min_by_key(|(_, key)| **key)
-        {
-            if at >= horizon_ns && !everything {
-                break;
-            }
+        while let Some(index) = self.earliest_run() {
+            // The run with the earliest front gives every key up to the next run's front at once.
+            let next = (0..self.runs.len())
+                .filter(|other| *other != index)
+                .map(|other| *self.runs[other].front().expect("runs are never empty"))
+                .min()
+                .unwrap_or((u64::MAX, u64::MAX));
             let run = &mut self.runs[index];
-            run.pop_front();
+            let mut released = 0;
+            while let Some(&(at, arrival)) = run.front() {
+                if (at >= horizon_ns && !everything) || (at, arrival) > next {
+                    break;
+                }
+                run.pop_front();
+                released += 1;
+                let slot = &mut self.slots[(arrival - self.first_slot) as usize];
+                if let Some(event) = slot {
+                    take(event);
+                }
+                *slot = None;
+            }
             if run.is_empty() {
                 self.spare.push(self.runs.swap_remove(index));
+                self.last_run = usize::MAX;
+            } else if released == 0 {
+                break; // the earliest key is past the horizon
             }
-            let slot = &mut self.slots[(arrival - self.first_slot) as usize];
-            if let Some(event) = slot {
-                take(event);
-            }
-            *slot = None;
         }
         while self.slots.front().is_some_and(Option::is_none) {
             self.slots.pop_front();
             self.first_slot += 1;
         }
+    }
+
+    /// The run whose front key is the earliest.
+    fn earliest_run(&self) -> Option<usize> {
+        (0..self.runs.len()).min_by_key(|index| *self.runs[*index].front().expect("runs are never empty"))
     }
 
     pub fn held(&self) -> usize {
