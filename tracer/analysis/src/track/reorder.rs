@@ -93,6 +93,9 @@ impl Reorder {
                 }
                 run.pop_front();
                 released += 1;
+                if let Some(&(_, following)) = run.front() {
+                    prefetch(self.slots.get((following - self.first_slot) as usize));
+                }
                 let slot = &mut self.slots[(arrival - self.first_slot) as usize];
                 if let Some(event) = slot {
                     take(event);
@@ -120,6 +123,23 @@ impl Reorder {
     pub fn held(&self) -> usize {
         self.runs.iter().map(VecDeque::len).sum()
     }
+}
+
+/// Asks the CPU to load a held event into its cache while the one before it is tracked: held for
+/// milliseconds behind thousands of newer ones, an event has left the cache by its release, and
+/// the tracker's first read of it was a fifth of its time in `perf`.
+#[inline(always)]
+fn prefetch<T>(held: Option<&T>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(held) = held {
+        let start = (held as *const T).cast::<i8>();
+        for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: a hint; the address lies within `held`, and a prefetch never faults.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = held;
 }
 
 #[cfg(test)]
