@@ -25,8 +25,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use tracer_common::{
-    Batch, KernelConfig, KernelFilter, KernelMiss, WireEvent, BATCH_RECORDS, COUNTER_PENDING, COUNTER_RESERVE_FAILED, COUNTER_SLOTS,
-    FILTER_NETWORKS, FILTER_PORTS, FLAG_PROCESS_CONTEXT,
+    Batch, EventKind, KernelConfig, KernelFilter, KernelMiss, WireEvent, BATCH_RECORDS, COUNTER_PENDING, COUNTER_RESERVE_FAILED,
+    COUNTER_SLOTS, FILTER_NETWORKS, FILTER_PORTS, FLAG_PROCESS_CONTEXT,
 };
 
 use tracer_common::{AF_INET, AF_INET6};
@@ -167,10 +167,36 @@ fn address_wanted(event: &WireEvent, filter: &KernelFilter) -> bool {
 }
 
 /// Whether a state change into `new_state` is folded into the socket's next one (see
-/// `KernelConfig::fold_child_births`).
+/// `KernelConfig::fold_transient_states`).
 #[inline(always)]
 fn folded(new_state: i32) -> bool {
-    config().fold_child_births != 0 && new_state == i32::from(tracer_common::tcp_state::SYN_RECV)
+    config().fold_transient_states != 0 && new_state == i32::from(tracer_common::tcp_state::SYN_RECV)
+}
+
+/// Whether `event`, just built in slot `len` of a batch, replaces the record before it: an
+/// orphan's CLOSE from FIN_WAIT2 at the very time it entered FIN_WAIT2 (the same packet's clock:
+/// it handed over to its timewait socket at once). The CLOSE says it left FIN_WAIT2.
+///
+/// # Safety
+/// `batch` is this CPU's batch, marked busy by the caller.
+#[inline(always)]
+unsafe fn replaces_previous(batch: *const Batch, len: usize, event: &WireEvent) -> bool {
+    use tracer_common::tcp_state::{CLOSE, FIN_WAIT2};
+    if config().fold_transient_states == 0
+        || event.kind != EventKind::StateChange as u8
+        || event.old_state != FIN_WAIT2
+        || event.new_state != CLOSE
+        || len == 0
+        || len > BATCH_RECORDS
+    {
+        return false;
+    }
+    // SAFETY: the caller's contract.
+    let Some(previous) = (unsafe { &(*batch).records }).get(len - 1) else { return false };
+    previous.kind == EventKind::StateChange as u8
+        && previous.new_state == FIN_WAIT2
+        && previous.socket == event.socket
+        && previous.timestamp_ns == event.timestamp_ns
 }
 
 /// Fills in who caused the event when it ran in a user task's own context.
@@ -247,8 +273,13 @@ unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
     }
     // SAFETY: the caller's contract: `batch` is this CPU's batch, which it marked busy.
     unsafe {
-        if keep {
-            let mut len = core::ptr::read_volatile(&(*batch).len) as usize + 1;
+        let claimed = core::ptr::read_volatile(&(*batch).len) as usize;
+        if keep && replaces_previous(batch, claimed, &*event) {
+            if let Some(previous) = (*batch).records.get_mut(claimed.wrapping_sub(1)) {
+                copy_record(event, previous);
+            }
+        } else if keep {
+            let mut len = claimed + 1;
             if len >= BATCH_RECORDS {
                 flush(batch, BATCH_RECORDS);
                 len = 0;
@@ -260,6 +291,19 @@ unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
             }
         }
         core::ptr::write_volatile(&mut (*batch).busy, 0);
+    }
+}
+
+/// Copies a record word by word (a plain copy would compile to a `memcpy` call).
+///
+/// # Safety
+/// Both point to records of this CPU's batch.
+#[inline(always)]
+unsafe fn copy_record(from: *const WireEvent, to: *mut WireEvent) {
+    let (from, to) = (from.cast::<u64>(), to.cast::<u64>());
+    for index in 0..WireEvent::SIZE / 8 {
+        // SAFETY: within both records, which are whole numbers of aligned words.
+        unsafe { core::ptr::write_volatile(to.add(index), core::ptr::read_volatile(from.add(index))) };
     }
 }
 

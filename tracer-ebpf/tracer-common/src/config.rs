@@ -252,11 +252,13 @@ pub struct KernelConfig {
     /// `tcp_probe` also sends a data segment that arrives after this many jiffies without one
     /// (a connection that lived through an idle gap); 0: never.
     pub idle_gap_jiffies: u32,
-    /// 1: a server socket's birth into SYN_RECV is not sent. The kernel makes the child socket
-    /// and moves it to ESTABLISHED in the same softirq, so the aggregator learns the birth from
-    /// the next change (old state SYN_RECV), one record fewer per accepted connection; 0 for
-    /// `--events`, which prints every change.
-    pub fold_child_births: u32,
+    /// 1: a state a socket leaves in the softirq that brought it there is not sent; the
+    /// aggregator learns it from the next change's old state. Two such: a server socket's birth
+    /// into SYN_RECV (the kernel makes the child and moves it to ESTABLISHED at once), and an
+    /// orphan's FIN_WAIT2 when it hands over to its timewait socket at once (its CLOSE, from the
+    /// same packet at the same time, takes the FIN_WAIT2 record's place in the batch). One record
+    /// fewer each; 0 for `--events`, which prints every change.
+    pub fold_transient_states: u32,
     /// CLOCK_MONOTONIC less `jiffies_64` ticks, in nanoseconds (wrapping): with it, jiffies say
     /// what time it is to within a tick or two, for [`KernelConfig::packet_clock_tick_ns`].
     pub jiffies_base_ns: u64,
@@ -284,7 +286,7 @@ impl KernelConfig {
         drop_reason_arg: 0,
         drop_reasons_wanted: [0; 4],
         idle_gap_jiffies: 0,
-        fold_child_births: 0,
+        fold_transient_states: 0,
         jiffies_base_ns: 0,
         packet_clock_tick_ns: 0,
         _pad: 0,

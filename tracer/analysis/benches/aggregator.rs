@@ -31,10 +31,10 @@ fn pipeline(c: &mut Criterion) {
                         pipeline.push(&event);
                     }
                 }
-                pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_, _| {});
+                pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_, _, _| {});
                 pipeline.report(|_, _, _| ended += 1);
             }
-            pipeline.advance(u64::MAX, |_, _| {});
+            pipeline.advance(u64::MAX, |_, _, _| {});
             pipeline.report(|_, _, _| ended += 1);
             ended
         })

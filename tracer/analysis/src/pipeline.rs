@@ -40,13 +40,14 @@ impl Pipeline {
     }
 
     /// Feeds the tracker every event older than `horizon_ns` (each is shown to `released` first,
-    /// with the operator's filter, which only some consumers need) and classifies the connections
-    /// that ended long enough before it.
-    pub fn advance(&mut self, horizon_ns: u64, mut released: impl FnMut(&Event, &Filter)) {
+    /// with the operator's filter and the state its socket passed through unseen before the
+    /// event's old state, which only some consumers need) and classifies the connections that
+    /// ended long enough before it.
+    pub fn advance(&mut self, horizon_ns: u64, mut released: impl FnMut(&Event, &Filter, Option<TcpState>)) {
         let (tracker, observations, filter, admission) = (&mut self.tracker, &mut self.observations, &self.filter, &mut self.admission);
         self.reorder.release(horizon_ns, |event| {
             admission.admit(filter, event, |event| {
-                released(event, filter);
+                released(event, filter, tracker.folded_before(event));
                 tracker.observe(event, observations);
             });
         });
@@ -172,7 +173,7 @@ mod tests {
         {
             pipeline.push(&event);
         }
-        pipeline.advance(5 * S, |_, _| {});
+        pipeline.advance(5 * S, |_, _, _| {});
         pipeline.report(|_, _, _| {});
         let (settings, nobody) = (|_: u32| NamespaceSettings::DEFAULT, Owners::default());
         let filter = pipeline.filter.clone();

@@ -45,7 +45,7 @@ fn main() {
             }
         }
         if n % 64 == 63 {
-            pipeline.advance(at.saturating_sub(WINDOW_NS), |_, _| {});
+            pipeline.advance(at.saturating_sub(WINDOW_NS), |_, _, _| {});
             pipeline.report(|observation, _, _| timeline.observe(&observation));
         }
         // A summary every simulated 10 s.

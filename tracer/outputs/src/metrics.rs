@@ -217,7 +217,8 @@ impl Metrics {
     }
 
     /// One state change the tracer was sent. The kernel program folds a server socket's birth
-    /// (LISTEN → SYN_RECV) into the socket's next change, so that change counts it too.
+    /// (LISTEN → SYN_RECV) into the socket's next change, so that change counts it too. (An
+    /// orphan's folded FIN_WAIT2 is counted by the caller, which the tracker tells.)
     pub fn state_change(&mut self, old: TcpState, new: TcpState) {
         if old == TcpState::SynRecv {
             self.pending_transitions[TcpState::Listen as usize][TcpState::SynRecv as usize] += 1;

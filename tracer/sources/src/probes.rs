@@ -47,7 +47,8 @@ pub struct AttachOptions<'a> {
     /// record at once, so lines appear live and in order.
     pub batching: bool,
     /// Send every state change, a server socket's birth into SYN_RECV included (`--events`);
-    /// otherwise that birth is learnt from the socket's next change (`KernelConfig::fold_child_births`).
+    /// otherwise that birth, and an orphan's FIN_WAIT2 it leaves at once, are learnt from the socket's
+    /// next change (`KernelConfig::fold_transient_states`).
     pub every_state_change: bool,
     pub filter: KernelFilter,
     pub kernel_log: KernelLogLevel,
@@ -117,7 +118,7 @@ impl Probes {
             drop_reasons_wanted: losses(&resolved.drop_reasons),
             // A connection that lived through a second or more of silence says so.
             idle_gap_jiffies: hz.unwrap_or(0),
-            fold_child_births: u32::from(!options.every_state_change),
+            fold_transient_states: u32::from(!options.every_state_change),
             jiffies_base_ns: ticks.map_or(0, |ticks| ticks.jiffies_base_ns),
             packet_clock_tick_ns: match hz {
                 Some(hz) if resolved.offsets.tcp_clock_cache != ABSENT => 1_000_000_000 / hz,

@@ -228,9 +228,12 @@ impl Aggregator {
             return;
         }
         let metrics = &mut self.outputs.metrics;
-        self.pipeline.advance(horizon_ns, |event, filter| {
+        self.pipeline.advance(horizon_ns, |event, filter, folded_before| {
             if let (Some(metrics), Some(old), Some(new)) = (metrics.as_mut(), event.old_state, event.state) {
                 if filter.matches(event.socket.netns, event.local, event.remote, event.process.as_ref()) {
+                    if let Some(before) = folded_before {
+                        metrics.state_change(before, old);
+                    }
                     metrics.state_change(old, new);
                 }
             }

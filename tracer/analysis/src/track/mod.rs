@@ -280,6 +280,9 @@ impl Tracker {
         if at < connection.state_since_ns {
             return; // older than what we know: another CPU's late event; timestamps decide
         }
+        if Tracker::fin_wait2_folded(connection, event) {
+            connection.state_since_ns = at; // it entered FIN_WAIT2 just now
+        }
         if event.local.port() != 0 {
             connection.local = event.local;
         }
@@ -380,6 +383,24 @@ impl Tracker {
                 }
             }
         }
+    }
+
+    /// The state `event`'s socket passed through unseen before the event's old state: FIN_WAIT1,
+    /// where the kernel folded an orphan's FIN_WAIT2 into the CLOSE that hands it over in the
+    /// same packet (`KernelConfig::fold_transient_states`).
+    pub fn folded_before(&self, event: &Event) -> Option<TcpState> {
+        if event.old_state != Some(TcpState::FinWait2) {
+            return None;
+        }
+        let connection = self.connections.get(&event.socket)?;
+        Tracker::fin_wait2_folded(connection, event).then_some(TcpState::FinWait1)
+    }
+
+    fn fin_wait2_folded(connection: &Connection, event: &Event) -> bool {
+        event.kind == EventKind::StateChange
+            && event.old_state == Some(TcpState::FinWait2)
+            && connection.state == TcpState::FinWait1
+            && connection.ending.is_none()
     }
 
     fn guess_role(&self, event: &Event) -> Role {

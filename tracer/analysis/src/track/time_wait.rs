@@ -272,6 +272,34 @@ mod tests {
     }
 
     #[test]
+    fn an_orphan_whose_fin_wait2_the_kernel_folded_into_its_handover_lingers_as_if_told() {
+        let c = client();
+        let handover = c.state(FinWait2, Close, 2 * S + 1);
+        let life = |events: Vec<Event>| {
+            let mut tracker = Tracker::new(exact(), reasons());
+            let (mut out, mut passed) = (Vec::new(), Vec::new());
+            for event in &events {
+                // What the metrics count: every change, the folded one too.
+                passed.extend(tracker.folded_before(event).map(|before| (before, event.old_state.unwrap())));
+                passed.extend(event.old_state.zip(event.state));
+                tracker.observe(event, &mut out);
+            }
+            let lingering = tracker.lingering().map(|l| (l.connection.state, l.connection.state_since_ns)).collect::<Vec<_>>();
+            tracker.expire(200 * S, &mut out);
+            let verdict = ended(&out)[0].clone();
+            (lingering, verdict.class, verdict.detail, verdict.connection.first_fin, passed)
+        };
+        let told = life(our_fin_acknowledged(&c, [handover]));
+        // What the kernel sends when FIN_WAIT2 and the CLOSE come from one packet, at one time.
+        let mut folded_events = our_fin_acknowledged(&c, [handover]);
+        folded_events.retain(|event| event.state != Some(FinWait2));
+        let folded = life(folded_events);
+        assert_eq!(told.0, [(FinWait2, 2 * S + 1)], "the control: it waits in FIN_WAIT2 since the handover");
+        assert!(told.4.contains(&(FinWait1, FinWait2)) && told.4.len() == 5, "{:?}", told.4);
+        assert_eq!(folded, told);
+    }
+
+    #[test]
     fn with_fentry_alone_an_orphan_whose_peer_never_sent_its_fin_is_unresolved_between_expiry_and_reset() {
         let c = client();
         let mut tracker = Tracker::new(TrackerConfig { probes: false, ..exact() }, reasons());
