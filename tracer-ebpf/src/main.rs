@@ -275,7 +275,10 @@ unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
     unsafe {
         let claimed = core::ptr::read_volatile(&(*batch).len) as usize;
         if keep && replaces_previous(batch, claimed, &*event) {
-            if let Some(previous) = (*batch).records.get_mut(claimed.wrapping_sub(1)) {
+            // Read back through memory: otherwise the compiler addresses the previous slot as a
+            // negative offset from this one, which the verifiers of 5.10 and 6.1 refuse.
+            let previous = core::ptr::read_volatile(&claimed.wrapping_sub(1));
+            if let Some(previous) = (*batch).records.get_mut(previous) {
                 copy_record(event, previous);
             }
         } else if keep {
