@@ -202,6 +202,52 @@ pub fn hooks_share(tracer: &Path, rounds: usize, seconds: f64) -> Result<String>
     ))
 }
 
+/// This build against another one (the last commit's, built in a git worktree, say): churn
+/// with every CPU busy, the two tracers back to back in each round (their order alternating),
+/// and what each took per connection of the load: its process's CPU and the records it was
+/// sent. How a cut to the tracer is measured on its own.
+pub fn against(tracer: &Path, other: &Path, rounds: usize, seconds: f64) -> Result<String> {
+    let _namespace = load::Namespace::create()?;
+    let _stats = BpfStats::set(false);
+    // Per build: each round's conn/s, tracer CPU ns per connection, records per connection.
+    let mut runs: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let mut order = [(0, tracer), (1, other)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (build, binary) in order {
+            let traced = Traced::start(binary, &[])?;
+            let before = traced.cpu_ns();
+            let rate = load::churn_rate(Spread::EveryCpu, seconds)?;
+            let cpu_ns = traced.cpu_ns() - before;
+            let last = traced.stop()?;
+            let connections = (rate * seconds).max(1.0);
+            let records = last["events"]["seen"].as_f64().unwrap_or(f64::NAN);
+            runs[build].push((rate, cpu_ns as f64 / connections, records / connections));
+        }
+    }
+    let column = |build: usize, pick: fn(&(f64, f64, f64)) -> f64| {
+        let values: Vec<f64> = runs[build].iter().map(pick).collect();
+        let rounds: Vec<String> = values.iter().map(|value| format!("{value:.0}")).collect();
+        (median(&values), rounds.join(" "))
+    };
+    let mut table = String::from(
+        "| build | conn/s: median (rounds) | tracer CPU ns per connection: median (rounds) | records per connection |\n|---|---|---|---|\n",
+    );
+    for (build, binary) in [(0, tracer), (1, other)] {
+        let (rate, rates) = column(build, |run| run.0);
+        let (cpu, cpus) = column(build, |run| run.1);
+        let records = median(&runs[build].iter().map(|run| run.2).collect::<Vec<_>>());
+        table += &format!("| `{}` | {rate:.0} ({rates}) | **{cpu:.0}** ({cpus}) | {records:.2} |\n", binary.display());
+    }
+    Ok(format!(
+        "## This build against another, churn with every CPU busy\n\nload: {}; {rounds} rounds of {seconds} s, the two tracers back to back \
+         in each (alternating order), summary mode\n\n{table}",
+        Spread::EveryCpu.describe()
+    ))
+}
+
 /// The churn sections of the report: every CPU busy, pinned, and where the difference goes.
 pub fn churn(options: &Options) -> Result<String> {
     let (rounds, seconds) = if options.quick { (2, 2.0) } else { (5, 5.0) };

@@ -67,6 +67,10 @@ enum Task {
         /// Only the packet hooks' share of churn: with and without them, twelve paired rounds.
         #[arg(long, conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only", "dist_only", "kernel_parts"])]
         hooks_share: bool,
+        /// Only this build against another tracer binary (e.g. the last commit's, built in a git
+        /// worktree): churn, eight paired rounds, the tracer's CPU and records per connection.
+        #[arg(long, value_name = "TRACER", conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only", "dist_only", "kernel_parts", "hooks_share"])]
+        against: Option<PathBuf>,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -120,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts, hooks_share } => {
+        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts, hooks_share, against } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
@@ -136,6 +140,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             if snapshots_only {
                 println!("{}", snapshot_bench::run(&tracer, quick)?);
+                return Ok(());
+            }
+            if let Some(other) = against {
+                println!("{}", bench::against(&tracer, &other, if quick { 2 } else { 8 }, seconds)?);
                 return Ok(());
             }
             if hooks_share {
