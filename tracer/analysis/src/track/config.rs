@@ -1,6 +1,7 @@
 //! What the tracker is told about the host before any event: its caps, the namespace's FIN
 //! timeout and port range, and which kernel facts it can count on.
 use super::TIME_WAIT_NS;
+use crate::decode::Event;
 use tracer_model::sockets::NamespaceSettings;
 
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +41,25 @@ impl TrackerConfig {
     pub(super) fn fin_wait2_deadline_ns(&self, handed_over_ns: u64) -> u64 {
         let lifetime = if self.fin_timeout_ns > TIME_WAIT_NS { self.fin_timeout_ns - TIME_WAIT_NS } else { self.fin_timeout_ns };
         handed_over_ns + lifetime
+    }
+
+    /// The keepalive time a reset's socket had: its own (`TCP_KEEPIDLE`, in jiffies), or where it
+    /// has none (0) the namespace's default.
+    pub(super) fn keepalive_idle_ns(&self, event: &Event) -> Option<u64> {
+        match event.keepalive_jiffies? {
+            0 => Some(self.keepalive_time_ns),
+            jiffies => self.jiffies_ns(jiffies),
+        }
+    }
+
+    /// How long the event's socket had been idle (from its clocks), where the tick rate is known.
+    pub(super) fn idle_ns(&self, event: &Event) -> Option<u64> {
+        self.jiffies_ns(event.idle?.idle_jiffies())
+    }
+
+    /// A span of socket clock in nanoseconds, where the kernel's tick rate is known.
+    fn jiffies_ns(&self, jiffies: u32) -> Option<u64> {
+        Some(u64::from(jiffies) * 1_000_000_000 / u64::from(self.hz?))
     }
 }
 

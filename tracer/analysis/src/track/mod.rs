@@ -149,7 +149,7 @@ impl Tracker {
                     // A timewait socket left in FIN_WAIT2 answered the peer's late data or SYN.
                     self.reset_from_lingering(event, out);
                 }
-                let keepalive_idle_ns = self.keepalive_idle_ns(event);
+                let keepalive_idle_ns = self.config.keepalive_idle_ns(event);
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     connection.reset_sent = Some(ResetSent { reason: event.reset_reason, by_application: event.process.is_some() });
                     connection.keepalive_idle_ns = keepalive_idle_ns;
@@ -193,7 +193,7 @@ impl Tracker {
                 });
             }
             EventKind::Retransmit => {
-                let idle_ns = self.idle_ns(event);
+                let idle_ns = self.config.idle_ns(event);
                 let connection = self.connections.get_mut(&event.socket);
                 let process = connection.as_ref().and_then(|connection| connection.process);
                 if let Some(connection) = connection {
@@ -409,25 +409,6 @@ impl Tracker {
         } else {
             guess_role(self.config.ephemeral_ports, event.local, event.remote)
         }
-    }
-
-    /// How long the event's socket had been idle (from its clocks), where the tick rate is known.
-    /// The keepalive time a reset's socket had: its own (`TCP_KEEPIDLE`, in jiffies), or where it
-    /// has none (0) the namespace's default.
-    fn keepalive_idle_ns(&self, event: &Event) -> Option<u64> {
-        match event.keepalive_jiffies? {
-            0 => Some(self.config.keepalive_time_ns),
-            jiffies => self.jiffies_ns(jiffies),
-        }
-    }
-
-    fn idle_ns(&self, event: &Event) -> Option<u64> {
-        self.jiffies_ns(event.idle?.idle_jiffies())
-    }
-
-    /// A span of socket clock in nanoseconds, where the kernel's tick rate is known.
-    fn jiffies_ns(&self, jiffies: u32) -> Option<u64> {
-        Some(u64::from(jiffies) * 1_000_000_000 / u64::from(self.config.hz?))
     }
 
     /// Evicts the stalest of a sample of connections when the table is full.

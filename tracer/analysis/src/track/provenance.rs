@@ -32,7 +32,7 @@ impl Tracker {
     /// see whether the kernel takes it.
     pub(super) fn segment(&mut self, event: &Event, out: &mut Vec<Observation>) {
         let Some(segment) = event.segment else { return };
-        let idle_ns = self.idle_ns(event);
+        let idle_ns = self.config.idle_ns(event);
         if !segment.is_reset() {
             self.remember_peer_ttl(event.socket.netns, event.remote.ip(), segment.ttl, event.timestamp_ns);
         }
