@@ -78,13 +78,8 @@ impl Reorder {
     /// a full stage.
     pub fn release(&mut self, horizon_ns: u64, mut take: impl FnMut(&Event)) {
         let everything = self.slots.len() >= MAX_HELD;
-        while let Some(index) = self.earliest_run() {
+        while let Some((index, next)) = self.earliest_run() {
             // The run with the earliest front gives every key up to the next run's front at once.
-            let next = (0..self.runs.len())
-                .filter(|other| *other != index)
-                .map(|other| *self.runs[other].front().expect("runs are never empty"))
-                .min()
-                .unwrap_or((u64::MAX, u64::MAX));
             let run = &mut self.runs[index];
             let mut released = 0;
             while let Some(&(at, arrival)) = run.front() {
@@ -115,9 +110,24 @@ impl Reorder {
         }
     }
 
-    /// The run whose front key is the earliest.
-    fn earliest_run(&self) -> Option<usize> {
-        (0..self.runs.len()).min_by_key(|index| *self.runs[*index].front().expect("runs are never empty"))
+    /// The run whose front key is the earliest, and the earliest front key of the other runs
+    /// (the greatest key when there is none), in one pass.
+    fn earliest_run(&self) -> Option<(usize, (u64, u64))> {
+        let mut earliest: Option<(usize, (u64, u64))> = None;
+        let mut next = (u64::MAX, u64::MAX);
+        for (index, run) in self.runs.iter().enumerate() {
+            let front = *run.front().expect("runs are never empty");
+            match earliest {
+                Some((_, key)) if key <= front => next = next.min(front),
+                _ => {
+                    if let Some((_, key)) = earliest {
+                        next = next.min(key);
+                    }
+                    earliest = Some((index, front));
+                }
+            }
+        }
+        earliest.map(|(index, _)| (index, next))
     }
 
     pub fn held(&self) -> usize {
