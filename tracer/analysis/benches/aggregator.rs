@@ -19,27 +19,45 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("aggregator");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.bench_with_input(BenchmarkId::new("decode_track_classify", records.len()), &records, |b, records| {
-        b.iter(|| {
-            let mut decoder = Decoder::default();
-            let tracker = Tracker::new(TrackerConfig::default(), Default::default());
-            let mut pipeline = Pipeline::new(Filter::default(), tracker, Findings::new(FindingsConfig::default()));
-            let mut ended = 0;
-            // Batches as the ring buffer would hand them over; the horizon as the event loop sets it.
-            for batch in records.chunks(512) {
-                for record in batch {
-                    if let Some(event) = decoder.decode(record) {
-                        pipeline.push(&event);
-                    }
-                }
-                pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_, _, _| {});
-                pipeline.report(|_, _, _| ended += 1);
-            }
-            pipeline.advance(u64::MAX, |_, _, _| {});
-            pipeline.report(|_, _, _| ended += 1);
-            ended
-        })
+        b.iter(|| run_pipeline(records))
     });
     group.finish();
+}
+
+/// The pipeline on a server with more clients than its tables hold: 400 000 connections from
+/// as many client addresses, each leaving a TIME_WAIT socket, so the TIME_WAIT table (131 072)
+/// stays full for the last two thirds of them and every new one evicts the oldest.
+fn full_tables(c: &mut Criterion) {
+    let records = common::distinct_clients_stream(400_000, 50_000);
+    let (_, evicted) = run_pipeline(&records);
+    assert!(evicted > 250_000, "the TIME_WAIT table must stay full: {evicted} evicted");
+    let mut group = c.benchmark_group("aggregator");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_with_input(BenchmarkId::new("full_tables", records.len()), &records, |b, records| b.iter(|| run_pipeline(records)));
+    group.finish();
+}
+
+/// Feeds `records` through a fresh pipeline as the event loop would: the connections it
+/// reported, and the TIME_WAIT sockets it evicted to make room.
+fn run_pipeline(records: &[[u8; tracer_common::WireEvent::SIZE]]) -> (u64, u64) {
+    let mut decoder = Decoder::default();
+    let tracker = Tracker::new(TrackerConfig::default(), Default::default());
+    let mut pipeline = Pipeline::new(Filter::default(), tracker, Findings::new(FindingsConfig::default()));
+    let mut ended = 0;
+    // Batches as the ring buffer would hand them over; the horizon as the event loop sets it.
+    for batch in records.chunks(512) {
+        for record in batch {
+            if let Some(event) = decoder.decode(record) {
+                pipeline.push(&event);
+            }
+        }
+        pipeline.advance(batch_time(batch).saturating_sub(WINDOW_NS), |_, _, _| {});
+        pipeline.report(|_, _, _| ended += 1);
+    }
+    pipeline.advance(u64::MAX, |_, _, _| {});
+    pipeline.report(|_, _, _| ended += 1);
+    (ended, pipeline.tracker.stats.evicted_time_wait)
 }
 
 /// The reorder stage alone, on the same stream: the cost of putting the CPUs' interleaved
@@ -74,5 +92,5 @@ fn batch_time(batch: &[[u8; tracer_common::WireEvent::SIZE]]) -> u64 {
     u64::from_ne_bytes(last[16..24].try_into().unwrap())
 }
 
-criterion_group!(benches, pipeline, reorder);
+criterion_group!(benches, pipeline, full_tables, reorder);
 criterion_main!(benches);

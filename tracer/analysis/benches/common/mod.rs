@@ -4,7 +4,7 @@
 
 use tracer_common::{
     tcp_state::{CLOSE, CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, FIN_WAIT2, LAST_ACK, LISTEN, SYN_RECV, SYN_SENT},
-    EventKind, WireEvent, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+    EventKind, WireEvent, FLAG_HAS_SOCKET_STATS, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, WIRE_VERSION,
 };
 
 #[expect(clippy::too_many_arguments, reason = "one argument per wire field a generated record varies")]
@@ -96,9 +96,32 @@ const CPUS: u64 = 2;
 /// CPU's records go out in batches of `BATCH_RECORDS`, a batch when it is full, so the CPUs'
 /// batches interleave and overlap in time as they do on a busy host.
 pub fn stream(connections: u64, spacing_ns: u64) -> Vec<[u8; WireEvent::SIZE]> {
-    let mut records: Vec<(u64, WireEvent)> = (0..connections)
-        .flat_map(|n| connection(n, 1_000_000_000 + n * spacing_ns, 50).into_iter().map(move |record| (n % CPUS, record)))
-        .collect();
+    batched((0..connections).map(|n| (n, connection(n, 1_000_000_000 + n * spacing_ns, 50))))
+}
+
+/// The same stream, but every connection comes from a client address of its own and leaves a
+/// TIME_WAIT socket on the server (its orphan took the client's FIN), as a server with more
+/// clients than the tracker's tables hold sees them: the TIME_WAIT table fills up and stays full.
+pub fn distinct_clients_stream(connections: u64, spacing_ns: u64) -> Vec<[u8; WireEvent::SIZE]> {
+    batched((0..connections).map(|n| {
+        let mut records = connection(n, 1_000_000_000 + n * spacing_ns, 0);
+        let client = [10, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+        for record in &mut records {
+            let client_side = record.local_port != 443;
+            let address = if client_side { &mut record.local_addr } else { &mut record.remote_addr };
+            address[..4].copy_from_slice(&client);
+            if (record.old_state, record.new_state) == (FIN_WAIT2, CLOSE) {
+                record.flags |= FLAG_HAS_SOCKET_STATS | FLAG_PEER_FIN;
+            }
+        }
+        (n, records)
+    }))
+}
+
+/// Connections' records, each connection on CPU `n % CPUS`, as the ring buffer hands them over.
+fn batched(connections: impl Iterator<Item = (u64, Vec<WireEvent>)>) -> Vec<[u8; WireEvent::SIZE]> {
+    let mut records: Vec<(u64, WireEvent)> =
+        connections.flat_map(|(n, records)| records.into_iter().map(move |record| (n % CPUS, record))).collect();
     records.sort_by_key(|(_, record)| record.timestamp_ns);
     let mut batches: Vec<Vec<WireEvent>> = (0..CPUS)
         .flat_map(|cpu| {

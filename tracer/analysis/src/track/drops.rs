@@ -72,6 +72,13 @@ pub(super) struct PairDrops {
     drops: Drops,
 }
 
+impl PairDrops {
+    /// When the pair last dropped a packet: the stalest pair makes room for a new one.
+    pub(super) fn last_drop_ns(&self) -> u64 {
+        self.drops.last_ns
+    }
+}
+
 /// Two endpoints in order, and whether `to` is the lower: the key of [`PairDrops`].
 fn pair(to: SocketAddr, from: SocketAddr) -> ((SocketAddr, SocketAddr), bool) {
     if to <= from {
@@ -170,7 +177,7 @@ impl Tracker {
 
     fn remember_pair_drop(&mut self, netns: u32, socketless: bool, to: SocketAddr, from: SocketAddr, reason: u32, at_ns: u64) {
         let (key, to_lower) = pair(to, from);
-        if super::bounded::make_room(&mut self.pair_drops, &key, MAX_DROP_PAIRS, |pair| pair.drops.last_ns) {
+        if self.pair_drops.make_room(&key, MAX_DROP_PAIRS).is_some() {
             self.stats.evicted_drop_pairs += 1;
         }
         let pair = self.pair_drops.entry(key).or_default();

@@ -13,7 +13,7 @@ impl Tracker {
     pub(super) fn icmp_arrived(&mut self, event: &Event) {
         let Some(icmp) = event.icmp else { return };
         let tuple = Tuple::of(event);
-        if super::bounded::make_room(&mut self.arrived_icmp, &tuple, MAX_ARRIVED_ICMP, |(_, at)| *at) {
+        if self.arrived_icmp.make_room(&tuple, MAX_ARRIVED_ICMP).is_some() {
             self.stats.evicted_arrived_icmp += 1;
         }
         self.arrived_icmp.insert(tuple, (icmp, event.timestamp_ns));

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 use tracer_common::EventKind;
 
+use self::bounded::Bounded;
 pub use self::{
     classify::{guess_role, left_by_icmp},
     config::{TrackerConfig, IDLE_GAP_NS, LINGER_PROBE_NS},
@@ -41,7 +42,7 @@ pub use self::{
 };
 use crate::{
     decode::{Event, SocketId, TcpState},
-    FastMap, FastSet,
+    FastSet,
 };
 
 /// How long after its CLOSE a connection waits for late facts (a reset is sent after the
@@ -77,12 +78,12 @@ pub struct Tracker {
     config: TrackerConfig,
     reason_names: BTreeMap<u32, String>,
     /// Boxed: an entry moves in and out of the table, into a lingering record and a verdict, as one pointer.
-    connections: FastMap<SocketId, Box<Connection>>,
+    connections: Bounded<SocketId, Box<Connection>>,
     /// TIME_WAIT sockets (seen entering it, or reported by a snapshot) → when they entered it.
-    time_wait: FastMap<Tuple, u64>,
+    time_wait: Bounded<Tuple, u64>,
     /// Orphans that left FIN_WAIT2 for a timewait socket, until a lookup or an event says what
     /// it became.
-    lingering: FastMap<Tuple, Lingering>,
+    lingering: Bounded<Tuple, Lingering>,
     /// Lingering sockets found gone, in lookup order, waiting for the events before then.
     gone: VecDeque<(u64, Tuple)>,
     /// Ports we have seen serving (a listener starting, a connection accepted), by namespace:
@@ -92,18 +93,18 @@ pub struct Tracker {
     service_ports: FastSet<(u32, u16)>,
     /// The TTL each peer address's packets arrived with lately, by namespace: the reference for a
     /// RST on a connection that has no packet of the peer yet.
-    peer_ttls: FastMap<(u32, std::net::IpAddr), (u8, u64)>,
+    peer_ttls: Bounded<(u32, std::net::IpAddr), (u8, u64)>,
     /// RSTs as they arrived at this host (`netif_receive_skb`), by the tuple of the socket they
     /// are for, until its `tcp_receive_reset` takes one; at most [`provenance::MAX_ARRIVED_RESETS`].
-    arrived_resets: FastMap<Tuple, (crate::decode::Segment, u64)>,
+    arrived_resets: Bounded<Tuple, (crate::decode::Segment, u64)>,
     /// ICMP unreachable errors as they arrived, by the tuple of the connection they answered,
     /// until it ends; at most [`icmp::MAX_ARRIVED_ICMP`].
-    arrived_icmp: FastMap<Tuple, (crate::decode::IcmpError, u64)>,
+    arrived_icmp: Bounded<Tuple, (crate::decode::IcmpError, u64)>,
     /// The kernel's drop reasons by value (`enum skb_drop_reason`).
     drop_reason_names: BTreeMap<u32, String>,
     /// Every drop, by its packet's two endpoints (for the other end of a connection on this
     /// host, and for drops no socket held); at most [`drops::MAX_DROP_PAIRS`].
-    pair_drops: FastMap<(std::net::SocketAddr, std::net::SocketAddr), drops::PairDrops>,
+    pair_drops: Bounded<(std::net::SocketAddr, std::net::SocketAddr), drops::PairDrops>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     /// Quiet connections to look up, and those found gone (see [`vanished`]).
@@ -116,15 +117,15 @@ impl Tracker {
         Tracker {
             config,
             reason_names,
-            connections: FastMap::default(),
-            time_wait: FastMap::default(),
-            lingering: FastMap::default(),
+            connections: Bounded::new(|connection| Tracker::eviction_age(connection)),
+            time_wait: Bounded::new(|since| *since),
+            lingering: Bounded::new(|lingering| lingering.connection.state_since_ns),
             gone: VecDeque::new(),
-            peer_ttls: FastMap::default(),
-            arrived_resets: FastMap::default(),
-            arrived_icmp: FastMap::default(),
+            peer_ttls: Bounded::new(|(_, at)| *at),
+            arrived_resets: Bounded::new(|(_, at)| *at),
+            arrived_icmp: Bounded::new(|(_, at)| *at),
             drop_reason_names: BTreeMap::new(),
-            pair_drops: FastMap::default(),
+            pair_drops: Bounded::new(drops::PairDrops::last_drop_ns),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             watch: vanished::Watch::default(),
@@ -260,7 +261,7 @@ impl Tracker {
                 let previous = self.connections.remove(&event.socket).expect("present");
                 self.finish(previous, out);
             }
-            self.make_room(out);
+            self.make_room(&event.socket, out);
             self.stats.tracked += 1;
             if role != Role::Client && self.service_ports.len() < MAX_SERVICE_PORTS {
                 self.service_ports.insert((event.socket.netns, event.local.port()));
@@ -273,7 +274,7 @@ impl Tracker {
             }
             self.stats.joined_mid_life += 1;
             let role = self.guess_role(event);
-            self.make_room(out);
+            self.make_room(&event.socket, out);
             self.connections.insert(event.socket, Box::new(Connection::new(event, role, None)));
         }
         let connection = self.connections.get_mut(&event.socket).expect("inserted above");
@@ -411,25 +412,21 @@ impl Tracker {
         }
     }
 
-    /// Evicts the stalest of a sample of connections when the table is full.
-    fn make_room(&mut self, out: &mut Vec<Observation>) {
-        if self.connections.len() < self.config.max_connections {
-            return;
+    /// Evicts the oldest connection when the table is full: an ended one first (its verdict is
+    /// given now, early), else the one whose state changed longest ago (counted).
+    fn make_room(&mut self, socket: &SocketId, out: &mut Vec<Observation>) {
+        let Some((_, connection)) = self.connections.make_room(socket, self.config.max_connections) else { return };
+        if connection.ending.is_some() {
+            self.finish(connection, out);
+        } else {
+            self.stats.evicted_connections += 1;
         }
-        let stalest = self
-            .connections
-            .values()
-            .take(64)
-            .min_by_key(|connection| (connection.ending.is_none(), connection.state_since_ns))
-            .map(|connection| connection.socket);
-        if let Some(socket) = stalest {
-            let connection = self.connections.remove(&socket).expect("just found");
-            if connection.ending.is_some() {
-                self.finish(connection, out);
-            } else {
-                self.stats.evicted_connections += 1;
-            }
-        }
+    }
+
+    /// A connection's age for eviction: ended ones rank older than any that still lives.
+    fn eviction_age(connection: &Connection) -> u64 {
+        let alive = if connection.ending.is_none() { 1 << 63 } else { 0 };
+        alive | connection.state_since_ns
     }
 
     /// Classifies the connections that ended at least [`SETTLE_NS`] before `now_ns`

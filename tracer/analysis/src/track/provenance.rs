@@ -61,11 +61,11 @@ impl Tracker {
     pub(super) fn reset_arrived(&mut self, event: &Event) {
         let Some(segment) = event.segment else { return };
         let (now, tuple) = (event.timestamp_ns, Tuple::of(event));
-        if self.arrived_resets.len() >= MAX_ARRIVED_RESETS {
-            self.arrived_resets.retain(|_, (_, at)| now.saturating_sub(*at) < ARRIVED_RESET_TTL_NS);
-        }
-        if super::bounded::make_room(&mut self.arrived_resets, &tuple, MAX_ARRIVED_RESETS, |(_, at)| *at) {
-            self.stats.evicted_arrived_resets += 1;
+        // The oldest goes; it is counted only when it may still have been taken.
+        if let Some((_, (_, at))) = self.arrived_resets.make_room(&tuple, MAX_ARRIVED_RESETS) {
+            if now.saturating_sub(at) < ARRIVED_RESET_TTL_NS {
+                self.stats.evicted_arrived_resets += 1;
+            }
         }
         self.arrived_resets.insert(tuple, (segment, now));
     }
@@ -114,7 +114,7 @@ impl Tracker {
     }
 
     fn remember_peer_ttl(&mut self, netns: u32, peer: IpAddr, ttl: u8, at_ns: u64) {
-        if super::bounded::make_room(&mut self.peer_ttls, &(netns, peer), MAX_PEERS, |(_, at)| *at) {
+        if self.peer_ttls.make_room(&(netns, peer), MAX_PEERS).is_some() {
             self.stats.evicted_peer_ttls += 1;
         }
         self.peer_ttls.insert((netns, peer), (ttl, at_ns));
@@ -273,9 +273,9 @@ mod tests {
         for i in 0..MAX_ARRIVED_RESETS as u64 {
             tracker.observe(&arrive(1024 + i as u16, S + i), &mut out);
         }
-        // A second later the old ones have expired: room without evicting.
+        // A second later the old ones have expired: the oldest makes room, uncounted.
         tracker.observe(&arrive(60_000, 3 * S), &mut out);
-        assert_eq!((tracker.arrived_resets.len(), tracker.stats.evicted_arrived_resets), (1, 0));
+        assert_eq!((tracker.arrived_resets.len(), tracker.stats.evicted_arrived_resets), (MAX_ARRIVED_RESETS, 0));
         for i in 0..=MAX_ARRIVED_RESETS as u64 {
             tracker.observe(&arrive(1024 + i as u16, 3 * S + i), &mut out);
         }

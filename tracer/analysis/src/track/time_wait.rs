@@ -39,7 +39,7 @@ impl Tracker {
     }
 
     pub(super) fn remember_time_wait(&mut self, tuple: Tuple, since_ns: u64) {
-        if super::bounded::make_room(&mut self.time_wait, &tuple, self.config.max_time_wait, |since| *since) {
+        if self.time_wait.make_room(&tuple, self.config.max_time_wait).is_some() {
             self.stats.evicted_time_wait += 1;
         }
         self.time_wait.insert(tuple, since_ns);
@@ -61,11 +61,8 @@ impl Tracker {
 
     pub(super) fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {
         let tuple = lingering.connection.tuple();
-        if self.lingering.len() >= self.config.max_time_wait && !self.lingering.contains_key(&tuple) {
-            let oldest = self.lingering.iter().take(64).min_by_key(|(_, l)| l.connection.state_since_ns).map(|(tuple, _)| *tuple);
-            if let Some(oldest) = oldest.and_then(|oldest| self.lingering.remove(&oldest)) {
-                self.finish(oldest.connection, out);
-            }
+        if let Some((_, oldest)) = self.lingering.make_room(&tuple, self.config.max_time_wait) {
+            self.finish(oldest.connection, out);
         }
         if let Some(replaced) = self.lingering.insert(tuple, lingering) {
             self.finish(replaced.connection, out);
@@ -192,7 +189,7 @@ impl Tracker {
     /// The tracer stops: the lingering sockets nothing resolved (their last lookup, or fexit,
     /// still saw them in FIN_WAIT2) end unresolved at `now_ns`, so that each gets its verdict.
     pub fn stop_following(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
-        for (_, lingering) in std::mem::take(&mut self.lingering) {
+        for (_, lingering) in std::mem::take(&mut *self.lingering) {
             let outcome = Unresolved::StillInFinWait2 { last_ns: lingering.last_in_fin_wait2_ns, stopped_ns: now_ns };
             self.resolve(lingering, Lingered::Unresolved(outcome), now_ns, out);
         }
