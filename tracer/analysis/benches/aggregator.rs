@@ -25,22 +25,26 @@ fn pipeline(c: &mut Criterion) {
 }
 
 /// The pipeline on a server with more clients than its tables hold: 400 000 connections from
-/// as many client addresses, each leaving a TIME_WAIT socket, so the TIME_WAIT table (131 072)
-/// stays full for the last two thirds of them and every new one evicts the oldest.
+/// as many client addresses. Each leaves a TIME_WAIT socket, so the TIME_WAIT table (131 072)
+/// stays full for the last two thirds of them and every new one evicts the oldest; then each
+/// ends with a RST, so the findings' table of recent resets (4 096 peers) stays full.
 fn full_tables(c: &mut Criterion) {
-    let records = common::distinct_clients_stream(400_000, 50_000);
-    let (_, evicted) = run_pipeline(&records);
-    assert!(evicted > 250_000, "the TIME_WAIT table must stay full: {evicted} evicted");
     let mut group = c.benchmark_group("aggregator");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(records.len() as u64));
-    group.bench_with_input(BenchmarkId::new("full_tables", records.len()), &records, |b, records| b.iter(|| run_pipeline(records)));
+    for (name, reset_every) in [("full_time_wait_table", 0), ("rst_from_every_client", 1)] {
+        let records = common::distinct_clients_stream(400_000, 50_000, reset_every);
+        let (_, evicted_time_wait, evicted_peers) = run_pipeline(&records);
+        let evicted = if reset_every == 0 { evicted_time_wait } else { evicted_peers };
+        assert!(evicted > 250_000, "{name}: the tables must stay full: {evicted} evicted");
+        group.throughput(Throughput::Elements(records.len() as u64));
+        group.bench_with_input(BenchmarkId::new(name, records.len()), &records, |b, records| b.iter(|| run_pipeline(records)));
+    }
     group.finish();
 }
 
 /// Feeds `records` through a fresh pipeline as the event loop would: the connections it
-/// reported, and the TIME_WAIT sockets it evicted to make room.
-fn run_pipeline(records: &[[u8; tracer_common::WireEvent::SIZE]]) -> (u64, u64) {
+/// reported, the TIME_WAIT sockets it evicted to make room, and the peers its findings did.
+fn run_pipeline(records: &[[u8; tracer_common::WireEvent::SIZE]]) -> (u64, u64, u64) {
     let mut decoder = Decoder::default();
     let tracker = Tracker::new(TrackerConfig::default(), Default::default());
     let mut pipeline = Pipeline::new(Filter::default(), tracker, Findings::new(FindingsConfig::default()));
@@ -57,7 +61,7 @@ fn run_pipeline(records: &[[u8; tracer_common::WireEvent::SIZE]]) -> (u64, u64) 
     }
     pipeline.advance(u64::MAX, |_, _, _| {});
     pipeline.report(|_, _, _| ended += 1);
-    (ended, pipeline.tracker.stats.evicted_time_wait)
+    (ended, pipeline.tracker.stats.evicted_time_wait, pipeline.findings.evicted)
 }
 
 /// The reorder stage alone, on the same stream: the cost of putting the CPUs' interleaved

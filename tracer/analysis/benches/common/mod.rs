@@ -99,12 +99,13 @@ pub fn stream(connections: u64, spacing_ns: u64) -> Vec<[u8; WireEvent::SIZE]> {
     batched((0..connections).map(|n| (n, connection(n, 1_000_000_000 + n * spacing_ns, 50))))
 }
 
-/// The same stream, but every connection comes from a client address of its own and leaves a
-/// TIME_WAIT socket on the server (its orphan took the client's FIN), as a server with more
-/// clients than the tracker's tables hold sees them: the TIME_WAIT table fills up and stays full.
-pub fn distinct_clients_stream(connections: u64, spacing_ns: u64) -> Vec<[u8; WireEvent::SIZE]> {
+/// The same stream, but every connection comes from a client address of its own, as a server
+/// with more clients than the tracker's tables hold sees them: one in `reset_every` ends with a
+/// RST, the others leave a TIME_WAIT socket on the server (its orphan took the client's FIN), so
+/// the TIME_WAIT table (or the resets' table) fills up and stays full.
+pub fn distinct_clients_stream(connections: u64, spacing_ns: u64, reset_every: u64) -> Vec<[u8; WireEvent::SIZE]> {
     batched((0..connections).map(|n| {
-        let mut records = connection(n, 1_000_000_000 + n * spacing_ns, 0);
+        let mut records = connection(n, 1_000_000_000 + n * spacing_ns, reset_every);
         let client = [10, (n >> 16) as u8, (n >> 8) as u8, n as u8];
         for record in &mut records {
             let client_side = record.local_port != 443;

@@ -24,6 +24,7 @@ use tracer_model::{
 };
 
 use crate::{
+    bounded::Bounded,
     decode::TcpState,
     filter::Filter,
     track::{guess_role, CloseClass, Observation, Role, Tracker, Tuple},
@@ -118,7 +119,7 @@ pub struct Findings {
     reported: FastSet<(FindingKind, Tuple)>,
     /// The latest resets per (direction, peer), at most `rst_threshold` of them, within
     /// [`RST_WINDOW_NS`]: whether they make a storm.
-    recent_resets: FastMap<(FindingKind, PeerKey), VecDeque<u64>>,
+    recent_resets: Bounded<(FindingKind, PeerKey), VecDeque<u64>>,
     /// Idle gaps of each peer's connections that died and lived (kept across intervals).
     idle: FastMap<PeerKey, idle::IdleEvidence>,
     /// Handshake times of the interval in µs, by peer.
@@ -137,7 +138,7 @@ impl Findings {
             totals: FastMap::default(),
             untracked: FastMap::default(),
             reported: FastSet::default(),
-            recent_resets: FastMap::default(),
+            recent_resets: Bounded::new(|times| times.back().copied().unwrap_or(0)),
             idle: FastMap::default(),
             handshakes: FastMap::default(),
             evicted: 0,
@@ -333,11 +334,11 @@ impl Findings {
     /// Remembers a reset at `at_ns`; whether the last [`RST_WINDOW_NS`] hold `rst_threshold` of them.
     fn reset_storm(&mut self, kind: FindingKind, key: PeerKey, at_ns: u64) -> bool {
         let threshold = self.config.rst_threshold.max(1) as usize;
-        if self.recent_resets.len() >= self.config.max_peers && !self.recent_resets.contains_key(&(kind, key)) {
-            self.recent_resets.retain(|_, times| times.back().is_some_and(|last| last.saturating_add(RST_WINDOW_NS) > at_ns));
-            if self.recent_resets.len() >= self.config.max_peers {
+        // The peer whose last reset is the oldest makes room: counted when it still had resets
+        // in the window (an expired one says nothing more).
+        if let Some((_, times)) = self.recent_resets.make_room(&(kind, key), self.config.max_peers) {
+            if times.back().is_some_and(|last| last.saturating_add(RST_WINDOW_NS) > at_ns) {
                 self.evicted += 1;
-                return false;
             }
         }
         let times = self.recent_resets.entry((kind, key)).or_default();

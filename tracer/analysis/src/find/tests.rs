@@ -291,3 +291,20 @@ fn a_full_peer_table_drops_and_counts_instead_of_growing() {
     assert_eq!(findings.evicted, 9, "3 peers, 3 findings and 3 reset windows did not fit");
     assert_eq!(NETNS, picture.findings[0].netns);
 }
+
+#[test]
+fn a_storm_from_a_new_peer_is_found_when_the_reset_table_is_full_of_older_peers() {
+    let config = FindingsConfig { max_peers: 4, rst_threshold: 3, ..FindingsConfig::default() };
+    let (mut findings, mut tracker) = (Findings::new(config), tracker());
+    let reset_to = |network: u16, at: u64| Script::new(0, "10.0.0.2:9", &format!("10.0.{network}.1:40000")).reset_sent(Close, Some(1), at);
+    // Four peers reset once each: the table of recent resets is full, all within the window.
+    let single: Vec<_> = (0..4u16).map(|i| reset_to(i, S + u64::from(i) * S)).collect();
+    let quiet = picture(&mut findings, &mut tracker, &single, 5 * S, &Filter::default());
+    assert!(quiet.findings.is_empty());
+    // The next interval a fifth peer storms: the oldest single reset makes room for it.
+    let storm: Vec<_> = (0..3u64).map(|i| reset_to(9, 6 * S + i * 100_000_000)).collect();
+    let picture = picture(&mut findings, &mut tracker, &storm, 7 * S, &Filter::default());
+    let remotes: Vec<_> = picture.findings.iter().map(|finding| (finding.kind, finding.remote.as_str())).collect();
+    assert_eq!(remotes, [(FindingKind::RstToPeer, "10.0.9.1:*")]);
+    assert_eq!(findings.evicted, 1, "the peer forgotten while its reset was in the window is counted");
+}

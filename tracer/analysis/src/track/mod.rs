@@ -9,8 +9,7 @@
 //! (TIME_WAIT and FIN_WAIT2 timewait sockets, which outlive their socket), [`classify`] (the verdict
 //! on a connection that ended), [`provenance`] (who sent a RST), [`drops`] (what this host
 //! dropped), [`vanished`] (connections whose CLOSE event never came), [`reorder`] (timestamp
-//! order before any of it), and [`bounded`] (how every table here stays within its bound).
-mod bounded;
+//! order before any of it); [`Bounded`] is how every table here stays within its bound.
 mod classify;
 mod config;
 mod connection;
@@ -28,7 +27,6 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 use tracer_common::EventKind;
 
-use self::bounded::Bounded;
 pub use self::{
     classify::{guess_role, left_by_icmp},
     config::{TrackerConfig, IDLE_GAP_NS, LINGER_PROBE_NS},
@@ -41,6 +39,7 @@ pub use self::{
     vanished::QUIET_NS,
 };
 use crate::{
+    bounded::Bounded,
     decode::{Event, SocketId, TcpState},
     FastSet,
 };

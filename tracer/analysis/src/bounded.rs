@@ -1,4 +1,4 @@
-//! How the tracker keeps a table bounded at a constant cost: when it is full and a new key comes,
+//! How the tracker and the findings keep a table bounded at a constant cost: when it is full and a new key comes,
 //! the oldest entry goes. The candidates are the oldest eighth of the table, found in one pass
 //! and kept in age order until they are used up, so an eviction costs a few steps however full
 //! the table stays. (Taking the stalest of the first 64 entries the table's iterator gave, as
@@ -18,7 +18,7 @@ const CANDIDATE_SHARE: usize = 8;
 /// A hash table that can make room for a new key by evicting its oldest entry, by the age its
 /// values carry. Reads and writes go to the table itself; the candidates are checked against it
 /// when they are used, so entries removed or renewed meanwhile are skipped, never evicted wrongly.
-pub(super) struct Bounded<K, V> {
+pub(crate) struct Bounded<K, V> {
     table: FastMap<K, V>,
     /// How old an entry is (an event time: smaller is older).
     age: fn(&V) -> u64,
@@ -27,13 +27,13 @@ pub(super) struct Bounded<K, V> {
 }
 
 impl<K: Copy + Eq + Hash, V> Bounded<K, V> {
-    pub(super) fn new(age: fn(&V) -> u64) -> Self {
+    pub(crate) fn new(age: fn(&V) -> u64) -> Self {
         Bounded { table: FastMap::default(), age, candidates: VecDeque::new() }
     }
 
     /// Makes room for `key` in a table of at most `max` entries: when the table is full and `key`
     /// is not in it, removes and returns its oldest entry (for the caller to count or finish).
-    pub(super) fn make_room(&mut self, key: &K, max: usize) -> Option<(K, V)> {
+    pub(crate) fn make_room(&mut self, key: &K, max: usize) -> Option<(K, V)> {
         if self.table.len() < max || self.table.contains_key(key) {
             return None;
         }
