@@ -7,8 +7,8 @@ use ipnet::IpNet;
 use tracer_common::{KernelFilter, KernelNetwork, AF_INET, AF_INET6, FILTER_NETWORKS, FILTER_PORTS};
 
 use crate::{
+    bounded::Bounded,
     decode::{Event, Process, SocketId},
-    FastMap,
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,9 +71,14 @@ const MAX_UNDECIDED: usize = 4096;
 /// event that opens a client socket (CLOSE → SYN_SENT) comes before `connect` picks its port, and
 /// the kernel lets it through for that reason; it waits here for the socket's next event, which
 /// carries the port and decides for both. One that never comes was out of scope.
-#[derive(Default)]
 pub struct Admission {
-    waiting: FastMap<SocketId, Event>,
+    waiting: Bounded<SocketId, Event>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { waiting: Bounded::new(|held| held.timestamp_ns) }
+    }
 }
 
 impl Admission {
@@ -97,11 +102,8 @@ impl Admission {
         if !filter.undecided(event) {
             return admit(event); // judged by the consumers, with the rest of the filter
         }
-        if self.waiting.len() >= MAX_UNDECIDED {
-            if let Some(oldest) = self.waiting.values().min_by_key(|held| held.timestamp_ns).map(|held| held.socket) {
-                let held = self.waiting.remove(&oldest).expect("just found");
-                admit(&held);
-            }
+        if let Some((_, oldest)) = self.waiting.make_room(&event.socket, MAX_UNDECIDED) {
+            admit(&oldest);
         }
         self.waiting.insert(event.socket, *event);
     }
@@ -252,6 +254,20 @@ mod tests {
         let served = Script::new(3, "10.0.0.2:443", "10.0.0.1:40000");
         let (out, waiting) = admitted(&[served.state(Listen, SynRecv, 1)], 1);
         assert_eq!((out.len(), waiting), (1, 0));
+    }
+
+    #[test]
+    fn past_its_bound_the_oldest_undecided_socket_is_let_through_undecided() {
+        use crate::{decode::TcpState::*, track::fixtures::Script};
+        let filter = Filter { local_ports: vec![443], ..Filter::default() };
+        let mut admission = Admission::default();
+        let mut out = Vec::new();
+        for n in 0..=MAX_UNDECIDED as u64 + 1 {
+            let outgoing = Script::new(n + 1, "10.0.0.1:0", "10.0.0.2:80");
+            admission.admit(&filter, &outgoing.syscall(Close, SynSent, 1_000 + n), |event| out.push(event.socket.address));
+        }
+        assert_eq!(out, [1, 2], "the two oldest, in order");
+        assert_eq!(admission.waiting.len(), MAX_UNDECIDED);
     }
 
     /// The same socket before `connect` chose its local port.
