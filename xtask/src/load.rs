@@ -17,7 +17,7 @@ use anyhow::{bail, Result};
 #[path = "../../tests/support/churn.rs"]
 mod churn;
 
-pub use churn::Amount;
+pub use churn::{Amount, Clients};
 
 const NETNS: &str = "tracer-bench";
 
@@ -64,13 +64,13 @@ impl Drop for Namespace {
 
 /// Churns on loopback inside the namespace for `seconds`; connections/s, all threads together.
 pub fn churn_rate(spread: Spread, seconds: f64) -> Result<f64> {
-    churn_amount(spread, Amount::Time(Duration::from_secs_f64(seconds)))
+    churn_amount(spread, Clients::One, Amount::Time(Duration::from_secs_f64(seconds)))
 }
 
-pub fn churn_amount(spread: Spread, amount: Amount) -> Result<f64> {
+pub fn churn_amount(spread: Spread, clients: Clients, amount: Amount) -> Result<f64> {
     on_spread(spread, move || {
         let started = Instant::now();
-        let done = churn::churn(IpAddr::V4(Ipv4Addr::LOCALHOST), amount);
+        let done = churn::churn_from(IpAddr::V4(Ipv4Addr::LOCALHOST), clients, amount);
         done as f64 / started.elapsed().as_secs_f64()
     })
 }

@@ -71,6 +71,11 @@ enum Task {
         /// worktree): churn, eight paired rounds, the tracer's CPU and records per connection.
         #[arg(long, value_name = "TRACER", conflicts_with_all = ["snapshots_only", "bulk_only", "churn_only", "dist_only", "kernel_parts", "hooks_share"])]
         against: Option<PathBuf>,
+        /// With `--against`: every connection from a client address of its own, as a server
+        /// facing more clients than the tracer's tables hold sees them; each round starts with
+        /// 8 s of that churn unmeasured, which fills the tracer's TIME_WAIT table.
+        #[arg(long, requires = "against")]
+        many_clients: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -124,7 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts, hooks_share, against } => {
+        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts, hooks_share, against, many_clients } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
@@ -143,7 +148,8 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             if let Some(other) = against {
-                println!("{}", bench::against(&tracer, &other, if quick { 2 } else { 8 }, seconds)?);
+                let clients = if many_clients { load::Clients::Many } else { load::Clients::One };
+                println!("{}", bench::against(&tracer, &other, clients, if quick { 2 } else { 8 }, seconds)?);
                 return Ok(());
             }
             if hooks_share {
