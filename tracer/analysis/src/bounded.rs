@@ -18,6 +18,10 @@ const CANDIDATE_SHARE: usize = 8;
 /// A hash table that can make room for a new key by evicting its oldest entry, by the age its
 /// values carry. Reads and writes go to the table itself; the candidates are checked against it
 /// when they are used, so entries removed or renewed meanwhile are skipped, never evicted wrongly.
+/// (An entry inserted after the candidates were taken with an age older than theirs, as a socket
+/// snapshot's may be, waits for the next pass.) Each skipped candidate stands for a removal or a
+/// renewal, and a pass comes only after an eighth of the table was used: the cost per insert stays
+/// constant on average, however the table is used.
 pub(crate) struct Bounded<K, V> {
     table: FastMap<K, V>,
     /// How old an entry is (an event time: smaller is older).
