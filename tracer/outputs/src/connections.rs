@@ -14,7 +14,7 @@ use tracer_analysis::{
 };
 use tracer_model::clock::Clock;
 
-use crate::columns::{pad_after, pad_before, write_short_bytes, write_short_duration};
+use crate::columns::{pad_after, pad_before, write_endpoint, write_integer, write_short_bytes, write_short_duration};
 
 pub use crate::line_order::InOrder;
 
@@ -47,7 +47,9 @@ pub struct ConnectionLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
     pub role: Role,
+    #[serde(serialize_with = "endpoint")]
     pub local: SocketAddr,
+    #[serde(serialize_with = "endpoint")]
     pub remote: SocketAddr,
     /// The close class ([`CloseClass::name`]: graceful, reset_by_peer, reset_by_path, …).
     pub close: &'static str,
@@ -129,6 +131,13 @@ pub struct ConnectionLine {
     /// The socket's pending error at its end (ETIMEDOUT, ECONNRESET, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// An endpoint as its `Display` writes it, faster (see [`write_endpoint`]).
+fn endpoint<S: serde::Serializer>(endpoint: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut text = String::with_capacity(48);
+    write_endpoint(&mut text, *endpoint);
+    serializer.serialize_str(&text)
 }
 
 fn is_zero(count: &u32) -> bool {
@@ -284,7 +293,23 @@ impl ConnectionLine {
             Some(FirstFin::Both) => "both",
             None => "-",
         };
-        let _ = write!(line, " {role} {:>21} → {:<21} {:<15} fin:{fin:<4} ", self.local, self.remote, self.close);
+        line.extend([" ", role, " "]);
+        let local = line.len();
+        write_endpoint(&mut line, self.local);
+        pad_before(&mut line, local, 21);
+        line.push_str(" → ");
+        let remote = line.len();
+        write_endpoint(&mut line, self.remote);
+        pad_after(&mut line, remote, 21);
+        line.push(' ');
+        let close = line.len();
+        line.push_str(self.close);
+        pad_after(&mut line, close, 15);
+        line.push_str(" fin:");
+        let first_fin = line.len();
+        line.push_str(fin);
+        pad_after(&mut line, first_fin, 4);
+        line.push(' ');
         let phases = line.len();
         for (index, ms) in [self.handshake_ms, self.established_ms, self.closing_ms].into_iter().enumerate() {
             if index > 0 {
@@ -307,7 +332,8 @@ impl ConnectionLine {
             _ => line.push('-'),
         }
         pad_before(&mut line, bytes, 9);
-        let _ = write!(line, " ↻{}", self.retransmits);
+        line.push_str(" ↻");
+        write_integer(&mut line, u64::from(self.retransmits));
         if self.syn_retransmits > 0 {
             let _ = write!(line, " syn↻{}", self.syn_retransmits);
         }
