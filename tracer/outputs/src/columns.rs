@@ -1,25 +1,45 @@
 //! The columns of the human lines: padding what was written in place (no string per column,
 //! at thousands of lines a second), and the short forms of durations and sizes.
-use std::{fmt::Write as _, net::SocketAddr};
+use std::{borrow::Cow, fmt::Write as _, net::SocketAddr};
+
+/// Characters written from `start`: bytes, where they are all ASCII (as addresses and numbers are).
+fn written(line: &str, start: usize) -> usize {
+    let text = &line[start..];
+    if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    }
+}
+
+/// `count` spaces, without an allocation for the widths the lines use.
+fn spaces(count: usize) -> Cow<'static, str> {
+    const SPACES: &str = "                                ";
+    match SPACES.get(..count) {
+        Some(spaces) => Cow::Borrowed(spaces),
+        None => Cow::Owned(" ".repeat(count)),
+    }
+}
 
 /// Pads what was written to `line` from `start` with spaces after it, to `width` characters.
 pub fn pad_after(line: &mut String, start: usize, width: usize) {
-    let written = line[start..].chars().count();
-    line.extend(std::iter::repeat_n(' ', width.saturating_sub(written)));
+    let padding = width.saturating_sub(written(line, start));
+    line.push_str(&spaces(padding));
 }
 
 /// Pads what was written to `line` from `start` with spaces before it, to `width` characters.
 pub fn pad_before(line: &mut String, start: usize, width: usize) {
-    let written = line[start..].chars().count();
-    if written < width {
-        line.insert_str(start, &" ".repeat(width - written));
+    let padding = width.saturating_sub(written(line, start));
+    if padding > 0 {
+        line.insert_str(start, &spaces(padding));
     }
 }
 
 /// 0.3ms, 12ms, 4.2s, 3m10s: from the microsecond count, the last digit rounded half to even.
 /// Integer arithmetic: formatting floats was a sixth of a `--connections` line's cost.
 pub fn write_short_duration(line: &mut String, ms: f64) {
-    let us = (ms.max(0.0) * 1000.0).round() as u64;
+    // Half away from zero, as `f64::round` (a libm call) would: the value is not negative.
+    let us = (ms.max(0.0) * 1000.0 + 0.5) as u64;
     match us {
         us if us < 1_000 => write_tenths(line, us, 1_000, "ms"),
         us if us < 1_000_000 => {
@@ -48,8 +68,11 @@ pub fn write_short_bytes(line: &mut String, bytes: u64) {
 
 /// `value / unit` to one decimal, then `suffix`.
 fn write_tenths(line: &mut String, value: u64, unit: u64, suffix: &str) {
-    // Tenths of a unit, computed in 128 bits: `value * 10` may not fit 64.
-    let tenths = rounded_wide(u128::from(value) * 10, u128::from(unit));
+    // Tenths of a unit, in 128 bits only where `value * 10` does not fit 64.
+    let tenths = match value.checked_mul(10) {
+        Some(times_ten) => u128::from(rounded(times_ten, unit)),
+        None => rounded_wide(u128::from(value) * 10, u128::from(unit)),
+    };
     write_integer(line, (tenths / 10) as u64);
     line.push('.');
     line.push(char::from(b'0' + (tenths % 10) as u8));
@@ -58,31 +81,27 @@ fn write_tenths(line: &mut String, value: u64, unit: u64, suffix: &str) {
 
 /// `value / unit`, rounded half to even.
 fn rounded(value: u64, unit: u64) -> u64 {
-    rounded_wide(u128::from(value), u128::from(unit)) as u64
+    let (quotient, remainder) = (value / unit, value % unit);
+    quotient + u64::from(half_to_even(remainder.cmp(&(unit - remainder)), quotient & 1 == 1))
 }
 
 fn rounded_wide(value: u128, unit: u128) -> u128 {
     let (quotient, remainder) = (value / unit, value % unit);
-    match (remainder * 2).cmp(&unit) {
-        std::cmp::Ordering::Greater => quotient + 1,
-        std::cmp::Ordering::Equal => quotient + (quotient & 1),
-        std::cmp::Ordering::Less => quotient,
+    quotient + u128::from(half_to_even(remainder.cmp(&(unit - remainder)), quotient & 1 == 1))
+}
+
+/// Whether to round up, from how the remainder compares with what it lacks to a whole unit.
+fn half_to_even(remainder_against_rest: std::cmp::Ordering, odd: bool) -> bool {
+    match remainder_against_rest {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => odd,
+        std::cmp::Ordering::Less => false,
     }
 }
 
 /// A decimal number, without the formatting machinery.
-pub fn write_integer(line: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    line.extend(digits[start..].iter().copied().map(char::from));
+pub fn write_integer(line: &mut String, value: u64) {
+    line.push_str(itoa::Buffer::new().format(value));
 }
 
 /// An endpoint as `SocketAddr`'s `Display` writes it (an IPv4 one without the formatting
