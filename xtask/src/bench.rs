@@ -211,7 +211,7 @@ const FILL_SECONDS: f64 = 8.0;
 /// and what each took per connection of the load: its process's CPU and the records it was
 /// sent. How a cut to the tracer is measured on its own. With [`load::Clients::Many`], each
 /// round first fills the tracer's tables, unmeasured.
-pub fn against(tracer: &Path, other: &Path, clients: load::Clients, rounds: usize, seconds: f64) -> Result<String> {
+pub fn against(tracer: &Path, other: &Path, args: &[&str], clients: load::Clients, rounds: usize, seconds: f64) -> Result<String> {
     let _namespace = load::Namespace::create()?;
     let _stats = BpfStats::set(false);
     // Per build: each round's conn/s, tracer CPU ns per connection, records per connection.
@@ -222,7 +222,7 @@ pub fn against(tracer: &Path, other: &Path, clients: load::Clients, rounds: usiz
             order.reverse();
         }
         for (build, binary) in order {
-            let traced = Traced::start(binary, &[])?;
+            let traced = Traced::start(binary, args)?;
             let churn = |seconds| load::churn_amount(Spread::EveryCpu, clients, load::Amount::Time(Duration::from_secs_f64(seconds)));
             let filled = if clients == load::Clients::Many { churn(FILL_SECONDS)? * FILL_SECONDS } else { 0.0 };
             let before = traced.cpu_ns();
@@ -251,14 +251,15 @@ pub fn against(tracer: &Path, other: &Path, clients: load::Clients, rounds: usiz
     }
     Ok(format!(
         "## This build against another, churn with every CPU busy\n\nload: {}{}; {rounds} rounds of {seconds} s, the two tracers back to \
-         back in each (alternating order), summary mode\n\n{table}",
+         back in each (alternating order), {}\n\n{table}",
         Spread::EveryCpu.describe(),
         match clients {
             load::Clients::One => String::new(),
             load::Clients::Many => format!(
                 ", every connection from a client address of its own (127.0.0.0/8), after {FILL_SECONDS} s of that churn unmeasured in each round"
             ),
-        }
+        },
+        if args.is_empty() { "summary mode".to_string() } else { format!("`{}`", args.join(" ")) }
     ))
 }
 

@@ -76,6 +76,10 @@ enum Task {
         /// 8 s of that churn unmeasured, which fills the tracer's TIME_WAIT table.
         #[arg(long, requires = "against")]
         many_clients: bool,
+        /// With `--against`: an option both tracers run with (repeatable), e.g.
+        /// `--tracer-arg=--connections`; summary mode by default.
+        #[arg(long, requires = "against", value_name = "ARG", allow_hyphen_values = true)]
+        tracer_arg: Vec<String>,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests in each; prints a table.
     VmTest {
@@ -129,7 +133,18 @@ fn run(cli: Cli) -> Result<()> {
             let error = as_root(&tracer, &args).exec();
             Err(error).with_context(|| format!("could not start {}", tracer.display()))
         }
-        Task::Bench { quick, snapshots_only, bulk_only, churn_only, dist_only, kernel_parts, hooks_share, against, many_clients } => {
+        Task::Bench {
+            quick,
+            snapshots_only,
+            bulk_only,
+            churn_only,
+            dist_only,
+            kernel_parts,
+            hooks_share,
+            against,
+            many_clients,
+            tracer_arg,
+        } => {
             if !is_root() {
                 bail!("benchmarks attach eBPF programs: run `sudo -E cargo xtask bench` (or as root)");
             }
@@ -149,7 +164,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(other) = against {
                 let clients = if many_clients { load::Clients::Many } else { load::Clients::One };
-                println!("{}", bench::against(&tracer, &other, clients, if quick { 2 } else { 8 }, seconds)?);
+                let args: Vec<&str> = tracer_arg.iter().map(String::as_str).collect();
+                println!("{}", bench::against(&tracer, &other, &args, clients, if quick { 2 } else { 8 }, seconds)?);
                 return Ok(());
             }
             if hooks_share {
