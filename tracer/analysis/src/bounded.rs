@@ -1,9 +1,9 @@
-//! How the tracker and the findings keep a table bounded at a constant cost: when it is full and a new key comes,
-//! the oldest entry goes. The candidates are the oldest eighth of the table, found in one pass
-//! and kept in age order until they are used up, so an eviction costs a few steps however full
-//! the table stays. (Taking the stalest of the first 64 entries the table's iterator gave, as
-//! before, cost 6.5 µs per insert once a table of 131 072 stayed full: the evictions emptied the
-//! front of the table, and each sample scanned further into it.)
+//! How the tracker and the findings keep a table bounded at a constant cost: when it is full
+//! and a new key comes, the oldest entry goes. The candidates are the oldest eighth of the
+//! table, found in one pass and kept in age order until they are used up, so an eviction costs
+//! a few steps however long the table stays full. (Taking the stalest of the first 64 entries
+//! the table's iterator gave, as before, cost 6.5 µs per insert once a table of 131 072 stayed
+//! full: the evictions emptied the front of the table, and each sample scanned further into it.)
 use std::{
     collections::VecDeque,
     hash::Hash,
@@ -26,7 +26,8 @@ pub(crate) struct Bounded<K, V> {
     table: FastMap<K, V>,
     /// How old an entry is (an event time: smaller is older).
     age: fn(&V) -> u64,
-    /// The oldest entries when the table last filled up, oldest first, with the age each had then.
+    /// The oldest entries when the last candidates were taken, oldest first, with the age each
+    /// had then.
     candidates: VecDeque<(u64, K)>,
 }
 
