@@ -68,12 +68,10 @@ pub fn write_short_bytes(line: &mut String, bytes: u64) {
 
 /// `value / unit` to one decimal, then `suffix`.
 fn write_tenths(line: &mut String, value: u64, unit: u64, suffix: &str) {
-    // Tenths of a unit, in 128 bits only where `value * 10` does not fit 64.
-    let tenths = match value.checked_mul(10) {
-        Some(times_ten) => u128::from(rounded(times_ten, unit)),
-        None => rounded_wide(u128::from(value) * 10, u128::from(unit)),
-    };
-    write_integer(line, (tenths / 10) as u64);
+    // Whole units, then the tenths of the rest (which fit 64 bits whatever `value`); whole units
+    // are an even number of tenths, so rounding the rest's tenths half to even rounds the value's.
+    let tenths = rounded(value % unit * 10, unit);
+    write_integer(line, value / unit + tenths / 10);
     line.push('.');
     line.push(char::from(b'0' + (tenths % 10) as u8));
     line.push_str(suffix);
@@ -82,21 +80,12 @@ fn write_tenths(line: &mut String, value: u64, unit: u64, suffix: &str) {
 /// `value / unit`, rounded half to even.
 fn rounded(value: u64, unit: u64) -> u64 {
     let (quotient, remainder) = (value / unit, value % unit);
-    quotient + u64::from(half_to_even(remainder.cmp(&(unit - remainder)), quotient & 1 == 1))
-}
-
-fn rounded_wide(value: u128, unit: u128) -> u128 {
-    let (quotient, remainder) = (value / unit, value % unit);
-    quotient + u128::from(half_to_even(remainder.cmp(&(unit - remainder)), quotient & 1 == 1))
-}
-
-/// Whether to round up, from how the remainder compares with what it lacks to a whole unit.
-fn half_to_even(remainder_against_rest: std::cmp::Ordering, odd: bool) -> bool {
-    match remainder_against_rest {
+    let up = match remainder.cmp(&(unit - remainder)) {
         std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Equal => odd,
+        std::cmp::Ordering::Equal => quotient & 1 == 1,
         std::cmp::Ordering::Less => false,
-    }
+    };
+    quotient + u64::from(up)
 }
 
 /// A decimal number, without the formatting machinery.
