@@ -60,7 +60,7 @@ const MODES: [Mode; 6] = [
         args: &[],
         refuse_first: true,
     },
-    Mode::of("tracer `--connections` (a human line per ended connection)", &["--connections"]),
+    Mode::of("tracer `--connections` (a JSON line per ended connection: the harness runs every mode with `--json`)", &["--connections"]),
     Mode::of("tracer `--events` (every event to userspace at once, no batches)", &["--events"]),
     Mode::of("tracer `--hook-mode tracepoint` (the classic fallback, batches)", &["--hook-mode", "tracepoint"]),
 ];
