@@ -244,7 +244,8 @@ impl Aggregator {
 
     /// Prints the connection lines whose time has come (all of them at `u64::MAX`).
     fn print_connection_lines(&mut self, horizon_ns: u64) {
-        let (shown, json): (Vec<Bytes>, Vec<Option<Bytes>>) = self.connection_lines.due(horizon_ns).into_iter().unzip();
+        let final_before_ns = self.pipeline.tracker.verdicts_final_before(horizon_ns);
+        let (shown, json): (Vec<Bytes>, Vec<Option<Bytes>>) = self.connection_lines.due(horizon_ns, final_before_ns).into_iter().unzip();
         let json: Vec<Bytes> = json.into_iter().flatten().collect();
         // At exit every line still waiting comes at once: wait for room rather than drop them.
         let last = horizon_ns == u64::MAX;

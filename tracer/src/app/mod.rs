@@ -266,9 +266,10 @@ fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, consumer: &mut Cons
             }
         }
     }
-    if events > 0 {
-        consumer.batch_done(horizon_ns);
-    }
+    // Without new events too: the horizon moved on, so what waits behind it (events in the
+    // reorder stage, connections settling, their lines) goes on, where an idle host held it until
+    // the next event or summary.
+    consumer.batch_done(horizon_ns);
     events
 }
 

@@ -5,15 +5,18 @@
 //! learns leaves as [`Observation`]s for the findings layer. Memory is bounded by
 //! [`TrackerConfig`]; every eviction is counted in [`TrackerStats`].
 //!
-//! The parts: [`config`] (what it is told of the host), [`connection`] (what is known of one socket), the state machine here, [`time_wait`]
-//! (TIME_WAIT and FIN_WAIT2 timewait sockets, which outlive their socket), [`classify`] (the verdict
-//! on a connection that ended), [`provenance`] (who sent a RST), [`drops`] (what this host
-//! dropped), [`vanished`] (connections whose CLOSE event never came), [`reorder`] (timestamp
-//! order before any of it); [`Bounded`] is how every table here stays within its bound.
+//! The parts: [`config`] (what it is told of the host), [`connection`] (what is known of one
+//! socket), the state machine here, [`time_wait`] (TIME_WAIT and FIN_WAIT2 timewait sockets,
+//! which outlive their socket), [`classify`] (the verdict on a connection that ended),
+//! [`provenance`] (who sent a RST), [`drops`] (what this host dropped), [`vanished`]
+//! (connections whose CLOSE event never came), [`finality`] (when no verdict still to come can
+//! precede a line), [`reorder`] (timestamp order before any of it); [`Bounded`] is how every
+//! table here stays within its bound.
 mod classify;
 mod config;
 mod connection;
 mod drops;
+mod finality;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 mod icmp;
@@ -83,6 +86,8 @@ pub struct Tracker {
     /// Orphans that left FIN_WAIT2 for a timewait socket, until a lookup or an event says what
     /// it became.
     lingering: Bounded<Tuple, Lingering>,
+    /// What connection lines wait for (see [`finality`]).
+    finality: finality::Pending,
     /// Lingering sockets found gone, in lookup order, waiting for the events before then.
     gone: VecDeque<(u64, Tuple)>,
     /// Ports we have seen serving (a listener starting, a connection accepted), by namespace:
@@ -119,6 +124,7 @@ impl Tracker {
             connections: Bounded::new(|connection| Tracker::eviction_age(connection)),
             time_wait: Bounded::new(|since| *since),
             lingering: Bounded::new(|lingering| lingering.connection.state_since_ns),
+            finality: finality::Pending::default(),
             gone: VecDeque::new(),
             peer_ttls: Bounded::new(|(_, at)| *at),
             arrived_resets: Bounded::new(|(_, at)| *at),
@@ -331,7 +337,7 @@ impl Tracker {
             let peer_fin = exact == Some(TcpState::TimeWait) || event.totals.is_some_and(|totals| totals.peer_fin);
             let followed = self.config.probes || self.config.time_wait_status.is_some() || exact == Some(TcpState::FinWait2);
             if old != TcpState::FinWait2 || connection.reset_received {
-                self.endings.push_back((at, event.socket));
+                self.verdict_pending(at, event.socket);
                 if matches!(old, TcpState::Closing | TcpState::TimeWait) {
                     self.remember_time_wait(tuple, at);
                 }
@@ -339,7 +345,7 @@ impl Tracker {
                 if let Some(ending) = &mut connection.ending {
                     ending.lingered = Some(Lingered::PeerFin);
                 }
-                self.endings.push_back((at, event.socket));
+                self.verdict_pending(at, event.socket);
                 self.remember_time_wait(tuple, at);
             } else if followed {
                 // The full socket handed over to a timewait socket, in FIN_WAIT2 (or, without
@@ -353,7 +359,7 @@ impl Tracker {
                 if let Some(ending) = &mut connection.ending {
                     ending.lingered = Some(Lingered::Unresolved(Unresolved::NotFollowed));
                 }
-                self.endings.push_back((at, event.socket));
+                self.verdict_pending(at, event.socket);
             }
         } else {
             connection.retransmits_in_state = 0;

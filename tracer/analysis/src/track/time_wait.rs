@@ -61,6 +61,7 @@ impl Tracker {
 
     pub(super) fn linger(&mut self, lingering: Lingering, out: &mut Vec<Observation>) {
         let tuple = lingering.connection.tuple();
+        self.verdict_pending_lingering(lingering.connection.end_ns(), tuple);
         if let Some((_, oldest)) = self.lingering.make_room(&tuple, self.config.max_time_wait) {
             self.finish(oldest.connection, out);
         }

@@ -31,6 +31,13 @@ pub(super) struct Watch {
     gone: VecDeque<(u64, SocketId, CloseLost)>,
 }
 
+impl Watch {
+    /// When the first connection found gone and not yet ended was looked up: its end.
+    pub(super) fn first_gone_ns(&self) -> Option<u64> {
+        self.gone.front().map(|(gone_ns, _, _)| *gone_ns)
+    }
+}
+
 /// Open, with both ports known (a lookup needs the 4-tuple), and neither changed nor found
 /// there for [`QUIET_NS`]. Listeners are left out: their close is not a connection's verdict.
 fn is_quiet(connection: &Connection, now_ns: u64) -> bool {
