@@ -21,7 +21,12 @@ impl Clock {
 
     /// RFC 3339 with microseconds, UTC.
     pub fn format(&self, monotonic_ns: u64) -> String {
-        humantime::format_rfc3339_micros(self.wall(monotonic_ns)).to_string()
+        self.rfc3339(monotonic_ns).to_string()
+    }
+
+    /// The same, to be written where it goes (no string of its own).
+    pub fn rfc3339(&self, monotonic_ns: u64) -> humantime::Rfc3339Timestamp {
+        humantime::format_rfc3339_micros(self.wall(monotonic_ns))
     }
 }
 

@@ -113,6 +113,18 @@ pub fn write_endpoint(line: &mut String, endpoint: SocketAddr) {
     }
 }
 
+/// An endpoint in a JSON line, as [`write_endpoint`] writes it.
+pub fn serialize_endpoint<S: serde::Serializer>(endpoint: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut text = String::with_capacity(48);
+    write_endpoint(&mut text, *endpoint);
+    serializer.serialize_str(&text)
+}
+
+/// A value in a JSON line as its `Display` writes it, straight into the line.
+pub fn serialize_displayed<T: std::fmt::Display, S: serde::Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

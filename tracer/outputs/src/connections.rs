@@ -14,7 +14,7 @@ use tracer_analysis::{
 };
 use tracer_model::clock::Clock;
 
-use crate::columns::{pad_after, pad_before, write_endpoint, write_integer, write_short_bytes, write_short_duration};
+use crate::columns::{pad_after, pad_before, serialize_endpoint, write_endpoint, write_integer, write_short_bytes, write_short_duration};
 
 pub use crate::line_order::InOrder;
 
@@ -47,9 +47,9 @@ pub struct ConnectionLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
     pub role: Role,
-    #[serde(serialize_with = "endpoint")]
+    #[serde(serialize_with = "serialize_endpoint")]
     pub local: SocketAddr,
-    #[serde(serialize_with = "endpoint")]
+    #[serde(serialize_with = "serialize_endpoint")]
     pub remote: SocketAddr,
     /// The close class ([`CloseClass::name`]: graceful, reset_by_peer, reset_by_path, …).
     pub close: &'static str,
@@ -131,13 +131,6 @@ pub struct ConnectionLine {
     /// The socket's pending error at its end (ETIMEDOUT, ECONNRESET, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// An endpoint as its `Display` writes it, faster (see [`write_endpoint`]).
-fn endpoint<S: serde::Serializer>(endpoint: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
-    let mut text = String::with_capacity(48);
-    write_endpoint(&mut text, *endpoint);
-    serializer.serialize_str(&text)
 }
 
 fn is_zero(count: &u32) -> bool {

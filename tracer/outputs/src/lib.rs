@@ -39,7 +39,7 @@ use bytes::Bytes;
 const QUEUE_BYTES: usize = 8 << 20;
 
 /// Lines that travel to the writer as one chunk, at most.
-const CHUNK_LINES: usize = 1024;
+pub const CHUNK_LINES: usize = 1024;
 
 pub struct Sink {
     /// Chunks of lines, joined by newlines.
@@ -136,6 +136,12 @@ impl Sink {
     /// while the writer gets lines out, and dropping it once nothing moved for `patience`.
     pub fn line_patiently(&mut self, line: impl Into<Bytes>, patience: Duration) {
         self.send(line.into(), 1, Some(patience));
+    }
+
+    /// Queues `lines` lines already joined by newlines, as one chunk; never blocks. A full queue
+    /// drops them and counts them.
+    pub fn chunk(&mut self, chunk: Bytes, lines: usize) {
+        self.send(chunk, lines, None);
     }
 
     /// Queues lines that are due together, in chunks of [`CHUNK_LINES`]; never blocks. A full

@@ -25,7 +25,7 @@ use tracer_common::WireEvent;
 use self::{
     aggregator::{Aggregator, Outputs, PendingDump},
     cli::Cli,
-    event_printer::EventPrinter,
+    event_printer::{EventPrinter, Pending},
     settings::Settings,
 };
 use crate::{
@@ -105,6 +105,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             admission: Admission::default(),
             links,
             last_netns: 0,
+            pending: Pending::default(),
+            admitted: Vec::new(),
         })),
         Some(summary) => {
             let page = Page::default();
@@ -318,8 +320,9 @@ impl Consumer {
     }
 
     fn batch_done(&mut self, horizon_ns: u64) {
-        if let Consumer::Summary(aggregator) = self {
-            aggregator.advance(horizon_ns);
+        match self {
+            Consumer::Summary(aggregator) => aggregator.advance(horizon_ns),
+            Consumer::Events(printer) => printer.flush(),
         }
     }
 
