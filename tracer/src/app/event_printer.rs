@@ -71,7 +71,7 @@ impl EventPrinter {
             return;
         }
         let json = (self.sink.json || self.json_file.is_some()).then(|| events::link_json(change, &self.clock));
-        if let (true, Some(json)) = (self.json_file.is_some(), &json) {
+        if let Some(json) = json.as_ref().filter(|_| self.json_file.is_some()) {
             self.pending.json.add(|line| line.extend_from_slice(json.as_bytes()));
         }
         let shown = match json {
