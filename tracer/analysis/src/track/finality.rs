@@ -7,8 +7,8 @@
 //! every queue is in time order, so the fronts bound them all.
 use std::collections::VecDeque;
 
-use super::{Tracker, Tuple};
-use crate::decode::SocketId;
+use super::{Lingering, Tracker, Tuple};
+use crate::{bounded::Bounded, decode::SocketId};
 
 #[derive(Default)]
 pub(super) struct Pending {
@@ -40,7 +40,7 @@ impl Tracker {
         queue.push_back((at_ns, at_ns, tuple));
         if queue.len() > 2 * self.lingering.len() + 1024 {
             let lingering = &self.lingering;
-            queue.retain(|(_, at, tuple)| lingering.get(tuple).is_some_and(|entry| entry.connection.end_ns() == *at));
+            queue.retain(|(_, at, tuple)| still_lingering(lingering, tuple, *at));
         }
     }
 
@@ -52,7 +52,7 @@ impl Tracker {
         }
         let queue = &mut self.finality.lingering;
         while let Some(&(_, at, tuple)) = queue.front() {
-            if self.lingering.get(&tuple).is_some_and(|entry| entry.connection.end_ns() == at) {
+            if still_lingering(&self.lingering, &tuple, at) {
                 break;
             }
             queue.pop_front();
@@ -65,6 +65,12 @@ impl Tracker {
         ];
         pending.into_iter().flatten().fold(horizon_ns, u64::min)
     }
+}
+
+/// Whether the connection queued as lingering at `at_ns` on `tuple` still waits (not resolved,
+/// nor replaced by a later one on the same tuple).
+fn still_lingering(lingering: &Bounded<Tuple, Lingering>, tuple: &Tuple, at_ns: u64) -> bool {
+    lingering.get(tuple).is_some_and(|entry| entry.connection.end_ns() == at_ns)
 }
 
 #[cfg(test)]
