@@ -10,7 +10,7 @@ use tracer_common::EventKind;
 use tracer_analysis::decode::{Comm, Decoder, Event};
 use tracer_model::{clock::Clock, links::LinkChange};
 
-use crate::columns::{pad_after, serialize_displayed, serialize_endpoint, write_integer};
+use crate::columns::{pad_after, pad_before, serialize_displayed, serialize_endpoint, write_endpoint, write_integer};
 
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {
@@ -117,7 +117,19 @@ pub fn write_json(out: &mut Vec<u8>, event: &Event, clock: &Clock, decoder: &Dec
 /// Appends the event's line to `line`, written in place:
 /// `2026-11-22T02:10:00.123456Z state  10.0.0.1:43210 → 10.0.0.2:80  SYN_SENT → ESTABLISHED  pid 42 curl`
 pub fn write_human(line: &mut String, event: &Event, clock: &Clock, decoder: &Decoder) {
-    let _ = write!(line, "{} {:<17} {:>22} → {:<22} ", clock.rfc3339(event.timestamp_ns), kind_name(event.kind), event.local, event.remote);
+    let _ = write!(line, "{} ", clock.rfc3339(event.timestamp_ns));
+    let kind = line.len();
+    line.push_str(kind_name(event.kind));
+    pad_after(line, kind, 17);
+    line.push(' ');
+    let local = line.len();
+    write_endpoint(line, event.local);
+    pad_before(line, local, 22);
+    line.push_str(" → ");
+    let remote = line.len();
+    write_endpoint(line, event.remote);
+    pad_after(line, remote, 22);
+    line.push(' ');
     let states = line.len();
     match (event.kind, event.old_state, event.state) {
         (EventKind::StateChange, old, new) => line.extend([name_or_unknown(old), " → ", name_or_unknown(new)]),
