@@ -244,6 +244,10 @@ impl Aggregator {
 
     /// Prints the connection lines whose time has come (all of them at `u64::MAX`).
     fn print_connection_lines(&mut self, horizon_ns: u64) {
+        // Without `--connections` no line waits: nothing to bound.
+        if self.connections.is_none() {
+            return;
+        }
         let final_before_ns = self.pipeline.tracker.verdicts_final_before(horizon_ns);
         let (shown, json): (Vec<Bytes>, Vec<Option<Bytes>>) = self.connection_lines.due(horizon_ns, final_before_ns).into_iter().unzip();
         let json: Vec<Bytes> = json.into_iter().flatten().collect();
