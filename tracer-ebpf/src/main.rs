@@ -288,9 +288,12 @@ unsafe fn release(event: *mut WireEvent, batch: *mut Batch, keep: bool) {
                 len = 0;
             }
             core::ptr::write_volatile(&mut (*batch).len, len as u32);
-            // Userspace only needs to know whether a batch waits: tell it on the first record.
-            if len <= 1 {
-                set_counter(COUNTER_PENDING, len as u64);
+            // Userspace only needs to know since when a batch waits: told at its first record
+            // (its time, never 0), cleared when it goes.
+            if len == 1 {
+                set_counter(COUNTER_PENDING, (*event).timestamp_ns.max(1));
+            } else if len == 0 {
+                set_counter(COUNTER_PENDING, 0);
             }
         }
         core::ptr::write_volatile(&mut (*batch).busy, 0);

@@ -192,7 +192,8 @@ pub struct Batch {
 /// Slots of the per-CPU `COUNTERS` array.
 /// Events dropped because the ring buffer was full (a whole batch counts each of its records).
 pub const COUNTER_RESERVE_FAILED: u32 = 0;
-/// Not zero while this CPU's batch holds records; userspace flushes CPUs where it is set.
+/// While this CPU's batch holds records, the time of its first (never 0); 0 when it is empty.
+/// Userspace flushes the batches that have waited long enough.
 pub const COUNTER_PENDING: u32 = 1;
 pub const COUNTER_SLOTS: u32 = 2 + KernelMiss::ALL.len() as u32;
 

@@ -23,7 +23,7 @@ use tracer_analysis::{decode::Decoder, track::losses};
 
 pub use crate::modes::Modes;
 use crate::{
-    btf_offsets,
+    btf_offsets, clock,
     hooks::{self, Attach, HookMode, FLUSH_PROGRAM, HOOKS},
     kernel_log::{self, KernelLog, KernelLogLevel},
     tracefs::{self, Format},
@@ -320,24 +320,26 @@ impl Probes {
         !self.on_demand.is_empty()
     }
 
-    /// Sends every CPU's waiting batch to the ring buffer. Returns true when all of them went (a
-    /// batch in use at that instant is left for the next call): every event that happened before
-    /// this call started is then in the ring buffer.
-    pub fn flush(&self) -> bool {
+    /// Sends the CPUs' waiting batches to the ring buffer, but for those begun less than
+    /// `spare_ns` ago: under load a batch fills and goes on its own sooner than that, where a
+    /// flush costs a system call and an interrupt of that busy CPU. Returns the time before which
+    /// every event is in the ring buffer (see [`plan_flush`]); `None` when a batch could not go
+    /// (one in use at that instant is left for the next call).
+    pub fn flush(&self, spare_ns: u64) -> Option<u64> {
+        let started = clock::monotonic_ns();
         if !self.modes.batched {
-            return true;
+            return Some(started);
         }
-        let Ok(pending) = self.counters.get(&COUNTER_PENDING, 0) else { return false };
-        let Some(Ok(program)) = self.ebpf.program(FLUSH_PROGRAM).map(<&RawTracePoint>::try_from) else { return false };
+        let pending = self.counters.get(&COUNTER_PENDING, 0).ok()?;
+        let program: &RawTracePoint = self.ebpf.program(FLUSH_PROGRAM)?.try_into().ok()?;
+        let waiting = self.cpus.iter().map(|&cpu| (cpu, pending.get(cpu as usize).copied().unwrap_or(0)));
+        let plan = plan_flush(waiting, started, spare_ns);
         let mut complete = true;
-        for &cpu in &self.cpus {
-            if pending.get(cpu as usize).copied().unwrap_or(0) == 0 {
-                continue;
-            }
+        for cpu in plan.flush {
             let options = RawTracePointRunOptions { cpu: Some(cpu), ..RawTracePointRunOptions::new() };
             complete &= program.test_run(options).is_ok_and(|result| result.return_value == 0);
         }
-        complete
+        complete.then_some(plan.arrived_ns)
     }
 
     /// The reader of the kernel programs' log records (`--kernel-log`), for the event loop.
@@ -357,6 +359,30 @@ impl Probes {
         let misses = KernelMiss::ALL.into_iter().map(|what| (what, sum(what.slot()))).collect();
         KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }
     }
+}
+
+/// Which CPUs' batches a flush sends, and the time before which every event is then in the
+/// ring buffer.
+#[derive(Debug, PartialEq)]
+pub struct FlushPlan {
+    pub flush: Vec<u32>,
+    pub arrived_ns: u64,
+}
+
+/// Plans a flush that starts at `started_ns`, from each CPU's [`COUNTER_PENDING`] (the time of
+/// its batch's first record, 0 when empty). A batch begun less than `spare_ns` ago is spared:
+/// every event of its CPU before that first record has gone already, so the events are complete
+/// up to the oldest spared batch's first record, or up to the flush's start when none is spared.
+pub fn plan_flush(pending: impl Iterator<Item = (u32, u64)>, started_ns: u64, spare_ns: u64) -> FlushPlan {
+    let mut plan = FlushPlan { flush: Vec::new(), arrived_ns: started_ns };
+    for (cpu, since_ns) in pending.filter(|(_, since_ns)| *since_ns != 0) {
+        if started_ns.saturating_sub(since_ns) < spare_ns {
+            plan.arrived_ns = plan.arrived_ns.min(since_ns);
+        } else {
+            plan.flush.push(cpu);
+        }
+    }
+    plan
 }
 
 /// The line of a verifier log that says why it refused (the last one before its statistics).
@@ -489,5 +515,19 @@ mod tests {
         let built: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
         let listed: BTreeSet<&str> = hooks::programs().map(|(name, _)| name).collect();
         assert_eq!(built, listed);
+    }
+
+    #[test]
+    fn a_flush_spares_the_batches_begun_lately_and_counts_events_complete_up_to_them() {
+        let ms = 1_000_000;
+        let now = 1_000 * ms;
+        // CPU 0 empty, CPU 1 begun 30 ms ago, CPU 2 begun 3 ms ago, CPU 3 begun 8 ms ago.
+        let pending = [(0, 0), (1, now - 30 * ms), (2, now - 3 * ms), (3, now - 8 * ms)];
+        let plan = plan_flush(pending.into_iter(), now, 10 * ms);
+        assert_eq!(plan, FlushPlan { flush: vec![1], arrived_ns: now - 8 * ms }, "the oldest spared batch bounds the events");
+        // Nothing spared (at exit): every waiting batch goes, complete up to the flush's start.
+        assert_eq!(plan_flush(pending.into_iter(), now, 0), FlushPlan { flush: vec![1, 2, 3], arrived_ns: now });
+        // Every CPU idle: nothing to send, and nothing on its way.
+        assert_eq!(plan_flush([(0, 0), (1, 0)].into_iter(), now, 10 * ms), FlushPlan { flush: vec![], arrived_ns: now });
     }
 }

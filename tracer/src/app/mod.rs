@@ -204,7 +204,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         consumer.snapshot_arrived(dump.await)?;
     }
     // Whatever is still in the batches and the ring buffer belongs to this run.
-    probes.flush();
+    probes.flush(0);
     seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
     consumer.tick(health(&probes, seen, &decoder), None)?;
     let (sink, json_file) = consumer.sinks();
@@ -223,6 +223,10 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// The longest the tracker waits for a complete flush of every CPU's batch.
 const MAX_FLUSH_WAIT_NS: u64 = 1_000_000_000;
+/// A batch begun less than this long ago is not flushed at a poll: under load it fills and goes
+/// on its own first (64 records), and each flush is a system call that interrupts that busy CPU.
+/// The events wait for it at most this much longer.
+const SPARE_BATCHES_NS: u64 = 50_000_000;
 
 /// Up to when every event is known to have arrived: what the tracker may be fed.
 ///
@@ -240,11 +244,11 @@ impl Horizon {
         Horizon { batched, flushed_at_ns: clock::monotonic_ns() }
     }
 
-    /// Flushes every CPU's batch; the horizon moves only when all of them went.
+    /// Flushes the CPUs' batches that waited [`SPARE_BATCHES_NS`]; the horizon moves only when
+    /// all of them went, up to the oldest batch spared.
     fn flushed(&mut self, probes: &Probes) {
-        let started = clock::monotonic_ns();
-        if probes.flush() {
-            self.flushed_at_ns = started;
+        if let Some(arrived_ns) = probes.flush(SPARE_BATCHES_NS) {
+            self.flushed_at_ns = self.flushed_at_ns.max(arrived_ns);
         }
     }
 
