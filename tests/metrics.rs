@@ -132,6 +132,10 @@ fn prometheus_scrapes_the_numbers_of_a_traced_scenario() {
     prometheus.wait_for(&format!(r#"tcp_tracer_hook_mode{{hook="inet_sock_set_state",mode="{mode}"}}"#), |v| v == 1.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="lost"}"#, |v| v == 0.0);
     prometheus.wait_for(r#"tcp_tracer_events_total{what="seen"}"#, |v| v > 0.0);
+    // What the tracer costs: its process always; its kernel programs counted where the kernel
+    // counts them (a series from the start either way, flat while kernel.bpf_stats_enabled is 0).
+    prometheus.wait_for("process_cpu_seconds_total", |v| v > 0.0);
+    prometheus.wait_for("tcp_tracer_kernel_program_seconds_total", |v| v >= 0.0);
     // Only the client namespace is watched (--netns): the server's resets are not counted.
     assert_eq!(prometheus.query(r#"tcp_tracer_resets_total{direction="sent"}"#), Ok(None));
     let addresses = Command::new("ss").args(["-ltnH", &format!("sport = :{metrics_port}")]).output().unwrap();

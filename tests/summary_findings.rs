@@ -891,3 +891,55 @@ fn forgetful_router(resets: bool, whole_host: bool) {
     }
     drop(echo);
 }
+
+/// Sets `kernel.bpf_stats_enabled`; puts back what it was when dropped.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn set(on: bool) -> BpfStats {
+        let was = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, if on { "1" } else { "0" }).unwrap();
+        BpfStats(was)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.0.trim());
+    }
+}
+
+#[test]
+fn a_summary_says_what_the_tracer_cost_and_its_kernel_programs_where_the_kernel_counts_them() {
+    require_root();
+    let link = Link::new();
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let connect_a_few = || {
+        for _ in 0..20 {
+            let client_stream = link.connect(server).unwrap();
+            drop(listener.accept().unwrap());
+            drop(client_stream);
+        }
+    };
+    let uncounted_stats = BpfStats::set(false);
+    let tracer = summary_tracer(&["--netns", &link.server.path()]);
+    connect_a_few();
+    let uncounted = tracer.wait_for("a summary with events", |line| line["interval_events"].as_u64() > Some(0));
+    let process_ns = uncounted["cost"]["process_cpu_ns"].as_u64().unwrap();
+    assert!(process_ns > 0 && process_ns < 2_000_000_000, "one interval of 1 s, and the tracer polls all along: {uncounted}");
+    assert!(uncounted["cost"]["kernel"].is_null(), "the kernel does not count runs: none are claimed: {uncounted}");
+
+    drop(uncounted_stats);
+    let _counted_stats = BpfStats::set(true);
+    // The interval under way began uncounted: only the next one is whole.
+    thread::sleep(Duration::from_millis(1500));
+    connect_a_few();
+    let counted = tracer.wait_for("a summary with the kernel's counts", |line| line["cost"]["kernel"]["runs"].as_u64() > Some(0));
+    let kernel = &counted["cost"]["kernel"];
+    let per_run = kernel["run_ns"].as_u64().unwrap() / kernel["runs"].as_u64().unwrap();
+    assert!((10..100_000).contains(&per_run), "a hook's run takes tens to hundreds of ns: {counted}");
+    tracer.stop();
+}

@@ -3,6 +3,7 @@
 //! the analysis reads it; keeping it in its own crate keeps the analysis from reaching back into
 //! aya, netlink or tokio.
 pub mod clock;
+pub mod cost;
 pub mod event;
 pub mod health;
 pub mod links;

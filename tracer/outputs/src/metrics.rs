@@ -54,6 +54,8 @@ pub struct Metrics {
     peer_trouble: Family<Labels, Gauge>,
     health: Family<Labels, Counter>,
     kernel_misses: Family<Labels, Counter>,
+    kernel_program_runs: Counter,
+    kernel_program_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     link_changes: Family<Labels, Counter>,
     snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_namespaces: Family<Labels, Gauge>,
@@ -106,6 +108,8 @@ impl Metrics {
             peer_trouble: Family::default(),
             health: Family::default(),
             kernel_misses: Family::default(),
+            kernel_program_runs: Counter::default(),
+            kernel_program_seconds: Counter::default(),
             link_changes: Family::default(),
             hook_modes: Family::default(),
             snapshot_seconds: Gauge::default(),
@@ -159,6 +163,16 @@ impl Metrics {
             "kernel_misses",
             "The kernel programs' rare paths: structures they could not read, unexpected families",
             metrics.kernel_misses.clone(),
+        );
+        registry.register(
+            "kernel_program_runs",
+            "Runs of the tracer's kernel programs, counted while the kernel counts them (sysctl kernel.bpf_stats_enabled=1)",
+            metrics.kernel_program_runs.clone(),
+        );
+        registry.register(
+            "kernel_program_seconds",
+            "Time the tracer's kernel programs ran, counted while the kernel counts it (sysctl kernel.bpf_stats_enabled=1); the process's own is process_cpu_seconds_total",
+            metrics.kernel_program_seconds.clone(),
         );
         registry.register(
             "link_changes",
@@ -320,6 +334,10 @@ impl Metrics {
         self.peer_trouble.clear();
         for peer in &picture.peers {
             self.peer_trouble.get_or_create(&labels(&[("remote", &peer.remote)])).set(peer.trouble() as i64);
+        }
+        if let Some(kernel) = health.cost.kernel {
+            self.kernel_program_runs.inc_by(kernel.runs);
+            self.kernel_program_seconds.inc_by(kernel.run_ns as f64 / 1e9);
         }
         let previous = std::mem::replace(&mut self.reported, health);
         for ((what, now), (_, before)) in health.counters().into_iter().zip(previous.counters()) {

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::Serialize;
 
 use tracer_analysis::find::{Finding, FindingKind, Picture};
+use tracer_model::cost::Cost;
 
 /// The tracer's own health for the interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -34,6 +35,9 @@ pub struct Health {
     /// Events dropped because the reorder stage was full while a socket snapshot was taken (it
     /// holds every event meanwhile, up to its cap).
     pub held_dropped: u64,
+    /// What the tracer cost over the interval (the summary's `cost`, beside these counters).
+    #[serde(skip)]
+    pub cost: Cost,
 }
 
 impl Health {
@@ -77,6 +81,9 @@ pub struct Summary<'a> {
     pub events: Health,
     /// Events seen in this interval.
     pub interval_events: u64,
+    /// What the tracer cost over the interval: its process, and its kernel programs where the
+    /// kernel counts them.
+    pub cost: Cost,
     pub modes: &'a SourceModes,
     pub states: &'a BTreeMap<&'static str, u64>,
     /// The states counted over every socket; the others count tracked connections only.
@@ -143,6 +150,7 @@ impl<'a> Summary<'a> {
             last,
             events,
             interval_events,
+            cost: events.cost,
             modes,
             states: &picture.states,
             states_exact: &picture.states_exact,
@@ -157,6 +165,25 @@ impl<'a> Summary<'a> {
 
     pub fn json(&self) -> String {
         serde_json::to_string(self).expect("plain data always serializes")
+    }
+
+    /// The process's share of a core (and per event), then its kernel programs'.
+    fn cost_line(&self) -> String {
+        let share = |ns: u64| format!("{:.1} % of a core", ns as f64 / (self.interval_s * 1e7));
+        let mut line = format!("this process {}", share(self.cost.process_cpu_ns));
+        if let Some(per_event) = self.cost.process_cpu_ns.checked_div(self.interval_events) {
+            let _ = write!(line, " ({per_event} ns per event)");
+        }
+        match self.cost.kernel {
+            Some(kernel) => match kernel.run_ns.checked_div(kernel.runs) {
+                Some(per_run) => {
+                    let _ = write!(line, "; its kernel programs {} ({} runs, {per_run} ns each)", share(kernel.run_ns), kernel.runs);
+                }
+                None => line.push_str("; its kernel programs did not run"),
+            },
+            None => line.push_str("; its kernel programs not counted (sysctl kernel.bpf_stats_enabled=1 counts every BPF program's runs)"),
+        }
+        line
     }
 
     pub fn human(&self, colour: bool) -> String {
@@ -178,6 +205,7 @@ impl<'a> Summary<'a> {
             self.modes.snapshot,
             self.modes.time_wait
         );
+        let _ = writeln!(out, "cost    {}", self.cost_line());
         if health.output_dropped > 0 {
             let _ = writeln!(out, "output: {} lines dropped (stdout was not read fast enough)", health.output_dropped);
         }
@@ -324,7 +352,7 @@ mod tests {
         find::{LinkRow, PeerKey},
         track::{fixtures, Role},
     };
-    use tracer_model::links::LinkWhat;
+    use tracer_model::{cost::KernelCost, links::LinkWhat};
 
     fn finding(kind: FindingKind, port: u16, count: u64) -> Finding {
         let key = PeerKey::new(Role::Server, 1, format!("10.0.0.1:{port}").parse().unwrap(), "10.0.0.2:80".parse().unwrap());
@@ -406,12 +434,14 @@ mod tests {
             time_wait: "sock_diag",
         };
         let kernel_misses = [(tracer_common::KernelMiss::Task, 3)].into_iter().collect();
-        let health = Health { seen: 40, kernel_misses, recorder_overflowed: 5, ..Health::default() };
+        let cost = Cost { process_cpu_ns: 150_000_000, kernel: Some(KernelCost { runs: 1_000_000, run_ns: 198_000_000 }) };
+        let health = Health { seen: 40, kernel_misses, recorder_overflowed: 5, cost, ..Health::default() };
         let summary = Summary::new("2026-11-23T00:00:00Z".into(), 10.0, true, (health, 12), &modes, &picture);
         let expected = "\
 ── 2026-11-23T00:00:00Z final, interval 10.0s ────────────────────────────────
 events  12 this interval, 40 since start; since start 0 lost, 0 skipped, 0 unreadable, 0 undecodable, 0 evicted
 sources snapshot: sock_diag (1 netns, 1 dumped in 0 ms) | TIME_WAIT from sock_diag
+cost    this process 1.5 % of a core (12500000 ns per event); its kernel programs 2.0 % of a core (1000000 runs, 198 ns each)
 kernel: task_unreadable 3 (--kernel-log warn shows each)
 flight recorder: 5 events pushed out before their window (raise --record-max-events)
 links   veth0 down at 00:00:01.500000; veth0 up at 00:00:06.500000 after 5.0 s down
@@ -434,9 +464,11 @@ findings
         let quiet =
             Summary::new("2026-11-23T00:00:10Z".into(), 10.0, false, (Health::default(), 0), &modes, &Picture::default()).human(false);
         assert!(!quiet.contains("kernel:") && !quiet.contains("flight recorder") && quiet.contains("findings: none"), "{quiet}");
+        assert!(quiet.contains("cost    this process 0.0 % of a core; its kernel programs not counted"), "{quiet}");
         let json: serde_json::Value = serde_json::from_str(&summary.json()).unwrap();
         assert_eq!(json["events"]["kernel_misses"]["task_unreadable"], 3);
         assert_eq!(json["events"]["recorder_overflowed"], 5);
+        assert_eq!(json["cost"], serde_json::json!({"process_cpu_ns": 150_000_000, "kernel": {"runs": 1_000_000, "run_ns": 198_000_000}}));
         assert_eq!(json["final"], true);
         assert_eq!(
             json["links"][1],

@@ -6,10 +6,7 @@
 //! reported. The programs, links and maps live in one [`aya::Ebpf`]; dropping [`Probes`] (normal
 //! exit, an error half-way through attaching, a signal) detaches everything, and nothing is
 //! pinned, so even `kill -9` leaves nothing behind once the process is gone.
-use std::{
-    os::fd::{AsFd, AsRawFd},
-    path::Path,
-};
+use std::{os::fd::AsFd, path::Path};
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -20,10 +17,11 @@ use aya::{
 use tracer_common::{EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED};
 
 use tracer_analysis::{decode::Decoder, track::losses};
+use tracer_model::cost::CostReading;
 
 pub use crate::modes::Modes;
 use crate::{
-    btf_offsets, clock,
+    batches, btf_offsets, clock, cost,
     hooks::{self, Attach, HookMode, FLUSH_PROGRAM, HOOKS},
     kernel_log::{self, KernelLog, KernelLogLevel},
     tracefs::{self, Format},
@@ -323,7 +321,7 @@ impl Probes {
     /// Sends the CPUs' waiting batches to the ring buffer, but for those begun less than
     /// `spare_ns` ago: under load a batch fills and goes on its own sooner than that, where a
     /// flush costs a system call and an interrupt of that busy CPU. Returns the time before which
-    /// every event is in the ring buffer (see [`plan_flush`]); `None` when a batch could not go
+    /// every event is in the ring buffer (see [`batches::plan_flush`]); `None` when a batch could not go
     /// (one in use at that instant is left for the next call).
     pub fn flush(&self, spare_ns: u64) -> Option<u64> {
         let started = clock::monotonic_ns();
@@ -333,7 +331,7 @@ impl Probes {
         let pending = self.counters.get(&COUNTER_PENDING, 0).ok()?;
         let program: &RawTracePoint = self.ebpf.program(FLUSH_PROGRAM)?.try_into().ok()?;
         let waiting = self.cpus.iter().map(|&cpu| (cpu, pending.get(cpu as usize).copied().unwrap_or(0)));
-        let plan = plan_flush(waiting, started, spare_ns);
+        let plan = batches::plan_flush(waiting, started, spare_ns);
         let mut complete = true;
         for cpu in plan.flush {
             let options = RawTracePointRunOptions { cpu: Some(cpu), ..RawTracePointRunOptions::new() };
@@ -347,6 +345,11 @@ impl Probes {
         self.kernel_log.take()
     }
 
+    /// What the tracer has cost so far: its process's CPU and its programs' runs.
+    pub fn cost(&self) -> CostReading {
+        cost::reading(self.ebpf.programs().filter_map(|(_, program)| program.fd().ok()).map(|fd| fd.as_fd()))
+    }
+
     /// What the kernel side lost or could not read so far.
     pub fn loss(&self) -> KernelLoss {
         let sum = |slot| self.counters.get(&slot, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
@@ -354,35 +357,12 @@ impl Probes {
             .ebpf
             .programs()
             .filter_map(|(_, program)| program.fd().ok())
-            .filter_map(|fd| recursion_misses(fd.as_fd().as_raw_fd()).ok())
+            .filter_map(|fd| cost::program_counters(fd.as_fd()).ok())
+            .map(|counters| counters.recursion_misses)
             .sum();
         let misses = KernelMiss::ALL.into_iter().map(|what| (what, sum(what.slot()))).collect();
         KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }
     }
-}
-
-/// Which CPUs' batches a flush sends, and the time before which every event is then in the
-/// ring buffer.
-#[derive(Debug, PartialEq)]
-pub struct FlushPlan {
-    pub flush: Vec<u32>,
-    pub arrived_ns: u64,
-}
-
-/// Plans a flush that starts at `started_ns`, from each CPU's [`COUNTER_PENDING`] (the time of
-/// its batch's first record, 0 when empty). A batch begun less than `spare_ns` ago is spared:
-/// every event of its CPU before that first record has gone already, so the events are complete
-/// up to the oldest spared batch's first record, or up to the flush's start when none is spared.
-pub fn plan_flush(pending: impl Iterator<Item = (u32, u64)>, started_ns: u64, spare_ns: u64) -> FlushPlan {
-    let mut plan = FlushPlan { flush: Vec::new(), arrived_ns: started_ns };
-    for (cpu, since_ns) in pending.filter(|(_, since_ns)| *since_ns != 0) {
-        if started_ns.saturating_sub(since_ns) < spare_ns {
-            plan.arrived_ns = plan.arrived_ns.min(since_ns);
-        } else {
-            plan.flush.push(cpu);
-        }
-    }
-    plan
 }
 
 /// The line of a verifier log that says why it refused (the last one before its statistics).
@@ -480,26 +460,6 @@ fn attach_tracing(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<()> {
     Ok(())
 }
 
-/// Firings of a loaded program the kernel skipped because it was already running on that CPU
-/// (Linux ≥ 5.12), through `BPF_OBJ_GET_INFO_BY_FD`: aya does not expose `recursion_misses`.
-fn recursion_misses(fd: i32) -> std::io::Result<u64> {
-    use aya_obj::generated::{bpf_attr, bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
-    // SAFETY: both are plain C structs for which all-zero is valid; the kernel writes at most
-    // `info_len` bytes of `info`, which outlives the call.
-    unsafe {
-        let mut info: bpf_prog_info = std::mem::zeroed();
-        let mut attr: bpf_attr = std::mem::zeroed();
-        attr.info.bpf_fd = fd as u32;
-        attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
-        attr.info.info = (&raw mut info) as u64;
-        let result = libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD as libc::c_long, &raw mut attr, std::mem::size_of::<bpf_attr>());
-        if result < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(info.recursion_misses)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -515,19 +475,5 @@ mod tests {
         let built: BTreeSet<&str> = object.programs.keys().map(String::as_str).collect();
         let listed: BTreeSet<&str> = hooks::programs().map(|(name, _)| name).collect();
         assert_eq!(built, listed);
-    }
-
-    #[test]
-    fn a_flush_spares_the_batches_begun_lately_and_counts_events_complete_up_to_them() {
-        let ms = 1_000_000;
-        let now = 1_000 * ms;
-        // CPU 0 empty, CPU 1 begun 30 ms ago, CPU 2 begun 3 ms ago, CPU 3 begun 8 ms ago.
-        let pending = [(0, 0), (1, now - 30 * ms), (2, now - 3 * ms), (3, now - 8 * ms)];
-        let plan = plan_flush(pending.into_iter(), now, 10 * ms);
-        assert_eq!(plan, FlushPlan { flush: vec![1], arrived_ns: now - 8 * ms }, "the oldest spared batch bounds the events");
-        // Nothing spared (at exit): every waiting batch goes, complete up to the flush's start.
-        assert_eq!(plan_flush(pending.into_iter(), now, 0), FlushPlan { flush: vec![1, 2, 3], arrived_ns: now });
-        // Every CPU idle: nothing to send, and nothing on its way.
-        assert_eq!(plan_flush([(0, 0), (1, 0)].into_iter(), now, 10 * ms), FlushPlan { flush: vec![], arrived_ns: now });
     }
 }

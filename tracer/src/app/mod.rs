@@ -21,6 +21,7 @@ use tokio::{
     time::{interval_at, sleep_until, Instant, MissedTickBehavior},
 };
 use tracer_common::WireEvent;
+use tracer_model::cost::Cost;
 
 use self::{
     aggregator::{Aggregator, Outputs, PendingDump},
@@ -128,9 +129,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut ticks = interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
-    let health = |probes: &Probes, seen: u64, decoder: &Decoder| {
+    let mut cost_since = probes.cost();
+    let mut health = |probes: &Probes, seen: u64, decoder: &Decoder| {
         let loss = probes.loss();
+        let cost_now = probes.cost();
+        let cost = Cost::between(&cost_since, &cost_now);
+        cost_since = cost_now;
         Health {
+            cost,
             seen,
             lost: loss.ring_full,
             skipped: loss.nested,
