@@ -9,6 +9,14 @@ pub struct FlushPlan {
     pub arrived_ns: u64,
 }
 
+/// What a flush did: the time before which every event is in the ring buffer, and whether any
+/// CPU's batch held records (sent or spared).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Flushed {
+    pub arrived_ns: u64,
+    pub batches_waited: bool,
+}
+
 /// Plans a flush that starts at `started_ns`, from each CPU's `COUNTER_PENDING` (the time of
 /// its batch's first record, 0 when empty). A batch begun less than `spare_ns` ago is spared:
 /// every event of its CPU before that first record has gone already, so the events are complete

@@ -1,7 +1,7 @@
 //! Everything that talks to the kernel: the privileges to do it, the layouts read from tracefs
 //! and BTF, the probes and their ring buffer, the kernel's clock, network namespaces, the
 //! sock_diag snapshots and the links' state (rtnetlink).
-mod batches;
+pub mod batches;
 pub mod btf_offsets;
 pub mod clock;
 mod cost;

@@ -21,7 +21,8 @@ use tracer_model::cost::CostReading;
 
 pub use crate::modes::Modes;
 use crate::{
-    batches, btf_offsets, clock, cost,
+    batches::{self, Flushed},
+    btf_offsets, clock, cost,
     hooks::{self, Attach, HookMode, FLUSH_PROGRAM, HOOKS},
     kernel_log::{self, KernelLog, KernelLogLevel},
     tracefs::{self, Format},
@@ -29,8 +30,11 @@ use crate::{
 
 /// The reader is woken once 1/WAKEUP_FRACTION of the ring buffer is filled.
 const WAKEUP_FRACTION: u32 = 16;
-/// ... and otherwise drains the ring buffer (and flushes the batches) this often.
+/// ... and otherwise drains the ring buffer (and flushes the batches) this often,
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+/// ... or this often after a poll that found no event and no batch waiting: most of what a
+/// tracer on a quiet host costs is its polls.
+pub const QUIET_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
 
@@ -321,23 +325,29 @@ impl Probes {
     /// Sends the CPUs' waiting batches to the ring buffer, but for those begun less than
     /// `spare_ns` ago: under load a batch fills and goes on its own sooner than that, where a
     /// flush costs a system call and an interrupt of that busy CPU. Returns the time before which
-    /// every event is in the ring buffer (see [`batches::plan_flush`]); `None` when a batch could not go
-    /// (one in use at that instant is left for the next call).
-    pub fn flush(&self, spare_ns: u64) -> Option<u64> {
+    /// every event is in the ring buffer (see [`batches::plan_flush`]), and whether any batch held
+    /// records; `None` when a batch could not go (one in use at that instant is left for the
+    /// next call).
+    pub fn flush(&self, spare_ns: u64) -> Option<Flushed> {
         let started = clock::monotonic_ns();
         if !self.modes.batched {
-            return Some(started);
+            return Some(Flushed { arrived_ns: started, batches_waited: false });
         }
         let pending = self.counters.get(&COUNTER_PENDING, 0).ok()?;
-        let program: &RawTracePoint = self.ebpf.program(FLUSH_PROGRAM)?.try_into().ok()?;
         let waiting = self.cpus.iter().map(|&cpu| (cpu, pending.get(cpu as usize).copied().unwrap_or(0)));
+        let batches_waited = waiting.clone().any(|(_, since_ns)| since_ns != 0);
         let plan = batches::plan_flush(waiting, started, spare_ns);
+        let flushed = Flushed { arrived_ns: plan.arrived_ns, batches_waited };
+        if plan.flush.is_empty() {
+            return Some(flushed);
+        }
+        let program: &RawTracePoint = self.ebpf.program(FLUSH_PROGRAM)?.try_into().ok()?;
         let mut complete = true;
         for cpu in plan.flush {
             let options = RawTracePointRunOptions { cpu: Some(cpu), ..RawTracePointRunOptions::new() };
             complete &= program.test_run(options).is_ok_and(|result| result.return_value == 0);
         }
-        complete.then_some(plan.arrived_ns)
+        complete.then_some(flushed)
     }
 
     /// The reader of the kernel programs' log records (`--kernel-log`), for the event loop.

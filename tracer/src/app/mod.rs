@@ -36,7 +36,7 @@ use crate::{
         clock::{self, Clock},
         links::{LinkChange, Links},
         netns, privileges,
-        probes::{AttachOptions, Probes, POLL_INTERVAL},
+        probes::{AttachOptions, Probes, POLL_INTERVAL, QUIET_POLL_INTERVAL},
         sock_diag::{Snapshot, Snapshots},
     },
     output::{
@@ -148,8 +148,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let mut horizon = Horizon::new(probes.modes.batched);
     let mut dump: Option<PendingDump> = None;
-    let mut polls = tokio::time::interval(POLL_INTERVAL);
-    polls.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let poll = tokio::time::sleep(POLL_INTERVAL);
+    tokio::pin!(poll);
+    // The ring buffer woke the reader since the last poll: not quiet.
+    let mut woken = false;
     let reader_gone = consumer.sink().reader_gone();
     tokio::pin!(reader_gone);
     let mut lookups = tokio::time::interval(Duration::from_nanos(crate::track::LINGER_PROBE_NS));
@@ -160,13 +162,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                 let mut guard = ready.context("polling the ring buffer failed")?;
                 seen += drain(guard.get_inner_mut(), &mut decoder, &mut consumer, horizon.now());
                 guard.clear_ready();
+                woken = true;
             }
-            _ = polls.tick() => {
-                horizon.flushed(&probes);
+            () = &mut poll => {
+                let batches_waited = horizon.flushed(&probes);
                 if let Some(log) = &mut kernel_log {
                     log.flush();
                 }
-                seen += drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+                let drained = drain(ring.get_mut(), &mut decoder, &mut consumer, horizon.now());
+                seen += drained;
+                let quiet = !batches_waited && drained == 0 && !std::mem::take(&mut woken);
+                poll.as_mut().reset(Instant::now() + if quiet { QUIET_POLL_INTERVAL } else { POLL_INTERVAL });
                 if probes.on_demand_pending() && consumer.wants_reset_arrivals() {
                     let changed = probes.attach_on_demand();
                     let attached: Vec<&str> = changed.iter().filter(|(_, mode)| *mode == "tp_btf").map(|(hook, _)| *hook).collect();
@@ -251,11 +257,12 @@ impl Horizon {
     }
 
     /// Flushes the CPUs' batches that waited [`SPARE_BATCHES_NS`]; the horizon moves only when
-    /// all of them went, up to the oldest batch spared.
-    fn flushed(&mut self, probes: &Probes) {
-        if let Some(arrived_ns) = probes.flush(SPARE_BATCHES_NS) {
-            self.flushed_at_ns = self.flushed_at_ns.max(arrived_ns);
-        }
+    /// all of them went, up to the oldest batch spared. Whether any batch held records (a failed
+    /// flush counts as one).
+    fn flushed(&mut self, probes: &Probes) -> bool {
+        let Some(flushed) = probes.flush(SPARE_BATCHES_NS) else { return true };
+        self.flushed_at_ns = self.flushed_at_ns.max(flushed.arrived_ns);
+        flushed.batches_waited
     }
 
     fn now(&self) -> u64 {
