@@ -7,7 +7,7 @@
 //! operator asked to see, applied along the way.
 //!
 //! Each layer is a crate of its own under `tracer/`, so that none can import the one above it:
-//! `tracer-model` (events, sockets, link changes, health counters, the clock: plain data),
+//! `tracer-model` (events, sockets, link changes, health counters, the tracer's cost, the clock: plain data),
 //! `tracer-analysis` (decode, track, find, filter, the pipeline: pure logic over the model),
 //! `tracer-sources` (everything that talks to the kernel) and `tracer-outputs` (everything the
 //! tracer writes), which do not know each other; this crate is the binary that wires them (`app`),
