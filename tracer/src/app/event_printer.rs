@@ -1,4 +1,6 @@
 //! `--events`: every event as a line, as it comes, and a closing line with what was seen and lost.
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::EXIT_PATIENCE;
@@ -49,15 +51,14 @@ impl EventPrinter {
             self.last_netns = event.socket.netns;
             self.links.seen(event.socket.netns);
         }
-        let (clock, pending) = (&self.clock, &mut self.pending);
-        if self.json_file.is_some() {
-            pending.json.add(|line| events::write_json(line, event, clock, decoder));
-        }
-        if self.sink.json {
-            pending.shown.add(|line| events::write_json(line, event, clock, decoder));
-        } else {
-            pending.shown.add_text(|line| events::write_human(line, event, clock, decoder));
-        }
+        let (clock, Pending { shown, json }) = (&self.clock, &mut self.pending);
+        // JSON for both writers is made once: stdout's is a copy of the file's.
+        let for_file = self.json_file.is_some().then(|| json.add(|line| events::write_json(line, event, clock, decoder)));
+        match for_file {
+            Some(written) if self.sink.json => shown.add(|line| line.extend_from_slice(&json.text[written])),
+            _ if self.sink.json => shown.add(|line| events::write_json(line, event, clock, decoder)),
+            _ => shown.add_text(|line| events::write_human(line, event, clock, decoder)),
+        };
         // A drain lasts as long as records keep coming: a chunk must not grow with it, or it
         // would pass the output queue's bound whole.
         if self.pending.shown.count >= CHUNK_LINES || self.pending.json.count >= CHUNK_LINES {
@@ -124,20 +125,24 @@ struct Lines {
 }
 
 impl Lines {
-    fn add(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+    /// Appends a line; returns where it lies in `text`.
+    fn add(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
         if self.count > 0 {
             self.text.push(b'\n');
         }
+        let start = self.text.len();
         write(&mut self.text);
         self.count += 1;
+        start..self.text.len()
     }
 
-    fn add_text(&mut self, write: impl FnOnce(&mut String)) {
+    fn add_text(&mut self, write: impl FnOnce(&mut String)) -> Range<usize> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         write(&mut scratch);
-        self.add(|text| text.extend_from_slice(scratch.as_bytes()));
+        let written = self.add(|text| text.extend_from_slice(scratch.as_bytes()));
         self.scratch = scratch;
+        written
     }
 
     fn send(&mut self, sink: &mut Sink) {
