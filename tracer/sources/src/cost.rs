@@ -34,14 +34,14 @@ pub(crate) fn program_counters(program: BorrowedFd<'_>) -> io::Result<ProgramCou
     }
 }
 
-/// The totals now, for `programs` (the tracer's own).
-pub(crate) fn reading<'a>(programs: impl Iterator<Item = BorrowedFd<'a>>) -> CostReading {
-    let mut reading = CostReading { process_cpu_ns: process_cpu_ns(), kernel_counted: kernel_counts_runs(), ..CostReading::default() };
-    for counters in programs.filter_map(|program| program_counters(program).ok()) {
-        reading.kernel_runs += counters.run_count;
-        reading.kernel_run_ns += counters.run_time_ns;
+/// The totals now, with the counters of `programs` (the tracer's own).
+pub(crate) fn reading(programs: &[ProgramCounters]) -> CostReading {
+    CostReading {
+        process_cpu_ns: process_cpu_ns(),
+        kernel_runs: programs.iter().map(|counters| counters.run_count).sum(),
+        kernel_run_ns: programs.iter().map(|counters| counters.run_time_ns).sum(),
+        kernel_counted: kernel_counts_runs(),
     }
-    reading
 }
 
 /// Every thread's CPU time, user and system (`CLOCK_PROCESS_CPUTIME_ID`).

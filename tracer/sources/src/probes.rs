@@ -21,7 +21,7 @@ use tracer_model::cost::CostReading;
 
 pub use crate::modes::Modes;
 use crate::{
-    batches::{self, Flushed},
+    batches::{self, FlushPlan},
     btf_offsets, clock, cost,
     hooks::{self, Attach, HookMode, FLUSH_PROGRAM, HOOKS},
     kernel_log::{self, KernelLog, KernelLogLevel},
@@ -324,30 +324,28 @@ impl Probes {
 
     /// Sends the CPUs' waiting batches to the ring buffer, but for those begun less than
     /// `spare_ns` ago: under load a batch fills and goes on its own sooner than that, where a
-    /// flush costs a system call and an interrupt of that busy CPU. Returns the time before which
-    /// every event is in the ring buffer (see [`batches::plan_flush`]), and whether any batch held
-    /// records; `None` when a batch could not go (one in use at that instant is left for the
-    /// next call).
-    pub fn flush(&self, spare_ns: u64) -> Option<Flushed> {
+    /// flush costs a system call and an interrupt of that busy CPU. Returns the plan it carried out
+    /// ([`batches::plan_flush`]: up to when every event is in the ring buffer, whether any batch
+    /// held records); `None` when a batch could not go (one in use at that instant is left for
+    /// the next call).
+    pub fn flush(&self, spare_ns: u64) -> Option<FlushPlan> {
         let started = clock::monotonic_ns();
         if !self.modes.batched {
-            return Some(Flushed { arrived_ns: started, batches_waited: false });
+            return Some(batches::plan_flush(std::iter::empty(), started, spare_ns));
         }
         let pending = self.counters.get(&COUNTER_PENDING, 0).ok()?;
         let waiting = self.cpus.iter().map(|&cpu| (cpu, pending.get(cpu as usize).copied().unwrap_or(0)));
-        let batches_waited = waiting.clone().any(|(_, since_ns)| since_ns != 0);
         let plan = batches::plan_flush(waiting, started, spare_ns);
-        let flushed = Flushed { arrived_ns: plan.arrived_ns, batches_waited };
         if plan.flush.is_empty() {
-            return Some(flushed);
+            return Some(plan);
         }
         let program: &RawTracePoint = self.ebpf.program(FLUSH_PROGRAM)?.try_into().ok()?;
         let mut complete = true;
-        for cpu in plan.flush {
+        for &cpu in &plan.flush {
             let options = RawTracePointRunOptions { cpu: Some(cpu), ..RawTracePointRunOptions::new() };
             complete &= program.test_run(options).is_ok_and(|result| result.return_value == 0);
         }
-        complete.then_some(flushed)
+        complete.then_some(plan)
     }
 
     /// The reader of the kernel programs' log records (`--kernel-log`), for the event loop.
@@ -355,23 +353,19 @@ impl Probes {
         self.kernel_log.take()
     }
 
-    /// What the tracer has cost so far: its process's CPU and its programs' runs.
-    pub fn cost(&self) -> CostReading {
-        cost::reading(self.ebpf.programs().filter_map(|(_, program)| program.fd().ok()).map(|fd| fd.as_fd()))
-    }
-
-    /// What the kernel side lost or could not read so far.
-    pub fn loss(&self) -> KernelLoss {
-        let sum = |slot| self.counters.get(&slot, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
-        let nested = self
+    /// What the kernel side lost or could not read so far, and what the tracer has cost so far
+    /// (its process's CPU, its programs' runs): one read of each program's counters serves both.
+    pub fn loss_and_cost(&self) -> (KernelLoss, CostReading) {
+        let programs: Vec<cost::ProgramCounters> = self
             .ebpf
             .programs()
             .filter_map(|(_, program)| program.fd().ok())
             .filter_map(|fd| cost::program_counters(fd.as_fd()).ok())
-            .map(|counters| counters.recursion_misses)
-            .sum();
+            .collect();
+        let sum = |slot| self.counters.get(&slot, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
         let misses = KernelMiss::ALL.into_iter().map(|what| (what, sum(what.slot()))).collect();
-        KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }
+        let nested = programs.iter().map(|counters| counters.recursion_misses).sum();
+        (KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }, cost::reading(&programs))
     }
 }
 

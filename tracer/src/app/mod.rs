@@ -129,10 +129,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut ticks = interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = 0u64;
-    let mut cost_since = probes.cost();
+    let (_, mut cost_since) = probes.loss_and_cost();
     let mut health = |probes: &Probes, seen: u64, decoder: &Decoder| {
-        let loss = probes.loss();
-        let cost_now = probes.cost();
+        let (loss, cost_now) = probes.loss_and_cost();
         let cost = Cost::between(&cost_since, &cost_now);
         cost_since = cost_now;
         Health {
