@@ -196,7 +196,7 @@ impl ConnectionLine {
             // A silent peer's connection that we reset: the keepalive timer gave up (with its
             // reason from 6.10; before, known by the socket's ETIMEDOUT).
             _ if connection.reset_sent.is_some() => "keepalive",
-            Some(TcpState::FinWait1 | TcpState::LastAck) => "fin_unanswered",
+            Some(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing) => "fin_unanswered",
             _ => "retransmissions",
         });
         let (rst_from, rst_hops, peer_hops) = match ended.rst_from {

@@ -16,6 +16,7 @@ mod line_order;
 pub mod metrics;
 mod process_metrics;
 pub mod recorder;
+pub mod run_findings;
 pub mod summary;
 pub mod timeline;
 

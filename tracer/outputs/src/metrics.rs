@@ -207,7 +207,7 @@ impl Metrics {
         }
         for role in ["client", "server"] {
             self.syn_retransmits.get_or_create(&labels(&[("role", role)])).inc_by(0);
-            for error_type in ["refused", "reset", "timed_out"] {
+            for error_type in ["refused", "reset", "timed_out", "unreachable", "no_local_port"] {
                 self.connect_failures.get_or_create(&labels(&[("error_type", error_type), ("role", role)])).inc_by(0);
             }
         }
@@ -259,6 +259,7 @@ impl Metrics {
                 let error_type = match ended.class {
                     CloseClass::Refused => Some("refused"),
                     CloseClass::ConnectTimeout => Some("timed_out"),
+                    CloseClass::NoLocalPort => Some("no_local_port"),
                     CloseClass::Unreachable if ended.connection.established_ns.is_none() => Some("unreachable"),
                     CloseClass::ResetByPeer if ended.connection.established_ns.is_none() => Some("reset"),
                     _ => None,

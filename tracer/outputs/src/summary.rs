@@ -7,6 +7,8 @@ use serde::Serialize;
 use tracer_analysis::find::{Finding, FindingKind, Picture};
 use tracer_model::cost::Cost;
 
+use crate::run_findings::SinceStart;
+
 /// The tracer's own health for the interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
@@ -101,6 +103,9 @@ pub struct Summary<'a> {
     /// What was left out of `findings`, per kind.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rolled_up: Vec<RolledUp>,
+    /// The final summary: every finding of the run, not only of its last interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings_since_start: Option<Vec<SinceStart>>,
 }
 
 /// Findings of one kind left out of a summary: how many, and the sum of their counts.
@@ -160,7 +165,13 @@ impl<'a> Summary<'a> {
             links: &picture.links,
             findings,
             rolled_up,
+            findings_since_start: None,
         }
+    }
+
+    /// The final summary's account of the whole run.
+    pub fn with_since_start(self, rows: Vec<SinceStart>) -> Self {
+        Summary { findings_since_start: Some(rows), ..self }
     }
 
     pub fn json(&self) -> String {
@@ -331,6 +342,9 @@ impl<'a> Summary<'a> {
             for rolled in &rolled_up {
                 let _ = writeln!(out, "  + {} more {} ({} in all)", rolled.findings, rolled.kind.name(), rolled.count);
             }
+        }
+        if let Some(rows) = &self.findings_since_start {
+            crate::run_findings::human_section(rows, &mut out);
         }
         out
     }

@@ -29,6 +29,7 @@ use crate::{
         connections::{ConnectionLine, InOrder, Printed, Selection},
         metrics::Metrics,
         recorder::FlightRecorder,
+        run_findings::RunFindings,
         summary::{Health, SourceModes, Summary},
         timeline::Timeline,
         Sink,
@@ -80,8 +81,10 @@ pub struct Aggregator {
     owners: OwnerCache,
     /// `--connections`: a line per ended connection on stdout instead of the summaries...
     connections: Option<Selection>,
-    /// ... printed in the order the connections ended.
+    /// ... printed in the order the connections ended, with each finding as it arises.
     connection_lines: InOrder<Printed>,
+    /// What the run found, for the final summary.
+    run_findings: RunFindings,
     /// Namespaces events came from while the snapshots were away (learnt, or marked active, when
     /// they are back).
     seen_while_away: FastSet<u32>,
@@ -163,6 +166,7 @@ impl Aggregator {
             owners: OwnerCache::default(),
             connections: settings.connections,
             connection_lines: InOrder::default(),
+            run_findings: RunFindings::default(),
             seen_while_away: FastSet::default(),
             dump_everything: false,
             missed_before: 0,
@@ -439,6 +443,9 @@ impl Aggregator {
                 eprintln!("tracer: warning: flight recorder: {problem}");
             }
         }
+        let ts = self.clock.format(now_ns);
+        let announce = (self.connections.is_some() && !last).then_some(&mut self.outputs.stdout);
+        self.run_findings.take(&picture.findings, &ts, announce);
         let stats = self.pipeline.tracker.stats;
         health.evicted = stats.evicted_connections
             + stats.evicted_time_wait
@@ -447,6 +454,7 @@ impl Aggregator {
             + stats.evicted_peer_ttls
             + stats.evicted_arrived_icmp
             + self.pipeline.findings.evicted
+            + self.run_findings.evicted
             + self.links.dropped;
         health.joined_mid_life = stats.joined_mid_life;
         health.closes_unseen = stats.closes_unseen;
@@ -463,14 +471,11 @@ impl Aggregator {
         }
         let elapsed = std::mem::replace(&mut self.interval_started, Instant::now()).elapsed();
         let interval_events = health.seen - std::mem::replace(&mut self.seen_before, health.seen);
-        let summary = Summary::new(
-            self.clock.format(now_ns),
-            clock::tenths_of_seconds(elapsed.as_nanos() as i128),
-            last,
-            (health, interval_events),
-            &self.modes,
-            &picture,
-        );
+        let mut summary =
+            Summary::new(ts, clock::tenths_of_seconds(elapsed.as_nanos() as i128), last, (health, interval_events), &self.modes, &picture);
+        if last {
+            summary = summary.with_since_start(self.run_findings.since_start());
+        }
         let json = (self.outputs.stdout.json || self.outputs.json_file.is_some()).then(|| Bytes::from(summary.json()));
         let text = match &json {
             Some(json) if self.outputs.stdout.json => json.clone(),

@@ -34,7 +34,8 @@ impl RstHookDemand {
         let refused = event.kind == EventKind::ResetReceived && event.state.is_none_or(|state| state == TcpState::SynSent);
         let closing = event.kind == EventKind::StateChange && event.state == Some(TcpState::Close);
         let icmp = closing && event.totals.is_some_and(|totals| left_by_icmp(totals.error));
-        let connect_abandoned = closing && event.old_state == Some(TcpState::SynSent) && event.process.is_some();
+        // (Without a local port it found none free: no SYN left, so no packet can answer it.)
+        let connect_abandoned = closing && event.old_state == Some(TcpState::SynSent) && event.process.is_some() && event.local.port() != 0;
         if refused || icmp || connect_abandoned {
             self.refused_at = Some(now());
         }
@@ -72,7 +73,9 @@ mod tests {
         let mut demand = RstHookDemand::new(ms(200));
         demand.saw(&Event { state: Some(Established), ..script.reset_received(1) }, || start);
         demand.saw(&script.state(SynSent, Established, 2), || start);
-        assert!(!demand.wanted(), "neither a reset on an established socket nor a state change asks");
+        let no_port = Script::new(2, "10.0.0.1:0", "10.0.0.2:80");
+        demand.saw(&Event { process: Some(tracer_analysis::track::fixtures::process()), ..no_port.state(SynSent, Close, 2) }, || start);
+        assert!(!demand.wanted(), "neither a reset on an established socket, a state change nor a connect without a port asks");
         let refused = Event { state: Some(SynSent), ..script.reset_received(3) };
         demand.saw(&refused, || start);
         assert!(demand.wanted() && !demand.done(start));

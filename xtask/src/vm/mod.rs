@@ -40,7 +40,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 /// The test binaries the guest runs, in order: every integration suite that tests the tracer
 /// against the kernel. The others need what a guest has no room for (a browser, Prometheus, an
 /// image builder, a Debian mirror) or are the 1 M-connection flood, and run on the host.
-const SUITES: [&str; 7] = ["kernel_events", "summary_findings", "connections", "namespaces", "reliability", "teardown", "command_line"];
+const SUITES: [&str; 8] =
+    ["kernel_events", "summary_findings", "connections", "real_traffic", "namespaces", "reliability", "teardown", "command_line"];
 
 /// What the tests need of the kernel beyond the tracer: veth pairs, sock_diag for TCP (the
 /// snapshots; a booted system loads it on demand through modprobe, which the guest lacks), and

@@ -63,6 +63,21 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             "{n} new connection(s) reused a 4-tuple still in TIME_WAIT (e.g. {}): something (NAT, L4 balancer) recycles ports faster than TIME_WAIT expires",
             tally.reuse_example.map_or("?".to_string(), |example| example.describe())
         ),
+        FindingKind::LocalPortsExhausted if n > 0 => {
+            let range = settings(key.netns);
+            let held = match tally.time_wait {
+                0 => "open connections to it hold them (none in TIME_WAIT)".to_string(),
+                time_wait => format!("{time_wait} socket(s) in TIME_WAIT to it hold ports of that range (see time_wait_buildup)"),
+            };
+            format!(
+                "{n} connect(s) failed before any SYN: no local port free for this destination (ephemeral range {}-{}, {} ports, \
+                 exhausted; EADDRNOTAVAIL to {}); {held}",
+                range.ephemeral_ports.0,
+                range.ephemeral_ports.1,
+                range.ephemeral_port_count(),
+                owner_text(&tally.owner)
+            )
+        }
         FindingKind::TimeWaitBuildup if n > 0 => {
             let range = settings(key.netns);
             format!(

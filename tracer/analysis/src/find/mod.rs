@@ -85,6 +85,8 @@ struct Tally {
     dropped: u64,
     /// The idle gap the path forgets connections after, as an interval (`idle_timeout`).
     idle_threshold: Option<IdleThreshold>,
+    /// Sockets in TIME_WAIT on the path whose connects found no local port (`local_ports_exhausted`).
+    time_wait: u64,
 }
 
 impl Tally {
@@ -192,7 +194,7 @@ impl Findings {
                     match ended.class {
                         CloseClass::Graceful => row.graceful += 1,
                         CloseClass::PeerSilent => row.peer_silent += 1,
-                        CloseClass::Refused | CloseClass::ConnectTimeout => row.failed_connects += 1,
+                        CloseClass::Refused | CloseClass::ConnectTimeout | CloseClass::NoLocalPort => row.failed_connects += 1,
                         CloseClass::Unreachable if connection.established_ns.is_none() => row.failed_connects += 1,
                         _ => {}
                     }
@@ -228,6 +230,13 @@ impl Findings {
                             if let Some(tally) = self.tally(FindingKind::FinUnanswered, key) {
                                 tally.expired += 1;
                             }
+                        }
+                    }
+                    CloseClass::NoLocalPort => {
+                        if let Some(tally) = self.tally(FindingKind::LocalPortsExhausted, key) {
+                            tally.count += 1;
+                            tally.began(started);
+                            tally.owner = tally.owner.take().or_else(owner);
                         }
                     }
                     CloseClass::Refused | CloseClass::ConnectTimeout => {

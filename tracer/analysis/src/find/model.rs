@@ -19,6 +19,8 @@ pub enum FindingKind {
     AcceptQueueFull,
     PeerSilent,
     PortReuseInTimeWait,
+    /// Connects that found no local port free for their destination (EADDRNOTAVAIL).
+    LocalPortsExhausted,
     TimeWaitBuildup,
     FinUnanswered,
     SynRetransmit,
@@ -36,11 +38,12 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 13] = [
+    pub const ALL: [FindingKind; 14] = [
         FindingKind::CloseWaitStuck,
         FindingKind::AcceptQueueFull,
         FindingKind::PeerSilent,
         FindingKind::PortReuseInTimeWait,
+        FindingKind::LocalPortsExhausted,
         FindingKind::TimeWaitBuildup,
         FindingKind::FinUnanswered,
         FindingKind::SynRetransmit,
@@ -58,6 +61,7 @@ impl FindingKind {
             FindingKind::AcceptQueueFull => "accept_queue_full",
             FindingKind::PeerSilent => "peer_silent",
             FindingKind::PortReuseInTimeWait => "port_reuse_in_time_wait",
+            FindingKind::LocalPortsExhausted => "local_ports_exhausted",
             FindingKind::TimeWaitBuildup => "time_wait_buildup",
             FindingKind::FinUnanswered => "fin_unanswered",
             FindingKind::SynRetransmit => "syn_retransmit",

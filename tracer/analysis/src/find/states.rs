@@ -187,6 +187,12 @@ impl Findings {
             let role = guess_role(settings(tuple.netns).ephemeral_ports, tuple.local, tuple.remote);
             *per_peer.entry(PeerKey::new(role, tuple.netns, tuple.local, tuple.remote)).or_default() += 1;
         }
+        // Connects that found no local port: how many ports TIME_WAIT holds on the same path.
+        for ((kind, key), tally) in self.tallies.iter_mut() {
+            if *kind == FindingKind::LocalPortsExhausted {
+                tally.time_wait = per_peer.get(key).copied().unwrap_or(0);
+            }
+        }
         for (key, count) in per_peer {
             let threshold = self.config.time_wait_threshold.unwrap_or(settings(key.netns).ephemeral_port_count() / 2);
             if count > threshold {

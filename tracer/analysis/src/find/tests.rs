@@ -308,3 +308,33 @@ fn a_storm_from_a_new_peer_is_found_when_the_reset_table_is_full_of_older_peers(
     assert_eq!(remotes, [(FindingKind::RstToPeer, "10.0.9.1:*")]);
     assert_eq!(findings.evicted, 1, "the peer forgotten while its reset was in the window is counted");
 }
+
+#[test]
+fn connects_that_found_no_local_port_are_one_finding_tied_to_the_time_wait_that_holds_the_ports() {
+    let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+    let mut events = Vec::new();
+    // Two client connections to the service that we closed first: TIME_WAIT holds their ports.
+    for i in 0..2u16 {
+        let c = Script::new(300 + u64::from(i), &format!("10.0.0.1:{}", 40000 + i), "10.0.0.2:80");
+        let at = S + u64::from(i) * 1000;
+        events.extend([
+            c.syscall(Close, SynSent, at),
+            c.state(SynSent, Established, at + 1),
+            c.syscall(Established, FinWait1, at + 2),
+            c.state(FinWait1, FinWait2, at + 3),
+            c.closed(FinWait2, true, at + 4),
+        ]);
+    }
+    // Three connects that found no port: SYN_SENT left with port 0, no SYN sent.
+    for i in 0..3u64 {
+        let c = Script::new(400 + i, "10.0.0.1:0", "10.0.0.2:80");
+        events.extend([c.syscall(Close, SynSent, 2 * S + i), c.syscall(SynSent, Close, 2 * S + i + 1)]);
+    }
+    let picture = picture(&mut findings, &mut tracker, &events, 3 * S, &Filter::default());
+    let exhausted = picture.findings.iter().find(|f| f.kind == FindingKind::LocalPortsExhausted).expect("local_ports_exhausted");
+    assert_eq!((exhausted.local.as_str(), exhausted.remote.as_str(), exhausted.count), ("10.0.0.1:*", "10.0.0.2:80", 3));
+    assert!(exhausted.detail.contains("no local port free for this destination (ephemeral range 32768-60999"), "{}", exhausted.detail);
+    assert!(exhausted.detail.contains("2 socket(s) in TIME_WAIT to it"), "{}", exhausted.detail);
+    assert!(!picture.findings.iter().any(|f| f.kind == FindingKind::SynRetransmit), "{:?}", picture.findings);
+    assert_eq!(picture.closes.get("no_local_port"), Some(&3));
+}

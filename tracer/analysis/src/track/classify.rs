@@ -34,6 +34,11 @@ pub fn left_by_icmp(error: u16) -> bool {
     error == ECONNREFUSED || ICMP_UNREACHABLE.iter().any(|(code, _)| *code == error)
 }
 
+/// Whether the socket ended with ETIMEDOUT: a retransmission, keepalive or user timeout.
+fn timed_out(connection: &Connection) -> bool {
+    connection.totals.is_some_and(|totals| totals.error == ETIMEDOUT)
+}
+
 /// Who sent the ICMP error a connection met, where its packet was seen (`netif_receive_skb`
 /// attached); else `otherwise`.
 fn icmp_sender(connection: &Connection, otherwise: &str) -> String {
@@ -210,6 +215,13 @@ impl Tracker {
                     ),
                 )
             }
+            // connect() takes its local port after it enters SYN_SENT (inet_hash_connect); a socket
+            // that leaves SYN_SENT still without one found none free for this destination.
+            TcpState::SynSent if connection.local.port() == 0 && connection.syn_retransmits == 0 => Verdict::of(
+                CloseClass::NoLocalPort,
+                "connect failed before any SYN: no local port free for this destination (the ephemeral range is exhausted, \
+                 EADDRNOTAVAIL)",
+            ),
             TcpState::SynSent if ending.by_application && connection.syn_retransmits == 0 => Verdict::of(
                 CloseClass::Aborted,
                 "connect abandoned by the application before any SYN retransmit (it may have read an ICMP error that arrived \
@@ -222,6 +234,15 @@ impl Tracker {
                 Verdict::of(CloseClass::ConnectTimeout, format!("no answer to our SYN ({} retransmits)", connection.syn_retransmits))
             }
             TcpState::FinWait2 => self.after_our_fin(connection, ending),
+            // Both FINs were sent, or the peer's came first, but ours (or the data before it) was
+            // never acknowledged: the retransmission timer gave up. Never graceful.
+            TcpState::Closing | TcpState::TimeWait | TcpState::LastAck if timed_out(connection) => Verdict::of(
+                CloseClass::PeerSilent,
+                format!(
+                    "timed out in {from}: the peer's FIN came but ours was never acknowledged ({retransmits} retransmits; the \
+                     socket's error was ETIMEDOUT)"
+                ),
+            ),
             TcpState::Closing | TcpState::TimeWait => {
                 Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
             }
@@ -344,5 +365,51 @@ pub fn guess_role(ephemeral_ports: (u16, u16), local: SocketAddr, remote: Socket
         Role::Client
     } else {
         Role::Server
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::track::{fixtures::*, TrackerConfig};
+    use TcpState::*;
+
+    const S: u64 = 1_000_000_000;
+    /// connect() enters SYN_SENT before it takes a local port: one that found none free
+    /// (EADDRNOTAVAIL) leaves SYN_SENT with port 0 and no SYN sent. Not an abandoned connect.
+    #[test]
+    fn a_connect_that_found_no_local_port_is_no_local_port_not_an_abandoned_connect() {
+        let c = Script::new(0xf1, "10.0.1.1:0", "10.0.0.2:80");
+        let (_, out) = run(TrackerConfig::default(), &[c.syscall(Close, SynSent, S), c.syscall(SynSent, Close, S + 1)]);
+        let (class, detail) = (ended(&out)[0].class, &ended(&out)[0].detail);
+        assert_eq!(class, CloseClass::NoLocalPort, "{detail}");
+        assert!(detail.contains("no local port free for this destination"), "{detail}");
+        // With its port taken, the same close is the application abandoning its connect.
+        let c = Script::new(0xf2, "10.0.1.1:40000", "10.0.0.2:80");
+        let (_, out) = run(TrackerConfig::default(), &[c.syscall(Close, SynSent, S), c.syscall(SynSent, Close, S + 1)]);
+        assert_eq!(ended(&out)[0].class, CloseClass::Aborted);
+    }
+
+    /// A line that ends in ETIMEDOUT is never graceful: FINs crossed (CLOSING) or the peer's came
+    /// first (LAST_ACK), and ours was retransmitted until the timer gave up.
+    #[test]
+    fn a_close_that_timed_out_after_both_fins_is_peer_silent_never_graceful() {
+        let s = Script::new(0xf3, "10.0.0.2:80", "10.0.1.1:40000");
+        for (path, from) in [(&[FinWait1, Closing][..], Closing), (&[CloseWait, LastAck][..], LastAck)] {
+            let mut events = vec![s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1)];
+            let mut previous = Established;
+            for (step, state) in path.iter().enumerate() {
+                events.push(s.state(previous, *state, 2 * S + step as u64));
+                previous = *state;
+            }
+            events.push(s.retransmit(from, 3 * S));
+            let mut close = s.closed(from, true, 9 * S);
+            close.totals.as_mut().unwrap().error = 110;
+            events.push(close);
+            let (_, out) = run(TrackerConfig::default(), &events);
+            let (class, detail) = (ended(&out)[0].class, &ended(&out)[0].detail);
+            assert_eq!(class, CloseClass::PeerSilent, "{from}: {detail}");
+            assert!(detail.contains(&format!("timed out in {from}")) && detail.contains("ETIMEDOUT"), "{detail}");
+        }
     }
 }

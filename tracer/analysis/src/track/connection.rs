@@ -33,13 +33,16 @@ pub enum CloseClass {
     /// Our packets were answered with an ICMP unreachable error (the socket's error says which)
     /// instead of the peer's: a router on the path, or the peer's host, would not deliver them.
     Unreachable,
+    /// connect() found no local port free for its destination (the ephemeral range is
+    /// exhausted, `EADDRNOTAVAIL`): no SYN was ever sent.
+    NoLocalPort,
     /// The tracer could not see how it ended (a timewait socket it could not follow); the
     /// detail says what it last saw. Never a guess.
     Unresolved,
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 11] = [
+    pub const ALL: [CloseClass; 12] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
         CloseClass::ResetByPath,
@@ -50,6 +53,7 @@ impl CloseClass {
         CloseClass::Aborted,
         CloseClass::DroppedHere,
         CloseClass::Unreachable,
+        CloseClass::NoLocalPort,
         CloseClass::Unresolved,
     ];
 
@@ -65,6 +69,7 @@ impl CloseClass {
             CloseClass::Aborted => "aborted",
             CloseClass::DroppedHere => "dropped_here",
             CloseClass::Unreachable => "unreachable",
+            CloseClass::NoLocalPort => "no_local_port",
             CloseClass::Unresolved => "unresolved",
         }
     }

@@ -1,0 +1,74 @@
+//! Verdicts on traffic shaped like production: a client pool that runs out of local ports, a
+//! client that half-closes while the server streams, findings that must reach an operator who
+//! asked for connection lines. Each scenario is built the way the incident happens (namespaces,
+//! veth, sysctls) and read from a real `tracer`.
+mod support;
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Shutdown, SocketAddr, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::*;
+
+/// Every connection line of a `--connections` run.
+fn connection_lines(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|line| line.get("close").is_some()).collect()
+}
+
+/// A pool of 100 local ports and 160 connects to one server, each closed by the client first:
+/// TIME_WAIT holds every port, and the last 60 connects fail with EADDRNOTAVAIL before any SYN.
+/// They are `no_local_port`, with one finding that names the TIME_WAIT holding the range; never
+/// "aborted … may have read an ICMP error".
+#[test]
+fn a_client_out_of_local_ports_is_no_local_port_tied_to_the_time_wait_that_holds_them() {
+    require_root();
+    let link = Link::new();
+    link.client.exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40099"]);
+    let client_netns = link.client.path();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &client_netns, "--connections=all", "--stuck-after", "60"]);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let failed = link.client.run(move || {
+        let mut failed = 0;
+        for _ in 0..160 {
+            match TcpStream::connect_timeout(&server, Duration::from_secs(5)) {
+                Ok(stream) => {
+                    let (accepted, _) = listener.accept().unwrap();
+                    drop(stream); // the client closes first: its port stays in TIME_WAIT
+                    drop(accepted);
+                }
+                Err(error) => {
+                    assert_eq!(error.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{error}");
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    });
+    assert!((50..=60).contains(&failed), "{failed} connects failed for want of a port");
+    // With --connections, stdout holds connection lines: the finding comes as a line of its own.
+    let finding = tracer.wait_long("the local_ports_exhausted finding", 15, |line| line["finding"]["kind"] == "local_ports_exhausted");
+    let finding = &finding["finding"];
+    let detail = finding["detail"].as_str().unwrap();
+    assert_eq!(finding["remote"], server.to_string(), "{finding}");
+    assert!(detail.contains("no local port free for this destination (ephemeral range 40000-40099, 100 ports"), "{detail}");
+    assert!(detail.contains("socket(s) in TIME_WAIT to it hold ports of that range"), "{detail}");
+    let stderr = tracer.stderr.clone();
+    let lines = tracer.stop();
+    let refused: Vec<_> = connection_lines(&lines).into_iter().filter(|line| line["close"] == "no_local_port").collect();
+    assert_eq!(refused.len(), failed, "every failed connect has its line: {refused:?}");
+    assert!(refused.iter().all(|line| line["detail"].as_str().unwrap().contains("EADDRNOTAVAIL")), "{refused:?}");
+    assert!(
+        !connection_lines(&lines).iter().any(|line| line["detail"].as_str().is_some_and(|detail| detail.contains("ICMP"))),
+        "no connect reads as an ICMP error"
+    );
+    assert!(!stderr.lock().unwrap().contains("attached netif_receive_skb"), "a connect that sent nothing asks for no packet hook");
+    let last = lines.iter().rev().find(|line| line.get("final").is_some()).unwrap();
+    let run = last["findings_since_start"].as_array().expect("the final summary says what the whole run found");
+    let total = run.iter().find(|f| f["kind"] == "local_ports_exhausted").map(|f| f["total"].clone());
+    assert_eq!(total, Some(failed.into()), "{last}");
+}
