@@ -72,3 +72,49 @@ fn a_client_out_of_local_ports_is_no_local_port_tied_to_the_time_wait_that_holds
     let total = run.iter().find(|f| f["kind"] == "local_ports_exhausted").map(|f| f["total"].clone());
     assert_eq!(total, Some(failed.into()), "{last}");
 }
+
+/// The client shuts down its sending side and keeps reading while the server streams: a
+/// half-close, not a leak. Neither the server's CLOSE_WAIT nor the client's FIN_WAIT2 is flagged
+/// while data flows; once the server stops sending and keeps its socket, it is stuck.
+#[test]
+fn a_half_close_that_still_streams_is_not_stuck_until_the_sending_stops() {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--interval", "1", "--stuck-after", "2"]);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    let client = link.connect(server).unwrap();
+    let (mut accepted, _) = listener.accept().unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut reader = client.try_clone().unwrap();
+    let drained = thread::spawn(move || {
+        let mut buffer = [0; 4096];
+        let mut total = 0;
+        while let Ok(n @ 1..) = reader.read(&mut buffer) {
+            total += n;
+        }
+        total
+    });
+    let ours = |f: &Value| f["local"] == server.to_string() || f["remote"] == server.to_string();
+    let flagged = |line: &Value| {
+        line["findings"]
+            .as_array()
+            .is_some_and(|findings| findings.iter().any(|f| (f["kind"] == "close_wait_stuck" || f["kind"] == "fin_unanswered") && ours(f)))
+    };
+    let streaming = Instant::now();
+    while streaming.elapsed() < Duration::from_secs(6) {
+        accepted.write_all(&[7; 1024]).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    let summaries = tracer.lines().into_iter().filter(|line| line.get("findings").is_some()).count();
+    assert!(summaries >= 4, "summaries came while it streamed: {summaries}");
+    assert!(!tracer.lines().iter().any(flagged), "a half-close that streams is neither stuck nor unanswered: {:#?}", tracer.lines());
+    // The server stops sending but keeps the socket: now it is a leak.
+    let stuck = tracer.wait_for_finding("close_wait_stuck", |f| f["local"] == server.to_string());
+    assert!(stuck["detail"].as_str().unwrap().contains("sending nothing"), "{stuck}");
+    assert_eq!(stuck["process"]["pid"], std::process::id(), "{stuck}");
+    let lines = tracer.stop();
+    assert_nothing_lost(&lines);
+    drop(accepted);
+    assert!(drained.join().unwrap() >= 50 * 1024, "the client read what the server streamed");
+}

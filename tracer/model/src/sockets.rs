@@ -35,6 +35,31 @@ pub struct SocketRecord {
     pub inode: u32,
     /// For a listener: connections waiting in its accept queue, and its backlog.
     pub accept_queue: Option<(u32, u32)>,
+    /// For a full socket in CLOSE_WAIT or FIN_WAIT2: how long since it last moved data.
+    pub last_data: Option<LastData>,
+}
+
+/// How long ago a socket last sent and last received data, in milliseconds (`tcp_info`'s
+/// `tcpi_last_data_sent`, `tcpi_last_data_recv`): whether a half-closed connection still flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastData {
+    pub sent_ms: u32,
+    pub received_ms: u32,
+}
+
+impl SocketRecord {
+    /// How long a socket in CLOSE_WAIT (or a full one in FIN_WAIT2) has been idle in the direction
+    /// still open: data we still send after the peer's FIN, or that the peer still sends after
+    /// ours. A half-close that still flows is not stuck; it is once the flow stops.
+    pub fn flow_idle_ns(&self) -> Option<u64> {
+        let last = self.last_data?;
+        let ms = match self.state {
+            TcpState::CloseWait => last.sent_ms,
+            TcpState::FinWait2 => last.received_ms,
+            _ => return None,
+        };
+        Some(u64::from(ms) * 1_000_000)
+    }
 }
 
 /// Per-namespace settings that shape the findings.

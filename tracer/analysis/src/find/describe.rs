@@ -32,7 +32,7 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
     let n = tally.count;
     Some(match kind {
         FindingKind::CloseWaitStuck if n > 0 => format!(
-            "{n} socket(s) in CLOSE_WAIT for up to {}s (median {}s): the peer closed, {} never called close()",
+            "{n} socket(s) in CLOSE_WAIT, sending nothing, for up to {}s (median {}s): the peer closed, {} never called close()",
             seconds(tally.max_age_ns),
             seconds(median(&tally.ages_ns)),
             owner_text(&tally.owner)
@@ -51,7 +51,7 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
         FindingKind::FinUnanswered if n + tally.expired > 0 => {
             let mut text = String::from("our FIN was acknowledged but the peer never sent its own");
             if n > 0 {
-                text += &format!("; {n} socket(s) in FIN_WAIT2 for up to {}s", seconds(tally.max_age_ns));
+                text += &format!("; {n} socket(s) in FIN_WAIT2, receiving nothing, for up to {}s", seconds(tally.max_age_ns));
             }
             if tally.expired > 0 {
                 text += &format!("; {} expired in FIN_WAIT2 this interval", tally.expired);

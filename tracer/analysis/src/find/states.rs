@@ -43,6 +43,17 @@ impl Findings {
         let (now_ns, filter, stuck_after) = (context.now_ns, context.filter, self.config.stuck_after_ns);
         let mut known = FastSet::default();
         let mut found = Vec::new();
+        // A half-close still flowing (the direction left open still moves data) is not stuck:
+        // its age counts from the last data in that direction, where the snapshot says.
+        let flow_idle: FastMap<Tuple, u64> = context
+            .snapshot
+            .into_iter()
+            .flat_map(|snapshot| snapshot.sockets.iter())
+            .flat_map(|(netns, sockets)| {
+                sockets.iter().filter_map(move |s| Some((Tuple { netns: *netns, local: s.local, remote: s.remote }, s.flow_idle_ns()?)))
+            })
+            .collect();
+        let idle_age = |tuple: &Tuple, age: u64| flow_idle.get(tuple).map_or(age, |idle| age.min(*idle));
         let stuck_kind = |state: TcpState| match state {
             TcpState::CloseWait => Some(FindingKind::CloseWaitStuck),
             TcpState::FinWait2 => Some(FindingKind::FinUnanswered),
@@ -52,7 +63,7 @@ impl Findings {
             let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
             known.insert(tuple);
             let Some(kind) = stuck_kind(connection.state) else { continue };
-            let age = now_ns.saturating_sub(connection.state_since_ns);
+            let age = idle_age(&tuple, now_ns.saturating_sub(connection.state_since_ns));
             if age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
                 found.push((
                     kind,
@@ -96,7 +107,7 @@ impl Findings {
                         continue;
                     }
                     let first_seen_ns = *self.untracked.entry(tuple).or_insert(now_ns);
-                    let age = now_ns.saturating_sub(first_seen_ns);
+                    let age = idle_age(&tuple, now_ns.saturating_sub(first_seen_ns));
                     if age >= stuck_after {
                         let role = guess_role(self.config.ephemeral_ports, tuple.local, tuple.remote);
                         found.push((kind, PeerKey::new(role, tuple.netns, tuple.local, tuple.remote), age, None, tuple));

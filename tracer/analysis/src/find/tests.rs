@@ -338,3 +338,48 @@ fn connects_that_found_no_local_port_are_one_finding_tied_to_the_time_wait_that_
     assert!(!picture.findings.iter().any(|f| f.kind == FindingKind::SynRetransmit), "{:?}", picture.findings);
     assert_eq!(picture.closes.get("no_local_port"), Some(&3));
 }
+
+/// A client that shut down its sending side while the server streams: our CLOSE_WAIT socket and
+/// the client's FIN_WAIT2 still move data. Not stuck, not unanswered, until the flow stops.
+#[test]
+fn a_half_close_that_still_flows_is_not_stuck_until_the_flow_stops() {
+    use std::sync::Arc;
+    use tracer_model::sockets::{LastData, SocketRecord};
+    let (mut findings, mut tracker) = (Findings::new(FindingsConfig::default()), tracker());
+    let s = server(1, 40000);
+    let c = Script::new(2, "10.0.0.1:40001", "10.0.0.2:80");
+    let events = [
+        s.state(Listen, SynRecv, S),
+        s.state(SynRecv, Established, S + 1),
+        s.state(Established, CloseWait, 2 * S),
+        c.syscall(Close, SynSent, S),
+        c.state(SynSent, Established, S + 1),
+        c.syscall(Established, FinWait1, 2 * S),
+        c.state(FinWait1, FinWait2, 2 * S + 1),
+    ];
+    let mut out = Vec::new();
+    for event in &events {
+        tracker.observe(event, &mut out);
+    }
+    let filter = Filter::default();
+    let nobody = Owners::default();
+    let mut conclude_with = |now_ns: u64, idle_ms: u32| {
+        let record = |state, local: &Script| SocketRecord {
+            state,
+            local: local.local,
+            remote: local.remote,
+            inode: 0,
+            accept_queue: None,
+            last_data: Some(LastData { sent_ms: idle_ms, received_ms: idle_ms }),
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.sockets.insert(NETNS, Arc::new(vec![record(TcpState::CloseWait, &s), record(TcpState::FinWait2, &c)]));
+        let context = Context { now_ns, snapshot: Some(&snapshot), settings: &settings, filter: &filter, owners: &nobody, links: &[] };
+        findings.conclude(&context, &tracker).findings
+    };
+    assert!(conclude_with(60 * S, 200).is_empty(), "58 s in the state, but data moved 0.2 s ago: a half-close");
+    let stalled = conclude_with(90 * S, 45_000);
+    let kinds: Vec<_> = stalled.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::CloseWaitStuck, FindingKind::FinUnanswered], "{stalled:?}");
+    assert!(stalled[0].detail.contains("for up to 45s"), "its age counts from the last data: {}", stalled[0].detail);
+}

@@ -6,13 +6,13 @@ use anyhow::{bail, Context, Result};
 use netlink_packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, Parseable, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+    inet::{nlas::Nla, ExtensionFlags, InetRequest, InetResponse, InetResponseHeader, SocketId, StateFlags},
     SockDiagMessage, SOCK_DIAG_BY_FAMILY,
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
 
 use super::{Snapshots, SocketRecord, WANTED_STATES};
-use tracer_model::event::TcpState;
+use tracer_model::{event::TcpState, sockets::LastData};
 
 pub(super) fn open_socket() -> Result<Socket> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
@@ -45,19 +45,18 @@ fn dump_both_families(socket: &Socket) -> Result<Vec<SocketRecord>> {
 fn dump_by_family(socket: &Socket) -> Result<Vec<SocketRecord>> {
     let mut sockets = Vec::new();
     for (family, socket_id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
-        socket.send(&inet_request(family, socket_id, wanted_mask(), NLM_F_REQUEST | NLM_F_DUMP), 0)?;
+        socket.send(&inet_request(family, socket_id, wanted_mask(), ExtensionFlags::INFO, NLM_F_REQUEST | NLM_F_DUMP), 0)?;
         receive_dump(socket, &mut sockets, SOCK_DIAG_BY_FAMILY)?;
     }
     Ok(sockets)
 }
 
-fn inet_request(family: u8, socket_id: SocketId, states: StateFlags, flags: u16) -> Vec<u8> {
+fn inet_request(family: u8, socket_id: SocketId, states: StateFlags, extensions: ExtensionFlags, flags: u16) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     let mut request = NetlinkMessage::new(
         header,
-        SockDiagMessage::InetRequest(InetRequest { family, protocol: IPPROTO_TCP, extensions: ExtensionFlags::empty(), states, socket_id })
-            .into(),
+        SockDiagMessage::InetRequest(InetRequest { family, protocol: IPPROTO_TCP, extensions, states, socket_id }).into(),
     );
     request.finalize();
     let mut buffer = vec![0; request.buffer_len()];
@@ -79,7 +78,7 @@ impl Snapshots {
             cookie: [0xff; 8], // INET_DIAG_NOCOOKIE: any socket on that tuple
         };
         let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
-        namespace.socket.send(&inet_request(family, socket_id, StateFlags::all(), NLM_F_REQUEST), 0)?;
+        namespace.socket.send(&inet_request(family, socket_id, StateFlags::all(), ExtensionFlags::empty(), NLM_F_REQUEST), 0)?;
         let mut buffer = vec![0u8; 4096];
         let size = namespace.socket.recv(&mut &mut buffer[..], 0)?;
         decode_lookup(&buffer[..size])
@@ -109,9 +108,9 @@ fn decode_lookup(datagram: &[u8]) -> Result<Option<TcpState>> {
 /// `nlmsg_type` of the legacy inet_diag request and its answers (`linux/inet_diag.h`).
 const TCPDIAG_GETSOCK: u16 = 18;
 
-/// A TCPDIAG_GETSOCK dump request: a netlink header and a `struct inet_diag_req` (family, three
-/// lengths, a zero socket id of 48 bytes, the state mask, and `idiag_dbs`). The crate speaks only
-/// SOCK_DIAG_BY_FAMILY, whose answers are parsed the same way.
+/// A TCPDIAG_GETSOCK dump request: a netlink header and a `struct inet_diag_req` (family, two
+/// lengths, the extensions wanted (`tcp_info`), a zero socket id of 48 bytes, the state mask, and
+/// `idiag_dbs`). The crate speaks only SOCK_DIAG_BY_FAMILY, whose answers are parsed the same way.
 fn legacy_request() -> Vec<u8> {
     const REQUEST_LEN: u32 = 16 + 60;
     let mut request = Vec::with_capacity(REQUEST_LEN as usize);
@@ -119,7 +118,7 @@ fn legacy_request() -> Vec<u8> {
     request.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
     request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     request.extend_from_slice(&[0; 8]); // sequence number and port id
-    request.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    request.extend_from_slice(&[AF_INET, 0, 0, ExtensionFlags::INFO.bits()]);
     request.extend_from_slice(&[0; 48]);
     request.extend_from_slice(&wanted_mask().bits().to_ne_bytes());
     request.extend_from_slice(&[0; 4]);
@@ -162,6 +161,9 @@ fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>)
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         inode: header.inode,
                         accept_queue: (state == TcpState::Listen).then_some((header.recv_queue, header.send_queue)),
+                        last_data: matches!(state, TcpState::CloseWait | TcpState::FinWait2)
+                            .then(|| last_data(message.payload()))
+                            .flatten(),
                     });
                 }
             }
@@ -173,6 +175,19 @@ fn decode_answers(datagram: &[u8], answer: u16, sockets: &mut Vec<SocketRecord>)
         offset += (length + 3) & !3;
     }
     Ok(false)
+}
+
+/// `tcpi_last_data_sent` and `tcpi_last_data_recv` from a socket's `tcp_info` attribute, which
+/// full sockets carry (a timewait socket in FIN_WAIT2 has none). Offsets as in
+/// `include/uapi/linux/tcp.h` since the struct began.
+fn last_data(payload: &[u8]) -> Option<LastData> {
+    let response = InetResponse::parse(payload).ok()?;
+    let info = response.nlas.iter().find_map(|nla| match nla {
+        Nla::TcpInfo(bytes) => Some(bytes),
+        _ => None,
+    })?;
+    let word = |offset: usize| info.get(offset..offset + 4).map(|bytes| u32::from_ne_bytes(bytes.try_into().expect("four bytes")));
+    Some(LastData { sent_ms: word(44)?, received_ms: word(52)? })
 }
 
 #[cfg(test)]
@@ -204,7 +219,12 @@ mod tests {
         let both = ours(dump_both_families(&socket).unwrap());
         assert_eq!(both.len(), 2, "the IPv4-mapped and the IPv6 CLOSE_WAIT socket: {both:?}");
         assert!(both.iter().all(|s| s.state == TcpState::CloseWait && s.inode != 0), "{both:?}");
-        assert_eq!(both, ours(dump_by_family(&socket).unwrap()));
+        // Each full CLOSE_WAIT socket says how long since it last sent (it never did) or received.
+        assert!(both.iter().all(|s| s.last_data.is_some_and(|last| last.received_ms < 60_000)), "{both:?}");
+        let without_times = |sockets: Vec<SocketRecord>| -> Vec<SocketRecord> {
+            sockets.into_iter().map(|socket| SocketRecord { last_data: None, ..socket }).collect()
+        };
+        assert_eq!(without_times(both), without_times(ours(dump_by_family(&socket).unwrap())));
     }
 
     /// One netlink message of type `kind` with `payload`, padded to four bytes.
@@ -252,8 +272,8 @@ mod tests {
         let mut sockets = Vec::new();
         assert!(!decode_answers(&datagram, TCPDIAG_GETSOCK, &mut sockets).unwrap(), "no NLMSG_DONE yet");
         let expected = [
-            SocketRecord { state: TcpState::TimeWait, local: server, remote: client, inode: 1234, accept_queue: None },
-            SocketRecord { state: TcpState::CloseWait, local: server6, remote: client6, inode: 99, accept_queue: None },
+            SocketRecord { state: TcpState::TimeWait, local: server, remote: client, inode: 1234, accept_queue: None, last_data: None },
+            SocketRecord { state: TcpState::CloseWait, local: server6, remote: client6, inode: 99, accept_queue: None, last_data: None },
         ];
         assert_eq!(sockets, expected);
 

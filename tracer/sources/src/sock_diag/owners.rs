@@ -82,6 +82,7 @@ mod tests {
             remote: "127.0.0.1:2".parse().unwrap(),
             inode,
             accept_queue: None,
+            last_data: None,
         };
         let mut snapshot = Snapshot::default();
         snapshot
