@@ -118,3 +118,40 @@ fn a_half_close_that_still_streams_is_not_stuck_until_the_sending_stops() {
     drop(accepted);
     assert!(drained.join().unwrap() >= 50 * 1024, "the client read what the server streamed");
 }
+
+/// `--addr` names the service's address; its listener is bound to 0.0.0.0, which serves that
+/// address too. Its full accept queue is found, and the connects that queue turned away (made in
+/// the same namespace) point at it rather than at a peer that "did not answer our SYN".
+#[test]
+fn an_address_filter_keeps_the_wildcard_listener_that_serves_it() {
+    use std::os::fd::AsRawFd;
+    require_root();
+    let link = Link::new();
+    let listener = link.server.run(|| std::net::TcpListener::bind("0.0.0.0:0").unwrap());
+    // SAFETY: listen on a descriptor the listener owns: a backlog of one.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let service = SocketAddr::new(link.server_ip, listener.local_addr().unwrap().port());
+    let only = format!("{}/32", link.server_ip);
+    let tracer = Tracer::start(&["--interval", "1", "--addr", &only, "--netns", &link.server.path()]);
+    assert!(
+        tracer.stderr.lock().unwrap().contains(&format!("tracer: filter: only connections with either end in {only}")),
+        "the filter is said at start"
+    );
+    let clients = link.server.run(move || {
+        let connects: Vec<_> =
+            (0..12).map(|_| thread::spawn(move || TcpStream::connect_timeout(&service, Duration::from_secs(4)).ok())).collect();
+        connects.into_iter().map(|connect| connect.join().unwrap()).collect::<Vec<_>>()
+    });
+    let wildcard = format!("0.0.0.0:{}", service.port());
+    let full = tracer.wait_for_finding("accept_queue_full", |f| f["local"] == wildcard);
+    assert!(full["detail"].as_str().unwrap().contains("backlog 1"), "{full}");
+    let syns = tracer.wait_long("the SYN retransmits explained", 15, |line| {
+        line["findings"].as_array().is_some_and(|findings| {
+            findings.iter().any(|f| f["kind"] == "syn_retransmit" && f["detail"].as_str().is_some_and(|d| d.contains("accept_queue_full")))
+        })
+    });
+    let syns = syns["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "syn_retransmit").unwrap().clone();
+    assert!(!syns["detail"].as_str().unwrap().contains("the peer did not answer"), "{syns}");
+    tracer.stop();
+    drop((clients, listener));
+}

@@ -41,13 +41,51 @@ impl Filter {
 
     fn matches_ends(&self, netns: u32, local: SocketAddr, remote: SocketAddr) -> bool {
         let port_in = |ports: &[u16], port: u16| ports.is_empty() || port == 0 || ports.contains(&port);
+        // A listener on 0.0.0.0 or :: serves every address of its host, the filtered ones too
+        // (and `::` serves IPv4 as well, unless IPV6_V6ONLY).
+        let wildcard = local.ip().is_unspecified();
         self.netns.is_none_or(|wanted| wanted == netns)
             && port_in(&self.local_ports, local.port())
             && port_in(&self.remote_ports, remote.port())
-            && (!self.ipv4_only || local.is_ipv4())
+            && (!self.ipv4_only || local.is_ipv4() || wildcard)
             && (!self.ipv6_only || local.is_ipv6())
             && (self.networks.is_empty()
+                || wildcard
                 || self.networks.iter().any(|network| network.contains(&local.ip()) || network.contains(&remote.ip())))
+    }
+
+    /// What the filter keeps, in words, for the operator to check at start: how the options
+    /// combine is not obvious (`-L` with `-D` means both ends must match).
+    pub fn describe(&self) -> Option<String> {
+        let list = |ports: &[u16]| ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ");
+        let mut parts = Vec::new();
+        match (self.local_ports.is_empty(), self.remote_ports.is_empty()) {
+            (false, false) => parts.push(format!(
+                "local port {} and remote port {} (both at once: a connection must match the two)",
+                list(&self.local_ports),
+                list(&self.remote_ports)
+            )),
+            (false, true) => parts.push(format!("local port {}", list(&self.local_ports))),
+            (true, false) => parts.push(format!("remote port {}", list(&self.remote_ports))),
+            (true, true) => {}
+        }
+        if !self.networks.is_empty() {
+            let networks = self.networks.iter().map(IpNet::to_string).collect::<Vec<_>>().join(" or ");
+            parts.push(format!("either end in {networks} (listeners on 0.0.0.0 or :: serve them too)"));
+        }
+        if self.ipv4_only {
+            parts.push("IPv4 only".into());
+        }
+        if self.ipv6_only {
+            parts.push("IPv6 only".into());
+        }
+        if let Some(netns) = self.netns {
+            parts.push(format!("netns {netns}"));
+        }
+        if let Some(pid) = self.pid {
+            parts.push(format!("pid {pid}"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; and "))
     }
 }
 
@@ -275,5 +313,25 @@ mod tests {
         let mut local = script.local;
         local.set_port(0);
         crate::track::fixtures::Script { socket: script.socket, local, remote: script.remote }
+    }
+
+    #[test]
+    fn a_wildcard_listener_serves_the_filtered_addresses_and_the_filter_says_what_it_keeps() {
+        let filter = Filter { networks: vec!["10.77.0.0/16".parse().unwrap()], ..Filter::default() };
+        assert!(filter.matches_socket(1, addr("0.0.0.0:8080"), addr("0.0.0.0:0")), "a listener on 0.0.0.0");
+        assert!(filter.matches_socket(1, addr("[::]:8080"), addr("[::]:0")), "a listener on ::");
+        assert!(filter.matches_socket(1, addr("10.77.1.2:8080"), addr("10.9.0.1:40000")));
+        assert!(!filter.matches_socket(1, addr("10.9.0.2:8080"), addr("10.9.0.1:40000")), "a connection outside");
+        let ipv4 = Filter { ipv4_only: true, ..Filter::default() };
+        assert!(ipv4.matches_socket(1, addr("[::]:8080"), addr("[::]:0")), "`::` serves IPv4 too");
+        assert!(!ipv4.matches_socket(1, addr("[fd00::2]:8080"), addr("[fd00::1]:1")));
+
+        let both = Filter { local_ports: vec![443], remote_ports: vec![5432, 6379], ..filter };
+        assert_eq!(
+            both.describe().unwrap(),
+            "local port 443 and remote port 5432 or 6379 (both at once: a connection must match the two); and either end in \
+             10.77.0.0/16 (listeners on 0.0.0.0 or :: serve them too)"
+        );
+        assert_eq!(Filter::default().describe(), None);
     }
 }

@@ -73,11 +73,12 @@ pub struct Cli {
     #[arg(long, value_name = "COUNT", default_value_t = 10, value_parser = count_between::<u64>(1, 1 << 32))]
     pub rst_threshold: u64,
 
-    /// Only connections with this local port (repeatable, or comma-separated).
+    /// Only connections with this local port (repeatable, or comma-separated). With -D too, a
+    /// connection must match both; the tracer says what it keeps when it starts.
     #[arg(short = 'L', long = "local-port", value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub local_ports: Vec<u16>,
 
-    /// Only connections with this remote port (repeatable, or comma-separated).
+    /// Only connections with this remote port (repeatable, or comma-separated); with -L, both.
     #[arg(short = 'D', long = "remote-port", value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub remote_ports: Vec<u16>,
 

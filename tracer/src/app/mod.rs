@@ -118,6 +118,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             Consumer::Summary(Box::new(Aggregator::new(summary, filter, &probes, &decoder, outputs, snapshots, links)?))
         }
     };
+    if let Some(kept) = settings.filter.describe() {
+        eprintln!("tracer: filter: only connections with {kept}");
+    }
     eprintln!("tracer: attached; {}", probes.modes.describe());
 
     // SAFETY: the AsyncFd owns the ring buffer, so its descriptor outlives the registration.

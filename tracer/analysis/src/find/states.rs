@@ -241,7 +241,10 @@ impl Findings {
             }
             if bare_acks.contains(key) {
                 tally.syn_cause = Some(SynCause::BareAck);
-            } else if full_queues.contains(&(key.netns, key.remote)) {
+            } else if full_queues.iter().any(|(netns, listener)| {
+                // A listener on 0.0.0.0 or :: serves every address of its namespace.
+                *netns == key.netns && listener.port == key.remote.port && (listener.ip == key.remote.ip || listener.ip.is_unspecified())
+            }) {
                 tally.syn_cause = Some(SynCause::AcceptQueueFull);
             }
         }
