@@ -244,7 +244,11 @@ impl Metrics {
         match observation {
             Observation::Ended(ended) => {
                 self.closes.get_or_create(&labels(&[("class", ended.class.name())])).inc();
-                let died = matches!(ended.class, CloseClass::PeerSilent | CloseClass::ResetByPeer | CloseClass::ResetByPath);
+                // A silence this host's drops explain is still a death after that idle gap.
+                let died = matches!(
+                    ended.class,
+                    CloseClass::PeerSilent | CloseClass::ResetByPeer | CloseClass::ResetByPath | CloseClass::DroppedHere
+                );
                 if let Some(idle_ns) = ended.connection.idle_before_ns.filter(|_| died) {
                     self.idle_before_death.observe(idle_ns as f64 / 1e9);
                 }
@@ -426,6 +430,36 @@ mod tests {
         assert_eq!(count(TcpState::Listen, TcpState::SynRecv), 1);
         assert_eq!(count(TcpState::SynRecv, TcpState::Established), 1);
         assert_eq!(count(TcpState::Established, TcpState::FinWait1), 1);
+    }
+
+    #[test]
+    fn deaths_after_an_idle_gap_count_whoever_caused_them_and_failed_connects_by_type() {
+        use tracer_analysis::track::{
+            fixtures::{connection, Script},
+            Ended, Observation, Role,
+        };
+        let (metrics, registry) = Metrics::new(&[]);
+        let script = Script::new(1, "10.0.0.1:0", "10.0.0.2:80");
+        let ended = |class: CloseClass, idle_s: u64| {
+            let mut connection = connection(&script.state(TcpState::SynSent, TcpState::Close, 1), Role::Client);
+            connection.idle_before_ns = Some(idle_s * 1_000_000_000);
+            Observation::Ended(Ended {
+                connection: Box::new(connection),
+                class,
+                detail: "".into(),
+                time_wait: false,
+                fin_wait2_expired: false,
+                rst_from: None,
+            })
+        };
+        for (class, idle_s) in [(CloseClass::PeerSilent, 12), (CloseClass::DroppedHere, 14), (CloseClass::NoLocalPort, 0)] {
+            metrics.observe(&ended(class, idle_s), |_| None);
+        }
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains("tcp_tracer_idle_before_death_seconds_count 2"), "{text}");
+        assert!(text.contains("tcp_tracer_idle_before_death_seconds_sum 26.0"), "{text}");
+        assert!(text.contains("tcp_tracer_connect_failures_total{error_type=\"no_local_port\",role=\"client\"} 1"), "{text}");
     }
 
     #[test]

@@ -143,6 +143,11 @@ pub fn ended(out: &[Observation]) -> Vec<&Ended> {
         .collect()
 }
 
+/// A connection as the tracker would start it from `event`, for tests of what reads connections.
+pub fn connection(event: &Event, role: super::Role) -> super::Connection {
+    super::Connection::new(event, role, Some(event.timestamp_ns))
+}
+
 pub fn client() -> Script {
     Script::new(0xa1, "10.0.0.1:40000", "10.0.0.2:80")
 }
