@@ -155,3 +155,40 @@ fn an_address_filter_keeps_the_wildcard_listener_that_serves_it() {
     tracer.stop();
     drop((clients, listener));
 }
+
+/// The server closes first; the client's FIN reaches the server's timewait socket within
+/// milliseconds, which the kernel reports nothing of on this host's hooks. No server line may
+/// claim the second its lookup took as the connection's duration: it is exact, or only bounded.
+#[test]
+fn a_server_that_closes_first_claims_no_duration_it_did_not_see() {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path(), "--connections=all"]);
+    let listener = link.listen(link.server_ip);
+    let server = listener.local_addr().unwrap();
+    for size in [0usize, 10, 1000, 100_000].into_iter().cycle().take(40) {
+        let mut client = link.connect(server).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        accepted.write_all(&vec![1; size]).unwrap();
+        drop(accepted); // the server closes first
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        assert_eq!(received.len(), size);
+    }
+    let server_lines = |lines: &[Value]| {
+        lines.iter().filter(|line| line["role"] == "server" && line["local"] == server.to_string()).cloned().collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server_lines(&tracer.lines()).len() < 40 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let lines = server_lines(&tracer.stop());
+    assert_eq!(lines.len(), 40, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["close"], "graceful", "{line}");
+        match line["duration_ms"].as_f64() {
+            Some(ms) => assert!(ms < 500.0, "a duration the connection did not last: {line}"),
+            None => assert!(line["duration_at_most_ms"].as_f64().is_some(), "an end not seen is bounded: {line}"),
+        }
+    }
+}

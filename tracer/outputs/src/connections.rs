@@ -114,9 +114,16 @@ pub struct ConnectionLine {
     /// The first FIN → the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closing_ms: Option<f64>,
-    /// Birth → end; absent when the tracer did not see the birth.
+    /// Birth → end; absent when the tracer did not see the birth, or the end is only bounded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
+    /// Where a lookup, not an event, found how it ended (a timewait socket of ours that this
+    /// kernel reports nothing of): the end lies at or before the lookup, and these are the spans
+    /// to it, upper bounds in place of `closing_ms` and `duration_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closing_at_most_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_at_most_ms: Option<f64>,
     /// Our SYN sent again (the server did not answer).
     pub syn_retransmits: u32,
     /// Other segments retransmitted: the socket's own count at its end where the kernel program
@@ -207,7 +214,10 @@ impl ConnectionLine {
         };
         // Where its CLOSE event was lost, `end_ns` is the lookup that found it gone: only a
         // bound, so the spans that end there are absent.
-        let known_end_ns = Some(end_ns).filter(|_| connection.ending.is_none_or(|ending| ending.close_lost.is_none()));
+        // Where a lookup found how a lingering socket ended, the same: it bounds the end.
+        let bounded = connection.ending.is_some_and(|ending| ending.close_lost.is_some() || ending.resolved_after_ns.is_some());
+        let known_end_ns = Some(end_ns).filter(|_| !bounded);
+        let bound_ns = Some(end_ns).filter(|_| connection.ending.is_some_and(|ending| ending.resolved_after_ns.is_some()));
         ConnectionLine {
             icmp_from: connection.icmp.map(|icmp| icmp.sender),
             icmp_hops: connection.icmp.map(|icmp| icmp.hops()),
@@ -248,6 +258,8 @@ impl ConnectionLine {
                 .and_then(|established| millis(Some(established), connection.first_fin_ns.or(known_end_ns))),
             closing_ms: millis(connection.first_fin_ns, known_end_ns),
             duration_ms: millis(connection.opened_ns, known_end_ns),
+            closing_at_most_ms: millis(connection.first_fin_ns, bound_ns),
+            duration_at_most_ms: millis(connection.opened_ns, bound_ns),
             syn_retransmits: connection.syn_retransmits,
             retransmits: totals.map_or(connection.retransmits, |totals| totals.retransmits.saturating_sub(connection.syn_retransmits)),
             bytes_sent: totals.map(|totals| totals.bytes_sent.saturating_sub(sequence_bytes_acked(ended))),
@@ -399,6 +411,8 @@ mod tests {
             established_ms: Some(183_000.0),
             closing_ms: None,
             duration_ms: Some(183_000.25),
+            closing_at_most_ms: None,
+            duration_at_most_ms: None,
             syn_retransmits: 0,
             retransmits: 12,
             bytes_sent: Some(1_234_567),
@@ -419,6 +433,36 @@ mod tests {
         assert!(without_owner_and_reset.chars().count() <= 132, "{without_owner_and_reset}");
         let unknown = ConnectionLine { handshake_ms: None, established_ms: None, closing_ms: None, bytes_sent: None, ..line() };
         assert!(unknown.human().contains(" fin:-    -/-/-                   - ↻12 "), "{}", unknown.human());
+    }
+
+    /// The server closes first; the client's FIN reaches the timewait socket within a
+    /// millisecond, which this kernel reports nothing of; the lookup a second later finds it in
+    /// TIME_WAIT. The line claims no duration to that lookup: only bounds.
+    #[test]
+    fn an_end_a_lookup_found_is_only_bounded_never_dated_to_the_lookup() {
+        use tracer_analysis::track::{fixtures, Observation, Tracker, TrackerConfig};
+        const MS: u64 = 1_000_000;
+        let s = fixtures::server();
+        let mut tracker = Tracker::new(TrackerConfig { probes: true, ..TrackerConfig::default() }, fixtures::reasons());
+        let mut out = Vec::new();
+        for event in [
+            s.state(TcpState::Listen, TcpState::SynRecv, 1000 * MS),
+            s.state(TcpState::SynRecv, TcpState::Established, 1001 * MS),
+            s.syscall(TcpState::Established, TcpState::FinWait1, 1002 * MS),
+            s.state(TcpState::FinWait1, TcpState::FinWait2, 1003 * MS),
+            s.closed(TcpState::FinWait2, false, 1003 * MS),
+        ] {
+            tracker.observe(&event, &mut out);
+        }
+        let tuple = tracer_analysis::track::Tuple { netns: fixtures::NETNS, local: s.local, remote: s.remote };
+        tracker.probed(&tuple, 2000 * MS, Some(TcpState::TimeWait), &mut out);
+        tracker.settle(u64::MAX, &mut out);
+        let ended = out.iter().find_map(|o| if let Observation::Ended(ended) = o { Some(ended) } else { None }).expect("it ended");
+        let line = ConnectionLine::new(ended, &Clock::now(), |_| None, |reason| reason.to_string());
+        assert_eq!(line.close, "graceful");
+        assert_eq!((line.duration_ms, line.closing_ms), (None, None), "no span claimed to the lookup");
+        assert_eq!((line.duration_at_most_ms, line.closing_at_most_ms), (Some(1000.0), Some(998.0)));
+        assert_eq!(line.handshake_ms, Some(1.0));
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Tracker {
             Some(TcpState::TimeWait) => {
                 let lingering = self.lingering.remove(tuple).expect("present");
                 self.remember_time_wait(*tuple, ending.at_ns);
-                self.resolve(lingering, Lingered::PeerFin, at_ns, out);
+                self.resolve_bounded(lingering, Lingered::PeerFin, at_ns, out);
             }
             Some(TcpState::FinWait2) => entry.last_in_fin_wait2_ns = Some(entry.last_in_fin_wait2_ns.map_or(at_ns, |last| last.max(at_ns))),
             // Gone, or another socket holds the tuple now. Decided once every event before `at_ns`
@@ -160,8 +160,18 @@ impl Tracker {
             } else {
                 Lingered::Unresolved(Unresolved::ExpiryOrReset { last_ns, gone_ns })
             };
-            self.resolve(lingering, outcome, gone_ns, out);
+            self.resolve_bounded(lingering, outcome, gone_ns, out);
         }
+    }
+
+    /// [`Tracker::resolve`] from a lookup: the end is known only to lie between the last time the
+    /// socket was seen lingering (or its handover) and `at_ns`.
+    fn resolve_bounded(&mut self, mut lingering: Lingering, outcome: Lingered, at_ns: u64, out: &mut Vec<Observation>) {
+        let last_seen_ns = lingering.last_in_fin_wait2_ns;
+        if let Some(ending) = &mut lingering.connection.ending {
+            ending.resolved_after_ns = Some(last_seen_ns.unwrap_or(ending.at_ns).max(ending.at_ns));
+        }
+        self.resolve(lingering, outcome, at_ns, out);
     }
 
     /// A reset sent without a full socket on a lingering tuple: its timewait socket answered the

@@ -109,6 +109,7 @@ impl Tracker {
                 by_application: false,
                 lingered: None,
                 resolved_ns: None,
+                resolved_after_ns: None,
                 close_lost: Some(lost),
             });
             self.stats.closes_unseen += 1;
