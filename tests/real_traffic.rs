@@ -5,7 +5,7 @@
 mod support;
 
 use std::{
-    io::{ErrorKind, Read, Write},
+    io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpStream},
     thread,
     time::{Duration, Instant},
