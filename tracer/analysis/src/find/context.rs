@@ -3,9 +3,10 @@
 use tracer_model::{
     links::LinkChange,
     sockets::{NamespaceSettings, Snapshot},
+    tenths_of_seconds,
 };
 
-use super::{Owners, NS_PER_S};
+use super::{NearLink, Owners, NS_PER_S};
 use crate::filter::Filter;
 
 #[derive(Clone, Copy, Debug)]
@@ -47,4 +48,21 @@ pub struct Context<'a> {
     pub owners: &'a Owners,
     /// Recent link changes, oldest first: a finding that began shortly after one says so.
     pub links: &'a [LinkChange],
+}
+
+/// A finding whose trouble begins this soon after a link in its namespace went down names it...
+const LINK_BEFORE_NS: u64 = 10_000_000_000;
+/// ... and so does one whose trouble began at most this long before (traffic that died first).
+const LINK_AFTER_NS: u64 = 2_000_000_000;
+
+/// The link of namespace `netns` that went down (or lost carrier, or went away) nearest to
+/// `began_ns`: at most [`LINK_BEFORE_NS`] before it or [`LINK_AFTER_NS`] after it.
+pub(super) fn near_link(links: &[LinkChange], netns: u32, began_ns: u64) -> Option<NearLink> {
+    let offset = |change: &LinkChange| began_ns as i128 - change.at_ns as i128;
+    links
+        .iter()
+        .filter(|change| change.netns == netns && change.what.is_loss())
+        .filter(|change| (-(LINK_AFTER_NS as i128)..=LINK_BEFORE_NS as i128).contains(&offset(change)))
+        .min_by_key(|change| offset(change).abs())
+        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: tenths_of_seconds(offset(change)) })
 }

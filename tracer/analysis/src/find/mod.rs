@@ -17,11 +17,7 @@ mod states;
 use std::collections::{BTreeMap, VecDeque};
 
 pub use self::model::{Endpoint, Finding, FindingKind, HandshakeRow, IdleThreshold, LinkRow, NearLink, Owner, PeerKey, PeerRow, Picture};
-use tracer_model::{
-    links::LinkChange,
-    sockets::{NamespaceSettings, Snapshot, WANTED_STATES},
-    tenths_of_seconds,
-};
+use tracer_model::sockets::{NamespaceSettings, Snapshot, WANTED_STATES};
 
 use crate::{
     bounded::Bounded,
@@ -95,16 +91,12 @@ impl Tally {
     }
 }
 
-/// A finding whose trouble begins this soon after a link in its namespace went down names it...
-const LINK_BEFORE_NS: u64 = 10_000_000_000;
-/// ... and so does one whose trouble began at most this long before (traffic that died first).
-const LINK_AFTER_NS: u64 = 2_000_000_000;
-
 /// Handshake samples kept per peer and interval (the first ones; enough for a p99).
 const HANDSHAKE_SAMPLES: usize = 1024;
 /// Rows of the slowest handshakes in a summary.
 const HANDSHAKE_ROWS: usize = 5;
 
+use self::context::near_link;
 pub use self::context::{Context, FindingsConfig, RST_WINDOW_NS};
 pub use tracer_model::sockets::Owners;
 
@@ -470,18 +462,6 @@ impl Findings {
         rows.truncate(HANDSHAKE_ROWS);
         rows
     }
-}
-
-/// The link of namespace `netns` that went down (or lost carrier, or went away) nearest to
-/// `began_ns`: at most [`LINK_BEFORE_NS`] before it or [`LINK_AFTER_NS`] after it.
-fn near_link(links: &[LinkChange], netns: u32, began_ns: u64) -> Option<NearLink> {
-    let offset = |change: &LinkChange| began_ns as i128 - change.at_ns as i128;
-    links
-        .iter()
-        .filter(|change| change.netns == netns && change.what.is_loss())
-        .filter(|change| (-(LINK_AFTER_NS as i128)..=LINK_BEFORE_NS as i128).contains(&offset(change)))
-        .min_by_key(|change| offset(change).abs())
-        .map(|change| NearLink { ifname: change.ifname.clone(), what: change.what, seconds: tenths_of_seconds(offset(change)) })
 }
 
 /// Whether the operator's filters let an observation through.

@@ -4,6 +4,7 @@ use crate::track::{
     fixtures::{reasons, Script, NETNS},
     TrackerConfig,
 };
+use tracer_model::links::LinkChange;
 use TcpState::*;
 
 const S: u64 = 1_000_000_000;

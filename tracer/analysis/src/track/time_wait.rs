@@ -164,13 +164,10 @@ impl Tracker {
         }
     }
 
-    /// [`Tracker::resolve`] from a lookup: the end is known only to lie between the last time the
-    /// socket was seen lingering (or its handover) and `at_ns`.
+    /// [`Tracker::resolve`] from a lookup: the end lies after the socket was last seen lingering.
     fn resolve_bounded(&mut self, mut lingering: Lingering, outcome: Lingered, at_ns: u64, out: &mut Vec<Observation>) {
-        let last_seen_ns = lingering.last_in_fin_wait2_ns;
-        if let Some(ending) = &mut lingering.connection.ending {
-            ending.resolved_after_ns = Some(last_seen_ns.unwrap_or(ending.at_ns).max(ending.at_ns));
-        }
+        let last_seen_ns = lingering.last_in_fin_wait2_ns.unwrap_or(0);
+        lingering.connection.ending.iter_mut().for_each(|ending| ending.resolved_after_ns = Some(last_seen_ns.max(ending.at_ns)));
         self.resolve(lingering, outcome, at_ns, out);
     }
 
