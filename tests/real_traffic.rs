@@ -166,7 +166,9 @@ fn a_server_that_closes_first_claims_no_duration_it_did_not_see() {
     let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path(), "--connections=all"]);
     let listener = link.listen(link.server_ip);
     let server = listener.local_addr().unwrap();
+    let mut longest = Duration::ZERO;
     for size in [0usize, 10, 1000, 100_000].into_iter().cycle().take(40) {
+        let began = Instant::now();
         let mut client = link.connect(server).unwrap();
         let (mut accepted, _) = listener.accept().unwrap();
         accepted.write_all(&vec![1; size]).unwrap();
@@ -174,6 +176,8 @@ fn a_server_that_closes_first_claims_no_duration_it_did_not_see() {
         let mut received = Vec::new();
         client.read_to_end(&mut received).unwrap();
         assert_eq!(received.len(), size);
+        drop(client); // the client's FIN: the connection's end, on both sides
+        longest = longest.max(began.elapsed());
     }
     let server_lines = |lines: &[Value]| {
         lines.iter().filter(|line| line["role"] == "server" && line["local"] == server.to_string()).cloned().collect::<Vec<_>>()
@@ -187,7 +191,7 @@ fn a_server_that_closes_first_claims_no_duration_it_did_not_see() {
     for line in &lines {
         assert_eq!(line["close"], "graceful", "{line}");
         match line["duration_ms"].as_f64() {
-            Some(ms) => assert!(ms < 500.0, "a duration the connection did not last: {line}"),
+            Some(ms) => assert!(ms <= longest.as_secs_f64() * 1e3 + 50.0, "longer than any connection lasted ({longest:?}): {line}"),
             None => assert!(line["duration_at_most_ms"].as_f64().is_some(), "an end not seen is bounded: {line}"),
         }
     }
