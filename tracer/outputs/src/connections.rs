@@ -215,9 +215,9 @@ impl ConnectionLine {
         // Where its CLOSE event was lost, `end_ns` is the lookup that found it gone: only a
         // bound, so the spans that end there are absent.
         // Where a lookup found how a lingering socket ended, the same: it bounds the end.
-        let bounded = connection.ending.is_some_and(|ending| ending.close_lost.is_some() || ending.resolved_after_ns.is_some());
-        let known_end_ns = Some(end_ns).filter(|_| !bounded);
-        let bound_ns = Some(end_ns).filter(|_| connection.ending.is_some_and(|ending| ending.resolved_after_ns.is_some()));
+        let by_lookup = connection.ending.is_some_and(|ending| ending.resolved_by_lookup);
+        let known_end_ns = Some(end_ns).filter(|_| !by_lookup && connection.ending.is_none_or(|ending| ending.close_lost.is_none()));
+        let bound_ns = Some(end_ns).filter(|_| by_lookup);
         ConnectionLine {
             icmp_from: connection.icmp.map(|icmp| icmp.sender),
             icmp_hops: connection.icmp.map(|icmp| icmp.hops()),

@@ -101,9 +101,9 @@ pub struct Ending {
     pub lingered: Option<Lingered>,
     /// ... and when that was known to have happened: the connection's real end...
     pub resolved_ns: Option<u64>,
-    /// ... or, where a lookup found it rather than an event, only a bound: the end lies after
-    /// this (the last moment it was known to linger) and at or before `resolved_ns`.
-    pub resolved_after_ns: Option<u64>,
+    /// ... or, where a lookup found it rather than an event, only a bound: the end lies at or
+    /// before `resolved_ns`, after the socket was last seen lingering.
+    pub resolved_by_lookup: bool,
     /// Its CLOSE event never came (lost or skipped), and a lookup found instead what this says;
     /// `at_ns` is then that lookup. `None`: the CLOSE event came.
     pub close_lost: Option<CloseLost>,

@@ -329,7 +329,7 @@ impl Tracker {
                 by_application: event.process.is_some(),
                 lingered: None,
                 resolved_ns: None,
-                resolved_after_ns: None,
+                resolved_by_lookup: false,
                 close_lost: None,
             });
             let exact = connection.timewait_substate;

@@ -164,10 +164,9 @@ impl Tracker {
         }
     }
 
-    /// [`Tracker::resolve`] from a lookup: the end lies after the socket was last seen lingering.
+    /// [`Tracker::resolve`] from a lookup: `at_ns` only bounds the end.
     fn resolve_bounded(&mut self, mut lingering: Lingering, outcome: Lingered, at_ns: u64, out: &mut Vec<Observation>) {
-        let last_seen_ns = lingering.last_in_fin_wait2_ns.unwrap_or(0);
-        lingering.connection.ending.iter_mut().for_each(|ending| ending.resolved_after_ns = Some(last_seen_ns.max(ending.at_ns)));
+        lingering.connection.ending.iter_mut().for_each(|ending| ending.resolved_by_lookup = true);
         self.resolve(lingering, outcome, at_ns, out);
     }
 

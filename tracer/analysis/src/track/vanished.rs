@@ -109,7 +109,7 @@ impl Tracker {
                 by_application: false,
                 lingered: None,
                 resolved_ns: None,
-                resolved_after_ns: None,
+                resolved_by_lookup: false,
                 close_lost: Some(lost),
             });
             self.stats.closes_unseen += 1;
