@@ -108,6 +108,14 @@ impl fmt::Display for Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Whether a listener bound here takes connections to `service`: the same port, at the same
+    /// address or at a wildcard one (0.0.0.0, ::), which serves every address of its namespace.
+    pub fn takes(&self, service: Endpoint) -> bool {
+        self.port == service.port && (self.ip == service.ip || self.ip.is_unspecified())
+    }
+}
+
 /// Who we aggregate over: one service and one peer, in one namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {

@@ -43,17 +43,7 @@ impl Findings {
         let (now_ns, filter, stuck_after) = (context.now_ns, context.filter, self.config.stuck_after_ns);
         let mut known = FastSet::default();
         let mut found = Vec::new();
-        // A half-close still flowing (the direction left open still moves data) is not stuck:
-        // its age counts from the last data in that direction, where the snapshot says.
-        let flow_idle: FastMap<Tuple, u64> = context
-            .snapshot
-            .into_iter()
-            .flat_map(|snapshot| snapshot.sockets.iter())
-            .flat_map(|(netns, sockets)| {
-                sockets.iter().filter_map(move |s| Some((Tuple { netns: *netns, local: s.local, remote: s.remote }, s.flow_idle_ns()?)))
-            })
-            .collect();
-        let idle_age = |tuple: &Tuple, age: u64| flow_idle.get(tuple).map_or(age, |idle| age.min(*idle));
+        let flow_idle = context.snapshot.map(flow_idle_by_tuple).unwrap_or_default();
         let stuck_kind = |state: TcpState| match state {
             TcpState::CloseWait => Some(FindingKind::CloseWaitStuck),
             TcpState::FinWait2 => Some(FindingKind::FinUnanswered),
@@ -63,7 +53,7 @@ impl Findings {
             let tuple = Tuple { netns: connection.socket.netns, local: connection.local, remote: connection.remote };
             known.insert(tuple);
             let Some(kind) = stuck_kind(connection.state) else { continue };
-            let age = idle_age(&tuple, now_ns.saturating_sub(connection.state_since_ns));
+            let age = idle_age(now_ns.saturating_sub(connection.state_since_ns), flow_idle.get(&tuple).copied());
             if age >= stuck_after && filter.matches(tuple.netns, tuple.local, tuple.remote, connection.process.as_ref()) {
                 found.push((
                     kind,
@@ -107,7 +97,7 @@ impl Findings {
                         continue;
                     }
                     let first_seen_ns = *self.untracked.entry(tuple).or_insert(now_ns);
-                    let age = idle_age(&tuple, now_ns.saturating_sub(first_seen_ns));
+                    let age = idle_age(now_ns.saturating_sub(first_seen_ns), socket.flow_idle_ns());
                     if age >= stuck_after {
                         let role = guess_role(self.config.ephemeral_ports, tuple.local, tuple.remote);
                         found.push((kind, PeerKey::new(role, tuple.netns, tuple.local, tuple.remote), age, None, tuple));
@@ -233,7 +223,7 @@ impl Findings {
             .filter(|((kind, _), tally)| *kind == FindingKind::PortReuseInTimeWait && tally.bare_acks > 0)
             .map(|((_, key), _)| *key)
             .collect();
-        let full_queues: FastSet<(u32, Endpoint)> =
+        let full_queues: Vec<(u32, Endpoint)> =
             self.tallies.keys().filter(|(kind, _)| *kind == FindingKind::AcceptQueueFull).map(|(_, key)| (key.netns, key.local)).collect();
         for ((kind, key), tally) in self.tallies.iter_mut() {
             if *kind != FindingKind::SynRetransmit {
@@ -241,12 +231,29 @@ impl Findings {
             }
             if bare_acks.contains(key) {
                 tally.syn_cause = Some(SynCause::BareAck);
-            } else if full_queues.iter().any(|(netns, listener)| {
-                // A listener on 0.0.0.0 or :: serves every address of its namespace.
-                *netns == key.netns && listener.port == key.remote.port && (listener.ip == key.remote.ip || listener.ip.is_unspecified())
-            }) {
+            } else if full_queues.iter().any(|(netns, listener)| *netns == key.netns && listener.takes(key.remote)) {
                 tally.syn_cause = Some(SynCause::AcceptQueueFull);
             }
         }
     }
+}
+
+/// A half-close still flowing (the direction left open still moves data) is not stuck: its age
+/// counts from the last data in that direction, where the snapshot says (`flow_idle_ns`).
+fn idle_age(age_ns: u64, flow_idle_ns: Option<u64>) -> u64 {
+    flow_idle_ns.map_or(age_ns, |idle| age_ns.min(idle))
+}
+
+/// The snapshot's full sockets in CLOSE_WAIT or FIN_WAIT2, with how long their open direction has
+/// been idle: for the tracked connections, which know their tuple but not their socket record.
+fn flow_idle_by_tuple(snapshot: &Snapshot) -> FastMap<Tuple, u64> {
+    let mut idle = FastMap::default();
+    for (netns, sockets) in &snapshot.sockets {
+        for socket in sockets.iter() {
+            if let Some(ns) = socket.flow_idle_ns() {
+                idle.insert(Tuple { netns: *netns, local: socket.local, remote: socket.remote }, ns);
+            }
+        }
+    }
+    idle
 }

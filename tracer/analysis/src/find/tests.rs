@@ -384,3 +384,16 @@ fn a_half_close_that_still_flows_is_not_stuck_until_the_flow_stops() {
     assert_eq!(kinds, [FindingKind::CloseWaitStuck, FindingKind::FinUnanswered], "{stalled:?}");
     assert!(stalled[0].detail.contains("for up to 45s"), "its age counts from the last data: {}", stalled[0].detail);
 }
+
+#[test]
+fn a_listener_takes_connections_to_its_port_at_its_address_or_any_when_bound_to_a_wildcard() {
+    let endpoint = |text: &str| {
+        let address: std::net::SocketAddr = text.parse().unwrap();
+        Endpoint { ip: address.ip(), port: Some(address.port()) }
+    };
+    let service = endpoint("10.0.0.2:80");
+    assert!(endpoint("10.0.0.2:80").takes(service));
+    assert!(endpoint("0.0.0.0:80").takes(service) && endpoint("[::]:80").takes(service));
+    assert!(!endpoint("10.0.0.3:80").takes(service), "another address");
+    assert!(!endpoint("0.0.0.0:81").takes(service), "another port");
+}
