@@ -198,13 +198,8 @@ fn time_wait_above_the_threshold_is_a_buildup_with_its_share_of_the_port_range()
     for i in 0..3u16 {
         let s = server(100 + u64::from(i), 40000 + i);
         let at = S + u64::from(i) * 1000;
-        events.extend([
-            s.state(Listen, SynRecv, at),
-            s.state(SynRecv, Established, at + 1),
-            s.syscall(Established, FinWait1, at + 2),
-            s.state(FinWait1, FinWait2, at + 3),
-            s.closed(FinWait2, true, at + 4),
-        ]);
+        events.extend([s.state(Listen, SynRecv, at), s.state(SynRecv, Established, at + 1)]);
+        events.extend(s.we_close_first(at + 2));
     }
     let picture = picture(&mut findings, &mut tracker, &events, 2 * S, &Filter::default());
     let buildup = picture.findings.iter().find(|f| f.kind == FindingKind::TimeWaitBuildup).expect("buildup");
@@ -318,13 +313,8 @@ fn connects_that_found_no_local_port_are_one_finding_tied_to_the_time_wait_that_
     for i in 0..2u16 {
         let c = Script::new(300 + u64::from(i), &format!("10.0.0.1:{}", 40000 + i), "10.0.0.2:80");
         let at = S + u64::from(i) * 1000;
-        events.extend([
-            c.syscall(Close, SynSent, at),
-            c.state(SynSent, Established, at + 1),
-            c.syscall(Established, FinWait1, at + 2),
-            c.state(FinWait1, FinWait2, at + 3),
-            c.closed(FinWait2, true, at + 4),
-        ]);
+        events.extend([c.syscall(Close, SynSent, at), c.state(SynSent, Established, at + 1)]);
+        events.extend(c.we_close_first(at + 2));
     }
     // Three connects that found no port: SYN_SENT left with port 0, no SYN sent.
     for i in 0..3u64 {

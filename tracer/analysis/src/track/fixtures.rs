@@ -97,6 +97,16 @@ impl Script {
         }
     }
 
+    /// We close first at `at`: our FIN, its ACK a nanosecond later, the peer's FIN one more on
+    /// (the tp_btf close that hands over to TIME_WAIT).
+    pub fn we_close_first(&self, at: u64) -> [Event; 3] {
+        [
+            self.syscall(TcpState::Established, TcpState::FinWait1, at),
+            self.state(TcpState::FinWait1, TcpState::FinWait2, at + 1),
+            self.closed(TcpState::FinWait2, true, at + 2),
+        ]
+    }
+
     pub fn retransmit(&self, state: TcpState, at: u64) -> Event {
         self.event(EventKind::Retransmit, None, Some(state), at)
     }
