@@ -124,12 +124,9 @@ fn a_half_close_that_still_streams_is_not_stuck_until_the_sending_stops() {
 /// the same namespace) point at it rather than at a peer that "did not answer our SYN".
 #[test]
 fn an_address_filter_keeps_the_wildcard_listener_that_serves_it() {
-    use std::os::fd::AsRawFd;
     require_root();
     let link = Link::new();
-    let listener = link.server.run(|| std::net::TcpListener::bind("0.0.0.0:0").unwrap());
-    // SAFETY: listen on a descriptor the listener owns: a backlog of one.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let listener = link.server.listen_with_a_backlog_of_one("0.0.0.0:0".parse().unwrap());
     let service = SocketAddr::new(link.server_ip, listener.local_addr().unwrap().port());
     let only = format!("{}/32", link.server_ip);
     let tracer = Tracer::start(&["--interval", "1", "--addr", &only, "--netns", &link.server.path()]);
@@ -137,11 +134,7 @@ fn an_address_filter_keeps_the_wildcard_listener_that_serves_it() {
         tracer.stderr.lock().unwrap().contains(&format!("tracer: filter: only connections with either end in {only}")),
         "the filter is said at start"
     );
-    let clients = link.server.run(move || {
-        let connects: Vec<_> =
-            (0..12).map(|_| thread::spawn(move || TcpStream::connect_timeout(&service, Duration::from_secs(4)).ok())).collect();
-        connects.into_iter().map(|connect| connect.join().unwrap()).collect::<Vec<_>>()
-    });
+    let clients = link.server.connect_at_once(service, 12);
     let wildcard = format!("0.0.0.0:{}", service.port());
     let full = tracer.wait_for_finding("accept_queue_full", |f| f["local"] == wildcard);
     assert!(full["detail"].as_str().unwrap().contains("backlog 1"), "{full}");

@@ -315,11 +315,7 @@ fn a_local_port_filter_takes_outgoing_connections_whole_and_leaves_no_ghost() {
 
 /// A listener on the server's side whose backlog is one, as in the report, and its address.
 fn listen_with_a_backlog_of_one(link: &Link) -> (std::net::TcpListener, SocketAddr) {
-    use std::os::fd::AsRawFd;
-    let listener = link.listen(link.server_ip);
-    // A second listen() on a listening socket sets its backlog.
-    // SAFETY: listen on a descriptor the listener owns.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+    let listener = link.server.listen_with_a_backlog_of_one(SocketAddr::new(link.server_ip, 0));
     let server = listener.local_addr().unwrap();
     (listener, server)
 }
@@ -333,12 +329,7 @@ fn a_listener_that_never_accepts_is_named_with_its_full_accept_queue() {
     let tracer = summary_tracer(&["-L", &port]);
     // Twenty concurrent connects; nobody calls accept(). Those the queue cannot take retransmit
     // their SYN after a second, into the kernel's drop counter.
-    let clients = link.client.run(move || {
-        // Threads started here stay in the client's namespace.
-        let connects: Vec<_> =
-            (0..20).map(|_| thread::spawn(move || TcpStream::connect_timeout(&server, Duration::from_secs(4)).ok())).collect();
-        connects.into_iter().map(|connect| connect.join().unwrap()).collect::<Vec<_>>()
-    });
+    let clients = link.client.connect_at_once(server, 20);
     let full = tracer.wait_for_finding("accept_queue_full", |f| f["local"] == server.to_string());
     let detail = full["detail"].as_str().unwrap();
     assert!(detail.contains("backlog 1") && detail.contains("not accepting"), "{full}");

@@ -169,6 +169,27 @@ impl Netns {
         String::from_utf8_lossy(&output.stdout).lines().filter(|line| !line.trim().is_empty()).count() as u64
     }
 
+    /// A listener on `address` in this namespace with a backlog of one: two connections fill
+    /// it when nobody calls accept().
+    pub fn listen_with_a_backlog_of_one(&self, address: SocketAddr) -> TcpListener {
+        let listener = self.run(move || TcpListener::bind(address).expect("bind"));
+        // A second listen() on a listening socket sets its backlog.
+        // SAFETY: listen on a descriptor the listener owns.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0);
+        listener
+    }
+
+    /// `count` connects to `to` at once from this namespace, each given 4 s: the streams that
+    /// were established.
+    pub fn connect_at_once(&self, to: SocketAddr, count: usize) -> Vec<Option<TcpStream>> {
+        self.run(move || {
+            // Threads started here stay in this namespace.
+            let connects: Vec<_> =
+                (0..count).map(|_| thread::spawn(move || TcpStream::connect_timeout(&to, Duration::from_secs(4)).ok())).collect();
+            connects.into_iter().map(|connect| connect.join().unwrap()).collect()
+        })
+    }
+
     pub fn exec(&self, args: &[&str]) {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
