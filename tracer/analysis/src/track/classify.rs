@@ -3,7 +3,7 @@
 //! reset reason, retransmits, how long FIN_WAIT2 lasted).
 use std::{borrow::Cow, net::SocketAddr};
 
-use super::{provenance, CloseClass, CloseLost, Connection, Ending, Lingered, Role, RstFrom, Tracker, Unresolved};
+use super::{provenance, CloseClass, CloseLost, Connection, Ending, Lingered, ResetSent, Role, RstFrom, Tracker, Unresolved};
 use crate::decode::TcpState;
 
 /// The kernel's reset reasons (`enum sk_rst_reason`, names read from tracefs at run time) that
@@ -87,95 +87,10 @@ impl Tracker {
             None => {}
         }
         if connection.reset_received {
-            let origin = self.reset_origin(connection);
-            if connection.reset_event_lost && origin.is_none() {
-                return Verdict::of(
-                    CloseClass::Unresolved,
-                    format!(
-                        "a RST ended it in {from} (the socket's error says so) but its event was lost, and the RST itself was not \
-                         seen: the peer or a device in the path"
-                    ),
-                );
-            }
-            if from == TcpState::SynSent {
-                let verdict = match origin {
-                    Some(origin @ RstFrom::Path { .. }) => Verdict::of(
-                        CloseClass::Refused,
-                        format!("connection refused: RST in reply to our SYN, by the path, not the peer: {}", provenance::describe(origin)),
-                    ),
-                    Some(origin) => Verdict::of(
-                        CloseClass::Refused,
-                        format!("connection refused: RST in reply to our SYN; {}", provenance::describe(origin)),
-                    ),
-                    None => Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN"),
-                };
-                return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
-            }
-            // A full socket still in FIN_WAIT2 (the ACK of our FIN came while our application held
-            // it) reads as the timewait socket's reset does: when, after our FIN.
-            let place = match connection.first_fin_ns.filter(|_| from == TcpState::FinWait2) {
-                Some(fin_ns) => {
-                    format!(
-                        "in {from}, {:.1} s after our FIN (acknowledged; its FIN never came)",
-                        ending.at_ns.saturating_sub(fin_ns) as f64 / 1e9
-                    )
-                }
-                None => format!("in {from}"),
-            };
-            let verdict = match origin {
-                Some(origin @ RstFrom::Path { .. }) => Verdict::of(
-                    CloseClass::ResetByPath,
-                    format!("reset {place} by the path, not the peer: {}", provenance::describe(origin)),
-                ),
-                Some(origin) => {
-                    Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}: {}", provenance::describe(origin)))
-                }
-                None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}")),
-            };
-            return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
+            return self.after_reset_received(connection, ending);
         }
         if let Some(reset) = connection.reset_sent {
-            let reason = reset.reason.and_then(|code| self.reason_name(code));
-            // The socket's error at its close, where the hooks could read the socket (tp_btf).
-            let error = connection.totals.map(|totals| totals.error);
-            return match reason {
-                // Before any reason: the application did not ask for this one.
-                _ if error == Some(ECONNABORTED) => Verdict::of(
-                    CloseClass::Aborted,
-                    "destroyed on this host: a process killed the socket (SOCK_DESTROY, as `ss -K` or a CNI's socket cleanup \
-                     does; the socket's error is ECONNABORTED) and our kernel sent RST",
-                ),
-                Some(KEEPALIVE_TIMEOUT_REASON) => Verdict {
-                    keepalive: true,
-                    ..Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
-                },
-                Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
-                    Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
-                }
-                // Kernels before 6.10 give no reason. The keepalive timer (or TCP_USER_TIMEOUT)
-                // that resets a connection whose peer stopped answering leaves ETIMEDOUT behind,
-                // which no abort does; it may run in the application's context (deferred to
-                // release_sock), so this comes before the process check.
-                None if error == Some(ETIMEDOUT) => Verdict {
-                    keepalive: true,
-                    ..Verdict::of(
-                        CloseClass::PeerSilent,
-                        "keepalive or user timeout: the peer stopped answering (we sent RST; the socket's error was ETIMEDOUT)",
-                    )
-                },
-                None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
-                None if error.is_none() => Verdict::of(
-                    CloseClass::Unresolved,
-                    format!(
-                        "we reset it in {from}; this kernel gives neither the reset's reason nor, with these hooks, the socket's \
-                         error: a keepalive timeout (the peer silent) or a reset of our stack"
-                    ),
-                ),
-                reason => Verdict::of(
-                    CloseClass::ResetByUs,
-                    format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel; no timeout error")),
-                ),
-            };
+            return self.after_reset_sent(connection, reset, from);
         }
         // An ICMP error closes a connect at once, in whatever context the socket was; a timeout
         // keeps the one its retransmissions met.
@@ -272,6 +187,103 @@ impl Tracker {
                 format!("timed out in {from} with no FIN or RST from the peer ({retransmits} retransmits)"),
             ),
             _ => Verdict::of(CloseClass::Aborted, format!("closed by the application in {from} without FIN")),
+        }
+    }
+}
+
+impl Tracker {
+    /// A RST the kernel took ended it: refused in SYN_SENT, else reset, by the peer or the path
+    /// as the RST's TTL says.
+    fn after_reset_received(&self, connection: &Connection, ending: Ending) -> Verdict {
+        let from = ending.from;
+        let origin = self.reset_origin(connection);
+        if connection.reset_event_lost && origin.is_none() {
+            return Verdict::of(
+                CloseClass::Unresolved,
+                format!(
+                    "a RST ended it in {from} (the socket's error says so) but its event was lost, and the RST itself was not \
+                     seen: the peer or a device in the path"
+                ),
+            );
+        }
+        if from == TcpState::SynSent {
+            let verdict = match origin {
+                Some(origin @ RstFrom::Path { .. }) => Verdict::of(
+                    CloseClass::Refused,
+                    format!("connection refused: RST in reply to our SYN, by the path, not the peer: {}", provenance::describe(origin)),
+                ),
+                Some(origin) => Verdict::of(
+                    CloseClass::Refused,
+                    format!("connection refused: RST in reply to our SYN; {}", provenance::describe(origin)),
+                ),
+                None => Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN"),
+            };
+            return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
+        }
+        // A full socket still in FIN_WAIT2 (the ACK of our FIN came while our application held
+        // it) reads as the timewait socket's reset does: when, after our FIN.
+        let place = match connection.first_fin_ns.filter(|_| from == TcpState::FinWait2) {
+            Some(fin_ns) => {
+                format!(
+                    "in {from}, {:.1} s after our FIN (acknowledged; its FIN never came)",
+                    ending.at_ns.saturating_sub(fin_ns) as f64 / 1e9
+                )
+            }
+            None => format!("in {from}"),
+        };
+        let verdict = match origin {
+            Some(origin @ RstFrom::Path { .. }) => {
+                Verdict::of(CloseClass::ResetByPath, format!("reset {place} by the path, not the peer: {}", provenance::describe(origin)))
+            }
+            Some(origin) => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}: {}", provenance::describe(origin))),
+            None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}")),
+        };
+        Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection)
+    }
+
+    /// We reset it: our application, our stack, or the keepalive timer, as the kernel's reason
+    /// (or before 6.10 the socket's error) says.
+    fn after_reset_sent(&self, connection: &Connection, reset: ResetSent, from: TcpState) -> Verdict {
+        let reason = reset.reason.and_then(|code| self.reason_name(code));
+        // The socket's error at its close, where the hooks could read the socket (tp_btf).
+        let error = connection.totals.map(|totals| totals.error);
+        match reason {
+            // Before any reason: the application did not ask for this one.
+            _ if error == Some(ECONNABORTED) => Verdict::of(
+                CloseClass::Aborted,
+                "destroyed on this host: a process killed the socket (SOCK_DESTROY, as `ss -K` or a CNI's socket cleanup \
+                 does; the socket's error is ECONNABORTED) and our kernel sent RST",
+            ),
+            Some(KEEPALIVE_TIMEOUT_REASON) => Verdict {
+                keepalive: true,
+                ..Verdict::of(CloseClass::PeerSilent, "keepalive timeout: the peer stopped answering (we sent RST)")
+            },
+            Some(reason) if APPLICATION_ABORT_REASONS.contains(&reason) => {
+                Verdict::of(CloseClass::Aborted, format!("our application aborted it with RST ({reason})"))
+            }
+            // Kernels before 6.10 give no reason. The keepalive timer (or TCP_USER_TIMEOUT)
+            // that resets a connection whose peer stopped answering leaves ETIMEDOUT behind,
+            // which no abort does; it may run in the application's context (deferred to
+            // release_sock), so this comes before the process check.
+            None if error == Some(ETIMEDOUT) => Verdict {
+                keepalive: true,
+                ..Verdict::of(
+                    CloseClass::PeerSilent,
+                    "keepalive or user timeout: the peer stopped answering (we sent RST; the socket's error was ETIMEDOUT)",
+                )
+            },
+            None if reset.by_application => Verdict::of(CloseClass::Aborted, "our application aborted it with RST"),
+            None if error.is_none() => Verdict::of(
+                CloseClass::Unresolved,
+                format!(
+                    "we reset it in {from}; this kernel gives neither the reset's reason nor, with these hooks, the socket's \
+                     error: a keepalive timeout (the peer silent) or a reset of our stack"
+                ),
+            ),
+            reason => Verdict::of(
+                CloseClass::ResetByUs,
+                format!("we reset it in {from} ({})", reason.unwrap_or("reason not given by this kernel; no timeout error")),
+            ),
         }
     }
 }
