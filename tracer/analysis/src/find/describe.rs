@@ -65,9 +65,12 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
         ),
         FindingKind::LocalPortsExhausted if n > 0 => {
             let range = settings(key.netns);
-            let held = match tally.time_wait {
-                0 => "open connections to it hold them (none in TIME_WAIT)".to_string(),
-                time_wait => format!("{time_wait} socket(s) in TIME_WAIT to it hold ports of that range (see time_wait_buildup)"),
+            let held = match tally.closed_first {
+                0 => "open connections to it hold them (none we closed first lingers)".to_string(),
+                closed_first => format!(
+                    "{closed_first} socket(s) to it that we closed first still hold ports of that range (TIME_WAIT, or FIN_WAIT2 \
+                     awaiting the peer's FIN; see time_wait_buildup)"
+                ),
             };
             format!(
                 "{n} connect(s) failed before any SYN: no local port free for this destination (ephemeral range {}-{}, {} ports, \

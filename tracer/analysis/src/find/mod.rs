@@ -82,8 +82,9 @@ struct Tally {
     dropped: u64,
     /// The idle gap the path forgets connections after, as an interval (`idle_timeout`).
     idle_threshold: Option<IdleThreshold>,
-    /// Sockets in TIME_WAIT on the path whose connects found no local port (`local_ports_exhausted`).
-    time_wait: u64,
+    /// Sockets we closed first (TIME_WAIT, or FIN_WAIT2 awaiting the peer's FIN) on the path whose
+    /// connects found no local port (`local_ports_exhausted`): they hold its ports.
+    closed_first: u64,
 }
 
 impl Tally {

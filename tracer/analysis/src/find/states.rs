@@ -188,10 +188,20 @@ impl Findings {
             let role = guess_role(settings(tuple.netns).ephemeral_ports, tuple.local, tuple.remote);
             *per_peer.entry(PeerKey::new(role, tuple.netns, tuple.local, tuple.remote)).or_default() += 1;
         }
-        // Connects that found no local port: how many ports TIME_WAIT holds on the same path.
-        for ((kind, key), tally) in self.tallies.iter_mut() {
-            if *kind == FindingKind::LocalPortsExhausted {
-                tally.time_wait = per_peer.get(key).copied().unwrap_or(0);
+        // Connects that found no local port: how many ports the sockets we closed first hold on the
+        // same path, in TIME_WAIT or still in FIN_WAIT2 waiting for the peer's FIN (until a lookup
+        // sees them pass to TIME_WAIT, a second later, they are only lingering).
+        if self.tallies.keys().any(|(kind, _)| *kind == FindingKind::LocalPortsExhausted) {
+            let mut closed_first = per_peer.clone();
+            for lingering in tracker.lingering() {
+                let connection = &lingering.connection;
+                let key = PeerKey::new(connection.role, connection.socket.netns, connection.local, connection.remote);
+                *closed_first.entry(key).or_default() += 1;
+            }
+            for ((kind, key), tally) in self.tallies.iter_mut() {
+                if *kind == FindingKind::LocalPortsExhausted {
+                    tally.closed_first = closed_first.get(key).copied().unwrap_or(0);
+                }
             }
         }
         for (key, count) in per_peer {

@@ -325,7 +325,7 @@ fn connects_that_found_no_local_port_are_one_finding_tied_to_the_time_wait_that_
     let exhausted = picture.findings.iter().find(|f| f.kind == FindingKind::LocalPortsExhausted).expect("local_ports_exhausted");
     assert_eq!((exhausted.local.as_str(), exhausted.remote.as_str(), exhausted.count), ("10.0.0.1:*", "10.0.0.2:80", 3));
     assert!(exhausted.detail.contains("no local port free for this destination (ephemeral range 32768-60999"), "{}", exhausted.detail);
-    assert!(exhausted.detail.contains("2 socket(s) in TIME_WAIT to it"), "{}", exhausted.detail);
+    assert!(exhausted.detail.contains("2 socket(s) to it that we closed first still hold ports"), "{}", exhausted.detail);
     assert!(!picture.findings.iter().any(|f| f.kind == FindingKind::SynRetransmit), "{:?}", picture.findings);
     assert_eq!(picture.closes.get("no_local_port"), Some(&3));
 }
