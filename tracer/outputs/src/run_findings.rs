@@ -32,7 +32,7 @@ pub struct RunFindings {
 impl RunFindings {
     /// Takes an interval's findings, made at `ts`; returns those that arose or grew: new, or with
     /// a `total` past what the run had seen (a stuck socket flagged again is not news).
-    pub fn update<'a>(&mut self, findings: &'a [Finding], ts: &str) -> Vec<&'a Finding> {
+    fn update<'a>(&mut self, findings: &'a [Finding], ts: &str) -> Vec<&'a Finding> {
         let mut news = Vec::new();
         for finding in findings {
             let key = (finding.kind, finding.key);
@@ -80,7 +80,7 @@ struct FindingLine<'a> {
     finding: &'a Finding,
 }
 
-pub fn finding_line(ts: &str, finding: &Finding, json: bool) -> String {
+fn finding_line(ts: &str, finding: &Finding, json: bool) -> String {
     if json {
         return serde_json::to_string(&FindingLine { ts, finding }).expect("plain data always serializes");
     }
@@ -101,7 +101,7 @@ pub fn finding_line(ts: &str, finding: &Finding, json: bool) -> String {
 }
 
 /// The final summary's section: what the whole run found.
-pub fn human_section(rows: &[SinceStart], out: &mut String) {
+pub(crate) fn human_section(rows: &[SinceStart], out: &mut String) {
     if rows.is_empty() {
         out.push_str("since start: no findings\n");
         return;
