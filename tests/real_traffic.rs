@@ -61,7 +61,6 @@ fn a_client_out_of_local_ports_is_no_local_port_tied_to_the_time_wait_that_holds
     // Every port of the range is held by a connection the client closed first, in TIME_WAIT or
     // (until a lookup sees it pass there) in FIN_WAIT2.
     assert!(detail.contains("100 socket(s) to it that we closed first still hold ports of that range"), "{detail}");
-    let stderr = tracer.stderr.clone();
     let lines = tracer.stop();
     let refused: Vec<_> = connection_lines(&lines).into_iter().filter(|line| line["close"] == "no_local_port").collect();
     assert_eq!(refused.len(), failed, "every failed connect has its line: {refused:?}");
@@ -70,7 +69,6 @@ fn a_client_out_of_local_ports_is_no_local_port_tied_to_the_time_wait_that_holds
         !connection_lines(&lines).iter().any(|line| line["detail"].as_str().is_some_and(|detail| detail.contains("ICMP"))),
         "no connect reads as an ICMP error"
     );
-    assert!(!stderr.lock().unwrap().contains("attached netif_receive_skb"), "a connect that sent nothing asks for no packet hook");
     let last = lines.iter().rev().find(|line| line.get("final").is_some()).unwrap();
     let run = last["findings_since_start"].as_array().expect("the final summary says what the whole run found");
     let total = run.iter().find(|f| f["kind"] == "local_ports_exhausted").map(|f| f["total"].clone());
@@ -192,4 +190,46 @@ fn a_server_that_closes_first_claims_no_duration_it_did_not_see() {
             None => assert!(line["duration_at_most_ms"].as_f64().is_some(), "an end not seen is bounded: {line}"),
         }
     }
+}
+
+/// A router resets the client's request in the server's name (`reject with tcp reset` on the
+/// client's data), before any data of the server came back: the client's only packet of the
+/// server is its SYN-ACK, one router away. That handshake is the reference: the reset is the
+/// path's, 0 hops away, not the peer's. A reset whose origin nothing could check names nobody.
+#[test]
+fn a_reset_forged_at_the_client_is_judged_against_the_server_s_handshake() {
+    require_root();
+    let routed = Routed::router();
+    let listener = routed.server.run({
+        let server_ip = routed.server_ip;
+        move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 80)).unwrap()
+    });
+    let server = listener.local_addr().unwrap();
+    routed.nat.nft(&format!(
+        "table inet appliance {{ chain forward {{ type filter hook forward priority 0; \
+         tcp dport {} tcp flags & (psh | ack) == psh | ack reject with tcp reset; }}; }}",
+        server.port()
+    ));
+    let client_netns = routed.client.path();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &client_netns, "--connections=all"]);
+    let checked = tracer.stderr.lock().unwrap().contains("netif_receive_skb=tp_btf");
+    let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
+    let (accepted, _) = listener.accept().unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(client.read(&mut [0; 1]).is_err(), "the router's reset reached the client");
+    let local = client.local_addr().unwrap().to_string();
+    let line = tracer.wait_for("the client's line", |line| line["local"] == local && line["close"].is_string());
+    if checked {
+        let fields = (line["close"].clone(), line["rst_from"].clone(), line["rst_hops"].clone(), line["peer_hops"].clone());
+        assert_eq!(fields, ("reset_by_path".into(), "path".into(), 0.into(), 1.into()), "{line}");
+        let detail = line["detail"].as_str().unwrap();
+        assert!(detail.contains("a device 0 hop(s) from us sent it in the peer's name"), "{detail}");
+        assert!(detail.contains("compared with the peer's latest handshake, TTL 63"), "{detail}");
+    } else {
+        eprintln!("netif_receive_skb is unavailable here: the reset is unchecked");
+        assert_eq!((line["close"].as_str(), line["rst_from"].as_str()), (Some("reset_unverified"), None), "{line}");
+    }
+    let lines = tracer.stop();
+    assert!(!connection_lines(&lines).iter().any(|line| line["close"] == "reset_by_peer"), "nothing names the server: {lines:?}");
+    drop(accepted);
 }

@@ -30,36 +30,25 @@ pub struct Options {
 struct Mode {
     title: &'static str,
     args: &'static [&'static str],
-    /// Each round starts with a refused connect, which attaches the on-demand
-    /// `netif_receive_skb` hook: what the tracer costs once a refusal has been seen.
-    refuse_first: bool,
 }
 
 impl Mode {
     const fn of(title: &'static str, args: &'static [&'static str]) -> Mode {
-        Mode { title, args, refuse_first: false }
+        Mode { title, args }
     }
 
     /// One round of churn in this mode (the tracer already running): its rate.
     fn churn(&self, spread: Spread, seconds: f64) -> Result<f64> {
-        if self.refuse_first {
-            refuse_once()?;
-        }
         load::churn_rate(spread, seconds)
     }
 }
 
-const MODES: [Mode; 6] = [
-    Mode::of("tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on; `netif_receive_skb` on demand)", &[]),
+const MODES: [Mode; 5] = [
+    Mode::of("tracer, summary mode (default: tp_btf, per-CPU batches, snapshots on, every packet hook)", &[]),
     Mode::of(
         "tracer, summary mode without the packet hooks of RST provenance, drops and idle gaps (`--skip-hook tcp_probe --skip-hook kfree_skb --skip-hook netif_receive_skb`)",
         &["--skip-hook", "tcp_probe", "--skip-hook", "kfree_skb", "--skip-hook", "netif_receive_skb"],
     ),
-    Mode {
-        title: "tracer, summary mode, after a refused connect (`netif_receive_skb` attached: what it costs)",
-        args: &[],
-        refuse_first: true,
-    },
     Mode::of("tracer `--connections` (a JSON line per ended connection: the harness runs every mode with `--json`)", &["--connections"]),
     Mode::of("tracer `--events` (every event to userspace at once, no batches)", &["--events"]),
     Mode::of("tracer `--hook-mode tracepoint` (the classic fallback, batches)", &["--hook-mode", "tracepoint"]),
@@ -95,15 +84,6 @@ fn compare(tracer: &Path, spread: Spread, modes: &[Mode], rounds: usize, seconds
         }
     }
     Ok(comparison)
-}
-
-/// A refused connect (to port 9 on loopback, where nothing listens), then time for the tracer
-/// to attach the hook it asks for.
-pub(crate) fn refuse_once() -> Result<()> {
-    let refused = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 9));
-    anyhow::ensure!(refused.is_err(), "something listens on 127.0.0.1:9: the refused connect the bench needs did not happen");
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(())
 }
 
 /// "median (min–max)" of per-round ratios.

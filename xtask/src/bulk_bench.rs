@@ -77,8 +77,9 @@ fn transfer(seconds: f64) -> Result<f64> {
 }
 
 /// Interleaved rounds: untraced, traced (summary mode, `tcp_probe` and `netif_receive_skb` on
-/// every received segment), and traced with `--hook-mode tracepoint` (neither: what the rest of
-/// the tracer costs on this load); a Markdown section.
+/// every received segment), traced without `netif_receive_skb` (what that hook takes), and
+/// traced with `--hook-mode tracepoint` (neither: what the rest of the tracer costs on this
+/// load); a Markdown section.
 pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<String> {
     let _pair = Pair::create()?;
     // Throughput with bpf_stats off (its clock reads on every run are a cost of their own);
@@ -86,28 +87,22 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
     let stats = crate::measure::BpfStats::set(false);
     let mut untraced = Vec::new();
     let (mut traced, mut classic) = (crate::measure::TracedRuns::default(), crate::measure::TracedRuns::default());
-    let mut with_arrivals = crate::measure::TracedRuns::default();
+    let mut without_arrivals = crate::measure::TracedRuns::default();
     for _ in 0..rounds {
         untraced.push(transfer(seconds)?);
         traced.round(tracer, &[], || transfer(seconds))?;
-        with_arrivals.round(tracer, &[], || {
-            crate::bench::refuse_once()?;
-            transfer(seconds)
-        })?;
+        without_arrivals.round(tracer, &["--skip-hook", "netif_receive_skb"], || transfer(seconds))?;
         classic.round(tracer, &["--hook-mode", "tracepoint"], || transfer(seconds))?;
     }
     drop(stats);
     let mut costed = crate::measure::TracedRuns::default();
     {
         let _stats = crate::measure::BpfStats::set(true);
-        costed.round(tracer, &[], || {
-            crate::bench::refuse_once()?;
-            transfer(seconds)
-        })?;
+        costed.round(tracer, &[], || transfer(seconds))?;
     }
     let base = crate::measure::median(&untraced);
     let (with_probe, without_probe) = (crate::measure::median(&traced.rates), crate::measure::median(&classic.rates));
-    let after_refusal = crate::measure::median(&with_arrivals.rates);
+    let no_arrivals = crate::measure::median(&without_arrivals.rates);
     let per_packet = |program: &str| {
         let (time, runs) = costed.program(program);
         format!("{runs} runs, {:.0} ns per run", time as f64 / runs.max(1) as f64)
@@ -116,15 +111,15 @@ pub fn run(tracer: &std::path::Path, rounds: usize, seconds: f64) -> Result<Stri
         "## Bulk transfer through veth ({rounds} interleaved rounds of {seconds} s, one connection, bpf_stats off)\n\n\
          | run | MB/s (median) | of untraced |\n|---|---|---|\n\
          | untraced | {:.0} | 1 |\n\
-         | tracer (tp_btf: `tcp_probe` on every received segment; `netif_receive_skb` on demand, not attached) | {:.0} | **{:.3}** |\n\
-         | tracer after a refused connect (`netif_receive_skb` attached too) | {:.0} | {:.3} |\n\
+         | tracer (tp_btf: `tcp_probe` on every received segment, `netif_receive_skb` on every received packet) | {:.0} | **{:.3}** |\n\
+         | tracer `--skip-hook netif_receive_skb` | {:.0} | {:.3} |\n\
          | tracer `--hook-mode tracepoint` (neither) | {:.0} | {:.3} |\n\n\
          One more traced round, bpf_stats on (one run per received segment, after GRO): tcp_probe {}; netif_receive_skb {}\n\n",
         base / 1e6,
         with_probe / 1e6,
         with_probe / base,
-        after_refusal / 1e6,
-        after_refusal / base,
+        no_arrivals / 1e6,
+        no_arrivals / base,
         without_probe / 1e6,
         without_probe / base,
         per_packet("btf_tcp_probe"),

@@ -2,7 +2,11 @@
 //! receives: RSTs and the peer's reference segments, with their TTL) and `kfree_skb` (the TCP
 //! packets this host dropped, with the kernel's reason). Both fire per packet, so both leave
 //! after a few loads unless the packet is one of the few the tracer wants.
+use aya_ebpf::{macros::map, maps::LruHashMap};
+use tracer_common::{COUNTER_PEER_REFERENCES_ADDED, TCP_FLAG_SYN};
+
 use super::*;
+use crate::count;
 
 /// `tcp_probe(sk, skb)`: every segment at the top of the established receive path, before the
 /// kernel acts on it. Sent: every RST; the peer's first segment with data (its reference: the
@@ -171,9 +175,10 @@ const HEADERS: usize = 56;
 
 /// `netif_receive_skb(skb)`: every packet this host receives, before any firewall or socket.
 /// Sent: TCP RSTs, with their TTL and addresses (`tcp_probe` sees a RST only where it reaches an
-/// established socket, not one answering our SYN or reaching a closing socket), and ICMP
-/// destination unreachable errors about a TCP segment, with their sender. Every other packet
-/// leaves after one read of its headers.
+/// established socket, not one answering our SYN or reaching a closing socket) and the reference
+/// to judge them by, and ICMP destination unreachable errors about a TCP segment, with their
+/// sender. A SYN or SYN-ACK is not sent: its TTL becomes its sender's reference in
+/// [`PEER_REFERENCES`]. Every other packet leaves after one read of its headers.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
     if cfg!(cost_cut = "hook") {
@@ -199,6 +204,10 @@ pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
         0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_RST != 0 => reset_arrived::<20>(skb, &headers, offsets),
         byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_RST != 0 => {
             reset_arrived::<40>(skb, &headers, offsets)
+        }
+        0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_SYN != 0 => handshake_arrived::<20>(skb, &headers, offsets),
+        byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_SYN != 0 => {
+            handshake_arrived::<40>(skb, &headers, offsets)
         }
         // IPv4 with options (rare): the TCP header is read again, where the header length puts it.
         0x46..=0x4f if headers[9] == IPPROTO_TCP => {
@@ -294,8 +303,74 @@ fn reset_after_options(skb: *const u8, mut headers: [u8; HEADERS], offsets: &Ker
     Some(())
 }
 
+/// Where a peer address's handshake arrived from, by the namespace of the device it came in on.
+#[repr(C)]
+struct PeerKey {
+    netns: u32,
+    family: u32,
+    address: [u8; 16],
+}
+
+/// What the last handshake from that address carried.
+#[repr(C)]
+struct PeerReference {
+    seen_ns: u64,
+    /// When its TTL last differed from the one before (0: never): an address behind which
+    /// hosts at several distances answer (a NAT), or a route that changed.
+    changed_ns: u64,
+    ttl: u32,
+    _pad: u32,
+}
+
+/// The reference for a RST that reaches a connection with no packet of the peer's own yet
+/// (refused connects; a reset right after the handshake): kept here, at one lookup per SYN and
+/// SYN-ACK, rather than sent per connection, and sent inside the RST's record.
+#[map]
+static PEER_REFERENCES: LruHashMap<PeerKey, PeerReference> = LruHashMap::with_max_entries(tracer_common::PEER_REFERENCES, 0);
+
+/// The key of the packet's source address, its header at `TCP - 20` (IPv4) or 0 (IPv6).
+#[inline(always)]
+fn peer_key<const TCP: usize>(netns: u32, headers: &[u8; HEADERS]) -> PeerKey {
+    let mut key = PeerKey { netns, family: 0, address: [0; 16] };
+    if TCP == 40 {
+        key.family = u32::from(AF_INET6);
+        put_ipv6(&mut key.address, headers, 8);
+    } else {
+        key.family = u32::from(AF_INET);
+        put_ipv4(&mut key.address, u32::from_ne_bytes([headers[12], headers[13], headers[14], headers[15]]));
+    }
+    key
+}
+
+/// A SYN (at a server) or SYN-ACK (at a client) whose TCP header starts at `TCP`: its TTL is
+/// what the peer's own packets carry, the first reference every connection has.
+#[inline(always)]
+fn handshake_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
+    // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
+    let key = peer_key::<TCP>(unsafe { device_netns(skb, offsets) }, headers);
+    let ttl = u32::from(if TCP == 40 { headers[7] } else { headers[8] });
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match PEER_REFERENCES.get_ptr_mut(&key) {
+        // SAFETY: the map's value for this key; a racing update of the same address on another
+        // CPU leaves one of the two handshakes' facts, either of them right.
+        Some(known) => unsafe {
+            if (*known).ttl != ttl {
+                (*known).changed_ns = now;
+                (*known).ttl = ttl;
+            }
+            (*known).seen_ns = now;
+        },
+        None => {
+            if PEER_REFERENCES.insert(&key, &PeerReference { seen_ns: now, changed_ns: 0, ttl, _pad: 0 }, 0).is_ok() {
+                count(COUNTER_PEER_REFERENCES_ADDED, 1);
+            }
+        }
+    }
+}
+
 /// Sends a received RST whose TCP header starts at `TCP` in `headers` (20: IPv4, its options
-/// cut out; 40: IPv6).
+/// cut out; 40: IPv6), with the reference its source address's last handshake left.
 #[inline(always)]
 fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
     let bytes = |at: usize| [headers[at], headers[at + 1]];
@@ -325,6 +400,12 @@ fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offs
         // The payload: what the IP length holds beyond the TCP header.
         event.tgid = u32::from(length.saturating_sub(u16::from(headers[TCP + 12] >> 4) * 4));
         event.old_state = headers[TCP + 13];
+        // SAFETY: a copy is read at once; an update racing on another CPU leaves either
+        // handshake's facts.
+        if let Some(reference) = unsafe { PEER_REFERENCES.get(peer_key::<TCP>(event.netns, headers)) } {
+            event.new_state = reference.ttl as u8;
+            (event.bytes_acked, event.bytes_received) = (reference.seen_ns, reference.changed_ns);
+        }
         // SAFETY: a helper without arguments.
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
         true

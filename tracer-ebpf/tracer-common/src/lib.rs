@@ -11,10 +11,12 @@ mod config;
 pub use config::*;
 
 /// Version of [`WireEvent`]; carried in every record.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// The RST bit of the TCP flag byte (`Segment` records carry the byte).
 pub const TCP_FLAG_RST: u8 = 0x04;
+/// The SYN bit: a handshake's first two segments.
+pub const TCP_FLAG_SYN: u8 = 0x02;
 /// The FIN bit: it takes a sequence number but carries no data.
 pub const TCP_FLAG_FIN: u8 = 0x01;
 
@@ -73,10 +75,13 @@ pub enum EventKind {
     /// source); `old_state` is 1 when the packet was coming in from `remote`.
     Drop = 9,
     /// `net:netif_receive_skb` (BTF only): a TCP RST arrived at this host, before any socket saw
-    /// it, for the RSTs `tcp_probe` never sees (those reaching a socket that is not established:
-    /// a refused connect, a closing socket). `socket` is 0; the addresses are the packet's, as
-    /// for a socketless [`EventKind::Drop`] (`remote` its source), `netns` its device's; the
-    /// segment's facts as for [`EventKind::Segment`].
+    /// it (`tcp_probe` never sees those reaching a socket that is not established: a refused
+    /// connect, a closing socket). `socket` is 0; the addresses are the packet's, as for a
+    /// socketless [`EventKind::Drop`] (`remote` its source), `netns` its device's; the segment's
+    /// facts as for [`EventKind::Segment`]. The reference to judge it by, from the kernel's
+    /// table of handshakes (the last SYN or SYN-ACK from the same address in the same
+    /// namespace): `new_state` its TTL (0: none known), `bytes_acked` when it arrived,
+    /// `bytes_received` when that address's TTL last changed (0: never).
     ResetArrived = 10,
     /// `net:netif_receive_skb` (BTF only): an ICMP destination unreachable (ICMPv6: type 1)
     /// about a TCP segment of ours arrived. `socket` is 0; `local`/`remote` are the quoted
@@ -195,7 +200,15 @@ pub const COUNTER_RESERVE_FAILED: u32 = 0;
 /// While this CPU's batch holds records, the time of its first (never 0); 0 when it is empty.
 /// Userspace flushes the batches that have waited long enough.
 pub const COUNTER_PENDING: u32 = 1;
-pub const COUNTER_SLOTS: u32 = 2 + KernelMiss::ALL.len() as u32;
+/// Peer addresses entered into the kernel's table of handshake TTLs ([`PEER_REFERENCES`] at
+/// most): beyond that many, each entry displaced an older one.
+pub const COUNTER_PEER_REFERENCES_ADDED: u32 = 2 + KernelMiss::ALL.len() as u32;
+pub const COUNTER_SLOTS: u32 = COUNTER_PEER_REFERENCES_ADDED + 1;
+
+/// Peer addresses whose handshake TTL the kernel keeps (an LRU table, by namespace and
+/// address): the reference a RST is judged against when its connection has no packet of the
+/// peer's own yet.
+pub const PEER_REFERENCES: u32 = 16_384;
 
 /// The kernel programs' rare paths: a structure that could not be read where it had to be, or a
 /// socket that is not what a TCP hook should see. Each is counted in its own `COUNTERS` slot

@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
-pub use tracer_model::event::{Comm, Dropped, Event, IcmpError, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
+pub use tracer_model::event::{Comm, Dropped, Event, Handshake, IcmpError, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
 
 use serde::Serialize;
 use tracer_common::{
@@ -90,7 +90,11 @@ impl Decoder {
                 EventKind::StateChange => TcpState::from_kernel(wire.old_state),
                 _ => None,
             },
-            state: TcpState::from_kernel(wire.new_state),
+            // The packet records use the byte for what the packet said.
+            state: match kind {
+                EventKind::ResetArrived | EventKind::IcmpArrived => None,
+                _ => TcpState::from_kernel(wire.new_state),
+            },
             reset_reason: (kind == EventKind::ResetSent && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
             tw_status: (kind == EventKind::TimeWaitSyn && wire.flags & FLAG_HAS_REASON != 0).then_some(wire.reason),
             process: (wire.flags & FLAG_PROCESS_CONTEXT != 0).then_some(Process {
@@ -120,6 +124,11 @@ impl Decoder {
                 icmp_type: wire.old_state,
                 code: wire.new_state,
                 ttl: wire.reason as u8,
+            }),
+            handshake: (kind == EventKind::ResetArrived && wire.new_state != 0).then_some(Handshake {
+                ttl: wire.new_state,
+                seen_ns: wire.bytes_acked,
+                changed_ns: (wire.bytes_received != 0).then_some(wire.bytes_received),
             }),
             segment: matches!(kind, EventKind::Segment | EventKind::ResetArrived).then_some(Segment {
                 ttl: wire.reason as u8,

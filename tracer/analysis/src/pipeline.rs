@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn the_operators_filters_apply_before_anything_is_counted() {
         let unfiltered = picture_of_a_reset(Filter::default());
-        assert_eq!(unfiltered.closes.get("reset_by_peer"), Some(&1), "the control: counted without a filter: {unfiltered:?}");
+        assert_eq!(unfiltered.closes.get("reset_unverified"), Some(&1), "the control: counted without a filter: {unfiltered:?}");
         for filter in [
             Filter { local_ports: vec![443], ..Filter::default() },
             Filter { remote_ports: vec![5432], ..Filter::default() },

@@ -158,6 +158,20 @@ pub struct Event {
     pub keepalive_jiffies: Option<u32>,
     /// For an ICMP destination unreachable about a segment of ours: who sent it, and what.
     pub icmp: Option<IcmpError>,
+    /// For a RST as it arrived: what the last handshake from its source address carried.
+    pub handshake: Option<Handshake>,
+}
+
+/// The last SYN or SYN-ACK that arrived from an address (in one namespace), as the kernel's
+/// table of handshakes held it when a RST from that address arrived: the TTL its own packets
+/// carry, the reference every connection has from its first exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Handshake {
+    pub ttl: u8,
+    pub seen_ns: u64,
+    /// When the address's TTL last changed (several hosts at different distances behind it, or
+    /// a new route), if it ever did.
+    pub changed_ns: Option<u64>,
 }
 
 /// An ICMP (ICMPv6) destination unreachable that arrived about a TCP segment of ours.

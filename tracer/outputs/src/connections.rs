@@ -226,15 +226,7 @@ impl ConnectionLine {
             peer_hops,
             rst_segment: connection.reset_segment.filter(|_| connection.reset_taken),
             peer_segment: connection.peer_reference.filter(|_| connection.reset_taken),
-            idle_before_ms: connection
-                .idle_before_ns
-                .filter(|_| {
-                    matches!(
-                        ended.class,
-                        CloseClass::PeerSilent | CloseClass::ResetByPeer | CloseClass::ResetByPath | CloseClass::DroppedHere
-                    )
-                })
-                .map(|ns| (ns as f64 / 1e3).round() / 1e3),
+            idle_before_ms: connection.idle_before_ns.filter(|_| ended.class.died()).map(|ns| (ns as f64 / 1e3).round() / 1e3),
             refused_rsts: connection.refused_resets,
             dropped_in: connection.drops.incoming,
             dropped_out: connection.drops.outgoing,

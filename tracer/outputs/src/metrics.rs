@@ -67,13 +67,6 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A hook that changed mode after start (one attached on demand): its gauge moves from `was`
-    /// to `now`.
-    pub fn hook_mode_changed(&self, hook: &str, was: &str, now: &str) {
-        self.hook_modes.remove(&labels(&[("hook", hook), ("mode", was)]));
-        self.hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", now)])).set(1);
-    }
-
     /// Starts serving on `server` (bound early with [`listen`], so a busy port is an error
     /// before anything is attached).
     /// `/` serves `page`, the timeline.
@@ -245,11 +238,7 @@ impl Metrics {
             Observation::Ended(ended) => {
                 self.closes.get_or_create(&labels(&[("class", ended.class.name())])).inc();
                 // A silence this host's drops explain is still a death after that idle gap.
-                let died = matches!(
-                    ended.class,
-                    CloseClass::PeerSilent | CloseClass::ResetByPeer | CloseClass::ResetByPath | CloseClass::DroppedHere
-                );
-                if let Some(idle_ns) = ended.connection.idle_before_ns.filter(|_| died) {
+                if let Some(idle_ns) = ended.connection.idle_before_ns.filter(|_| ended.class.died()) {
                     self.idle_before_death.observe(idle_ns as f64 / 1e9);
                 }
                 if let Some(origin) = ended.rst_from {

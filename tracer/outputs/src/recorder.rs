@@ -267,7 +267,7 @@ mod tests {
         let text = fs::read_to_string(findings[0].record.as_ref().expect("recorded")).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
         let what: Vec<&str> = lines.iter().map(|line| line["kind"].as_str().or(line["close"].as_str()).unwrap()).collect();
-        assert_eq!(what, ["state", "state", "rst_received", "state", "reset_by_peer", "state"], "{text}");
+        assert_eq!(what, ["state", "state", "rst_received", "state", "reset_unverified", "state"], "{text}");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -42,13 +42,10 @@ pub struct Hook {
     pub attach: Attach,
     /// The tracer refuses to start without it; the others are reported `unavailable`.
     pub required: bool,
-    /// Loaded at start but attached only once what it tells is needed (its cost is per packet,
-    /// its use rare): `on-demand` in the header until then.
-    pub on_demand: bool,
 }
 
 const fn tracepoint(category: &'static str, name: &'static str, btf_program: &'static str, kind: EventKind, required: bool) -> Hook {
-    Hook { name, kind, attach: Attach::Tracepoint { category, btf_program }, required, on_demand: false }
+    Hook { name, kind, attach: Attach::Tracepoint { category, btf_program }, required }
 }
 
 pub const HOOKS: [Hook; 10] = [
@@ -58,15 +55,14 @@ pub const HOOKS: [Hook; 10] = [
     tracepoint("tcp", "tcp_retransmit_skb", "btf_retransmit", EventKind::Retransmit, false),
     tracepoint("tcp", "tcp_retransmit_synack", "btf_synack_retx", EventKind::SynAckRetransmit, false),
     // TIME_WAIT exactly: when a socket enters it, and what a SYN hitting it gets. Both or neither.
-    Hook { name: "tcp_time_wait", kind: EventKind::TimeWaitEnter, attach: Attach::Fentry, required: false, on_demand: false },
-    Hook { name: "tcp_timewait_state_process", kind: EventKind::TimeWaitSyn, attach: Attach::Fexit, required: false, on_demand: false },
+    Hook { name: "tcp_time_wait", kind: EventKind::TimeWaitEnter, attach: Attach::Fentry, required: false },
+    Hook { name: "tcp_timewait_state_process", kind: EventKind::TimeWaitSyn, attach: Attach::Fexit, required: false },
     // Received RSTs and the peer's first segments, with their TTL: who sent a reset.
     Hook {
         name: "tcp_probe",
         kind: EventKind::Segment,
         attach: Attach::BtfOnly { category: "tcp", btf_program: "btf_tcp_probe" },
         required: false,
-        on_demand: false,
     },
     // TCP packets this host dropped, with the kernel's reason.
     Hook {
@@ -74,17 +70,15 @@ pub const HOOKS: [Hook; 10] = [
         kind: EventKind::Drop,
         attach: Attach::BtfOnly { category: "skb", btf_program: "btf_kfree_skb" },
         required: false,
-        on_demand: false,
     },
-    // RSTs as they arrive, for those no established socket's `tcp_probe` sees, and ICMP
-    // unreachable errors with their sender: attached at the first refused connect or ICMP error
-    // (it fires for every packet this host receives).
+    // Every RST as it arrives (those no established socket's `tcp_probe` sees among them),
+    // judged against the TTL of its sender's last handshake, and ICMP unreachable errors with
+    // their sender. It fires for every packet this host receives.
     Hook {
         name: "netif_receive_skb",
         kind: EventKind::ResetArrived,
         attach: Attach::BtfOnly { category: "net", btf_program: "btf_rx_reset" },
         required: false,
-        on_demand: true,
     },
 ];
 

@@ -11,10 +11,13 @@ use std::{os::fd::AsFd, path::Path};
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOffsets, ABSENT, COUNTER_PENDING, COUNTER_RESERVE_FAILED};
+use tracer_common::{
+    EventKind, KernelConfig, KernelFilter, KernelMiss, KernelOffsets, ABSENT, COUNTER_PEER_REFERENCES_ADDED, COUNTER_PENDING,
+    COUNTER_RESERVE_FAILED, PEER_REFERENCES,
+};
 
 use tracer_analysis::{decode::Decoder, track::losses};
 use tracer_model::cost::CostReading;
@@ -77,6 +80,9 @@ pub struct KernelLoss {
     pub nested: u64,
     /// The programs' rare paths (a structure that could not be read, an unexpected family).
     pub misses: KernelMisses,
+    /// Peer addresses whose handshake TTL the kernel's table no longer holds: each displaced
+    /// by a newer one (the table is an LRU of [`tracer_common::PEER_REFERENCES`]).
+    pub references_evicted: u64,
 }
 
 pub use tracer_model::health::KernelMisses;
@@ -87,10 +93,6 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     cpus: Vec<u32>,
     kernel_log: Option<KernelLog>,
-    /// Hooks loaded but not attached until needed ([`hooks::Hook::on_demand`]): hook, program.
-    on_demand: Vec<(&'static str, &'static str)>,
-    /// Those attached since, with their links (detached when no longer needed).
-    attached_on_demand: Vec<(&'static str, &'static str, BtfTracePointLinkId)>,
     pub modes: Modes,
 }
 
@@ -220,8 +222,7 @@ impl Probes {
         if timewait_hooks == timewait.count() {
             modes.exact_time_wait = resolved.time_wait_status;
         }
-        // Optional, BTF only: the segments whose TTL tells who sent a reset.
-        let mut on_demand = Vec::new();
+        // Optional, BTF only: the packets that tell who sent a reset, and this host's drops.
         for hook in HOOKS.iter() {
             let Attach::BtfOnly { btf_program, .. } = hook.attach else { continue };
             if options.left_off(hook, &mut modes) {
@@ -233,11 +234,7 @@ impl Probes {
                 continue;
             }
             let attached = match (&btf, use_btf) {
-                (Some(btf), true) => match if hook.on_demand {
-                    load_btf(&mut ebpf, btf_program, hook.name, btf).map(drop)
-                } else {
-                    attach_btf(&mut ebpf, btf_program, hook.name, btf)
-                } {
+                (Some(btf), true) => match attach_btf(&mut ebpf, btf_program, hook.name, btf) {
                     Ok(()) => true,
                     Err(error) => {
                         eprintln!("tracer: note: {} is unavailable; the kernel refused it: {}", hook.name, verifier_verdict(&error));
@@ -246,15 +243,7 @@ impl Probes {
                 },
                 _ => false,
             };
-            let mode = match (attached, hook.on_demand) {
-                (false, _) => "unavailable",
-                (true, false) => "tp_btf",
-                (true, true) => {
-                    on_demand.push((hook.name, btf_program));
-                    "on-demand"
-                }
-            };
-            modes.hooks.push((hook.name.to_string(), mode));
+            modes.hooks.push((hook.name.to_string(), if attached { "tp_btf" } else { "unavailable" }));
         }
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
@@ -266,60 +255,7 @@ impl Probes {
         }
         modes.packet_clock =
             config.packet_clock_tick_ns != 0 && modes.hooks.iter().any(|(hook, mode)| hook == "inet_sock_set_state" && *mode == "tp_btf");
-        Ok((Probes { ebpf, counters, cpus, kernel_log, on_demand, attached_on_demand: Vec::new(), modes }, events, decoder))
-    }
-
-    /// Attaches the hooks loaded on demand; returns each with its mode now: `tp_btf`, or
-    /// `unavailable` where the kernel refuses it now (not tried again).
-    pub fn attach_on_demand(&mut self) -> Vec<(&'static str, &'static str)> {
-        let mut changed = Vec::new();
-        for (hook, program) in std::mem::take(&mut self.on_demand) {
-            let mode = match btf_program(&mut self.ebpf, program).and_then(|program| Ok(program.attach()?)) {
-                Ok(link) => {
-                    self.attached_on_demand.push((hook, program, link));
-                    "tp_btf"
-                }
-                Err(error) => {
-                    eprintln!("tracer: note: {hook} is unavailable; attaching it failed: {error:#}");
-                    "unavailable"
-                }
-            };
-            changed.push(self.set_mode(hook, mode));
-        }
-        changed
-    }
-
-    /// Detaches the hooks attached on demand, back to waiting (still loaded); returns each with
-    /// its mode now: `on-demand`, or `tp_btf` where detaching failed (then it stays).
-    pub fn detach_on_demand(&mut self) -> Vec<(&'static str, &'static str)> {
-        let mut changed = Vec::new();
-        for (hook, program, link) in std::mem::take(&mut self.attached_on_demand) {
-            match btf_program(&mut self.ebpf, program).and_then(|program| Ok(program.detach(link)?)) {
-                Ok(()) => {
-                    self.on_demand.push((hook, program));
-                    changed.push(self.set_mode(hook, "on-demand"));
-                }
-                Err(error) => eprintln!("tracer: note: {hook} stays attached; detaching it failed: {error:#}"),
-            }
-        }
-        changed
-    }
-
-    /// Whether a hook attached on demand is attached now.
-    pub fn on_demand_attached(&self) -> bool {
-        !self.attached_on_demand.is_empty()
-    }
-
-    fn set_mode(&mut self, hook: &'static str, mode: &'static str) -> (&'static str, &'static str) {
-        if let Some(entry) = self.modes.hooks.iter_mut().find(|(name, _)| name == hook) {
-            entry.1 = mode;
-        }
-        (hook, mode)
-    }
-
-    /// Whether a hook waits to be attached on demand.
-    pub fn on_demand_pending(&self) -> bool {
-        !self.on_demand.is_empty()
+        Ok((Probes { ebpf, counters, cpus, kernel_log, modes }, events, decoder))
     }
 
     /// Sends the CPUs' waiting batches to the ring buffer, but for those begun less than
@@ -365,7 +301,8 @@ impl Probes {
         let sum = |slot| self.counters.get(&slot, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
         let misses = KernelMiss::ALL.into_iter().map(|what| (what, sum(what.slot()))).collect();
         let nested = programs.iter().map(|counters| counters.recursion_misses).sum();
-        (KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses }, cost::reading(&programs))
+        let references_evicted = sum(COUNTER_PEER_REFERENCES_ADDED).saturating_sub(u64::from(PEER_REFERENCES));
+        (KernelLoss { ring_full: sum(COUNTER_RESERVE_FAILED), nested, misses, references_evicted }, cost::reading(&programs))
     }
 }
 
@@ -430,21 +367,12 @@ fn prepare_flush(ebpf: &mut Ebpf, cpu: Option<u32>) -> Result<()> {
     Ok(())
 }
 
+/// Loads one BTF tracepoint program (the verifier's check) and attaches it.
 fn attach_btf(ebpf: &mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) -> Result<()> {
-    load_btf(ebpf, program_name, tracepoint, btf)?.attach()?;
-    Ok(())
-}
-
-/// Loads one BTF tracepoint program (the verifier's check), not attached.
-fn load_btf<'a>(ebpf: &'a mut Ebpf, program_name: &str, tracepoint: &str, btf: &Btf) -> Result<&'a mut BtfTracePoint> {
-    let program = btf_program(ebpf, program_name)?;
+    let program: &mut BtfTracePoint = ebpf.program_mut(program_name).with_context(|| format!("no program {program_name}"))?.try_into()?;
     program.load(tracepoint, btf).map_err(|error| anyhow::anyhow!("{error:#}"))?;
-    Ok(program)
-}
-
-/// The object's BTF tracepoint program of that name.
-fn btf_program<'a>(ebpf: &'a mut Ebpf, program_name: &str) -> Result<&'a mut BtfTracePoint> {
-    Ok(ebpf.program_mut(program_name).with_context(|| format!("no program {program_name}"))?.try_into()?)
+    program.attach()?;
+    Ok(())
 }
 
 /// Loads and attaches one fentry or fexit program by its kernel function's name.

@@ -11,7 +11,6 @@ use super::{
     link_log::{LinkLog, LINK_MEMORY_NS},
     owners::OwnerCache,
     pipeline::Pipeline,
-    rst_hook::RstHookDemand,
     settings::SummarySettings,
     EXIT_PATIENCE,
 };
@@ -101,8 +100,6 @@ pub struct Aggregator {
     links: LinkLog,
     interval_started: Instant,
     colour: bool,
-    /// Whether the per-packet RST hook is wanted now.
-    pub rst_hook: RstHookDemand,
 }
 
 impl Aggregator {
@@ -176,7 +173,6 @@ impl Aggregator {
             links: LinkLog::new(links),
             interval_started: Instant::now(),
             colour: io::stdout().is_terminal(),
-            rst_hook: RstHookDemand::new(settings.rst_hook_linger),
         })
     }
 
@@ -184,8 +180,6 @@ impl Aggregator {
         if !self.pipeline.push(event) {
             return;
         }
-        // A kernel whose reset hook gives no state (5.10's classic tracepoint): any RST asks.
-        self.rst_hook.saw(event, std::time::Instant::now);
         if event.socket.netns != self.last_netns {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
@@ -294,17 +288,6 @@ impl Aggregator {
                 recorder.push_connection(ended);
             }
         });
-    }
-
-    /// Hooks that left mode `was` (`on-demand`: attached, or refused by the kernel; `tp_btf`:
-    /// detached): the summaries' mode line and the metric follow.
-    pub fn hooks_changed(&mut self, changed: &[(&str, &'static str)], was: &str, modes: &crate::kernel::probes::Modes) {
-        self.modes.hooks = modes.describe();
-        if let Some(metrics) = &self.outputs.metrics {
-            for (hook, mode) in changed {
-                metrics.hook_mode_changed(hook, was, mode);
-            }
-        }
     }
 
     /// Looks up the lingering FIN_WAIT2 timewait sockets and quiet connections (every second,
@@ -447,7 +430,7 @@ impl Aggregator {
         let announce = (self.connections.is_some() && !last).then_some(&mut self.outputs.stdout);
         self.run_findings.take(&picture.findings, &ts, announce);
         let stats = self.pipeline.tracker.stats;
-        health.evicted = stats.evicted_connections
+        health.evicted += stats.evicted_connections
             + stats.evicted_time_wait
             + stats.evicted_drop_pairs
             + stats.evicted_arrived_resets

@@ -13,8 +13,8 @@ use crate::{filter::Filter, kernel::kernel_log::KernelLogLevel};
 /// Follow every TCP connection from SYN to its end and tell which side dropped it.
 ///
 /// Every --interval the tracer prints the socket states, how connections ended (graceful,
-/// reset_by_peer, reset_by_path, reset_by_us, peer_silent, dropped_here, refused,
-/// connect_timeout, aborted, unresolved), the peers in most trouble and the findings:
+/// reset_by_peer, reset_by_path, reset_unverified, reset_by_us, peer_silent, dropped_here,
+/// refused, connect_timeout, unreachable, no_local_port, aborted, unresolved), the peers in most trouble and the findings:
 /// close_wait_stuck, accept_queue_full, peer_silent, port_reuse_in_time_wait, time_wait_buildup,
 /// fin_unanswered, syn_retransmit, rst_from_path, rst_refused, dropped_here, idle_timeout,
 /// rst_from_peer, rst_to_peer.
@@ -176,12 +176,6 @@ pub struct Cli {
     /// they tell (who sent a RST, this host's drops). The header then says `off`.
     #[arg(long = "skip-hook", value_name = "HOOK", value_parser = optional_hook)]
     pub skip_hooks: Vec<&'static str>,
-
-    /// How long `netif_receive_skb`, attached when a connect of ours is refused (or an ICMP error
-    /// ends a connection), stays attached after the last. It fires for every packet received:
-    /// detached, the next attaches it again (too late to judge that one). Summary mode only.
-    #[arg(long, value_name = "SECS", default_value = "600", value_parser = seconds_between(1.0, DAY))]
-    pub rst_hook_linger: Duration,
 
     /// Print the kernel programs' rare paths as they happen (a socket, packet or task they could
     /// not read, a socket of an unexpected family) on stderr. Every summary counts them anyway;

@@ -7,7 +7,6 @@ pub mod cli;
 mod event_printer;
 mod link_log;
 mod owners;
-mod rst_hook;
 pub use tracer_analysis::pipeline;
 pub mod settings;
 
@@ -145,6 +144,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             unreadable: loss.misses.not_sent(),
             kernel_misses: loss.misses,
             decode_errors: decoder.stats.errors(),
+            // The kernel's table of handshake TTLs; the aggregator adds its own tables'.
+            evicted: loss.references_evicted,
             ..Health::default()
         }
     };
@@ -175,27 +176,6 @@ pub async fn run(cli: Cli) -> Result<()> {
                 seen += drained;
                 let quiet = !batches_waited && drained == 0 && !std::mem::take(&mut woken);
                 poll.as_mut().reset(Instant::now() + if quiet { QUIET_POLL_INTERVAL } else { POLL_INTERVAL });
-                if probes.on_demand_pending() && consumer.wants_reset_arrivals() {
-                    let changed = probes.attach_on_demand();
-                    let attached: Vec<&str> = changed.iter().filter(|(_, mode)| *mode == "tp_btf").map(|(hook, _)| *hook).collect();
-                    if !attached.is_empty() {
-                        eprintln!(
-                            "tracer: attached {}: a connect of ours was refused, or an ICMP error ended a connection, and no hook saw its packet; from now on RSTs and ICMP errors are judged as they arrive",
-                            attached.join(", ")
-                        );
-                    }
-                    consumer.hooks_changed(&changed, "on-demand", &probes.modes);
-                } else if probes.on_demand_attached() && consumer.reset_arrivals_done() {
-                    let changed = probes.detach_on_demand();
-                    let detached: Vec<&str> = changed.iter().map(|(hook, _)| *hook).collect();
-                    if !detached.is_empty() {
-                        eprintln!(
-                            "tracer: detached {}: no connect of ours refused, nor connection ended by an ICMP error, for --rst-hook-linger; the next attaches it again",
-                            detached.join(", ")
-                        );
-                    }
-                    consumer.hooks_changed(&changed, "tp_btf", &probes.modes);
-                }
             }
             _ = lookups.tick(), if summary.is_some() => consumer.look_up_sockets(),
             _ = ticks.tick(), if summary.is_some() => {
@@ -311,24 +291,6 @@ impl Consumer {
         match self {
             Consumer::Events(printer) => printer.event(event, decoder),
             Consumer::Summary(aggregator) => aggregator.event(event),
-        }
-    }
-
-    /// Never with `--events`, which follows no connection.
-    fn wants_reset_arrivals(&self) -> bool {
-        matches!(self, Consumer::Summary(aggregator) if aggregator.rst_hook.wanted())
-    }
-
-    fn reset_arrivals_done(&mut self) -> bool {
-        match self {
-            Consumer::Summary(aggregator) => aggregator.rst_hook.done(std::time::Instant::now()),
-            Consumer::Events(_) => false,
-        }
-    }
-
-    fn hooks_changed(&mut self, changed: &[(&str, &'static str)], was: &str, modes: &crate::kernel::probes::Modes) {
-        if let Consumer::Summary(aggregator) = self {
-            aggregator.hooks_changed(changed, was, modes);
         }
     }
 

@@ -41,8 +41,6 @@ pub struct SummarySettings {
     pub timeline: Option<PathBuf>,
     pub timeline_window: Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// `--rst-hook-linger`.
-    pub rst_hook_linger: Duration,
 }
 
 pub struct Settings {
@@ -80,7 +78,6 @@ impl Settings {
             timeline: cli.timeline.clone(),
             timeline_window: cli.timeline_window,
             metrics_addr: cli.metrics_addr,
-            rst_hook_linger: cli.rst_hook_linger,
         });
         Ok(Settings {
             filter: cli.filter()?,
@@ -141,13 +138,12 @@ mod tests {
     }
 
     /// Every option that takes a value, with what it may be once accepted.
-    const VALUED: [(&str, Accepted); 15] = [
+    const VALUED: [(&str, Accepted); 14] = [
         ("--duration", Accepted::Seconds(0.1, 365.0 * 86_400.0)),
         ("--interval", Accepted::Seconds(0.1, 86_400.0)),
         ("--stuck-after", Accepted::Seconds(0.1, 365.0 * 86_400.0)),
         ("--timeline-window", Accepted::Seconds(1.0, 30.0 * 86_400.0)),
         ("--record-window", Accepted::Seconds(0.1, 86_400.0)),
-        ("--rst-hook-linger", Accepted::Seconds(1.0, 86_400.0)),
         ("--ring-buffer-size", Accepted::Count(16384, 1 << 30)),
         ("--time-wait-threshold", Accepted::Count(1, 1 << 32)),
         ("--rst-threshold", Accepted::Count(1, 1 << 32)),
@@ -172,7 +168,6 @@ mod tests {
             "--interval" => cli.interval.as_secs_f64(),
             "--stuck-after" => cli.stuck_after.as_secs_f64(),
             "--timeline-window" => cli.timeline_window.as_secs_f64(),
-            "--rst-hook-linger" => cli.rst_hook_linger.as_secs_f64(),
             "--record-window" => cli.record_window.as_secs_f64(),
             "--ring-buffer-size" => f64::from(cli.ring_buffer_size),
             "--time-wait-threshold" => cli.time_wait_threshold.unwrap_or(0) as f64,

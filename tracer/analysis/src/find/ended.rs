@@ -32,12 +32,11 @@ impl Findings {
         }
         // Named only where a finding takes it: most connections end in none.
         let owner = || connection.process.map(Owner::from);
-        let reset = matches!(ended.class, CloseClass::ResetByPeer | CloseClass::ResetByPath);
         if let Some(gap) = connection.idle_before_ns.filter(|gap| *gap >= crate::track::IDLE_GAP_NS) {
             // A silence this host's drops explain is still a death after that gap.
-            if reset || matches!(ended.class, CloseClass::PeerSilent | CloseClass::DroppedHere) {
+            if ended.class.died() {
                 if let Some(evidence) = self.idle_evidence(key) {
-                    evidence.died(gap, reset);
+                    evidence.died(gap, ended.class.reset_received());
                 }
             }
         }

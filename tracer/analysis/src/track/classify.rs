@@ -193,11 +193,11 @@ impl Tracker {
 
 impl Tracker {
     /// A RST the kernel took ended it: refused in SYN_SENT, else reset, by the peer or the path
-    /// as the RST's TTL says.
+    /// as the RST's TTL says, or by either where it could not be checked.
     fn after_reset_received(&self, connection: &Connection, ending: Ending) -> Verdict {
         let from = ending.from;
-        let origin = self.reset_origin(connection);
-        if connection.reset_event_lost && origin.is_none() {
+        let judged = self.reset_origin(connection, ending.at_ns);
+        if connection.reset_event_lost && judged.is_none() {
             return Verdict::of(
                 CloseClass::Unresolved,
                 format!(
@@ -207,18 +207,16 @@ impl Tracker {
             );
         }
         if from == TcpState::SynSent {
-            let verdict = match origin {
-                Some(origin @ RstFrom::Path { .. }) => Verdict::of(
-                    CloseClass::Refused,
-                    format!("connection refused: RST in reply to our SYN, by the path, not the peer: {}", provenance::describe(origin)),
-                ),
-                Some(origin) => Verdict::of(
-                    CloseClass::Refused,
-                    format!("connection refused: RST in reply to our SYN; {}", provenance::describe(origin)),
-                ),
-                None => Verdict::of(CloseClass::Refused, "connection refused: RST in reply to our SYN"),
+            let (origin, against) = judged.unzip();
+            let detail = match origin {
+                Some(origin @ RstFrom::Path { .. }) => {
+                    format!("connection refused: RST in reply to our SYN, by the path, not the peer: {}", provenance::describe(origin))
+                }
+                Some(origin) => format!("connection refused: RST in reply to our SYN; {}", provenance::describe(origin)),
+                None => "connection refused: RST in reply to our SYN (its packet was not seen: who sent it is unchecked)".to_string(),
             };
-            return Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection);
+            return Verdict { rst_from: origin, ..Verdict::of(CloseClass::Refused, with_reference(detail, against.flatten())) }
+                .noting_lost_reset(connection);
         }
         // A full socket still in FIN_WAIT2 (the ACK of our FIN came while our application held
         // it) reads as the timewait socket's reset does: when, after our FIN.
@@ -231,14 +229,7 @@ impl Tracker {
             }
             None => format!("in {from}"),
         };
-        let verdict = match origin {
-            Some(origin @ RstFrom::Path { .. }) => {
-                Verdict::of(CloseClass::ResetByPath, format!("reset {place} by the path, not the peer: {}", provenance::describe(origin)))
-            }
-            Some(origin) => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}: {}", provenance::describe(origin))),
-            None => Verdict::of(CloseClass::ResetByPeer, format!("reset by the peer {place}")),
-        };
-        Verdict { rst_from: origin, ..verdict }.noting_lost_reset(connection)
+        reset_verdict(judged, &place).noting_lost_reset(connection)
     }
 
     /// We reset it: our application, our stack, or the keepalive timer, as the kernel's reason
@@ -304,9 +295,9 @@ impl Tracker {
                 fin_wait2_expired: true,
                 ..Verdict::of(CloseClass::PeerSilent, "our FIN was acknowledged but the peer never sent its FIN (until tcp_fin_timeout expired)")
             },
-            Some(Lingered::PeerReset { last_ns, gone_ns }) => Verdict::of(
-                CloseClass::ResetByPeer,
-                format!("reset by the peer {}: our FIN was acknowledged, its FIN never came", window(last_ns, gone_ns)),
+            Some(Lingered::PeerReset { last_ns, gone_ns }) => reset_verdict(
+                self.reset_origin(connection, gone_ns),
+                &format!("{} (acknowledged; its FIN never came)", window(last_ns, gone_ns)),
             ),
             Some(Lingered::OurReset { reason }) => Verdict::of(
                 CloseClass::ResetByUs,
@@ -343,6 +334,40 @@ impl Tracker {
                 "our FIN was acknowledged; the kernel's timewait socket took over in FIN_WAIT2 and could not be followed (snapshots off or its namespace unreachable)",
             ),
         }
+    }
+}
+
+/// A RST in the peer's name ended the connection `place` ("in ESTABLISHED"): the class names
+/// the peer or the path only where the RST's TTL was checked against the peer's own packets.
+fn reset_verdict(judged: Option<(RstFrom, Option<String>)>, place: &str) -> Verdict {
+    let (origin, against) = judged.unzip();
+    let (class, detail) = match origin {
+        Some(origin @ RstFrom::Path { .. }) => {
+            (CloseClass::ResetByPath, format!("reset {place} by the path, not the peer: {}", provenance::describe(origin)))
+        }
+        Some(origin @ RstFrom::Peer { .. }) => {
+            (CloseClass::ResetByPeer, format!("reset by the peer {place}: {}", provenance::describe(origin)))
+        }
+        Some(origin @ RstFrom::NoReference { .. }) => (
+            CloseClass::ResetUnverified,
+            format!("reset {place} by a RST in the peer's name whose sender is unchecked: {}", provenance::describe(origin)),
+        ),
+        None => (
+            CloseClass::ResetUnverified,
+            format!(
+                "reset {place} by a RST in the peer's name whose sender is unchecked: its packet was not seen (that needs the \
+                 tp_btf hooks netif_receive_skb or tcp_probe)"
+            ),
+        ),
+    };
+    Verdict { rst_from: origin, ..Verdict::of(class, with_reference(detail, against.flatten())) }
+}
+
+/// `detail`, then what the RST was compared with, where it was.
+fn with_reference(detail: String, against: Option<String>) -> String {
+    match against {
+        Some(against) => format!("{detail} ({against})"),
+        None => detail,
     }
 }
 

@@ -20,9 +20,13 @@ pub enum Role {
 #[serde(rename_all = "snake_case")]
 pub enum CloseClass {
     Graceful,
+    /// The peer reset it: the RST's TTL matches the peer's own packets.
     ResetByPeer,
     /// A device on the path reset it in the peer's name (the RST's TTL says so).
     ResetByPath,
+    /// A RST in the peer's name reset it, whose sender could not be checked (its packet unseen,
+    /// or no steady packet of the peer to compare its TTL with): the peer or the path.
+    ResetUnverified,
     ResetByUs,
     PeerSilent,
     Refused,
@@ -42,10 +46,11 @@ pub enum CloseClass {
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 12] = [
+    pub const ALL: [CloseClass; 13] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
         CloseClass::ResetByPath,
+        CloseClass::ResetUnverified,
         CloseClass::ResetByUs,
         CloseClass::PeerSilent,
         CloseClass::Refused,
@@ -57,11 +62,22 @@ impl CloseClass {
         CloseClass::Unresolved,
     ];
 
+    /// A RST in the peer's name ended it, whoever sent it.
+    pub fn reset_received(self) -> bool {
+        matches!(self, CloseClass::ResetByPeer | CloseClass::ResetByPath | CloseClass::ResetUnverified)
+    }
+
+    /// It died of a silence or a reset from the other end: an idle gap before it is the death's.
+    pub fn died(self) -> bool {
+        self.reset_received() || matches!(self, CloseClass::PeerSilent | CloseClass::DroppedHere)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CloseClass::Graceful => "graceful",
             CloseClass::ResetByPeer => "reset_by_peer",
             CloseClass::ResetByPath => "reset_by_path",
+            CloseClass::ResetUnverified => "reset_unverified",
             CloseClass::ResetByUs => "reset_by_us",
             CloseClass::PeerSilent => "peer_silent",
             CloseClass::Refused => "refused",

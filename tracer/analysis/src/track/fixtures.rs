@@ -6,7 +6,7 @@ use tracer_common::EventKind;
 
 use super::{Ended, Observation, Tracker, TrackerConfig};
 use crate::{
-    decode::{Comm, Event, IcmpError, Process, Segment, SocketId, SocketTotals, TcpState},
+    decode::{Comm, Event, Handshake, IcmpError, Process, Segment, SocketId, SocketTotals, TcpState},
     find::{Finding, FindingKind, PeerKey},
 };
 
@@ -42,6 +42,7 @@ impl Script {
             idle: None,
             keepalive_jiffies: None,
             icmp: None,
+            handshake: None,
         }
     }
 
@@ -84,6 +85,12 @@ impl Script {
             segment: Some(segment),
             ..self.event(EventKind::ResetArrived, None, None, at)
         }
+    }
+
+    /// The same RST carrying the reference the kernel held for its source: a handshake from the
+    /// peer's address with `handshake_ttl` at `seen`.
+    pub fn reset_arrived_after_handshake(&self, ttl: u8, handshake_ttl: u8, seen: u64, at: u64) -> Event {
+        Event { handshake: Some(Handshake { ttl: handshake_ttl, seen_ns: seen, changed_ns: None }), ..self.reset_arrived(ttl, at) }
     }
 
     /// An ICMP host unreachable about this socket's segments, from `sender`, as

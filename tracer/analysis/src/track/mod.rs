@@ -95,9 +95,9 @@ pub struct Tracker {
     /// our namespace: we called it). Kept after the listener closes, as its peers' late segments
     /// keep coming; at most [`MAX_SERVICE_PORTS`].
     service_ports: FastSet<(u32, u16)>,
-    /// The TTL each peer address's packets arrived with lately, by namespace: the reference for a
-    /// RST on a connection that has no packet of the peer yet.
-    peer_ttls: Bounded<(u32, std::net::IpAddr), (u8, u64)>,
+    /// The TTL each peer address's packets (its handshakes, its data) arrived with lately, by
+    /// namespace: the reference for a RST on a connection that has no data of the peer yet.
+    peer_ttls: Bounded<(u32, std::net::IpAddr), provenance::AddressTtl>,
     /// RSTs as they arrived at this host (`netif_receive_skb`), by the tuple of the socket they
     /// are for, until its `tcp_receive_reset` takes one; at most [`provenance::MAX_ARRIVED_RESETS`].
     arrived_resets: Bounded<Tuple, (crate::decode::Segment, u64)>,
@@ -126,7 +126,7 @@ impl Tracker {
             lingering: Bounded::new(|lingering| lingering.connection.state_since_ns),
             finality: finality::Pending::default(),
             gone: VecDeque::new(),
-            peer_ttls: Bounded::new(|(_, at)| *at),
+            peer_ttls: Bounded::new(provenance::AddressTtl::at_ns),
             arrived_resets: Bounded::new(|(_, at)| *at),
             arrived_icmp: Bounded::new(|(_, at)| *at),
             drop_reason_names: BTreeMap::new(),

@@ -6,6 +6,12 @@
 //! addresses it carries: a firewall or balancer between us reset the connection in its name. The
 //! kernel refusing an RST (out of window, or answered with a challenge ACK) is counted too: a
 //! stream of refused RSTs is what a blind injector or a confused middlebox leaves.
+//!
+//! The reference, best first: the peer's first data on this connection (`tcp_probe`); else the
+//! latest packets from its address in this namespace, its handshakes (the kernel keeps the TTL
+//! of every SYN and SYN-ACK and sends it inside the RST's record) or its data on other
+//! connections, with their age. An address whose TTL changed lately (hosts at several distances
+//! behind one NAT address, a new route) is no reference: the RST is then left unchecked.
 use std::net::IpAddr;
 
 use super::{Connection, Observation, RstFrom, Tracker, Tuple};
@@ -27,6 +33,33 @@ const RESET_ERRORS: [u16; 2] = [32, 104];
 /// softirq, microseconds later.
 const ARRIVED_RESET_TTL_NS: u64 = 1_000_000_000;
 
+/// An address whose packets' TTL changed less than this before a RST gives no reference.
+const UNSTEADY_NS: u64 = 600_000_000_000;
+
+/// The TTL an address's packets arrived with lately, by namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AddressTtl {
+    ttl: u8,
+    at_ns: u64,
+    /// When it last differed from the TTL before it.
+    changed_ns: Option<u64>,
+    /// From a SYN or SYN-ACK (else from data on some connection).
+    handshake: bool,
+}
+
+impl AddressTtl {
+    pub(super) fn at_ns(&self) -> u64 {
+        self.at_ns
+    }
+}
+
+/// What a RST was compared with, for the verdict's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reference {
+    ThisConnection(u8),
+    Address(AddressTtl),
+}
+
 impl Tracker {
     /// A segment the peer sent (`tcp_probe`): its first ones are the reference; a RST waits to
     /// see whether the kernel takes it.
@@ -34,7 +67,8 @@ impl Tracker {
         let Some(segment) = event.segment else { return };
         let idle_ns = self.config.idle_ns(event);
         if !segment.is_reset() {
-            self.remember_peer_ttl(event.socket.netns, event.remote.ip(), segment.ttl, event.timestamp_ns);
+            let seen = AddressTtl { ttl: segment.ttl, at_ns: event.timestamp_ns, changed_ns: None, handshake: false };
+            self.remember_peer_ttl(event.socket.netns, event.remote.ip(), seen);
         }
         let Some(connection) = self.connections.get_mut(&event.socket) else { return };
         if let Some(gap_ns) = idle_ns.filter(|gap| !segment.is_reset() && *gap >= super::IDLE_GAP_NS) {
@@ -57,9 +91,14 @@ impl Tracker {
     }
 
     /// A RST as it arrived at this host, kept for the socket it is for: a refused connect's, or a
-    /// closing socket's, which `tcp_probe` does not see.
+    /// closing socket's, which `tcp_probe` does not see. The handshake it carries is its
+    /// address's latest reference.
     pub(super) fn reset_arrived(&mut self, event: &Event) {
         let Some(segment) = event.segment else { return };
+        if let Some(handshake) = event.handshake {
+            let seen = AddressTtl { ttl: handshake.ttl, at_ns: handshake.seen_ns, changed_ns: handshake.changed_ns, handshake: true };
+            self.remember_peer_ttl(event.socket.netns, event.remote.ip(), seen);
+        }
         let (now, tuple) = (event.timestamp_ns, Tuple::of(event));
         // The oldest goes; it is counted only when it may still have been taken.
         if let Some((_, (_, at))) = self.arrived_resets.make_room(&tuple, MAX_ARRIVED_RESETS) {
@@ -95,29 +134,65 @@ impl Tracker {
         }
     }
 
-    /// Who sent the RST the connection took: compared with the peer's own packets on this
-    /// connection, else with its address's on recent ones. `None` when the RST was not seen
-    /// (it reached a socket that was not established, or the hook is unavailable).
-    pub(super) fn reset_origin(&self, connection: &Connection) -> Option<RstFrom> {
+    /// Who sent the RST the connection took at `at_ns`, and what it was compared with (words
+    /// for the verdict): the peer's own packets on this connection, else its address's latest.
+    /// `None` when the RST was not seen (the hook that sees it is unavailable or off).
+    pub(super) fn reset_origin(&self, connection: &Connection, at_ns: u64) -> Option<(RstFrom, Option<String>)> {
         let reset = connection.reset_segment.filter(|_| connection.reset_taken)?;
         let hops = reset.hops();
-        let reference = connection
-            .peer_reference
-            .map(|segment| segment.ttl)
-            .or_else(|| self.peer_ttls.get(&(connection.socket.netns, connection.remote.ip())).map(|(ttl, _)| *ttl));
-        Some(match reference.map(|ttl| Segment { ttl, ..reset }) {
-            // Same distance, same starting TTL: the same sender, as far as TTLs can tell.
-            Some(peer) if peer.ttl == reset.ttl => RstFrom::Peer { hops },
-            Some(peer) => RstFrom::Path { hops, peer_hops: peer.hops(), ttl: reset.ttl, peer_ttl: peer.ttl },
+        let reference = match connection.peer_reference {
+            Some(segment) => Some(Reference::ThisConnection(segment.ttl)),
+            None => self.peer_ttls.get(&(connection.socket.netns, connection.remote.ip())).map(|known| Reference::Address(*known)),
+        };
+        let unsteady = |known: &AddressTtl| known.changed_ns.is_some_and(|changed| at_ns.saturating_sub(changed) < UNSTEADY_NS);
+        let origin = match reference {
+            Some(Reference::Address(known)) if unsteady(&known) => RstFrom::NoReference { hops },
+            Some(Reference::ThisConnection(ttl) | Reference::Address(AddressTtl { ttl, .. })) => {
+                let peer = Segment { ttl, ..reset };
+                // Same distance, same starting TTL: the same sender, as far as TTLs can tell.
+                if peer.ttl == reset.ttl {
+                    RstFrom::Peer { hops }
+                } else {
+                    RstFrom::Path { hops, peer_hops: peer.hops(), ttl: reset.ttl, peer_ttl: peer.ttl }
+                }
+            }
             None => RstFrom::NoReference { hops },
-        })
+        };
+        Some((origin, reference.map(|reference| compared_with(reference, at_ns))))
     }
 
-    fn remember_peer_ttl(&mut self, netns: u32, peer: IpAddr, ttl: u8, at_ns: u64) {
+    /// Keeps the latest of what is known of an address (a fact older than the one held is
+    /// ignored), noting when its TTL changed.
+    fn remember_peer_ttl(&mut self, netns: u32, peer: IpAddr, mut seen: AddressTtl) {
+        let held = self.peer_ttls.get(&(netns, peer)).copied();
+        if held.is_some_and(|held| held.at_ns > seen.at_ns) {
+            return;
+        }
+        let changed_here = held.filter(|held| held.ttl != seen.ttl).map(|_| seen.at_ns);
+        seen.changed_ns = [seen.changed_ns, held.and_then(|held| held.changed_ns), changed_here].into_iter().flatten().max();
         if self.peer_ttls.make_room(&(netns, peer), MAX_PEERS).is_some() {
             self.stats.evicted_peer_ttls += 1;
         }
-        self.peer_ttls.insert((netns, peer), (ttl, at_ns));
+        self.peer_ttls.insert((netns, peer), seen);
+    }
+}
+
+/// What the RST was compared with, and how old it was then.
+fn compared_with(reference: Reference, at_ns: u64) -> String {
+    let before = |at: u64| format!("{:.1} s before", at_ns.saturating_sub(at) as f64 / 1e9);
+    match reference {
+        Reference::ThisConnection(ttl) => format!("compared with the peer's data on this connection, TTL {ttl}"),
+        Reference::Address(known) => {
+            let what = if known.handshake { "handshake" } else { "data on another connection" };
+            let latest = format!("compared with the peer's latest {what}, TTL {}, {}", known.ttl, before(known.at_ns));
+            match known.changed_ns {
+                Some(changed) if at_ns.saturating_sub(changed) < UNSTEADY_NS => format!(
+                    "{latest}; that address's TTL changed {}: hosts at several distances behind it (a NAT) or a new route, no reference",
+                    before(changed)
+                ),
+                _ => latest,
+            }
+        }
     }
 }
 
@@ -184,7 +259,9 @@ mod tests {
 
     #[test]
     fn without_a_packet_of_its_own_the_peer_is_judged_by_its_address_s_other_connections_or_not_at_all() {
-        assert_eq!(reset_with(64, false).rst_from, Some(RstFrom::NoReference { hops: 0 }));
+        let unchecked = reset_with(64, false);
+        assert_eq!((unchecked.class, unchecked.rst_from), (CloseClass::ResetUnverified, Some(RstFrom::NoReference { hops: 0 })));
+        assert!(unchecked.detail.contains("whose sender is unchecked: 0 hop(s) away; no packet of the peer"), "{}", unchecked.detail);
         let (earlier, later) = (Script::new(0xa1, "10.0.0.2:80", "10.0.1.1:40001"), Script::new(0xa2, "10.0.0.2:80", "10.0.1.1:40002"));
         let (ended, _) = ended(&[
             earlier.state(Listen, SynRecv, S),
@@ -286,15 +363,91 @@ mod tests {
     fn peer_ttls_are_bounded_and_their_evictions_counted() {
         let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
         let peer = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        let seen = |ttl: u8, at_ns: u64| AddressTtl { ttl, at_ns, changed_ns: None, handshake: false };
         for i in 0..MAX_PEERS as u32 {
-            tracker.remember_peer_ttl(0, peer(i), 63, S + u64::from(i));
+            tracker.remember_peer_ttl(0, peer(i), seen(63, S + u64::from(i)));
         }
-        // A peer already known updates in place.
-        tracker.remember_peer_ttl(0, peer(7), 62, 2 * S);
+        // A peer already known updates in place, and notes the change; an older fact is ignored.
+        tracker.remember_peer_ttl(0, peer(7), seen(62, 2 * S));
+        tracker.remember_peer_ttl(0, peer(7), seen(61, S));
         assert_eq!((tracker.peer_ttls.len(), tracker.stats.evicted_peer_ttls), (MAX_PEERS, 0));
-        tracker.remember_peer_ttl(0, peer(MAX_PEERS as u32), 63, 2 * S);
+        tracker.remember_peer_ttl(0, peer(MAX_PEERS as u32), seen(63, 2 * S));
         assert_eq!((tracker.peer_ttls.len(), tracker.stats.evicted_peer_ttls), (MAX_PEERS, 1));
-        assert_eq!(tracker.peer_ttls[&(0, peer(7))].0, 62, "the freshest survives the sample");
+        let known = tracker.peer_ttls[&(0, peer(7))];
+        assert_eq!((known.ttl, known.changed_ns), (62, Some(2 * S)), "the freshest survives the sample");
+    }
+
+    /// A client whose request a router one hop away resets in the server's name: no data of the
+    /// server came yet, but its SYN-ACK did (the kernel's handshake table, carried in the RST's
+    /// record), 1 hop away.
+    #[test]
+    fn the_handshake_is_every_connection_s_first_reference() {
+        let s = Script::new(0xd1, "10.0.1.1:40000", "10.0.0.2:80");
+        let (ended, _) = ended(&[
+            s.syscall(Close, SynSent, S),
+            s.state(SynSent, Established, S + 1),
+            s.reset_arrived_after_handshake(64, 63, S, S + 300_000_000),
+            s.reset_received(S + 300_000_001),
+            s.state(Established, Close, S + 300_000_002),
+        ]);
+        assert_eq!(
+            (ended[0].class, ended[0].rst_from),
+            (CloseClass::ResetByPath, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }))
+        );
+        assert!(ended[0].detail.contains("(compared with the peer's latest handshake, TTL 63, 0.3 s before)"), "{}", ended[0].detail);
+    }
+
+    /// A refusal on one port judged against the handshakes of the same address on another: the
+    /// first refusal is judged too.
+    #[test]
+    fn a_refusal_is_judged_against_the_address_s_handshakes_on_other_ports() {
+        let refused = Script::new(0xd2, "10.0.1.1:40001", "10.0.0.2:81");
+        let events = [
+            refused.syscall(Close, SynSent, 5 * S),
+            refused.reset_arrived_after_handshake(64, 63, 2 * S, 5 * S + 1),
+            refused.reset_received(5 * S + 2),
+            refused.state(SynSent, Close, 5 * S + 3),
+        ];
+        let (ended, _) = ended(&events);
+        assert_eq!(
+            (ended[0].class, ended[0].rst_from),
+            (CloseClass::Refused, Some(RstFrom::Path { hops: 0, peer_hops: 1, ttl: 64, peer_ttl: 63 }))
+        );
+        assert!(ended[0].detail.contains("latest handshake, TTL 63, 3.0 s before"), "{}", ended[0].detail);
+    }
+
+    /// Behind one address, hosts at two distances (a NAT): its TTL changed a moment ago, so it is
+    /// no reference, and the reset names neither the peer nor the path.
+    #[test]
+    fn an_address_whose_ttl_changed_lately_is_no_reference() {
+        let (first, second) = (Script::new(0xd3, "10.0.0.2:80", "10.0.1.1:40003"), Script::new(0xd4, "10.0.0.2:80", "10.0.1.1:40004"));
+        let (ended, _) = ended(&[
+            first.state(Listen, SynRecv, S),
+            first.state(SynRecv, Established, S + 1),
+            first.segment(63, false, S + 2),
+            second.state(Listen, SynRecv, 2 * S),
+            second.state(SynRecv, Established, 2 * S + 1),
+            second.reset_arrived_after_handshake(64, 62, 2 * S, 3 * S),
+            second.reset_received(3 * S + 1),
+            second.state(Established, Close, 3 * S + 2),
+        ]);
+        let second = ended.iter().find(|ended| ended.connection.socket == second.socket).unwrap();
+        assert_eq!((second.class, second.rst_from), (CloseClass::ResetUnverified, Some(RstFrom::NoReference { hops: 0 })));
+        assert!(second.detail.contains("that address's TTL changed 1.0 s before"), "{}", second.detail);
+    }
+
+    /// Where no hook sees the RST's packet (classic tracepoints), the class names nobody.
+    #[test]
+    fn a_reset_whose_packet_was_not_seen_is_unverified() {
+        let s = Script::new(0xd5, "10.0.1.1:40000", "10.0.0.2:80");
+        let (ended, _) = ended(&[
+            s.syscall(Close, SynSent, S),
+            s.state(SynSent, Established, S + 1),
+            s.reset_received(2 * S),
+            s.state(Established, Close, 2 * S + 1),
+        ]);
+        assert_eq!((ended[0].class, ended[0].rst_from), (CloseClass::ResetUnverified, None));
+        assert!(ended[0].detail.contains("its packet was not seen"), "{}", ended[0].detail);
     }
 
     /// A connection to a server one router away whose `tcp_receive_reset` event was lost, closed

@@ -140,10 +140,17 @@ fn rst_from_the_peer_mid_connection_is_reset_by_peer() {
     let s = server();
     let (_, out) = run(
         TrackerConfig::default(),
-        &[s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.reset_received(3 * S), s.state(Established, Close, 3 * S)],
+        &[
+            s.state(Listen, SynRecv, S),
+            s.state(SynRecv, Established, S + 1),
+            s.segment(63, false, 2 * S),
+            s.segment(63, true, 3 * S),
+            s.reset_received(3 * S),
+            s.state(Established, Close, 3 * S),
+        ],
     );
     let verdict = ended(&out)[0];
-    assert_eq!(verdict.class, CloseClass::ResetByPeer);
+    assert_eq!(verdict.class, CloseClass::ResetByPeer, "its TTL matches the peer's data");
     assert!(verdict.detail.contains("ESTABLISHED"), "{}", verdict.detail);
 }
 
@@ -491,6 +498,7 @@ fn a_reset_in_fin_wait2_on_the_full_socket_is_told_after_our_fin() {
         c.state(SynSent, Established, S + 1),
         c.syscall(Established, FinWait1, 2 * S),
         c.syscall(FinWait1, FinWait2, 2 * S + 1),
+        c.reset_arrived_after_handshake(63, 63, S, 5 * S),
         c.reset_received(5 * S),
         c.state(FinWait2, Close, 5 * S),
     ];

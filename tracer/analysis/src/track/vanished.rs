@@ -193,9 +193,10 @@ mod tests {
 
     #[test]
     fn a_reset_seen_before_the_lost_close_still_names_who_reset_it() {
-        let (_, out) = looked_up(&[client().reset_received(3 * S)], 0, None);
+        let c = client();
+        let (_, out) = looked_up(&[c.reset_arrived_after_handshake(64, 63, S, 3 * S), c.reset_received(3 * S)], 0, None);
         let verdicts = ended(&out);
-        assert_eq!((verdicts.len(), verdicts[0].class), (1, CloseClass::ResetByPeer), "{out:?}");
+        assert_eq!((verdicts.len(), verdicts[0].class), (1, CloseClass::ResetByPath), "{out:?}");
     }
 
     #[test]
