@@ -2,7 +2,11 @@
 //! receives: RSTs and the peer's reference segments, with their TTL) and `kfree_skb` (the TCP
 //! packets this host dropped, with the kernel's reason). Both fire per packet, so both leave
 //! after a few loads unless the packet is one of the few the tracer wants.
-use aya_ebpf::{macros::map, maps::LruHashMap};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel_buf,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
 use tracer_common::{COUNTER_PEER_REFERENCES_ADDED, TCP_FLAG_SYN};
 
 use super::*;
@@ -173,6 +177,11 @@ fn dropped_packet(event: &mut WireEvent, skb: *const u8, offsets: &KernelOffsets
 /// up to its window, or an IPv6 header and the same, in one read.
 const HEADERS: usize = 56;
 
+/// Where `btf_rx_reset` reads each packet's headers: one buffer per CPU, off the stack (the
+/// verifier allows 512 bytes for a program's frames together).
+#[map]
+static RX_HEADERS: PerCpuArray<[u8; HEADERS]> = PerCpuArray::with_max_entries(1, 0);
+
 /// `netif_receive_skb(skb)`: every packet this host receives, before any firewall or socket.
 /// Sent: TCP RSTs, with their TTL and addresses (`tcp_probe` sees a RST only where it reaches an
 /// established socket, not one answering our SYN or reaching a closing socket) and the reference
@@ -186,44 +195,68 @@ pub fn btf_rx_reset(ctx: BtfTracePointContext) -> u32 {
     }
     let skb: *const u8 = ctx.arg(0);
     let offsets = &config().offsets;
+    let Some(headers) = RX_HEADERS.get_ptr_mut(0) else { return 0 };
     // SAFETY: `skb` is the tracepoint's `struct sk_buff *`; the offsets are its members. The
-    // header bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address.
+    // header bytes are read with `bpf_probe_read_kernel`, which fails cleanly on a bad address,
+    // into this CPU's buffer, which no other run of this program uses meanwhile (the kernel
+    // never nests a program in itself).
     let headers = unsafe {
         let protocol = u16::from_be(load::<u16>(skb, offsets.skb_protocol));
         if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
             return 0;
         }
         // Here `data` is where the network header starts (the link header was pulled).
-        match bpf_probe_read_kernel(load::<u64>(skb, offsets.skb_data) as *const [u8; HEADERS]) {
-            Ok(headers) => headers,
-            Err(_) => return 0,
+        let data = load::<u64>(skb, offsets.skb_data) as *const u8;
+        if bpf_probe_read_kernel_buf(data, &mut *headers).is_err() {
+            return 0;
         }
+        &mut *headers
     };
     // Constant offsets on each branch (the verifier of older kernels refuses a computed one).
-    match headers[0] {
-        0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_RST != 0 => reset_arrived::<20>(skb, &headers, offsets),
-        byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_RST != 0 => {
-            reset_arrived::<40>(skb, &headers, offsets)
-        }
-        0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_SYN != 0 => handshake_arrived::<20>(skb, &headers, offsets),
+    let arrival = match headers[0] {
+        0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_RST != 0 => Arrival::Reset,
+        byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_RST != 0 => Arrival::Reset6,
+        0x45 if headers[9] == IPPROTO_TCP && headers[20 + 13] & TCP_FLAG_SYN != 0 => return handshake_arrived::<20>(skb, headers, offsets),
         byte if byte >> 4 == 6 && headers[6] == IPPROTO_TCP && headers[40 + 13] & TCP_FLAG_SYN != 0 => {
-            handshake_arrived::<40>(skb, &headers, offsets)
+            return handshake_arrived::<40>(skb, headers, offsets)
         }
         // IPv4 with options (rare): the TCP header is read again, where the header length puts it.
-        0x46..=0x4f if headers[9] == IPPROTO_TCP => {
-            let _ = reset_after_options(skb, headers, offsets);
-        }
+        0x46..=0x4f if headers[9] == IPPROTO_TCP => Arrival::AfterOptions,
         // ICMP destination unreachable quoting a TCP segment's headers (an inner IPv4 header
         // without options: the TCP ports end at byte 52 of the 56 read).
         0x45 if headers[9] == IPPROTO_ICMP && headers[20] == ICMP_DEST_UNREACH && headers[28] == 0x45 && headers[37] == IPPROTO_TCP => {
-            icmp_arrived_v4(skb, &headers, offsets)
+            Arrival::Icmp
         }
-        byte if byte >> 4 == 6 && headers[6] == IPPROTO_ICMPV6 && headers[40] == ICMPV6_DEST_UNREACH => {
-            let _ = icmp_arrived_v6(skb, &headers, offsets);
+        byte if byte >> 4 == 6 && headers[6] == IPPROTO_ICMPV6 && headers[40] == ICMPV6_DEST_UNREACH => Arrival::Icmp6,
+        _ => return 0,
+    };
+    // One place builds every record: each record built inline keeps a spare record's room in
+    // this frame.
+    emit(|event| {
+        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
+        let netns = unsafe { device_netns(skb, offsets) };
+        match arrival {
+            Arrival::Reset => reset_arrived::<20>(event, netns, headers),
+            Arrival::Reset6 => reset_arrived::<40>(event, netns, headers),
+            Arrival::AfterOptions => reset_after_options(event, netns, skb, headers, offsets) == Some(true),
+            Arrival::Icmp => icmp_arrived_v4(event, netns, headers),
+            Arrival::Icmp6 => icmp_arrived_v6(event, netns, skb, headers, offsets) == Some(true),
         }
-        _ => {}
-    }
+    });
     0
+}
+
+/// What a received packet is, for the record [`btf_rx_reset`] builds.
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// A TCP RST over IPv4 without options, or over IPv6.
+    Reset,
+    Reset6,
+    /// A TCP segment over IPv4 with options: a record only if it is a RST.
+    AfterOptions,
+    /// An ICMP (ICMPv6) destination unreachable about a TCP segment.
+    Icmp,
+    Icmp6,
 }
 
 const IPPROTO_ICMP: u8 = 1;
@@ -231,76 +264,75 @@ const IPPROTO_ICMPV6: u8 = 58;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 
-/// Sends an IPv4 ICMP destination unreachable about a TCP segment of ours: the segment's
-/// addresses and ports as we sent them (ours first), and who sent the error.
+/// An IPv4 ICMP destination unreachable about a TCP segment of ours: the segment's addresses and
+/// ports as we sent them (ours first), and who sent the error.
 #[inline(always)]
-fn icmp_arrived_v4(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
+fn icmp_arrived_v4(event: &mut WireEvent, netns: u32, headers: &[u8; HEADERS]) -> bool {
     let address = |at: usize| u32::from_ne_bytes([headers[at], headers[at + 1], headers[at + 2], headers[at + 3]]);
-    emit(|event| {
-        clear(event, EventKind::IcmpArrived, 0);
-        event.family = AF_INET;
-        put_ipv4(&mut event.local_addr, address(28 + 12));
-        put_ipv4(&mut event.remote_addr, address(28 + 16));
-        event.local_port = u16::from_be_bytes([headers[48], headers[49]]);
-        event.remote_port = u16::from_be_bytes([headers[50], headers[51]]);
-        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
-        event.netns = unsafe { device_netns(skb, offsets) };
-        if !keep(event) {
-            return false;
-        }
-        put_ipv4(&mut event.comm, address(12));
-        event.reason = u32::from(headers[8]);
-        (event.old_state, event.new_state) = (headers[20], headers[21]);
-        // SAFETY: a helper without arguments.
-        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-        true
-    });
+    clear(event, EventKind::IcmpArrived, 0);
+    event.family = AF_INET;
+    put_ipv4(&mut event.local_addr, address(28 + 12));
+    put_ipv4(&mut event.remote_addr, address(28 + 16));
+    event.local_port = u16::from_be_bytes([headers[48], headers[49]]);
+    event.remote_port = u16::from_be_bytes([headers[50], headers[51]]);
+    event.netns = netns;
+    if !keep(event) {
+        return false;
+    }
+    put_ipv4(&mut event.comm, address(12));
+    event.reason = u32::from(headers[8]);
+    (event.old_state, event.new_state) = (headers[20], headers[21]);
+    // SAFETY: a helper without arguments.
+    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    true
 }
 
 /// The same for ICMPv6: the quoted IPv6 header and TCP ports lie past the first read, so they
-/// are read again (48 bytes from the quoted header on).
+/// are read again (48 bytes from the quoted header on). `None` when they cannot be read.
 #[inline(always)]
-fn icmp_arrived_v6(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) -> Option<()> {
+fn icmp_arrived_v6(event: &mut WireEvent, netns: u32, skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) -> Option<bool> {
     // SAFETY: as in `btf_rx_reset`; the read fails cleanly on a bad address.
     let quoted = unsafe { bpf_probe_read_kernel((load::<u64>(skb, offsets.skb_data) + 48) as *const [u8; 48]).ok()? };
     if quoted[6] != IPPROTO_TCP {
-        return None;
+        return Some(false);
     }
-    emit(|event| {
-        clear(event, EventKind::IcmpArrived, 0);
-        event.family = AF_INET6;
-        put_ipv6(&mut event.local_addr, &quoted, 8);
-        put_ipv6(&mut event.remote_addr, &quoted, 24);
-        event.local_port = u16::from_be_bytes([quoted[40], quoted[41]]);
-        event.remote_port = u16::from_be_bytes([quoted[42], quoted[43]]);
-        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
-        event.netns = unsafe { device_netns(skb, offsets) };
-        if !keep(event) {
-            return false;
-        }
-        put_ipv6(&mut event.comm, headers, 8);
-        event.reason = u32::from(headers[7]);
-        (event.old_state, event.new_state) = (headers[40], headers[41]);
-        // SAFETY: a helper without arguments.
-        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-        true
-    });
-    Some(())
+    clear(event, EventKind::IcmpArrived, 0);
+    event.family = AF_INET6;
+    put_ipv6(&mut event.local_addr, &quoted, 8);
+    put_ipv6(&mut event.remote_addr, &quoted, 24);
+    event.local_port = u16::from_be_bytes([quoted[40], quoted[41]]);
+    event.remote_port = u16::from_be_bytes([quoted[42], quoted[43]]);
+    event.netns = netns;
+    if !keep(event) {
+        return Some(false);
+    }
+    put_ipv6(&mut event.comm, headers, 8);
+    event.reason = u32::from(headers[7]);
+    (event.old_state, event.new_state) = (headers[40], headers[41]);
+    // SAFETY: a helper without arguments.
+    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    Some(true)
 }
 
 /// An IPv4 packet whose options push its TCP header past byte 20: reads that header where the
-/// IHL says, and when it is a RST, sends it as [`reset_arrived`] would with the header in place.
+/// IHL says, and when it is a RST, builds its record as [`reset_arrived`] would with the header
+/// in place.
 #[inline(always)]
-fn reset_after_options(skb: *const u8, mut headers: [u8; HEADERS], offsets: &KernelOffsets) -> Option<()> {
+fn reset_after_options(
+    event: &mut WireEvent,
+    netns: u32,
+    skb: *const u8,
+    headers: &mut [u8; HEADERS],
+    offsets: &KernelOffsets,
+) -> Option<bool> {
     let ip_header = u64::from(headers[0] & 0x0f) * 4;
     // SAFETY: as in `btf_rx_reset`; the read fails cleanly on a bad address.
     let tcp = unsafe { bpf_probe_read_kernel((load::<u64>(skb, offsets.skb_data) + ip_header) as *const [u8; 20]).ok()? };
     if tcp[13] & TCP_FLAG_RST == 0 {
-        return None;
+        return Some(false);
     }
     headers[20..40].copy_from_slice(&tcp);
-    reset_arrived::<20>(skb, &headers, offsets);
-    Some(())
+    Some(reset_arrived::<20>(event, netns, headers))
 }
 
 /// Where a peer address's handshake arrived from, by the namespace of the device it came in on.
@@ -345,7 +377,7 @@ fn peer_key<const TCP: usize>(netns: u32, headers: &[u8; HEADERS]) -> PeerKey {
 /// A SYN (at a server) or SYN-ACK (at a client) whose TCP header starts at `TCP`: its TTL is
 /// what the peer's own packets carry, the first reference every connection has.
 #[inline(always)]
-fn handshake_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
+fn handshake_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) -> u32 {
     // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
     let key = peer_key::<TCP>(unsafe { device_netns(skb, offsets) }, headers);
     let ttl = u32::from(if TCP == 40 { headers[7] } else { headers[8] });
@@ -367,49 +399,48 @@ fn handshake_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], 
             }
         }
     }
+    0
 }
 
-/// Sends a received RST whose TCP header starts at `TCP` in `headers` (20: IPv4, its options
-/// cut out; 40: IPv6), with the reference its source address's last handshake left.
+/// Builds the record of a received RST whose TCP header starts at `TCP` in `headers` (20: IPv4,
+/// its options cut out; 40: IPv6), with the reference its source address's last handshake
+/// left. False when the operator's filter does not want it.
 #[inline(always)]
-fn reset_arrived<const TCP: usize>(skb: *const u8, headers: &[u8; HEADERS], offsets: &KernelOffsets) {
+fn reset_arrived<const TCP: usize>(event: &mut WireEvent, netns: u32, headers: &[u8; HEADERS]) -> bool {
     let bytes = |at: usize| [headers[at], headers[at + 1]];
-    emit(|event| {
-        clear(event, EventKind::ResetArrived, 0);
-        let (ttl, id, length) = if TCP == 40 {
-            event.family = AF_INET6;
-            put_ipv6(&mut event.remote_addr, headers, 8);
-            put_ipv6(&mut event.local_addr, headers, 24);
-            (headers[7], 0, u16::from_be_bytes(bytes(4)))
-        } else {
-            event.family = AF_INET;
-            put_ipv4(&mut event.remote_addr, u32::from_ne_bytes([headers[12], headers[13], headers[14], headers[15]]));
-            put_ipv4(&mut event.local_addr, u32::from_ne_bytes([headers[16], headers[17], headers[18], headers[19]]));
-            (headers[8], u16::from_be_bytes(bytes(4)), u16::from_be_bytes(bytes(2)).saturating_sub(u16::from(headers[0] & 0x0f) * 4))
-        };
-        event.remote_port = u16::from_be_bytes(bytes(TCP));
-        event.local_port = u16::from_be_bytes(bytes(TCP + 2));
-        // SAFETY: `skb` is the tracepoint's `struct sk_buff *`.
-        event.netns = unsafe { device_netns(skb, offsets) };
-        if !keep(event) {
-            return false;
-        }
-        event.reason = u32::from(ttl);
-        event.error = id;
-        event.total_retrans = u32::from(u16::from_be_bytes(bytes(TCP + 14)));
-        // The payload: what the IP length holds beyond the TCP header.
-        event.tgid = u32::from(length.saturating_sub(u16::from(headers[TCP + 12] >> 4) * 4));
-        event.old_state = headers[TCP + 13];
-        // SAFETY: a copy is read at once; an update racing on another CPU leaves either
-        // handshake's facts.
-        if let Some(reference) = unsafe { PEER_REFERENCES.get(peer_key::<TCP>(event.netns, headers)) } {
-            event.new_state = reference.ttl as u8;
-            (event.bytes_acked, event.bytes_received) = (reference.seen_ns, reference.changed_ns);
-        }
-        // SAFETY: a helper without arguments.
-        event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-        true
-    });
+    clear(event, EventKind::ResetArrived, 0);
+    let (ttl, id, length) = if TCP == 40 {
+        event.family = AF_INET6;
+        put_ipv6(&mut event.remote_addr, headers, 8);
+        put_ipv6(&mut event.local_addr, headers, 24);
+        (headers[7], 0, u16::from_be_bytes(bytes(4)))
+    } else {
+        event.family = AF_INET;
+        put_ipv4(&mut event.remote_addr, u32::from_ne_bytes([headers[12], headers[13], headers[14], headers[15]]));
+        put_ipv4(&mut event.local_addr, u32::from_ne_bytes([headers[16], headers[17], headers[18], headers[19]]));
+        (headers[8], u16::from_be_bytes(bytes(4)), u16::from_be_bytes(bytes(2)).saturating_sub(u16::from(headers[0] & 0x0f) * 4))
+    };
+    event.remote_port = u16::from_be_bytes(bytes(TCP));
+    event.local_port = u16::from_be_bytes(bytes(TCP + 2));
+    event.netns = netns;
+    if !keep(event) {
+        return false;
+    }
+    event.reason = u32::from(ttl);
+    event.error = id;
+    event.total_retrans = u32::from(u16::from_be_bytes(bytes(TCP + 14)));
+    // The payload: what the IP length holds beyond the TCP header.
+    event.tgid = u32::from(length.saturating_sub(u16::from(headers[TCP + 12] >> 4) * 4));
+    event.old_state = headers[TCP + 13];
+    // SAFETY: a copy is read at once; an update racing on another CPU leaves either
+    // handshake's facts.
+    if let Some(reference) = unsafe { PEER_REFERENCES.get(peer_key::<TCP>(netns, headers)) } {
+        event.new_state = reference.ttl as u8;
+        (event.bytes_acked, event.bytes_received) = (reference.seen_ns, reference.changed_ns);
+    }
+    // SAFETY: a helper without arguments.
+    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    true
 }
 
 /// Copies the IPv6 address at byte `at` of `headers` into a 16-byte field, as two words.
