@@ -233,3 +233,62 @@ fn a_reset_forged_at_the_client_is_judged_against_the_server_s_handshake() {
     assert!(!connection_lines(&lines).iter().any(|line| line["close"] == "reset_by_peer"), "nothing names the server: {lines:?}");
     drop(accepted);
 }
+
+/// A reject rule in a namespace of this host (a router namespace's nftables, `reject with tcp
+/// reset`) refuses connects to one port of a server: the namespace drops each SYN and answers
+/// with a RST in the server's name. One answer: each connect is refused by this host's firewall
+/// in that namespace, named; the drops are that refusal, not a finding of their own; the
+/// failed connects are a finding apart from SYN retransmits. A port the server itself refuses
+/// (nothing listens) stays the peer's refusal.
+#[test]
+fn a_firewall_of_this_host_that_refuses_is_named_as_the_refuser() {
+    require_root();
+    let routed = Routed::router();
+    let server_ip = routed.server_ip;
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 8080)).unwrap());
+    let (blocked, closed) = (SocketAddr::new(server_ip, 8443), SocketAddr::new(server_ip, 9));
+    routed.nat.nft(&format!(
+        "table inet guard {{ chain forward {{ type filter hook forward priority 0; tcp dport {} reject with tcp reset; }}; }}",
+        blocked.port()
+    ));
+    let (inside, outside) = (format!("{}/24", routed.client_ip), format!("{server_ip}/24"));
+    let tracer = Tracer::start(&["--interval", "1", "--addr", &inside, "--addr", &outside, "--connections=all"]);
+    let refused = |to: SocketAddr| {
+        let error = routed.client.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_err());
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{to}");
+    };
+    // A connection that works, for the server's handshake.
+    let working = routed.client.run(move || TcpStream::connect_timeout(&SocketAddr::new(server_ip, 8080), Duration::from_secs(5)).unwrap());
+    let (accepted, _) = listener.accept().unwrap();
+    for _ in 0..3 {
+        refused(blocked);
+    }
+    refused(closed);
+    let checked = tracer.stderr.lock().unwrap().contains("kfree_skb=tp_btf");
+    let router = format!("namespace {} (netns {})", routed.nat.name, routed.nat.inode());
+    let failed = tracer.wait_long("the connect_failed finding", 15, |line| {
+        line["finding"]["kind"] == "connect_failed" && line["finding"]["remote"] == blocked.to_string()
+    });
+    let lines = tracer.stop();
+    let of = |to: SocketAddr| -> Vec<&Value> {
+        connection_lines(&lines).into_iter().filter(|line| line["remote"] == to.to_string() && line["role"] == "client").collect()
+    };
+    assert_eq!(of(blocked).len(), 3, "{lines:?}");
+    if !checked {
+        eprintln!("kfree_skb is unavailable here (Linux < 5.17): this host's drops are not seen");
+        return;
+    }
+    for line in of(blocked) {
+        assert_eq!(line["close"], "refused", "{line}");
+        let detail = line["detail"].as_str().unwrap();
+        assert!(detail.starts_with(&format!("refused by this host's firewall in {router}: our SYN was dropped there")), "{detail}");
+    }
+    let detail = failed["finding"]["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("refused by this host's firewall in {router}")), "{detail}");
+    let by_server = of(closed);
+    assert!(!by_server[0]["detail"].as_str().unwrap().contains("firewall"), "the server's own refusal: {by_server:?}");
+    let findings = lines.iter().filter_map(|line| line.get("finding"));
+    let drops: Vec<&Value> = findings.filter(|f| f["kind"] == "dropped_here").collect();
+    assert!(drops.is_empty(), "the refusals' drops are the refusals, not a finding of their own: {drops:?}");
+    drop((working, accepted));
+}

@@ -172,15 +172,15 @@ fn firewall_reset_is_rst_from_peer_and_a_refused_connect() {
     // still a finding.
     let tracer = summary_tracer(&["--netns", &link.client.path()]);
     assert!(link.connect(target).is_err());
-    let failed = tracer.wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string());
-    assert!(failed["detail"].as_str().unwrap().contains("1 connect(s) failed (1 refused, 0 timed out)"), "{failed}");
+    let failed = tracer.wait_for_finding("connect_failed", |f| f["remote"] == target.to_string());
+    assert!(failed["detail"].as_str().unwrap().starts_with("1 connect(s) failed: 1 refused"), "{failed}");
     let lines = tracer.stop();
     let findings = lines.iter().flat_map(|line| line["findings"].as_array().cloned().unwrap_or_default());
     assert!(findings.filter(|f| f["kind"] == "rst_from_peer").count() == 0, "one reset is no storm: {lines:?}");
 }
 
 #[test]
-fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
+fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect_of_its_own() {
     require_root();
     let link = Link::new();
     link.server.nft("table inet firewall { chain input { type filter hook input priority 0; tcp dport 7778 drop; }; }");
@@ -188,9 +188,9 @@ fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
     let target = SocketAddr::new(link.server_ip, 7778);
     let error = link.client.run(move || TcpStream::connect_timeout(&target, Duration::from_millis(2500))).expect_err("nobody answers");
     assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-    let finding = tracer
-        .wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string() && f["detail"].as_str().unwrap().contains("1 timed out"));
+    let finding = tracer.wait_for_finding("connect_failed", |f| f["remote"] == target.to_string());
     assert_eq!(finding["local"], endpoint_any(link.client_ip));
+    assert_eq!(finding["detail"], "1 connect(s) failed: 1 timed out: no answer to its SYNs", "{finding}");
     let retransmits: u64 = tracer
         .lines()
         .iter()
@@ -199,10 +199,10 @@ fn syns_into_a_drop_rule_are_syn_retransmits_and_a_failed_connect() {
         .map(|f| f["count"].as_u64().unwrap())
         .sum();
     assert!(retransmits >= 1, "at least the 1 s retransmit happened within 2.5 s");
-    let summary = tracer.wait_for("the close class", |line| line["closes"]["connect_timeout"] == 1);
-    let failed =
-        summary["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "syn_retransmit").expect("the failed connect's finding");
-    assert!(failed["detail"].as_str().unwrap().ends_with("1 connect(s) failed (0 refused, 1 timed out)"), "{failed}");
+    let syns = tracer.wait_for_finding("syn_retransmit", |f| f["remote"] == target.to_string());
+    assert!(syns["detail"].as_str().unwrap().contains("the peer did not answer our SYN"), "{syns}");
+    assert!(!syns["detail"].as_str().unwrap().contains("connect(s) failed"), "the failed connect is a finding of its own: {syns}");
+    tracer.wait_for("the close class", |line| line["closes"]["connect_timeout"] == 1);
     tracer.stop();
 }
 
@@ -684,7 +684,11 @@ fn the_client_whose_packets_the_server_namespace_dropped_reads_it_as_this_hosts_
     if drops_seen {
         assert_eq!(line["close"], "dropped_here", "{line}");
         let detail = line["detail"].as_str().unwrap();
-        let at_peer = format!("to the peer {server} in netns {}, at the peer's socket: NETFILTER_DROP", link.server.inode());
+        let at_peer = format!(
+            "to the peer {server} in namespace {} (netns {}), at the peer's socket: NETFILTER_DROP",
+            link.server.name,
+            link.server.inode()
+        );
         assert!(detail.contains(&at_peer), "{line}");
         assert!(line["dropped_out"].as_u64() >= Some(1), "{line}");
     } else {
@@ -836,7 +840,8 @@ fn forgetful_router(resets: bool, whole_host: bool) {
     assert!(bounds.len() == 2 && bounds[0] <= 3.0 && bounds[1] >= 3.0, "the interval holds the 3 s timeout: {found}");
     assert!(detail.contains("(3 of 3)"), "{found}");
     assert_eq!(detail.contains("died or were reset"), resets, "{found}");
-    let router = routed.nat.inode();
+    // The dropped_here line names the namespace as an operator does (its /run/netns name).
+    let router = format!("namespace {} (netns {})", routed.nat.name, routed.nat.inode());
     for (local, pause, _) in outcomes.iter().filter(|(_, pause, _)| *pause > 3.0) {
         let line = lines.iter().find(|line| line["local"] == local.to_string()).expect("the dead connection's line");
         // Its RST came from the router, one hop closer than the server.
@@ -848,7 +853,7 @@ fn forgetful_router(resets: bool, whole_host: bool) {
         assert_eq!(line["close"], close, "{line}");
         if close == "dropped_here" {
             let detail = line["detail"].as_str().unwrap();
-            assert!(detail.contains(&format!("in netns {router}, which held no socket for them: NETFILTER_DROP")), "{line}");
+            assert!(detail.contains(&format!("in {router}, which held no socket for them: NETFILTER_DROP")), "{line}");
             assert!(line["dropped_out"].as_u64() >= Some(1), "the client's retransmissions: {line}");
         }
         assert!(line["idle_before_ms"].as_f64().is_some_and(|ms| ms >= pause * 1000.0 - 100.0), "idle for {pause} s: {line}");

@@ -439,6 +439,7 @@ mod tests {
                 time_wait: false,
                 fin_wait2_expired: false,
                 rst_from: None,
+                dropped_in: None,
             })
         };
         for (class, idle_s) in [(CloseClass::PeerSilent, 12), (CloseClass::DroppedHere, 14), (CloseClass::NoLocalPort, 0)] {

@@ -184,7 +184,7 @@ impl Aggregator {
             self.last_netns = event.socket.netns;
             self.links.watcher.seen(event.socket.netns);
             match &mut self.snapshots {
-                Some(snapshots) => snapshots.learn(event.socket.netns),
+                Some(snapshots) => learn_netns(snapshots, &mut self.pipeline.tracker, event.socket.netns),
                 // Away taking a snapshot: learnt when it is back.
                 None if self.pending.is_some() => {
                     if self.seen_while_away.len() < MAX_SEEN_WHILE_AWAY {
@@ -356,7 +356,7 @@ impl Aggregator {
     pub fn snapshot_arrived(&mut self, snapshots: Snapshots, snapshot: Snapshot) -> Result<()> {
         self.snapshots = Some(snapshots);
         for netns in self.seen_while_away.drain() {
-            self.snapshots.as_mut().expect("just returned").learn(netns);
+            learn_netns(self.snapshots.as_mut().expect("just returned"), &mut self.pipeline.tracker, netns);
         }
         let Some(Pending { health, now_ns }) = self.pending.take() else { return Ok(()) };
         self.conclude(health, now_ns, false, Some(snapshot))
@@ -476,5 +476,13 @@ impl Aggregator {
             }
         }
         Ok(())
+    }
+}
+
+/// Covers `netns` from the next snapshot round on, and names it in the verdicts.
+fn learn_netns(snapshots: &mut Snapshots, tracker: &mut crate::track::Tracker, netns: u32) {
+    snapshots.learn(netns);
+    if let Some(name) = snapshots.name(netns) {
+        tracker.name_netns(netns, name);
     }
 }

@@ -14,9 +14,10 @@ use crate::{filter::Filter, kernel::kernel_log::KernelLogLevel};
 ///
 /// Every --interval the tracer prints the socket states, how connections ended (graceful,
 /// reset_by_peer, reset_by_path, reset_unverified, reset_by_us, peer_silent, dropped_here,
-/// refused, connect_timeout, unreachable, no_local_port, aborted, unresolved), the peers in most trouble and the findings:
-/// close_wait_stuck, accept_queue_full, peer_silent, port_reuse_in_time_wait, time_wait_buildup,
-/// fin_unanswered, syn_retransmit, rst_from_path, rst_refused, dropped_here, idle_timeout,
+/// refused, connect_timeout, unreachable, no_local_port, aborted, unresolved), the peers in
+/// most trouble and the findings: close_wait_stuck, accept_queue_full, peer_silent,
+/// port_reuse_in_time_wait, local_ports_exhausted, time_wait_buildup, fin_unanswered,
+/// syn_retransmit, connect_failed, rst_from_path, rst_refused, dropped_here, idle_timeout,
 /// rst_from_peer, rst_to_peer.
 ///
 /// Needs root (or CAP_BPF + CAP_PERFMON; CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE and

@@ -91,26 +91,22 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
                 range.ephemeral_ports.1
             )
         }
-        FindingKind::SynRetransmit if n > 0 || tally.timed_out + tally.refused > 0 => {
-            let mut parts = Vec::new();
-            if n > 0 && tally.labels.contains_key("SYN-ACK") {
-                parts.push(format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive"));
-            } else if n > 0 {
-                parts.push(match tally.syn_cause {
-                    Some(SynCause::BareAck) => format!(
-                        "{n} SYN retransmit(s): the server answered our SYN with a bare ACK for an older connection on the same 4-tuple and we reset it (see port_reuse_in_time_wait)"
-                    ),
-                    Some(SynCause::AcceptQueueFull) => format!(
-                        "{n} SYN retransmit(s): our own listener's accept queue is full and its kernel drops SYNs (see accept_queue_full)"
-                    ),
-                    None => format!("{n} SYN retransmit(s): the peer did not answer our SYN"),
-                });
+        FindingKind::SynRetransmit if n > 0 && tally.labels.contains_key("SYN-ACK") => {
+            format!("{n} SYN-ACK retransmit(s): the client's final ACK did not arrive")
+        }
+        FindingKind::SynRetransmit if n > 0 => match (&tally.example, tally.syn_cause) {
+            (Some(place), _) => format!("{n} SYN retransmit(s): this host dropped our SYNs in {place} (see dropped_here): the peer never saw them"),
+            (None, Some(SynCause::BareAck)) => format!(
+                "{n} SYN retransmit(s): the server answered our SYN with a bare ACK for an older connection on the same 4-tuple and we reset it (see port_reuse_in_time_wait)"
+            ),
+            (None, Some(SynCause::AcceptQueueFull)) => {
+                format!("{n} SYN retransmit(s): our own listener's accept queue is full and its kernel drops SYNs (see accept_queue_full)")
             }
-            let failed = tally.refused + tally.timed_out;
-            if failed > 0 {
-                parts.push(format!("{failed} connect(s) failed ({} refused, {} timed out)", tally.refused, tally.timed_out));
-            }
-            parts.join("; ")
+            (None, None) => format!("{n} SYN retransmit(s): the peer did not answer our SYN"),
+        },
+        FindingKind::ConnectFailed if tally.refused + tally.timed_out > 0 => {
+            let how: Vec<String> = tally.labels.iter().map(|(how, count)| format!("{count} {how}")).collect();
+            format!("{} connect(s) failed: {}", tally.refused + tally.timed_out, how.join("; "))
         }
         FindingKind::RstFromPath if n > 0 => format!(
             "{n} connection(s) with {} reset by the path, not the peer: {}",

@@ -25,8 +25,8 @@ impl Findings {
             match ended.class {
                 CloseClass::Graceful => row.graceful += 1,
                 CloseClass::PeerSilent => row.peer_silent += 1,
-                CloseClass::Refused | CloseClass::ConnectTimeout | CloseClass::NoLocalPort => row.failed_connects += 1,
-                CloseClass::Unreachable if connection.established_ns.is_none() => row.failed_connects += 1,
+                CloseClass::NoLocalPort => row.failed_connects += 1,
+                _ if failed_connect(ended) => row.failed_connects += 1,
                 _ => {}
             }
         }
@@ -69,18 +69,49 @@ impl Findings {
                     tally.owner = tally.owner.take().or_else(owner);
                 }
             }
-            CloseClass::Refused | CloseClass::ConnectTimeout => {
-                if let Some(tally) = self.tally(FindingKind::SynRetransmit, key) {
+            _ if failed_connect(ended) => {
+                if let Some(tally) = self.tally(FindingKind::ConnectFailed, key) {
                     tally.began(started);
                     if ended.class == CloseClass::Refused {
                         tally.refused += 1;
                     } else {
                         tally.timed_out += 1;
                     }
+                    *tally.labels.entry(how_it_failed(ended)).or_default() += 1;
                     tally.owner = tally.owner.take().or_else(owner);
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// A connect of ours that never reached ESTABLISHED: refused, unanswered, answered with an ICMP
+/// error, or starved by this host's drops.
+fn failed_connect(ended: &Ended) -> bool {
+    let connection = &ended.connection;
+    connection.role == Role::Client
+        && connection.established_ns.is_none()
+        && matches!(ended.class, CloseClass::Refused | CloseClass::ConnectTimeout | CloseClass::Unreachable | CloseClass::DroppedHere)
+}
+
+/// How a failed connect failed, as the finding counts it: by whom it was refused (where that
+/// was checked), or where its SYNs were lost.
+fn how_it_failed(ended: &Ended) -> String {
+    use crate::track::RstFrom;
+    let place = ended.dropped_in.as_deref();
+    match (ended.class, ended.rst_from) {
+        (CloseClass::Refused, _) if ended.connection.refused_in.is_some() => {
+            format!("refused by this host's firewall in {}", place.unwrap_or("a namespace of this host"))
+        }
+        (CloseClass::Refused, Some(RstFrom::Peer { .. })) => "refused by the peer".into(),
+        (CloseClass::Refused, Some(RstFrom::Path { .. })) => "refused by a device on the path".into(),
+        (CloseClass::Refused, _) if ended.connection.icmp.is_some() || ended.detail.contains("ICMP") => "refused with ICMP".into(),
+        (CloseClass::Refused, _) => "refused, by a RST whose sender is unchecked".into(),
+        (CloseClass::DroppedHere, _) => {
+            format!("timed out: this host dropped its SYNs{}", place.map(|place| format!(" in {place}")).unwrap_or_default())
+        }
+        (CloseClass::Unreachable, _) => "answered with ICMP unreachable".into(),
+        _ => "timed out: no answer to its SYNs".into(),
     }
 }

@@ -168,7 +168,7 @@ impl Findings {
         let started = observation.started_ns();
         match observation {
             Observation::Ended(ended) => self.observe_ended(ended, started),
-            Observation::SynRetransmit { tuple, .. } => {
+            Observation::SynRetransmit { tuple, dropped_in, .. } => {
                 let key = PeerKey::new(Role::Client, tuple.netns, tuple.local, tuple.remote);
                 if let Some(row) = self.peer(key) {
                     row.syn_retransmits += 1;
@@ -177,6 +177,9 @@ impl Findings {
                     tally.count += 1;
                     tally.began(started);
                     *tally.labels.entry("SYN".into()).or_default() += 1;
+                    if dropped_in.is_some() {
+                        tally.example.clone_from(dropped_in);
+                    }
                 }
             }
             Observation::SynAckRetransmit { tuple, .. } => {
@@ -303,8 +306,7 @@ impl Findings {
             }
             let count = match kind {
                 FindingKind::FinUnanswered => tally.count + tally.expired,
-                // Retransmitted SYNs and the connects that failed, refused ones included.
-                FindingKind::SynRetransmit => tally.count + tally.refused + tally.timed_out,
+                FindingKind::ConnectFailed => tally.refused + tally.timed_out,
                 _ => tally.count,
             };
             let total = self.totals.entry((kind, key)).or_default();

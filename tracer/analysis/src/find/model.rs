@@ -24,6 +24,9 @@ pub enum FindingKind {
     TimeWaitBuildup,
     FinUnanswered,
     SynRetransmit,
+    /// Connects that failed: refused (by whom, where it was checked), timed out (and where this
+    /// host dropped their SYNs).
+    ConnectFailed,
     /// RSTs in the peer's name that a device on the path sent (their TTL says so).
     RstFromPath,
     /// RSTs the kernel refused (out of window, or answered with a challenge ACK).
@@ -38,7 +41,7 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 14] = [
+    pub const ALL: [FindingKind; 15] = [
         FindingKind::CloseWaitStuck,
         FindingKind::AcceptQueueFull,
         FindingKind::PeerSilent,
@@ -47,6 +50,7 @@ impl FindingKind {
         FindingKind::TimeWaitBuildup,
         FindingKind::FinUnanswered,
         FindingKind::SynRetransmit,
+        FindingKind::ConnectFailed,
         FindingKind::RstFromPath,
         FindingKind::RstRefused,
         FindingKind::DroppedHere,
@@ -65,6 +69,7 @@ impl FindingKind {
             FindingKind::TimeWaitBuildup => "time_wait_buildup",
             FindingKind::FinUnanswered => "fin_unanswered",
             FindingKind::SynRetransmit => "syn_retransmit",
+            FindingKind::ConnectFailed => "connect_failed",
             FindingKind::RstFromPath => "rst_from_path",
             FindingKind::RstRefused => "rst_refused",
             FindingKind::DroppedHere => "dropped_here",

@@ -215,8 +215,20 @@ impl Tracker {
                 Some(origin) => format!("connection refused: RST in reply to our SYN; {}", provenance::describe(origin)),
                 None => "connection refused: RST in reply to our SYN (its packet was not seen: who sent it is unchecked)".to_string(),
             };
-            return Verdict { rst_from: origin, ..Verdict::of(CloseClass::Refused, with_reference(detail, against.flatten())) }
-                .noting_lost_reset(connection);
+            let detail = with_reference(detail, against.flatten());
+            // A reject rule of this host answered for the peer: said first, the RST's origin after.
+            let (detail, dropped_in) = match connection.refused_in {
+                Some(netns) => {
+                    let place = self.netns_label(netns);
+                    let detail = format!(
+                        "refused by this host's firewall in {place}: our SYN was dropped there (NETFILTER_DROP) and a RST sent back in \
+                         the peer's name, not by the peer ({detail})"
+                    );
+                    (detail, Some(place))
+                }
+                None => (detail, None),
+            };
+            return Verdict { rst_from: origin, dropped_in, ..Verdict::of(CloseClass::Refused, detail) }.noting_lost_reset(connection);
         }
         // A full socket still in FIN_WAIT2 (the ACK of our FIN came while our application held
         // it) reads as the timewait socket's reset does: when, after our FIN.
@@ -379,11 +391,21 @@ pub(super) struct Verdict {
     pub rst_from: Option<RstFrom>,
     /// The keepalive timer ended it: the peer did not answer its probes.
     pub keepalive: bool,
+    /// Where on this host its packets were dropped ([`super::Ended::dropped_in`]).
+    pub dropped_in: Option<String>,
 }
 
 impl Verdict {
     fn of(class: CloseClass, detail: impl Into<Cow<'static, str>>) -> Verdict {
-        Verdict { class, detail: detail.into(), time_wait: false, fin_wait2_expired: false, rst_from: None, keepalive: false }
+        Verdict {
+            class,
+            detail: detail.into(),
+            time_wait: false,
+            fin_wait2_expired: false,
+            rst_from: None,
+            keepalive: false,
+            dropped_in: None,
+        }
     }
 
     /// Says where the RST's taking is known from when its event was lost.

@@ -243,6 +243,9 @@ pub struct Connection {
     pub checked_ns: u64,
     /// The ICMP unreachable error that arrived for it, handed over at its end.
     pub icmp: Option<IcmpError>,
+    /// The namespace of this host whose firewall dropped our SYN as a RST came back for it (a
+    /// reject rule refused the connect in the peer's name).
+    pub refused_in: Option<u32>,
 }
 
 impl Connection {
@@ -283,6 +286,7 @@ impl Connection {
             drops: super::Drops::default(),
             idle_before_ns: None,
             keepalive_idle_ns: None,
+            refused_in: None,
             checked_ns: 0,
             icmp: None,
         }
@@ -313,6 +317,9 @@ pub struct Ended {
     pub fin_wait2_expired: bool,
     /// For a RST received: who sent it, by the hops its TTL implies.
     pub rst_from: Option<RstFrom>,
+    /// Where on this host its packets were dropped, for people ("namespace NAME (netns N)"):
+    /// the firewall that refused it, or the drops that starved it.
+    pub dropped_in: Option<String>,
 }
 
 /// Who sent the RST that ended a connection, judged by the routers it crossed (its TTL) against
@@ -344,6 +351,9 @@ pub enum Observation {
     SynRetransmit {
         tuple: Tuple,
         process: Option<Process>,
+        /// Where on this host our SYNs were dropped since the connect began, for people: then
+        /// the peer never saw them.
+        dropped_in: Option<String>,
         at_ns: u64,
     },
     /// A listener retransmitted its SYN-ACK: the client's final ACK did not arrive.

@@ -44,7 +44,7 @@ pub use self::{
 use crate::{
     bounded::Bounded,
     decode::{Event, SocketId, TcpState},
-    FastSet,
+    FastMap, FastSet,
 };
 
 /// How long after its CLOSE a connection waits for late facts (a reset is sent after the
@@ -109,6 +109,13 @@ pub struct Tracker {
     /// Every drop, by its packet's two endpoints (for the other end of a connection on this
     /// host, and for drops no socket held); at most [`drops::MAX_DROP_PAIRS`].
     pair_drops: Bounded<(std::net::SocketAddr, std::net::SocketAddr), drops::PairDrops>,
+    /// Drops where no socket held the packet, held for [`SETTLE_NS`] before they are reported:
+    /// a refusal by a firewall of this host (its RST comes microseconds after it dropped our
+    /// SYN) claims them, and reports them as its own; at most [`drops::MAX_HELD_DROPS`].
+    held_drops: VecDeque<drops::HeldDrop>,
+    /// Names of this host's namespaces, as the snapshots found them (for verdicts that name
+    /// one); at most [`drops::MAX_NAMED_NETNS`].
+    netns_names: FastMap<u32, String>,
     /// Connections that reached CLOSE, in event order, waiting for [`SETTLE_NS`] to pass.
     endings: VecDeque<(u64, SocketId)>,
     /// Quiet connections to look up, and those found gone (see [`vanished`]).
@@ -133,6 +140,8 @@ impl Tracker {
             pair_drops: Bounded::new(drops::PairDrops::last_drop_ns),
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
+            held_drops: VecDeque::new(),
+            netns_names: FastMap::default(),
             watch: vanished::Watch::default(),
             stats: TrackerStats::default(),
         }
@@ -183,6 +192,7 @@ impl Tracker {
             EventKind::ResetReceived => {
                 // The RST as it arrived, for a socket `tcp_probe` does not see (not established).
                 let arrived = self.arrived_resets.remove(&Tuple::of(event)).map(|(segment, _)| segment);
+                self.claim_refusal_drops(event);
                 let owner = self.connections.get_mut(&event.socket).map(|connection| {
                     if connection.reset_segment.is_none() {
                         connection.reset_segment = arrived;
@@ -220,7 +230,8 @@ impl Tracker {
                     }
                 }
                 if event.state == Some(TcpState::SynSent) {
-                    out.push(Observation::SynRetransmit { tuple: Tuple::of(event), process, at_ns: event.timestamp_ns });
+                    let dropped_in = self.syn_dropped_in(event);
+                    out.push(Observation::SynRetransmit { tuple: Tuple::of(event), process, dropped_in, at_ns: event.timestamp_ns });
                 }
             }
             EventKind::SynAckRetransmit => out.push(Observation::SynAckRetransmit { tuple: Tuple::of(event), at_ns: event.timestamp_ns }),
@@ -438,6 +449,7 @@ impl Tracker {
     /// Classifies the connections that ended at least [`SETTLE_NS`] before `now_ns`
     /// (all of them with `now_ns = u64::MAX`, at exit).
     pub fn settle(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
+        self.release_held_drops(now_ns, out);
         self.settle_gone(now_ns, out);
         self.settle_vanished(now_ns, out);
         while let Some(&(at_ns, socket)) = self.endings.front() {
@@ -490,6 +502,7 @@ impl Tracker {
             time_wait: verdict.time_wait,
             fin_wait2_expired: verdict.fin_wait2_expired,
             rst_from: verdict.rst_from,
+            dropped_in: verdict.dropped_in,
         }));
     }
 }
