@@ -292,3 +292,51 @@ fn a_firewall_of_this_host_that_refuses_is_named_as_the_refuser() {
     assert!(drops.is_empty(), "the refusals' drops are the refusals, not a finding of their own: {drops:?}");
     drop((working, accepted));
 }
+
+/// Behind a source NAT in a namespace of this host with two ports for one server, a client
+/// holding two connections opens a third: the NAT has no port left and drops each SYN (after
+/// rewriting its source). One story: the SYN retransmits say this host dropped them, in that
+/// namespace, and the connect that gave up is `dropped_here`, its SYNs joined to the NAT's
+/// drops by destination and time.
+#[test]
+fn syns_a_nat_of_this_host_drops_for_want_of_ports_are_this_host_s_drops() {
+    require_root();
+    let routed = Routed::new((40000, 40001));
+    let server_ip = routed.server_ip;
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 8080)).unwrap());
+    let server = listener.local_addr().unwrap();
+    let (inside, outside) = (format!("{}/24", routed.client_ip), format!("{server_ip}/24"));
+    let tracer = Tracer::start(&["--interval", "1", "--addr", &inside, "--addr", &outside, "--connections=all"]);
+    let held: Vec<TcpStream> =
+        (0..2).map(|_| routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap())).collect();
+    let accepted: Vec<TcpStream> = (0..2).map(|_| listener.accept().unwrap().0).collect();
+    let error = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_millis(3500)).unwrap_err());
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "the NAT has no port left for a third");
+    let checked = tracer.stderr.lock().unwrap().contains("kfree_skb=tp_btf");
+    let nat = format!("namespace {} (netns {})", routed.nat.name, routed.nat.inode());
+    let line = tracer.wait_for("the third connect's line", |line| {
+        line["remote"] == server.to_string() && line["close"].is_string() && line["role"] == "client"
+    });
+    let lines = tracer.stop();
+    if !checked {
+        eprintln!("kfree_skb is unavailable here (Linux < 5.17): this host's drops are not seen");
+        return;
+    }
+    assert_eq!(line["close"], "dropped_here", "{line}");
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "SYN(s) in {nat} (a drop to the same destination within 5 ms of each), their source rewritten to {}:",
+            routed.nat_ip
+        )),
+        "{detail}"
+    );
+    assert!(detail.contains("NETFILTER_DROP; the peer never saw them"), "{detail}");
+    let syns: Vec<&Value> = lines.iter().filter_map(|line| line.get("finding")).filter(|f| f["kind"] == "syn_retransmit").collect();
+    assert!(!syns.is_empty(), "{lines:?}");
+    for finding in syns {
+        let detail = finding["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("this host dropped our SYNs in {nat}")), "{detail}");
+    }
+    drop((held, accepted));
+}

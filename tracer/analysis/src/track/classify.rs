@@ -434,6 +434,18 @@ mod tests {
     use TcpState::*;
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn rst_from_the_peer_mid_connection_is_reset_by_peer() {
+        let s = Script::new(0xf0, "10.0.0.2:80", "10.0.1.1:40000");
+        let established = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.segment(63, false, 2 * S)];
+        let reset = [s.segment(63, true, 3 * S), s.reset_received(3 * S), s.state(Established, Close, 3 * S)];
+        let (_, out) = run(TrackerConfig::default(), &[&established[..], &reset[..]].concat());
+        let verdict = ended(&out)[0];
+        assert_eq!(verdict.class, CloseClass::ResetByPeer, "its TTL matches the peer's data");
+        assert!(verdict.detail.contains("ESTABLISHED"), "{}", verdict.detail);
+    }
+
     /// connect() enters SYN_SENT before it takes a local port: one that found none free
     /// (EADDRNOTAVAIL) leaves SYN_SENT with port 0 and no SYN sent. Not an abandoned connect.
     #[test]

@@ -246,6 +246,8 @@ pub struct Connection {
     /// The namespace of this host whose firewall dropped our SYN as a RST came back for it (a
     /// reject rule refused the connect in the peer's name).
     pub refused_in: Option<u32>,
+    /// Our SYNs this host dropped elsewhere (kept only for a connect that retransmitted one).
+    pub syns_dropped: Option<Box<super::SynsDropped>>,
 }
 
 impl Connection {
@@ -287,6 +289,7 @@ impl Connection {
             idle_before_ns: None,
             keepalive_idle_ns: None,
             refused_in: None,
+            syns_dropped: None,
             checked_ns: 0,
             icmp: None,
         }

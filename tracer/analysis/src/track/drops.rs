@@ -2,13 +2,11 @@
 //! kernel's reason), tied to their connection when the packet had a socket, else remembered by
 //! its two endpoints (a namespace that forwards it has no socket for it). A connection that died
 //! silent while this host was dropping its packets did not die of the peer's silence: its
-//! verdict says so. A connect refused while a namespace of this host dropped its SYN was
-//! refused by that namespace's firewall (a reject rule answers with a RST in the peer's name),
-//! and SYNs retransmitted after this host dropped the first ones went unanswered for that.
+//! verdict says so.
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use super::{classify::Verdict, CloseClass, Connection, Observation, Tracker, Tuple, SETTLE_NS};
-use crate::decode::{Event, TcpState};
+use super::{classify::Verdict, CloseClass, Connection, Observation, Tracker, Tuple};
+use crate::decode::Event;
 
 /// The kernel's drop reasons that mean this host lost a packet (its firewall, a full queue or
 /// buffer, memory, a bad checksum, a filter): what can starve a connection. The others (a RST
@@ -62,18 +60,8 @@ const REASONS_PER_CONNECTION: usize = 4;
 /// Most endpoint pairs whose drops are remembered (≈ 130 bytes each).
 pub(super) const MAX_DROP_PAIRS: usize = 16_384;
 
-/// Most drops held before they are reported (beyond, the oldest is reported at once).
-pub(super) const MAX_HELD_DROPS: usize = 4_096;
-
 /// Most namespace names kept (beyond, a namespace is named by its inode alone).
 pub(super) const MAX_NAMED_NETNS: usize = 4_096;
-
-/// A drop where no socket held the packet, waiting to be claimed by a refusal.
-#[derive(Clone, Debug)]
-pub(super) struct HeldDrop {
-    reason: u32,
-    observation: Observation,
-}
 
 /// Drops of one pair of endpoints' packets, the lower endpoint first, wherever this host dropped
 /// them: `drops.incoming` counts the packets sent to the lower one. A connection's other end
@@ -82,9 +70,9 @@ pub(super) struct HeldDrop {
 /// held it there.
 #[derive(Clone, Debug, Default)]
 pub(super) struct PairDrops {
-    netns: u32,
-    socketless: bool,
-    drops: Drops,
+    pub(super) netns: u32,
+    pub(super) socketless: bool,
+    pub(super) drops: Drops,
 }
 
 impl PairDrops {
@@ -124,7 +112,7 @@ impl Drops {
         self.incoming + self.outgoing > 0 && silence_showed_ns.is_none_or(|showed| self.last_ns >= showed)
     }
 
-    fn add(&mut self, reason: u32, incoming: bool, at_ns: u64) {
+    pub(super) fn add(&mut self, reason: u32, incoming: bool, at_ns: u64) {
         self.last_ns = self.last_ns.max(at_ns);
         if incoming {
             self.incoming += 1;
@@ -148,7 +136,7 @@ impl Drops {
     }
 
     /// Adds `other`'s drops; `flipped` when its incoming ones were our outgoing ones.
-    fn absorb(&mut self, other: &Drops, flipped: bool) {
+    pub(super) fn absorb(&mut self, other: &Drops, flipped: bool) {
         let (incoming, outgoing) = if flipped { (other.outgoing, other.incoming) } else { (other.incoming, other.outgoing) };
         self.incoming += incoming;
         self.outgoing += outgoing;
@@ -206,68 +194,11 @@ impl Tracker {
             socketless,
             at_ns: event.timestamp_ns,
         };
-        if !socketless {
-            return out.push(observation);
+        if socketless {
+            self.hold_drop(drop.reason, observation, out);
+        } else {
+            out.push(observation);
         }
-        if self.held_drops.len() >= MAX_HELD_DROPS {
-            out.extend(self.held_drops.pop_front().map(|held| held.observation));
-        }
-        self.held_drops.push_back(HeldDrop { reason: drop.reason, observation });
-    }
-
-    /// Reports the held drops [`SETTLE_NS`] old at `now_ns`: no refusal claimed them.
-    pub(super) fn release_held_drops(&mut self, now_ns: u64, out: &mut Vec<Observation>) {
-        while self.held_drops.front().is_some_and(|held| held.observation.started_ns().saturating_add(SETTLE_NS) <= now_ns) {
-            out.extend(self.held_drops.pop_front().map(|held| held.observation));
-        }
-    }
-
-    fn is_firewall_drop(&self, reason: u32) -> bool {
-        self.drop_reason_name(reason) == "NETFILTER_DROP"
-    }
-
-    /// A RST reached a connect of ours in SYN_SENT: where a namespace of this host dropped our
-    /// SYN for the firewall (NETFILTER_DROP) just before, that namespace's reject rule sent it.
-    /// Drops held for no socket are claimed: they are this refusal, not a finding of their own.
-    pub(super) fn claim_refusal_drops(&mut self, event: &Event) {
-        let Some(connection) = self.connections.get(&event.socket).filter(|connection| connection.state == TcpState::SynSent) else {
-            return;
-        };
-        let (local, remote) = (event.local, event.remote);
-        let own = connection.drops.outgoing > 0 && connection.drops.reasons.iter().any(|(reason, _)| self.is_firewall_drop(*reason));
-        let mut claimed = Drops::default();
-        let mut refused_in = own.then_some(event.socket.netns);
-        let firewall_reasons: Vec<u32> =
-            self.held_drops.iter().map(|held| held.reason).filter(|reason| self.is_firewall_drop(*reason)).collect();
-        self.held_drops.retain(|held| match held.observation {
-            Observation::Dropped { tuple, at_ns, .. }
-                if tuple.local == remote && tuple.remote == local && firewall_reasons.contains(&held.reason) =>
-            {
-                claimed.add(held.reason, false, at_ns);
-                refused_in = Some(tuple.netns);
-                false
-            }
-            _ => true,
-        });
-        if let Some(connection) = self.connections.get_mut(&event.socket) {
-            connection.drops.absorb(&claimed, false);
-            connection.refused_in = refused_in;
-        }
-    }
-
-    /// Where on this host the SYNs of the connect `event` retransmits were dropped since it
-    /// began (at its own socket, or where no socket held them: a namespace forwarding them, a
-    /// NAT out of ports), for people.
-    pub(super) fn syn_dropped_in(&self, event: &Event) -> Option<String> {
-        let connection = self.connections.get(&event.socket)?;
-        if connection.drops.outgoing > 0 {
-            return Some(self.netns_label(event.socket.netns));
-        }
-        let (key, to_lower) = pair(event.remote, event.local);
-        let elsewhere = self.pair_drops.get(&key)?;
-        let toward_peer = if to_lower { elsewhere.drops.incoming } else { elsewhere.drops.outgoing };
-        let since_connect = connection.opened_ns.is_none_or(|opened| elsewhere.drops.last_ns >= opened);
-        (toward_peer > 0 && since_connect && elsewhere.socketless).then(|| self.netns_label(elsewhere.netns))
     }
 
     fn remember_pair_drop(&mut self, netns: u32, socketless: bool, to: SocketAddr, from: SocketAddr, reason: u32, at_ns: u64) {
@@ -288,6 +219,14 @@ impl Tracker {
         // (An ICMP unreachable this host sent itself, its neighbour unanswered, comes with the
         // drop of the packet it could not send: that drop decides.)
         if !matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout | CloseClass::Unreachable) {
+            return;
+        }
+        // Every SYN of a connect dropped elsewhere on this host, a NAT's rewrite included.
+        let syns = connection.syns_dropped.as_deref().filter(|_| verdict.class == CloseClass::ConnectTimeout);
+        if let Some(dropped) = syns.and_then(|syns| self.describe_syns_dropped(syns)) {
+            verdict.class = CloseClass::DroppedHere;
+            verdict.detail = format!("{dropped}; the peer never saw them ({})", verdict.detail).into();
+            verdict.dropped_in = syns.map(|syns| self.netns_label(syns.netns));
             return;
         }
         let mut place = String::new();
@@ -483,41 +422,5 @@ mod tests {
             tracker.observe(&event, &mut out);
         }
         assert_eq!((tracker.pair_drops.len(), tracker.stats.evicted_drop_pairs), (MAX_DROP_PAIRS, 1));
-    }
-
-    /// A reject rule in a router namespace of this host drops our SYN and sends a RST in the
-    /// peer's name: the refusal claims the drop (no finding of its own) and names the namespace.
-    #[test]
-    fn a_refusal_while_a_namespace_of_this_host_dropped_our_syn_is_that_firewall_s() {
-        let (router, client) = (NETNS + 7, Script::new(0xc5, "10.0.1.1:40000", "10.0.0.2:80"));
-        let names: BTreeMap<u32, String> = [(12, "NETFILTER_DROP".to_string())].into();
-        let mut tracker = Tracker::new(TrackerConfig::default(), reasons()).with_drop_reasons(names);
-        tracker.name_netns(router, "edge");
-        // The SYN as the router namespace dropped it: no socket there, the packet's addresses.
-        let syn_dropped =
-            Event { socket: SocketId { netns: router, address: 0 }, local: client.remote, remote: client.local, ..tied(S + 10, true) };
-        let mut out = Vec::new();
-        for event in [client.syscall(Close, SynSent, S), syn_dropped, client.reset_received(S + 20), client.state(SynSent, Close, S + 21)] {
-            tracker.observe(&event, &mut out);
-        }
-        tracker.settle(u64::MAX, &mut out);
-        assert!(!out.iter().any(|o| matches!(o, Observation::Dropped { .. })), "claimed by the refusal: {out:?}");
-        let ended = ended(&out)[0].clone();
-        assert_eq!(ended.class, CloseClass::Refused);
-        let place = format!("namespace edge (netns {router})");
-        assert!(
-            ended.detail.starts_with(&format!("refused by this host's firewall in {place}: our SYN was dropped there")),
-            "{}",
-            ended.detail
-        );
-        assert_eq!((ended.dropped_in.as_deref(), ended.connection.drops.outgoing), (Some(place.as_str()), 1));
-        // Unclaimed, a drop where no socket held the packet is reported once held long enough.
-        let mut tracker = Tracker::new(TrackerConfig::default(), reasons());
-        let mut out = Vec::new();
-        tracker.observe(&stray(router, S, false), &mut out);
-        tracker.settle(S + SETTLE_NS - 1, &mut out);
-        assert!(out.is_empty(), "held: {out:?}");
-        tracker.settle(S + SETTLE_NS, &mut out);
-        assert!(matches!(out[..], [Observation::Dropped { socketless: true, .. }]), "{out:?}");
     }
 }

@@ -22,6 +22,8 @@ pub mod fixtures;
 mod icmp;
 mod provenance;
 pub mod reorder;
+mod resets;
+mod syn_drops;
 mod time_wait;
 mod vanished;
 
@@ -39,6 +41,7 @@ pub use self::{
     },
     drops::{losses, Drops},
     provenance::describe as describe_rst_origin,
+    syn_drops::SynsDropped,
     vanished::QUIET_NS,
 };
 use crate::{
@@ -111,8 +114,11 @@ pub struct Tracker {
     pair_drops: Bounded<(std::net::SocketAddr, std::net::SocketAddr), drops::PairDrops>,
     /// Drops where no socket held the packet, held for [`SETTLE_NS`] before they are reported:
     /// a refusal by a firewall of this host (its RST comes microseconds after it dropped our
-    /// SYN) claims them, and reports them as its own; at most [`drops::MAX_HELD_DROPS`].
-    held_drops: VecDeque<drops::HeldDrop>,
+    /// SYN) claims them, and reports them as its own; at most [`syn_drops::MAX_HELD_DROPS`].
+    held_drops: VecDeque<syn_drops::HeldDrop>,
+    /// The last drops to each destination where no socket held the packet (what joins our SYNs
+    /// to their drops in a NAT of this host); at most [`syn_drops::MAX_DROP_DESTINATIONS`].
+    drop_destinations: Bounded<std::net::SocketAddr, syn_drops::DestinationDrops>,
     /// Names of this host's namespaces, as the snapshots found them (for verdicts that name
     /// one); at most [`drops::MAX_NAMED_NETNS`].
     netns_names: FastMap<u32, String>,
@@ -141,6 +147,7 @@ impl Tracker {
             service_ports: FastSet::default(),
             endings: VecDeque::new(),
             held_drops: VecDeque::new(),
+            drop_destinations: Bounded::new(syn_drops::DestinationDrops::last_ns),
             netns_names: FastMap::default(),
             watch: vanished::Watch::default(),
             stats: TrackerStats::default(),
@@ -159,55 +166,8 @@ impl Tracker {
     pub fn observe(&mut self, event: &Event, out: &mut Vec<Observation>) {
         match event.kind {
             EventKind::StateChange => self.state_change(event, out),
-            EventKind::ResetSent => {
-                if !self.connections.contains_key(&event.socket) {
-                    // A timewait socket left in FIN_WAIT2 answered the peer's late data or SYN.
-                    self.reset_from_lingering(event, out);
-                }
-                let keepalive_idle_ns = self.config.keepalive_idle_ns(event);
-                let owner = self.connections.get_mut(&event.socket).map(|connection| {
-                    connection.reset_sent = Some(ResetSent { reason: event.reset_reason, by_application: event.process.is_some() });
-                    connection.keepalive_idle_ns = keepalive_idle_ns;
-                    (connection.role, connection.process)
-                });
-                if event.state == Some(TcpState::SynSent) && owner.is_some_and(|(role, _)| role == Role::Client) {
-                    // RFC 793: a SYN_SENT socket answers an unacceptable ACK with RST. The peer
-                    // acknowledged something we never sent: it still holds this 4-tuple.
-                    out.push(Observation::PortReuse {
-                        tuple: Tuple::of(event),
-                        role: Role::Client,
-                        time_wait_age_ns: None,
-                        accepted: false,
-                        at_ns: event.timestamp_ns,
-                    });
-                }
-                out.push(Observation::ResetSent {
-                    tuple: Tuple::of(event),
-                    role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
-                    process: owner.and_then(|(_, process)| process),
-                    reason: event.reset_reason,
-                    at_ns: event.timestamp_ns,
-                });
-            }
-            EventKind::ResetReceived => {
-                // The RST as it arrived, for a socket `tcp_probe` does not see (not established).
-                let arrived = self.arrived_resets.remove(&Tuple::of(event)).map(|(segment, _)| segment);
-                self.claim_refusal_drops(event);
-                let owner = self.connections.get_mut(&event.socket).map(|connection| {
-                    if connection.reset_segment.is_none() {
-                        connection.reset_segment = arrived;
-                    }
-                    connection.reset_received = true;
-                    connection.reset_taken = connection.reset_segment.is_some();
-                    (connection.role, connection.process)
-                });
-                out.push(Observation::ResetReceived {
-                    tuple: Tuple::of(event),
-                    role: owner.map_or_else(|| self.socketless_role(event), |(role, _)| role),
-                    process: owner.and_then(|(_, process)| process),
-                    at_ns: event.timestamp_ns,
-                });
-            }
+            EventKind::ResetSent => self.reset_sent(event, out),
+            EventKind::ResetReceived => self.reset_received(event, out),
             EventKind::Retransmit => {
                 let idle_ns = self.config.idle_ns(event);
                 let connection = self.connections.get_mut(&event.socket);
@@ -230,7 +190,7 @@ impl Tracker {
                     }
                 }
                 if event.state == Some(TcpState::SynSent) {
-                    let dropped_in = self.syn_dropped_in(event);
+                    let dropped_in = self.syn_resent(event, true);
                     out.push(Observation::SynRetransmit { tuple: Tuple::of(event), process, dropped_in, at_ns: event.timestamp_ns });
                 }
             }
@@ -326,6 +286,11 @@ impl Tracker {
             (TcpState::FinWait1, TcpState::Closing) => connection.first_fin = Some(FirstFin::Both),
             _ => {}
         }
+        if (old, new) == (TcpState::SynSent, TcpState::Close) && connection.syns_dropped.is_some() {
+            // Was the last SYN, too, dropped on this host?
+            self.syn_resent(event, false);
+        }
+        let Some(connection) = self.connections.get_mut(&event.socket) else { return };
         let reused_tuple = birth_role.is_none() && matches!((old, new), (TcpState::SynSent, TcpState::Established));
         connection.state = new;
         connection.previous_state_since_ns = connection.state_since_ns;

@@ -109,6 +109,15 @@ impl Tracker {
         self.arrived_resets.insert(tuple, (segment, now));
     }
 
+    /// A timewait socket gone early took a RST: the one the packet hook saw arriving for its
+    /// tuple after `since_ns` (its handover), if it saw one.
+    pub(super) fn take_arrived_reset(&mut self, connection: &mut Connection, since_ns: u64) {
+        if let Some((segment, _)) = self.arrived_resets.remove(&connection.tuple()).filter(|(_, at)| *at >= since_ns) {
+            connection.reset_segment = Some(segment);
+            connection.reset_taken = true;
+        }
+    }
+
     /// The socket's error at its end says the kernel took a RST (`tcp_reset` sets ECONNRESET,
     /// EPIPE in CLOSE_WAIT; no path of ours does without a RST of our own) although no `tcp_receive_reset` event came: that event was lost. The last RST seen
     /// arriving for the socket, if any, is the one it took. (Not after our FIN: the timewait

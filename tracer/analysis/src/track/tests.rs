@@ -136,25 +136,6 @@ fn rst_in_reply_to_syn_is_refused() {
 }
 
 #[test]
-fn rst_from_the_peer_mid_connection_is_reset_by_peer() {
-    let s = server();
-    let (_, out) = run(
-        TrackerConfig::default(),
-        &[
-            s.state(Listen, SynRecv, S),
-            s.state(SynRecv, Established, S + 1),
-            s.segment(63, false, 2 * S),
-            s.segment(63, true, 3 * S),
-            s.reset_received(3 * S),
-            s.state(Established, Close, 3 * S),
-        ],
-    );
-    let verdict = ended(&out)[0];
-    assert_eq!(verdict.class, CloseClass::ResetByPeer, "its TTL matches the peer's data");
-    assert!(verdict.detail.contains("ESTABLISHED"), "{}", verdict.detail);
-}
-
-#[test]
 fn linger_zero_close_is_aborted_even_though_the_reset_follows_the_close() {
     let c = client();
     let (_, out) = run(

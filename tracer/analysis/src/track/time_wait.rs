@@ -151,11 +151,7 @@ impl Tracker {
             let last_ns = lingering.last_in_fin_wait2_ns;
             let outcome = if gone_ns < deadline_ns {
                 if self.config.time_wait_resets_traced {
-                    // The RST as it arrived, if the packet hook saw it after the handover.
-                    if let Some((segment, _)) = self.arrived_resets.remove(&tuple).filter(|(_, at)| *at >= handed_over_ns) {
-                        lingering.connection.reset_segment = Some(segment);
-                        lingering.connection.reset_taken = true;
-                    }
+                    self.take_arrived_reset(&mut lingering.connection, handed_over_ns);
                     Lingered::PeerReset { last_ns, gone_ns }
                 } else {
                     Lingered::Unresolved(Unresolved::ResetEitherWay { last_ns, gone_ns })
