@@ -340,3 +340,53 @@ fn syns_a_nat_of_this_host_drops_for_want_of_ports_are_this_host_s_drops() {
     }
     drop((held, accepted));
 }
+
+/// A router whose route to the client is `mtu lock 1300` and whose ICMP "fragmentation needed"
+/// is dropped: the server's full-size segments never arrive, its short tail does (the client
+/// SACKs it), and the server times out. Traced where the router is a namespace of this host, its
+/// PKT_TOO_BIG drops are the verdict; traced in the server's namespace alone (the router
+/// elsewhere), the sizes are: a path MTU black hole, never the peer's silence.
+#[test]
+fn a_path_mtu_black_hole_is_named_from_the_sizes_or_from_this_host_s_drops() {
+    require_root();
+    let routed = Routed::router();
+    let client_net = format!("{}/24", routed.client_ip);
+    let client_host = format!("{}/32", routed.client_ip);
+    routed.nat.exec(&["ip", "route", "replace", &client_host, "dev", &routed.inward, "mtu", "lock", "1300"]);
+    routed.nat.nft("table inet black_hole { chain out { type filter hook output priority 0; icmp type destination-unreachable drop; }; }");
+    // The server gives up after 4 retransmissions (about 6 s) instead of 15 minutes.
+    routed.server.exec(&["sysctl", "-qw", "net.ipv4.tcp_retries2=4"]);
+    let server_ip = routed.server_ip;
+    let listener = routed.server.run(move || std::net::TcpListener::bind(SocketAddr::new(server_ip, 8080)).unwrap());
+    let server = listener.local_addr().unwrap();
+    let (inside, outside) = (client_net.clone(), format!("{server_ip}/24"));
+    let everywhere = Tracer::start(&["--interval", "1", "--addr", &inside, "--addr", &outside, "--connections=all"]);
+    let server_only = Tracer::start(&["--interval", "1", "--netns", &routed.server.path(), "--connections=all"]);
+    let mut client = routed.client.run(move || TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap());
+    let (mut accepted, _) = listener.accept().unwrap();
+    client.write_all(b"GET /large").unwrap();
+    accepted.read_exact(&mut [0; 10]).unwrap();
+    accepted.write_all(&[7; 4000]).unwrap(); // two full-size segments and a short tail
+    let remote = client.local_addr().unwrap().to_string();
+    let server_line =
+        |tracer: &Tracer| tracer.wait_long("the server's line", 20, |line| line["remote"] == remote && line["close"].is_string());
+    let (here, elsewhere) = (server_line(&everywhere), server_line(&server_only));
+    let checked = everywhere.stderr.lock().unwrap().contains("tcp_retransmit_skb=tp_btf");
+    let drops_seen = everywhere.stderr.lock().unwrap().contains("kfree_skb=tp_btf");
+    drop((everywhere, server_only, client, accepted));
+    if !checked {
+        eprintln!("tcp_retransmit_skb is a classic tracepoint here: no segment sizes");
+        return;
+    }
+    assert_eq!(elsewhere["close"], "mtu_black_hole", "{elsewhere}");
+    let detail = elsewhere["detail"].as_str().unwrap();
+    assert!(detail.starts_with("path MTU black hole: ") && detail.contains("full-size segment(s) (1448 bytes, the MSS)"), "{detail}");
+    assert!(detail.contains("the peer acknowledged smaller ones sent after them (SACK)"), "{detail}");
+    if drops_seen {
+        assert_eq!(here["close"], "dropped_here", "{here}");
+        let detail = here["detail"].as_str().unwrap();
+        let router = format!("namespace {} (netns {})", routed.nat.name, routed.nat.inode());
+        assert!(detail.contains(&format!("in {router}, which held no socket for them: PKT_TOO_BIG")), "{detail}");
+        assert!(detail.contains("path MTU black hole"), "{detail}");
+    }
+}

@@ -264,8 +264,9 @@ pub struct Routed {
     pub nat_ip: IpAddr,
     pub server_ip: IpAddr,
     pub server_ip6: IpAddr,
-    /// The router's device towards the server.
+    /// The router's devices towards the server and towards the client.
     pub outward: String,
+    pub inward: String,
 }
 
 impl Routed {
@@ -307,6 +308,7 @@ impl Routed {
             server_ip: outside(1).parse().unwrap(),
             server_ip6: outside6(1).parse().unwrap(),
             outward: n1,
+            inward: n0,
         }
     }
 

@@ -17,8 +17,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     tcp_state, EventKind, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS,
-    FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PROCESS_CONTEXT, IPPROTO_TCP, PACKET_CLOCK_TICKS, TCP_FLAG_FIN,
-    TCP_FLAG_RST,
+    FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PEER_SACKED, FLAG_PROCESS_CONTEXT, FLAG_SEGMENT_SIZE, IPPROTO_TCP,
+    PACKET_CLOCK_TICKS, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
 use crate::{address_of, clear, config, emit, folded, keep, missed, own_context, put_ipv4};
@@ -130,14 +130,28 @@ pub fn btf_recv_reset(ctx: BtfTracePointContext) -> u32 {
     socket_hook(&ctx, EventKind::ResetReceived, |_, _, _| {})
 }
 
+/// `tcp_retransmit_skb(sk, skb)`: with the socket's clocks, the segment's size against the MSS
+/// and whether the peer has SACKed later ones (full-size segments lost while smaller ones pass
+/// is a path MTU black hole).
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn btf_retransmit(ctx: BtfTracePointContext) -> u32 {
+    let skb: *const u8 = ctx.arg(1);
     socket_hook(&ctx, EventKind::Retransmit, |event, socket, offsets| {
-        // SAFETY: as in `add_socket_stats`.
+        // SAFETY: as in `add_socket_stats`; `skb` is the tracepoint's `struct sk_buff *` and the
+        // sequence offsets are inside its `cb` (a `tcp_skb_cb` on the write queue too).
         unsafe {
             let tcp = tcp_sock(socket);
             if !tcp.is_null() {
                 add_idle_clocks(event, tcp, offsets);
+                let known = [offsets.tcp_mss_cache, offsets.tcp_sacked_out, offsets.skb_tcp_seq, offsets.skb_tcp_end_seq];
+                if !skb.is_null() && known.iter().all(|offset| *offset != ABSENT) {
+                    event.reason = load::<u32>(skb, offsets.skb_tcp_end_seq).wrapping_sub(load::<u32>(skb, offsets.skb_tcp_seq));
+                    event.error = load::<u32>(tcp, offsets.tcp_mss_cache) as u16;
+                    event.flags |= FLAG_SEGMENT_SIZE;
+                    if load::<u32>(tcp, offsets.tcp_sacked_out) > 0 {
+                        event.flags |= FLAG_PEER_SACKED;
+                    }
+                }
             }
         }
     })

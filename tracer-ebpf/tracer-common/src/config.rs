@@ -135,6 +135,10 @@ pub struct KernelOffsets {
     /// `struct tcp_sock.tcp_clock_cache`: the monotonic time (ns) TCP took when it began
     /// processing the latest packet of the socket (`tcp_mstamp_refresh`).
     pub tcp_clock_cache: u16,
+    /// `struct tcp_sock.mss_cache` (the segment size it sends now) and `sacked_out` (segments the
+    /// peer acknowledged selectively: it received data sent after what is still outstanding).
+    pub tcp_mss_cache: u16,
+    pub tcp_sacked_out: u16,
 }
 
 impl KernelOffsets {
@@ -178,6 +182,8 @@ impl KernelOffsets {
         skb_data: ABSENT,
         thread_size: 0,
         tcp_keepalive_time: ABSENT,
+        tcp_mss_cache: ABSENT,
+        tcp_sacked_out: ABSENT,
         tcp_clock_cache: ABSENT,
     };
 }

@@ -137,6 +137,13 @@ pub const FLAG_IDLE_CLOCKS: u8 = 16;
 /// keepalive death needs: how long the connection was idle before its first unanswered probe.
 pub const FLAG_KEEPALIVE_TIME: u8 = 32;
 
+/// [`WireEvent::flags`], for `Retransmit` (BTF): `reason` holds the retransmitted segment's
+/// sequence space (payload, + 1 for a SYN or FIN) and `error` the socket's MSS at the time.
+pub const FLAG_SEGMENT_SIZE: u8 = 64;
+/// [`WireEvent::flags`], with [`FLAG_SEGMENT_SIZE`]: the peer had selectively acknowledged
+/// segments sent after this one (SACK): it receives some of what we send.
+pub const FLAG_PEER_SACKED: u8 = 128;
+
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
 /// the first four bytes); ports in host order; `local`/`remote` are from this host's point of view.
 #[repr(C)]

@@ -5,12 +5,14 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
-pub use tracer_model::event::{Comm, Dropped, Event, Handshake, IcmpError, IdleClocks, Process, Segment, SocketId, SocketTotals, TcpState};
+pub use tracer_model::event::{
+    Comm, Dropped, Event, Handshake, IcmpError, IdleClocks, Process, Resent, Segment, SocketId, SocketTotals, TcpState,
+};
 
 use serde::Serialize;
 use tracer_common::{
     EventKind, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN,
-    FLAG_PROCESS_CONTEXT, WIRE_VERSION,
+    FLAG_PEER_SACKED, FLAG_PROCESS_CONTEXT, FLAG_SEGMENT_SIZE, WIRE_VERSION,
 };
 
 /// Records that could not be decoded, by cause.
@@ -124,6 +126,11 @@ impl Decoder {
                 icmp_type: wire.old_state,
                 code: wire.new_state,
                 ttl: wire.reason as u8,
+            }),
+            resent: (kind == EventKind::Retransmit && wire.flags & FLAG_SEGMENT_SIZE != 0).then_some(Resent {
+                length: wire.reason,
+                mss: wire.error,
+                peer_sacked: wire.flags & FLAG_PEER_SACKED != 0,
             }),
             handshake: (kind == EventKind::ResetArrived && wire.new_state != 0).then_some(Handshake {
                 ttl: wire.new_state,

@@ -160,6 +160,27 @@ pub struct Event {
     pub icmp: Option<IcmpError>,
     /// For a RST as it arrived: what the last handshake from its source address carried.
     pub handshake: Option<Handshake>,
+    /// For a retransmission (BTF): the segment's size against the MSS, and whether the peer had
+    /// SACKed later segments.
+    pub resent: Option<Resent>,
+}
+
+/// A retransmitted segment, as the retransmit hook saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Resent {
+    /// Its sequence space (payload, + 1 for a SYN or FIN).
+    pub length: u32,
+    /// The socket's MSS then.
+    pub mss: u16,
+    /// The peer had acknowledged segments sent after it (SACK): it receives some of ours.
+    pub peer_sacked: bool,
+}
+
+impl Resent {
+    /// As large as a segment gets: what a path that cannot carry large packets loses.
+    pub fn full_size(&self) -> bool {
+        self.mss >= 536 && self.length >= u32::from(self.mss)
+    }
 }
 
 /// The last SYN or SYN-ACK that arrived from an address (in one namespace), as the kernel's

@@ -97,6 +97,8 @@ fn resolve_in(btf: &Btf) -> Resolved {
         thread_size: thread_size(),
         tcp_keepalive_time: find("tcp_sock.keepalive_time", "tcp_sock", "keepalive_time"),
         tcp_clock_cache: find("tcp_sock.tcp_clock_cache", "tcp_sock", "tcp_clock_cache"),
+        tcp_mss_cache: find("tcp_sock.mss_cache", "tcp_sock", "mss_cache"),
+        tcp_sacked_out: find("tcp_sock.sacked_out", "tcp_sock", "sacked_out"),
     };
     let mut offsets = offsets;
     // TCP_SKB_CB(skb) is `skb->cb` seen as a `struct tcp_skb_cb`.

@@ -40,13 +40,16 @@ pub enum CloseClass {
     /// connect() found no local port free for its destination (the ephemeral range is
     /// exhausted, `EADDRNOTAVAIL`): no SYN was ever sent.
     NoLocalPort,
+    /// It timed out retransmitting only full-size segments while the peer acknowledged smaller
+    /// ones (SACK), with no ICMP error: a router on the path drops large packets silently.
+    MtuBlackHole,
     /// The tracer could not see how it ended (a timewait socket it could not follow); the
     /// detail says what it last saw. Never a guess.
     Unresolved,
 }
 
 impl CloseClass {
-    pub const ALL: [CloseClass; 13] = [
+    pub const ALL: [CloseClass; 14] = [
         CloseClass::Graceful,
         CloseClass::ResetByPeer,
         CloseClass::ResetByPath,
@@ -59,6 +62,7 @@ impl CloseClass {
         CloseClass::DroppedHere,
         CloseClass::Unreachable,
         CloseClass::NoLocalPort,
+        CloseClass::MtuBlackHole,
         CloseClass::Unresolved,
     ];
 
@@ -69,7 +73,7 @@ impl CloseClass {
 
     /// It died of a silence or a reset from the other end: an idle gap before it is the death's.
     pub fn died(self) -> bool {
-        self.reset_received() || matches!(self, CloseClass::PeerSilent | CloseClass::DroppedHere)
+        self.reset_received() || matches!(self, CloseClass::PeerSilent | CloseClass::DroppedHere | CloseClass::MtuBlackHole)
     }
 
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl CloseClass {
             CloseClass::DroppedHere => "dropped_here",
             CloseClass::Unreachable => "unreachable",
             CloseClass::NoLocalPort => "no_local_port",
+            CloseClass::MtuBlackHole => "mtu_black_hole",
             CloseClass::Unresolved => "unresolved",
         }
     }
@@ -248,6 +253,8 @@ pub struct Connection {
     pub refused_in: Option<u32>,
     /// Our SYNs this host dropped elsewhere (kept only for a connect that retransmitted one).
     pub syns_dropped: Option<Box<super::SynsDropped>>,
+    /// The sizes of its retransmitted data segments: a path MTU black hole's evidence.
+    pub mtu: super::mtu::MtuEvidence,
 }
 
 impl Connection {
@@ -290,6 +297,7 @@ impl Connection {
             keepalive_idle_ns: None,
             refused_in: None,
             syns_dropped: None,
+            mtu: super::mtu::MtuEvidence::default(),
             checked_ns: 0,
             icmp: None,
         }

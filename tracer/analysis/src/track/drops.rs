@@ -13,6 +13,7 @@ use crate::decode::Event;
 /// consumed, old or out-of-window data, a segment for no socket) are TCP doing its work.
 const LOSSES: &[&str] = &[
     "NETFILTER_DROP",
+    "PKT_TOO_BIG",
     "SOCKET_FILTER",
     "SOCKET_RCVBUFF",
     "SOCKET_BACKLOG",
@@ -218,7 +219,10 @@ impl Tracker {
     pub(super) fn blame_drops(&self, connection: &mut Connection, verdict: &mut Verdict) {
         // (An ICMP unreachable this host sent itself, its neighbour unanswered, comes with the
         // drop of the packet it could not send: that drop decides.)
-        if !matches!(verdict.class, CloseClass::PeerSilent | CloseClass::ConnectTimeout | CloseClass::Unreachable) {
+        if !matches!(
+            verdict.class,
+            CloseClass::PeerSilent | CloseClass::ConnectTimeout | CloseClass::Unreachable | CloseClass::MtuBlackHole
+        ) {
             return;
         }
         // Every SYN of a connect dropped elsewhere on this host, a NAT's rewrite included.
@@ -263,7 +267,14 @@ impl Tracker {
             (0, outgoing) => format!("{outgoing} packet(s) to the peer {remote}"),
             (incoming, outgoing) => format!("{incoming} packet(s) from the peer {remote} and {outgoing} to it"),
         };
-        format!("this host dropped {which}{place}: {}", reasons.join(", "))
+        // A forwarding namespace that cannot send a packet on (DF set, next link's MTU smaller).
+        let too_big = drops.reasons.iter().any(|(reason, _)| self.drop_reason_name(*reason) == "PKT_TOO_BIG");
+        let black_hole = if too_big {
+            " (too large for the next link's MTU: where its ICMP 'fragmentation needed' does not reach the sender, a path MTU black hole)"
+        } else {
+            ""
+        };
+        format!("this host dropped {which}{place}: {}{black_hole}", reasons.join(", "))
     }
 }
 

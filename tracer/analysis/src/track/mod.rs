@@ -20,6 +20,7 @@ mod finality;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 mod icmp;
+mod mtu;
 mod provenance;
 pub mod reorder;
 mod resets;
@@ -180,6 +181,9 @@ impl Tracker {
                         }
                         connection.syn_retransmits += 1;
                     } else {
+                        if let Some(resent) = &event.resent {
+                            connection.mtu.record(resent);
+                        }
                         connection.retransmits += 1;
                         connection.retransmits_in_state += 1;
                         connection.first_retransmit_ns.get_or_insert(event.timestamp_ns);
@@ -459,6 +463,7 @@ impl Tracker {
             // Nothing in flight went unanswered before: the first keepalive probe did.
             connection.idle_before_ns = connection.keepalive_idle_ns;
         }
+        mtu::judge(&connection, &mut verdict);
         self.blame_drops(&mut connection, &mut verdict);
         out.push(Observation::Ended(Ended {
             connection,
