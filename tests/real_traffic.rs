@@ -390,3 +390,39 @@ fn a_path_mtu_black_hole_is_named_from_the_sizes_or_from_this_host_s_drops() {
         assert!(detail.contains("path MTU black hole"), "{detail}");
     }
 }
+
+/// A backend killed with `kill -9` while a client holds a connection: the kernel closes the
+/// dead process's socket with a FIN, which reads graceful on the wire. Its line names the
+/// process and says it exited without closing, not that the application chose to.
+#[test]
+fn a_backend_killed_with_its_connection_open_says_its_owner_exited() {
+    require_root();
+    let link = Link::new();
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path(), "--connections=all"]);
+    let server = SocketAddr::new(link.server_ip, 8080);
+    let script = format!(
+        "import socket,time\ns=socket.socket(); s.bind(('{}',8080)); s.listen()\nprint('ready', flush=True)\nc,_=s.accept(); time.sleep(60)",
+        link.server_ip
+    );
+    let mut backend = std::process::Command::new("ip")
+        .args(["netns", "exec", &link.server.name, "python3", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(backend.stdout.take().unwrap()), &mut ready).unwrap();
+    let mut client = link.connect(server).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    backend.kill().unwrap(); // SIGKILL
+    backend.wait().unwrap();
+    assert_eq!(client.read(&mut [0; 1]).unwrap(), 0, "the kernel closed the dead backend's socket with a FIN");
+    drop(client);
+    let remote = SocketAddr::new(link.client_ip, 0);
+    let line = tracer.wait_for("the backend's line", |line| {
+        line["local"] == server.to_string() && line["remote"].as_str().is_some_and(|r| r.starts_with(&remote.ip().to_string()))
+    });
+    tracer.stop();
+    assert_eq!(line["close"], "graceful", "{line}");
+    assert_eq!(line["comm"], "python3", "the line names the process behind its end: {line}");
+    assert!(line["detail"].as_str().unwrap().contains("exited without closing it (killed, or it ended)"), "{line}");
+}

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use tracer_common::{
     tcp_state, EventKind, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS,
     FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN, FLAG_PEER_SACKED, FLAG_PROCESS_CONTEXT, FLAG_SEGMENT_SIZE, IPPROTO_TCP,
-    PACKET_CLOCK_TICKS, TCP_FLAG_FIN, TCP_FLAG_RST,
+    PACKET_CLOCK_TICKS, STATE_BY_EXITING_TASK, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
 use crate::{address_of, clear, config, emit, folded, keep, missed, own_context, put_ipv4};
@@ -291,8 +291,15 @@ fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOff
         // SAFETY: `comm` is a 16-byte member of the loaded `task_struct` type.
         unsafe { load16(&mut event.comm, task, offsets.task_comm) };
         event.flags |= FLAG_PROCESS_CONTEXT;
+        // SAFETY: as above.
+        if event.kind == EventKind::StateChange as u8 && unsafe { load::<u32>(task, offsets.task_flags) } & PF_EXITING != 0 {
+            event.reason = STATE_BY_EXITING_TASK;
+        }
     }
 }
+
+/// `task_struct.flags`: the task is exiting (its files are being closed for it).
+const PF_EXITING: u32 = 0x4;
 
 /// The time a state change in softirq happened, from its socket: TCP takes the clock
 /// (`tcp_mstamp_refresh`, into `tcp_clock_cache`) as it begins processing each packet, and in

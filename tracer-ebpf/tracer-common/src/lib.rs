@@ -144,6 +144,11 @@ pub const FLAG_SEGMENT_SIZE: u8 = 64;
 /// segments sent after this one (SACK): it receives some of what we send.
 pub const FLAG_PEER_SACKED: u8 = 128;
 
+/// [`WireEvent::reason`] of a `StateChange` in a task's own context: the task was exiting
+/// (`PF_EXITING`), so the kernel closed its sockets for it (killed, or it exited without
+/// closing them).
+pub const STATE_BY_EXITING_TASK: u32 = 1;
+
 /// One event, as written into the ring buffer. Addresses are in network byte order (IPv4 in
 /// the first four bytes); ports in host order; `local`/`remote` are from this host's point of view.
 #[repr(C)]

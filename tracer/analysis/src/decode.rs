@@ -12,7 +12,7 @@ pub use tracer_model::event::{
 use serde::Serialize;
 use tracer_common::{
     EventKind, WireEvent, AF_INET, AF_INET6, FLAG_HAS_REASON, FLAG_HAS_SOCKET_STATS, FLAG_IDLE_CLOCKS, FLAG_KEEPALIVE_TIME, FLAG_PEER_FIN,
-    FLAG_PEER_SACKED, FLAG_PROCESS_CONTEXT, FLAG_SEGMENT_SIZE, WIRE_VERSION,
+    FLAG_PEER_SACKED, FLAG_PROCESS_CONTEXT, FLAG_SEGMENT_SIZE, STATE_BY_EXITING_TASK, WIRE_VERSION,
 };
 
 /// Records that could not be decoded, by cause.
@@ -104,6 +104,9 @@ impl Decoder {
                 tgid: wire.tgid,
                 comm: Comm::from(wire.comm),
             }),
+            by_exiting_process: kind == EventKind::StateChange
+                && wire.flags & FLAG_PROCESS_CONTEXT != 0
+                && wire.reason == STATE_BY_EXITING_TASK,
             totals: (wire.flags & FLAG_HAS_SOCKET_STATS != 0 && kind == EventKind::StateChange).then_some(SocketTotals {
                 bytes_sent: wire.bytes_acked,
                 bytes_received: wire.bytes_received,

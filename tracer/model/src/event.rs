@@ -144,6 +144,9 @@ pub struct Event {
     /// For a SYN that hit a timewait socket: the `tcp_tw_status` returned.
     pub tw_status: Option<u32>,
     pub process: Option<Process>,
+    /// For a state change in a process's context: the process was exiting, so the kernel closed
+    /// its sockets for it (killed, or it exited without closing them).
+    pub by_exiting_process: bool,
     /// For a state change into CLOSE, where the kernel program could read them (tp_btf).
     pub totals: Option<SocketTotals>,
     /// For a segment the peer sent (`tcp_probe`): what its headers said.

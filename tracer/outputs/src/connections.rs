@@ -198,12 +198,17 @@ impl ConnectionLine {
             (None, false) => None,
         };
         let rst_reason = connection.reset_sent.and_then(|reset| reset.reason).and_then(reason_name);
-        let silent_cause = (ended.class == CloseClass::PeerSilent).then(|| match connection.ending.map(|ending| ending.from) {
+        // (A silence this host's drops explain keeps its cause: what timed out.)
+        let silent =
+            ended.class == CloseClass::PeerSilent || (ended.class == CloseClass::DroppedHere && connection.established_ns.is_some());
+        let silent_cause = silent.then(|| match connection.ending.map(|ending| ending.from) {
             _ if ended.fin_wait2_expired => "fin_wait2_expiry",
             // A silent peer's connection that we reset: the keepalive timer gave up (with its
             // reason from 6.10; before, known by the socket's ETIMEDOUT).
-            _ if connection.reset_sent.is_some() => "keepalive",
-            Some(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing) => "fin_unanswered",
+            _ if ended.keepalive || connection.reset_sent.is_some() => "keepalive",
+            Some(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing) if !connection.data_unanswered_before_fin() => {
+                "fin_unanswered"
+            }
             _ => "retransmissions",
         });
         let (rst_from, rst_hops, peer_hops) = match ended.rst_from {

@@ -438,6 +438,7 @@ mod tests {
                 detail: "".into(),
                 time_wait: false,
                 fin_wait2_expired: false,
+                keepalive: false,
                 rst_from: None,
                 dropped_in: None,
             })

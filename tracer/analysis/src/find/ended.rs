@@ -62,6 +62,16 @@ impl Findings {
                     }
                 }
             }
+            // Its drops are counted as they happen; what they killed is said with them.
+            CloseClass::DroppedHere if connection.established_ns.is_some() => {
+                if let Some(tally) = self.tally(FindingKind::DroppedHere, key) {
+                    tally.expired += 1;
+                    tally.began(started);
+                    let cause = if ended.keepalive { "keepalive timeout" } else { "retransmission timeout" };
+                    *tally.labels.entry(format!("{DEATH}{cause}")).or_default() += 1;
+                    tally.owner = tally.owner.take().or_else(owner);
+                }
+            }
             CloseClass::NoLocalPort => {
                 if let Some(tally) = self.tally(FindingKind::LocalPortsExhausted, key) {
                     tally.count += 1;

@@ -30,6 +30,9 @@ use crate::{
 
 const NS_PER_S: u64 = 1_000_000_000;
 
+/// A `dropped_here` label that counts a connection the drops killed, not a drop reason.
+const DEATH: &str = "died: ";
+
 /// Why our SYNs were retransmitted, where the evidence names someone other than a silent peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SynCause {

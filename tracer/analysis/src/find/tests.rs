@@ -387,3 +387,28 @@ fn a_listener_takes_connections_to_its_port_at_its_address_or_any_when_bound_to_
     assert!(!endpoint("10.0.0.3:80").takes(service), "another address");
     assert!(!endpoint("0.0.0.0:81").takes(service), "another port");
 }
+
+/// A keepalive death that this host's drops explain is `dropped_here`; its finding still says
+/// what the drops killed, and how.
+#[test]
+fn a_keepalive_death_this_host_s_drops_explain_keeps_keepalive_in_its_finding() {
+    let s = server(1, 40000);
+    let names: BTreeMap<u32, String> = [(12, "NETFILTER_DROP".to_string())].into();
+    let mut tracker = tracker().with_drop_reasons(names);
+    let dropped = |at: u64| crate::decode::Event {
+        kind: tracer_common::EventKind::Drop,
+        drop: Some(crate::decode::Dropped { reason: 12, incoming: true }),
+        ..s.retransmit(Established, at)
+    };
+    let mut reset = s.reset_sent(Established, None, 30 * S);
+    reset.process = None;
+    let mut close = s.closed(Established, false, 30 * S + 1);
+    close.totals.as_mut().unwrap().error = 110;
+    let events = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), dropped(20 * S), dropped(25 * S), reset, close];
+    let picture = picture(&mut Findings::new(FindingsConfig::default()), &mut tracker, &events, 31 * S, &Filter::default());
+    let finding = picture.findings.iter().find(|f| f.kind == FindingKind::DroppedHere).expect("dropped_here");
+    assert_eq!(
+        finding.detail,
+        "this host's kernel dropped 2 packet(s) between 10.0.0.2:80 and 10.0.0.1:*: NETFILTER_DROP from the peer ×2; 1 connection(s) died of it: 1 by keepalive timeout"
+    );
+}

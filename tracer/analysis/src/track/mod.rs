@@ -279,8 +279,9 @@ impl Tracker {
                 | (TcpState::Established | TcpState::SynRecv, TcpState::FinWait1)
                 | (TcpState::CloseWait, TcpState::LastAck)
         );
-        if let Some(process) = event.process.filter(|_| owner_action) {
+        if let Some(process) = event.process.filter(|_| owner_action || event.by_exiting_process) {
             connection.process = Some(process);
+            connection.owner_exited = event.by_exiting_process;
         }
         match (old, new) {
             (_, TcpState::Established) => connection.established_ns = Some(at),
@@ -464,6 +465,12 @@ impl Tracker {
             connection.idle_before_ns = connection.keepalive_idle_ns;
         }
         mtu::judge(&connection, &mut verdict);
+        if connection.owner_exited {
+            let owner = connection.process.map(|p| format!("pid {} ({})", p.tgid, p.comm)).unwrap_or_else(|| "its process".into());
+            verdict.detail =
+                format!("{} — {owner} exited without closing it (killed, or it ended): the kernel closed its socket", verdict.detail)
+                    .into();
+        }
         self.blame_drops(&mut connection, &mut verdict);
         out.push(Observation::Ended(Ended {
             connection,
@@ -471,11 +478,14 @@ impl Tracker {
             detail: verdict.detail,
             time_wait: verdict.time_wait,
             fin_wait2_expired: verdict.fin_wait2_expired,
+            keepalive: verdict.keepalive,
             rst_from: verdict.rst_from,
             dropped_in: verdict.dropped_in,
         }));
     }
 }
 
+#[cfg(test)]
+mod classify_tests;
 #[cfg(test)]
 mod tests;
