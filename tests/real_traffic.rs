@@ -400,17 +400,20 @@ fn a_backend_killed_with_its_connection_open_says_its_owner_exited() {
     let link = Link::new();
     let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path(), "--connections=all"]);
     let server = SocketAddr::new(link.server_ip, 8080);
-    let script = format!(
-        "import socket,time\ns=socket.socket(); s.bind(('{}',8080)); s.listen()\nprint('ready', flush=True)\nc,_=s.accept(); time.sleep(60)",
-        link.server_ip
-    );
+    // The backend is this test binary again (a process of its own to kill), in the server's namespace.
     let mut backend = std::process::Command::new("ip")
-        .args(["netns", "exec", &link.server.name, "python3", "-c", &script])
+        .args(["netns", "exec", &link.server.name])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "backend_that_holds_one_connection", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("BACKEND_LISTEN", server.to_string())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("python3 runs");
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(backend.stdout.take().unwrap()), &mut ready).unwrap();
+        .expect("the test binary runs as the backend");
+    let mut stdout = std::io::BufReader::new(backend.stdout.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("backend ready") {
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut said).unwrap() > 0, "the backend ended: {said}");
+    }
     let mut client = link.connect(server).unwrap();
     thread::sleep(Duration::from_millis(200));
     backend.kill().unwrap(); // SIGKILL
@@ -423,6 +426,18 @@ fn a_backend_killed_with_its_connection_open_says_its_owner_exited() {
     });
     tracer.stop();
     assert_eq!(line["close"], "graceful", "{line}");
-    assert_eq!(line["comm"], "python3", "the line names the process behind its end: {line}");
+    assert_eq!(line["pid"], backend.id(), "the line names the process behind its end: {line}");
     assert!(line["detail"].as_str().unwrap().contains("exited without closing it (killed, or it ended)"), "{line}");
+}
+
+/// Not a test: the backend process of the test above (run by it, in the server's namespace).
+/// Listens where `BACKEND_LISTEN` says, accepts one connection and holds it until killed.
+#[test]
+#[ignore]
+fn backend_that_holds_one_connection() {
+    let Ok(address) = std::env::var("BACKEND_LISTEN") else { return };
+    let listener = std::net::TcpListener::bind(address.as_str()).unwrap();
+    println!("backend ready");
+    let (_held, _) = listener.accept().unwrap();
+    thread::sleep(Duration::from_secs(60));
 }
