@@ -397,8 +397,15 @@ fn a_path_mtu_black_hole_is_named_from_the_sizes_or_from_this_host_s_drops() {
 #[test]
 fn a_backend_killed_with_its_connection_open_says_its_owner_exited() {
     require_root();
+    // The classic tracepoint reads the task's flags too: every kernel, either mode.
+    for mode in ["auto", "tracepoint"] {
+        killed_backend(mode);
+    }
+}
+
+fn killed_backend(mode: &str) {
     let link = Link::new();
-    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path(), "--connections=all"]);
+    let tracer = Tracer::start(&["--interval", "1", "--netns", &link.server.path(), "--connections=all", "--hook-mode", mode]);
     let server = SocketAddr::new(link.server_ip, 8080);
     // The backend is this test binary again (a process of its own to kill), in the server's namespace.
     let mut backend = std::process::Command::new("ip")
@@ -425,9 +432,9 @@ fn a_backend_killed_with_its_connection_open_says_its_owner_exited() {
         line["local"] == server.to_string() && line["remote"].as_str().is_some_and(|r| r.starts_with(&remote.ip().to_string()))
     });
     tracer.stop();
-    assert_eq!(line["close"], "graceful", "{line}");
+    assert_eq!(line["close"], "graceful", "{mode}: {line}");
     assert_eq!(line["pid"], backend.id(), "the line names the process behind its end: {line}");
-    assert!(line["detail"].as_str().unwrap().contains("exited without closing it (killed, or it ended)"), "{line}");
+    assert!(line["detail"].as_str().unwrap().contains("exited without closing it (killed, or it ended)"), "{mode}: {line}");
 }
 
 /// Not a test: the backend process of the test above (run by it, in the server's namespace).

@@ -12,9 +12,10 @@ use aya_ebpf::{
 };
 use tracer_common::{
     EventKind, HookLayout, KernelMiss, KernelOffsets, WireEvent, ABSENT, AF_INET, AF_INET6, FLAG_HAS_REASON, IPPROTO_TCP, RECORD_MAX,
+    STATE_BY_EXITING_TASK,
 };
 
-use crate::{add_process, clear, config, emit, folded, keep, missed, own_context};
+use crate::{add_process, clear, config, emit, folded, keep, missed, own_context, PF_EXITING};
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -104,8 +105,11 @@ fn record_event(ctx: &TracePointContext, kind: EventKind) -> u32 {
         }
         // SAFETY: a helper without arguments.
         event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-        if in_process_context(&record, offsets) {
+        if let Some(task_flags) = process_context(&record, offsets) {
             add_process(event);
+            if event.kind == EventKind::StateChange as u8 && task_flags & PF_EXITING != 0 {
+                event.reason = STATE_BY_EXITING_TASK;
+            }
         }
         true
     });
@@ -162,10 +166,11 @@ fn namespace_of(record: &Record, layout: &HookLayout, offsets: &KernelOffsets, s
     kernel::<u32>(net.unwrap_or(0), offsets.net_inum).unwrap_or(0)
 }
 
-/// Whether the tracepoint's caller ran on the current task's own stack in a user task. (For
-/// tracepoint programs the first word of the record is the caller's `struct pt_regs *`.)
+/// The current task's flags where the tracepoint's caller ran on its own stack in a user task;
+/// `None` in any other context. (For tracepoint programs the first word of the record is the
+/// caller's `struct pt_regs *`.)
 #[inline(always)]
-fn in_process_context(record: &Record, offsets: &KernelOffsets) -> bool {
+fn process_context(record: &Record, offsets: &KernelOffsets) -> Option<u32> {
     let regs = record.field::<u64>(0).unwrap_or(0);
     // SAFETY: a helper without arguments.
     let task = unsafe { bpf_get_current_task() };
@@ -173,7 +178,7 @@ fn in_process_context(record: &Record, offsets: &KernelOffsets) -> bool {
         (kernel::<u64>(regs, offsets.regs_sp), kernel::<u64>(task, offsets.task_stack), kernel::<u32>(task, offsets.task_flags))
     else {
         missed(KernelMiss::Task);
-        return false;
+        return None;
     };
-    own_context(sp, stack, flags)
+    own_context(sp, stack, flags).then_some(flags)
 }

@@ -31,6 +31,8 @@ use tracer_common::{
 
 use tracer_common::{AF_INET, AF_INET6};
 const PF_KTHREAD: u32 = 0x0020_0000;
+/// `task_struct.flags`: the task is exiting (its files are being closed for it).
+const PF_EXITING: u32 = 0x4;
 
 /// Filled in by the loader before the programs are verified (frozen `.rodata`: the verifier
 /// sees every offset in it as a constant).

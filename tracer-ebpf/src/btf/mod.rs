@@ -21,7 +21,7 @@ use tracer_common::{
     PACKET_CLOCK_TICKS, STATE_BY_EXITING_TASK, TCP_FLAG_FIN, TCP_FLAG_RST,
 };
 
-use crate::{address_of, clear, config, emit, folded, keep, missed, own_context, put_ipv4};
+use crate::{address_of, clear, config, emit, folded, keep, missed, own_context, put_ipv4, PF_EXITING};
 
 mod packets;
 
@@ -297,9 +297,6 @@ fn finish(ctx: &BtfTracePointContext, event: &mut WireEvent, offsets: &KernelOff
         }
     }
 }
-
-/// `task_struct.flags`: the task is exiting (its files are being closed for it).
-const PF_EXITING: u32 = 0x4;
 
 /// The time a state change in softirq happened, from its socket: TCP takes the clock
 /// (`tcp_mstamp_refresh`, into `tcp_clock_cache`) as it begins processing each packet, and in
