@@ -117,30 +117,33 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             "{n} RST(s) in the name of {} refused by our kernel (out of window, or not exact: answered with a challenge ACK): a blind injector or a confused middlebox",
             key.remote
         ),
-        FindingKind::DroppedHere if n + tally.expired > 0 => {
-            let (deaths, mut reasons): (Vec<_>, Vec<_>) = tally.labels.iter().partition(|(label, _)| label.starts_with(DEATH));
-            let deaths: Vec<String> =
-                deaths.iter().map(|(label, count)| format!("{count} by {}", label.trim_start_matches(DEATH))).collect();
-            reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-            let reasons: Vec<String> = reasons.iter().take(3).map(|(reason, count)| format!("{reason} ×{count}")).collect();
-            let dropped = if n > 0 {
-                format!("this host's kernel dropped {n} packet(s) between {} and {}: {}", key.local, key.remote, reasons.join(", "))
-            } else {
-                format!(
-                    "this host dropped packets between {} and {} elsewhere (see the dropped_here finding of the namespace that did)",
-                    key.local, key.remote
-                )
-            };
-            match deaths.is_empty() {
-                true => dropped,
-                false => format!("{dropped}; {} connection(s) died of it: {}", tally.expired, deaths.join(", ")),
-            }
-        }
+        FindingKind::DroppedHere if n + tally.expired > 0 => dropped_here(tally, &key, n),
         FindingKind::IdleTimeout if n > 0 => tally.example.clone().unwrap_or_default(),
         FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),
         FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
         _ => return None,
     })
+}
+
+/// `dropped_here`: the drops by reason, then what they killed (connections that died of a
+/// silence this host's drops explain), and how.
+fn dropped_here(tally: &Tally, key: &PeerKey, n: u64) -> String {
+    let (deaths, mut reasons): (Vec<_>, Vec<_>) = tally.labels.iter().partition(|(label, _)| label.starts_with(DEATH));
+    let deaths: Vec<String> = deaths.iter().map(|(label, count)| format!("{count} by {}", label.trim_start_matches(DEATH))).collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let reasons: Vec<String> = reasons.iter().take(3).map(|(reason, count)| format!("{reason} ×{count}")).collect();
+    let dropped = if n > 0 {
+        format!("this host's kernel dropped {n} packet(s) between {} and {}: {}", key.local, key.remote, reasons.join(", "))
+    } else {
+        format!(
+            "this host dropped packets between {} and {} elsewhere (see the dropped_here finding of the namespace that did)",
+            key.local, key.remote
+        )
+    };
+    match deaths.is_empty() {
+        true => dropped,
+        false => format!("{dropped}; {} connection(s) died of it: {}", tally.expired, deaths.join(", ")),
+    }
 }
 
 impl PortReuseExample {

@@ -161,19 +161,7 @@ impl Tracker {
             TcpState::Closing | TcpState::TimeWait => {
                 Verdict { time_wait: true, ..Verdict::of(CloseClass::Graceful, "both sides closed at once") }
             }
-            TcpState::LastAck | TcpState::FinWait1 if connection.data_unanswered_before_fin() => {
-                let fin_ns = connection.first_fin_ns.unwrap_or(ending.at_ns);
-                let before = fin_ns.saturating_sub(connection.first_retransmit_ns.unwrap_or(fin_ns));
-                Verdict::of(
-                    CloseClass::PeerSilent,
-                    format!(
-                        "our data went unacknowledged from {:.1} s before our FIN, then our FIN too ({} retransmits): the peer fell \
-                         silent before we closed",
-                        before as f64 / 1e9,
-                        connection.retransmits
-                    ),
-                )
-            }
+            TcpState::LastAck | TcpState::FinWait1 if connection.data_unanswered_before_fin() => data_then_fin_unanswered(connection),
             TcpState::LastAck | TcpState::FinWait1 if retransmits >= 3 => {
                 Verdict::of(CloseClass::PeerSilent, format!("our FIN was never acknowledged ({retransmits} retransmits in {from})"))
             }
@@ -360,6 +348,22 @@ impl Tracker {
             ),
         }
     }
+}
+
+/// Our FIN went unanswered, but the peer had stopped acknowledging our data before it: the
+/// data's silence, told with how long before our FIN it began.
+fn data_then_fin_unanswered(connection: &Connection) -> Verdict {
+    let fin_ns = connection.first_fin_ns.unwrap_or_default();
+    let before = fin_ns.saturating_sub(connection.first_retransmit_ns.unwrap_or(fin_ns));
+    Verdict::of(
+        CloseClass::PeerSilent,
+        format!(
+            "our data went unacknowledged from {:.1} s before our FIN, then our FIN too ({} retransmits): the peer fell silent \
+             before we closed",
+            before as f64 / 1e9,
+            connection.retransmits
+        ),
+    )
 }
 
 /// A RST in the peer's name ended the connection `place` ("in ESTABLISHED"): the class names
