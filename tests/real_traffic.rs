@@ -422,7 +422,9 @@ fn killed_backend(mode: &str) {
         assert!(std::io::BufRead::read_line(&mut stdout, &mut said).unwrap() > 0, "the backend ended: {said}");
     }
     let mut client = link.connect(server).unwrap();
-    thread::sleep(Duration::from_millis(200));
+    while !said.contains("backend accepted") {
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut said).unwrap() > 0, "the backend ended: {said}");
+    }
     backend.kill().unwrap(); // SIGKILL
     backend.wait().unwrap();
     assert_eq!(client.read(&mut [0; 1]).unwrap(), 0, "the kernel closed the dead backend's socket with a FIN");
@@ -446,5 +448,6 @@ fn backend_that_holds_one_connection() {
     let listener = std::net::TcpListener::bind(address.as_str()).unwrap();
     println!("backend ready");
     let (_held, _) = listener.accept().unwrap();
+    println!("backend accepted");
     thread::sleep(Duration::from_secs(60));
 }
