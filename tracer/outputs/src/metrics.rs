@@ -59,7 +59,6 @@ pub struct Metrics {
     link_changes: Family<Labels, Counter>,
     snapshot_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     snapshot_namespaces: Family<Labels, Gauge>,
-    hook_modes: Family<Labels, Gauge>,
     /// Health totals already added to the counters.
     reported: Health,
     /// State transitions since the last summary, [old][new], counted without locks.
@@ -104,7 +103,6 @@ impl Metrics {
             kernel_program_runs: Counter::default(),
             kernel_program_seconds: Counter::default(),
             link_changes: Family::default(),
-            hook_modes: Family::default(),
             snapshot_seconds: Gauge::default(),
             snapshot_namespaces: Family::default(),
             reported: Health::default(),
@@ -181,9 +179,10 @@ impl Metrics {
             "Namespaces in the last round of sock_diag dumps: dumped, idle (nothing to ask), carried (over budget, last result reused)",
             metrics.snapshot_namespaces.clone(),
         );
-        registry.register("hook_mode", "1 for the mode of each kernel hook", metrics.hook_modes.clone());
+        let hook_modes = Family::<Labels, Gauge>::default();
+        registry.register("hook_mode", "1 for the mode of each kernel hook", hook_modes.clone());
         for (hook, mode) in hooks {
-            metrics.hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
+            hook_modes.get_or_create(&labels(&[("hook", hook), ("mode", mode)])).set(1);
         }
         let build_info = Family::<Labels, Gauge>::default();
         registry.register("build_info", "1, labelled with the tracer's version", build_info.clone());

@@ -433,6 +433,7 @@ impl Aggregator {
         health.evicted += stats.evicted_connections
             + stats.evicted_time_wait
             + stats.evicted_drop_pairs
+            + stats.evicted_drop_destinations
             + stats.evicted_arrived_resets
             + stats.evicted_peer_ttls
             + stats.evicted_arrived_icmp

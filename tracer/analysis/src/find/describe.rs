@@ -7,8 +7,9 @@ fn seconds(ns: u64) -> u64 {
     ns / NS_PER_S
 }
 
-fn labels(tally: &Tally) -> String {
-    let mut labels: Vec<(&String, &u64)> = tally.labels.iter().collect();
+/// The three most counted of `labels`, "label ×n".
+fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a u64)>) -> String {
+    let mut labels: Vec<(&String, &u64)> = labels.into_iter().collect();
     labels.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     labels.iter().take(3).map(|(label, n)| format!("{label} ×{n}")).collect::<Vec<_>>().join(", ")
 }
@@ -58,7 +59,7 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             }
             text
         }
-        FindingKind::PeerSilent if n > 0 => format!("{n} connection(s) ended with no FIN or RST from the peer: {}", labels(tally)),
+        FindingKind::PeerSilent if n > 0 => format!("{n} connection(s) ended with no FIN or RST from the peer: {}", labels(&tally.labels)),
         FindingKind::PortReuseInTimeWait if n > 0 => format!(
             "{n} new connection(s) reused a 4-tuple still in TIME_WAIT (e.g. {}): something (NAT, L4 balancer) recycles ports faster than TIME_WAIT expires",
             tally.reuse_example.map_or("?".to_string(), |example| example.describe())
@@ -117,10 +118,10 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
             "{n} RST(s) in the name of {} refused by our kernel (out of window, or not exact: answered with a challenge ACK): a blind injector or a confused middlebox",
             key.remote
         ),
-        FindingKind::DroppedHere if n + tally.expired > 0 => dropped_here(tally, &key, n),
+        FindingKind::DroppedHere if n > 0 || tally.labels.keys().any(|label| label.starts_with(DEATH)) => dropped_here(tally, &key, n),
         FindingKind::IdleTimeout if n > 0 => tally.example.clone().unwrap_or_default(),
         FindingKind::RstFromPeer if n > 0 => format!("{n} RST(s) from the peer {} to us ({})", key.remote, key.local),
-        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(tally)),
+        FindingKind::RstToPeer if n > 0 => format!("{n} RST(s) from us ({}) to the peer {}: {}", key.local, key.remote, labels(&tally.labels)),
         _ => return None,
     })
 }
@@ -128,12 +129,11 @@ pub(super) fn describe(kind: FindingKind, tally: &Tally, key: PeerKey, settings:
 /// `dropped_here`: the drops by reason, then what they killed (connections that died of a
 /// silence this host's drops explain), and how.
 fn dropped_here(tally: &Tally, key: &PeerKey, n: u64) -> String {
-    let (deaths, mut reasons): (Vec<_>, Vec<_>) = tally.labels.iter().partition(|(label, _)| label.starts_with(DEATH));
+    let (deaths, reasons): (Vec<_>, Vec<_>) = tally.labels.iter().partition(|(label, _)| label.starts_with(DEATH));
+    let died: u64 = deaths.iter().map(|(_, count)| **count).sum();
     let deaths: Vec<String> = deaths.iter().map(|(label, count)| format!("{count} by {}", label.trim_start_matches(DEATH))).collect();
-    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let reasons: Vec<String> = reasons.iter().take(3).map(|(reason, count)| format!("{reason} ×{count}")).collect();
     let dropped = if n > 0 {
-        format!("this host's kernel dropped {n} packet(s) between {} and {}: {}", key.local, key.remote, reasons.join(", "))
+        format!("this host's kernel dropped {n} packet(s) between {} and {}: {}", key.local, key.remote, labels(reasons))
     } else {
         format!(
             "this host dropped packets between {} and {} elsewhere (see the dropped_here finding of the namespace that did)",
@@ -142,7 +142,7 @@ fn dropped_here(tally: &Tally, key: &PeerKey, n: u64) -> String {
     };
     match deaths.is_empty() {
         true => dropped,
-        false => format!("{dropped}; {} connection(s) died of it: {}", tally.expired, deaths.join(", ")),
+        false => format!("{dropped}; {died} connection(s) died of it: {}", deaths.join(", ")),
     }
 }
 

@@ -65,7 +65,6 @@ impl Findings {
             // Its drops are counted as they happen; what they killed is said with them.
             CloseClass::DroppedHere if connection.established_ns.is_some() => {
                 if let Some(tally) = self.tally(FindingKind::DroppedHere, key) {
-                    tally.expired += 1;
                     tally.began(started);
                     let cause = if ended.keepalive { "keepalive timeout" } else { "retransmission timeout" };
                     *tally.labels.entry(format!("{DEATH}{cause}")).or_default() += 1;
@@ -116,7 +115,7 @@ fn how_it_failed(ended: &Ended) -> String {
         }
         (CloseClass::Refused, Some(RstFrom::Peer { .. })) => "refused by the peer".into(),
         (CloseClass::Refused, Some(RstFrom::Path { .. })) => "refused by a device on the path".into(),
-        (CloseClass::Refused, _) if ended.connection.icmp.is_some() || ended.detail.contains("ICMP") => "refused with ICMP".into(),
+        (CloseClass::Refused, _) if !ended.connection.reset_received => "refused with ICMP".into(),
         (CloseClass::Refused, _) => "refused, by a RST whose sender is unchecked".into(),
         (CloseClass::DroppedHere, _) => {
             format!("timed out: this host dropped its SYNs{}", place.map(|place| format!(" in {place}")).unwrap_or_default())

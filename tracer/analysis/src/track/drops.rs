@@ -158,6 +158,11 @@ impl Tracker {
         crate::decode::drop_reason_name(&self.drop_reason_names, reason)
     }
 
+    /// The value of the kernel's drop reason `name`, where this kernel has it.
+    pub(super) fn drop_reason_code(&self, name: &str) -> Option<u32> {
+        self.drop_reason_names.iter().find(|(_, known)| *known == name).map(|(code, _)| *code)
+    }
+
     /// Names namespace `netns` (its /run/netns name, or a process in it) in the verdicts.
     pub fn name_netns(&mut self, netns: u32, name: &str) {
         if self.netns_names.get(&netns).is_some_and(|known| known == name) {
@@ -268,7 +273,8 @@ impl Tracker {
             (incoming, outgoing) => format!("{incoming} packet(s) from the peer {remote} and {outgoing} to it"),
         };
         // A forwarding namespace that cannot send a packet on (DF set, next link's MTU smaller).
-        let too_big = drops.reasons.iter().any(|(reason, _)| self.drop_reason_name(*reason) == "PKT_TOO_BIG");
+        let too_big =
+            self.drop_reason_code("PKT_TOO_BIG").is_some_and(|too_big| drops.reasons.iter().any(|(reason, _)| *reason == too_big));
         let black_hole = if too_big {
             " (too large for the next link's MTU: where its ICMP 'fragmentation needed' does not reach the sender, a path MTU black hole)"
         } else {

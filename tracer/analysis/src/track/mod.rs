@@ -67,6 +67,8 @@ pub struct TrackerStats {
     pub evicted_time_wait: u64,
     /// Endpoint pairs whose socketless drops were forgotten to make room.
     pub evicted_drop_pairs: u64,
+    /// Destinations whose socketless drops (what joins our SYNs to a NAT's) were forgotten.
+    pub evicted_drop_destinations: u64,
     /// Arrived RSTs forgotten to make room before any socket took them (none older than a
     /// second is counted: a socket takes its RST within microseconds or never).
     pub evicted_arrived_resets: u64,
@@ -140,7 +142,7 @@ impl Tracker {
             lingering: Bounded::new(|lingering| lingering.connection.state_since_ns),
             finality: finality::Pending::default(),
             gone: VecDeque::new(),
-            peer_ttls: Bounded::new(provenance::AddressTtl::at_ns),
+            peer_ttls: Bounded::new(|known| known.at_ns),
             arrived_resets: Bounded::new(|(_, at)| *at),
             arrived_icmp: Bounded::new(|(_, at)| *at),
             drop_reason_names: BTreeMap::new(),

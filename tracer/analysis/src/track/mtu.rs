@@ -18,8 +18,6 @@ pub struct MtuEvidence {
     /// A full-size one was retransmitted while the peer had SACKed later segments.
     pub sacked: bool,
     pub mss: u16,
-    /// The largest retransmitted segment.
-    pub largest: u32,
 }
 
 impl MtuEvidence {
@@ -31,7 +29,6 @@ impl MtuEvidence {
             self.smaller = self.smaller.saturating_add(1);
         }
         self.mss = resent.mss;
-        self.largest = self.largest.max(resent.length);
     }
 }
 

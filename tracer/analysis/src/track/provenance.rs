@@ -40,7 +40,7 @@ const UNSTEADY_NS: u64 = 600_000_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct AddressTtl {
     ttl: u8,
-    at_ns: u64,
+    pub(super) at_ns: u64,
     /// When it last differed from the TTL before it.
     changed_ns: Option<u64>,
     /// From a SYN or SYN-ACK (else from data on some connection).
@@ -48,8 +48,9 @@ pub(super) struct AddressTtl {
 }
 
 impl AddressTtl {
-    pub(super) fn at_ns(&self) -> u64 {
-        self.at_ns
+    /// No reference at `at_ns`: its TTL changed less than [`UNSTEADY_NS`] before.
+    fn unsteady_at(&self, at_ns: u64) -> bool {
+        self.changed_ns.is_some_and(|changed| at_ns.saturating_sub(changed) < UNSTEADY_NS)
     }
 }
 
@@ -153,9 +154,8 @@ impl Tracker {
             Some(segment) => Some(Reference::ThisConnection(segment.ttl)),
             None => self.peer_ttls.get(&(connection.socket.netns, connection.remote.ip())).map(|known| Reference::Address(*known)),
         };
-        let unsteady = |known: &AddressTtl| known.changed_ns.is_some_and(|changed| at_ns.saturating_sub(changed) < UNSTEADY_NS);
         let origin = match reference {
-            Some(Reference::Address(known)) if unsteady(&known) => RstFrom::NoReference { hops },
+            Some(Reference::Address(known)) if known.unsteady_at(at_ns) => RstFrom::NoReference { hops },
             Some(Reference::ThisConnection(ttl) | Reference::Address(AddressTtl { ttl, .. })) => {
                 let peer = Segment { ttl, ..reset };
                 // Same distance, same starting TTL: the same sender, as far as TTLs can tell.
@@ -194,12 +194,12 @@ fn compared_with(reference: Reference, at_ns: u64) -> String {
         Reference::Address(known) => {
             let what = if known.handshake { "handshake" } else { "data on another connection" };
             let latest = format!("compared with the peer's latest {what}, TTL {}, {}", known.ttl, before(known.at_ns));
-            match known.changed_ns {
-                Some(changed) if at_ns.saturating_sub(changed) < UNSTEADY_NS => format!(
+            match known.changed_ns.filter(|_| known.unsteady_at(at_ns)) {
+                Some(changed) => format!(
                     "{latest}; that address's TTL changed {}: hosts at several distances behind it (a NAT) or a new route, no reference",
                     before(changed)
                 ),
-                _ => latest,
+                None => latest,
             }
         }
     }

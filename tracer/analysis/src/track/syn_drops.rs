@@ -75,7 +75,7 @@ impl Tracker {
     pub(super) fn hold_drop(&mut self, reason: u32, observation: Observation, out: &mut Vec<Observation>) {
         if let Observation::Dropped { tuple, at_ns, incoming: true, .. } = observation {
             if self.drop_destinations.make_room(&tuple.local, MAX_DROP_DESTINATIONS).is_some() {
-                self.stats.evicted_drop_pairs += 1;
+                self.stats.evicted_drop_destinations += 1;
             }
             let drops = self.drop_destinations.entry(tuple.local).or_default();
             (drops.netns, drops.source, drops.reason) = (tuple.netns, Some(tuple.remote), reason);
@@ -94,10 +94,6 @@ impl Tracker {
         }
     }
 
-    fn is_firewall_drop(&self, reason: u32) -> bool {
-        self.drop_reason_name(reason) == "NETFILTER_DROP"
-    }
-
     /// A RST reached a connect of ours in SYN_SENT: where a namespace of this host dropped our
     /// SYN for the firewall (NETFILTER_DROP) just before, that namespace's reject rule sent it.
     /// Drops held for no socket are claimed: they are this refusal, not a finding of their own.
@@ -106,15 +102,12 @@ impl Tracker {
             return;
         };
         let (local, remote) = (event.local, event.remote);
-        let own = connection.drops.outgoing > 0 && connection.drops.reasons.iter().any(|(reason, _)| self.is_firewall_drop(*reason));
+        let Some(firewall) = self.drop_reason_code("NETFILTER_DROP") else { return };
+        let own = connection.drops.outgoing > 0 && connection.drops.reasons.iter().any(|(reason, _)| *reason == firewall);
         let mut claimed = Drops::default();
         let mut refused_in = own.then_some(event.socket.netns);
-        let firewall_reasons: Vec<u32> =
-            self.held_drops.iter().map(|held| held.reason).filter(|reason| self.is_firewall_drop(*reason)).collect();
         self.held_drops.retain(|held| match held.observation {
-            Observation::Dropped { tuple, at_ns, .. }
-                if tuple.local == remote && tuple.remote == local && firewall_reasons.contains(&held.reason) =>
-            {
+            Observation::Dropped { tuple, at_ns, .. } if tuple.local == remote && tuple.remote == local && held.reason == firewall => {
                 claimed.add(held.reason, false, at_ns);
                 refused_in = Some(tuple.netns);
                 false
